@@ -1,0 +1,60 @@
+"""First start of a centre: the key pair, the first administrator and the recovery key."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from backend import keys, passwords
+from backend.counselors import CounselorStore
+from backend.keyring import KeyRing
+from backend.models import Role
+
+FIRST_ADMIN = "admin"
+PUBLIC_KEY_FILE = "center-public-key"
+
+
+@dataclass(frozen=True)
+class FirstStart:
+    """What must be shown once, on the terminal of whoever started the centre."""
+
+    username: str
+    one_time_password: str = field(repr=False)
+    recovery_key: keys.RecoveryKey = field(repr=False)
+
+
+async def ensure_initialised(
+    counselors: CounselorStore, keyring: KeyRing, data_dir: Path
+) -> FirstStart | None:
+    """Create the centre on an empty database; do nothing (return None) on later starts."""
+    if await counselors.count() > 0:
+        active = await keyring.active()
+        if active is not None:
+            write_public_key(data_dir, keys.encode_public_key(active.public_key))
+        return None
+    password = passwords.one_time_password()
+    admin = await counselors.add(
+        FIRST_ADMIN, password, Role.ADMINISTRATOR, must_change_password=True
+    )
+    if admin.id is None:  # pragma: no cover - the database assigns it on commit
+        raise RuntimeError("first administrator was not stored")
+    recovery = keys.new_recovery_key()
+    active = await keyring.create(admin.id, password, recovery)
+    write_public_key(data_dir, keys.encode_public_key(active.public_key))
+    return FirstStart(FIRST_ADMIN, password, recovery)
+
+
+def write_public_key(data_dir: Path, encoded: str) -> None:
+    """Publish the public key where a bot on this host finds it; it is not a secret."""
+    path = data_dir / PUBLIC_KEY_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(encoded + "\n")
+    os.replace(tmp, path)
+
+
+def read_public_key(data_dir: Path) -> str | None:
+    try:
+        return (data_dir / PUBLIC_KEY_FILE).read_text().strip()
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,1 @@
+"""The counselor console at `/console`: sign-in, the case list and the case view."""

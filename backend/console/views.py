@@ -1,0 +1,225 @@
+"""Console pages. Every state change checks the session's CSRF token and the request's origin."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import secrets
+from importlib import resources
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from backend.cases import CaseStore, envelope_of
+from backend.console.sessions import COOKIE_NAME, ConsoleSession, ConsoleSessionStore
+from backend.counselors import CounselorStore
+from backend.errors import AuthenticationError, CaseNotFoundError, KeyUnwrapError, SealingError
+from backend.keyring import KeyRing
+from backend.passwords import MIN_PASSWORD_LENGTH
+from backend.sealing import open_envelope
+
+log = logging.getLogger(__name__)
+
+cases_key = web.AppKey("console_cases", CaseStore)
+counselors_key = web.AppKey("console_counselors", CounselorStore)
+keyring_key = web.AppKey("console_keyring", KeyRing)
+sessions_key = web.AppKey("console_sessions", ConsoleSessionStore)
+
+
+_templates = jinja2.Environment(
+    loader=jinja2.PackageLoader("backend.console", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
+
+
+def _render(name: str, status: int = 200, **context: Any) -> web.Response:
+    body = _templates.get_template(name).render(**context)
+    return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
+
+
+def _set_cookie(request: web.Request, response: web.StreamResponse, value: str) -> None:
+    response.set_cookie(
+        COOKIE_NAME,
+        value,
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+        path="/",
+    )
+
+
+async def _session(request: web.Request) -> ConsoleSession | None:
+    return await request.app[sessions_key].load(request.cookies.get(COOKIE_NAME))
+
+
+async def _require(request: web.Request) -> ConsoleSession:
+    session = await _session(request)
+    if session is None:
+        raise web.HTTPSeeOther("/console/login")
+    if session.must_change_password and request.path != "/console/password":
+        raise web.HTTPSeeOther("/console/password")
+    return session
+
+
+def _check_origin(request: web.Request) -> None:
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != f"{request.scheme}://{request.host}":
+        raise web.HTTPForbidden(text="cross-site request refused")
+
+
+async def _form(request: web.Request, session: ConsoleSession | None) -> dict[str, str]:
+    _check_origin(request)
+    form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+    if session is not None and not hmac.compare_digest(form.get("csrf", ""), session.csrf_token):
+        raise web.HTTPForbidden(text="the form has expired; reload the page")
+    return form
+
+
+async def login_page(request: web.Request) -> web.Response:
+    return _render("login.html", error=None)
+
+
+async def login(request: web.Request) -> web.Response:
+    form = await _form(request, None)
+    username, password = form.get("username", ""), form.get("password", "")
+    try:
+        counselor = await request.app[counselors_key].authenticate(username, password)
+        if counselor.id is None:  # pragma: no cover - stored rows always have an id
+            raise AuthenticationError("counselor without id")
+        private_keys = await request.app[keyring_key].unwrap_for(counselor.id, password)
+    except (AuthenticationError, KeyUnwrapError):
+        log.info("console login failed")
+        return _render("login.html", status=401, error="login_failed")
+    session = ConsoleSession(
+        counselor_id=counselor.id,
+        username=counselor.username,
+        role=counselor.role,
+        must_change_password=counselor.must_change_password,
+        csrf_token=secrets.token_urlsafe(32),
+        private_keys=private_keys,
+    )
+    old = request.cookies.get(COOKIE_NAME)
+    if old:
+        await request.app[sessions_key].delete(old)
+    cookie = await request.app[sessions_key].create(session)
+    log.info("console login for counselor %d", counselor.id)
+    target = "/console/password" if session.must_change_password else "/console"
+    response = web.HTTPSeeOther(target)
+    _set_cookie(request, response, cookie)
+    raise response
+
+
+async def password_page(request: web.Request) -> web.Response:
+    session = await _require(request)
+    return _render("password.html", session=session, error=None)
+
+
+async def change_password(request: web.Request) -> web.Response:
+    session = await _require(request)
+    form = await _form(request, session)
+    new, repeat = form.get("new_password", ""), form.get("repeat_password", "")
+    error = None
+    if len(new) < MIN_PASSWORD_LENGTH:
+        error = "too_short"
+    elif new != repeat:
+        error = "mismatch"
+    if error is not None:
+        return _render("password.html", status=400, session=session, error=error)
+    wraps = request.app[keyring_key].wraps_for(session.private_keys, new)
+    await request.app[counselors_key].change_password(session.counselor_id, new, wraps)
+    session.must_change_password = False
+    session.csrf_token = secrets.token_urlsafe(32)
+    # A password change starts a new session id, as a login does.
+    store = request.app[sessions_key]
+    await store.delete(request.cookies[COOKIE_NAME])
+    cookie = await store.create(session)
+    log.info("counselor %d changed their password", session.counselor_id)
+    response = web.HTTPSeeOther("/console")
+    _set_cookie(request, response, cookie)
+    raise response
+
+
+async def logout(request: web.Request) -> web.Response:
+    session = await _require(request)
+    await _form(request, session)
+    await request.app[sessions_key].delete(request.cookies[COOKIE_NAME])
+    response = web.HTTPSeeOther("/console/login")
+    response.del_cookie(COOKIE_NAME, path="/")
+    raise response
+
+
+async def case_list(request: web.Request) -> web.Response:
+    session = await _require(request)
+    cases = await request.app[cases_key].list_open()
+    return _render("cases.html", session=session, cases=cases)
+
+
+async def case_view(request: web.Request) -> web.Response:
+    session = await _require(request)
+    try:
+        case = await request.app[cases_key].get(request.match_info["case_id"])
+    except CaseNotFoundError:
+        raise web.HTTPNotFound(text="no such case") from None
+    private_key = session.private_keys.get(case.key_id)
+    answers: dict[str, str] | None = None
+    if private_key is not None:
+        try:
+            body = json.loads(open_envelope(envelope_of(case), private_key))
+            answers = body.get("answers", {})
+        except (SealingError, CaseNotFoundError, ValueError):
+            answers = None
+    log.info("counselor %d opened case %s", session.counselor_id, case.id)
+    return _render("case.html", session=session, case=case, answers=answers)
+
+
+async def api_cases(request: web.Request) -> web.Response:
+    session = await _session(request)
+    if session is None or session.must_change_password:
+        raise web.HTTPUnauthorized(text=json.dumps({"error": "sign in first"}))
+    cases = await request.app[cases_key].list_open()
+    return web.json_response(
+        {
+            "cases": [
+                {
+                    "id": c.id,
+                    "status": c.status,
+                    "priority": c.priority,
+                    "category": c.category,
+                    "language": c.language,
+                    "channel": c.channel,
+                    "received_at": c.received_at.isoformat(),
+                }
+                for c in cases
+            ]
+        }
+    )
+
+
+async def stylesheet(_request: web.Request) -> web.Response:
+    body = (resources.files("backend.console") / "static" / "console.css").read_bytes()
+    return web.Response(body=body, content_type="text/css", charset="utf-8")
+
+
+def add_routes(
+    app: web.Application,
+    cases: CaseStore,
+    counselors: CounselorStore,
+    keyring: KeyRing,
+    sessions: ConsoleSessionStore,
+) -> None:
+    app[cases_key] = cases
+    app[counselors_key] = counselors
+    app[keyring_key] = keyring
+    app[sessions_key] = sessions
+    app.router.add_get("/console", case_list)
+    app.router.add_get("/console/login", login_page)
+    app.router.add_post("/console/login", login)
+    app.router.add_get("/console/password", password_page)
+    app.router.add_post("/console/password", change_password)
+    app.router.add_post("/console/logout", logout)
+    app.router.add_get("/console/cases/{case_id}", case_view)
+    app.router.add_get("/console/static/console.css", stylesheet)
+    app.router.add_get("/api/cases", api_cases)

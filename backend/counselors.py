@@ -1,0 +1,89 @@
+"""Counselor accounts: Argon2id password hashes, roles, and the first administrator."""
+
+from __future__ import annotations
+
+from argon2 import PasswordHasher
+from sqlalchemy import func
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend import passwords
+from backend.errors import AuthenticationError
+from backend.keyring import counselor_holder
+from backend.models import Counselor, Role, WrappedPrivateKey
+from backend.settings import KdfCost
+
+# Verified against when the username is unknown, so both failures take the same time.
+_DUMMY_PASSWORD = "hotline-dummy-password"  # noqa: S105 - never a real credential
+
+
+class CounselorStore:
+    def __init__(self, engine: AsyncEngine, cost: KdfCost) -> None:
+        self._engine = engine
+        self._hasher: PasswordHasher = passwords.hasher(cost)
+        self._dummy_hash = self._hasher.hash(_DUMMY_PASSWORD)
+
+    async def add(
+        self, username: str, password: str, role: Role, *, must_change_password: bool
+    ) -> Counselor:
+        counselor = Counselor(
+            username=username,
+            password_hash=self._hasher.hash(password),
+            role=role.value,
+            must_change_password=must_change_password,
+        )
+        async with AsyncSession(self._engine, expire_on_commit=False) as session:
+            session.add(counselor)
+            await session.commit()
+        return counselor
+
+    async def count(self) -> int:
+        async with AsyncSession(self._engine) as session:
+            return (await session.exec(select(func.count()).select_from(Counselor))).one()
+
+    async def get(self, counselor_id: int) -> Counselor | None:
+        async with AsyncSession(self._engine) as session:
+            return await session.get(Counselor, counselor_id)
+
+    async def authenticate(self, username: str, password: str) -> Counselor:
+        async with AsyncSession(self._engine) as session:
+            found = (
+                await session.exec(select(Counselor).where(Counselor.username == username))
+            ).first()
+        if found is None:
+            passwords.verify(self._hasher, self._dummy_hash, password)
+            raise AuthenticationError("login failed")
+        if not passwords.verify(self._hasher, found.password_hash, password):
+            raise AuthenticationError("login failed")
+        return found
+
+    async def change_password(
+        self, counselor_id: int, password: str, wraps: dict[str, bytes]
+    ) -> None:
+        """Set a new password and the key wraps made for it, in one transaction.
+
+        Both or neither: a new hash with old wraps (or the reverse) would lock the
+        counselor out of every sealed case.
+        """
+        holder = counselor_holder(counselor_id)
+        async with AsyncSession(self._engine) as session:
+            counselor = await session.get(Counselor, counselor_id)
+            if counselor is None:
+                raise AuthenticationError("no such counselor")
+            counselor.password_hash = self._hasher.hash(password)
+            counselor.must_change_password = False
+            session.add(counselor)
+            existing = {
+                row.key_id: row
+                for row in (
+                    await session.exec(
+                        select(WrappedPrivateKey).where(WrappedPrivateKey.holder == holder)
+                    )
+                ).all()
+            }
+            for kid, blob in wraps.items():
+                row = existing.get(kid) or WrappedPrivateKey(key_id=kid, holder=holder, blob=blob)
+                row.blob = blob
+                session.add(row)
+            await session.commit()

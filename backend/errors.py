@@ -1,0 +1,29 @@
+"""Every error the core raises has one base, so each adapter translates them at one boundary."""
+
+
+class HotlineError(Exception):
+    """Base of every error raised by hotline's core."""
+
+
+class SettingsError(HotlineError):
+    """A setting is missing, malformed or unusable; the message names the setting."""
+
+
+class SealingError(HotlineError):
+    """A sealed envelope could not be opened: wrong key, tampering or truncation."""
+
+
+class KeyUnwrapError(HotlineError):
+    """A wrapped private key could not be unwrapped with the given password or recovery key."""
+
+
+class FlowError(HotlineError):
+    """A flow definition is invalid and cannot be compiled."""
+
+
+class CaseNotFoundError(HotlineError):
+    """No case has the requested id."""
+
+
+class AuthenticationError(HotlineError):
+    """A login failed: unknown user or wrong password (never says which)."""

@@ -1,0 +1,1 @@
+"""The flow language: YAML flows and locales, compiled once to shared `transitions` machines."""

@@ -1,0 +1,154 @@
+"""The centre's key pair and the ways its private half is kept wrapped.
+
+The private key is never on disk in clear. It is stored wrapped once per holder:
+- per counselor, under a key derived from their password with Argon2id (cost from settings);
+- once under the recovery key, a high-entropy secret printed a single time at initialisation.
+It is unwrapped only in memory, for a logged-in counselor's session.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from typing import NewType
+
+from argon2.low_level import Type, hash_secret_raw
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from backend.errors import KeyUnwrapError
+from backend.settings import KdfCost
+
+RecoveryKey = NewType("RecoveryKey", str)
+
+_SALT_BYTES = 16
+_NONCE_BYTES = 12
+_RECOVERY_BYTES = 20  # 160 bits: 32 base32 characters, written down in 8 groups of 4
+
+
+def generate_private_key() -> X25519PrivateKey:
+    return X25519PrivateKey.generate()
+
+
+def public_bytes(key: X25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def private_bytes(key: X25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+
+
+def load_public_key(raw: bytes) -> X25519PublicKey:
+    return X25519PublicKey.from_public_bytes(raw)
+
+
+def key_id(key: X25519PublicKey) -> str:
+    """A short stable name for a public key, carried in every envelope so rotation works."""
+    return hashlib.sha256(public_bytes(key)).hexdigest()[:16]
+
+
+def encode_public_key(key: X25519PublicKey) -> str:
+    return base64.urlsafe_b64encode(public_bytes(key)).decode().rstrip("=")
+
+
+def decode_public_key(text: str) -> X25519PublicKey:
+    raw = base64.urlsafe_b64decode(text.strip() + "=" * (-len(text.strip()) % 4))
+    return load_public_key(raw)
+
+
+def new_recovery_key() -> RecoveryKey:
+    text = base64.b32encode(secrets.token_bytes(_RECOVERY_BYTES)).decode()
+    return RecoveryKey("-".join(text[i : i + 4] for i in range(0, len(text), 4)))
+
+
+@dataclass(frozen=True)
+class WrappedKey:
+    """A private key encrypted under a key-encryption key; safe to store."""
+
+    method: str  # "argon2id" (a password) or "hkdf" (the recovery key)
+    salt: bytes
+    nonce: bytes
+    ciphertext: bytes
+    time_cost: int = 0
+    memory_kib: int = 0
+    parallelism: int = 0
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {
+                "method": self.method,
+                "salt": self.salt.hex(),
+                "nonce": self.nonce.hex(),
+                "ciphertext": self.ciphertext.hex(),
+                "t": self.time_cost,
+                "m": self.memory_kib,
+                "p": self.parallelism,
+            }
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> WrappedKey:
+        data = json.loads(raw)
+        return cls(
+            method=data["method"],
+            salt=bytes.fromhex(data["salt"]),
+            nonce=bytes.fromhex(data["nonce"]),
+            ciphertext=bytes.fromhex(data["ciphertext"]),
+            time_cost=data["t"],
+            memory_kib=data["m"],
+            parallelism=data["p"],
+        )
+
+
+def _password_kek(password: str, salt: bytes, t: int, m: int, p: int) -> bytes:
+    return hash_secret_raw(password.encode(), salt, t, m, p, 32, Type.ID)
+
+
+def _recovery_kek(recovery: RecoveryKey, salt: bytes) -> bytes:
+    normalised = recovery.replace("-", "").replace(" ", "").upper().encode()
+    return HKDF(hashes.SHA256(), 32, salt, b"hotline/v1/recovery-kek").derive(normalised)
+
+
+def wrap_with_password(key: X25519PrivateKey, kid: str, password: str, cost: KdfCost) -> WrappedKey:
+    salt = os.urandom(_SALT_BYTES)
+    kek = _password_kek(password, salt, cost.time_cost, cost.memory_kib, cost.parallelism)
+    nonce = os.urandom(_NONCE_BYTES)
+    ciphertext = ChaCha20Poly1305(kek).encrypt(nonce, private_bytes(key), kid.encode())
+    return WrappedKey(
+        "argon2id", salt, nonce, ciphertext, cost.time_cost, cost.memory_kib, cost.parallelism
+    )
+
+
+def wrap_with_recovery(key: X25519PrivateKey, kid: str, recovery: RecoveryKey) -> WrappedKey:
+    salt = os.urandom(_SALT_BYTES)
+    nonce = os.urandom(_NONCE_BYTES)
+    kek = _recovery_kek(recovery, salt)
+    return WrappedKey(
+        "hkdf", salt, nonce, ChaCha20Poly1305(kek).encrypt(nonce, private_bytes(key), kid.encode())
+    )
+
+
+def unwrap(wrapped: WrappedKey, kid: str, secret: str) -> X25519PrivateKey:
+    """Unwrap with a password or, for method "hkdf", the recovery key."""
+    if wrapped.method == "argon2id":
+        kek = _password_kek(
+            secret, wrapped.salt, wrapped.time_cost, wrapped.memory_kib, wrapped.parallelism
+        )
+    elif wrapped.method == "hkdf":
+        kek = _recovery_kek(RecoveryKey(secret), wrapped.salt)
+    else:
+        raise KeyUnwrapError(f"unknown wrapping method {wrapped.method!r}")
+    try:
+        raw = ChaCha20Poly1305(kek).decrypt(wrapped.nonce, wrapped.ciphertext, kid.encode())
+    except InvalidTag:
+        raise KeyUnwrapError("wrong password or recovery key") from None
+    return X25519PrivateKey.from_private_bytes(raw)

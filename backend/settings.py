@@ -1,0 +1,146 @@
+"""One frozen settings object, read once from the environment and passed down through constructors.
+
+Every problem is reported as a `SettingsError` whose message starts with the setting's name, so
+the CLI can print one clear line and exit with status 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from backend.errors import SettingsError
+
+SHIPPED_FLOWS_DIR = Path(__file__).resolve().parent.parent / "flows"
+
+DATABASE_SCHEMES = {"sqlite", "sqlite+aiosqlite", "postgresql", "postgres", "postgresql+psycopg"}
+REDIS_SCHEMES = {"redis", "rediss", "unix"}
+
+
+@dataclass(frozen=True)
+class KdfCost:
+    """Argon2id cost for passwords and key wrapping: tests run fast, production runs safe."""
+
+    time_cost: int = 3
+    memory_kib: int = 65536
+    parallelism: int = 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str = field(repr=False)
+    redis_url: str | None = field(repr=False)
+    http_host: str
+    http_port: int
+    telegram_token: str | None = field(repr=False)
+    telegram_base_url: str | None
+    telegram_webhook_url: str | None
+    flows_dir: Path
+    kdf: KdfCost
+    bot_secret: bytes | None = field(repr=False)
+    session_ttl_s: int
+    node_name: str
+    center_public_key: str | None = None
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        data_dir = _data_dir(env.get("HOTLINE_DATA_DIR", "./hotline-data"))
+        database_url = (
+            env.get("HOTLINE_DATABASE_URL") or f"sqlite:///{data_dir / 'hotline.sqlite3'}"
+        )
+        _check_url("HOTLINE_DATABASE_URL", database_url, DATABASE_SCHEMES, needs_host=False)
+        redis_url = env.get("HOTLINE_REDIS_URL") or None
+        if redis_url is not None:
+            _check_url("HOTLINE_REDIS_URL", redis_url, REDIS_SCHEMES, needs_host=False)
+        base_url = env.get("HOTLINE_TELEGRAM_BASE_URL") or None
+        if base_url is not None:
+            _check_url("HOTLINE_TELEGRAM_BASE_URL", base_url, {"http", "https"}, needs_host=True)
+        webhook_url = env.get("HOTLINE_TELEGRAM_WEBHOOK_URL") or None
+        if webhook_url is not None:
+            _check_url("HOTLINE_TELEGRAM_WEBHOOK_URL", webhook_url, {"https"}, needs_host=True)
+        token = env.get("HOTLINE_TELEGRAM_TOKEN") or None
+        if token is not None and (":" not in token or any(c.isspace() for c in token)):
+            raise SettingsError("HOTLINE_TELEGRAM_TOKEN: not a bot token (expected <id>:<secret>)")
+        flows_dir = Path(env.get("HOTLINE_FLOWS_DIR") or SHIPPED_FLOWS_DIR)
+        if not flows_dir.is_dir():
+            raise SettingsError(f"HOTLINE_FLOWS_DIR: {flows_dir} is not a directory")
+        return cls(
+            data_dir=data_dir,
+            database_url=database_url,
+            redis_url=redis_url,
+            http_host=env.get("HOTLINE_HTTP_HOST", "127.0.0.1") or "127.0.0.1",
+            http_port=_int(env, "HOTLINE_HTTP_PORT", 8080, low=0, high=65535),
+            telegram_token=token,
+            telegram_base_url=base_url,
+            telegram_webhook_url=webhook_url,
+            flows_dir=flows_dir,
+            kdf=KdfCost(
+                time_cost=_int(env, "HOTLINE_KDF_TIME_COST", 3, low=1, high=100),
+                memory_kib=_int(env, "HOTLINE_KDF_MEMORY_KIB", 65536, low=8, high=4 * 1024 * 1024),
+                parallelism=_int(env, "HOTLINE_KDF_PARALLELISM", 1, low=1, high=64),
+            ),
+            bot_secret=_secret(env.get("HOTLINE_BOT_SECRET")),
+            session_ttl_s=_int(
+                env, "HOTLINE_SESSION_TTL_S", 24 * 3600, low=60, high=30 * 24 * 3600
+            ),
+            node_name=env.get("HOTLINE_NODE_NAME") or os.uname().nodename,
+            center_public_key=env.get("HOTLINE_CENTER_PUBLIC_KEY") or None,
+        )
+
+
+def _data_dir(raw: str) -> Path:
+    path = Path(raw).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise SettingsError(
+            f"HOTLINE_DATA_DIR: {path} is not a writable directory ({exc.strerror})"
+        ) from None
+    return path.resolve()
+
+
+def _check_url(name: str, value: str, schemes: set[str], *, needs_host: bool) -> None:
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # raises ValueError on a malformed port
+    except ValueError as exc:
+        raise SettingsError(f"{name}: not a valid URL ({exc})") from None
+    if parts.scheme not in schemes:
+        allowed = ", ".join(sorted(schemes))
+        raise SettingsError(f"{name}: scheme {parts.scheme or '(none)'!r} is not one of {allowed}")
+    if needs_host and not parts.hostname:
+        raise SettingsError(f"{name}: URL has no host")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: {raw!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}: {value} is outside {low}..{high}")
+    return value
+
+
+def _secret(raw: str | None) -> bytes | None:
+    if not raw:
+        return None
+    secret = raw.encode()
+    if len(secret) < 32:
+        raise SettingsError("HOTLINE_BOT_SECRET: must be at least 32 characters")
+    return secret

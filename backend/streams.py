@@ -1,0 +1,43 @@
+"""Every Redis key and stream name, defined once, with units in the names.
+
+The bot writes, the backend reads; both import these names from here so they cannot drift.
+"""
+
+from typing import Final
+
+PREFIX: Final = "hotline:"
+
+# Sealed reports from the bot to the backend's intake (a consumer group).
+REPORTS_STREAM: Final = PREFIX + "reports"
+INTAKE_GROUP: Final = "intake"
+INTAKE_BATCH: Final = 100
+INTAKE_BLOCK_MS: Final = 1000
+# A pending entry idle this long belongs to a dead consumer and is taken over (XAUTOCLAIM).
+INTAKE_CLAIM_IDLE_MS: Final = 30_000
+
+# Fields of one entry on REPORTS_STREAM.
+FIELD_IDEMPOTENCY_KEY: Final = "idempotency_key"
+FIELD_ENVELOPE: Final = "envelope"
+
+# Encrypted, expiring conversation state, keyed by the session-lookup pseudonym.
+SESSION_KEY_PREFIX: Final = PREFIX + "session:"
+# Per-conversation lock, so updates of one chat are processed in order.
+CONVERSATION_LOCK_PREFIX: Final = PREFIX + "lock:"
+CONVERSATION_LOCK_TTL_S: Final = 30
+CONVERSATION_LOCK_WAIT_S: Final = 10
+
+# Counselor console sessions (the private key inside is encrypted under a secret in the cookie).
+CONSOLE_SESSION_PREFIX: Final = PREFIX + "console:session:"
+CONSOLE_SESSION_TTL_S: Final = 8 * 3600
+
+
+def session_key(pseudonym: str) -> str:
+    return SESSION_KEY_PREFIX + pseudonym
+
+
+def conversation_lock_key(pseudonym: str) -> str:
+    return CONVERSATION_LOCK_PREFIX + pseudonym
+
+
+def console_session_key(session_id_hash: str) -> str:
+    return CONSOLE_SESSION_PREFIX + session_id_hash

@@ -1,0 +1,65 @@
+"""The HTTP application shell: health, error translation and security headers.
+
+Both processes serve through it: the backend adds the console, the bot adds its doors.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backend import database
+from backend.web_security import security_middleware
+
+log = logging.getLogger(__name__)
+
+redis_key = web.AppKey("redis", Redis)
+engine_key = web.AppKey("engine", AsyncEngine)
+
+MAX_REQUEST_BYTES = 1024 * 1024
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The one boundary where unexpected errors become a calm answer, never a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("request to %s failed", request.path)
+        return web.json_response(
+            {"error": "Something went wrong on our side. Please try again in a moment."},
+            status=500,
+        )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    failing = []
+    try:
+        await request.app[redis_key].ping()
+    except Exception:
+        failing.append("redis")
+    if engine_key in request.app:
+        try:
+            await database.ping(request.app[engine_key])
+        except Exception:
+            failing.append("database")
+    if failing:
+        return web.json_response({"status": "unavailable", "failing": failing}, status=503)
+    return web.json_response({"status": "ok"})
+
+
+def make_app(redis: Redis, engine: AsyncEngine | None) -> web.Application:
+    app = web.Application(
+        middlewares=[security_middleware, error_middleware], client_max_size=MAX_REQUEST_BYTES
+    )
+    app[redis_key] = redis
+    if engine is not None:
+        app[engine_key] = engine
+    app.router.add_get("/healthz", healthz)
+    return app

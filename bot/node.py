@@ -1,0 +1,225 @@
+"""The composition root: wires the backend and the bot into one running process.
+
+It lives in `bot` because only `bot` may import both packages. `hotline up` runs both roles on
+the embedded default; `hotline backend` and `hotline bot` run one each for scale-out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backend import bootstrap, database, keys
+from backend.cases import CaseStore
+from backend.console import views as console
+from backend.console.sessions import ConsoleSessionStore
+from backend.counselors import CounselorStore
+from backend.embedded_redis import EmbeddedRedis
+from backend.errors import FlowError, SettingsError
+from backend.flows.registry import FlowRegistry
+from backend.intake import Intake
+from backend.keyring import KeyRing
+from backend.pseudonyms import Pseudonymizer
+from backend.settings import Settings
+from backend.web import make_app
+from bot import webchat
+from bot.reports import ReportSender
+from bot.root_secret import load_root_secret
+from bot.runtime import ConversationRuntime
+from bot.sessions import SessionStore
+from bot.telegram import TelegramDoor
+
+log = logging.getLogger(__name__)
+
+BACKEND = "backend"
+BOT = "bot"
+
+
+def bind_listener(settings: Settings) -> socket.socket:
+    """Take the HTTP port before anything else starts, so a taken port is one clear line."""
+    family = socket.AF_INET6 if ":" in settings.http_host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.http_host, settings.http_port))
+    except OSError as exc:
+        sock.close()
+        raise SettingsError(
+            f"HOTLINE_HTTP_PORT: cannot listen on {settings.http_host}:{settings.http_port} "
+            f"({exc.strerror})"
+        ) from None
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+@dataclass
+class Node:
+    settings: Settings
+    roles: frozenset[str]
+    out: TextIO = field(default=sys.stdout)
+    _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+
+    async def run(self, listener: socket.socket, stop: asyncio.Event) -> None:
+        async with self._stack:
+            redis = await self._redis()
+            engine = await self._engine() if BACKEND in self.roles else None
+            app = make_app(redis, engine)
+            center_key: X25519PublicKey | None = None
+            if engine is not None:
+                center_key = await self._backend(app, redis, engine)
+            if BOT in self.roles:
+                await self._bot(app, redis, center_key)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            self._stack.push_async_callback(runner.cleanup)
+            await web.SockSite(runner, listener).start()
+            self._announce(listener)
+            await stop.wait()
+            log.info("stopping")
+
+    async def _redis(self) -> Redis:
+        url = self.settings.redis_url
+        if url is None:
+            embedded = EmbeddedRedis(self.settings.data_dir / "redis")
+            await embedded.start()
+            self._stack.push_async_callback(embedded.stop)
+            url = embedded.url
+        redis = Redis.from_url(url, health_check_interval=30)
+        self._stack.push_async_callback(redis.aclose)
+        try:
+            await redis.ping()
+        except Exception as exc:
+            raise SettingsError(f"HOTLINE_REDIS_URL: cannot reach Redis ({exc})") from None
+        return redis
+
+    async def _engine(self) -> AsyncEngine:
+        engine = database.create_engine(self.settings.database_url)
+        self._stack.push_async_callback(engine.dispose)
+        try:
+            await database.init_schema(engine)
+        except Exception as exc:
+            reason = str(exc).splitlines()[0]
+            raise SettingsError(
+                f"HOTLINE_DATABASE_URL: cannot use the database ({reason})"
+            ) from None
+        return engine
+
+    async def _backend(
+        self, app: web.Application, redis: Redis, engine: AsyncEngine
+    ) -> X25519PublicKey:
+        cases = CaseStore(engine)
+        counselors = CounselorStore(engine, self.settings.kdf)
+        keyring = KeyRing(engine, self.settings.kdf)
+        first = await bootstrap.ensure_initialised(counselors, keyring, self.settings.data_dir)
+        if first is not None:
+            self._print_first_start(first)
+        active = await keyring.active()
+        if active is None:  # pragma: no cover - ensure_initialised made one
+            raise SettingsError(
+                "HOTLINE_DATABASE_URL: the database has counselors but no centre key"
+            )
+        console.add_routes(app, cases, counselors, keyring, ConsoleSessionStore(redis))
+        intake = Intake(redis, cases, f"{self.settings.node_name}-intake")
+        task = asyncio.create_task(intake.run(), name="intake")
+        self._stack.push_async_callback(_cancel, task)
+        return active.public_key
+
+    async def _bot(
+        self, app: web.Application, redis: Redis, center_key: X25519PublicKey | None
+    ) -> None:
+        if center_key is None:
+            encoded = self.settings.center_public_key or bootstrap.read_public_key(
+                self.settings.data_dir
+            )
+            if encoded is None:
+                raise SettingsError(
+                    "HOTLINE_CENTER_PUBLIC_KEY: not set, and no centre key in HOTLINE_DATA_DIR; "
+                    "start the backend once first"
+                )
+            try:
+                center_key = keys.decode_public_key(encoded)
+            except ValueError:
+                raise SettingsError("HOTLINE_CENTER_PUBLIC_KEY: not a valid public key") from None
+        try:
+            flows = FlowRegistry.load(self.settings.flows_dir)
+        except FlowError as exc:
+            raise SettingsError(f"HOTLINE_FLOWS_DIR: {exc}") from None
+        root_secret = load_root_secret(self.settings)
+        pseudonymizer = Pseudonymizer(root_secret)
+        runtime = ConversationRuntime(
+            redis,
+            flows,
+            SessionStore(redis, root_secret, self.settings.session_ttl_s),
+            ReportSender(redis, center_key),
+        )
+        webchat.add_routes(app, runtime, pseudonymizer)
+        if self.settings.telegram_token is not None:
+            door = TelegramDoor(
+                self.settings.telegram_token,
+                self.settings.telegram_base_url,
+                runtime,
+                pseudonymizer,
+            )
+            await door.start()
+            self._stack.push_async_callback(door.stop)
+
+    def _announce(self, listener: socket.socket) -> None:
+        host, port = listener.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        base = f"http://{shown}:{port}"
+        print(f"hotline is running on {base}", file=self.out)
+        if BOT in self.roles:
+            print(f"  victim web chat:   {base}/chat", file=self.out)
+        if BACKEND in self.roles:
+            print(f"  counselor console: {base}/console", file=self.out)
+        print("Press Ctrl-C to stop.", file=self.out, flush=True)
+
+    def _print_first_start(self, first: bootstrap.FirstStart) -> None:
+        print(
+            "First start: a centre key pair and a first administrator were created.\n"
+            f"  username:          {first.username}\n"
+            f"  one-time password: {first.one_time_password}  (must be changed at first sign-in)\n"
+            f"  recovery key:      {first.recovery_key}\n"
+            "Write the recovery key down now and keep it offline: it is shown only this once,\n"
+            "and it is the only way back into the sealed cases if every password is lost.",
+            file=self.out,
+            flush=True,
+        )
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+@contextlib.asynccontextmanager
+async def stop_on_signals() -> AsyncIterator[asyncio.Event]:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        yield stop
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+async def serve(settings: Settings, roles: frozenset[str], out: TextIO = sys.stdout) -> None:
+    listener = bind_listener(settings)
+    async with stop_on_signals() as stop:
+        await Node(settings, roles, out).run(listener, stop)

@@ -1,0 +1,44 @@
+"""Sealing a report on the bot and handing it to the reports stream.
+
+Only the centre's public key is here. The victim is told "received" only after XADD returns,
+which (with Redis' append-only file) means the sealed report is durable.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from redis.asyncio import Redis
+
+from backend import keys, streams
+from backend.conversation import SubmitReport
+from backend.sealing import RoutingHeader, seal
+
+
+class ReportSender:
+    def __init__(self, redis: Redis, center_key: X25519PublicKey) -> None:
+        self._redis = redis
+        self._center_key = center_key
+        self._key_id = keys.key_id(center_key)
+
+    async def send(self, report: SubmitReport) -> None:
+        header = RoutingHeader(
+            case_id=report.case_id,
+            priority=report.priority,
+            language=report.language,
+            channel=report.channel,
+            category=report.category,
+            key_id=self._key_id,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        body = json.dumps({"answers": report.answers}, ensure_ascii=False).encode()
+        envelope = seal(body, header, self._center_key)
+        await self._redis.xadd(
+            streams.REPORTS_STREAM,
+            {
+                streams.FIELD_IDEMPOTENCY_KEY: report.idempotency_key,
+                streams.FIELD_ENVELOPE: envelope.to_bytes(),
+            },
+        )

@@ -1,0 +1,89 @@
+"""The conversation runtime: lock, load the session, run one flow step, act, save, reply.
+
+Updates of one conversation are serialised by a Redis lock keyed by its pseudonym, so they are
+processed in order across bot workers; different conversations run concurrently.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import LockError, RedisError
+
+from backend import streams
+from backend.conversation import Inbound, Outbound, QuickExit, StepResult, SubmitReport
+from backend.flows import engine
+from backend.flows.registry import FlowRegistry
+from bot.reports import ReportSender
+from bot.sessions import SessionStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What a channel must do after one inbound: send these, and maybe erase the chat."""
+
+    messages: tuple[Outbound, ...]
+    quick_exit: bool = False
+
+
+class ConversationRuntime:
+    def __init__(
+        self, redis: Redis, flows: FlowRegistry, sessions: SessionStore, reports: ReportSender
+    ) -> None:
+        self._redis = redis
+        self._flows = flows
+        self._sessions = sessions
+        self._reports = reports
+
+    async def handle(self, inbound: Inbound) -> Turn:
+        try:
+            lock = self._redis.lock(
+                streams.conversation_lock_key(inbound.pseudonym),
+                timeout=streams.CONVERSATION_LOCK_TTL_S,
+                blocking_timeout=streams.CONVERSATION_LOCK_WAIT_S,
+            )
+            async with lock:
+                return await self._handle_locked(inbound)
+        except (RedisError, LockError, OSError):
+            log.warning("conversation turn failed: redis unavailable")
+        except Exception:
+            log.exception("conversation turn failed")
+        return Turn((self._unavailable(inbound),))
+
+    def _unavailable(self, inbound: Inbound) -> Outbound:
+        texts = self._flows.entry().texts
+        return Outbound(texts.get("common.unavailable", texts.language_for(inbound.language)))
+
+    async def _handle_locked(self, inbound: Inbound) -> Turn:
+        session = await self._sessions.load(inbound.pseudonym)
+        flow = None
+        if session is not None:
+            flow = self._flows.for_session(session.flow, session.version)
+        if session is None or flow is None:
+            flow = self._flows.entry()
+            session = flow.new_session(inbound, secrets.token_hex(16))
+            result = engine.start(flow, session)
+        else:
+            result = engine.step(flow, session, inbound)
+        quick_exit = await self._act(result)
+        if result.session.ended:
+            await self._sessions.delete(inbound.pseudonym)
+        else:
+            await self._sessions.save(inbound.pseudonym, result.session)
+        return Turn(result.messages, quick_exit)
+
+    async def _act(self, result: StepResult) -> bool:
+        """Carry out the step's effects before anything is said, so "received" is true."""
+        quick_exit = False
+        for effect in result.effects:
+            if isinstance(effect, SubmitReport):
+                await self._reports.send(effect)
+                log.info("report sealed and queued as case %s", effect.case_id)
+            elif isinstance(effect, QuickExit):
+                quick_exit = True
+        return quick_exit

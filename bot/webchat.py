@@ -1,0 +1,105 @@
+"""The web chat door at `/chat`: for victims who will not or cannot use a messenger.
+
+No account and nothing kept in the browser but a random conversation token for the tab
+(sessionStorage). The token never reaches storage: it is turned into a keyed pseudonym at once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from backend.conversation import MAX_TEXT_CHARS, Inbound, Outbound
+from backend.pseudonyms import Pseudonymizer, Purpose
+from bot.runtime import ConversationRuntime
+
+CHANNEL = "web"
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
+_BUTTON = re.compile(r"^[A-Za-z0-9_:.-]{1,64}$")
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})?$")
+STATIC_FILES = {"chat.js": "text/javascript", "chat.css": "text/css", "index.html": "text/html"}
+MAX_BODY_BYTES = 64 * 1024
+
+runtime_key = web.AppKey("webchat_runtime", ConversationRuntime)
+pseudonymizer_key = web.AppKey("webchat_pseudonymizer", Pseudonymizer)
+
+
+def _static(name: str) -> bytes:
+    return (resources.files("bot") / "webchat_static" / name).read_bytes()
+
+
+class BadTurnError(web.HTTPBadRequest):
+    def __init__(self, reason: str) -> None:
+        super().__init__(text=json.dumps({"error": reason}), content_type="application/json")
+
+
+async def page(_request: web.Request) -> web.Response:
+    response = web.Response(body=_static("index.html"), content_type="text/html", charset="utf-8")
+    return response
+
+
+async def static(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in STATIC_FILES or name == "index.html":
+        raise web.HTTPNotFound()
+    response = web.Response(body=_static(name), content_type=STATIC_FILES[name], charset="utf-8")
+    return response
+
+
+def parse_turn(payload: Any, pseudonymizer: Pseudonymizer) -> Inbound:
+    """Check a web chat turn field by field; anything odd is a clear 400, never a traceback."""
+    if not isinstance(payload, dict):
+        raise BadTurnError("body must be a JSON object")
+    token = payload.get("token")
+    if not isinstance(token, str) or not _TOKEN.match(token):
+        raise BadTurnError("token must be 43 URL-safe characters")
+    text = payload.get("text")
+    button = payload.get("button")
+    language = payload.get("language")
+    if text is not None and (not isinstance(text, str) or len(text) > MAX_TEXT_CHARS):
+        raise BadTurnError(f"text must be a string of at most {MAX_TEXT_CHARS} characters")
+    if button is not None and (not isinstance(button, str) or not _BUTTON.match(button)):
+        raise BadTurnError("button must be a short identifier")
+    if language is not None and (not isinstance(language, str) or not _LANGUAGE.match(language)):
+        raise BadTurnError("language must be a language tag such as ko or en")
+    return Inbound(
+        pseudonym=pseudonymizer.pseudonym(Purpose.SESSION, CHANNEL, token),
+        channel=CHANNEL,
+        text=text,
+        button=button,
+        language=language,
+    )
+
+
+def render(message: Outbound) -> dict[str, Any]:
+    return {
+        "text": message.text,
+        "buttons": [{"id": b.id, "label": b.label} for b in message.buttons],
+    }
+
+
+async def turn(request: web.Request) -> web.Response:
+    try:
+        payload = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise BadTurnError("body must be JSON") from None
+    inbound = parse_turn(payload, request.app[pseudonymizer_key])
+    result = await request.app[runtime_key].handle(inbound)
+    response = web.json_response(
+        {"messages": [render(m) for m in result.messages], "ended": result.quick_exit}
+    )
+    return response
+
+
+def add_routes(
+    app: web.Application, runtime: ConversationRuntime, pseudonymizer: Pseudonymizer
+) -> None:
+    app[runtime_key] = runtime
+    app[pseudonymizer_key] = pseudonymizer
+    app.router.add_get("/chat", page)
+    app.router.add_get("/chat/static/{name}", static)
+    app.router.add_post("/chat/api/turn", turn)

