@@ -55,10 +55,10 @@ class CaseStore:
         }
         insert = pg_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
         # A replayed stream entry hits either key; both mean "already stored".
-        statement = insert(Case).values(**values).on_conflict_do_nothing()
+        statement = insert(Case).values(**values).on_conflict_do_nothing().returning(col(Case.id))
         async with self._engine.begin() as conn:
             result = await conn.execute(statement)
-        return bool(result.rowcount)
+            return result.first() is not None
 
     async def list_open(self) -> Sequence[CaseSummary]:
         query = (

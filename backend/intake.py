@@ -8,6 +8,7 @@ and XACK, or after another consumer reclaims it) stores nothing twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import cast
@@ -43,24 +44,35 @@ class Intake:
         self._cases = cases
         self._consumer = consumer
         self.stored = 0
+        self._stopping = asyncio.Event()
 
     async def run(self) -> None:
+        """Consume until `stop()`; between blocking reads of at most INTAKE_BLOCK_MS.
+
+        Stopping is cooperative rather than by cancelling the task: redis-py can swallow a
+        cancellation that lands in a blocking XREADGROUP, and then shutdown hangs.
+        """
         await ensure_group(self._redis)
         # First our own pending entries (we crashed before XACK), then new ones.
         await self._drain_own_pending()
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self._reclaim_stale()
                 entries = await self._read(">", block_ms=streams.INTAKE_BLOCK_MS)
                 await self.handle(entries)
-            except asyncio.CancelledError:
-                raise
             except (RedisConnectionError, OSError):
                 log.warning("intake: redis or database unreachable; retrying")
-                await asyncio.sleep(RETRY_DELAY_S)
+                await self._pause()
             except Exception:
                 log.exception("intake: unexpected error; retrying")
-                await asyncio.sleep(RETRY_DELAY_S)
+                await self._pause()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _pause(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), RETRY_DELAY_S)
 
     async def _drain_own_pending(self) -> None:
         while entries := await self._read("0", block_ms=None):

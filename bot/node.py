@@ -134,7 +134,7 @@ class Node:
         console.add_routes(app, cases, counselors, keyring, ConsoleSessionStore(redis))
         intake = Intake(redis, cases, f"{self.settings.node_name}-intake")
         task = asyncio.create_task(intake.run(), name="intake")
-        self._stack.push_async_callback(_cancel, task)
+        self._stack.push_async_callback(_stop_intake, intake, task)
         return active.public_key
 
     async def _bot(
@@ -200,10 +200,9 @@ class Node:
         )
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+async def _stop_intake(intake: Intake, task: asyncio.Task[None]) -> None:
+    intake.stop()
+    await task
 
 
 @contextlib.asynccontextmanager

@@ -49,7 +49,10 @@ class TelegramDoor:
     ) -> None:
         builder = ApplicationBuilder().token(token).concurrent_updates(False)
         if base_url is not None:
-            builder = builder.base_url(base_url).base_file_url(base_url.rstrip("/") + "/file/bot")
+            # A Bot API server serves files beside the methods: <server>/bot<token>/<method> and
+            # <server>/file/bot<token>/<path>, as Telegram's own defaults are laid out.
+            file_url = base_url.removesuffix("bot") + "file/bot"
+            builder = builder.base_url(base_url).base_file_url(file_url)
         self.application: Application = builder.build()  # type: ignore[type-arg]
         self._runtime = runtime
         self._pseudonymizer = pseudonymizer

@@ -1,0 +1,434 @@
+"""A fake Telegram Bot API server: the real protocol over real HTTP on 127.0.0.1.
+
+Telegram's servers lie outside this machine, so the tests stand one in for them. It speaks what
+python-telegram-bot really sends (POST `<base_url><token>/<method>`, parameters form-encoded,
+multipart or JSON) and answers with the Bot API's own JSON shapes, so the door under test runs
+its real `Application`, `Updater` and HTTP client unchanged.
+
+Parameters are kept the way the Bot API defines them: every value is a string, and structured
+ones (`reply_markup`, booleans, numbers) are JSON-serialised. A JSON body is normalised to the
+same form, so a test reads a call the same way whichever encoding the client chose.
+
+WARNING: test code. It holds what the "victim" typed in memory, in clear, on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+JSONDict = dict[str, Any]
+
+# What a bot receives when it never asked for a list (Bot API, getUpdates `allowed_updates`).
+DEFAULT_UPDATE_TYPES = frozenset(
+    {
+        "message",
+        "edited_message",
+        "channel_post",
+        "edited_channel_post",
+        "business_connection",
+        "business_message",
+        "edited_business_message",
+        "deleted_business_messages",
+        "inline_query",
+        "chosen_inline_result",
+        "callback_query",
+        "shipping_query",
+        "pre_checkout_query",
+        "purchased_paid_media",
+        "poll",
+        "poll_answer",
+        "my_chat_member",
+        "chat_join_request",
+        "chat_boost",
+        "removed_chat_boost",
+    }
+)
+MAX_MESSAGE_CHARS = 4096
+MAX_UPDATES_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One Bot API request as the server saw it, with the result it answered."""
+
+    method: str
+    params: dict[str, str]
+    result: Any = None
+
+    def json(self, name: str) -> Any:
+        """A JSON-serialised parameter (`reply_markup`, `protect_content`, `chat_id`), decoded."""
+        return json.loads(self.params[name])
+
+    def callback_data(self) -> list[str]:
+        """The callback data of every inline button, row by row; empty without a keyboard."""
+        if "reply_markup" not in self.params:
+            return []
+        rows = self.json("reply_markup")["inline_keyboard"]
+        return [button["callback_data"] for row in rows for button in row]
+
+
+@dataclass
+class _Chat:
+    info: JSONDict
+    messages: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+
+class BotApiError(Exception):
+    """A Bot API error answer: `{"ok": false, "error_code": ..., "description": ...}`."""
+
+    def __init__(self, code: int, description: str) -> None:
+        super().__init__(description)
+        self.code = code
+        self.description = description
+
+
+class FakeTelegram:
+    """The Bot API for one bot token: getMe, getUpdates (long polling), deleteWebhook,
+    sendMessage, answerCallbackQuery, getFile and file downloads; any other method is 404, as
+    on Telegram.
+
+    `max_hold_s` caps how long an empty getUpdates is held whatever `timeout` the client asks
+    for, so a polling client notices a stop quickly and tests stay fast.
+    """
+
+    def __init__(self, token: str, *, max_hold_s: float = 0.5) -> None:
+        self.token = token
+        self.bot_id = int(token.split(":", 1)[0])
+        self.max_hold_s = max_hold_s
+        self.calls: list[ApiCall] = []
+        self._pending: list[JSONDict] = []
+        self._update_ids = itertools.count(1)
+        self._callback_ids = itertools.count(1)
+        self._open_callbacks: set[str] = set()
+        self._allowed = DEFAULT_UPDATE_TYPES
+        self._chats: dict[int, _Chat] = {}
+        self._files: dict[str, tuple[str, bytes]] = {}
+        self._changed = asyncio.Condition()
+        self._closing = False
+        self._runner: web.AppRunner | None = None
+        self._port = 0
+        self.me: JSONDict = {
+            "id": self.bot_id,
+            "is_bot": True,
+            "first_name": "Hotline Test",
+            "username": "hotline_test_bot",
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+        }
+
+    @property
+    def base_url(self) -> str:
+        """What a PTB `Bot` takes as `base_url`: the token and `/<method>` are appended."""
+        return f"http://127.0.0.1:{self._port}/bot"
+
+    @property
+    def server_url(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        app.router.add_get("/file/bot{token}/{path:.+}", self._download)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        sock.setblocking(False)
+        self._port = sock.getsockname()[1]
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        await runner.setup()
+        self._runner = runner
+        await web.SockSite(runner, sock).start()
+
+    async def stop(self) -> None:
+        async with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeTelegram:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # What a user does in the Telegram app, turned into queued updates.
+
+    @staticmethod
+    def user(user_id: int, first_name: str, language_code: str | None = None) -> JSONDict:
+        user: JSONDict = {"id": user_id, "is_bot": False, "first_name": first_name}
+        if language_code is not None:
+            user["language_code"] = language_code
+        return user
+
+    @staticmethod
+    def private_chat(user: JSONDict) -> JSONDict:
+        return {"id": user["id"], "type": "private", "first_name": user["first_name"]}
+
+    @staticmethod
+    def group_chat(chat_id: int, title: str) -> JSONDict:
+        return {"id": chat_id, "type": "group", "title": title}
+
+    async def send_text(self, user: JSONDict, chat: JSONDict, text: str) -> JSONDict:
+        """The user sends `text` in `chat`; a leading /command is marked as Telegram does."""
+        message = self._message(chat, user, text)
+        if text.startswith("/"):
+            command = text.split(maxsplit=1)[0]
+            message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
+        await self._queue({"message": message})
+        return message
+
+    async def press(self, user: JSONDict, message: JSONDict, data: str) -> str:
+        """The user presses the inline button `data` under `message`; the callback query id."""
+        query_id = f"cbq-{next(self._callback_ids)}"
+        self._open_callbacks.add(query_id)
+        chat_instance = str(abs(hash((message["chat"]["id"], self.bot_id))))
+        query = {
+            "id": query_id,
+            "from": user,
+            "message": message,
+            "chat_instance": chat_instance,
+            "data": data,
+        }
+        await self._queue({"callback_query": query})
+        return query_id
+
+    def add_file(self, content: bytes) -> str:
+        """A file the user sent earlier, kept on the server; its `file_id`."""
+        number = len(self._files) + 1
+        file_id = f"file-{number}"
+        self._files[file_id] = (f"documents/file_{number}.bin", content)
+        return file_id
+
+    # What the bot did, for assertions.
+
+    def calls_to(self, method: str) -> list[ApiCall]:
+        return [call for call in self.calls if call.method == method]
+
+    async def wait_for(self, method: str, count: int, *, timeout_s: float = 5.0) -> list[ApiCall]:
+        """All calls to `method` once there are at least `count`; fails after `timeout_s`."""
+
+        def enough() -> bool:
+            return len(self.calls_to(method)) >= count
+
+        async with self._changed:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._changed.wait_for(enough)
+            except TimeoutError:
+                seen = [
+                    (c.method, c.params.get("text", ""))
+                    for c in self.calls
+                    if c.method != "getUpdates"
+                ]
+                raise AssertionError(
+                    f"expected {count} {method} call(s) within {timeout_s} s; saw {seen}"
+                ) from None
+        return self.calls_to(method)
+
+    # The Bot API.
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return _error(BotApiError(401, "Unauthorized"))
+        method = request.match_info["method"]
+        handler = self._methods().get(method.lower())
+        if handler is None:
+            return _error(BotApiError(404, "Not Found"))
+        params = await _parameters(request)
+        try:
+            result = await handler(params)
+        except BotApiError as exc:
+            await self._record(ApiCall(method, params))
+            return _error(exc)
+        await self._record(ApiCall(method, params, result))
+        return web.json_response({"ok": True, "result": result})
+
+    def _methods(self) -> dict[str, Callable[[dict[str, str]], Awaitable[Any]]]:
+        # The Bot API matches method names case-insensitively.
+        return {
+            "getme": self._get_me,
+            "getupdates": self._get_updates,
+            "deletewebhook": self._delete_webhook,
+            "sendmessage": self._send_message,
+            "answercallbackquery": self._answer_callback_query,
+            "getfile": self._get_file,
+        }
+
+    async def _get_me(self, _params: dict[str, str]) -> JSONDict:
+        return self.me
+
+    async def _delete_webhook(self, params: dict[str, str]) -> bool:
+        if _flag(params, "drop_pending_updates"):
+            async with self._changed:
+                self._pending.clear()
+        return True
+
+    async def _get_updates(self, params: dict[str, str]) -> list[JSONDict]:
+        offset = _int(params, "offset", 0)
+        limit = min(max(_int(params, "limit", MAX_UPDATES_LIMIT), 1), MAX_UPDATES_LIMIT)
+        hold_s = min(max(_float(params, "timeout", 0.0), 0.0), self.max_hold_s)
+        if "allowed_updates" in params:
+            allowed = json.loads(params["allowed_updates"])
+            self._allowed = frozenset(allowed) if allowed else DEFAULT_UPDATE_TYPES
+        async with self._changed:
+            deadline = time.monotonic() + hold_s
+            while True:
+                # Telegram forgets every update below the offset (they are confirmed) and never
+                # makes the kinds the bot did not ask for.
+                self._pending = [
+                    u
+                    for u in self._pending
+                    if u["update_id"] >= offset and self._kind(u) in self._allowed
+                ]
+                remaining = deadline - time.monotonic()
+                if self._pending or self._closing or remaining <= 0:
+                    return self._pending[:limit]
+                try:
+                    async with asyncio.timeout(remaining):
+                        await self._changed.wait()
+                except TimeoutError:
+                    return []
+
+    async def _send_message(self, params: dict[str, str]) -> JSONDict:
+        chat = self._chats.get(_int(params, "chat_id", 0))
+        if chat is None:
+            raise BotApiError(400, "Bad Request: chat not found")
+        text = params.get("text", "")
+        if not text.strip():
+            raise BotApiError(400, "Bad Request: message text is empty")
+        if len(text) > MAX_MESSAGE_CHARS:
+            raise BotApiError(400, "Bad Request: message is too long")
+        message = self._message(chat.info, self.me, text, message_id=next(chat.messages))
+        if "reply_markup" in params:
+            message["reply_markup"] = json.loads(params["reply_markup"])
+        if _flag(params, "protect_content"):
+            message["has_protected_content"] = True
+        return message
+
+    async def _answer_callback_query(self, params: dict[str, str]) -> bool:
+        query_id = params.get("callback_query_id", "")
+        if query_id not in self._open_callbacks:
+            raise BotApiError(
+                400,
+                "Bad Request: query is too old and response timeout expired or query ID is invalid",
+            )
+        self._open_callbacks.discard(query_id)
+        return True
+
+    async def _get_file(self, params: dict[str, str]) -> JSONDict:
+        file_id = params.get("file_id", "")
+        if file_id not in self._files:
+            raise BotApiError(400, "Bad Request: invalid file_id")
+        path, content = self._files[file_id]
+        return {
+            "file_id": file_id,
+            "file_unique_id": "u" + file_id,
+            "file_size": len(content),
+            "file_path": path,
+        }
+
+    async def _download(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return _error(BotApiError(401, "Unauthorized"))
+        for path, content in self._files.values():
+            if path == request.match_info["path"]:
+                return web.Response(body=content, content_type="application/octet-stream")
+        return _error(BotApiError(404, "Not Found"))
+
+    # Bookkeeping.
+
+    def _message(
+        self, chat: JSONDict, sender: JSONDict, text: str, *, message_id: int | None = None
+    ) -> JSONDict:
+        known = self._chats.setdefault(chat["id"], _Chat(chat))
+        return {
+            "message_id": next(known.messages) if message_id is None else message_id,
+            "from": sender,
+            "chat": chat,
+            "date": int(time.time()),
+            "text": text,
+        }
+
+    async def _queue(self, update: JSONDict) -> None:
+        async with self._changed:
+            self._pending.append({"update_id": next(self._update_ids), **update})
+            self._changed.notify_all()
+
+    async def _record(self, call: ApiCall) -> None:
+        async with self._changed:
+            self.calls.append(call)
+            self._changed.notify_all()
+
+    @staticmethod
+    def _kind(update: JSONDict) -> str:
+        return next(key for key in update if key != "update_id")
+
+
+async def _parameters(request: web.Request) -> dict[str, str]:
+    """The request's parameters as the Bot API reads them, whatever the encoding."""
+    params = {key: value for key, value in request.query.items()}
+    if request.method != "POST" or not request.can_read_body:
+        return params
+    if request.content_type == "application/json":
+        body = await request.json()
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(text="a JSON body must be an object")
+        for key, value in body.items():
+            params[key] = value if isinstance(value, str) else json.dumps(value)
+        return params
+    for key, value in (await request.post()).items():
+        if isinstance(value, str):
+            params[key] = value
+        elif isinstance(value, bytes | bytearray):
+            params[key] = value.decode()
+        else:  # an uploaded file: keep its name; the bytes are not the point here
+            params[key] = f"attach://{value.filename}"
+    return params
+
+
+def _error(exc: BotApiError) -> web.Response:
+    body = {"ok": False, "error_code": exc.code, "description": exc.description}
+    return web.json_response(body, status=exc.code)
+
+
+def _int(params: dict[str, str], name: str, default: int) -> int:
+    raw = params.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise BotApiError(400, f"Bad Request: invalid {name}") from None
+
+
+def _float(params: dict[str, str], name: str, default: float) -> float:
+    raw = params.get(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise BotApiError(400, f"Bad Request: invalid {name}") from None
+
+
+def _flag(params: dict[str, str], name: str) -> bool:
+    return params.get(name, "false").lower() in {"true", "1"}

@@ -1,0 +1,151 @@
+"""Bad settings: one clear line naming the setting, exit status 2, no traceback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from backend.errors import SettingsError
+from backend.settings import Settings
+
+HOTLINE = str(Path(sys.executable).parent / "hotline")
+
+
+def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
+    return subprocess.run(
+        [HOTLINE, *args],
+        env=clean | env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("HOTLINE_DATABASE_URL", "mysql://db.example/hotline"),
+        ("HOTLINE_DATABASE_URL", "postgresql://host:notaport/db"),
+        ("HOTLINE_REDIS_URL", "http://127.0.0.1:6379"),
+        ("HOTLINE_TELEGRAM_BASE_URL", "ftp://bots.example/bot"),
+        ("HOTLINE_TELEGRAM_WEBHOOK_URL", "http://insecure.example/hook"),
+        ("HOTLINE_TELEGRAM_TOKEN", "not a token"),
+        ("HOTLINE_HTTP_PORT", "eighty"),
+        ("HOTLINE_HTTP_PORT", "70000"),
+        ("HOTLINE_FLOWS_DIR", "/nonexistent/flows"),
+        ("HOTLINE_KDF_MEMORY_KIB", "1"),
+        ("HOTLINE_BOT_SECRET", "short"),
+    ],
+)
+def test_each_bad_setting_is_one_line_and_exit_2(
+    tmp_path: Path, setting: str, value: str
+) -> None:
+    result = _run({"HOTLINE_DATA_DIR": str(tmp_path), setting: value}, "up")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"hotline: {setting}:")
+    assert "Traceback" not in result.stderr
+
+
+def test_unwritable_data_dir(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = _run({"HOTLINE_DATA_DIR": str(blocker / "data")}, "up")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("hotline: HOTLINE_DATA_DIR:")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_read_only_data_dir(tmp_path: Path) -> None:
+    # Root ignores directory permissions, so a read-only bind is emulated with a full path.
+    data = tmp_path / "ro"
+    data.mkdir()
+    data.chmod(0o500)
+    try:
+        if os.access(data, os.W_OK):  # running as root: permissions do not bind
+            target = Path("/proc/self/hotline-data")
+        else:
+            target = data
+        result = _run({"HOTLINE_DATA_DIR": str(target)}, "up")
+    finally:
+        data.chmod(0o700)
+    assert result.returncode == 2
+    assert result.stderr.startswith("hotline: HOTLINE_DATA_DIR:")
+
+
+def test_taken_port(tmp_path: Path, taken_port: int) -> None:
+    result = _run({"HOTLINE_DATA_DIR": str(tmp_path), "HOTLINE_HTTP_PORT": str(taken_port)}, "up")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"hotline: HOTLINE_HTTP_PORT: cannot listen on 127.0.0.1:{taken_port} "
+        "(Address already in use)"
+    )
+
+
+def test_unreachable_redis(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = _run(
+        {
+            "HOTLINE_DATA_DIR": str(tmp_path),
+            "HOTLINE_HTTP_PORT": "0",
+            "HOTLINE_REDIS_URL": f"redis://127.0.0.1:{port}/0",
+        },
+        "up",
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("hotline: HOTLINE_REDIS_URL:")
+    assert "Traceback" not in result.stderr
+
+
+def test_settings_are_frozen_and_hide_secrets(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "HOTLINE_DATA_DIR": str(tmp_path),
+            "HOTLINE_TELEGRAM_TOKEN": "123:SECRET-TOKEN",
+            "HOTLINE_DATABASE_URL": "postgresql://user:PASSWORD@db/hotline",
+        }
+    )
+    assert "SECRET-TOKEN" not in repr(settings)
+    assert "PASSWORD" not in repr(settings)
+    with pytest.raises(AttributeError):
+        settings.http_port = 1  # type: ignore[misc]
+
+
+def test_defaults(tmp_path: Path) -> None:
+    settings = Settings.from_env({"HOTLINE_DATA_DIR": str(tmp_path)})
+    assert (settings.http_host, settings.http_port) == ("127.0.0.1", 8080)
+    assert settings.database_url == f"sqlite:///{tmp_path.resolve() / 'hotline.sqlite3'}"
+    assert settings.embedded_redis
+    assert (settings.flows_dir / "report.flow.yaml").is_file()
+
+
+def test_from_env_raises_typed_error(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="^HOTLINE_HTTP_PORT: -1 is outside"):
+        Settings.from_env({"HOTLINE_DATA_DIR": str(tmp_path), "HOTLINE_HTTP_PORT": "-1"})
+
+
+@pytest.mark.parametrize("command", [[], ["up"], ["backend"], ["bot"]])
+def test_help_on_every_command(command: list[str]) -> None:
+    result = _run({}, *command, "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: hotline")
+    assert "not implemented" not in result.stdout.lower()

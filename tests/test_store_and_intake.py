@@ -1,0 +1,135 @@
+"""Contract suite for the case store and the reports stream, on every backend pair."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backend import keys, streams
+from backend.cases import CaseStore, envelope_of
+from backend.conversation import SubmitReport
+from backend.intake import Intake, ensure_group
+from backend.sealing import Envelope, RoutingHeader, open_envelope, seal
+from bot.reports import ReportSender
+
+
+def _report(category: str = "deepfake", priority: int = 0) -> SubmitReport:
+    key = f"{uuid.uuid4().hex}:3"
+    return SubmitReport(
+        idempotency_key=key,
+        case_id=uuid.uuid4().hex,
+        category=category,
+        priority=priority,
+        language="ko",
+        channel="web",
+        answers={"category": category, "details": "무슨 일이 있었는지"},
+    )
+
+
+def _envelope(public_key_owner: X25519PrivateKey, case_id: str, priority: int = 0) -> Envelope:
+    header = RoutingHeader(case_id, priority, "ko", "web", "filming", "kid", "2026-11-21T00:00:00Z")
+    return seal(b'{"answers": {}}', header, public_key_owner.public_key())
+
+
+async def test_store_is_idempotent_and_lists_by_priority_then_age(engine: AsyncEngine) -> None:
+    private = keys.generate_private_key()
+    store = CaseStore(engine)
+    low = _envelope(private, "low-case")
+    high = _envelope(private, "high-case", priority=2)
+    assert await store.store_sealed("key-low", low)
+    assert not await store.store_sealed("key-low", low)
+    assert not await store.store_sealed("key-low-replayed", low), "same case id twice"
+    assert await store.store_sealed("key-high", high)
+    assert [c.id for c in await store.list_open()] == ["high-case", "low-case"]
+    stored = await store.get("low-case")
+    assert stored.ciphertext == low.ciphertext
+    assert open_envelope(envelope_of(stored), private) == b'{"answers": {}}'
+    assert await store.count() == 2
+
+
+async def test_intake_stores_each_report_once(redis: Redis, engine: AsyncEngine) -> None:
+    private = keys.generate_private_key()
+    sender = ReportSender(redis, private.public_key())
+    reports = [_report() for _ in range(5)]
+    for report in reports:
+        await sender.send(report)
+    await sender.send(reports[0])  # the bot retried a turn: same idempotency key
+    store = CaseStore(engine)
+    intake = Intake(redis, store, "test-consumer")
+    await ensure_group(redis)
+    task = asyncio.create_task(intake.run())
+    try:
+        for _ in range(200):
+            pending = await redis.xpending(streams.REPORTS_STREAM, streams.INTAKE_GROUP)
+            if await store.count() == 5 and pending["pending"] == 0:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        intake.stop()
+        await task
+    assert await store.count() == 5
+    case = await store.get(reports[1].case_id)
+    body = json.loads(open_envelope(envelope_of(case), private))
+    assert body == {"answers": reports[1].answers}
+    assert case.priority == reports[1].priority and case.category == "deepfake"
+
+
+async def test_a_dead_consumers_entries_are_reclaimed(redis: Redis, engine: AsyncEngine) -> None:
+    private = keys.generate_private_key()
+    await ensure_group(redis)
+    await ReportSender(redis, private.public_key()).send(_report())
+    # A consumer reads the entry and dies before storing or acknowledging it.
+    await redis.xreadgroup(
+        streams.INTAKE_GROUP, "dead-consumer", {streams.REPORTS_STREAM: ">"}, count=10
+    )
+    store = CaseStore(engine)
+    survivor = Intake(redis, store, "survivor")
+    claimed = await redis.xautoclaim(
+        streams.REPORTS_STREAM, streams.INTAKE_GROUP, "survivor", min_idle_time=0, start_id="0-0"
+    )
+    await survivor.handle(claimed[1])
+    assert await store.count() == 1
+    pending = await redis.xpending(streams.REPORTS_STREAM, streams.INTAKE_GROUP)
+    assert pending["pending"] == 0
+
+
+async def test_own_pending_entries_are_handled_after_a_restart(
+    redis: Redis, engine: AsyncEngine
+) -> None:
+    private = keys.generate_private_key()
+    await ensure_group(redis)
+    await ReportSender(redis, private.public_key()).send(_report())
+    await redis.xreadgroup(streams.INTAKE_GROUP, "node-1", {streams.REPORTS_STREAM: ">"}, count=10)
+    store = CaseStore(engine)
+    intake = Intake(redis, store, "node-1")
+    task = asyncio.create_task(intake.run())
+    try:
+        for _ in range(200):
+            if await store.count() == 1:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        intake.stop()
+        await task
+    assert await store.count() == 1
+
+
+async def test_malformed_entries_are_acknowledged_and_stored_nowhere(
+    redis: Redis, engine: AsyncEngine
+) -> None:
+    await ensure_group(redis)
+    await redis.xadd(streams.REPORTS_STREAM, {"idempotency_key": "x", "envelope": b"garbage"})
+    await redis.xadd(streams.REPORTS_STREAM, {"something": "else"})
+    store = CaseStore(engine)
+    entries = await redis.xreadgroup(
+        streams.INTAKE_GROUP, "c", {streams.REPORTS_STREAM: ">"}, count=10
+    )
+    await Intake(redis, store, "c").handle(entries[0][1])
+    assert await store.count() == 0
+    pending = await redis.xpending(streams.REPORTS_STREAM, streams.INTAKE_GROUP)
+    assert pending["pending"] == 0
