@@ -72,16 +72,27 @@ class Node:
     out: TextIO = field(default=sys.stdout)
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
+    async def __aenter__(self) -> Node:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stack.aclose()
+
+    async def build(self) -> web.Application:
+        """Start every dependency and return the HTTP app; `async with` the node to stop them."""
+        redis = await self._redis()
+        engine = await self._engine() if BACKEND in self.roles else None
+        app = make_app(redis, engine)
+        center_key: X25519PublicKey | None = None
+        if engine is not None:
+            center_key = await self._backend(app, redis, engine)
+        if BOT in self.roles:
+            await self._bot(app, redis, center_key)
+        return app
+
     async def run(self, listener: socket.socket, stop: asyncio.Event) -> None:
-        async with self._stack:
-            redis = await self._redis()
-            engine = await self._engine() if BACKEND in self.roles else None
-            app = make_app(redis, engine)
-            center_key: X25519PublicKey | None = None
-            if engine is not None:
-                center_key = await self._backend(app, redis, engine)
-            if BOT in self.roles:
-                await self._bot(app, redis, center_key)
+        async with self:
+            app = await self.build()
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             self._stack.push_async_callback(runner.cleanup)

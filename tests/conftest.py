@@ -10,19 +10,24 @@ A fresh machine without those services runs the embedded pair only, and still pa
 from __future__ import annotations
 
 import asyncio
+import io
 import os
+import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
 from backend import database
 from backend.embedded_redis import EmbeddedRedis
-from backend.settings import KdfCost
+from backend.settings import KdfCost, Settings
+from bot.node import BACKEND, BOT, Node
 
 SERVER_DATABASE_URL = os.environ.get("HOTLINE_TEST_DATABASE_URL")
 SERVER_REDIS_URL = os.environ.get("HOTLINE_TEST_REDIS_URL")
@@ -75,3 +80,44 @@ async def engine(pair: Pair) -> AsyncIterator[AsyncEngine]:
     await database.init_schema(engine)
     yield engine
     await engine.dispose()
+
+
+@dataclass
+class RunningHotline:
+    """The real composed app (backend and bot roles) behind an in-process HTTP test client."""
+
+    client: TestClient[web.Request, web.Application]
+    first_password: str
+    recovery_key: str
+    output: str
+
+
+def first_start_secret(output: str, label: str) -> str:
+    match = re.search(rf"^\s*{label}:\s+(\S+)", output, re.MULTILINE)
+    assert match is not None, output
+    return match.group(1)
+
+
+@pytest.fixture
+async def hotline(
+    pair: Pair, tmp_path: Path, redis: Redis, engine: AsyncEngine
+) -> AsyncIterator[RunningHotline]:
+    settings = Settings.from_env(
+        {
+            "HOTLINE_DATA_DIR": str(tmp_path / "data"),
+            "HOTLINE_DATABASE_URL": pair.database_url,
+            "HOTLINE_REDIS_URL": pair.redis_url,
+            **FAST_KDF_ENV,
+        }
+    )
+    out = io.StringIO()
+    async with Node(settings, frozenset({BACKEND, BOT}), out) as node:
+        app = await node.build()
+        async with TestClient(TestServer(app)) as client:
+            output = out.getvalue()
+            yield RunningHotline(
+                client,
+                first_start_secret(output, "one-time password"),
+                first_start_secret(output, "recovery key"),
+                output,
+            )

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from backend.conversation import Inbound, Pseudonym, QuickExit, Session, SubmitReport
+from backend.conversation import (
+    Inbound,
+    Pseudonym,
+    QuickExit,
+    Session,
+    StepResult,
+    SubmitReport,
+)
 from backend.errors import FlowError
 from backend.flows import engine
 from backend.flows.engine import CompiledFlow
@@ -33,7 +40,7 @@ def _begin(flow: CompiledFlow, language: str = "en") -> tuple[Session, list[str]
 
 def _turn(
     flow: CompiledFlow, session: Session, *, text: str | None = None, button: str | None = None
-) -> engine.StepResult:
+) -> StepResult:
     return engine.step(flow, session, Inbound(WHO, "web", text=text, button=button))
 
 
@@ -160,11 +167,20 @@ def _write_flow(directory: Path, body: str) -> None:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("schema: 1\nflow: report\nstart: a\nsteps: {a: {say: say.hi, next: b}}\n", "unknown target"),
+        (
+            "schema: 1\nflow: report\nstart: a\nsteps: {a: {say: say.hi, next: b}}\n",
+            "unknown target",
+        ),
         ("schema: 1\nflow: report\nstart: z\nsteps: {a: {say: say.hi, next: END}}\n", "start step"),
         ("schema: 2\nflow: report\nstart: a\nsteps: {a: {say: say.hi, next: END}}\n", "schema"),
-        ("schema: 1\nflow: report\nstart: a\nsteps: {a: {sya: say.hi, next: END}}\n", "unknown keys"),
-        ("schema: 1\nflow: report\nstart: a\nsteps: {a: {ask: say.hi, slot: s, next: END}}\n", "slot"),
+        (
+            "schema: 1\nflow: report\nstart: a\nsteps: {a: {sya: say.hi, next: END}}\n",
+            "unknown keys",
+        ),
+        (
+            "schema: 1\nflow: report\nstart: a\nsteps: {a: {ask: say.hi, slot: s, next: END}}\n",
+            "slot",
+        ),
         ("schema: 1\nflow: report\nstart: a\nsteps: {a: {action: rm_rf, next: END}}\n", "action"),
         ("schema: 1\nflow: report\nstart: a\nsteps: [1, 2]\n", "mapping"),
         ("schema: 1\nflow: report\nstart: a\nsteps: {1: {say: say.hi, next: END}}\n", "text keys"),
@@ -180,10 +196,14 @@ def test_invalid_flows_are_refused_with_a_clear_error(
 
 
 def test_a_broken_reload_keeps_the_good_flows(tmp_path: Path) -> None:
-    _write_flow(tmp_path, "schema: 1\nflow: report\nstart: a\nsteps: {a: {say: say.hi, next: END}}\n")
+    _write_flow(
+        tmp_path, "schema: 1\nflow: report\nstart: a\nsteps: {a: {say: say.hi, next: END}}\n"
+    )
     registry = FlowRegistry.load(tmp_path)
     good = registry.entry()
-    (tmp_path / "report.flow.yaml").write_text("schema: 1\nflow: report\nstart: nowhere\nsteps: {}\n")
+    (tmp_path / "report.flow.yaml").write_text(
+        "schema: 1\nflow: report\nstart: nowhere\nsteps: {}\n"
+    )
     with pytest.raises(FlowError):
         registry.reload(tmp_path)
     assert registry.entry() is good

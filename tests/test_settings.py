@@ -53,9 +53,7 @@ def taken_port() -> Iterator[int]:
         ("HOTLINE_BOT_SECRET", "short"),
     ],
 )
-def test_each_bad_setting_is_one_line_and_exit_2(
-    tmp_path: Path, setting: str, value: str
-) -> None:
+def test_each_bad_setting_is_one_line_and_exit_2(tmp_path: Path, setting: str, value: str) -> None:
     result = _run({"HOTLINE_DATA_DIR": str(tmp_path), setting: value}, "up")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -79,10 +77,8 @@ def test_read_only_data_dir(tmp_path: Path) -> None:
     data.mkdir()
     data.chmod(0o500)
     try:
-        if os.access(data, os.W_OK):  # running as root: permissions do not bind
-            target = Path("/proc/self/hotline-data")
-        else:
-            target = data
+        # As root permissions do not bind; a path under /proc is unwritable for everyone.
+        target = Path("/proc/self/hotline-data") if os.access(data, os.W_OK) else data
         result = _run({"HOTLINE_DATA_DIR": str(target)}, "up")
     finally:
         data.chmod(0o700)
@@ -139,7 +135,7 @@ def test_defaults(tmp_path: Path) -> None:
 
 
 def test_from_env_raises_typed_error(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError, match="^HOTLINE_HTTP_PORT: -1 is outside"):
+    with pytest.raises(SettingsError, match=r"^HOTLINE_HTTP_PORT: -1 is outside"):
         Settings.from_env({"HOTLINE_DATA_DIR": str(tmp_path), "HOTLINE_HTTP_PORT": "-1"})
 
 

@@ -129,7 +129,7 @@ async def test_malformed_entries_are_acknowledged_and_stored_nowhere(
     entries = await redis.xreadgroup(
         streams.INTAKE_GROUP, "c", {streams.REPORTS_STREAM: ">"}, count=10
     )
-    await Intake(redis, store, "c").handle(entries[0][1])
+    await Intake(redis, store, "c").handle(entries[0][1])  # type: ignore[index, arg-type]
     assert await store.count() == 0
     pending = await redis.xpending(streams.REPORTS_STREAM, streams.INTAKE_GROUP)
     assert pending["pending"] == 0

@@ -1,0 +1,82 @@
+"""The victims' web chat door: bad input gets a clear error and changes nothing."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from redis.asyncio import Redis
+
+from backend import streams
+from tests.conftest import RunningHotline
+
+TOKEN = "w" * 43
+
+
+async def test_page_loads_nothing_from_other_hosts(hotline: RunningHotline) -> None:
+    response = await hotline.client.get("/chat")
+    page = await response.text()
+    assert response.status == 200
+    assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+    for url in re.findall(r'(?:src|href)="([^"]+)"', page):
+        assert url.startswith("/chat/static/"), url
+        assert (await hotline.client.get(url)).status == 200
+    assert "<script>" not in page, "no inline script"
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ("not json", "body must be JSON"),
+        ("[1, 2]", "body must be a JSON object"),
+        ('{"text": "hi"}', "token"),
+        ('{"token": "short", "text": "hi"}', "token"),
+        (f'{{"token": "{TOKEN}", "text": 5}}', "text"),
+        (f'{{"token": "{TOKEN}", "text": "{"x" * 4001}"}}', "text"),
+        (f'{{"token": "{TOKEN}", "button": "<script>"}}', "button"),
+        (f'{{"token": "{TOKEN}", "language": "../../etc"}}', "language"),
+    ],
+)
+async def test_malformed_turns_are_refused_clearly(
+    hotline: RunningHotline, redis: Redis, body: str, error: str
+) -> None:
+    response = await hotline.client.post(
+        "/chat/api/turn", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 400
+    assert error in (await response.json())["error"]
+    assert [k async for k in redis.scan_iter(match=streams.SESSION_KEY_PREFIX + "*")] == []
+
+
+async def test_an_oversized_body_is_refused(hotline: RunningHotline) -> None:
+    response = await hotline.client.post(
+        "/chat/api/turn",
+        data=io.BytesIO(b'{"token": "' + b"a" * (2 * 1024 * 1024) + b'"}'),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status == 413
+
+
+async def test_a_conversation_keeps_its_place_across_turns(hotline: RunningHotline) -> None:
+    first = await hotline.client.post("/chat/api/turn", json={"token": TOKEN, "text": "/start"})
+    buttons = (await first.json())["messages"][-1]["buttons"]
+    assert [b["id"] for b in buttons] == ["agree", "decline"]
+    second = await hotline.client.post("/chat/api/turn", json={"token": TOKEN, "button": "agree"})
+    assert len((await second.json())["messages"][0]["buttons"]) == 10
+    # Another tab is another conversation: it starts at the beginning, not where the first is.
+    other = await hotline.client.post("/chat/api/turn", json={"token": "o" * 43, "button": "agree"})
+    other_buttons = (await other.json())["messages"][-1]["buttons"]
+    assert [b["id"] for b in other_buttons] == ["agree", "decline"]
+
+
+async def test_exit_ends_the_conversation_and_forgets_it(
+    hotline: RunningHotline, redis: Redis
+) -> None:
+    await hotline.client.post("/chat/api/turn", json={"token": TOKEN, "text": "/start"})
+    keys = [k async for k in redis.scan_iter(match=streams.SESSION_KEY_PREFIX + "*")]
+    assert len(keys) == 1
+    assert await redis.ttl(keys[0]) > 0, "sessions expire"
+    response = await hotline.client.post("/chat/api/turn", json={"token": TOKEN, "text": "/exit"})
+    assert (await response.json())["ended"] is True
+    assert [k async for k in redis.scan_iter(match=streams.SESSION_KEY_PREFIX + "*")] == []
