@@ -67,10 +67,19 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    # HTTP client libraries log request URLs, and a Telegram URL contains the bot token.
-    # transitions logs every state change at INFO: noise on the hot path of every turn.
-    for noisy in ("httpx", "httpcore", "telegram.ext.Updater", "aiohttp.access", "transitions"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Set here too, not only through the root: basicConfig does nothing when the root logger
+    # already has a handler (an embedding host, a test runner).
+    for own in ("backend", "bot"):
+        logging.getLogger(own).setLevel(level)
+    # These libraries' INFO and DEBUG records carry what must never reach a log, whatever
+    # --log-level says. HTTP clients log request URLs, and a Telegram URL contains the bot
+    # token; python-telegram-bot (`telegram` and every `telegram.*` logger below it) logs each
+    # Bot API call's parameters and each update: chat and user ids, names, the victim's text.
+    # SQLAlchemy's engine logs statements with their parameters (sealed blobs, case ids) when
+    # the root level allows it. transitions logs every state change at INFO: hot-path noise.
+    quiet_loggers = ("telegram", "httpx", "httpcore", "aiohttp.access", "sqlalchemy", "aiosqlite")
+    for quiet in (*quiet_loggers, "transitions"):
+        logging.getLogger(quiet).setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

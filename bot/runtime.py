@@ -55,9 +55,16 @@ class ConversationRuntime:
             log.exception("conversation turn failed")
         return Turn((self._unavailable(inbound),))
 
-    def _unavailable(self, inbound: Inbound) -> Outbound:
+    def text(self, key: str, language_hint: str | None) -> str:
+        """A shared `common.*` text for what a door says outside any flow step (a file it cannot
+        take, a failure after the turn), so every victim-facing word stays in the locales an
+        administrator edits. Reads the current entry flow's translations; touches no session.
+        """
         texts = self._flows.entry().texts
-        return Outbound(texts.get("common.unavailable", texts.language_for(inbound.language)))
+        return texts.get(key, texts.language_for(language_hint))
+
+    def _unavailable(self, inbound: Inbound) -> Outbound:
+        return Outbound(self.text("common.unavailable", inbound.language))
 
     async def _handle_locked(self, inbound: Inbound) -> Turn:
         session = await self._sessions.load(inbound.pseudonym)

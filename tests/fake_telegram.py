@@ -55,6 +55,8 @@ DEFAULT_UPDATE_TYPES = frozenset(
 )
 MAX_MESSAGE_CHARS = 4096
 MAX_UPDATES_LIMIT = 100
+# What a user can send besides text, as `send_attachment` builds it.
+ATTACHMENT_KINDS = ("photo", "sticker", "voice", "document")
 
 
 @dataclass(frozen=True)
@@ -94,11 +96,12 @@ class BotApiError(Exception):
 
 class FakeTelegram:
     """The Bot API for one bot token: getMe, getUpdates (long polling), deleteWebhook,
-    sendMessage, answerCallbackQuery, getFile and file downloads; any other method is 404, as
-    on Telegram.
+    sendMessage, answerCallbackQuery, leaveChat, getFile and file downloads; any other method
+    is 404, as on Telegram.
 
     `max_hold_s` caps how long an empty getUpdates is held whatever `timeout` the client asks
-    for, so a polling client notices a stop quickly and tests stay fast.
+    for, so a polling client notices a stop quickly and tests stay fast. `fail_next` makes the
+    server answer a method's next call with an error, as Telegram sometimes does.
     """
 
     def __init__(self, token: str, *, max_hold_s: float = 0.5) -> None:
@@ -113,6 +116,8 @@ class FakeTelegram:
         self._allowed = DEFAULT_UPDATE_TYPES
         self._chats: dict[int, _Chat] = {}
         self._files: dict[str, tuple[str, bytes]] = {}
+        self._left: set[int] = set()
+        self._failures: dict[str, list[BotApiError]] = {}
         self._changed = asyncio.Condition()
         self._closing = False
         self._runner: web.AppRunner | None = None
@@ -184,8 +189,8 @@ class FakeTelegram:
         return {"id": user["id"], "type": "private", "first_name": user["first_name"]}
 
     @staticmethod
-    def group_chat(chat_id: int, title: str) -> JSONDict:
-        return {"id": chat_id, "type": "group", "title": title}
+    def group_chat(chat_id: int, title: str, *, supergroup: bool = False) -> JSONDict:
+        return {"id": chat_id, "type": "supergroup" if supergroup else "group", "title": title}
 
     async def send_text(self, user: JSONDict, chat: JSONDict, text: str) -> JSONDict:
         """The user sends `text` in `chat`; a leading /command is marked as Telegram does."""
@@ -211,12 +216,36 @@ class FakeTelegram:
         await self._queue({"callback_query": query})
         return query_id
 
-    def add_file(self, content: bytes) -> str:
+    async def edit_text(self, user: JSONDict, message: JSONDict, text: str) -> JSONDict:
+        """The user edits a message they sent earlier; Telegram sends an `edited_message`."""
+        edited = {**message, "from": user, "text": text, "edit_date": int(time.time())}
+        edited.pop("entities", None)
+        await self._queue({"edited_message": edited})
+        return edited
+
+    async def send_attachment(
+        self, user: JSONDict, chat: JSONDict, kind: str, *, caption: str | None = None
+    ) -> JSONDict:
+        """The user sends a photo, sticker, voice message or document (see `ATTACHMENT_KINDS`),
+        with an optional caption. Its bytes stay on the server, fetchable through getFile,
+        as on Telegram; the message carries only file ids and facts."""
+        message = self._message(chat, user, None)
+        message[kind] = self._attachment(kind)
+        if caption is not None:
+            message["caption"] = caption
+        await self._queue({"message": message})
+        return message
+
+    def add_file(self, content: bytes, *, folder: str = "documents") -> str:
         """A file the user sent earlier, kept on the server; its `file_id`."""
         number = len(self._files) + 1
         file_id = f"file-{number}"
-        self._files[file_id] = (f"documents/file_{number}.bin", content)
+        self._files[file_id] = (f"{folder}/file_{number}.bin", content)
         return file_id
+
+    def fail_next(self, method: str, code: int, description: str) -> None:
+        """Answer the next call to `method` with this Bot API error instead of doing it."""
+        self._failures.setdefault(method.lower(), []).append(BotApiError(code, description))
 
     # What the bot did, for assertions.
 
@@ -255,6 +284,9 @@ class FakeTelegram:
             return _error(BotApiError(404, "Not Found"))
         params = await _parameters(request)
         try:
+            failures = self._failures.get(method.lower())
+            if failures:
+                raise failures.pop(0)
             result = await handler(params)
         except BotApiError as exc:
             await self._record(ApiCall(method, params))
@@ -270,6 +302,7 @@ class FakeTelegram:
             "deletewebhook": self._delete_webhook,
             "sendmessage": self._send_message,
             "answercallbackquery": self._answer_callback_query,
+            "leavechat": self._leave_chat,
             "getfile": self._get_file,
         }
 
@@ -309,9 +342,12 @@ class FakeTelegram:
                     return []
 
     async def _send_message(self, params: dict[str, str]) -> JSONDict:
-        chat = self._chats.get(_int(params, "chat_id", 0))
+        chat_id = _int(params, "chat_id", 0)
+        chat = self._chats.get(chat_id)
         if chat is None:
             raise BotApiError(400, "Bad Request: chat not found")
+        if chat_id in self._left:
+            raise BotApiError(403, "Forbidden: bot is not a member of the group chat")
         text = params.get("text", "")
         if not text.strip():
             raise BotApiError(400, "Bad Request: message text is empty")
@@ -332,6 +368,20 @@ class FakeTelegram:
                 "Bad Request: query is too old and response timeout expired or query ID is invalid",
             )
         self._open_callbacks.discard(query_id)
+        return True
+
+    async def _leave_chat(self, params: dict[str, str]) -> bool:
+        chat_id = _int(params, "chat_id", 0)
+        chat = self._chats.get(chat_id)
+        if chat is None:
+            raise BotApiError(400, "Bad Request: chat not found")
+        if chat.info["type"] == "private":
+            raise BotApiError(
+                400, "Bad Request: chat member status can't be changed in private chats"
+            )
+        if chat_id in self._left:
+            raise BotApiError(403, "Forbidden: bot is not a member of the group chat")
+        self._left.add(chat_id)
         return True
 
     async def _get_file(self, params: dict[str, str]) -> JSONDict:
@@ -357,16 +407,49 @@ class FakeTelegram:
     # Bookkeeping.
 
     def _message(
-        self, chat: JSONDict, sender: JSONDict, text: str, *, message_id: int | None = None
+        self, chat: JSONDict, sender: JSONDict, text: str | None, *, message_id: int | None = None
     ) -> JSONDict:
         known = self._chats.setdefault(chat["id"], _Chat(chat))
-        return {
+        message: JSONDict = {
             "message_id": next(known.messages) if message_id is None else message_id,
             "from": sender,
             "chat": chat,
             "date": int(time.time()),
-            "text": text,
         }
+        if text is not None:
+            message["text"] = text
+        return message
+
+    def _attachment(self, kind: str) -> JSONDict | list[JSONDict]:
+        """The Bot API object for an attachment of `kind`, its bytes kept on the server."""
+
+        def file(folder: str, size: int) -> JSONDict:
+            file_id = self.add_file(b"\x00" * size, folder=folder)
+            return {"file_id": file_id, "file_unique_id": "u" + file_id, "file_size": size}
+
+        if kind == "photo":  # every size Telegram made of the picture, smallest first
+            return [
+                {**file("photos", 64), "width": 90, "height": 90},
+                {**file("photos", 256), "width": 1280, "height": 1280},
+            ]
+        if kind == "sticker":
+            return {
+                **file("stickers", 128),
+                "type": "regular",
+                "width": 512,
+                "height": 512,
+                "is_animated": False,
+                "is_video": False,
+            }
+        if kind == "voice":
+            return {**file("voice", 96), "duration": 3, "mime_type": "audio/ogg"}
+        if kind == "document":
+            return {
+                **file("documents", 160),
+                "file_name": "scan.pdf",
+                "mime_type": "application/pdf",
+            }
+        raise ValueError(f"unknown attachment kind {kind!r}; known: {ATTACHMENT_KINDS}")
 
     async def _queue(self, update: JSONDict) -> None:
         async with self._changed:

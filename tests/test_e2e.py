@@ -24,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import FAST_KDF_ENV, Pair, first_start_secret
+from tests.fake_telegram import FakeTelegram
 
 pytestmark = pytest.mark.e2e
 
@@ -178,7 +179,12 @@ async def test_skeleton_path_restart_and_canary(
         await counselor.sign_in("counselor passphrase one")
         (case,) = await counselor.cases(1)
         assert CANARY in await counselor.open(case["id"])
+    redis_pid_file = tmp_path / "data" / "redis" / "redis.pid"
+    redis_pid = int(redis_pid_file.read_text()) if pair.name == "embedded" else None
     assert again.stop(signal.SIGTERM) == 0
+    if redis_pid is not None:
+        with pytest.raises(ProcessLookupError):  # the embedded Redis server stopped too
+            os.kill(redis_pid, 0)
 
     # Nothing the victim wrote is anywhere in clear: files, logs, database, Redis.
     for path in (tmp_path / "data").rglob("*"):
@@ -230,3 +236,25 @@ async def test_sigkill_loses_no_report_the_victim_was_told_was_received(
             seen.add(int(found.group(1)))
         assert seen == set(range(reports))
     assert again.stop() == 0
+
+
+async def test_telegram_starts_when_a_token_is_set(up_env: dict[str, str], tmp_path: Path) -> None:
+    token = "424242:E2E-test-token"  # noqa: S105 - the fake Bot API's token
+    async with FakeTelegram(token) as telegram:
+        up = Up(
+            up_env
+            | {"HOTLINE_TELEGRAM_TOKEN": token, "HOTLINE_TELEGRAM_BASE_URL": telegram.base_url},
+            tmp_path / "hotline.log",
+        )
+        try:
+            await up.wait_ready()
+            user = telegram.user(777000111, "E2EName", "en")
+            chat = telegram.private_chat(user)
+            await telegram.send_text(user, chat, "/start")
+            welcome, consent = await telegram.wait_for("sendMessage", 2, timeout_s=15)
+            assert welcome.params["text"].startswith("Hello.")
+            assert consent.json("reply_markup")["inline_keyboard"][0][0]["callback_data"] == "agree"
+            assert consent.params["protect_content"] == "true"
+        finally:
+            assert up.stop() == 0
+    assert token not in (tmp_path / "hotline.log").read_text()

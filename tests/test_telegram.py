@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from functools import cache
 
 import pytest
@@ -22,11 +23,12 @@ from backend.flows.registry import FlowRegistry
 from backend.pseudonyms import Pseudonymizer
 from backend.sealing import Envelope, open_envelope
 from backend.settings import SHIPPED_FLOWS_DIR
+from bot.cli import _configure_logging
 from bot.reports import ReportSender
 from bot.runtime import ConversationRuntime
 from bot.sessions import SessionStore
 from bot.telegram import PRIVATE_ONLY, TelegramDoor
-from tests.fake_telegram import ApiCall, FakeTelegram, JSONDict
+from tests.fake_telegram import ATTACHMENT_KINDS, ApiCall, FakeTelegram, JSONDict
 
 TOKEN = "123456:TEST-token"  # noqa: S105 - a made-up token, only ever sent to the fake
 USER_ID = 987654321
@@ -52,8 +54,8 @@ async def telegram() -> AsyncIterator[FakeTelegram]:
         yield fake
 
 
-@pytest.fixture
-async def door(
+@asynccontextmanager
+async def _running_door(
     redis: Redis, telegram: FakeTelegram, flows: FlowRegistry, center_key: X25519PrivateKey
 ) -> AsyncIterator[TelegramDoor]:
     """Wired the way `bot.node` wires it, pointed at the fake Bot API."""
@@ -67,8 +69,18 @@ async def door(
     )
     door = TelegramDoor(TOKEN, telegram.base_url, runtime, pseudonymizer)
     await door.start()
-    yield door
-    await door.stop()
+    try:
+        yield door
+    finally:
+        await door.stop()
+
+
+@pytest.fixture
+async def door(
+    redis: Redis, telegram: FakeTelegram, flows: FlowRegistry, center_key: X25519PrivateKey
+) -> AsyncIterator[TelegramDoor]:
+    async with _running_door(redis, telegram, flows, center_key) as running:
+        yield running
 
 
 class Victim:
@@ -80,11 +92,27 @@ class Victim:
         self.user["last_name"] = CANARY_NAME
         self.user["username"] = CANARY_NAME.lower()
         self.chat = telegram.private_chat(self.user)
+        self.sent: list[JSONDict] = []
 
     async def say(self, text: str, *, replies: int) -> list[ApiCall]:
         seen = len(self.telegram.calls_to("sendMessage"))
-        await self.telegram.send_text(self.user, self.chat, text)
+        self.sent.append(await self.telegram.send_text(self.user, self.chat, text))
         return (await self.telegram.wait_for("sendMessage", seen + replies))[seen:]
+
+    async def send(
+        self, kind: str, *, caption: str | None = None, replies: int
+    ) -> tuple[JSONDict, list[ApiCall]]:
+        """Send a photo, sticker, voice message or document; the message and the replies."""
+        seen = len(self.telegram.calls_to("sendMessage"))
+        message = await self.telegram.send_attachment(self.user, self.chat, kind, caption=caption)
+        self.sent.append(message)
+        return message, (await self.telegram.wait_for("sendMessage", seen + replies))[seen:]
+
+    async def edit(self, message: JSONDict, text: str) -> None:
+        """Edit a message sent earlier. Nothing to wait for: an edit must get no reply, so a test
+        proves it was handled by what the next real input gets (one chat's updates are handled
+        in order)."""
+        await self.telegram.edit_text(self.user, message, text)
 
     async def press(self, under: ApiCall, data: str, *, replies: int) -> list[ApiCall]:
         """Press a button under a message the bot sent; the button must really be there."""
@@ -187,15 +215,23 @@ async def test_a_whole_report_through_telegram(
 
 
 @pytest.mark.usefixtures("door")
-async def test_a_group_chat_is_refused_politely_and_leaves_no_trace(
-    telegram: FakeTelegram, redis: Redis
+@pytest.mark.parametrize("supergroup", [False, True], ids=["group", "supergroup"])
+async def test_a_group_chat_is_refused_politely_left_and_leaves_no_trace(
+    telegram: FakeTelegram, redis: Redis, supergroup: bool
 ) -> None:
     user = telegram.user(USER_ID, CANARY_NAME, "ko")
-    await telegram.send_text(user, telegram.group_chat(GROUP_ID, "Some group"), "/start")
+    group = telegram.group_chat(GROUP_ID, "Some group", supergroup=supergroup)
+    await telegram.send_text(user, group, "/start")
     (refusal,) = await telegram.wait_for("sendMessage", 1)
     assert refusal.json("chat_id") == GROUP_ID
     assert refusal.params["text"] == PRIVATE_ONLY
     assert "reply_markup" not in refusal.params
+    assert refusal.json("protect_content") is True
+    assert refusal.result["has_protected_content"] is True
+    (leave,) = await telegram.wait_for("leaveChat", 1)
+    assert leave.json("chat_id") == GROUP_ID
+    assert leave.result is True, "the fake accepted the leave: the bot was in that group"
+    assert telegram.calls.index(refusal) < telegram.calls.index(leave), "refuse, then leave"
     assert not [k async for k in redis.scan_iter(match=streams.SESSION_KEY_PREFIX + "*")]
     assert not [k async for k in redis.scan_iter(match=streams.CONVERSATION_LOCK_PREFIX + "*")]
     assert await redis.xlen(streams.REPORTS_STREAM) == 0
@@ -314,3 +350,169 @@ async def test_files_come_from_the_same_bot_api_server(
     file_id = telegram.add_file(b"evidence bytes")
     file = await door.application.bot.get_file(file_id)
     assert await file.download_as_bytearray() == bytearray(b"evidence bytes")
+
+
+@pytest.mark.usefixtures("door")
+async def test_an_edited_message_is_not_an_answer(
+    telegram: FakeTelegram, redis: Redis, center_key: X25519PrivateKey
+) -> None:
+    victim = Victim(telegram, "en")
+    _welcome, consent = await victim.say("/start", replies=2)
+    (start_message,) = victim.sent
+
+    # At the consent step, the earlier "/start" edited to read like the answer. Were the edit
+    # handled as input, its replies would come before the press's (one chat, in order) and the
+    # press would be stale.
+    await victim.edit(start_message, _say("common.agree", "en"))
+    (category,) = await victim.press(consent, "agree", replies=1)
+    assert category.params["text"] == _say("report.category", "en")
+    (details,) = await victim.press(category, "deepfake", replies=1)
+    assert details.params["text"] == _say("report.details", "en")
+
+    # At the details step an edit would be taken as the account and sealed as the report.
+    await victim.edit(start_message, f"Edited. {CANARY_TEXT}")
+    assert await redis.xlen(streams.REPORTS_STREAM) == 0
+    (received,) = await victim.say("Someone made pictures of me.", replies=1)
+    assert received.params["text"] == _say("report.received", "en")
+
+    assert len(telegram.calls_to("sendMessage")) == 5, "an edit gets no reply"
+    (entry,) = await _stream(redis, streams.REPORTS_STREAM)
+    envelope = Envelope.from_bytes(entry[streams.FIELD_ENVELOPE.encode()])
+    body = json.loads(open_envelope(envelope, center_key))
+    assert body["answers"]["details"] == "Someone made pictures of me."
+
+
+def _file_markers(message: JSONDict) -> list[bytes]:
+    """Every file id and unique id a message carries: none of them may be kept."""
+    found: list[bytes] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in {"file_id", "file_unique_id"}:
+                    found.append(str(value).encode())
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(message)
+    assert found, "an attachment carries file ids"
+    return found
+
+
+@pytest.mark.usefixtures("door")
+@pytest.mark.parametrize("kind", ATTACHMENT_KINDS)
+async def test_a_file_at_first_contact_gets_a_calm_answer_and_is_never_fetched_or_kept(
+    telegram: FakeTelegram, redis: Redis, kind: str
+) -> None:
+    victim = Victim(telegram, "ko-KR")
+    # Telegram takes no caption on a sticker.
+    caption = None if kind == "sticker" else CANARY_TEXT
+    _message, (answer,) = await victim.send(kind, caption=caption, replies=1)
+    assert answer.params["text"] == _say("common.no_files", "ko")
+    assert "reply_markup" not in answer.params
+    _assert_private_and_protected([answer])
+    assert answer.result["has_protected_content"] is True
+    assert telegram.calls_to("getFile") == [], "the bot never fetches what it cannot keep"
+    assert [k async for k in redis.scan_iter()] == [], "not even a session or a lock is left"
+
+    # And the conversation can begin as usual afterwards.
+    welcome, _consent = await victim.say("/start", replies=2)
+    assert welcome.params["text"] == _say("report.welcome", "ko")
+
+
+@pytest.mark.usefixtures("door")
+async def test_a_photo_mid_conversation_is_answered_and_changes_nothing(
+    telegram: FakeTelegram, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="bot")
+    caplog.set_level(logging.DEBUG, logger="backend")
+    victim = Victim(telegram, "en")
+    _welcome, consent = await victim.say("/start", replies=2)
+
+    photo, (answer,) = await victim.send("photo", caption=CANARY_TEXT, replies=1)
+    assert answer.params["text"] == _say("common.no_files", "en")
+    _assert_private_and_protected([answer])
+
+    # The conversation is still at the consent step: the buttons there still work.
+    (category,) = await victim.press(consent, "agree", replies=1)
+    assert category.params["text"] == _say("report.category", "en")
+    assert telegram.calls_to("getFile") == []
+    markers = [str(USER_ID).encode(), CANARY_NAME.encode(), CANARY_TEXT.encode()]
+    markers += _file_markers(photo)
+    assert await _plaintext_in_redis(redis, markers) == []
+    logged = caplog.text
+    assert not [marker for marker in markers if marker.decode() in logged]
+
+
+@pytest.mark.usefixtures("door")
+async def test_a_failed_reply_gets_the_unavailable_text_and_the_log_names_no_one(
+    telegram: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="bot")
+    caplog.set_level(logging.DEBUG, logger="backend")
+    # Telegram has a bad moment: the first reply of the turn (the welcome) is refused.
+    telegram.fail_next("sendMessage", 500, "Internal Server Error")
+    victim = Victim(telegram, "ko-KR")
+
+    failed, notice = await victim.say(f"Help. {CANARY_TEXT}", replies=2)
+    assert failed.result is None, "the fake refused that one"
+    assert notice.params["text"] == _say("common.unavailable", "ko")
+    _assert_private_and_protected([notice])
+
+    (error,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert error.name == "bot.telegram"
+    assert error.getMessage() == "telegram update failed with NetworkError"
+    assert error.exc_info is None, "a traceback may quote what was sent"
+    markers = [str(USER_ID), CANARY_NAME, CANARY_TEXT, TOKEN]
+    logged = caplog.text
+    assert not [marker for marker in markers if marker in logged]
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """`_configure_logging` changes process-wide logger levels: put every one back."""
+    manager = logging.Logger.manager
+    before = {
+        name: logger.level
+        for name, logger in manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+    }
+    root_level, root_handlers = logging.root.level, list(logging.root.handlers)
+    yield
+    for name, logger in list(manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger):
+            logger.setLevel(before.get(name, logging.NOTSET))
+    logging.root.setLevel(root_level)
+    logging.root.handlers[:] = root_handlers
+
+
+@pytest.mark.usefixtures("restored_logging")
+async def test_debug_logging_keeps_the_token_and_the_victim_out_of_the_logs(
+    telegram: FakeTelegram,
+    redis: Redis,
+    flows: FlowRegistry,
+    center_key: X25519PrivateKey,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # What `hotline --log-level DEBUG` does, before the door is built: the Bot logs its API URL,
+    # token and all, as it starts. The root is set through caplog too, because basicConfig does
+    # nothing while pytest's capturing handler sits on the root logger.
+    caplog.set_level(logging.DEBUG)
+    _configure_logging("DEBUG")
+    assert logging.getLogger("bot.telegram").isEnabledFor(logging.DEBUG)
+    assert logging.getLogger("backend.flows").isEnabledFor(logging.DEBUG)
+    for library in ("telegram.Bot", "telegram.ext.Application", "httpx", "httpcore.http11"):
+        assert not logging.getLogger(library).isEnabledFor(logging.INFO), library
+
+    async with _running_door(redis, telegram, flows, center_key):
+        flow = yaml.safe_load((SHIPPED_FLOWS_DIR / "report.flow.yaml").read_text())
+        choices = flow["slots"]["category"]["choices"]
+        await _report_a_deepfake(Victim(telegram, "en"), choices, "en")
+        assert await redis.xlen(streams.REPORTS_STREAM) == 1
+
+    assert caplog.records, "a DEBUG run logs something, or this test proves nothing"
+    logged = caplog.text
+    markers = [TOKEN, str(USER_ID), CANARY_NAME, CANARY_TEXT]
+    assert not [marker for marker in markers if marker in logged]
