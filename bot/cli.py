@@ -1,23 +1,30 @@
-"""`hotline`: the one command. Settings problems are one clear line and exit status 2."""
+"""`hotline`: the one command. Settings problems are one clear line and exit status 2.
+
+Each group of subcommands lives in its own module with a `register(commands)` function that adds
+its parsers and sets `handler` (settings, args -> exit status) on each; `COMMAND_MODULES` lists
+them, so a new capability adds a module and one line here.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from backend.errors import SettingsError
 from backend.settings import Settings
-from bot import node
+from bot import cli_serve
 
 EXIT_SETTINGS = 2
 
 DESCRIPTION = (
     "Anonymous reporting chatbot and 24/7 hotline backend for victims of digital sex crimes. "
-    "Settings come from HOTLINE_* environment variables (see the README)."
+    "Settings come from HOTLINE_* environment variables (see docs/settings.md)."
 )
+
+COMMAND_MODULES: tuple[ModuleType, ...] = (cli_serve,)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,44 +33,12 @@ def _parser() -> argparse.ArgumentParser:
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser(
-        "up",
-        help="run the backend and the bot in one process on the embedded default",
-        description=(
-            "Run everything in one process: SQLite and an embedded Redis server under "
-            "HOTLINE_DATA_DIR (default ./hotline-data) unless HOTLINE_DATABASE_URL and "
-            "HOTLINE_REDIS_URL are set; the web chat at /chat, the console at /console, and "
-            "Telegram when HOTLINE_TELEGRAM_TOKEN is set. The first start creates the centre "
-            "key pair and prints a first administrator's one-time password and the recovery key."
-        ),
-    )
-    commands.add_parser(
-        "backend",
-        help="run the centre: intake, case store and counselor console",
-        description=(
-            "Run the backend alone: consume sealed reports from Redis, store them, and serve the "
-            "counselor console. Scale out by running several against one database and Redis."
-        ),
-    )
-    commands.add_parser(
-        "bot",
-        help="run the edge: web chat and Telegram, sealing reports to the centre key",
-        description=(
-            "Run the bot alone. It holds only the centre's public key, from "
-            "HOTLINE_CENTER_PUBLIC_KEY or the file the backend writes into HOTLINE_DATA_DIR."
-        ),
-    )
+    for module in COMMAND_MODULES:
+        module.register(commands)
     return parser
 
 
-ROLES = {
-    "up": frozenset({node.BACKEND, node.BOT}),
-    "backend": frozenset({node.BACKEND}),
-    "bot": frozenset({node.BOT}),
-}
-
-
-def _configure_logging(level: str) -> None:
+def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
@@ -84,16 +59,16 @@ def _configure_logging(level: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _configure_logging(args.log_level)
+    configure_logging(args.log_level)
     try:
         settings = Settings.from_env()
-        asyncio.run(node.serve(settings, ROLES[args.command]))
+        status: int = args.handler(settings, args)
     except SettingsError as exc:
         print(f"hotline: {exc}", file=sys.stderr)
         return EXIT_SETTINGS
     except KeyboardInterrupt:
-        pass
-    return 0
+        return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from backend.flows.registry import FlowRegistry
 from backend.pseudonyms import Pseudonymizer
 from backend.sealing import Envelope, open_envelope
 from backend.settings import SHIPPED_FLOWS_DIR
-from bot.cli import _configure_logging
+from bot.cli import configure_logging
 from bot.reports import ReportSender
 from bot.runtime import ConversationRuntime
 from bot.sessions import SessionStore
@@ -472,7 +472,7 @@ async def test_a_failed_reply_gets_the_unavailable_text_and_the_log_names_no_one
 
 @pytest.fixture
 def restored_logging() -> Iterator[None]:
-    """`_configure_logging` changes process-wide logger levels: put every one back."""
+    """`configure_logging` changes process-wide logger levels: put every one back."""
     manager = logging.Logger.manager
     before = {
         name: logger.level
@@ -500,7 +500,7 @@ async def test_debug_logging_keeps_the_token_and_the_victim_out_of_the_logs(
     # token and all, as it starts. The root is set through caplog too, because basicConfig does
     # nothing while pytest's capturing handler sits on the root logger.
     caplog.set_level(logging.DEBUG)
-    _configure_logging("DEBUG")
+    configure_logging("DEBUG")
     assert logging.getLogger("bot.telegram").isEnabledFor(logging.DEBUG)
     assert logging.getLogger("backend.flows").isEnabledFor(logging.DEBUG)
     for library in ("telegram.Bot", "telegram.ext.Application", "httpx", "httpcore.http11"):
