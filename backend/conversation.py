@@ -16,14 +16,26 @@ MAX_TEXT_CHARS = 4000
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """Facts about a file a victim sent, never its bytes: the door hashes and drops them."""
+
+    kind: str  # "photo", "document", "video", ...
+    size_bytes: int
+    sha256: str
+    pdq: str | None = None  # perceptual hash (hex), for images the victim wants matched
+    mime_type: str | None = None
+
+
+@dataclass(frozen=True)
 class Inbound:
-    """One thing a victim did: a text, a button press or a command."""
+    """One thing a victim did: a text, a button press, a command or files."""
 
     pseudonym: Pseudonym = field(repr=False)
     channel: str
     text: str | None = field(default=None, repr=False)
     button: str | None = None
     language: str | None = None
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,7 +95,12 @@ class QuickExit:
     """End the conversation and erase what the platform lets us erase."""
 
 
-Effect = SubmitReport | QuickExit
+@dataclass(frozen=True)
+class DeleteInbound:
+    """Erase the victim's message of this turn from the chat, where the platform allows."""
+
+
+Effect = SubmitReport | QuickExit | DeleteInbound
 
 
 @dataclass(frozen=True)
