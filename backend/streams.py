@@ -26,6 +26,11 @@ CONVERSATION_LOCK_PREFIX: Final = PREFIX + "lock:"
 CONVERSATION_LOCK_TTL_S: Final = 30
 CONVERSATION_LOCK_WAIT_S: Final = 10
 
+# Answers to web chat turns, kept briefly so a client's retry after a lost connection gets the
+# same answer instead of a second step.
+TURN_REPLAY_PREFIX: Final = PREFIX + "turn-replay:"
+WEBCHAT_TURN_REPLAY_TTL_S: Final = 300
+
 # Counselor console sessions (the private key inside is encrypted under a secret in the cookie).
 CONSOLE_SESSION_PREFIX: Final = PREFIX + "console:session:"
 CONSOLE_SESSION_TTL_S: Final = 8 * 3600
@@ -37,6 +42,10 @@ def session_key(pseudonym: str) -> str:
 
 def conversation_lock_key(pseudonym: str) -> str:
     return CONVERSATION_LOCK_PREFIX + pseudonym
+
+
+def turn_replay_key(digest: str) -> str:
+    return TURN_REPLAY_PREFIX + digest
 
 
 def console_session_key(session_id_hash: str) -> str:

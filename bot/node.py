@@ -40,6 +40,7 @@ from bot.root_secret import load_root_secret
 from bot.runtime import ConversationRuntime
 from bot.sessions import SessionStore
 from bot.telegram import TelegramDoor
+from bot.turn_replay import TurnReplay
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ class Node:
             SessionStore(redis, root_secret, self.settings.session_ttl_s),
             ReportSender(redis, center_key),
         )
-        webchat.add_routes(app, runtime, pseudonymizer)
+        webchat.add_routes(app, runtime, pseudonymizer, TurnReplay(redis, root_secret))
         if self.settings.telegram_token is not None:
             door = TelegramDoor(
                 self.settings.telegram_token,

@@ -16,15 +16,18 @@ from aiohttp import web
 from backend.conversation import MAX_TEXT_CHARS, Inbound, Outbound
 from backend.pseudonyms import Pseudonymizer, Purpose
 from bot.runtime import ConversationRuntime
+from bot.turn_replay import TurnInProgressError, TurnReplay
 
 CHANNEL = "web"
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
+_TURN_ID = re.compile(r"^[A-Za-z0-9_-]{16,43}$")
 _BUTTON = re.compile(r"^[A-Za-z0-9_:.-]{1,64}$")
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})?$")
 STATIC_FILES = {"chat.js": "text/javascript", "chat.css": "text/css", "index.html": "text/html"}
 MAX_BODY_BYTES = 64 * 1024
 
 runtime_key = web.AppKey("webchat_runtime", ConversationRuntime)
+replay_key = web.AppKey("webchat_replay", TurnReplay)
 pseudonymizer_key = web.AppKey("webchat_pseudonymizer", Pseudonymizer)
 
 
@@ -88,17 +91,37 @@ async def turn(request: web.Request) -> web.Response:
     except (ValueError, UnicodeDecodeError):
         raise BadTurnError("body must be JSON") from None
     inbound = parse_turn(payload, request.app[pseudonymizer_key])
-    result = await request.app[runtime_key].handle(inbound)
-    response = web.json_response(
-        {"messages": [render(m) for m in result.messages], "ended": result.quick_exit}
-    )
-    return response
+    turn_id = payload.get("turn")
+    if turn_id is not None and (not isinstance(turn_id, str) or not _TURN_ID.match(turn_id)):
+        raise BadTurnError("turn must be 16 to 43 URL-safe characters")
+
+    async def handle() -> bytes:
+        result = await request.app[runtime_key].handle(inbound)
+        answer = {"messages": [render(m) for m in result.messages], "ended": result.quick_exit}
+        return json.dumps(answer, ensure_ascii=False).encode()
+
+    if turn_id is None:
+        body = await handle()
+    else:
+        try:
+            body = await request.app[replay_key].once(inbound.pseudonym, turn_id, handle)
+        except TurnInProgressError:
+            raise web.HTTPServiceUnavailable(
+                text=json.dumps({"error": "still working on this message; retry"}),
+                content_type="application/json",
+                headers={"Retry-After": "1"},
+            ) from None
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 def add_routes(
-    app: web.Application, runtime: ConversationRuntime, pseudonymizer: Pseudonymizer
+    app: web.Application,
+    runtime: ConversationRuntime,
+    pseudonymizer: Pseudonymizer,
+    replay: TurnReplay,
 ) -> None:
     app[runtime_key] = runtime
+    app[replay_key] = replay
     app[pseudonymizer_key] = pseudonymizer
     app.router.add_get("/chat", page)
     app.router.add_get("/chat/static/{name}", static)

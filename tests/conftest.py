@@ -121,3 +121,21 @@ async def hotline(
                 first_start_secret(output, "recovery key"),
                 output,
             )
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Browser tests need Debian's Chromium; `.ci/run` installs it, so CI always runs them.
+
+    On a developer's machine without it they are deselected with a notice rather than failed,
+    so the README's test command still passes on a fresh machine.
+    """
+    if CHROMIUM.exists():
+        return
+    browser = [item for item in items if item.get_closest_marker("browser")]
+    if browser:
+        config.hook.pytest_deselected(items=browser)
+        items[:] = [item for item in items if not item.get_closest_marker("browser")]
+        print(f"\nhotline: {CHROMIUM} is missing; {len(browser)} browser tests deselected")

@@ -7,6 +7,7 @@
   var composer = document.getElementById("composer");
   var message = document.getElementById("message");
   var language = document.getElementById("language");
+  var status = document.getElementById("status");
 
   function token() {
     var existing = sessionStorage.getItem("t");
@@ -44,21 +45,56 @@
     if (buttons.length) { choices.firstChild.focus(); }
   }
 
+  // Turns wait in order in memory; a turn is retried with the same id until the server
+  // answers, so a lost connection or a server restart loses no message and runs none twice.
+  var queue = [];
+  var sending = false;
+
+  function newTurnId() {
+    var bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return btoa(String.fromCharCode.apply(null, bytes))
+      .replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+
+  function setStatus(text) {
+    status.textContent = text;
+    status.hidden = !text;
+  }
+
   function send(body) {
+    body.turn = newTurnId();
+    queue.push(body);
+    if (!sending) { drain(0); }
+  }
+
+  function drain(attempt) {
+    if (!queue.length) { sending = false; return; }
+    sending = true;
+    var body = queue[0];
     body.token = token();
     body.language = language.value;
-    return fetch("/chat/api/turn", {
+    fetch("/chat/api/turn", {
       method: "POST",
       headers: {"Content-Type": "application/json"},
       body: JSON.stringify(body),
       credentials: "omit"
-    }).then(function (r) { return r.json(); }).then(function (data) {
+    }).then(function (r) {
+      if (r.status >= 500) { throw new Error("retry"); }
+      return r.json();
+    }).then(function (data) {
+      queue.shift();
+      setStatus("");
       var buttons = [];
+      if (data.error) { show(data.error, "bot"); }
       (data.messages || []).forEach(function (m) { show(m.text, "bot"); buttons = m.buttons; });
       showButtons(buttons || []);
       if (data.ended) { sessionStorage.removeItem("t"); }
+      drain(0);
     }).catch(function () {
-      show("연결이 잠시 끊겼어요. 다시 보내 주세요. / Connection lost, please send again.", "bot");
+      setStatus("연결을 다시 잇는 중이에요. 보낸 메시지는 그대로 전해져요. / Reconnecting; your message will be delivered.");
+      var delay = Math.min(1000 * Math.pow(2, attempt), 8000);
+      setTimeout(function () { drain(attempt + 1); }, delay);
     });
   }
 

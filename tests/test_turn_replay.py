@@ -1,0 +1,85 @@
+"""A web chat turn retried with the same turn id runs once and gets the same answer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+
+from backend import streams
+from backend.conversation import Pseudonym
+from bot.turn_replay import TurnReplay
+from tests.conftest import RunningHotline
+
+WHO = Pseudonym("a" * 64)
+
+
+async def test_a_retry_gets_the_first_answer_without_running_again(redis: Redis) -> None:
+    replay = TurnReplay(redis, b"s" * 32)
+    runs = 0
+
+    async def handle() -> bytes:
+        nonlocal runs
+        runs += 1
+        await asyncio.sleep(0.1)
+        return b'{"messages": ["secret-bot-text"]}'
+
+    first, second = await asyncio.gather(
+        replay.once(WHO, "turn-0000000000001", handle),
+        replay.once(WHO, "turn-0000000000001", handle),
+    )
+    assert first == second == b'{"messages": ["secret-bot-text"]}'
+    assert runs == 1
+    assert await replay.once(WHO, "turn-0000000000002", handle) == first
+    assert runs == 2
+    async for key in redis.scan_iter(match=streams.TURN_REPLAY_PREFIX + "*"):
+        assert b"secret-bot-text" not in (await redis.get(key) or b""), "answers are encrypted"
+        assert 0 < await redis.ttl(key) <= streams.WEBCHAT_TURN_REPLAY_TTL_S
+
+
+async def test_a_failed_first_attempt_lets_the_retry_run(redis: Redis) -> None:
+    replay = TurnReplay(redis, b"s" * 32)
+
+    async def fail() -> bytes:
+        raise ConnectionError("redis went away")
+
+    async def succeed() -> bytes:
+        return b"ok"
+
+    with pytest.raises(ConnectionError):
+        await replay.once(WHO, "turn-0000000000003", fail)
+    assert await replay.once(WHO, "turn-0000000000003", succeed) == b"ok"
+
+
+async def test_turn_ids_of_different_conversations_do_not_collide(redis: Redis) -> None:
+    replay = TurnReplay(redis, b"s" * 32)
+
+    async def one() -> bytes:
+        return b"one"
+
+    async def two() -> bytes:
+        return b"two"
+
+    assert await replay.once(WHO, "same-turn-id-000001", one) == b"one"
+    assert await replay.once(Pseudonym("b" * 64), "same-turn-id-000001", two) == b"two"
+
+
+async def test_the_web_chat_answers_a_retried_turn_once(hotline: RunningHotline) -> None:
+    token = "r" * 43
+    start = {"token": token, "text": "/start", "turn": "turn-start-000001"}
+    first = await (await hotline.client.post("/chat/api/turn", json=start)).json()
+    agree = {"token": token, "button": "agree", "turn": "turn-agree-000001"}
+    answer = await (await hotline.client.post("/chat/api/turn", json=agree)).json()
+    retried = await (await hotline.client.post("/chat/api/turn", json=agree)).json()
+    assert retried == answer, "the retry is answered, not stepped again"
+    assert answer != first
+    again = await (await hotline.client.post("/chat/api/turn", json=start)).json()
+    assert again == first
+
+
+async def test_a_malformed_turn_id_is_refused(hotline: RunningHotline) -> None:
+    body = {"token": "r" * 43, "text": "hi", "turn": "../../x"}
+    response = await hotline.client.post("/chat/api/turn", json=body)
+    assert response.status == 400
+    assert "turn" in (await response.json())["error"]
