@@ -31,6 +31,16 @@ class KdfCost:
 
 
 @dataclass(frozen=True)
+class KakaoSettings:
+    """The KakaoTalk channel's skill server; on when both the bot id and the secret are set."""
+
+    bot_id: str
+    secret: str = field(repr=False)
+    operator: bool = False  # the channel has Kakao's own human handoff configured
+    sync_budget_ms: int = 3500  # answer within Kakao's 5 s; slower steps go by callback
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path
     database_url: str = field(repr=False)
@@ -46,6 +56,7 @@ class Settings:
     session_ttl_s: int
     node_name: str
     center_public_key: str | None = None
+    kakao: KakaoSettings | None = None
 
     @property
     def embedded_redis(self) -> bool:
@@ -95,6 +106,7 @@ class Settings:
             ),
             node_name=env.get("HOTLINE_NODE_NAME") or os.uname().nodename,
             center_public_key=env.get("HOTLINE_CENTER_PUBLIC_KEY") or None,
+            kakao=_kakao(env),
         )
 
 
@@ -144,3 +156,23 @@ def _secret(raw: str | None) -> bytes | None:
     if len(secret) < 32:
         raise SettingsError("HOTLINE_BOT_SECRET: must be at least 32 characters")
     return secret
+
+
+def _kakao(env: Mapping[str, str]) -> KakaoSettings | None:
+    bot_id = env.get("HOTLINE_KAKAO_BOT_ID") or None
+    secret = env.get("HOTLINE_KAKAO_SECRET") or None
+    if bot_id is None and secret is None:
+        return None
+    if bot_id is None:
+        raise SettingsError("HOTLINE_KAKAO_BOT_ID: must be set with HOTLINE_KAKAO_SECRET")
+    if secret is None or len(secret) < 16:
+        raise SettingsError("HOTLINE_KAKAO_SECRET: must be set, at least 16 characters")
+    operator = (env.get("HOTLINE_KAKAO_OPERATOR") or "false").lower()
+    if operator not in {"true", "false", "1", "0", "yes", "no"}:
+        raise SettingsError("HOTLINE_KAKAO_OPERATOR: must be true or false")
+    return KakaoSettings(
+        bot_id=bot_id,
+        secret=secret,
+        operator=operator in {"true", "1", "yes"},
+        sync_budget_ms=_int(env, "HOTLINE_KAKAO_SYNC_BUDGET_MS", 3500, low=0, high=4500),
+    )

@@ -30,6 +30,8 @@ CONVERSATION_LOCK_WAIT_S: Final = 10
 # same answer instead of a second step.
 TURN_REPLAY_PREFIX: Final = PREFIX + "turn-replay:"
 WEBCHAT_TURN_REPLAY_TTL_S: Final = 300
+# Kakao requests carry no id: an identical request body from one user this soon is a duplicate.
+KAKAO_DUPLICATE_WINDOW_S: Final = 10
 
 # Counselor console sessions (the private key inside is encrypted under a secret in the cookie).
 CONSOLE_SESSION_PREFIX: Final = PREFIX + "console:session:"

@@ -35,6 +35,7 @@ from backend.pseudonyms import Pseudonymizer
 from backend.settings import Settings
 from backend.web import make_app
 from bot import webchat
+from bot.kakao import KakaoDoor
 from bot.reports import ReportSender
 from bot.root_secret import load_root_secret
 from bot.runtime import ConversationRuntime
@@ -177,7 +178,12 @@ class Node:
             SessionStore(redis, root_secret, self.settings.session_ttl_s),
             ReportSender(redis, center_key),
         )
-        webchat.add_routes(app, runtime, pseudonymizer, TurnReplay(redis, root_secret))
+        replay = TurnReplay(redis, root_secret)
+        webchat.add_routes(app, runtime, pseudonymizer, replay)
+        if self.settings.kakao is not None:
+            kakao = KakaoDoor(self.settings.kakao, runtime, pseudonymizer, replay)
+            kakao.add_routes(app)
+            self._stack.push_async_callback(kakao.close)
         if self.settings.telegram_token is not None:
             door = TelegramDoor(
                 self.settings.telegram_token,

@@ -47,10 +47,14 @@ class TurnReplay:
         return streams.turn_replay_key(digest.hexdigest())
 
     async def once(
-        self, pseudonym: Pseudonym, turn_id: str, handle: Callable[[], Awaitable[bytes]]
+        self,
+        pseudonym: Pseudonym,
+        turn_id: str,
+        handle: Callable[[], Awaitable[bytes]],
+        *,
+        ttl_s: int = streams.WEBCHAT_TURN_REPLAY_TTL_S,
     ) -> bytes:
         key = self._key(pseudonym, turn_id)
-        ttl_s = streams.WEBCHAT_TURN_REPLAY_TTL_S
         if await self._redis.set(key, _PENDING, nx=True, ex=ttl_s):
             try:
                 answer = await handle()
@@ -74,6 +78,6 @@ class TurnReplay:
                 except InvalidTag:
                     break
             if stored is None:  # the first attempt failed and released the id
-                return await self.once(pseudonym, turn_id, handle)
+                return await self.once(pseudonym, turn_id, handle, ttl_s=ttl_s)
             await asyncio.sleep(POLL_S)
         raise TurnInProgressError("the same turn is still being handled")

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from backend.conversation import MAX_TEXT_CHARS, Inbound, Outbound
 from backend.pseudonyms import Pseudonymizer, Purpose
+from bot.channel import Capabilities, fit
 from bot.runtime import ConversationRuntime
 from bot.turn_replay import TurnInProgressError, TurnReplay
 
@@ -78,6 +79,17 @@ def parse_turn(payload: Any, pseudonymizer: Pseudonymizer) -> Inbound:
     )
 
 
+CAPABILITIES = Capabilities(
+    name=CHANNEL,
+    can_delete_messages=False,  # the page erases itself on quick exit instead
+    pushes=False,  # the page asks; a counselor's reply waits for its next request
+    max_text_chars=MAX_TEXT_CHARS,
+    max_buttons=20,
+    max_button_label_chars=80,
+    max_button_id_bytes=64,
+)
+
+
 def render(message: Outbound) -> dict[str, Any]:
     return {
         "text": message.text,
@@ -97,7 +109,8 @@ async def turn(request: web.Request) -> web.Response:
 
     async def handle() -> bytes:
         result = await request.app[runtime_key].handle(inbound)
-        answer = {"messages": [render(m) for m in result.messages], "ended": result.quick_exit}
+        messages = fit(result.messages, CAPABILITIES)
+        answer = {"messages": [render(m) for m in messages], "ended": result.quick_exit}
         return json.dumps(answer, ensure_ascii=False).encode()
 
     if turn_id is None:

@@ -10,6 +10,7 @@ A fresh machine without those services runs the embedded pair only, and still pa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import re
@@ -102,12 +103,22 @@ def first_start_secret(output: str, label: str) -> str:
 async def hotline(
     pair: Pair, tmp_path: Path, redis: Redis, engine: AsyncEngine
 ) -> AsyncIterator[RunningHotline]:
+    async with start_hotline(pair, tmp_path, {}) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def start_hotline(
+    pair: Pair, tmp_path: Path, extra_env: dict[str, str]
+) -> AsyncIterator[RunningHotline]:
+    """The composed app on `pair`, with extra settings (a channel's, say) from `extra_env`."""
     settings = Settings.from_env(
         {
             "HOTLINE_DATA_DIR": str(tmp_path / "data"),
             "HOTLINE_DATABASE_URL": pair.database_url,
             "HOTLINE_REDIS_URL": pair.redis_url,
             **FAST_KDF_ENV,
+            **extra_env,
         }
     )
     out = io.StringIO()

@@ -8,11 +8,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import yaml
 from playwright.async_api import Browser, Page, Route, async_playwright
 
-from backend.settings import SHIPPED_FLOWS_DIR
 from tests.conftest import FAST_KDF_ENV
+from tests.locales import texts_of
 from tests.test_e2e import Up
 
 pytestmark = pytest.mark.browser
@@ -31,22 +30,7 @@ CHROMIUM_FLAGS = [
 SAFE_PAGE_PREFIX = "https://www.google.com/"
 
 
-def _texts(language: str) -> dict[str, str]:
-    raw = yaml.safe_load((SHIPPED_FLOWS_DIR / "locales" / f"{language}.yaml").read_text())
-    flat: dict[str, str] = {}
-
-    def walk(node: dict[str, object], prefix: str) -> None:
-        for key, value in node.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-            else:
-                flat[f"{prefix}{key}"] = str(value)
-
-    walk(raw, "")
-    return flat
-
-
-KO = _texts("ko")
+KO = texts_of("ko")
 
 
 @pytest.fixture

@@ -1,0 +1,70 @@
+"""The channel interface: what every door declares and the one way outbound fits its limits.
+
+A door (web chat, Telegram, KakaoTalk) turns platform input into a neutral `Inbound` and
+renders `Outbound`s. The flows never change per channel; what differs is declared here as
+`Capabilities` and applied by `fit`, so a text over a platform's limit is split, never cut.
+A step with more buttons than a platform shows is a flow error for the linter to report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from backend.conversation import Button, Outbound
+
+MORE_BUTTON_ID = "more"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    name: str
+    can_delete_messages: bool  # can erase the chat on quick exit
+    pushes: bool  # can speak without a pending request (a counselor's reply arrives at once)
+    max_text_chars: int
+    max_buttons: int
+    max_button_label_chars: int
+    max_button_id_bytes: int
+
+
+class Channel(Protocol):
+    """A door. Parsing input is platform-specific; rendering starts from `fit`."""
+
+    capabilities: Capabilities
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """Split at the last paragraph, line or word break before `limit`; never drop a character."""
+    parts: list[str] = []
+    rest = text
+    while len(rest) > limit:
+        window = rest[:limit]
+        cut = max(window.rfind("\n\n"), window.rfind("\n"), window.rfind(" "))
+        if cut < limit // 2:
+            cut = limit
+        parts.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    parts.append(rest)
+    return parts
+
+
+def fit_label(label: str, limit: int) -> str:
+    return label if len(label) <= limit else label[: max(1, limit - 1)] + "…"
+
+
+def fit(messages: Sequence[Outbound], caps: Capabilities) -> list[Outbound]:
+    """Messages reshaped to the channel's limits: long texts split, labels shortened.
+
+    Buttons stay on the last part of a split text, where the victim reads the question. Ids that
+    do not fit the platform are a flow error the linter reports; here they are kept as they are.
+    """
+    fitted: list[Outbound] = []
+    for message in messages:
+        parts = split_text(message.text, caps.max_text_chars)
+        buttons = tuple(
+            Button(b.id, fit_label(b.label, caps.max_button_label_chars)) for b in message.buttons
+        )
+        fitted.extend(Outbound(part) for part in parts[:-1])
+        fitted.append(Outbound(parts[-1], buttons))
+    return fitted

@@ -1,0 +1,246 @@
+"""The KakaoTalk door: a Kakao i Open Builder skill server at `POST /kakao/skill`.
+
+Kakao signs nothing, so a request is accepted only with the configured bot id and the secret
+header set on the skill. The user's botUserKey becomes a keyed pseudonym at once. Kakao waits
+5 s for an answer: a step that takes longer than the budget is answered with `useCallback` and
+its real answer is POSTed once to the request's `callbackUrl`. Kakao puts no id on a request,
+so an identical body from the same user within a few seconds is treated as a duplicate and
+gets the first answer again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
+
+from backend import streams
+from backend.conversation import Inbound, Outbound
+from backend.pseudonyms import Pseudonymizer, Purpose
+from backend.settings import KakaoSettings
+from bot.channel import Capabilities, fit
+from bot.runtime import ConversationRuntime
+from bot.turn_replay import TurnInProgressError, TurnReplay
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "kakao"
+SECRET_HEADER = "X-Hotline-Kakao-Secret"  # noqa: S105 - a header name, not a secret
+MAX_OUTPUTS = 3
+MAX_USER_KEY_CHARS = 70
+MAX_UTTERANCE_CHARS = 1000
+CALLBACK_TIMEOUT_S = 50.0
+
+CAPABILITIES = Capabilities(
+    name=CHANNEL,
+    can_delete_messages=False,
+    pushes=False,  # only within a callback's minute, or in the answer to the next turn
+    max_text_chars=1000,
+    max_buttons=10,
+    max_button_label_chars=14,
+    max_button_id_bytes=64,
+)
+
+
+class KakaoRequestError(web.HTTPBadRequest):
+    def __init__(self, reason: str) -> None:
+        super().__init__(text=json.dumps({"error": reason}), content_type="application/json")
+
+
+@dataclass(frozen=True)
+class SkillRequest:
+    inbound: Inbound
+    callback_url: str | None
+
+
+def _outputs(messages: Sequence[Outbound]) -> list[dict[str, Any]]:
+    """Pack texts into at most MAX_OUTPUTS simpleText outputs of at most 1,000 characters."""
+    outputs: list[str] = []
+    for message in fit(messages, CAPABILITIES):
+        if outputs and len(outputs[-1]) + 2 + len(message.text) <= CAPABILITIES.max_text_chars:
+            outputs[-1] += "\n\n" + message.text
+        else:
+            outputs.append(message.text)
+    if len(outputs) > MAX_OUTPUTS:
+        # Kakao shows three outputs at most. Flows keep a turn far shorter than 3,000
+        # characters; should one not, the cut is marked for the victim and logged for us.
+        limit = CAPABILITIES.max_text_chars
+        tail = "\n\n".join(outputs[MAX_OUTPUTS - 1 :])
+        outputs = [*outputs[: MAX_OUTPUTS - 1], tail[: limit - 1] + "…"]
+        log.warning("kakao answer longer than %d outputs was cut", MAX_OUTPUTS)
+    return [{"simpleText": {"text": text}} for text in outputs]
+
+
+def render(messages: Sequence[Outbound], *, operator: bool) -> dict[str, Any]:
+    """A skill response: texts as simpleText outputs, the last message's buttons as quick replies.
+
+    A quick reply sends its label as the user's utterance (what the victim sees in the chat) and
+    our button id in `extra`, which Kakao returns as `action.clientExtra`.
+    """
+    fitted = fit(messages, CAPABILITIES)
+    buttons = fitted[-1].buttons if fitted else ()
+    template: dict[str, Any] = {"outputs": _outputs(fitted) or [_empty()]}
+    if len(buttons) > CAPABILITIES.max_buttons:
+        limit = CAPABILITIES.max_buttons
+        log.warning("kakao shows %d quick replies; %d were left out", limit, len(buttons) - limit)
+    quick_replies = [
+        {
+            "label": b.label,
+            "action": "message",
+            "messageText": b.label,
+            "extra": {"button": b.id},
+        }
+        for b in buttons[: CAPABILITIES.max_buttons]
+    ]
+    if operator:
+        template["outputs"].append(
+            {
+                "textCard": {
+                    "text": "상담원과 바로 이야기하려면 아래 버튼을 누르세요. / Talk to a person:",
+                    "buttons": [{"label": "상담원 연결", "action": "operator"}],
+                }
+            }
+        )
+        template["outputs"] = template["outputs"][-MAX_OUTPUTS:]
+    if quick_replies:
+        template["quickReplies"] = quick_replies
+    return {"version": "2.0", "template": template}
+
+
+def _empty() -> dict[str, Any]:
+    return {"simpleText": {"text": "…"}}
+
+
+def parse(payload: Any, settings: KakaoSettings, pseudonymizer: Pseudonymizer) -> SkillRequest:
+    if not isinstance(payload, dict):
+        raise KakaoRequestError("body must be a JSON object")
+    bot = payload.get("bot")
+    if not isinstance(bot, dict) or bot.get("id") != settings.bot_id:
+        raise web.HTTPForbidden(text=json.dumps({"error": "unknown bot"}))
+    user_request = payload.get("userRequest")
+    if not isinstance(user_request, dict):
+        raise KakaoRequestError("userRequest is missing")
+    user = user_request.get("user")
+    user_key = user.get("id") if isinstance(user, dict) else None
+    if not isinstance(user_key, str) or not 0 < len(user_key) <= MAX_USER_KEY_CHARS:
+        raise KakaoRequestError("userRequest.user.id is missing or too long")
+    utterance = user_request.get("utterance", "")
+    if not isinstance(utterance, str) or len(utterance) > MAX_UTTERANCE_CHARS:
+        raise KakaoRequestError("userRequest.utterance must be text")
+    language = user_request.get("lang")
+    action = payload.get("action")
+    extra = action.get("clientExtra") if isinstance(action, dict) else None
+    button = extra.get("button") if isinstance(extra, dict) else None
+    if button is not None and (not isinstance(button, str) or len(button.encode()) > 64):
+        raise KakaoRequestError("action.clientExtra.button must be a short id")
+    callback_url = user_request.get("callbackUrl")
+    if callback_url is not None and (
+        not isinstance(callback_url, str) or urlsplit(callback_url).scheme not in {"http", "https"}
+    ):
+        raise KakaoRequestError("userRequest.callbackUrl must be an http(s) URL")
+    return SkillRequest(
+        Inbound(
+            pseudonym=pseudonymizer.pseudonym(Purpose.SESSION, CHANNEL, user_key),
+            channel=CHANNEL,
+            text=None if button else utterance,
+            button=button,
+            language=language if isinstance(language, str) and len(language) <= 16 else None,
+        ),
+        callback_url,
+    )
+
+
+class KakaoDoor:
+    def __init__(
+        self,
+        settings: KakaoSettings,
+        runtime: ConversationRuntime,
+        pseudonymizer: Pseudonymizer,
+        replay: TurnReplay,
+    ) -> None:
+        self._settings = settings
+        self._runtime = runtime
+        self._pseudonymizer = pseudonymizer
+        self._replay = replay
+        self._http: aiohttp.ClientSession | None = None
+        self._callbacks: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        if self._callbacks:
+            await asyncio.wait(self._callbacks, timeout=CALLBACK_TIMEOUT_S)
+        if self._http is not None:
+            await self._http.close()
+
+    def _authentic(self, request: web.Request) -> bool:
+        given = request.headers.get(SECRET_HEADER, "")
+        return hmac.compare_digest(given.encode(), self._settings.secret.encode())
+
+    async def skill(self, request: web.Request) -> web.Response:
+        if not self._authentic(request):
+            raise web.HTTPUnauthorized(text=json.dumps({"error": "missing or wrong secret"}))
+        raw = await request.read()
+        try:
+            payload = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise KakaoRequestError("body must be JSON") from None
+        parsed = parse(payload, self._settings, self._pseudonymizer)
+        answer = asyncio.ensure_future(self._answer(parsed.inbound, raw))
+        budget_s = self._settings.sync_budget_ms / 1000
+        if parsed.callback_url is None:
+            budget_s = max(budget_s, 4.5)  # no callback: all we have is Kakao's 5 s
+        try:
+            body = await asyncio.wait_for(asyncio.shield(answer), budget_s)
+        except TimeoutError:
+            if parsed.callback_url is None:
+                # The step goes on and its session is saved; the victim's next message sees it.
+                text = self._runtime.text("common.unavailable", parsed.inbound.language)
+                return web.json_response(render([Outbound(text)], operator=False))
+            task = asyncio.create_task(self._call_back(parsed.callback_url, answer))
+            self._callbacks.add(task)
+            task.add_done_callback(self._callbacks.discard)
+            wait = self._runtime.text("common.one_moment", parsed.inbound.language)
+            return web.json_response(
+                {"version": "2.0", "useCallback": True, "data": {"text": wait}}
+            )
+        return web.Response(body=body, content_type="application/json", charset="utf-8")
+
+    async def _answer(self, inbound: Inbound, raw: bytes) -> bytes:
+        async def handle() -> bytes:
+            turn = await self._runtime.handle(inbound)
+            return json.dumps(
+                render(turn.messages, operator=self._settings.operator), ensure_ascii=False
+            ).encode()
+
+        duplicate_id = hashlib.sha256(raw).hexdigest()
+        try:
+            return await self._replay.once(
+                inbound.pseudonym, duplicate_id, handle, ttl_s=streams.KAKAO_DUPLICATE_WINDOW_S
+            )
+        except TurnInProgressError:
+            text = self._runtime.text("common.unavailable", inbound.language)
+            return json.dumps(render([Outbound(text)], operator=False)).encode()
+
+    async def _call_back(self, url: str, answer: asyncio.Future[bytes]) -> None:
+        body = await answer
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        try:
+            async with self._http.post(
+                url, data=body, headers={"Content-Type": "application/json"}
+            ) as response:
+                if response.status >= 400:
+                    log.warning("kakao callback answered %d", response.status)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("kakao callback failed: %s", type(exc).__name__)
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/kakao/skill", self.skill)

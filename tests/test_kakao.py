@@ -1,0 +1,199 @@
+"""The KakaoTalk skill endpoint over HTTP, with requests in Kakao i Open Builder's format."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backend import streams
+from backend.conversation import Button, Outbound
+from bot.kakao import SECRET_HEADER, render
+from tests.conftest import Pair, RunningHotline, start_hotline
+from tests.locales import texts_of
+
+BOT_ID = "5f00b1a2c3d4e5f6a7b8c9d0"
+SECRET = "kakao-skill-secret-0123"  # noqa: S105 - the test skill's secret
+USER_KEY = "canaryKakaoUserKey0123456789"
+EN = texts_of("en")
+
+
+def skill_request(
+    utterance: str = "",
+    *,
+    button: str | None = None,
+    callback_url: str | None = None,
+    bot_id: str = BOT_ID,
+) -> dict[str, Any]:
+    user_request: dict[str, Any] = {
+        "timezone": "Asia/Seoul",
+        "block": {"id": "fallback-block", "name": "폴백 블록"},
+        "utterance": utterance,
+        "lang": "en",
+        "user": {"id": USER_KEY, "type": "botUserKey", "properties": {}},
+    }
+    if callback_url is not None:
+        user_request["callbackUrl"] = callback_url
+    return {
+        "intent": {"id": "fallback-intent", "name": "폴백 블록"},
+        "userRequest": user_request,
+        "bot": {"id": bot_id, "name": "hotline"},
+        "action": {
+            "id": "skill-action",
+            "name": "hotline",
+            "params": {},
+            "detailParams": {},
+            "clientExtra": {"button": button} if button else {},
+        },
+        "contexts": [],
+    }
+
+
+@pytest.fixture
+async def kakao(
+    pair: Pair, tmp_path: Path, redis: Redis, engine: AsyncEngine, request: pytest.FixtureRequest
+) -> AsyncIterator[RunningHotline]:
+    extra = {"HOTLINE_KAKAO_BOT_ID": BOT_ID, "HOTLINE_KAKAO_SECRET": SECRET}
+    extra |= getattr(request, "param", {})
+    async with start_hotline(pair, tmp_path, extra) as running:
+        yield running
+
+
+async def post(hotline: RunningHotline, body: dict[str, Any], secret: str = SECRET) -> Any:
+    response = await hotline.client.post("/kakao/skill", json=body, headers={SECRET_HEADER: secret})
+    assert response.status == 200, await response.text()
+    return await response.json()
+
+
+def texts(answer: dict[str, Any]) -> list[str]:
+    return [o["simpleText"]["text"] for o in answer["template"]["outputs"] if "simpleText" in o]
+
+
+def quick(answer: dict[str, Any]) -> list[str]:
+    return [q["extra"]["button"] for q in answer["template"].get("quickReplies", [])]
+
+
+async def test_a_whole_report_through_kakao(kakao: RunningHotline, redis: Redis) -> None:
+    first = await post(kakao, skill_request("안녕하세요"))
+    assert first["version"] == "2.0"
+    assert EN["report.welcome"] in texts(first)[0]
+    assert quick(first) == ["agree", "decline"]
+    label = first["template"]["quickReplies"][0]
+    assert label["action"] == "message" and label["messageText"] == label["label"]
+    category = await post(kakao, skill_request(label["label"], button="agree"))
+    assert texts(category) == [EN["report.category"]]
+    assert len(quick(category)) == 10
+    assert all(len(q["label"]) <= 14 for q in category["template"]["quickReplies"])
+    await post(kakao, skill_request("Deepfake", button="deepfake"))
+    done = await post(kakao, skill_request("Someone made a fake video of me"))
+    assert texts(done) == [EN["report.received"]]
+    assert await redis.xlen(streams.REPORTS_STREAM) == 1
+    async for key in redis.scan_iter():
+        assert USER_KEY.encode() not in key
+        assert USER_KEY.encode() not in (await redis.dump(key) or b"")
+
+
+async def test_wrong_secret_or_bot_is_refused_and_changes_nothing(
+    kakao: RunningHotline, redis: Redis
+) -> None:
+    wrong = await kakao.client.post(
+        "/kakao/skill", json=skill_request("hi"), headers={SECRET_HEADER: "guess"}
+    )
+    assert wrong.status == 401
+    missing = await kakao.client.post("/kakao/skill", json=skill_request("hi"))
+    assert missing.status == 401
+    other_bot = await kakao.client.post(
+        "/kakao/skill", json=skill_request("hi", bot_id="other"), headers={SECRET_HEADER: SECRET}
+    )
+    assert other_bot.status == 403
+    assert [k async for k in redis.scan_iter(match=streams.SESSION_KEY_PREFIX + "*")] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"{not json", "JSON"),
+        (b"[]", "object"),
+        (json.dumps({"bot": {"id": BOT_ID}}).encode(), "userRequest"),
+        (
+            json.dumps(skill_request("hi") | {"userRequest": {"user": {"id": ""}}}).encode(),
+            "user.id",
+        ),
+    ],
+)
+async def test_malformed_bodies_get_a_clear_error(
+    kakao: RunningHotline, redis: Redis, body: bytes, error: str
+) -> None:
+    response = await kakao.client.post(
+        "/kakao/skill",
+        data=body,
+        headers={SECRET_HEADER: SECRET, "Content-Type": "application/json"},
+    )
+    assert response.status == 400
+    assert error in (await response.json())["error"]
+    assert [k async for k in redis.scan_iter(match=streams.SESSION_KEY_PREFIX + "*")] == []
+
+
+async def test_a_duplicate_request_is_answered_once(kakao: RunningHotline) -> None:
+    await post(kakao, skill_request("hello"))
+    press = skill_request("I agree", button="agree")
+    first = await post(kakao, press)
+    duplicate = await post(kakao, press)
+    assert duplicate == first, "not 'that question has passed': the step ran once"
+    assert texts(first) == [EN["report.category"]]
+
+
+@pytest.mark.parametrize("kakao", [{"HOTLINE_KAKAO_SYNC_BUDGET_MS": "0"}], indirect=True)
+async def test_a_slow_step_answers_through_the_callback(kakao: RunningHotline) -> None:
+    received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def callback(request: web.Request) -> web.Response:
+        await received.put(await request.json())
+        return web.json_response({"taskId": "t-1", "status": "SUCCESS", "message": "OK"})
+
+    app = web.Application()
+    app.router.add_post("/callback", callback)
+    async with TestServer(app) as server:
+        url = str(server.make_url("/callback"))
+        first = await post(kakao, skill_request("hello", callback_url=url))
+        assert first["useCallback"] is True
+        assert first["data"]["text"] == EN["common.one_moment"]
+        answer = await asyncio.wait_for(received.get(), 10)
+    assert EN["report.welcome"] in texts(answer)[0]
+    assert quick(answer) == ["agree", "decline"]
+    assert received.empty(), "the callback is POSTed once"
+
+
+@pytest.mark.parametrize("kakao", [{"HOTLINE_KAKAO_OPERATOR": "true"}], indirect=True)
+async def test_the_operator_button_when_kakao_handoff_is_configured(
+    kakao: RunningHotline,
+) -> None:
+    answer = await post(kakao, skill_request("hello"))
+    cards = [o["textCard"] for o in answer["template"]["outputs"] if "textCard" in o]
+    assert cards[0]["buttons"] == [{"label": "상담원 연결", "action": "operator"}]
+    assert len(answer["template"]["outputs"]) <= 3
+
+
+def test_long_texts_are_split_at_1000_characters_without_losing_any() -> None:
+    words = " ".join(f"word{i:04d}" for i in range(280))  # about 2,500 characters
+    answer = render([Outbound(words, (Button("a", "A very long button label"),))], operator=False)
+    outputs = texts(answer)
+    assert len(outputs) == 3
+    assert all(len(text) <= 1000 for text in outputs)
+    assert " ".join(outputs).split() == words.split()
+    assert answer["template"]["quickReplies"][0]["label"] == "A very long b…"
+
+
+def test_at_most_ten_quick_replies() -> None:
+    buttons = tuple(Button(f"b{i}", f"B{i}") for i in range(12))
+    assert (
+        len(render([Outbound("pick", buttons)], operator=False)["template"]["quickReplies"]) == 10
+    )
