@@ -31,6 +31,15 @@ class KdfCost:
 
 
 @dataclass(frozen=True)
+class LoginPolicy:
+    """How console sign-in resists guessing: growing delays, then a lock."""
+
+    max_failures: int = 5
+    lock_s: int = 900
+    delay_ms: int = 250
+
+
+@dataclass(frozen=True)
 class KakaoSettings:
     """The KakaoTalk channel's skill server; on when both the bot id and the secret are set."""
 
@@ -57,6 +66,7 @@ class Settings:
     node_name: str
     center_public_key: str | None = None
     kakao: KakaoSettings | None = None
+    login: LoginPolicy = field(default_factory=LoginPolicy)
 
     @property
     def embedded_redis(self) -> bool:
@@ -107,6 +117,11 @@ class Settings:
             node_name=env.get("HOTLINE_NODE_NAME") or os.uname().nodename,
             center_public_key=env.get("HOTLINE_CENTER_PUBLIC_KEY") or None,
             kakao=_kakao(env),
+            login=LoginPolicy(
+                max_failures=_int(env, "HOTLINE_LOGIN_MAX_FAILURES", 5, low=1, high=100),
+                lock_s=_int(env, "HOTLINE_LOGIN_LOCK_S", 900, low=1, high=7 * 24 * 3600),
+                delay_ms=_int(env, "HOTLINE_LOGIN_DELAY_MS", 250, low=0, high=5000),
+            ),
         )
 
 

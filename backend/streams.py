@@ -36,6 +36,9 @@ KAKAO_DUPLICATE_WINDOW_S: Final = 10
 # Counselor console sessions (the private key inside is encrypted under a secret in the cookie).
 CONSOLE_SESSION_PREFIX: Final = PREFIX + "console:session:"
 CONSOLE_SESSION_TTL_S: Final = 8 * 3600
+# Failed console sign-ins per (hashed) username, and the lock after too many.
+LOGIN_FAILURES_PREFIX: Final = PREFIX + "console:login-failures:"
+LOGIN_LOCK_PREFIX: Final = PREFIX + "console:login-lock:"
 
 
 def session_key(pseudonym: str) -> str:
@@ -48,6 +51,14 @@ def conversation_lock_key(pseudonym: str) -> str:
 
 def turn_replay_key(digest: str) -> str:
     return TURN_REPLAY_PREFIX + digest
+
+
+def login_failures_key(username_hash: str) -> str:
+    return LOGIN_FAILURES_PREFIX + username_hash
+
+
+def login_lock_key(username_hash: str) -> str:
+    return LOGIN_LOCK_PREFIX + username_hash
 
 
 def console_session_key(session_id_hash: str) -> str:

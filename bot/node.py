@@ -31,6 +31,7 @@ from backend.errors import FlowError, SettingsError
 from backend.flows.registry import FlowRegistry
 from backend.intake import Intake
 from backend.keyring import KeyRing
+from backend.login_guard import LoginGuard
 from backend.pseudonyms import Pseudonymizer
 from backend.settings import Settings
 from backend.web import make_app
@@ -144,7 +145,14 @@ class Node:
             raise SettingsError(
                 "HOTLINE_DATABASE_URL: the database has counselors but no centre key"
             )
-        console.add_routes(app, cases, counselors, keyring, ConsoleSessionStore(redis))
+        console.add_routes(
+            app,
+            cases=cases,
+            counselors=counselors,
+            keyring=keyring,
+            sessions=ConsoleSessionStore(redis),
+            login_guard=LoginGuard(redis, self.settings.login),
+        )
         intake = Intake(redis, cases, f"{self.settings.node_name}-intake")
         task = asyncio.create_task(intake.run(), name="intake")
         self._stack.push_async_callback(_stop_intake, intake, task)

@@ -36,7 +36,11 @@ PAIRS = ["embedded"] + (["server"] if SERVER_DATABASE_URL and SERVER_REDIS_URL e
 
 # Argon2id at its minimum: the tests prove behaviour, not cost.
 FAST_KDF = KdfCost(time_cost=1, memory_kib=8, parallelism=1)
-FAST_KDF_ENV = {"HOTLINE_KDF_TIME_COST": "1", "HOTLINE_KDF_MEMORY_KIB": "8"}
+FAST_KDF_ENV = {
+    "HOTLINE_KDF_TIME_COST": "1",
+    "HOTLINE_KDF_MEMORY_KIB": "8",
+    "HOTLINE_LOGIN_DELAY_MS": "1",
+}
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,13 @@ import jinja2
 from aiohttp import web
 
 from backend.cases import CaseStore, envelope_of
+from backend.console import openapi
+from backend.console.access import Access, current_session, guard, sessions_key
 from backend.console.sessions import COOKIE_NAME, ConsoleSession, ConsoleSessionStore
 from backend.counselors import CounselorStore
 from backend.errors import AuthenticationError, CaseNotFoundError, KeyUnwrapError, SealingError
 from backend.keyring import KeyRing
+from backend.login_guard import LoginGuard, LoginLockedError
 from backend.passwords import MIN_PASSWORD_LENGTH
 from backend.sealing import open_envelope
 
@@ -25,7 +28,7 @@ log = logging.getLogger(__name__)
 cases_key = web.AppKey("console_cases", CaseStore)
 counselors_key = web.AppKey("console_counselors", CounselorStore)
 keyring_key = web.AppKey("console_keyring", KeyRing)
-sessions_key = web.AppKey("console_sessions", ConsoleSessionStore)
+login_guard_key = web.AppKey("console_login_guard", LoginGuard)
 
 
 _templates = jinja2.Environment(
@@ -51,17 +54,9 @@ def _set_cookie(request: web.Request, response: web.StreamResponse, value: str) 
     )
 
 
-async def _session(request: web.Request) -> ConsoleSession | None:
-    return await request.app[sessions_key].load(request.cookies.get(COOKIE_NAME))
-
-
 async def _require(request: web.Request) -> ConsoleSession:
-    session = await _session(request)
-    if session is None:
-        raise web.HTTPSeeOther("/console/login")
-    if session.must_change_password and request.path != "/console/password":
-        raise web.HTTPSeeOther("/console/password")
-    return session
+    """The signed-in counselor; `guard` has checked the session and role before the handler."""
+    return current_session(request)
 
 
 def _check_origin(request: web.Request) -> None:
@@ -85,6 +80,12 @@ async def login_page(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     form = await _form(request, None)
     username, password = form.get("username", ""), form.get("password", "")
+    guard = request.app[login_guard_key]
+    try:
+        await guard.check(username)
+    except LoginLockedError:
+        log.warning("console login refused: locked after repeated failures")
+        return _render("login.html", status=429, error="locked")
     try:
         counselor = await request.app[counselors_key].authenticate(username, password)
         if counselor.id is None:  # pragma: no cover - stored rows always have an id
@@ -92,7 +93,9 @@ async def login(request: web.Request) -> web.Response:
         private_keys = await request.app[keyring_key].unwrap_for(counselor.id, password)
     except (AuthenticationError, KeyUnwrapError):
         log.info("console login failed")
+        await guard.failed(username)
         return _render("login.html", status=401, error="login_failed")
+    await guard.succeeded(username)
     session = ConsoleSession(
         counselor_id=counselor.id,
         username=counselor.username,
@@ -176,9 +179,7 @@ async def case_view(request: web.Request) -> web.Response:
 
 
 async def api_cases(request: web.Request) -> web.Response:
-    session = await _session(request)
-    if session is None or session.must_change_password:
-        raise web.HTTPUnauthorized(text=json.dumps({"error": "sign in first"}))
+    """The open cases, most urgent first: routing facts only, nothing a victim said."""
     cases = await request.app[cases_key].list_open()
     return web.json_response(
         {
@@ -205,21 +206,29 @@ async def stylesheet(_request: web.Request) -> web.Response:
 
 def add_routes(
     app: web.Application,
+    *,
     cases: CaseStore,
     counselors: CounselorStore,
     keyring: KeyRing,
     sessions: ConsoleSessionStore,
+    login_guard: LoginGuard,
 ) -> None:
     app[cases_key] = cases
     app[counselors_key] = counselors
     app[keyring_key] = keyring
     app[sessions_key] = sessions
-    app.router.add_get("/console", case_list)
-    app.router.add_get("/console/login", login_page)
-    app.router.add_post("/console/login", login)
-    app.router.add_get("/console/password", password_page)
-    app.router.add_post("/console/password", change_password)
-    app.router.add_post("/console/logout", logout)
-    app.router.add_get("/console/cases/{case_id}", case_view)
-    app.router.add_get("/console/static/console.css", stylesheet)
-    app.router.add_get("/api/cases", api_cases)
+    app[login_guard_key] = login_guard
+    routes = (
+        ("GET", "/console", case_list, Access.COUNSELOR),
+        ("GET", "/console/login", login_page, Access.PUBLIC),
+        ("POST", "/console/login", login, Access.PUBLIC),
+        ("GET", "/console/password", password_page, Access.PASSWORD_CHANGE),
+        ("POST", "/console/password", change_password, Access.PASSWORD_CHANGE),
+        ("POST", "/console/logout", logout, Access.PASSWORD_CHANGE),
+        ("GET", "/console/cases/{case_id}", case_view, Access.COUNSELOR),
+        ("GET", "/console/static/console.css", stylesheet, Access.PUBLIC),
+        ("GET", "/api/cases", api_cases, Access.COUNSELOR),
+    )
+    for method, path, handler, access in routes:
+        app.router.add_route(method, path, guard(access, handler))
+    openapi.add_routes(app)

@@ -1,0 +1,130 @@
+"""The authorization matrix: every console and API endpoint, for each role and for no session."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio import Redis
+
+from backend.console.access import ROLE_RANK, Access, access_of, guard, sessions_key
+from backend.console.sessions import COOKIE_NAME, ConsoleSession, ConsoleSessionStore
+from backend.console.views import counselors_key
+from backend.models import Role
+from tests.conftest import RunningHotline
+
+PASSWORD = "a long test passphrase"  # noqa: S105 - test accounts only
+
+
+def _guarded_routes(app: web.Application) -> list[tuple[str, str, Access]]:
+    found = []
+    for route in app.router.routes():
+        path = route.resource.canonical if route.resource is not None else ""
+        if route.method == "HEAD" or not path.startswith(("/console", "/api/")):
+            continue
+        access = access_of(route.handler)
+        assert access is not None, f"{route.method} {path} declares no access rule"
+        found.append((route.method, path.replace("{case_id}", "no-such-case"), access))
+    return found
+
+
+def _refused(status: int, location: str, body: str) -> bool:
+    if status == 401:
+        return True
+    if status == 303 and location in {"/console/login", "/console/password"}:
+        return True
+    return status == 403 and "role may not" in body
+
+
+async def _sign_in(client: TestClient[web.Request, web.Application], username: str) -> None:
+    client.session.cookie_jar.clear()
+    response = await client.post(
+        "/console/login",
+        data={"username": username, "password": PASSWORD},
+        allow_redirects=False,
+    )
+    assert response.status == 303, await response.text()
+
+
+async def test_every_endpoint_for_every_role_and_no_session(hotline: RunningHotline) -> None:
+    client = hotline.client
+    counselors = client.app[counselors_key]
+    for role in Role:
+        await counselors.add(role.value, PASSWORD, role, must_change_password=False)
+    await counselors.add("newcomer", PASSWORD, Role.ADMINISTRATOR, must_change_password=True)
+    routes = _guarded_routes(client.app)
+    assert {path for _, path, _ in routes} >= {"/console", "/api/cases", "/api/openapi.json"}
+
+    identities: list[tuple[str | None, int, bool]] = [(None, 0, False)]
+    identities += [(role.value, ROLE_RANK[role.value], False) for role in Role]
+    identities += [("newcomer", ROLE_RANK[Role.ADMINISTRATOR.value], True)]
+    for username, rank, must_change in identities:
+        if username is None:
+            client.session.cookie_jar.clear()
+        else:
+            await _sign_in(client, username)
+        for method, path, access in routes:
+            response = await client.request(method, path, allow_redirects=False)
+            location, body = response.headers.get("Location", ""), await response.text()
+            if access is Access.PUBLIC:
+                # A failed sign-in is a 401 of the handler's own; never a redirect or a role.
+                assert location != "/console/login"
+                assert response.status not in {401, 403} or path == "/console/login"
+                continue
+            refused = _refused(response.status, location, body)
+            if username is None:
+                allowed = False
+            elif must_change:
+                allowed = access is Access.PASSWORD_CHANGE
+            else:
+                allowed = rank >= access.minimum_rank
+            assert refused is not allowed, (username, method, path, response.status)
+
+
+async def test_a_higher_role_may_do_what_a_lower_one_may(redis: Redis) -> None:
+    async def ok(_request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    store = ConsoleSessionStore(redis)
+    app = web.Application()
+    app[sessions_key] = store
+    app.router.add_get("/api/supervise", guard(Access.SUPERVISOR, ok))
+    app.router.add_get("/console/administer", guard(Access.ADMINISTRATOR, ok))
+    cookies = {
+        role: await store.create(ConsoleSession(1, role.value, role.value, False, "csrf", {}))
+        for role in Role
+    }
+    expected = {
+        Role.COUNSELOR: (403, 403),
+        Role.SUPERVISOR: (200, 403),
+        Role.ADMINISTRATOR: (200, 200),
+    }
+    async with TestClient(TestServer(app)) as client:
+        for role, cookie in cookies.items():
+            headers = {"Cookie": f"{COOKIE_NAME}={cookie}"}
+            supervise = await client.get("/api/supervise", headers=headers)
+            administer = await client.get("/console/administer", headers=headers)
+            assert (supervise.status, administer.status) == expected[role], role
+            if supervise.status == 403:
+                assert (await supervise.json()) == {"error": "your role may not do this"}
+        anonymous = await client.get("/console/administer", allow_redirects=False)
+        assert anonymous.headers["Location"] == "/console/login"
+
+
+async def test_openapi_describes_every_api_route(hotline: RunningHotline) -> None:
+    response = await hotline.client.get("/api/openapi.json")
+    assert response.status == 200
+    document = await response.json()
+    assert document["openapi"].startswith("3.")
+    served = {
+        (route.method.lower(), route.resource.canonical)
+        for route in hotline.client.app.router.routes()
+        if route.resource is not None
+        and route.resource.canonical.startswith("/api/")
+        and route.method != "HEAD"
+    }
+    described = {(m, p) for p, ops in document["paths"].items() for m in ops}
+    assert described == served
+    cases = document["paths"]["/api/cases"]["get"]
+    assert cases["x-hotline-access"] == "counselor"
+    assert cases["security"] == [{"consoleSession": []}]
+    assert "security" not in document["paths"]["/api/openapi.json"]["get"]
