@@ -26,6 +26,17 @@ CONVERSATION_LOCK_PREFIX: Final = PREFIX + "lock:"
 CONVERSATION_LOCK_TTL_S: Final = 30
 CONVERSATION_LOCK_WAIT_S: Final = 10
 
+# Receipt codes a victim can come back with: SHA-256 of the code -> case id. The code has 60
+# bits of entropy and is shown only to the victim; the key never holds the code itself.
+RECEIPT_KEY_PREFIX: Final = PREFIX + "receipt:"
+RECEIPT_TTL_S: Final = 180 * 86400
+# Waiting handoff requests (sorted set: case id by priority, then time), for the queue position
+# a victim is told. Entries older than the window are dropped when a new request comes.
+HANDOFF_QUEUE: Final = PREFIX + "handoff:queue"
+HANDOFF_QUEUE_WINDOW_S: Final = 4 * 3600
+# Counts of the closing feedback answers (hash: rating -> count); linked to no case.
+FEEDBACK_COUNTS: Final = PREFIX + "feedback:counts"
+
 # Counselor console sessions (the private key inside is encrypted under a secret in the cookie).
 CONSOLE_SESSION_PREFIX: Final = PREFIX + "console:session:"
 CONSOLE_SESSION_TTL_S: Final = 8 * 3600
@@ -37,6 +48,10 @@ def session_key(pseudonym: str) -> str:
 
 def conversation_lock_key(pseudonym: str) -> str:
     return CONVERSATION_LOCK_PREFIX + pseudonym
+
+
+def receipt_key(code_sha256: str) -> str:
+    return RECEIPT_KEY_PREFIX + code_sha256
 
 
 def console_session_key(session_id_hash: str) -> str:
