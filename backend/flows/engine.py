@@ -159,7 +159,10 @@ def start(
     run = _Run(bundle, _copy(session), ctx)
     run.session.seen_s = ctx.now_s
     text = (inbound.text or "").strip() if inbound else ""
-    if text and not text.startswith("/"):
+    # A first message can be a command (`/receipt` from a returning victim, `/exit`).
+    if text.startswith("/") and run.command(text):
+        return run.result()
+    if text:
         run.triage(text)
     run.enter()
     return run.result()
@@ -276,6 +279,11 @@ class _Run:
         for _ in range(MAX_AUTO_STEPS):
             s = self.session
             if s.state == END:
+                if not s.stack and self.flow.spec.name != self.bundle.entry_name:
+                    # A subflow begun with nothing to return to (`/help` after the end) goes
+                    # on with the entry flow rather than end in silence.
+                    self.switch(self.bundle.entry_name, self.bundle.entry().spec.start)
+                    continue
                 if not s.stack:
                     self.end()
                     return
