@@ -41,7 +41,7 @@ from backend.conversation import (
 from backend.flows.expressions import Scope
 from backend.flows.hours import ServiceHours
 from backend.flows.resources import Directory
-from backend.flows.spec import END, MINOR_AGE_BANDS, FlowSpec, SlotSpec, StepSpec
+from backend.flows.spec import END, MINOR_AGE_BANDS, CommandSpec, FlowSpec, SlotSpec, StepSpec
 from backend.flows.texts import Texts
 from backend.flows.triage import Triage
 
@@ -58,6 +58,7 @@ MINOR = "minor"
 HANDOFF = "handoff"
 PRIORITY_BY_CATEGORY = {"sextortion": 2, "minor_images": 2, "grooming": 2}
 QUICK_EXIT_BUTTON = "quick_exit"
+BUILT_IN_EXITS = frozenset({"/exit", "/stop"})
 _URL = re.compile(r"^(?:https?://)?[\w.-]+\.[a-z]{2,}(?:[/?#]\S*)?$", re.IGNORECASE)
 _RECEIPT_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I to misread
 
@@ -327,6 +328,9 @@ class _Run:
         """Run a global command (`/exit`, `/start`, `/help`, ...); False if `text` is none."""
         word = text.split(maxsplit=1)[0].lower().split("@")[0]
         command = self.flow.spec.commands.get(word) or self.bundle.entry().spec.commands.get(word)
+        if command is None and word in BUILT_IN_EXITS:
+            # The way out never depends on a flow file: a victim in danger must always have it.
+            command = CommandSpec(word, action="quick_exit")
         if command is None:
             return False
         if command.action == "quick_exit":
