@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from backend.flows.diagram import mermaid
 from backend.flows.dialogs import run_directory
 from backend.flows.registry import load_bundle
 from backend.settings import SHIPPED_FLOWS_DIR
@@ -69,3 +70,13 @@ def test_graph_prints_mermaid(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.startswith("stateDiagram-v2\n")
     assert "preserve --> handoff : counselor_now" in out
     assert main(["flows", "graph", "nowhere"]) == 1
+
+
+def test_the_diagrams_in_docs_are_not_stale() -> None:
+    """Regenerate with `hotline flows graph NAME > docs/flows/NAME.mmd` after a flow edit."""
+    bundle, _ = load_bundle(SHIPPED_FLOWS_DIR)
+    assert bundle is not None
+    docs = Path(__file__).parent.parent / "docs" / "flows"
+    assert {p.stem for p in docs.glob("*.mmd")} == set(bundle.flows)
+    for name, flow in bundle.flows.items():
+        assert (docs / f"{name}.mmd").read_text() == mermaid(flow.spec), f"{name}.mmd is stale"
