@@ -4,6 +4,7 @@ built-in way out."""
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from backend.errors import FlowError
 from backend.flows import engine
 from backend.flows.engine import Bundle, Context
 from backend.flows.expressions import Scope, compile_condition
+from backend.flows.hours import ServiceHours
 from backend.flows.registry import FlowRegistry
 
 MINIMAL = Path(__file__).parent / "flows_minimal"
@@ -149,3 +151,16 @@ def test_idle_time_out_takes_the_flows_idle_step(tmp_path: Path) -> None:
     late = engine.step(bundle, session, Inbound(WHO, "web", button="a"), Context(1100))
     assert [m.key for m in late.messages] == ["t.hello", "t.ask"], "welcomed again, not answered"
     assert "answer" not in late.session.slots
+
+
+def test_service_hours_give_an_honest_after_hours(tmp_path: Path) -> None:
+    path = tmp_path / "service.yaml"
+    path.write_text('schema: 1\nalways_open: false\nweekly: {mon: "09:00-18:00"}\n')
+    hours = ServiceHours.load(path)
+    monday_10_kst = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)
+    assert hours.is_open(monday_10_kst)
+    assert not hours.is_open(monday_10_kst + timedelta(hours=9))
+    assert not hours.is_open(monday_10_kst - timedelta(days=1))
+    path.write_text('schema: 1\nweekly: {mon: "18:00-09:00"}\n')
+    with pytest.raises(FlowError, match="HH:MM-HH:MM"):
+        ServiceHours.load(path)
