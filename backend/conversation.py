@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import NewType
+from typing import Any, NewType
 
 Pseudonym = NewType("Pseudonym", str)
 
@@ -48,6 +48,8 @@ class Button:
 class Outbound:
     text: str
     buttons: tuple[Button, ...] = ()
+    # The locale key the text came from: flow tests compare keys, not wording.
+    key: str = field(default="", compare=False, repr=False)
 
 
 @dataclass
@@ -65,16 +67,27 @@ class Session:
     channel: str
     conversation_id: str
     turn: int = 0
-    slots: dict[str, str] = field(default_factory=dict)
+    # Answers by slot name: text, a number, or a list of file facts ("kind:sha256").
+    slots: dict[str, Any] = field(default_factory=dict)
     reply_address: str | None = field(default=None, repr=False)
     ended: bool = False
+    # Where to come back to after a called subflow ends: "flow/step/after|resume".
+    stack: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)  # set by triage and age: "minor", ...
+    priority: int = 0
+    retries: int = 0  # invalid answers at the current step
+    seen_s: int = 0  # unix time of the last turn, for idle time-outs
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> Session:
-        return cls(**json.loads(raw))
+        """Raises TypeError or ValueError on a record of another shape (the store starts afresh)."""
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError("a session is a JSON object")
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -87,7 +100,65 @@ class SubmitReport:
     priority: int
     language: str
     channel: str
-    answers: dict[str, str] = field(repr=False)
+    answers: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RequestHandoff:
+    """Ask for a counselor now. Until the live console exists, the runtime puts this on the
+    reports stream as a sealed report with the raised priority, so the console queue shows it.
+    """
+
+    idempotency_key: str
+    case_id: str
+    reason: str
+    category: str
+    priority: int
+    language: str
+    channel: str
+    answers: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RaisePriority:
+    """The conversation became more urgent (triage or a flagged step); later reports carry it."""
+
+    priority: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ShowResources:
+    """The step listed these services to the victim (ids only, for counting)."""
+
+    resource_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class IssueReceipt:
+    """A receipt code was given for this case, so the victim can come back to it."""
+
+    case_id: str
+    code: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class CaseRequest:
+    """A returning victim's request on the case of a receipt: read replies, add, erase."""
+
+    idempotency_key: str
+    kind: str  # "read_replies" | "add_info" | "erase"
+    code: str = field(repr=False)
+    language: str = "ko"
+    channel: str = ""
+    text: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class RecordFeedback:
+    """The answer to the closing feedback question; counted, not linked to any case."""
+
+    rating: str
 
 
 @dataclass(frozen=True)
@@ -100,7 +171,17 @@ class DeleteInbound:
     """Erase the victim's message of this turn from the chat, where the platform allows."""
 
 
-Effect = SubmitReport | QuickExit | DeleteInbound
+Effect = (
+    SubmitReport
+    | QuickExit
+    | DeleteInbound
+    | RequestHandoff
+    | RaisePriority
+    | ShowResources
+    | IssueReceipt
+    | CaseRequest
+    | RecordFeedback
+)
 
 
 @dataclass(frozen=True)
@@ -108,3 +189,5 @@ class StepResult:
     session: Session
     messages: tuple[Outbound, ...]
     effects: tuple[Effect, ...] = ()
+    # (flow, from step, to step) of every transition taken, for flow-test coverage.
+    trace: tuple[tuple[str, str, str], ...] = field(default=(), compare=False, repr=False)

@@ -32,6 +32,16 @@ TURN_REPLAY_PREFIX: Final = PREFIX + "turn-replay:"
 WEBCHAT_TURN_REPLAY_TTL_S: Final = 300
 # Kakao requests carry no id: an identical request body from one user this soon is a duplicate.
 KAKAO_DUPLICATE_WINDOW_S: Final = 10
+# Receipt codes a victim can come back with: SHA-256 of the code -> case id. The code has 60
+# bits of entropy and is shown only to the victim; the key never holds the code itself.
+RECEIPT_KEY_PREFIX: Final = PREFIX + "receipt:"
+RECEIPT_TTL_S: Final = 180 * 86400
+# Waiting handoff requests (sorted set: case id by priority, then time), for the queue position
+# a victim is told. Entries older than the window are dropped when a new request comes.
+HANDOFF_QUEUE: Final = PREFIX + "handoff:queue"
+HANDOFF_QUEUE_WINDOW_S: Final = 4 * 3600
+# Counts of the closing feedback answers (hash: rating -> count); linked to no case.
+FEEDBACK_COUNTS: Final = PREFIX + "feedback:counts"
 
 # Counselor console sessions (the private key inside is encrypted under a secret in the cookie).
 CONSOLE_SESSION_PREFIX: Final = PREFIX + "console:session:"
@@ -59,6 +69,10 @@ def login_failures_key(username_hash: str) -> str:
 
 def login_lock_key(username_hash: str) -> str:
     return LOGIN_LOCK_PREFIX + username_hash
+
+
+def receipt_key(code_sha256: str) -> str:
+    return RECEIPT_KEY_PREFIX + code_sha256
 
 
 def console_session_key(session_id_hash: str) -> str:

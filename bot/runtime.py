@@ -1,44 +1,93 @@
 """The conversation runtime: lock, load the session, run one flow step, act, save, reply.
 
 Updates of one conversation are serialised by a Redis lock keyed by its pseudonym, so they are
-processed in order across bot workers; different conversations run concurrently.
+processed in order across bot workers; different conversations run concurrently. Effects are
+carried out before anything is said, so "received" is true when the victim reads it.
+
+What the live console (handoff chat) and the case store behind receipts will do is not built
+yet; until then the runtime does the honest visible part: a handoff or a returning victim's
+request becomes a sealed report on the reports stream, with its priority, so counselors see it
+in the queue, and the victim is told a real queue position.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import cast
 
 from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
 
 from backend import streams
-from backend.conversation import Inbound, Outbound, QuickExit, StepResult, SubmitReport
+from backend.conversation import (
+    CaseRequest,
+    DeleteInbound,
+    Inbound,
+    IssueReceipt,
+    Outbound,
+    QuickExit,
+    RaisePriority,
+    RecordFeedback,
+    RequestHandoff,
+    ShowResources,
+    StepResult,
+    SubmitReport,
+)
 from backend.flows import engine
+from backend.flows.engine import Bundle, Context
 from backend.flows.registry import FlowRegistry
 from bot.reports import ReportSender
 from bot.sessions import SessionStore
 
 log = logging.getLogger(__name__)
 
+# How often a turn looks at the flows directory for a changed file (a few stat calls).
+RELOAD_CHECK_S = 2.0
+_QUEUE_SLOT = 10**10  # queue score: (3 - priority) * slot + unix time
+_MAX_PRIORITY = 3
+
 
 @dataclass(frozen=True)
 class Turn:
-    """What a channel must do after one inbound: send these, and maybe erase the chat."""
+    """What a channel must do after one inbound: send these, maybe erase the chat or the
+    victim's last message."""
 
     messages: tuple[Outbound, ...]
     quick_exit: bool = False
+    delete_inbound: bool = False
+
+
+@dataclass
+class _Outcome:
+    quick_exit: bool = False
+    delete_inbound: bool = False
+    values: dict[str, str] = field(default_factory=dict)
 
 
 class ConversationRuntime:
     def __init__(
-        self, redis: Redis, flows: FlowRegistry, sessions: SessionStore, reports: ReportSender
+        self,
+        redis: Redis,
+        flows: FlowRegistry,
+        sessions: SessionStore,
+        reports: ReportSender,
+        *,
+        clock: Callable[[], float] = time.time,
+        reload_check_s: float = RELOAD_CHECK_S,
     ) -> None:
         self._redis = redis
         self._flows = flows
         self._sessions = sessions
         self._reports = reports
+        self._clock = clock
+        self._reload_check_s = reload_check_s
+        self._checked_at = clock()
 
     async def handle(self, inbound: Inbound) -> Turn:
         try:
@@ -58,7 +107,7 @@ class ConversationRuntime:
     def text(self, key: str, language_hint: str | None) -> str:
         """A shared `common.*` text for what a door says outside any flow step (a file it cannot
         take, a failure after the turn), so every victim-facing word stays in the locales an
-        administrator edits. Reads the current entry flow's translations; touches no session.
+        administrator edits. Reads the current bundle's translations; touches no session.
         """
         texts = self._flows.entry().texts
         return texts.get(key, texts.language_for(language_hint))
@@ -66,31 +115,132 @@ class ConversationRuntime:
     def _unavailable(self, inbound: Inbound) -> Outbound:
         return Outbound(self.text("common.unavailable", inbound.language))
 
+    def _refresh_flows(self) -> None:
+        now = self._clock()
+        if now - self._checked_at >= self._reload_check_s:
+            self._checked_at = now
+            if self._flows.refresh():
+                log.info("flows reloaded: version %s", self._flows.entry().version)
+
     async def _handle_locked(self, inbound: Inbound) -> Turn:
+        self._refresh_flows()
         session = await self._sessions.load(inbound.pseudonym)
-        flow = None
-        if session is not None:
-            flow = self._flows.for_session(session.flow, session.version)
-        if session is None or flow is None:
-            flow = self._flows.entry()
-            session = flow.new_session(inbound, secrets.token_hex(16))
-            result = engine.start(flow, session)
+        bundle = self._flows.for_session(session.version) if session is not None else None
+        now = self._clock()
+        if session is None or bundle is None:
+            bundle = self._flows.entry()
+            ctx = Context(int(now), bundle.hours.is_open(datetime.fromtimestamp(now, UTC)))
+            session = bundle.new_session(inbound, secrets.token_hex(16))
+            result = engine.start(bundle, session, ctx, inbound)
         else:
-            result = engine.step(flow, session, inbound)
-        quick_exit = await self._act(result)
+            ctx = Context(int(now), bundle.hours.is_open(datetime.fromtimestamp(now, UTC)))
+            result = engine.step(bundle, session, inbound, ctx)
+        outcome = await self._act(bundle, result, now)
         if result.session.ended:
             await self._sessions.delete(inbound.pseudonym)
         else:
             await self._sessions.save(inbound.pseudonym, result.session)
-        return Turn(result.messages, quick_exit)
+        messages = tuple(_fill(m, outcome.values) for m in result.messages)
+        return Turn(messages, outcome.quick_exit, outcome.delete_inbound)
 
-    async def _act(self, result: StepResult) -> bool:
+    async def _act(self, bundle: Bundle, result: StepResult, now: float) -> _Outcome:
         """Carry out the step's effects before anything is said, so "received" is true."""
-        quick_exit = False
+        outcome = _Outcome()
+        language = result.session.language
         for effect in result.effects:
             if isinstance(effect, SubmitReport):
                 await self._reports.send(effect)
                 log.info("report sealed and queued as case %s", effect.case_id)
+            elif isinstance(effect, RequestHandoff):
+                position = await self._handoff(effect, now)
+                outcome.values["position"] = str(position)
+                outcome.values["wait"] = str(position * bundle.hours.minutes_per_case)
+            elif isinstance(effect, IssueReceipt):
+                await self._redis.set(
+                    streams.receipt_key(_code_digest(effect.code)),
+                    effect.case_id,
+                    ex=streams.RECEIPT_TTL_S,
+                )
+            elif isinstance(effect, CaseRequest):
+                found = await self._case_request(effect)
+                key = "receipt.status_sent" if found else "receipt.status_unknown"
+                outcome.values["request_status"] = bundle.texts.get(key, language)
+            elif isinstance(effect, RecordFeedback):
+                await self._redis.hincrby(streams.FEEDBACK_COUNTS, effect.rating[:32], 1)
+            elif isinstance(effect, RaisePriority):
+                # The session keeps the level; every later report and handoff carries it.
+                log.info("conversation priority raised to %d (%s)", effect.priority, effect.reason)
+            elif isinstance(effect, ShowResources):
+                log.debug("showed %d resources", len(effect.resource_ids))
             elif isinstance(effect, QuickExit):
-                quick_exit = True
-        return quick_exit
+                outcome.quick_exit = True
+            elif isinstance(effect, DeleteInbound):
+                outcome.delete_inbound = True
+        return outcome
+
+    async def _handoff(self, effect: RequestHandoff, now: float) -> int:
+        """Seal the request onto the reports stream with its priority; the queue position."""
+        answers = {**effect.answers, "request": f"counselor ({effect.reason})"}
+        await self._reports.send(
+            SubmitReport(
+                idempotency_key=effect.idempotency_key,
+                case_id=effect.case_id,
+                category=effect.category,
+                priority=effect.priority,
+                language=effect.language,
+                channel=effect.channel,
+                answers=answers,
+            )
+        )
+        log.info("handoff requested as case %s, priority %d", effect.case_id, effect.priority)
+        queue = streams.HANDOFF_QUEUE
+        oldest = now - streams.HANDOFF_QUEUE_WINDOW_S
+        # withscores=True answers (member, score) pairs; redis-py types every shape at once.
+        entries = cast(
+            list[tuple[bytes, float]], await self._redis.zrange(queue, 0, -1, withscores=True)
+        )
+        stale = [member for member, score in entries if score % _QUEUE_SLOT < oldest]
+        if stale:
+            await self._redis.zrem(queue, *stale)
+        level = _MAX_PRIORITY - min(effect.priority, _MAX_PRIORITY)
+        await self._redis.zadd(queue, {effect.case_id: level * _QUEUE_SLOT + int(now)}, nx=True)
+        rank = await self._redis.zrank(queue, effect.case_id)
+        return 1 + (rank if isinstance(rank, int) else 0)
+
+    async def _case_request(self, effect: CaseRequest) -> bool:
+        """A returning victim's request, sealed onto the reports stream for the case's
+        counselors; False when the receipt code is unknown (nothing is sent)."""
+        case_id = await self._redis.get(streams.receipt_key(_code_digest(effect.code)))
+        if not isinstance(case_id, bytes):
+            return False
+        answers = {"request": effect.kind, "case": case_id.decode()}
+        if effect.text:
+            answers["addition"] = effect.text
+        await self._reports.send(
+            SubmitReport(
+                idempotency_key=effect.idempotency_key,
+                case_id=hashlib.sha256(effect.idempotency_key.encode()).hexdigest()[:32],
+                category="follow_up",
+                priority=1,
+                language=effect.language,
+                channel=effect.channel,
+                answers=answers,
+            )
+        )
+        log.info("request %s on a receipt queued", effect.kind)
+        return True
+
+
+def _code_digest(code: str) -> str:
+    """Receipt codes compare without case, spaces or dashes."""
+    normal = "".join(ch for ch in code.upper() if ch.isalnum())
+    return hashlib.sha256(normal.encode()).hexdigest()
+
+
+def _fill(message: Outbound, values: dict[str, str]) -> Outbound:
+    if "{" not in message.text:
+        return message
+    text = message.text
+    for name in ("position", "wait", "request_status"):
+        text = text.replace("{" + name + "}", values.get(name, "-"))
+    return Outbound(text, message.buttons, message.key)

@@ -122,7 +122,7 @@ async def test_a_message_sent_while_the_server_restarts_is_delivered_once(
     again = Up(env, log)
     try:
         await again.wait_ready()
-        details = page.locator("#log li.bot", has_text=KO["report.details"])
+        details = page.locator("#log li.bot", has_text=KO["report.age"])
         await details.wait_for(timeout=20_000)
         assert await details.count() == 1
         assert await page.get_by_role("status").is_hidden()

@@ -24,7 +24,9 @@ async def report(hotline: RunningHotline, details: str, category: str = "deepfak
     await chat(hotline, text="/start", language="en")
     await chat(hotline, button="agree")
     await chat(hotline, button=category)
-    done = await chat(hotline, text=details)
+    await chat(hotline, button="18_plus")
+    await chat(hotline, text=details)
+    done = await chat(hotline, button="send_now")
     assert "received safely" in done["messages"][0]["text"]
 
 

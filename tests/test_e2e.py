@@ -111,7 +111,9 @@ class Victim:
         await self.turn(text="/start", language="en")
         await self.turn(button="agree")
         await self.turn(button="filming")
-        done = await self.turn(text=details)
+        await self.turn(button="18_plus")
+        await self.turn(text=details)
+        done = await self.turn(button="send_now")
         return "received safely" in done["messages"][0]["text"]
 
 

@@ -1,22 +1,26 @@
-"""The shipped report flow, driven as dialog tables through the pure step function."""
+"""The shipped flows, driven through the pure step function."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from backend.conversation import (
+    Attachment,
     Inbound,
+    IssueReceipt,
     Pseudonym,
     QuickExit,
+    RequestHandoff,
     Session,
     StepResult,
     SubmitReport,
 )
 from backend.errors import FlowError
 from backend.flows import engine
-from backend.flows.engine import CompiledFlow
+from backend.flows.engine import Bundle, Context
 from backend.flows.registry import FlowRegistry
 from backend.settings import SHIPPED_FLOWS_DIR
 
@@ -24,186 +28,227 @@ WHO = Pseudonym("p" * 64)
 
 
 @pytest.fixture(scope="module")
-def flow() -> CompiledFlow:
+def bundle() -> Bundle:
     return FlowRegistry.load(SHIPPED_FLOWS_DIR).entry()
 
 
-def _say(flow: CompiledFlow, key: str, language: str = "en") -> str:
-    return flow.texts.get(key, language)
+def _say(bundle: Bundle, key: str, language: str = "en") -> str:
+    return bundle.texts.get(key, language)
 
 
-def _begin(flow: CompiledFlow, language: str = "en") -> tuple[Session, list[str]]:
-    session = flow.new_session(Inbound(WHO, "web", language=language), "conv-1")
-    result = engine.start(flow, session)
+def _begin(bundle: Bundle, language: str = "en") -> tuple[Session, list[str]]:
+    session = bundle.new_session(Inbound(WHO, "web", language=language), "conv-1")
+    result = engine.start(bundle, session)
     return result.session, [m.text for m in result.messages]
 
 
 def _turn(
-    flow: CompiledFlow, session: Session, *, text: str | None = None, button: str | None = None
+    bundle: Bundle,
+    session: Session,
+    *,
+    text: str | None = None,
+    button: str | None = None,
+    files: int = 0,
 ) -> StepResult:
-    return engine.step(flow, session, Inbound(WHO, "web", text=text, button=button))
+    attachments = tuple(Attachment("photo", 10, f"{i:064x}") for i in range(files))
+    inbound = Inbound(WHO, "web", text=text, button=button, attachments=attachments)
+    return engine.step(bundle, session, inbound, Context())
 
 
-def test_a_whole_report(flow: CompiledFlow) -> None:
-    session, said = _begin(flow)
-    assert said == [_say(flow, "report.welcome"), _say(flow, "report.consent")]
-    result = _turn(flow, session, button="agree")
-    assert [m.text for m in result.messages] == [_say(flow, "report.category")]
+def _to_details(bundle: Bundle, category: str, age: str = "18_plus") -> Session:
+    session, _ = _begin(bundle)
+    for button in ("agree", category, age):
+        session = _turn(bundle, session, button=button).session
+    if category == "sextortion":
+        assert session.state == "preserve"
+        session = _turn(bundle, session, button="report_first").session
+        session = _turn(bundle, session, button=age).session
+    return session
+
+
+def test_a_whole_report(bundle: Bundle) -> None:
+    session, said = _begin(bundle)
+    assert said == [_say(bundle, "safety.welcome"), _say(bundle, "report.consent")]
+    result = _turn(bundle, session, button="agree")
+    assert [m.text for m in result.messages] == [_say(bundle, "report.category")]
     assert [b.id for b in result.messages[0].buttons][:3] == ["filming", "distribution", "deepfake"]
-    assert result.messages[0].buttons[2].label == _say(flow, "category.deepfake")
-    result = _turn(flow, result.session, button="sextortion")
-    assert result.session.slots == {"category": "sextortion"}
-    assert [m.text for m in result.messages] == [_say(flow, "report.details")]
-    result = _turn(flow, result.session, text="  He threatens to post a video by Friday.  ")
-    assert [m.text for m in result.messages] == [_say(flow, "report.received")]
-    (effect,) = result.effects
-    assert isinstance(effect, SubmitReport)
-    assert effect.answers == {
-        "category": "sextortion",
-        "details": "He threatens to post a video by Friday.",
+    assert result.messages[0].buttons[2].label == _say(bundle, "category.deepfake")
+    result = _turn(bundle, result.session, button="deepfake")
+    assert result.messages[0].key == "report.age"
+    result = _turn(bundle, result.session, button="18_plus")
+    result = _turn(bundle, result.session, text="  He made pictures of me.  ")
+    assert result.messages[0].key == "report.when"
+    result = _turn(bundle, result.session, button="send_now")
+    assert "received safely" in result.messages[0].text
+    submit, receipt = result.effects
+    assert isinstance(submit, SubmitReport)
+    assert isinstance(receipt, IssueReceipt)
+    assert submit.answers == {
+        "category": "deepfake",
+        "age": "18_plus",
+        "details": "He made pictures of me.",
     }
-    assert effect.priority > 0, "sextortion jumps the queue"
-    assert result.session.ended
+    assert receipt.case_id == submit.case_id
+    assert receipt.code in result.messages[0].text, "the victim is shown the receipt code"
+    assert result.session.state == "ask" and result.session.flow == "feedback"
 
 
-def test_a_retried_turn_gives_the_same_idempotency_key(flow: CompiledFlow) -> None:
-    session, _ = _begin(flow)
-    session = _turn(flow, session, button="agree").session
-    session = _turn(flow, session, button="deepfake").session
-    first = _turn(flow, session, text="details").effects
-    second = _turn(flow, session, text="details").effects
+def test_sextortion_jumps_the_queue_and_gets_a_counselor(bundle: Bundle) -> None:
+    session = _to_details(bundle, "sextortion")
+    session = _turn(bundle, session, text="He wants money by Friday.").session
+    result = _turn(bundle, session, button="send_now")
+    submit = result.effects[0]
+    handoff = result.effects[-1]
+    assert isinstance(submit, SubmitReport) and submit.priority >= 2
+    assert isinstance(handoff, RequestHandoff) and handoff.priority >= 2
+    assert handoff.case_id != submit.case_id
+
+
+def test_a_retried_turn_gives_the_same_idempotency_key_and_receipt(bundle: Bundle) -> None:
+    session = _to_details(bundle, "deepfake")
+    session = _turn(bundle, session, text="details").session
+    first = _turn(bundle, session, button="send_now").effects
+    second = _turn(bundle, session, button="send_now").effects
     assert first == second
     assert isinstance(first[0], SubmitReport)
     assert first[0].idempotency_key.startswith("conv-1:")
 
 
-def test_declining_consent_ends_without_a_report(flow: CompiledFlow) -> None:
-    session, _ = _begin(flow)
-    result = _turn(flow, session, button="decline")
-    assert [m.text for m in result.messages] == [_say(flow, "report.declined")]
-    assert result.effects == ()
-    assert result.session.ended
-
-
-def test_stale_button_is_answered_calmly_and_the_question_repeated(flow: CompiledFlow) -> None:
-    session, _ = _begin(flow)
-    session = _turn(flow, session, button="agree").session
-    result = _turn(flow, session, button="agree")
-    assert [m.text for m in result.messages] == [
-        _say(flow, "common.stale_button"),
-        _say(flow, "report.category"),
-    ]
-    assert result.session.state == "category"
-
-
-def test_text_where_a_choice_is_expected_asks_for_a_button(flow: CompiledFlow) -> None:
-    session, _ = _begin(flow)
-    result = _turn(flow, session, text="hello?")
-    assert result.messages[0].text == _say(flow, "common.use_buttons")
-    assert result.session.state == "consent"
-
-
-def test_too_long_text_is_refused_and_nothing_is_stored(flow: CompiledFlow) -> None:
-    session, _ = _begin(flow)
-    session = _turn(flow, session, button="agree").session
-    session = _turn(flow, session, button="unsure").session
-    result = _turn(flow, session, text="x" * 4001)
-    assert result.messages[0].text == _say(flow, "common.too_long")
+def test_too_long_text_is_refused_and_nothing_is_stored(bundle: Bundle) -> None:
+    session = _to_details(bundle, "unsure")
+    result = _turn(bundle, session, text="x" * 4001)
+    assert result.messages[0].key == "common.too_long"
     assert "details" not in result.session.slots
-    assert result.effects == ()
+    assert all(not isinstance(e, SubmitReport) for e in result.effects)
 
 
-@pytest.mark.parametrize("command", ["/exit", "/stop", "/EXIT now"])
-def test_exit_from_any_step_ends_and_erases(flow: CompiledFlow, command: str) -> None:
-    session, _ = _begin(flow)
-    session = _turn(flow, session, button="agree").session
-    result = _turn(flow, session, text=command)
+@pytest.mark.parametrize("command", ["/exit", "/stop", "/EXIT now", "/exit@hotline_bot"])
+def test_exit_from_any_step_ends_and_erases(bundle: Bundle, command: str) -> None:
+    session, _ = _begin(bundle)
+    session = _turn(bundle, session, button="agree").session
+    result = _turn(bundle, session, text=command)
     assert result.effects == (QuickExit(),)
     assert result.session.ended
-    assert [m.text for m in result.messages] == [_say(flow, "common.exited")]
+    assert [m.key for m in result.messages] == ["safety.exit"]
 
 
-def test_quick_exit_button_is_the_same_as_exit(flow: CompiledFlow) -> None:
-    session, _ = _begin(flow)
-    assert _turn(flow, session, button="quick_exit").effects == (QuickExit(),)
-
-
-def test_korean_is_the_default_and_english_is_chosen_by_hint(flow: CompiledFlow) -> None:
-    _, said_ko = _begin(flow, language="")
-    _, said_en = _begin(flow, language="en-US")
-    assert said_ko[0] == flow.texts.get("report.welcome", "ko")
-    assert said_en[0] == flow.texts.get("report.welcome", "en")
-    assert said_ko[0] != said_en[0]
-
-
-def test_an_ended_conversation_starts_again(flow: CompiledFlow) -> None:
-    session, _ = _begin(flow)
-    session = _turn(flow, session, button="decline").session
-    result = _turn(flow, session, text="hello again")
-    assert result.messages[0].text == _say(flow, "report.welcome")
-    assert not result.session.ended
-
-
-def test_the_step_does_not_change_the_session_it_was_given(flow: CompiledFlow) -> None:
-    session, _ = _begin(flow)
-    before = session.to_json()
-    _turn(flow, session, button="agree")
-    assert session.to_json() == before
-
-
-def test_one_machine_is_shared_by_every_conversation(flow: CompiledFlow) -> None:
-    for _ in range(50):
-        session, _ = _begin(flow)
-        _turn(flow, session, button="agree")
-    assert flow.machine.models == []
-
-
-def _write_flow(directory: Path, body: str) -> None:
-    (directory / "locales").mkdir(parents=True, exist_ok=True)
-    (directory / "locales" / "ko.yaml").write_text("common: {exited: bye}\nsay: {hi: hi}\n")
-    (directory / "report.flow.yaml").write_text(body)
+def test_quick_exit_button_is_the_same_as_exit(bundle: Bundle) -> None:
+    session, _ = _begin(bundle)
+    assert _turn(bundle, session, button="quick_exit").effects == (QuickExit(),)
 
 
 @pytest.mark.parametrize(
-    ("body", "message"),
-    [
-        (
-            "schema: 1\nflow: report\nstart: a\nsteps: {a: {say: say.hi, next: b}}\n",
-            "unknown target",
-        ),
-        ("schema: 1\nflow: report\nstart: z\nsteps: {a: {say: say.hi, next: END}}\n", "start step"),
-        ("schema: 2\nflow: report\nstart: a\nsteps: {a: {say: say.hi, next: END}}\n", "schema"),
-        (
-            "schema: 1\nflow: report\nstart: a\nsteps: {a: {sya: say.hi, next: END}}\n",
-            "unknown keys",
-        ),
-        (
-            "schema: 1\nflow: report\nstart: a\nsteps: {a: {ask: say.hi, slot: s, next: END}}\n",
-            "slot",
-        ),
-        ("schema: 1\nflow: report\nstart: a\nsteps: {a: {action: rm_rf, next: END}}\n", "action"),
-        ("schema: 1\nflow: report\nstart: a\nsteps: [1, 2]\n", "mapping"),
-        ("schema: 1\nflow: report\nstart: a\nsteps: {1: {say: say.hi, next: END}}\n", "text keys"),
-        ("schema: 1\nsteps: {a: [\n", "not valid YAML"),
-    ],
+    ("hint", "language"), [("", "ko"), ("en-US", "en"), ("vi", "vi"), ("ja-JP", "ja"), ("zh", "zh")]
 )
-def test_invalid_flows_are_refused_with_a_clear_error(
-    tmp_path: Path, body: str, message: str
+def test_language_by_hint_with_korean_the_default(bundle: Bundle, hint: str, language: str) -> None:
+    _, said = _begin(bundle, language=hint)
+    assert said[0] == bundle.texts.get("safety.welcome", language)
+
+
+def test_a_partial_locale_falls_back_to_english_not_korean(bundle: Bundle) -> None:
+    _, said = _begin(bundle, language="vi")
+    assert said[0] != _say(bundle, "safety.welcome", "en"), "the welcome is in Vietnamese"
+    assert said[1] == _say(bundle, "report.consent", "en")
+
+
+def test_minors_are_never_asked_for_images_and_files_are_refused(bundle: Bundle) -> None:
+    session = _to_details(bundle, "filming", age="14_17")
+    assert "minor" in session.flags
+    assert session.state == "choose"
+    session = _turn(bundle, session, button="continue").session
+    for button in (None, "today", "telegram", "skip"):
+        if button is None:
+            session = _turn(bundle, session, text="It happened at school.").session
+        else:
+            session = _turn(bundle, session, button=button).session
+    result = _turn(bundle, session, button="yes")
+    assert result.session.state == "refer_center", "no evidence step for a minor"
+    said = [m.key for m in result.messages]
+    assert "report.evidence" not in said and "report.evidence_guide" not in said
+
+
+def test_the_engine_skips_a_files_question_for_a_minor_whatever_the_flow_says(
+    bundle: Bundle,
 ) -> None:
-    _write_flow(tmp_path, body)
-    with pytest.raises(FlowError, match=message):
-        FlowRegistry.load(tmp_path)
+    session = _to_details(bundle, "filming")
+    session.flags.append("minor")
+    session.state = "evidence_guide"
+    session.flow = "report"
+    result = engine.step(
+        bundle, session, Inbound(WHO, "web", text="/resources"), Context()
+    )  # a resumed step re-enters evidence_guide -> evidence
+    assert result.session.state == "refer_center"
+    assert all(m.key != "report.evidence" for m in result.messages)
+
+
+def test_files_are_hashed_facts_and_capped(bundle: Bundle) -> None:
+    session = _to_details(bundle, "filming")
+    for button in (None, "today", "telegram", "skip", "no"):
+        if button is None:
+            session = _turn(bundle, session, text="details").session
+        else:
+            session = _turn(bundle, session, button=button).session
+    assert session.state == "evidence"
+    result = _turn(bundle, session, files=12)
+    kept = result.session.slots["evidence"]
+    assert len(kept) == 10
+    assert kept[0] == "photo:" + "0" * 64
+    assert result.session.state == "evidence"
+
+
+def test_an_ended_conversation_starts_again(bundle: Bundle) -> None:
+    session, _ = _begin(bundle)
+    session = _turn(bundle, session, button="decline").session
+    result = _turn(bundle, session, text="hello again")
+    assert result.messages[0].key == "safety.welcome"
+    assert not result.session.ended
+
+
+def test_the_step_does_not_change_the_session_it_was_given(bundle: Bundle) -> None:
+    session = _to_details(bundle, "deepfake")
+    before = session.to_json()
+    _turn(bundle, session, text="I'm 15 and want to die")
+    assert session.to_json() == before
+
+
+def test_one_machine_per_flow_is_shared_by_every_conversation(bundle: Bundle) -> None:
+    for _ in range(20):
+        session = _to_details(bundle, "deepfake")
+        _turn(bundle, session, text="details")
+    assert all(flow.machine.models == [] for flow in bundle.flows.values())
+
+
+def test_help_resumes_the_open_question(bundle: Bundle) -> None:
+    session, _ = _begin(bundle)
+    session = _turn(bundle, session, button="agree").session
+    session = _turn(bundle, session, text="/help").session
+    assert session.stack == ["report/category/resume"]
+    result = _turn(bundle, session, button="continue")
+    assert [m.key for m in result.messages] == ["report.category"]
+    assert result.session.state == "category" and result.session.stack == []
+
+
+def test_resources_are_verified_and_fit_a_minor(bundle: Bundle) -> None:
+    minor = bundle.directory.select("grooming", minor=True, language="ko")
+    adult = bundle.directory.select("grooming", minor=False, language="ko")
+    assert {"school_117", "youth_1388"} <= {r.id for r in minor}
+    assert "school_117" not in {r.id for r in adult}
+    assert all(r.verified for r in minor + adult)
+    assert "migrant_1366" not in {r.id for r in bundle.directory.select("all", False, "vi")}
+
+
+MINIMAL = Path(__file__).parent / "flows_minimal"
 
 
 def test_a_broken_reload_keeps_the_good_flows(tmp_path: Path) -> None:
-    _write_flow(
-        tmp_path, "schema: 1\nflow: report\nstart: a\nsteps: {a: {say: say.hi, next: END}}\n"
-    )
+    shutil.copytree(MINIMAL, tmp_path, dirs_exist_ok=True)
     registry = FlowRegistry.load(tmp_path)
     good = registry.entry()
     (tmp_path / "report.flow.yaml").write_text(
-        "schema: 1\nflow: report\nstart: nowhere\nsteps: {}\n"
+        "schema: 1\nflow: report\nstart: nowhere\nsteps: {a: {say: t.hello, next: END}}\n"
     )
-    with pytest.raises(FlowError):
+    with pytest.raises(FlowError, match="start step"):
         registry.reload(tmp_path)
+    assert registry.entry() is good
+    assert not registry.refresh(), "a broken edit is not swapped in by a refresh either"
     assert registry.entry() is good

@@ -84,7 +84,7 @@ def quick(answer: dict[str, Any]) -> list[str]:
 async def test_a_whole_report_through_kakao(kakao: RunningHotline, redis: Redis) -> None:
     first = await post(kakao, skill_request("안녕하세요"))
     assert first["version"] == "2.0"
-    assert EN["report.welcome"] in texts(first)[0]
+    assert EN["safety.welcome"] in texts(first)[0]
     assert quick(first) == ["agree", "decline"]
     label = first["template"]["quickReplies"][0]
     assert label["action"] == "message" and label["messageText"] == label["label"]
@@ -92,9 +92,14 @@ async def test_a_whole_report_through_kakao(kakao: RunningHotline, redis: Redis)
     assert texts(category) == [EN["report.category"]]
     assert len(quick(category)) == 10
     assert all(len(q["label"]) <= 14 for q in category["template"]["quickReplies"])
-    await post(kakao, skill_request("Deepfake", button="deepfake"))
-    done = await post(kakao, skill_request("Someone made a fake video of me"))
-    assert texts(done) == [EN["report.received"]]
+    age = await post(kakao, skill_request("Deepfake", button="deepfake"))
+    assert texts(age)[0] == EN["report.age"]
+    details = await post(kakao, skill_request("18 or older", button="18_plus"))
+    assert texts(details)[0] == EN["report.details"]
+    when = await post(kakao, skill_request("Someone made a fake video of me"))
+    assert "send_now" in quick(when)
+    done = await post(kakao, skill_request("Send now", button="send_now"))
+    assert "received safely" in texts(done)[0]
     assert await redis.xlen(streams.REPORTS_STREAM) == 1
     async for key in redis.scan_iter():
         assert USER_KEY.encode() not in key
@@ -167,7 +172,7 @@ async def test_a_slow_step_answers_through_the_callback(kakao: RunningHotline) -
         assert first["useCallback"] is True
         assert first["data"]["text"] == EN["common.one_moment"]
         answer = await asyncio.wait_for(received.get(), 10)
-    assert EN["report.welcome"] in texts(answer)[0]
+    assert EN["safety.welcome"] in texts(answer)[0]
     assert quick(answer) == ["agree", "decline"]
     assert received.empty(), "the callback is POSTed once"
 

@@ -1,36 +1,66 @@
 """Compiled flows and the pure step function.
 
-A flow version is compiled once into a `transitions` Machine shared by every conversation. A
-conversation is a plain `Session` record; stepping it triggers the shared machine's event on a
-throw-away carrier, never `add_model` (which the transitions FAQ warns does not scale).
+Each flow of a bundle is compiled once into a `transitions` Machine shared by every
+conversation. A conversation is a plain `Session` record; stepping it triggers the shared
+machine's event on a throw-away carrier, never `add_model` (which the transitions FAQ warns
+does not scale). Branch conditions are the machine's transition conditions, tried in order.
+
+`step` is pure: (session, inbound, context) -> (session, messages, effects). It copies the
+session, never raises on anything a victim can send, and knows no channel. Effects that need
+I/O (sealing, queueing, receipts) are typed values the runtime carries out.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from transitions import Machine
 
 from backend.conversation import (
     MAX_TEXT_CHARS,
     Button,
+    CaseRequest,
+    DeleteInbound,
     Effect,
     Inbound,
+    IssueReceipt,
     Outbound,
     QuickExit,
+    RaisePriority,
+    RecordFeedback,
+    RequestHandoff,
     Session,
+    ShowResources,
     StepResult,
     SubmitReport,
 )
-from backend.flows.spec import END, FlowSpec, StepSpec
+from backend.flows.expressions import Scope
+from backend.flows.hours import ServiceHours
+from backend.flows.resources import Directory
+from backend.flows.spec import END, MINOR_AGE_BANDS, CommandSpec, FlowSpec, SlotSpec, StepSpec
 from backend.flows.texts import Texts
+from backend.flows.triage import Triage
 
 # A chain of steps that need no input is bounded, so a broken flow cannot spin forever.
 MAX_AUTO_STEPS = 50
+MAX_STACK = 8
+MAX_URL_CHARS = 2000
 CONTINUE = "continue"
 ANSWER = "answer"
+EXHAUSTED = "exhausted"
+IDLE = "idle"
+STAY = "\x00stay"  # accepted input that keeps the conversation on the same step (files)
+MINOR = "minor"
+HANDOFF = "handoff"
 PRIORITY_BY_CATEGORY = {"sextortion": 2, "minor_images": 2, "grooming": 2}
+QUICK_EXIT_BUTTON = "quick_exit"
+BUILT_IN_EXITS = frozenset({"/exit", "/stop"})
+_URL = re.compile(r"^(?:https?://)?[\w.-]+\.[a-z]{2,}(?:[/?#]\S*)?$", re.IGNORECASE)
+_RECEIPT_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I to misread
 
 
 def _button_trigger(button_id: str) -> str:
@@ -47,14 +77,20 @@ class _Carrier:
 
 
 @dataclass(frozen=True)
+class Context:
+    """What the step may know of the world, given by the runtime: the clock and the centre."""
+
+    now_s: int = 0  # 0: no clock (idle time-outs off)
+    open: bool = True  # counselors answer now
+
+
+@dataclass(frozen=True)
 class CompiledFlow:
     spec: FlowSpec
-    version: str
-    texts: Texts
     machine: Machine
 
     @classmethod
-    def compile(cls, spec: FlowSpec, version: str, texts: Texts) -> CompiledFlow:
+    def compile(cls, spec: FlowSpec) -> CompiledFlow:
         machine = Machine(
             model=None,
             states=[*spec.steps, END],
@@ -65,149 +101,533 @@ class CompiledFlow:
         for step in spec.steps.values():
             for button in step.buttons:
                 machine.add_transition(_button_trigger(button.id), step.name, button.next)
-            if step.next is not None:
-                machine.add_transition(ANSWER if step.ask else CONTINUE, step.name, step.next)
-        return cls(spec, version, texts, machine)
+            trigger = ANSWER if step.ask else CONTINUE
+            for branch in step.next:
+                condition = branch.condition
+                if condition is None:
+                    machine.add_transition(trigger, step.name, branch.target)
+                else:
+                    machine.add_transition(
+                        trigger, step.name, branch.target, conditions=[condition.evaluate]
+                    )
+            if step.retry.exhausted is not None:
+                machine.add_transition(EXHAUSTED, step.name, step.retry.exhausted)
+        if spec.idle is not None:
+            machine.add_transition(IDLE, [*spec.steps], spec.idle.next)
+        return cls(spec, machine)
 
-    def fire(self, state: str, trigger: str) -> str | None:
+    def fire(self, state: str, trigger: str, scope: Scope) -> str | None:
         """The state after `trigger` from `state`, or None if the trigger is not valid there."""
         event = self.machine.events.get(trigger)
         if event is None:
             return None
         carrier = _Carrier(state)
-        if not event.trigger(carrier):
+        if not event.trigger(carrier, scope):
             return None
         return carrier.state
 
+
+@dataclass(frozen=True)
+class Bundle:
+    """Every flow of one load of the flows directory, with what they share; one version."""
+
+    version: str
+    flows: Mapping[str, CompiledFlow]
+    texts: Texts
+    entry_name: str
+    triage: Triage = field(default_factory=Triage)
+    directory: Directory = field(default_factory=Directory)
+    hours: ServiceHours = field(default_factory=ServiceHours)
+
+    def entry(self) -> CompiledFlow:
+        return self.flows[self.entry_name]
+
     def new_session(self, inbound: Inbound, conversation_id: str) -> Session:
         return Session(
-            flow=self.spec.name,
+            flow=self.entry_name,
             version=self.version,
-            state=self.spec.start,
+            state=self.entry().spec.start,
             language=self.texts.language_for(inbound.language),
             channel=inbound.channel,
             conversation_id=conversation_id,
         )
 
 
-def start(flow: CompiledFlow, session: Session) -> StepResult:
-    """Enter the start step of a new session."""
-    return _enter(flow, session, [], [])
+def start(
+    bundle: Bundle, session: Session, ctx: Context = Context(), inbound: Inbound | None = None
+) -> StepResult:
+    """Enter the start of a new session; a first message is still read by triage."""
+    run = _Run(bundle, _copy(session), ctx)
+    run.session.seen_s = ctx.now_s
+    text = (inbound.text or "").strip() if inbound else ""
+    # A first message can be a command (`/receipt` from a returning victim, `/exit`).
+    if text.startswith("/") and run.command(text):
+        return run.result()
+    if text:
+        run.triage(text)
+    run.enter()
+    return run.result()
 
 
-def step(flow: CompiledFlow, session: Session, inbound: Inbound) -> StepResult:
+def step(
+    bundle: Bundle, session: Session, inbound: Inbound, ctx: Context = Context()
+) -> StepResult:
     """One turn: (session, inbound) -> (session, messages, effects). Pure; never raises on input."""
-    session = replace(session, turn=session.turn + 1, slots=dict(session.slots))
+    run = _Run(bundle, _copy(session), ctx)
+    s = run.session
+    s.turn += 1
     if inbound.language:
-        session.language = flow.texts.language_for(inbound.language)
-    messages: list[Outbound] = []
-    effects: list[Effect] = []
+        s.language = bundle.texts.language_for(inbound.language)
     text = (inbound.text or "").strip()
-    command = flow.spec.commands.get(text.split()[0].lower()) if text.startswith("/") else None
-    if command is not None:
+    if inbound.button == QUICK_EXIT_BUTTON:
+        text, inbound = "/exit", replace(inbound, button=None, text="/exit")
+    idle = run.flow.spec.idle
+    idle_for = ctx.now_s - s.seen_s if ctx.now_s and s.seen_s else 0
+    s.seen_s = ctx.now_s or s.seen_s
+    if text.startswith("/") and run.command(text):
+        return run.result()
+    if s.ended or s.state not in run.flow.spec.steps:  # an ended conversation: begin again
+        run.restart()
+        return run.result()
+    if idle is not None and idle_for > idle.after_s:
+        run.jump(IDLE)
+        return run.result()
+    if text:
+        run.triage(text)
+    run.answer(inbound, text)
+    return run.result()
+
+
+def _copy(session: Session) -> Session:
+    return replace(
+        session, slots=dict(session.slots), stack=list(session.stack), flags=list(session.flags)
+    )
+
+
+class _Run:
+    """One step's working state; everything it changes is its own copy of the session."""
+
+    def __init__(self, bundle: Bundle, session: Session, ctx: Context) -> None:
+        self.bundle = bundle
+        self.session = session
+        self.ctx = ctx
+        self.messages: list[Outbound] = []
+        self.effects: list[Effect] = []
+        self.trace: list[tuple[str, str, str]] = []
+        self.flow = bundle.flows.get(session.flow) or bundle.entry()
+
+    def result(self) -> StepResult:
+        return StepResult(
+            self.session, tuple(self.messages), tuple(self.effects), tuple(self.trace)
+        )
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def scope(self) -> Scope:
+        s = self.session
+        return Scope(s.slots, frozenset(s.flags), s.priority, s.language, {"open": self.ctx.open})
+
+    def say(self, key: str, buttons: tuple[Button, ...] = ()) -> None:
+        values = {"receipt": str(self.session.slots.get("_receipt", ""))}
+        text = self.bundle.texts.render(key, self.session.language, values)
+        self.messages.append(Outbound(text, buttons, key))
+
+    def label(self, key: str) -> str:
+        return self.bundle.texts.get(key, self.session.language)
+
+    # -- moving ----------------------------------------------------------------------------
+
+    def fire(self, trigger: str) -> str | None:
+        state = self.session.state
+        target = self.flow.fire(state, trigger, self.scope())
+        if target is not None:
+            self.trace.append((self.flow.spec.name, state, target))
+        return target
+
+    def move(self, target: str) -> None:
+        if target != self.session.state:
+            self.session.retries = 0
+        self.session.state = target
+        self.enter()
+
+    def jump(self, trigger: str) -> None:
+        target = self.fire(trigger)
+        if target is None:
+            self.prompt(self.flow.spec.steps[self.session.state])
+            return
+        self.move(target)
+
+    def switch(self, flow_name: str, state: str) -> None:
+        self.flow = self.bundle.flows[flow_name]
+        self.session.flow = flow_name
+        self.session.state = state
+        self.session.retries = 0
+
+    def restart(self) -> None:
+        s = self.session
+        keep = {"_receipt": s.slots["_receipt"]} if "_receipt" in s.slots else {}
+        s.slots, s.stack, s.ended, s.retries = keep, [], False, 0
+        self.switch(self.bundle.entry_name, self.bundle.entry().spec.start)
+        self.enter()
+
+    def end(self) -> None:
+        self.session.state = END
+        self.session.stack = []
+        self.session.ended = True
+
+    def enter(self) -> None:  # noqa: PLR0912
+        """Run steps that need no input until one waits or the conversation ends."""
+        for _ in range(MAX_AUTO_STEPS):
+            s = self.session
+            if s.state == END:
+                if not s.stack and self.flow.spec.name != self.bundle.entry_name:
+                    # A subflow begun with nothing to return to (`/help` after the end) goes
+                    # on with the entry flow rather than end in silence.
+                    self.switch(self.bundle.entry_name, self.bundle.entry().spec.start)
+                    continue
+                if not s.stack:
+                    self.end()
+                    return
+                flow_name, state, mode = s.stack.pop().split("/")
+                if flow_name not in self.bundle.flows:
+                    self.end()
+                    return
+                self.switch(flow_name, state)
+                if mode == "after":
+                    s.state = self.fire(CONTINUE) or END
+                continue
+            current = self.flow.spec.steps[s.state]
+            if current.priority:
+                self.raise_priority(current.priority, f"step:{current.name}")
+            if current.call is not None:
+                if current.call not in self.bundle.flows or len(s.stack) >= MAX_STACK:
+                    s.state = self.fire(CONTINUE) or END
+                    continue
+                s.stack.append(f"{self.flow.spec.name}/{current.name}/after")
+                self.switch(current.call, self.bundle.flows[current.call].spec.start)
+                continue
+            slot = self.slot_of(current)
+            if slot is not None and slot.type == "files" and MINOR in s.flags:
+                # Minors are never asked for images, whatever a flow says.
+                s.state = self.fire(ANSWER) or END
+                continue
+            self.prompt(current)
+            if current.action is not None:
+                self.act(current)
+                if s.ended:
+                    return
+            if current.waits:
+                return
+            target = self.fire(CONTINUE)
+            if target is None:
+                self.end()
+                return
+            s.state, s.retries = target, 0
+
+    def command(self, text: str) -> bool:
+        """Run a global command (`/exit`, `/start`, `/help`, ...); False if `text` is none."""
+        word = text.split(maxsplit=1)[0].lower().split("@")[0]
+        command = self.flow.spec.commands.get(word) or self.bundle.entry().spec.commands.get(word)
+        if command is None and word in BUILT_IN_EXITS:
+            # The way out never depends on a flow file: a victim in danger must always have it.
+            command = CommandSpec(word, action="quick_exit")
+        if command is None:
+            return False
         if command.action == "quick_exit":
-            effects.append(QuickExit())
-            messages.append(Outbound(flow.texts.get("common.exited", session.language)))
-            session.state = END
-            session.ended = True
-            return StepResult(session, tuple(messages), tuple(effects))
-        if command.restart:
-            session.state = flow.spec.start
-            session.slots = {}
-            return _enter(flow, session, messages, effects)
-    if inbound.button == "quick_exit":
-        return step(flow, session, replace(inbound, button=None, text="/exit"))
-    current = flow.spec.steps.get(session.state)
-    if current is None:  # an ended conversation: begin again
-        session.state = flow.spec.start
-        session.slots = {}
-        session.ended = False
-        return _enter(flow, session, messages, effects)
-    target = _accept(flow, current, session, inbound, text, messages=messages)
-    if target is None:
-        messages.extend(_prompt(flow, current, session))
-        return StepResult(session, tuple(messages), tuple(effects))
-    session.state = target
-    return _enter(flow, session, messages, effects)
+            self.quick_exit()
+        elif command.restart:
+            self.restart()
+        elif command.call is not None and command.call in self.bundle.flows:
+            s = self.session
+            if s.ended or s.state not in self.flow.spec.steps:
+                s.stack = []
+            elif len(s.stack) < MAX_STACK:
+                s.stack.append(f"{self.flow.spec.name}/{s.state}/resume")
+            s.ended = False
+            self.switch(command.call, self.bundle.flows[command.call].spec.start)
+            self.enter()
+        elif command.action is not None:
+            self.act(StepSpec(name=word, action=command.action))
+        return True
 
+    # -- input -----------------------------------------------------------------------------
 
-def _accept(
-    flow: CompiledFlow,
-    current: StepSpec,
-    session: Session,
-    inbound: Inbound,
-    text: str,
-    *,
-    messages: list[Outbound],
-) -> str | None:
-    """Apply the victim's input to the waiting step; the next state, or None to ask again."""
-    slot = flow.spec.slots.get(current.slot) if current.slot else None
-    if inbound.button is not None:
-        if current.buttons:
-            target = flow.fire(current.name, _button_trigger(inbound.button))
-            if target is not None:
-                return target
-        if slot is not None and slot.type == "choice" and inbound.button in slot.choices:
-            session.slots[slot.name] = inbound.button
-            return flow.fire(current.name, ANSWER)
-        messages.append(Outbound(flow.texts.get("common.stale_button", session.language)))
-        return None
-    if slot is not None and slot.type == "text" and text:
-        if len(text) > min(slot.max_length, MAX_TEXT_CHARS):
-            messages.append(Outbound(flow.texts.get("common.too_long", session.language)))
+    def slot_of(self, step: StepSpec) -> SlotSpec | None:
+        return self.flow.spec.slots.get(step.slot) if step.slot else None
+
+    def answer(self, inbound: Inbound, text: str) -> None:
+        current = self.flow.spec.steps[self.session.state]
+        target = self.accept(current, inbound, text)
+        if current.delete_inbound and (text or inbound.attachments):
+            self.effects.append(DeleteInbound())
+        if target == STAY:
+            return
+        if target is not None:
+            self.move(target)
+            return
+        s = self.session
+        s.retries += 1
+        if s.retries > current.retry.max:
+            if current.retry.exhausted is not None:
+                self.move(self.fire(EXHAUSTED) or END)
+                return
+            self.say(current.retry.say or "common.retry_help")
+        elif current.retry.say is not None and s.retries == current.retry.max:
+            self.say(current.retry.say)
+        self.prompt(current)
+
+    def accept(self, current: StepSpec, inbound: Inbound, text: str) -> str | None:  # noqa: PLR0911, PLR0912
+        """Apply the victim's input to the waiting step; the next state, STAY, or None."""
+        s = self.session
+        slot = self.slot_of(current)
+        if inbound.button is not None:
+            if any(b.id == inbound.button for b in current.buttons):
+                target = self.fire(_button_trigger(inbound.button))
+                if target is not None:
+                    return target
+            if (
+                slot is not None
+                and slot.type in ("choice", "age_band")
+                and inbound.button in slot.choices
+            ):
+                return self.store(slot, inbound.button)
+            self.say("common.stale_button")
             return None
-        session.slots[slot.name] = text
-        return flow.fire(current.name, ANSWER)
-    messages.append(Outbound(flow.texts.get("common.use_buttons", session.language)))
+        if inbound.attachments:
+            if slot is None or slot.type != "files":
+                self.say("common.no_files")
+                return None
+            if MINOR in s.flags:
+                self.say("safety.no_images_minor")
+                return None
+            kept = list(s.slots.get(slot.name, []))
+            for attachment in inbound.attachments[: max(0, slot.max_files - len(kept))]:
+                kept.append(f"{attachment.kind[:16]}:{attachment.sha256[:64]}")
+            s.slots[slot.name] = kept
+            self.say("common.file_received")
+            return STAY
+        if slot is None:
+            self.say("common.use_buttons")
+            return None
+        if not text:
+            self.say("common.use_buttons" if slot.choices else "common.empty")
+            return None
+        if len(text) > min(slot.max_length, MAX_TEXT_CHARS):
+            self.say("common.too_long")
+            return None
+        if slot.type == "text":
+            return self.store(slot, text)
+        number = _whole(text) if slot.type in ("number", "age_band") else None
+        if slot.type == "age_band" and number is not None:
+            return self.store(slot, _band(number))
+        if slot.type == "number":
+            if number is not None and slot.minimum <= number <= slot.maximum:
+                return self.store(slot, number)
+            self.say("common.number")
+            return None
+        if slot.type == "url":
+            if len(text) <= MAX_URL_CHARS and _URL.match(text):
+                return self.store(slot, text)
+            self.say("common.url")
+            return None
+        if slot.type in ("choice", "age_band"):
+            folded = text.casefold()
+            for choice in slot.choices:
+                if folded in (choice, self.label(_choice_key(slot, choice)).casefold()):
+                    return self.store(slot, choice)
+        if slot.type == "files":
+            self.say("common.files_or_done")
+            return None
+        self.say("common.use_buttons")
+        return None
+
+    def store(self, slot: SlotSpec, value: Any) -> str | None:
+        self.session.slots[slot.name] = value
+        if slot.type == "age_band" and value in MINOR_AGE_BANDS:
+            self.flag(MINOR, 2, "age")
+        return self.fire(ANSWER)
+
+    # -- safety ----------------------------------------------------------------------------
+
+    def flag(self, name: str, priority: int, reason: str) -> bool:
+        if name in self.session.flags:
+            return False
+        self.session.flags.append(name)
+        self.raise_priority(priority, reason)
+        return True
+
+    def raise_priority(self, level: int, reason: str) -> None:
+        if level > self.session.priority:
+            self.session.priority = level
+            self.effects.append(RaisePriority(level, reason))
+
+    def triage(self, text: str) -> None:
+        for rule in self.bundle.triage.scan(text):
+            if not self.flag(rule.flag, rule.priority, rule.id):
+                continue
+            if rule.say is not None:
+                self.say(rule.say)
+            if rule.handoff:
+                self.effects.append(self.handoff(rule.id))
+
+    # -- output and actions ----------------------------------------------------------------
+
+    def prompt(self, current: StepSpec) -> None:
+        key = current.ask or current.say
+        if key is None:
+            return
+        buttons: list[Button] = []
+        slot = self.slot_of(current)
+        if slot is not None and slot.type in ("choice", "age_band"):
+            buttons += [Button(c, self.label(_choice_key(slot, c))) for c in slot.choices]
+        buttons += [Button(b.id, self.label(b.label)) for b in current.buttons]
+        self.say(key, tuple(buttons))
+
+    def act(self, current: StepSpec) -> None:
+        s, args, action = self.session, current.args, current.action
+        if action == "submit_report":
+            self.effects.append(self.submit())
+        elif action == "request_handoff":
+            self.effects.append(self.handoff(str(args.get("reason", current.name))))
+        elif action == "quick_exit":
+            self.quick_exit()
+        elif action == "show_resources":
+            need = str(args.get("need") or s.slots.get("category") or "all")
+            found = self.bundle.directory.select(need, MINOR in s.flags, s.language)
+            lines = [r.line_for(s.language) for r in found]
+            text = "\n".join(lines) or self.label("resources.none")
+            self.messages.append(Outbound(text, (), "resources.list"))
+            self.effects.append(ShowResources(tuple(r.id for r in found)))
+        elif action == "issue_receipt":
+            case_id = str(s.slots.get("_case") or _digest(s.conversation_id, "case"))
+            code = _receipt(s.conversation_id)
+            s.slots["_receipt"] = code
+            self.effects.append(IssueReceipt(case_id, code))
+        elif action == "case_request":
+            self.effects.append(
+                CaseRequest(
+                    idempotency_key=f"{s.conversation_id}:{s.turn}:request",
+                    kind=str(args.get("kind", "add_info")),
+                    code=str(s.slots.get("code", "")),
+                    language=s.language,
+                    channel=s.channel,
+                    text=str(s.slots.get("addition", "")),
+                )
+            )
+        elif action == "record_feedback":
+            rating = s.slots.get(str(args.get("slot", "feedback")))
+            if isinstance(rating, str):
+                self.effects.append(RecordFeedback(rating))
+        elif action == "raise_priority":
+            level = args.get("level", 1)
+            self.raise_priority(level if isinstance(level, int) else 1, str(args.get("reason")))
+
+    def quick_exit(self) -> None:
+        self.effects.append(QuickExit())
+        self.messages.clear()
+        self.say("safety.exit")
+        self.end()
+
+    def answers(self) -> dict[str, Any]:
+        s = self.session
+        found: dict[str, Any] = {k: v for k, v in s.slots.items() if not k.startswith("_")}
+        if s.flags:
+            found["flags"] = list(s.flags)
+        return found
+
+    def submit(self) -> SubmitReport:
+        s = self.session
+        # Deterministic in the conversation and turn: a retried turn yields the same key, and
+        # the backend stores it once.
+        idempotency_key = f"{s.conversation_id}:{s.turn}"
+        case_id = _digest(idempotency_key, "")
+        s.slots["_case"] = case_id
+        category = str(s.slots.get("category", "unsure"))
+        priority = max(s.priority, PRIORITY_BY_CATEGORY.get(category, 0))
+        return SubmitReport(
+            idempotency_key=idempotency_key,
+            case_id=case_id,
+            category=category,
+            priority=priority,
+            language=s.language,
+            channel=s.channel,
+            answers=self.answers(),
+        )
+
+    def handoff(self, reason: str) -> RequestHandoff:
+        s = self.session
+        if HANDOFF not in s.flags:  # flows ask `'handoff' not in flags` to ask only once
+            s.flags.append(HANDOFF)
+        idempotency_key = f"{s.conversation_id}:{s.turn}:handoff"
+        category = str(s.slots.get("category", "unsure"))
+        return RequestHandoff(
+            idempotency_key=idempotency_key,
+            case_id=_digest(idempotency_key, ""),
+            reason=reason,
+            category=category,
+            priority=max(1, s.priority, PRIORITY_BY_CATEGORY.get(category, 0)),
+            language=s.language,
+            channel=s.channel,
+            answers=self.answers(),
+        )
+
+
+def _choice_key(slot: SlotSpec, choice: str) -> str:
+    return f"age_band.{choice}" if slot.type == "age_band" else f"{slot.name}.{choice}"
+
+
+def _whole(text: str) -> int | None:
+    digits = text.strip().rstrip("살세").strip()
+    if digits.isdecimal() and len(digits) <= 9:
+        return int(digits)
     return None
 
 
-def _prompt(flow: CompiledFlow, current: StepSpec, session: Session) -> list[Outbound]:
-    lang = session.language
-    key = current.ask or current.say
-    buttons = [Button(b.id, flow.texts.get(b.label, lang)) for b in current.buttons]
-    slot = flow.spec.slots.get(current.slot) if current.slot else None
-    if slot is not None and slot.type == "choice":
-        buttons += [Button(c, flow.texts.get(f"{slot.name}.{c}", lang)) for c in slot.choices]
-    if key is None:
-        return []
-    return [Outbound(flow.texts.get(key, lang), tuple(buttons))]
+def _band(age: int) -> str:
+    if age < 14:
+        return "under_14"
+    if age < 18:
+        return "14_17"
+    return "18_plus"
 
 
-def _enter(
-    flow: CompiledFlow, session: Session, messages: list[Outbound], effects: list[Effect]
-) -> StepResult:
-    for _ in range(MAX_AUTO_STEPS):
-        if session.state == END:
-            session.ended = True
-            break
-        current = flow.spec.steps[session.state]
-        messages.extend(_prompt(flow, current, session))
-        if current.action == "submit_report":
-            effects.append(_submit(session))
-        elif current.action == "quick_exit":
-            effects.append(QuickExit())
-        if current.waits:
-            break
-        target = flow.fire(current.name, CONTINUE)
-        if target is None:
-            break
-        session.state = target
-    return StepResult(session, tuple(messages), tuple(effects))
+def _digest(value: str, purpose: str) -> str:
+    return hashlib.sha256(f"{purpose}:{value}".encode() if purpose else value.encode()).hexdigest()[
+        :32
+    ]
 
 
-def _submit(session: Session) -> SubmitReport:
-    # Deterministic in the conversation and turn: a retried turn yields the same key, and the
-    # backend stores it once.
-    idempotency_key = f"{session.conversation_id}:{session.turn}"
-    case_id = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
-    category = session.slots.get("category", "unsure")
-    return SubmitReport(
-        idempotency_key=idempotency_key,
-        case_id=case_id,
-        category=category,
-        priority=PRIORITY_BY_CATEGORY.get(category, 0),
-        language=session.language,
-        channel=session.channel,
-        answers=dict(session.slots),
-    )
+def _receipt(conversation_id: str) -> str:
+    """A 12-character code (60 bits) to read aloud: derived, so a retried turn gives the same."""
+    raw = int.from_bytes(hashlib.sha256(f"receipt:{conversation_id}".encode()).digest()[:8])
+    chars = [_RECEIPT_ALPHABET[(raw >> (5 * i)) & 31] for i in range(12)]
+    return "-".join("".join(chars[i : i + 4]) for i in (0, 4, 8))
+
+
+def check_session(bundle: Bundle, session: Session) -> list[str]:
+    """What is wrong with a session record against its bundle (empty when valid)."""
+    problems = []
+    flow = bundle.flows.get(session.flow)
+    if flow is None:
+        return [f"unknown flow {session.flow!r}"]
+    if session.state != END and session.state not in flow.spec.steps:
+        problems.append(f"unknown state {session.state!r}")
+    if session.ended != (session.state == END):
+        problems.append("ended and END disagree")
+    if len(session.stack) > MAX_STACK:
+        problems.append("stack too deep")
+    for entry in session.stack:
+        name, state, mode = [*entry.split("/"), "", "", ""][:3]
+        if name not in bundle.flows or state not in bundle.flows[name].spec.steps:
+            problems.append(f"bad stack entry {entry!r}")
+        if mode not in ("after", "resume"):
+            problems.append(f"bad stack mode {entry!r}")
+    declared = {n for f in bundle.flows.values() for n in f.spec.slots}
+    for name in session.slots:
+        if not name.startswith("_") and name not in declared:
+            problems.append(f"undeclared slot {name!r}")
+    if not 0 <= session.priority <= 3:
+        problems.append("priority out of range")
+    if session.language not in bundle.texts.locales:
+        problems.append("unknown language")
+    return problems

@@ -1,53 +1,149 @@
-"""All flows of a flows directory, compiled, by name and version."""
+"""Loading a flows directory into a versioned bundle, and swapping bundles in atomically.
+
+A bundle is everything one load of the directory produced: the flows, the locales, the triage
+rules, the resource directory and the service hours, with a version that digests all their
+bytes. A reload builds and lints a whole new bundle first and swaps it in only if it has no
+error, so an invalid edit never replaces a valid one. Old bundles stay (up to `KEEP_VERSIONS`),
+so a conversation finishes on the version it began with.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend.errors import FlowError
-from backend.flows.engine import CompiledFlow
-from backend.flows.spec import load_yaml, parse_flow
+from backend.flows import source
+from backend.flows.engine import Bundle, CompiledFlow
+from backend.flows.hours import ServiceHours
+from backend.flows.lint import Problem, lint
+from backend.flows.resources import Directory
+from backend.flows.spec import FlowSpec, parse_flow
 from backend.flows.texts import Texts
+from backend.flows.triage import Triage
+
+log = logging.getLogger(__name__)
 
 ENTRY_FLOW = "report"
+KEEP_VERSIONS = 32
+FLOW_GLOB = "*.flow.yaml"
+
+
+def flow_files(directory: Path) -> list[Path]:
+    """Every file a bundle is made of, in a stable order."""
+    files = sorted(directory.glob(FLOW_GLOB)) + sorted((directory / "locales").glob("*.yaml"))
+    return files + [
+        directory / name
+        for name in ("triage.yaml", "resources.yaml", "service.yaml")
+        if (directory / name).exists()
+    ]
+
+
+def fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
+    """Cheap change detection: names, sizes and modification times."""
+    found = []
+    for path in flow_files(directory):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        found.append((path.name, stat.st_size, stat.st_mtime_ns))
+    return tuple(found)
+
+
+def load_bundle(directory: Path, entry: str = ENTRY_FLOW) -> tuple[Bundle | None, list[Problem]]:
+    """The bundle of `directory` and every problem found; no bundle when any is an error."""
+    problems: list[Problem] = []
+    try:
+        texts = Texts.load(directory / "locales")
+        triage = Triage.load(directory / "triage.yaml")
+        resources = Directory.load(directory / "resources.yaml")
+        hours = ServiceHours.load(directory / "service.yaml")
+    except FlowError as exc:
+        return None, [Problem.from_error(exc, str(directory))]
+    specs: dict[str, FlowSpec] = {}
+    for path in sorted(directory.glob(FLOW_GLOB)):
+        try:
+            spec = parse_flow(source.read(path))
+        except FlowError as exc:
+            problems.append(Problem.from_error(exc, str(path)))
+            continue
+        if spec.name in specs:
+            problems.append(Problem("F000", str(path), 1, f"flow {spec.name!r} defined twice"))
+            continue
+        specs[spec.name] = spec
+    if problems:  # linting half a directory would only add misleading follow-ups
+        return None, problems
+    problems += lint(specs, texts, entry, triage, resources)
+    if any(p.is_error for p in problems):
+        return None, problems
+    digest = hashlib.sha256()
+    for path in flow_files(directory):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    flows = {name: CompiledFlow.compile(spec) for name, spec in specs.items()}
+    version = digest.hexdigest()[:12]
+    return Bundle(version, flows, texts, entry, triage, resources, hours), problems
 
 
 @dataclass
 class FlowRegistry:
-    """Every version ever loaded stays, so a conversation finishes on the version it began."""
+    """The current bundle and the recent ones, by version."""
 
-    current: dict[str, CompiledFlow] = field(default_factory=dict)
-    versions: dict[tuple[str, str], CompiledFlow] = field(default_factory=dict)
+    directory: Path
+    current: Bundle
+    versions: OrderedDict[str, Bundle] = field(default_factory=OrderedDict)
+    seen: tuple[tuple[str, int, int], ...] = ()
 
     @classmethod
     def load(cls, directory: Path) -> FlowRegistry:
-        registry = cls()
-        registry.reload(directory)
+        seen = fingerprint(directory)
+        registry = cls(directory, _must(directory))
+        registry.seen = seen
+        registry.versions[registry.current.version] = registry.current
         return registry
 
-    def reload(self, directory: Path) -> None:
-        """Validate and compile everything first; swap in only if all of it is good."""
-        texts = Texts.load(directory / "locales")
-        locale_digest = hashlib.sha256()
-        for path in sorted((directory / "locales").glob("*.yaml")):
-            locale_digest.update(path.read_bytes())
-        compiled: dict[str, CompiledFlow] = {}
-        for path in sorted(directory.glob("*.flow.yaml")):
-            spec = parse_flow(load_yaml(path), str(path))
-            digest = hashlib.sha256(path.read_bytes() + locale_digest.digest()).hexdigest()[:12]
-            if spec.name in compiled:
-                raise FlowError(f"{path}: flow {spec.name!r} is defined twice")
-            compiled[spec.name] = CompiledFlow.compile(spec, digest, texts)
-        if ENTRY_FLOW not in compiled:
-            raise FlowError(f"{directory}: the entry flow {ENTRY_FLOW!r} is missing")
-        self.current = compiled
-        for flow in compiled.values():
-            self.versions.setdefault((flow.spec.name, flow.version), flow)
+    def reload(self, directory: Path | None = None) -> Bundle:
+        """Validate, compile and swap in; raises `FlowError` and keeps the old on any error."""
+        directory = directory or self.directory
+        seen = fingerprint(directory)
+        bundle = _must(directory)
+        self.directory, self.current, self.seen = directory, bundle, seen
+        self.versions[bundle.version] = bundle
+        self.versions.move_to_end(bundle.version)
+        while len(self.versions) > KEEP_VERSIONS:
+            self.versions.popitem(last=False)
+        return bundle
 
-    def entry(self) -> CompiledFlow:
-        return self.current[ENTRY_FLOW]
+    def refresh(self) -> bool:
+        """Reload if a file changed since the last look; True when a new bundle went live.
 
-    def for_session(self, name: str, version: str) -> CompiledFlow | None:
-        return self.versions.get((name, version))
+        An invalid edit is logged (codes and files, never a victim's words) and ignored until
+        the files change again.
+        """
+        seen = fingerprint(self.directory)
+        if seen == self.seen:
+            return False
+        self.seen = seen
+        try:
+            before = self.current.version
+            return self.reload().version != before
+        except FlowError as exc:
+            log.warning("flows in %s not reloaded: %s", self.directory, exc)
+            return False
+
+    def entry(self) -> Bundle:
+        return self.current
+
+    def for_session(self, version: str) -> Bundle | None:
+        return self.versions.get(version)
+
+
+def _must(directory: Path) -> Bundle:
+    bundle, problems = load_bundle(directory)
+    if bundle is None:
+        errors = [str(p) for p in problems if p.is_error]
+        raise FlowError("; ".join(errors[:10]) + (" ..." if len(errors) > 10 else ""))
+    return bundle

@@ -1,59 +1,128 @@
-"""Texts by key from `flows/locales/<lang>.yaml`, with a fallback language."""
+"""Texts by key from `flows/locales/<lang>.yaml`, with a fallback language.
+
+Korean and English are complete; other locales may be partial and name their own fallback in a
+`_meta: {fallback: en, complete: false}` block (a Vietnamese speaker is better served by English
+than by Korean). Every language ends at `FALLBACK_LANGUAGE`. The safety-critical keys
+(`safety.*`) must exist in every locale: the linter checks it.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from backend.errors import FlowError
-from backend.flows.spec import load_yaml
+from backend.flows import source
 
 FALLBACK_LANGUAGE = "ko"
+SAFETY_PREFIX = "safety."
+_PLACEHOLDER = re.compile(r"\{([a-z_]{1,32})\}")
+
+
+@dataclass(frozen=True)
+class Locale:
+    language: str
+    texts: Mapping[str, str]
+    fallback: str
+    complete: bool
+    source: str
+    lines: Mapping[str, int]
 
 
 @dataclass(frozen=True)
 class Texts:
-    by_language: Mapping[str, Mapping[str, str]]
+    locales: Mapping[str, Locale]
     fallback: str = FALLBACK_LANGUAGE
 
     @classmethod
     def load(cls, directory: Path) -> Texts:
-        by_language: dict[str, dict[str, str]] = {}
+        locales: dict[str, Locale] = {}
         for path in sorted(directory.glob("*.yaml")):
-            flat: dict[str, str] = {}
-            _flatten(load_yaml(path), "", flat, str(path))
-            by_language[path.stem] = flat
-        if FALLBACK_LANGUAGE not in by_language:
+            locales[path.stem] = _locale(path.stem, source.read(path))
+        if FALLBACK_LANGUAGE not in locales:
             raise FlowError(f"{directory}: the fallback language {FALLBACK_LANGUAGE!r} is missing")
-        return cls(by_language)
+        for locale in locales.values():
+            if locale.fallback not in locales:
+                raise FlowError(f"{locale.source}: fallback {locale.fallback!r} has no locale")
+        return cls(locales)
+
+    @property
+    def by_language(self) -> Mapping[str, Mapping[str, str]]:
+        return {language: locale.texts for language, locale in self.locales.items()}
 
     def language_for(self, hint: str | None) -> str:
         """The best language we have for a platform's hint such as `en-US` or `ko`."""
         if hint:
             base = hint.lower().replace("_", "-").split("-")[0]
-            if base in self.by_language:
+            if base in self.locales:
                 return base
         return self.fallback
 
     def get(self, key: str, language: str) -> str:
-        found = self.by_language.get(language, {}).get(key)
-        if found is None:
-            found = self.by_language[self.fallback].get(key)
+        seen: set[str] = set()
+        current: str | None = language
+        while current is not None and current not in seen:
+            seen.add(current)
+            locale = self.locales.get(current)
+            if locale is None:
+                break
+            found = locale.texts.get(key)
+            if found is not None:
+                return found
+            current = locale.fallback
+        found = self.locales[self.fallback].texts.get(key)
         if found is None:
             raise FlowError(f"text key {key!r} is missing in {self.fallback!r}")
         return found
 
+    def render(self, key: str, language: str, values: Mapping[str, str]) -> str:
+        """The text with `{name}` placeholders filled; unknown names are left as they are."""
+        text = self.get(key, language)
+        if "{" not in text:
+            return text
+        return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)
 
-def _flatten(node: Any, prefix: str, out: dict[str, str], source: str) -> None:
+
+def placeholders(text: str) -> set[str]:
+    return set(_PLACEHOLDER.findall(text))
+
+
+def _locale(language: str, doc: source.Document) -> Locale:
+    data = doc.data
+    if not isinstance(data, dict):
+        raise FlowError(f"{doc.source}: a locale file is a mapping of text keys")
+    meta = data.get("_meta", {})
+    if not isinstance(meta, dict) or set(meta) - {"fallback", "complete"}:
+        raise FlowError(f"{doc.source}: `_meta` takes only `fallback` and `complete`")
+    fallback = meta.get("fallback", FALLBACK_LANGUAGE)
+    complete = meta.get("complete", True)
+    if not isinstance(fallback, str) or not isinstance(complete, bool):
+        raise FlowError(f"{doc.source}: `_meta` fallback is a language, complete true or false")
+    flat: dict[str, str] = {}
+    lines: dict[str, int] = {}
+    body = {k: v for k, v in data.items() if k != "_meta"}
+    _flatten(body, (), flat, lines, doc)
+    return Locale(language, flat, fallback, complete, doc.source, lines)
+
+
+def _flatten(
+    node: Any,
+    prefix: tuple[str, ...],
+    out: dict[str, str],
+    lines: dict[str, int],
+    doc: source.Document,
+) -> None:
     if not isinstance(node, dict):
-        raise FlowError(f"{source}: {prefix or 'top level'} must be a mapping")
+        where = ".".join(prefix) or "top level"
+        raise FlowError(f"{doc.source}:{doc.line(prefix)}: {where} must be a mapping or text")
     for key, value in node.items():
-        if not isinstance(key, str):
-            raise FlowError(f"{source}: key {key!r} under {prefix or 'top level'} is not text")
-        full = f"{prefix}.{key}" if prefix else key
+        path = (*prefix, key)
+        full = ".".join(path)
         if isinstance(value, str):
             out[full] = value
+            lines[full] = doc.line(path)
         else:
-            _flatten(value, full, out, source)
+            _flatten(value, path, out, lines, doc)

@@ -1,0 +1,256 @@
+"""The flow linter: every problem of a flows directory at once, each with a code, file and line.
+
+Codes (a test in tests/test_flow_lint.py breaks each rule on purpose):
+- F000 the file cannot be read or parsed (YAML, shape, types)
+- F001 a target step does not exist
+- F002 a step cannot be reached from the start
+- F003 a step from which no path reaches the end
+- F004 an `if` branch list without an `else`
+- F005 a text key missing in a language (ko and en complete; `safety.*` in every locale)
+- F006 an unknown action, or an argument an action does not take
+- F007 a slot used but not declared
+- F008 a button or choice id over the platforms' limit (Telegram: 64 bytes of callback data)
+- F009 a cycle of steps none of which waits for input
+- F010 a call to a flow that does not exist, or the entry flow missing
+- W100 (warning) a resource not yet verified: an administrator should confirm it
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from backend.errors import FlowError
+from backend.flows.resources import Directory
+from backend.flows.spec import ACTIONS, AGE_BANDS, END, FlowSpec, StepSpec
+from backend.flows.texts import SAFETY_PREFIX, Texts
+from backend.flows.triage import Triage
+
+MAX_BUTTON_ID_BYTES = 64
+BUTTON_ID = re.compile(r"^[A-Za-z0-9_:.-]+$")  # what every door accepts (see bot/webchat.py)
+# Keys the engine itself says, so they must exist too.
+ENGINE_KEYS = (
+    "common.stale_button",
+    "common.use_buttons",
+    "common.no_files",
+    "common.too_long",
+    "common.empty",
+    "common.number",
+    "common.url",
+    "common.files_or_done",
+    "common.file_received",
+    "common.retry_help",
+    "common.unavailable",
+    "resources.none",
+    "safety.exit",
+    "safety.no_images_minor",
+)
+_LOCATED = re.compile(r"^(?P<source>[^:\n]+?):(?P<line>\d+): (?P<message>.*)$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Problem:
+    code: str
+    source: str
+    line: int
+    message: str
+
+    @property
+    def is_error(self) -> bool:
+        return self.code.startswith("F")
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.line}: {self.code} {self.message}"
+
+    @classmethod
+    def from_error(cls, exc: FlowError, fallback_source: str) -> Problem:
+        found = _LOCATED.match(str(exc))
+        if found is None:
+            return cls("F000", fallback_source, 1, str(exc))
+        return cls("F000", found["source"], int(found["line"]), found["message"])
+
+
+def lint(
+    flows: Mapping[str, FlowSpec],
+    texts: Texts,
+    entry: str,
+    triage: Triage | None = None,
+    directory: Directory | None = None,
+) -> list[Problem]:
+    problems: list[Problem] = []
+    if entry not in flows:
+        problems.append(Problem("F010", "flows", 1, f"the entry flow {entry!r} is missing"))
+    used_keys: dict[str, tuple[str, int]] = {key: ("engine", 1) for key in ENGINE_KEYS}
+    for flow in flows.values():
+        problems += _lint_flow(flow, flows, used_keys)
+    if triage is not None:
+        for rule in triage.rules:
+            if rule.say is not None:
+                used_keys.setdefault(rule.say, (triage.source, rule.line))
+    problems += _lint_texts(texts, used_keys)
+    if directory is not None:
+        problems += [
+            Problem("W100", directory.source, r.line, f"resource {r.id!r} is not verified yet")
+            for r in directory.unverified()
+        ]
+    return problems
+
+
+def _lint_flow(  # noqa: PLR0912 - one pass per step keeps each check next to its line
+    flow: FlowSpec, flows: Mapping[str, FlowSpec], used_keys: dict[str, tuple[str, int]]
+) -> list[Problem]:
+    out: list[Problem] = []
+    src = flow.source
+
+    def problem(code: str, line: int, message: str) -> None:
+        out.append(Problem(code, src, line, f"{flow.name}: {message}"))
+
+    names = set(flow.steps) | {END}
+    for step in flow.steps.values():
+        for target in step.targets():
+            if target not in names:
+                problem("F001", step.line, f"step {step.name!r} goes to unknown {target!r}")
+        conditional = [b for b in step.next if b.condition is not None]
+        if conditional and step.next[-1].condition is not None:
+            problem("F004", step.next[-1].line, f"step {step.name!r} has `if` without `else`")
+        if step.action is not None:
+            if step.action not in ACTIONS:
+                problem("F006", step.line, f"step {step.name!r}: unknown action {step.action!r}")
+            else:
+                for arg in set(step.args) - ACTIONS[step.action]:
+                    problem("F006", step.line, f"{step.action} takes no argument {arg!r}")
+        elif step.args:
+            problem("F006", step.line, f"step {step.name!r} has `with` but no action")
+        if step.call is not None and step.call not in flows:
+            problem("F010", step.line, f"step {step.name!r} calls unknown flow {step.call!r}")
+        for slot in _slots_used(step):
+            if slot not in flow.slots:
+                problem("F007", step.line, f"step {step.name!r} uses undeclared slot {slot!r}")
+        ids = [b.id for b in step.buttons]
+        slot_spec = flow.slots.get(step.slot) if step.slot else None
+        if slot_spec is not None and slot_spec.type in ("choice", "age_band"):
+            ids += list(slot_spec.choices)
+        for button_id in ids:
+            if len(button_id.encode()) > MAX_BUTTON_ID_BYTES or not BUTTON_ID.match(button_id):
+                problem(
+                    "F008",
+                    step.line,
+                    f"button id {button_id[:20]!r}... is over {MAX_BUTTON_ID_BYTES} bytes "
+                    "or has characters a door refuses",
+                )
+        if len(set(ids)) != len(ids):
+            problem("F008", step.line, f"step {step.name!r} has the same button id twice")
+        for key in _keys_used(step, flow):
+            used_keys.setdefault(key, (src, step.line))
+    return out + _lint_graph(flow, flows)
+
+
+def _lint_graph(flow: FlowSpec, flows: Mapping[str, FlowSpec]) -> list[Problem]:
+    out: list[Problem] = []
+
+    def problem(code: str, line: int, message: str) -> None:
+        out.append(Problem(code, flow.source, line, f"{flow.name}: {message}"))
+
+    names = set(flow.steps) | {END}
+    for command in flow.commands.values():
+        if command.action is not None and command.action not in ACTIONS:
+            problem("F006", command.line, f"command {command.command}: unknown action")
+        if command.call is not None and command.call not in flows:
+            problem("F010", command.line, f"command {command.command} calls unknown flow")
+    if flow.idle is not None and flow.idle.next not in names:
+        problem("F001", flow.idle.line, f"idle goes to unknown {flow.idle.next!r}")
+    edges = {step.name: [t for t in step.targets() if t in names] for step in flow.steps.values()}
+    roots = [flow.start] + ([flow.idle.next] if flow.idle and flow.idle.next in names else [])
+    reachable = _reach(roots, edges)
+    for step in flow.steps.values():
+        if step.name not in reachable:
+            problem("F002", step.line, f"step {step.name!r} cannot be reached")
+    # An unknown target counts as an end here: it is F001 already, not also F003.
+    reverse: dict[str, list[str]] = {name: [] for name in names}
+    for step in flow.steps.values():
+        for target in step.targets():
+            reverse[target if target in names else END].append(step.name)
+    ending = _reach([END], reverse)
+    for step in flow.steps.values():
+        if step.name not in ending:
+            problem("F003", step.line, f"no path from step {step.name!r} ever ends")
+    auto = {
+        name: [t for t in targets if t in flow.steps and not _waits(flow.steps[t], flows)]
+        for name, targets in edges.items()
+        if not _waits(flow.steps[name], flows)
+    }
+    for name in auto:
+        if name in _reach(auto.get(name, []), auto):
+            problem("F009", flow.steps[name].line, f"step {name!r} is on a cycle with no input")
+    return out
+
+
+def _waits(step: StepSpec, flows: Mapping[str, FlowSpec]) -> bool:
+    if step.waits:
+        return True
+    called = flows.get(step.call) if step.call else None
+    return called is not None and any(s.waits for s in called.steps.values())
+
+
+def _reach(roots: Iterable[str], edges: Mapping[str, list[str]]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo += edges.get(name, [])
+    return seen
+
+
+def _slots_used(step: StepSpec) -> set[str]:
+    used = {step.slot} if step.slot else set()
+    for branch in step.next:
+        if branch.condition is not None:
+            used |= branch.condition.slots
+    if step.action == "record_feedback":
+        used.add(str(step.args.get("slot", "feedback")))
+    if step.action == "case_request":
+        used.add("code")
+        if step.args.get("kind") == "add_info":
+            used.add("addition")
+    return used
+
+
+def _keys_used(step: StepSpec, flow: FlowSpec) -> list[str]:
+    keys = [k for k in (step.say, step.ask, step.retry.say) if k]
+    keys += [b.label for b in step.buttons]
+    slot = flow.slots.get(step.slot) if step.slot else None
+    if slot is not None and slot.type == "choice":
+        keys += [f"{slot.name}.{c}" for c in slot.choices]
+    if slot is not None and slot.type == "age_band":
+        keys += [f"age_band.{band}" for band in AGE_BANDS]
+    return keys
+
+
+def _lint_texts(texts: Texts, used: Mapping[str, tuple[str, int]]) -> list[Problem]:
+    out: list[Problem] = []
+    safety = {k for locale in texts.locales.values() for k in locale.texts if _is_safety(k)}
+    for key, (src, line) in sorted(used.items()):
+        for locale in texts.locales.values():
+            if key in locale.texts:
+                continue
+            if locale.complete or _is_safety(key):
+                out.append(
+                    Problem("F005", src, line, f"text {key!r} is missing in {locale.language!r}")
+                )
+    for key in sorted(safety - set(used)):
+        for locale in texts.locales.values():
+            if key not in locale.texts:
+                out.append(
+                    Problem(
+                        "F005", locale.source, 1, f"safety text {key!r} is missing in this locale"
+                    )
+                )
+    return out
+
+
+def _is_safety(key: str) -> bool:
+    return key.startswith(SAFETY_PREFIX)
