@@ -120,7 +120,7 @@ class Node:
         engine = database.create_engine(self.settings.database_url)
         self._stack.push_async_callback(engine.dispose)
         try:
-            await database.init_schema(engine)
+            await database.migrate(engine)
         except Exception as exc:
             reason = str(exc).splitlines()[0]
             raise SettingsError(
