@@ -45,6 +45,8 @@ class AuditAction(StrEnum):
     EXPORT = "export"
     STATUS = "status"
     PURGE = "purge"
+    KEY_ROTATE = "key-rotate"
+    KEY_GRANT = "key-grant"
 
 
 def link_hash(entry: AuditEntry) -> str:
@@ -135,13 +137,20 @@ async def verify(engine: AsyncEngine) -> Verdict:
     expected_seq, prev = 1, GENESIS_HASH
     async with engine.connect() as conn:
         rows = await conn.stream(select(AuditEntry).order_by(col(AuditEntry.seq)))
-        async for row in rows:
-            entry = AuditEntry.model_validate(row._mapping)
-            if entry.seq != expected_seq:
-                return Verdict(expected_seq - 1, prev, expected_seq, "link is missing (deleted)")
-            if entry.prev_hash != prev:
-                return Verdict(expected_seq - 1, prev, entry.seq, "does not follow the link before")
-            if link_hash(entry) != entry.hash:
-                return Verdict(expected_seq - 1, prev, entry.seq, "was changed")
-            expected_seq, prev = expected_seq + 1, entry.hash
+        try:
+            async for row in rows:
+                entry = AuditEntry.model_validate(row._mapping)
+                reason = ""
+                if entry.seq != expected_seq:
+                    reason, entry.seq = "link is missing (deleted)", expected_seq
+                elif entry.prev_hash != prev:
+                    reason = "does not follow the link before (moved or inserted)"
+                elif link_hash(entry) != entry.hash:
+                    reason = "was changed"
+                if reason:
+                    return Verdict(expected_seq - 1, prev, entry.seq, reason)
+                expected_seq, prev = expected_seq + 1, entry.hash
+        finally:
+            # A server-side cursor left open on an early return would outlive the connection.
+            await rows.close()
     return Verdict(expected_seq - 1, prev)

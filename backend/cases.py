@@ -179,6 +179,10 @@ class CaseStore:
 
         return await audit.with_audit(self._engine, work)
 
+    async def record(self, actor: str, action: AuditAction, case_id: str, detail: str = "") -> None:
+        """An audit link for what changes nothing in the store: an unseal, an export."""
+        await audit.record(self._engine, actor, action, case_id, detail)
+
     async def expired(
         self, retention: Mapping[CaseStatus, timedelta], now: datetime, limit: int
     ) -> list[str]:
