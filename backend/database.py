@@ -34,7 +34,15 @@ def async_url(url: str) -> str:
 
 def create_engine(url: str) -> AsyncEngine:
     # hide_parameters: a failing statement must not log sealed blobs or routing facts.
-    engine = create_async_engine(async_url(url), pool_pre_ping=True, hide_parameters=True)
+    driver_url = async_url(url)
+    connect_args: dict[str, str] = {}
+    if make_url(driver_url).get_backend_name() == "postgresql":
+        # Times are stored as UTC in `timestamp` columns; a server in another time zone would
+        # otherwise shift every aware datetime we send, and retention would count from there.
+        connect_args["options"] = "-c TimeZone=UTC"
+    engine = create_async_engine(
+        driver_url, pool_pre_ping=True, hide_parameters=True, connect_args=connect_args
+    )
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine

@@ -33,7 +33,8 @@ from backend.retention import RetentionJob
 from backend.sealing import RoutingHeader, seal
 from backend.settings import Retention
 from bot import cli
-from tests.conftest import FAST_KDF, Pair
+from tests.conftest import FAST_KDF, Pair, RunningHotline
+from tests.test_console import sign_in_and_change_password
 
 
 async def _store(engine: AsyncEngine, *case_ids: str) -> CaseStore:
@@ -292,3 +293,17 @@ async def test_a_database_made_before_migrations_upgrades_in_place(engine: Async
     old = await CaseStore(engine).get("old")
     assert old.status_changed_at == old.received_at and old.priority == 1
     await CaseStore(engine).transition("old", CaseStatus.CLAIMED, "counselor:1", counselor_id=1)
+
+
+async def test_console_alerts_while_dead_letters_wait(
+    hotline: RunningHotline, redis: Redis
+) -> None:
+    await sign_in_and_change_password(hotline, "a long new password")
+    assert "dead-letter" not in await (await hotline.client.get("/console")).text()
+    await redis.xadd(streams.REPORTS_STREAM, {"idempotency_key": "x", "envelope": b"garbage"})
+    for _ in range(250):
+        if await dead_letter_count(redis):
+            break
+        await asyncio.sleep(0.02)
+    page = await (await hotline.client.get("/console")).text()
+    assert 'role="alert"' in page and "1 report(s) could not be stored" in page
