@@ -159,14 +159,21 @@ async def test_sigkill_of_the_intake_mid_batch(
     store = CaseStore(engine)
     producer = Producer(redis, _sealed_reports())
     backend = Backend(tmp_path, pair.database_url, pair.redis_url)
-    async with running(backend):
-        sending = asyncio.create_task(producer.run())
+    sending = asyncio.create_task(producer.run(per_batch=25))
+    unacknowledged = 0
+    for attempt in range(1, 6):  # until a kill lands with a batch read but not acknowledged
 
-        async def some_stored() -> bool:
-            return await store.count() >= 150
+        async def more_stored(at_least: int = min(150 * attempt, REPORTS - 100)) -> bool:
+            return await store.count() >= at_least
 
-        await _wait_for(some_stored)
-        backend.kill()  # while reports keep arriving and a batch is in flight
+        async with running(backend):
+            await _wait_for(more_stored)
+            backend.kill()  # while reports keep arriving and a batch is in flight
+        pending = await redis.xpending(streams.REPORTS_STREAM, streams.INTAKE_GROUP)
+        unacknowledged = pending["pending"]
+        if unacknowledged:
+            break
+    assert unacknowledged > 0, "no kill landed in the middle of a batch"
     assert await store.count() < REPORTS, "the kill came too late to test anything"
     async with running(backend):
         await sending
