@@ -58,3 +58,15 @@ def read_public_key(data_dir: Path) -> str | None:
         return (data_dir / PUBLIC_KEY_FILE).read_text().strip()
     except FileNotFoundError:
         return None
+
+
+def announcement(first: FirstStart) -> str:
+    """The text shown once on first start (or `hotline keys init`); it holds two secrets."""
+    return (
+        "First start: a centre key pair and a first administrator were created.\n"
+        f"  username:          {first.username}\n"
+        f"  one-time password: {first.one_time_password}  (must be changed at first sign-in)\n"
+        f"  recovery key:      {first.recovery_key}\n"
+        "Write the recovery key down now and keep it offline: it is shown only this once,\n"
+        "and it is the only way back into the sealed cases if every password is lost."
+    )

@@ -1,20 +1,31 @@
-"""The case store: sealed reports written exactly once, read back for the console."""
+"""The case store: sealed reports written exactly once, moved through the status machine.
+
+Invariants:
+- a report is stored at most once: unique on its idempotency key and on its case id, written
+  with INSERT ... ON CONFLICT DO NOTHING, so a redelivered stream entry changes nothing;
+- a status changes only along `models.ALLOWED_TRANSITIONS`, by one conditional UPDATE, so two
+  counselors never both claim a case; each change writes its audit link in the same transaction;
+- a purged case has no wrapped data key and no ciphertext left: it is unreadable with any key.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
-from sqlalchemy import func
+from sqlalchemy import and_, delete, func, or_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.errors import CaseNotFoundError
-from backend.models import Case, CaseStatus
+from backend import audit
+from backend.audit import AuditAction
+from backend.errors import CaseNotFoundError, CaseTransitionError
+from backend.models import ALLOWED_TRANSITIONS, Case, CaseStatus, Receipt, utcnow
 from backend.sealing import Envelope, RoutingHeader
 
 
@@ -31,34 +42,161 @@ class CaseSummary:
     received_at: datetime
 
 
+class CaseRepository(Protocol):
+    """The port the intake, the console and retention use; `CaseStore` is its SQL adapter."""
+
+    async def store_many(self, reports: Sequence[tuple[str, Envelope]]) -> list[str]: ...
+    async def get(self, case_id: str) -> Case: ...
+    async def transition(
+        self, case_id: str, to: CaseStatus, actor: str, *, counselor_id: int | None = None
+    ) -> None: ...
+    async def shred(self, case_id: str, actor: str, reason: str) -> bool: ...
+
+
+def _predecessors(to: CaseStatus) -> list[str]:
+    return [s.value for s, nexts in ALLOWED_TRANSITIONS.items() if to in nexts]
+
+
 class CaseStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
+    def _insert(self) -> Any:  # the two dialects' insert() share no public base type
+        return pg_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
+
     async def store_sealed(self, idempotency_key: str, envelope: Envelope) -> bool:
         """Insert a sealed report once; True if it was new, False if it was already stored."""
-        header = envelope.header
-        values = {
-            "id": header.case_id,
-            "idempotency_key": idempotency_key,
-            "status": CaseStatus.QUEUED.value,
-            "priority": header.priority,
-            "language": header.language,
-            "channel": header.channel,
-            "category": header.category,
-            "key_id": header.key_id,
-            "created_at": header.created_at,
-            "header": envelope.header_bytes,
-            "wrapped_key": envelope.wrapped_key,
-            "nonce": envelope.nonce,
-            "ciphertext": envelope.ciphertext,
-        }
-        insert = pg_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
-        # A replayed stream entry hits either key; both mean "already stored".
-        statement = insert(Case).values(**values).on_conflict_do_nothing().returning(col(Case.id))
+        return bool(await self.store_many([(idempotency_key, envelope)]))
+
+    async def store_many(self, reports: Sequence[tuple[str, Envelope]]) -> list[str]:
+        """Insert a batch in one statement and one transaction; the ids that were new.
+
+        One multi-row INSERT per stream batch is what lets intake keep up with a burst; a
+        replayed entry hits either unique key and is skipped, never stored twice.
+        """
+        rows: list[dict[str, object]] = []
+        seen_keys: set[str] = set()
+        seen_ids: set[str] = set()
+        now = utcnow()
+        for idempotency_key, envelope in reports:
+            header = envelope.header
+            if idempotency_key in seen_keys or header.case_id in seen_ids:
+                continue
+            seen_keys.add(idempotency_key)
+            seen_ids.add(header.case_id)
+            rows.append(
+                {
+                    "id": header.case_id,
+                    "idempotency_key": idempotency_key,
+                    "received_at": now,
+                    "status_changed_at": now,
+                    "status": CaseStatus.QUEUED.value,
+                    "priority": header.priority,
+                    "language": header.language,
+                    "channel": header.channel,
+                    "category": header.category,
+                    "key_id": header.key_id,
+                    "created_at": header.created_at,
+                    "header": envelope.header_bytes,
+                    "wrapped_key": envelope.wrapped_key,
+                    "nonce": envelope.nonce,
+                    "ciphertext": envelope.ciphertext,
+                }
+            )
+        if not rows:
+            return []
+        statement = (
+            self._insert()(Case).values(rows).on_conflict_do_nothing().returning(col(Case.id))
+        )
         async with self._engine.begin() as conn:
             result = await conn.execute(statement)
-            return result.first() is not None
+            return [row[0] for row in result]
+
+    async def transition(
+        self, case_id: str, to: CaseStatus, actor: str, *, counselor_id: int | None = None
+    ) -> None:
+        """Move a case to `to` if the machine allows it from its current status; audited.
+
+        Claiming records `counselor_id`; the conditional UPDATE makes a claim atomic.
+        """
+        if to is CaseStatus.PURGED:
+            raise CaseTransitionError("purge a case with shred(), which destroys its data key")
+        values: dict[str, object] = {"status": to.value, "status_changed_at": utcnow()}
+        if to is CaseStatus.CLAIMED:
+            values["claimed_by"] = counselor_id
+        elif to is CaseStatus.QUEUED:
+            values["claimed_by"] = None
+        action = AuditAction.CLAIM if to is CaseStatus.CLAIMED else AuditAction.STATUS
+
+        async def work(conn: AsyncConnection) -> str | None:
+            result = await conn.execute(
+                update(Case)
+                .where(col(Case.id) == case_id, col(Case.status).in_(_predecessors(to)))
+                .values(**values)
+                .returning(col(Case.id))
+            )
+            if result.first() is None:
+                return await self._status_of(conn, case_id)
+            await audit.append(conn, actor, action, case_id, f"to {to.value}")
+            return None
+
+        refused_from = await audit.with_audit(self._engine, work)
+        if refused_from is not None:
+            raise CaseTransitionError(f"{case_id}: {refused_from} cannot become {to.value}")
+
+    async def _status_of(self, conn: AsyncConnection, case_id: str) -> str:
+        row = (await conn.execute(select(col(Case.status)).where(col(Case.id) == case_id))).first()
+        if row is None:
+            raise CaseNotFoundError(case_id)
+        return str(row[0])
+
+    async def shred(self, case_id: str, actor: str, reason: str) -> bool:
+        """Crypto-shred a case: destroy its wrapped data key and body, drop its receipts.
+
+        True if it was shredded now, False if it already was. The routing facts stay, so
+        counts and the audit trail still add up.
+        """
+
+        async def work(conn: AsyncConnection) -> bool:
+            result = await conn.execute(
+                update(Case)
+                .where(col(Case.id) == case_id, col(Case.status) != CaseStatus.PURGED.value)
+                .values(
+                    status=CaseStatus.PURGED.value,
+                    status_changed_at=utcnow(),
+                    wrapped_key=None,
+                    ciphertext=b"",
+                    claimed_by=None,
+                )
+                .returning(col(Case.id))
+            )
+            if result.first() is None:
+                await self._status_of(conn, case_id)  # CaseNotFoundError if there is none
+                return False
+            await conn.execute(delete(Receipt).where(col(Receipt.case_id) == case_id))
+            await audit.append(conn, actor, AuditAction.PURGE, case_id, reason)
+            return True
+
+        return await audit.with_audit(self._engine, work)
+
+    async def record(self, actor: str, action: AuditAction, case_id: str, detail: str = "") -> None:
+        """An audit link for what changes nothing in the store: an unseal, an export."""
+        await audit.record(self._engine, actor, action, case_id, detail)
+
+    async def expired(
+        self, retention: Mapping[CaseStatus, timedelta], now: datetime, limit: int
+    ) -> list[str]:
+        """Ids of cases that have sat in a status longer than that status' retention."""
+        clauses = [
+            and_(col(Case.status) == status.value, col(Case.status_changed_at) < now - keep)
+            for status, keep in retention.items()
+            if status is not CaseStatus.PURGED
+        ]
+        if not clauses:
+            return []
+        query = select(col(Case.id)).where(or_(*clauses)).limit(limit)
+        async with self._engine.connect() as conn:
+            return [row[0] for row in await conn.execute(query)]
 
     async def list_open(self) -> Sequence[CaseSummary]:
         query = (

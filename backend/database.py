@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from sqlalchemy import event, text
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
-from sqlmodel import SQLModel
 
 from backend import models  # noqa: F401 - registers the tables on SQLModel.metadata
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# The revision whose schema equals what `create_all` made before migrations existed.
+BASELINE_REVISION = "0001"
+# Any constant: serialises concurrent starts of several backend nodes on one PostgreSQL.
+_MIGRATION_LOCK_ID = 0x686F746C  # "hotl"
 
 
 def async_url(url: str) -> str:
@@ -25,7 +34,15 @@ def async_url(url: str) -> str:
 
 def create_engine(url: str) -> AsyncEngine:
     # hide_parameters: a failing statement must not log sealed blobs or routing facts.
-    engine = create_async_engine(async_url(url), pool_pre_ping=True, hide_parameters=True)
+    driver_url = async_url(url)
+    connect_args: dict[str, str] = {}
+    if make_url(driver_url).get_backend_name() == "postgresql":
+        # Times are stored as UTC in `timestamp` columns; a server in another time zone would
+        # otherwise shift every aware datetime we send, and retention would count from there.
+        connect_args["options"] = "-c TimeZone=UTC"
+    engine = create_async_engine(
+        driver_url, pool_pre_ping=True, hide_parameters=True, connect_args=connect_args
+    )
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
@@ -41,9 +58,25 @@ def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEn
     cursor.close()
 
 
-async def init_schema(engine: AsyncEngine) -> None:
+async def migrate(engine: AsyncEngine) -> None:
+    """Bring the schema to the newest revision; safe to run at every start, on every node."""
     async with engine.begin() as conn:
-        await conn.run_sync(SQLModel.metadata.create_all)
+        if conn.dialect.name == "postgresql":
+            await conn.execute(
+                text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID}
+            )
+        await conn.run_sync(_upgrade)
+
+
+def _upgrade(conn: Connection) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = conn
+    tables = set(inspect(conn).get_table_names())
+    if "alembic_version" not in tables and "cases" in tables:
+        # Made by create_all before migrations existed: it holds the baseline schema.
+        command.stamp(config, BASELINE_REVISION)
+    command.upgrade(config, "head")
 
 
 async def ping(engine: AsyncEngine) -> None:

@@ -27,3 +27,11 @@ class CaseNotFoundError(HotlineError):
 
 class AuthenticationError(HotlineError):
     """A login failed: unknown user or wrong password (never says which)."""
+
+
+class CaseTransitionError(HotlineError):
+    """The case's status does not allow this change, or another counselor changed it first."""
+
+
+class ReceiptNotFoundError(HotlineError):
+    """No case answers to this case code (mistyped, or the case was erased)."""

@@ -1,8 +1,14 @@
 """Intake: the backend's consumer of the reports stream.
 
-Exactly once in effect: an entry is acknowledged only after its case is committed, and storing
-is an upsert on the report's idempotency key, so a redelivery (after a crash between commit
-and XACK, or after another consumer reclaims it) stores nothing twice.
+Exactly once in effect: a batch is acknowledged only after its cases are committed, and storing
+is an insert that skips a report already stored (idempotency key, case id), so a redelivery
+(after a crash between commit and XACK, or after another consumer reclaims it) stores nothing
+twice. Acknowledged entries are deleted from the stream: the sealed copy in the store is the
+record, and Redis keeps no more than it must.
+
+An entry that can never be stored goes to the dead-letter stream instead of blocking the rest:
+at once when it is malformed, after `max_failures` attempts when the database keeps refusing it.
+An unreachable Redis or database is not the entry's fault: it is retried without counting.
 """
 
 from __future__ import annotations
@@ -16,16 +22,34 @@ from typing import cast
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT, FieldT
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from backend import streams
-from backend.cases import CaseStore
+from backend.cases import CaseRepository
 from backend.errors import SealingError
-from backend.sealing import Envelope
+from backend.sealing import Envelope, RoutingHeader
 
 log = logging.getLogger(__name__)
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 RETRY_DELAY_S = 1.0
+# Errors that say "a service is away", not "this entry is bad".
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, OperationalError, InterfaceError, OSError)
+
+# The widest value each routing field may have (the store's column sizes), so a report the
+# database would refuse is refused here, the same way on SQLite and PostgreSQL.
+_FIELD_LIMITS = {
+    "case_id": 64,
+    "language": 16,
+    "channel": 16,
+    "category": 32,
+    "key_id": 32,
+    "created_at": 40,
+}
+_MAX_IDEMPOTENCY_KEY = 128
+_PRIORITY_RANGE = range(0, 101)
 
 
 async def ensure_group(redis: Redis) -> None:
@@ -38,13 +62,49 @@ async def ensure_group(redis: Redis) -> None:
             raise
 
 
+def _routable(header: RoutingHeader) -> bool:
+    too_long = any(len(getattr(header, name)) > n for name, n in _FIELD_LIMITS.items())
+    return not too_long and header.case_id != "" and header.priority in _PRIORITY_RANGE
+
+
+def parse(fields: dict[bytes, bytes]) -> tuple[str, Envelope]:
+    """An entry's idempotency key and envelope; SealingError if it cannot be stored as is."""
+    try:
+        key = fields[streams.FIELD_IDEMPOTENCY_KEY.encode()].decode()
+        envelope = Envelope.from_bytes(fields[streams.FIELD_ENVELOPE.encode()])
+    except (KeyError, UnicodeDecodeError) as exc:
+        raise SealingError("entry lacks a readable idempotency key or envelope") from exc
+    if not 0 < len(key) <= _MAX_IDEMPOTENCY_KEY or not _routable(envelope.header):
+        raise SealingError("routing header does not fit the case store")
+    return key, envelope
+
+
+async def dead_letter_count(redis: Redis) -> int:
+    """How many reports wait in the dead-letter stream: the console's alert."""
+    return int(await redis.xlen(streams.DEAD_LETTER_STREAM))
+
+
 class Intake:
-    def __init__(self, redis: Redis, cases: CaseStore, consumer: str) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        cases: CaseRepository,
+        consumer: str,
+        *,
+        claim_idle_ms: int = streams.INTAKE_CLAIM_IDLE_MS,
+        max_failures: int = streams.INTAKE_MAX_FAILURES,
+        batch: int = streams.INTAKE_BATCH,
+    ) -> None:
         self._redis = redis
         self._cases = cases
         self._consumer = consumer
+        self._claim_idle_ms = claim_idle_ms
+        self._max_failures = max_failures
+        self._batch = batch
         self.stored = 0
         self._stopping = asyncio.Event()
+        # Our own pending entries need a look: at start, and after anything failed.
+        self._recover = True
 
     async def run(self) -> None:
         """Consume until `stop()`; between blocking reads of at most INTAKE_BLOCK_MS.
@@ -52,19 +112,21 @@ class Intake:
         Stopping is cooperative rather than by cancelling the task: redis-py can swallow a
         cancellation that lands in a blocking XREADGROUP, and then shutdown hangs.
         """
-        await ensure_group(self._redis)
-        # First our own pending entries (we crashed before XACK), then new ones.
-        await self._drain_own_pending()
         while not self._stopping.is_set():
             try:
+                if self._recover:
+                    await ensure_group(self._redis)
+                    await self._drain_own_pending()
                 await self._reclaim_stale()
                 entries = await self._read(">", block_ms=streams.INTAKE_BLOCK_MS)
                 await self.handle(entries)
-            except (RedisConnectionError, OSError):
+            except TRANSIENT:
                 log.warning("intake: redis or database unreachable; retrying")
+                self._recover = True
                 await self._pause()
             except Exception:
                 log.exception("intake: unexpected error; retrying")
+                self._recover = True
                 await self._pause()
 
     def stop(self) -> None:
@@ -75,50 +137,122 @@ class Intake:
             await asyncio.wait_for(self._stopping.wait(), RETRY_DELAY_S)
 
     async def _drain_own_pending(self) -> None:
-        while entries := await self._read("0", block_ms=None):
-            await self.handle(entries)
-            if len(entries) < streams.INTAKE_BATCH:
+        self._recover = False
+        start = "0"
+        while not self._stopping.is_set():
+            entries = await self._read(start, block_ms=None, include_deleted=True)
+            if not entries:
                 return
+            await self.handle([e for e in entries if e[1]])
+            # Entries still pending (a failure) are behind this id; do not loop on them now.
+            start = entries[-1][0].decode()
 
     async def _reclaim_stale(self) -> None:
         result = await self._redis.xautoclaim(
             streams.REPORTS_STREAM,
             streams.INTAKE_GROUP,
             self._consumer,
-            min_idle_time=streams.INTAKE_CLAIM_IDLE_MS,
+            min_idle_time=self._claim_idle_ms,
             start_id="0-0",
-            count=streams.INTAKE_BATCH,
+            count=self._batch,
         )
         claimed: list[Entry] = [e for e in result[1] if e[1]]
         if claimed:
             log.info("intake: reclaimed %d stale entries", len(claimed))
             await self.handle(claimed)
 
-    async def _read(self, start: str, *, block_ms: int | None) -> list[Entry]:
+    async def _read(
+        self, start: str, *, block_ms: int | None, include_deleted: bool = False
+    ) -> list[Entry]:
         response = await self._redis.xreadgroup(
             streams.INTAKE_GROUP,
             self._consumer,
             {streams.REPORTS_STREAM: start},
-            count=streams.INTAKE_BATCH,
+            count=self._batch,
             block=block_ms,
         )
         if not response:
             return []
         # redis-py types XREADGROUP loosely; the reply is [[stream, [(id, fields), ...]]].
         entries = cast(list[Entry], response[0][1])  # type: ignore[index]
+        if include_deleted:
+            # A pending entry whose body was deleted reads as (id, None/{}); ack it away.
+            gone = [e[0] for e in entries if not e[1]]
+            if gone:
+                await self._redis.xack(streams.REPORTS_STREAM, streams.INTAKE_GROUP, *gone)
+            return entries
         return [e for e in entries if e[1]]
 
     async def handle(self, entries: Sequence[Entry]) -> None:
+        """Store a batch in one transaction, then acknowledge it; divert what cannot be stored."""
+        good: list[tuple[bytes, str, Envelope]] = []
         for entry_id, fields in entries:
             try:
-                idempotency_key = fields[streams.FIELD_IDEMPOTENCY_KEY.encode()].decode()
-                envelope = Envelope.from_bytes(fields[streams.FIELD_ENVELOPE.encode()])
-            except (KeyError, UnicodeDecodeError, SealingError):
-                # A malformed entry can never succeed; keep it out of the way (dead letters: #5).
-                log.error("intake: dropping malformed entry %s", entry_id.decode())
-                await self._redis.xack(streams.REPORTS_STREAM, streams.INTAKE_GROUP, entry_id)
+                key, envelope = parse(fields)
+            except SealingError as exc:
+                log.error("intake: entry %s is malformed; dead-lettered", entry_id.decode())
+                await self._dead_letter(entry_id, fields, str(exc))
                 continue
-            if await self._cases.store_sealed(idempotency_key, envelope):
-                self.stored += 1
-                log.info("intake: stored case %s", envelope.header.case_id)
-            await self._redis.xack(streams.REPORTS_STREAM, streams.INTAKE_GROUP, entry_id)
+            good.append((entry_id, key, envelope))
+        if not good:
+            return
+        try:
+            new = await self._cases.store_many([(k, e) for _, k, e in good])
+        except TRANSIENT:
+            raise
+        except Exception:
+            # Something in the batch is refused: store one by one to find it, keep the rest.
+            log.warning("intake: a batch of %d was refused; storing one by one", len(good))
+            await self._one_by_one(entries, good)
+            return
+        self.stored += len(new)
+        await self._ack([entry_id for entry_id, _, _ in good])
+
+    async def _one_by_one(
+        self, entries: Sequence[Entry], good: list[tuple[bytes, str, Envelope]]
+    ) -> None:
+        fields_of = dict(entries)
+        for entry_id, key, envelope in good:
+            try:
+                self.stored += len(await self._cases.store_many([(key, envelope)]))
+            except TRANSIENT:
+                raise
+            except Exception as exc:
+                await self._failed(entry_id, fields_of[entry_id], type(exc).__name__)
+                continue
+            await self._ack([entry_id])
+
+    async def _failed(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> None:
+        failures = await self._redis.hincrby(streams.INTAKE_FAILURES_KEY, entry_id.decode(), 1)
+        self._recover = True  # try it again soon, from our own pending entries
+        if failures >= self._max_failures:
+            log.error(
+                "intake: entry %s failed %d times (%s); dead-lettered",
+                entry_id.decode(),
+                failures,
+                reason,
+            )
+            await self._dead_letter(entry_id, fields, f"store failed {failures} times: {reason}")
+        else:
+            log.warning("intake: entry %s failed (%s); will retry", entry_id.decode(), reason)
+
+    async def _dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> None:
+        # One MULTI: the copy and the acknowledgement happen together or not at all.
+        # Only the fields the bot writes (sealed); anything else on the entry is not kept.
+        known = (streams.FIELD_IDEMPOTENCY_KEY.encode(), streams.FIELD_ENVELOPE.encode())
+        message: dict[FieldT, EncodableT] = {k: v for k, v in fields.items() if k in known}
+        message[streams.FIELD_DEAD_ENTRY_ID] = entry_id
+        message[streams.FIELD_DEAD_REASON] = reason
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(streams.DEAD_LETTER_STREAM, message)
+            pipe.xack(streams.REPORTS_STREAM, streams.INTAKE_GROUP, entry_id)
+            pipe.xdel(streams.REPORTS_STREAM, entry_id)
+            pipe.hdel(streams.INTAKE_FAILURES_KEY, entry_id.decode())
+            await pipe.execute()
+
+    async def _ack(self, entry_ids: list[bytes]) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xack(streams.REPORTS_STREAM, streams.INTAKE_GROUP, *entry_ids)
+            pipe.xdel(streams.REPORTS_STREAM, *entry_ids)
+            pipe.hdel(streams.INTAKE_FAILURES_KEY, *(i.decode() for i in entry_ids))
+            await pipe.execute()

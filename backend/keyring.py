@@ -1,4 +1,10 @@
-"""The centre's keys as stored: public keys in clear, private keys only wrapped per holder."""
+"""The centre's keys as stored: public keys in clear, private keys only wrapped per holder.
+
+Holders of a wrapping: "counselor:<id>" (under their password), "recovery" (under the recovery
+key) and, after a rotation, "chain:<previous key id>" (the new key sealed to the previous public
+key). Whoever opens an older key follows the chain to every newer one; a counselor's sign-in
+then stores a password wrapping of what they reached, so the chain is walked once per holder.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from backend.models import CenterKey, WrappedPrivateKey
 from backend.settings import KdfCost
 
 RECOVERY_HOLDER = "recovery"
+CHAIN_HOLDER_PREFIX = "chain:"
 
 
 def counselor_holder(counselor_id: int) -> str:
@@ -72,16 +79,97 @@ class KeyRing:
         return ActiveKey(kid, public)
 
     async def unwrap_for(self, counselor_id: int, password: str) -> dict[str, X25519PrivateKey]:
-        """Every centre private key this counselor holds, by key id; only ever kept in memory."""
-        query = select(WrappedPrivateKey).where(
-            WrappedPrivateKey.holder == counselor_holder(counselor_id)
-        )
+        """Every centre private key this counselor holds, by key id; only ever kept in memory.
+
+        Keys reached through the rotation chain are wrapped for the counselor on the way.
+        """
+        holder = counselor_holder(counselor_id)
+        query = select(WrappedPrivateKey).where(WrappedPrivateKey.holder == holder)
         async with AsyncSession(self._engine) as session:
             rows = (await session.exec(query)).all()
-        return {
+        held = {
             row.key_id: keys.unwrap(keys.WrappedKey.from_bytes(row.blob), row.key_id, password)
             for row in rows
         }
+        reached = await self._follow_chain(held)
+        if reached:
+            await self.grant(counselor_id, password, reached)
+        return held | reached
+
+    async def _follow_chain(self, held: dict[str, X25519PrivateKey]) -> dict[str, X25519PrivateKey]:
+        """Newer keys that open from `held` through rotation links (not already in `held`)."""
+        query = select(WrappedPrivateKey).where(
+            col(WrappedPrivateKey.holder).startswith(CHAIN_HOLDER_PREFIX)
+        )
+        async with AsyncSession(self._engine) as session:
+            links = (await session.exec(query)).all()
+        known = dict(held)
+        reached: dict[str, X25519PrivateKey] = {}
+        progress = True
+        while progress:
+            progress = False
+            for link in links:
+                previous = link.holder.removeprefix(CHAIN_HOLDER_PREFIX)
+                if link.key_id in known or previous not in known:
+                    continue
+                opened = keys.open_from_previous(link.blob, link.key_id, known[previous], previous)
+                known[link.key_id] = reached[link.key_id] = opened
+                progress = True
+        return reached
+
+    async def grant(
+        self, counselor_id: int, password: str, private_keys: dict[str, X25519PrivateKey]
+    ) -> None:
+        """Wrap keys for a counselor under their password (a new counselor, or chain catch-up)."""
+        holder = counselor_holder(counselor_id)
+        async with AsyncSession(self._engine) as session:
+            existing = set(
+                (
+                    await session.exec(
+                        select(WrappedPrivateKey.key_id).where(WrappedPrivateKey.holder == holder)
+                    )
+                ).all()
+            )
+            for kid, blob in self.wraps_for(private_keys, password).items():
+                if kid not in existing:
+                    session.add(WrappedPrivateKey(key_id=kid, holder=holder, blob=blob))
+            await session.commit()
+
+    async def rotate(self, counselor_id: int, password: str) -> ActiveKey:
+        """Start a new key id: new envelopes are sealed to it, old cases keep their old keys.
+
+        The rotating administrator gets a password wrapping; every other holder (counselors,
+        the recovery key) reaches the new key through the chain from the previous one.
+        """
+        current = await self.active()
+        private = keys.generate_private_key()
+        public = private.public_key()
+        kid = keys.key_id(public)
+        async with AsyncSession(self._engine) as session:
+            for old in (await session.exec(select(CenterKey).where(col(CenterKey.active)))).all():
+                old.active = False
+                session.add(old)
+            session.add(CenterKey(key_id=kid, public_key=keys.public_bytes(public)))
+            await session.flush()
+            if current is not None:
+                session.add(
+                    WrappedPrivateKey(
+                        key_id=kid,
+                        holder=CHAIN_HOLDER_PREFIX + current.key_id,
+                        blob=keys.seal_to_previous(
+                            private, kid, current.public_key, current.key_id
+                        ),
+                    )
+                )
+            session.add(
+                WrappedPrivateKey(
+                    key_id=kid,
+                    holder=counselor_holder(counselor_id),
+                    blob=keys.wrap_with_password(private, kid, password, self._cost).to_bytes(),
+                )
+            )
+            await session.commit()
+        return ActiveKey(kid, public)
 
     def wraps_for(
         self, private_keys: dict[str, X25519PrivateKey], password: str
@@ -98,7 +186,8 @@ class KeyRing:
             rows = (await session.exec(query)).all()
         if not rows:
             raise KeyUnwrapError("no key is wrapped for recovery")
-        return {
+        held = {
             row.key_id: keys.unwrap(keys.WrappedKey.from_bytes(row.blob), row.key_id, recovery)
             for row in rows
         }
+        return held | await self._follow_chain(held)

@@ -18,7 +18,7 @@ from typing import NewType
 
 from argon2.low_level import Type, hash_secret_raw
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes, hpke, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -152,3 +152,31 @@ def unwrap(wrapped: WrappedKey, kid: str, secret: str) -> X25519PrivateKey:
     except InvalidTag:
         raise KeyUnwrapError("wrong password or recovery key") from None
     return X25519PrivateKey.from_private_bytes(raw)
+
+
+# Rotation chains keys: the new private key is sealed (HPKE) to the previous public key, so
+# whoever holds the previous key (a counselor, the recovery key) can take the new one up at
+# next sign-in, without the rotating administrator knowing anyone's password.
+_CHAIN_INFO = b"hotline/v1/key-chain\x00"
+_CHAIN_SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
+
+
+def seal_to_previous(
+    new_key: X25519PrivateKey, new_kid: str, previous: X25519PublicKey, previous_kid: str
+) -> bytes:
+    info = _CHAIN_INFO + f"{new_kid}<{previous_kid}".encode()
+    return _CHAIN_SUITE.encrypt(private_bytes(new_key), previous, info=info)
+
+
+def open_from_previous(
+    blob: bytes, new_kid: str, previous: X25519PrivateKey, previous_kid: str
+) -> X25519PrivateKey:
+    info = _CHAIN_INFO + f"{new_kid}<{previous_kid}".encode()
+    try:
+        raw = _CHAIN_SUITE.decrypt(blob, previous, info=info)
+    except (InvalidTag, ValueError):
+        raise KeyUnwrapError("chained key does not open with the previous key") from None
+    opened = X25519PrivateKey.from_private_bytes(raw)
+    if key_id(opened.public_key()) != new_kid:
+        raise KeyUnwrapError("chained key is not the key it claims to be")
+    return opened

@@ -25,6 +25,21 @@ class CaseStatus(StrEnum):
     PURGED = "purged"
 
 
+# The case status machine: which status may follow which. Purging is allowed from every status
+# but itself (retention, or a victim erasing their case); nothing leaves "purged".
+ALLOWED_TRANSITIONS: dict[CaseStatus, frozenset[CaseStatus]] = {
+    CaseStatus.NEW: frozenset({CaseStatus.QUEUED, CaseStatus.PURGED}),
+    CaseStatus.QUEUED: frozenset({CaseStatus.CLAIMED, CaseStatus.CLOSED, CaseStatus.PURGED}),
+    CaseStatus.CLAIMED: frozenset(
+        {CaseStatus.ACTIVE, CaseStatus.QUEUED, CaseStatus.CLOSED, CaseStatus.PURGED}
+    ),
+    CaseStatus.ACTIVE: frozenset({CaseStatus.CLOSED, CaseStatus.PURGED}),
+    # A victim who comes back with their case code reopens a closed case.
+    CaseStatus.CLOSED: frozenset({CaseStatus.QUEUED, CaseStatus.PURGED}),
+    CaseStatus.PURGED: frozenset(),
+}
+
+
 class Role(StrEnum):
     COUNSELOR = "counselor"
     SUPERVISOR = "supervisor"
@@ -50,6 +65,9 @@ class Case(SQLModel, table=True):
     wrapped_key: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     nonce: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     ciphertext: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    # When the status last changed: retention counts from here.
+    status_changed_at: datetime = Field(default_factory=utcnow, index=True)
+    claimed_by: int | None = Field(default=None)
 
 
 class Counselor(SQLModel, table=True):
@@ -82,3 +100,41 @@ class WrappedPrivateKey(SQLModel, table=True):
     key_id: str = Field(foreign_key="center_keys.key_id", max_length=32)
     holder: str = Field(max_length=80)  # "counselor:<id>" or "recovery"
     blob: bytes = Field(sa_column=Column(LargeBinary, nullable=False), repr=False)
+
+
+class AuditEntry(SQLModel, table=True):
+    """One link of the append-only, hash-chained audit log (see backend/audit.py).
+
+    `seq` and `prev_hash` are unique: two nodes appending at once cannot both extend the same
+    link, so the chain never forks; the loser retries on the new head.
+    """
+
+    __tablename__ = "audit_log"
+
+    seq: int = Field(primary_key=True)
+    at: str = Field(max_length=40)
+    actor: str = Field(max_length=80)
+    action: str = Field(max_length=32)
+    subject: str = Field(max_length=80)
+    detail: str = Field(default="", max_length=200)
+    prev_hash: str = Field(unique=True, max_length=64)
+    hash: str = Field(unique=True, max_length=64)
+
+
+class Receipt(SQLModel, table=True):
+    """A case code, stored only as its slow hash (see backend/receipts.py)."""
+
+    __tablename__ = "receipts"
+
+    digest: str = Field(primary_key=True, max_length=64)
+    case_id: str = Field(foreign_key="cases.id", index=True, max_length=64)
+    issued_at: datetime = Field(default_factory=utcnow)
+
+
+class DeploymentSecret(SQLModel, table=True):
+    """Per-deployment values made once (e.g. the receipt salt); never rotated in place."""
+
+    __tablename__ = "deployment_secrets"
+
+    name: str = Field(primary_key=True, max_length=32)
+    value: bytes = Field(sa_column=Column(LargeBinary, nullable=False), repr=False)

@@ -50,6 +50,33 @@ class KakaoSettings:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """How many days a case may sit in each status before it is crypto-shredded; 0 = forever.
+
+    Open cases (new, queued, claimed, active) are kept until someone closes them unless a
+    deployment decides otherwise; closed cases go after `closed_days`.
+    """
+
+    new_days: int = 0
+    queued_days: int = 0
+    claimed_days: int = 0
+    active_days: int = 0
+    closed_days: int = 90
+    interval_s: int = 3600
+
+    def by_status(self) -> dict[str, int]:
+        """Days by status name, for the statuses that expire at all."""
+        days = {
+            "new": self.new_days,
+            "queued": self.queued_days,
+            "claimed": self.claimed_days,
+            "active": self.active_days,
+            "closed": self.closed_days,
+        }
+        return {status: n for status, n in days.items() if n > 0}
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path
     database_url: str = field(repr=False)
@@ -67,6 +94,7 @@ class Settings:
     center_public_key: str | None = None
     kakao: KakaoSettings | None = None
     login: LoginPolicy = field(default_factory=LoginPolicy)
+    retention: Retention = field(default_factory=Retention)
 
     @property
     def embedded_redis(self) -> bool:
@@ -122,7 +150,19 @@ class Settings:
                 lock_s=_int(env, "HOTLINE_LOGIN_LOCK_S", 900, low=1, high=7 * 24 * 3600),
                 delay_ms=_int(env, "HOTLINE_LOGIN_DELAY_MS", 250, low=0, high=5000),
             ),
+            retention=Retention(
+                **{
+                    f"{status}_days": _int(
+                        env, f"HOTLINE_RETENTION_{status.upper()}_DAYS", default, low=0, high=36500
+                    )
+                    for status, default in _RETENTION_DEFAULT_DAYS.items()
+                },
+                interval_s=_int(env, "HOTLINE_RETENTION_INTERVAL_S", 3600, low=1, high=7 * 86400),
+            ),
         )
+
+
+_RETENTION_DEFAULT_DAYS = {"new": 0, "queued": 0, "claimed": 0, "active": 0, "closed": 90}
 
 
 def _data_dir(raw: str) -> Path:

@@ -14,10 +14,26 @@ INTAKE_BATCH: Final = 100
 INTAKE_BLOCK_MS: Final = 1000
 # A pending entry idle this long belongs to a dead consumer and is taken over (XAUTOCLAIM).
 INTAKE_CLAIM_IDLE_MS: Final = 30_000
+# An entry that failed this many times to be stored goes to the dead-letter stream.
+INTAKE_MAX_FAILURES: Final = 5
+# Failures so far, by entry id (a hash): survives a restart of the consumer that counted.
+INTAKE_FAILURES_KEY: Final = PREFIX + "intake:failures"
+# Entries that can never be stored (malformed, or failing again and again), kept sealed, with
+# the reason, for an administrator; the console shows an alert while it is not empty.
+DEAD_LETTER_STREAM: Final = PREFIX + "reports:dead"
 
 # Fields of one entry on REPORTS_STREAM.
 FIELD_IDEMPOTENCY_KEY: Final = "idempotency_key"
 FIELD_ENVELOPE: Final = "envelope"
+# Extra fields of one entry on DEAD_LETTER_STREAM.
+FIELD_DEAD_ENTRY_ID: Final = "entry_id"
+FIELD_DEAD_REASON: Final = "reason"
+
+# The live chat of one handed-off case, one stream per direction, sealed entries only
+# (backend/handoff.py). Trimmed to about this many entries: the case store keeps the record.
+CASE_STREAM_PREFIX: Final = PREFIX + "case:"
+CASE_STREAM_MAXLEN: Final = 1000
+FIELD_SEALED: Final = "sealed"
 
 # Encrypted, expiring conversation state, keyed by the session-lookup pseudonym.
 SESSION_KEY_PREFIX: Final = PREFIX + "session:"
@@ -77,3 +93,11 @@ def receipt_key(code_sha256: str) -> str:
 
 def console_session_key(session_id_hash: str) -> str:
     return CONSOLE_SESSION_PREFIX + session_id_hash
+
+
+def case_to_counselor_stream(case_id: str) -> str:
+    return f"{CASE_STREAM_PREFIX}{case_id}:to-counselor"
+
+
+def case_to_victim_stream(case_id: str) -> str:
+    return f"{CASE_STREAM_PREFIX}{case_id}:to-victim"

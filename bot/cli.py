@@ -15,7 +15,7 @@ from types import ModuleType
 
 from backend.errors import SettingsError
 from backend.settings import Settings
-from bot import cli_flows, cli_serve
+from bot import cli_audit, cli_counselor, cli_flows, cli_keys, cli_serve
 
 EXIT_SETTINGS = 2
 
@@ -24,7 +24,13 @@ DESCRIPTION = (
     "Settings come from HOTLINE_* environment variables (see docs/settings.md)."
 )
 
-COMMAND_MODULES: tuple[ModuleType, ...] = (cli_serve, cli_flows)
+COMMAND_MODULES: tuple[ModuleType, ...] = (
+    cli_serve,
+    cli_flows,
+    cli_keys,
+    cli_counselor,
+    cli_audit,
+)
 
 
 def _parser() -> argparse.ArgumentParser:

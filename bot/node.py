@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import socket
@@ -29,10 +30,11 @@ from backend.counselors import CounselorStore
 from backend.embedded_redis import EmbeddedRedis
 from backend.errors import FlowError, SettingsError
 from backend.flows.registry import FlowRegistry
-from backend.intake import Intake
+from backend.intake import Intake, dead_letter_count
 from backend.keyring import KeyRing
 from backend.login_guard import LoginGuard
 from backend.pseudonyms import Pseudonymizer
+from backend.retention import RetentionJob
 from backend.settings import Settings
 from backend.web import make_app
 from bot import webchat
@@ -123,7 +125,7 @@ class Node:
         engine = database.create_engine(self.settings.database_url)
         self._stack.push_async_callback(engine.dispose)
         try:
-            await database.init_schema(engine)
+            await database.migrate(engine)
         except Exception as exc:
             reason = str(exc).splitlines()[0]
             raise SettingsError(
@@ -152,10 +154,14 @@ class Node:
             keyring=keyring,
             sessions=ConsoleSessionStore(redis),
             login_guard=LoginGuard(redis, self.settings.login),
+            dead_letters=functools.partial(dead_letter_count, redis),
         )
         intake = Intake(redis, cases, f"{self.settings.node_name}-intake")
         task = asyncio.create_task(intake.run(), name="intake")
         self._stack.push_async_callback(_stop_intake, intake, task)
+        retention = RetentionJob(cases, self.settings.retention)
+        purging = asyncio.create_task(retention.run(), name="retention")
+        self._stack.push_async_callback(_stop_retention, retention, purging)
         return active.public_key
 
     async def _bot(
@@ -214,20 +220,16 @@ class Node:
         print("Press Ctrl-C to stop.", file=self.out, flush=True)
 
     def _print_first_start(self, first: bootstrap.FirstStart) -> None:
-        print(
-            "First start: a centre key pair and a first administrator were created.\n"
-            f"  username:          {first.username}\n"
-            f"  one-time password: {first.one_time_password}  (must be changed at first sign-in)\n"
-            f"  recovery key:      {first.recovery_key}\n"
-            "Write the recovery key down now and keep it offline: it is shown only this once,\n"
-            "and it is the only way back into the sealed cases if every password is lost.",
-            file=self.out,
-            flush=True,
-        )
+        print(bootstrap.announcement(first), file=self.out, flush=True)
 
 
 async def _stop_intake(intake: Intake, task: asyncio.Task[None]) -> None:
     intake.stop()
+    await task
+
+
+async def _stop_retention(retention: RetentionJob, task: asyncio.Task[None]) -> None:
+    retention.stop()
     await task
 
 

@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
@@ -82,7 +83,8 @@ async def engine(pair: Pair) -> AsyncIterator[AsyncEngine]:
     engine = database.create_engine(pair.database_url)
     async with engine.begin() as conn:
         await conn.run_sync(SQLModel.metadata.drop_all)
-    await database.init_schema(engine)
+        await conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    await database.migrate(engine)
     yield engine
     await engine.dispose()
 

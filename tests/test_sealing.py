@@ -71,3 +71,25 @@ def test_truncated_envelope_is_refused(keep: int) -> None:
     raw = seal(b"secret body", _header(), private.public_key()).to_bytes()
     with pytest.raises(SealingError):
         open_envelope(Envelope.from_bytes(raw[:keep]), private)
+
+
+@pytest.mark.parametrize("part", ["wrapped_key", "nonce"])
+def test_tampered_wrapped_key_or_nonce_is_refused(part: str) -> None:
+    private = keys.generate_private_key()
+    envelope = seal(b"secret body", _header(), private.public_key())
+    if part == "wrapped_key":
+        value = envelope.wrapped_key
+        changed = dataclasses.replace(envelope, wrapped_key=bytes([value[0] ^ 1]) + value[1:])
+    else:
+        value = envelope.nonce
+        changed = dataclasses.replace(envelope, nonce=bytes([value[0] ^ 1]) + value[1:])
+    with pytest.raises(SealingError):
+        open_envelope(changed, private)
+
+
+def test_an_envelope_of_another_version_is_refused() -> None:
+    private = keys.generate_private_key()
+    raw = bytearray(seal(b"secret", _header(), private.public_key()).to_bytes())
+    raw[3] = 99  # the version byte after the magic
+    with pytest.raises(SealingError):
+        Envelope.from_bytes(bytes(raw))

@@ -139,7 +139,36 @@ def test_from_env_raises_typed_error(tmp_path: Path) -> None:
         Settings.from_env({"HOTLINE_DATA_DIR": str(tmp_path), "HOTLINE_HTTP_PORT": "-1"})
 
 
-@pytest.mark.parametrize("command", [[], ["up"], ["backend"], ["bot"]])
+def test_retention_per_status(tmp_path: Path) -> None:
+    default = Settings.from_env({"HOTLINE_DATA_DIR": str(tmp_path)}).retention
+    assert default.by_status() == {"closed": 90}, "open cases are never purged by default"
+    settings = Settings.from_env(
+        {
+            "HOTLINE_DATA_DIR": str(tmp_path),
+            "HOTLINE_RETENTION_QUEUED_DAYS": "400",
+            "HOTLINE_RETENTION_CLOSED_DAYS": "0",
+        }
+    )
+    assert settings.retention.by_status() == {"queued": 400}
+    with pytest.raises(SettingsError, match=r"^HOTLINE_RETENTION_CLOSED_DAYS: -1 is outside"):
+        Settings.from_env(
+            {"HOTLINE_DATA_DIR": str(tmp_path), "HOTLINE_RETENTION_CLOSED_DAYS": "-1"}
+        )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["up"],
+        ["backend"],
+        ["bot"],
+        ["keys", "init"],
+        ["keys", "rotate"],
+        ["counselor", "add"],
+        ["audit", "verify"],
+    ],
+)
 def test_help_on_every_command(command: list[str]) -> None:
     result = _run({}, *command, "--help")
     assert result.returncode == 0

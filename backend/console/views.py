@@ -6,20 +6,29 @@ import hmac
 import json
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
 import jinja2
 from aiohttp import web
 
+from backend.audit import AuditAction
 from backend.cases import CaseStore, envelope_of
 from backend.console import openapi
 from backend.console.access import Access, current_session, guard, sessions_key
 from backend.console.sessions import COOKIE_NAME, ConsoleSession, ConsoleSessionStore
 from backend.counselors import CounselorStore
-from backend.errors import AuthenticationError, CaseNotFoundError, KeyUnwrapError, SealingError
+from backend.errors import (
+    AuthenticationError,
+    CaseNotFoundError,
+    CaseTransitionError,
+    KeyUnwrapError,
+    SealingError,
+)
 from backend.keyring import KeyRing
 from backend.login_guard import LoginGuard, LoginLockedError
+from backend.models import CaseStatus
 from backend.passwords import MIN_PASSWORD_LENGTH
 from backend.sealing import open_envelope
 
@@ -29,6 +38,10 @@ cases_key = web.AppKey("console_cases", CaseStore)
 counselors_key = web.AppKey("console_counselors", CounselorStore)
 keyring_key = web.AppKey("console_keyring", KeyRing)
 login_guard_key = web.AppKey("console_login_guard", LoginGuard)
+DeadLetterCount = Callable[[], Awaitable[int]]
+dead_letters_key: web.AppKey[DeadLetterCount] = web.AppKey("console_dead_letters")
+# What a counselor may set from the console; purging is retention's or the victim's.
+_SETTABLE = {CaseStatus.CLAIMED, CaseStatus.ACTIVE, CaseStatus.CLOSED, CaseStatus.QUEUED}
 
 
 _templates = jinja2.Environment(
@@ -157,7 +170,8 @@ async def logout(request: web.Request) -> web.Response:
 async def case_list(request: web.Request) -> web.Response:
     session = await _require(request)
     cases = await request.app[cases_key].list_open()
-    return _render("cases.html", session=session, cases=cases)
+    dead_letters = await request.app[dead_letters_key]()
+    return _render("cases.html", session=session, cases=cases, dead_letters=dead_letters)
 
 
 async def case_view(request: web.Request) -> web.Response:
@@ -174,8 +188,36 @@ async def case_view(request: web.Request) -> web.Response:
             answers = body.get("answers", {})
         except (SealingError, CaseNotFoundError, ValueError):
             answers = None
+    if answers is not None:
+        await request.app[cases_key].record(
+            f"counselor:{session.counselor_id}", AuditAction.UNSEAL, case.id
+        )
     log.info("counselor %d opened case %s", session.counselor_id, case.id)
     return _render("case.html", session=session, case=case, answers=answers)
+
+
+async def case_status(request: web.Request) -> web.Response:
+    """Claim, start, close or release a case; the store enforces the status machine."""
+    session = await _require(request)
+    form = await _form(request, session)
+    case_id = request.match_info["case_id"]
+    try:
+        target = CaseStatus(form.get("to", ""))
+    except ValueError:
+        raise web.HTTPBadRequest(text="unknown status") from None
+    if target not in _SETTABLE:
+        raise web.HTTPBadRequest(text="this status cannot be set from the console")
+    try:
+        await request.app[cases_key].transition(
+            case_id, target, f"counselor:{session.counselor_id}", counselor_id=session.counselor_id
+        )
+    except CaseNotFoundError:
+        raise web.HTTPNotFound(text="no such case") from None
+    except CaseTransitionError:
+        raise web.HTTPConflict(
+            text="the case's status changed meanwhile (or does not allow this); reload the page"
+        ) from None
+    raise web.HTTPSeeOther(f"/console/cases/{case_id}")
 
 
 async def api_cases(request: web.Request) -> web.Response:
@@ -212,8 +254,10 @@ def add_routes(
     keyring: KeyRing,
     sessions: ConsoleSessionStore,
     login_guard: LoginGuard,
+    dead_letters: DeadLetterCount,
 ) -> None:
     app[cases_key] = cases
+    app[dead_letters_key] = dead_letters
     app[counselors_key] = counselors
     app[keyring_key] = keyring
     app[sessions_key] = sessions
@@ -226,6 +270,7 @@ def add_routes(
         ("POST", "/console/password", change_password, Access.PASSWORD_CHANGE),
         ("POST", "/console/logout", logout, Access.PASSWORD_CHANGE),
         ("GET", "/console/cases/{case_id}", case_view, Access.COUNSELOR),
+        ("POST", "/console/cases/{case_id}/status", case_status, Access.COUNSELOR),
         ("GET", "/console/static/console.css", stylesheet, Access.PUBLIC),
         ("GET", "/api/cases", api_cases, Access.COUNSELOR),
     )

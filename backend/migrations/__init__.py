@@ -1,0 +1,1 @@
+"""Alembic migrations, run programmatically at every start (`backend.database.migrate`)."""

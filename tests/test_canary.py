@@ -1,0 +1,136 @@
+"""Canary: a marker in every field a victim fills appears nowhere in plaintext at rest.
+
+Checked after the whole path (web chat and the bot's sender → sealed stream → intake → store →
+a counselor unseals, claims and closes it, a handoff message): every row of every table, every
+value in Redis, the embedded Redis' append-only file, every file under the data directories,
+and every log record. The marker does reach the counselor's page, which proves it was there.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+from typing import cast
+
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import SQLModel
+
+from backend import audit, bootstrap, keys, streams
+from backend.cases import CaseStore
+from backend.conversation import SubmitReport
+from backend.embedded_redis import EmbeddedRedis
+from backend.handoff import HandoffStreams
+from backend.receipts import ReceiptBook
+from bot.reports import ReportSender
+from tests.conftest import FAST_KDF, Pair, RunningHotline
+from tests.test_console import csrf_of, report, sign_in_and_change_password, wait_for_cases
+
+pytestmark = pytest.mark.crypto
+
+MARKER = "CANARY-5be1-가해자"
+# Every answer a report flow may collect, each carrying the marker.
+FIELDS = ("details", "platform", "offender", "url", "contact", "age", "evidence_note")
+
+
+async def _redis_values(redis: Redis) -> bytes:
+    seen = []
+    async for key in redis.scan_iter(count=500):
+        seen.append(key)
+        kind = cast(bytes, await redis.type(key)).decode()
+        if kind == "stream":
+            seen.append(repr(await redis.xrange(key)).encode())
+        elif kind == "hash":
+            seen.append(repr(await redis.hgetall(key)).encode())
+        elif kind == "string":
+            seen.append(cast(bytes, await redis.get(key)))
+        elif kind == "list":
+            seen.append(repr(await redis.lrange(key, 0, -1)).encode())
+        else:
+            raise AssertionError(f"a Redis {kind} this canary does not read yet")
+    return b"\n".join(seen)
+
+
+async def _database_rows(engine: AsyncEngine) -> str:
+    dumped = []
+    async with engine.connect() as conn:
+        for table in SQLModel.metadata.sorted_tables:
+            rows = (await conn.execute(text(f"SELECT * FROM {table.name}"))).all()  # noqa: S608 - our own table names
+            dumped.append(repr(rows))
+    return "\n".join(dumped)
+
+
+def _files_under(directories: list[Path]) -> dict[str, bytes]:
+    return {
+        str(path): path.read_bytes()
+        for directory in directories
+        for path in directory.rglob("*")
+        if path.is_file()
+    }
+
+
+async def test_marker_is_nowhere_in_plaintext(
+    *,
+    hotline: RunningHotline,
+    pair: Pair,
+    tmp_path: Path,
+    redis: Redis,
+    engine: AsyncEngine,
+    embedded_redis: EmbeddedRedis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    await report(hotline, f"hidden camera {MARKER}")
+    encoded = bootstrap.read_public_key(tmp_path / "data")
+    assert encoded is not None
+    case_id = uuid.uuid4().hex
+    await ReportSender(redis, keys.decode_public_key(encoded)).send(
+        SubmitReport(
+            idempotency_key=f"{case_id}:1",
+            case_id=case_id,
+            category="sextortion",
+            priority=2,
+            language="ko",
+            channel="web",
+            answers={name: f"{name}: {MARKER}" for name in FIELDS},
+        )
+    )
+    await sign_in_and_change_password(hotline, "a long new password")
+    cases = await wait_for_cases(hotline, 2)
+    await HandoffStreams(redis).to_counselor(
+        case_id, MARKER.encode(), keys.decode_public_key(encoded)
+    )
+    code = await ReceiptBook(engine, FAST_KDF).issue(case_id)
+
+    for case in cases:
+        page = await (await hotline.client.get(f"/console/cases/{case['id']}")).text()
+        assert MARKER in page, "the counselor reads it: it really went through"
+        await hotline.client.post(
+            f"/console/cases/{case['id']}/status", data={"csrf": csrf_of(page), "to": "claimed"}
+        )
+    assert all(c.status == "claimed" for c in await CaseStore(engine).list_open())
+    assert (await audit.verify(engine)).intact
+    async with engine.connect() as conn:
+        actions = [r[0] for r in await conn.execute(text("SELECT action FROM audit_log"))]
+    # Each page view unseals (the claim redirects back to the page): all audited.
+    assert sorted(set(actions)) == ["claim", "unseal"] and actions.count("claim") == 2
+
+    needles = (MARKER.encode(), MARKER.encode("utf-16-le"), code.encode())
+    haystacks = {
+        "database rows": (await _database_rows(engine)).encode(),
+        "redis values": await _redis_values(redis),
+        "logs": "\n".join(r.getMessage() for r in caplog.records).encode(),
+    }
+    directories = [tmp_path]
+    if pair.name == "embedded":
+        directories.append(embedded_redis.directory)
+    files = _files_under(directories)
+    haystacks |= files
+    assert any(path.endswith(".sqlite3") for path in files) or pair.name == "server"
+    for where, haystack in haystacks.items():
+        for needle in needles:
+            assert needle not in haystack, f"plaintext in {where}"
+    assert await redis.xlen(streams.case_to_counselor_stream(case_id)) == 1
