@@ -13,6 +13,7 @@ from backend.models import Role
 
 FIRST_ADMIN = "admin"
 PUBLIC_KEY_FILE = "center-public-key"
+RECEIPT_SALT_FILE = "receipt-salt"
 
 
 @dataclass(frozen=True)
@@ -47,15 +48,31 @@ async def ensure_initialised(
 
 def write_public_key(data_dir: Path, encoded: str) -> None:
     """Publish the public key where a bot on this host finds it; it is not a secret."""
-    path = data_dir / PUBLIC_KEY_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(encoded + "\n")
-    os.replace(tmp, path)
+    _publish(data_dir / PUBLIC_KEY_FILE, encoded)
 
 
 def read_public_key(data_dir: Path) -> str | None:
+    return _read(data_dir / PUBLIC_KEY_FILE)
+
+
+def write_receipt_salt(data_dir: Path, salt: bytes) -> None:
+    """Publish the receipt salt (not a secret) for a bot on this host, as the public key."""
+    _publish(data_dir / RECEIPT_SALT_FILE, salt.hex())
+
+
+def read_receipt_salt(data_dir: Path) -> str | None:
+    return _read(data_dir / RECEIPT_SALT_FILE)
+
+
+def _publish(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text + "\n")
+    os.replace(tmp, path)
+
+
+def _read(path: Path) -> str | None:
     try:
-        return (data_dir / PUBLIC_KEY_FILE).read_text().strip()
+        return path.read_text().strip()
     except FileNotFoundError:
         return None
 

@@ -21,6 +21,7 @@ the database (the private keys are wrapped inside it), and 80 bits do not need o
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import NewType
 
@@ -71,6 +72,37 @@ def digest(code: str, salt: bytes, cost: KdfCost) -> str:
         Type.ID,
     )
     return raw.hex()
+
+
+def code_from(seed: bytes) -> CaseCode:
+    """A code derived from 80 bits of `seed` (a hash of something random), in the same format
+    as `new_code`: the pure flow step derives its code so that a retried turn gives the same."""
+    value = int.from_bytes(seed[:10])
+    chars = "".join(ALPHABET[(value >> (5 * i)) & 31] for i in range(CODE_LENGTH))
+    return CaseCode(
+        "-".join(chars[i : i + GROUP_LENGTH] for i in range(0, CODE_LENGTH, GROUP_LENGTH))
+    )
+
+
+class ReceiptHasher:
+    """The slow hash of codes where there is no database: the bot, with the published salt.
+
+    The salt is not secret (it only makes this deployment's hashes its own); the backend
+    publishes it as it publishes the centre's public key. Hashing runs in a thread, since
+    Argon2id at production cost takes a good part of a second of CPU.
+    """
+
+    def __init__(self, salt: bytes, cost: KdfCost) -> None:
+        self._salt = salt
+        self._cost = cost
+
+    async def digest(self, code: str) -> str | None:
+        """The lookup key for a code as typed; None when it cannot be a code at all."""
+        try:
+            normalise(code)
+        except ReceiptNotFoundError:
+            return None
+        return await asyncio.to_thread(digest, code, self._salt, self._cost)
 
 
 class ReceiptBook:

@@ -92,6 +92,7 @@ class Settings:
     session_ttl_s: int
     node_name: str
     center_public_key: str | None = None
+    receipt_salt: str | None = None
     kakao: KakaoSettings | None = None
     login: LoginPolicy = field(default_factory=LoginPolicy)
     retention: Retention = field(default_factory=Retention)
@@ -144,6 +145,7 @@ class Settings:
             ),
             node_name=env.get("HOTLINE_NODE_NAME") or os.uname().nodename,
             center_public_key=env.get("HOTLINE_CENTER_PUBLIC_KEY") or None,
+            receipt_salt=env.get("HOTLINE_RECEIPT_SALT") or None,
             kakao=_kakao(env),
             login=LoginPolicy(
                 max_failures=_int(env, "HOTLINE_LOGIN_MAX_FAILURES", 5, low=1, high=100),

@@ -48,8 +48,8 @@ TURN_REPLAY_PREFIX: Final = PREFIX + "turn-replay:"
 WEBCHAT_TURN_REPLAY_TTL_S: Final = 300
 # Kakao requests carry no id: an identical request body from one user this soon is a duplicate.
 KAKAO_DUPLICATE_WINDOW_S: Final = 10
-# Receipt codes a victim can come back with: SHA-256 of the code -> case id. The code has 60
-# bits of entropy and is shown only to the victim; the key never holds the code itself.
+# Receipt codes a victim can come back with, for the bot: the code's slow hash (Argon2id with
+# the deployment's receipt salt, `backend.receipts`) -> case id. The code itself is never kept.
 RECEIPT_KEY_PREFIX: Final = PREFIX + "receipt:"
 RECEIPT_TTL_S: Final = 180 * 86400
 # Waiting handoff requests (sorted set: case id by priority, then time), for the queue position
@@ -87,8 +87,8 @@ def login_lock_key(username_hash: str) -> str:
     return LOGIN_LOCK_PREFIX + username_hash
 
 
-def receipt_key(code_sha256: str) -> str:
-    return RECEIPT_KEY_PREFIX + code_sha256
+def receipt_key(code_digest: str) -> str:
+    return RECEIPT_KEY_PREFIX + code_digest
 
 
 def console_session_key(session_id_hash: str) -> str:

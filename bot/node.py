@@ -34,6 +34,7 @@ from backend.intake import Intake, dead_letter_count
 from backend.keyring import KeyRing
 from backend.login_guard import LoginGuard
 from backend.pseudonyms import Pseudonymizer
+from backend.receipts import ReceiptBook, ReceiptHasher
 from backend.retention import RetentionJob
 from backend.settings import Settings
 from backend.web import make_app
@@ -88,11 +89,11 @@ class Node:
         redis = await self._redis()
         engine = await self._engine() if BACKEND in self.roles else None
         app = make_app(redis, engine)
-        center_key: X25519PublicKey | None = None
+        published: tuple[X25519PublicKey, bytes] | None = None
         if engine is not None:
-            center_key = await self._backend(app, redis, engine)
+            published = await self._backend(app, redis, engine)
         if BOT in self.roles:
-            await self._bot(app, redis, center_key)
+            await self._bot(app, redis, published)
         return app
 
     async def run(self, listener: socket.socket, stop: asyncio.Event) -> None:
@@ -135,7 +136,8 @@ class Node:
 
     async def _backend(
         self, app: web.Application, redis: Redis, engine: AsyncEngine
-    ) -> X25519PublicKey:
+    ) -> tuple[X25519PublicKey, bytes]:
+        """Start the centre; what it publishes for the bot: the public key and receipt salt."""
         cases = CaseStore(engine)
         counselors = CounselorStore(engine, self.settings.kdf)
         keyring = KeyRing(engine, self.settings.kdf)
@@ -162,11 +164,16 @@ class Node:
         retention = RetentionJob(cases, self.settings.retention)
         purging = asyncio.create_task(retention.run(), name="retention")
         self._stack.push_async_callback(_stop_retention, retention, purging)
-        return active.public_key
+        salt = await ReceiptBook(engine, self.settings.kdf).salt()
+        bootstrap.write_receipt_salt(self.settings.data_dir, salt)
+        return active.public_key, salt
 
     async def _bot(
-        self, app: web.Application, redis: Redis, center_key: X25519PublicKey | None
+        self, app: web.Application, redis: Redis, published: tuple[X25519PublicKey, bytes] | None
     ) -> None:
+        center_key, salt = published if published is not None else (None, None)
+        if salt is None:
+            salt = self._published_receipt_salt()
         if center_key is None:
             encoded = self.settings.center_public_key or bootstrap.read_public_key(
                 self.settings.data_dir
@@ -191,6 +198,7 @@ class Node:
             flows,
             SessionStore(redis, root_secret, self.settings.session_ttl_s),
             ReportSender(redis, center_key),
+            receipts=ReceiptHasher(salt, self.settings.kdf),
         )
         replay = TurnReplay(redis, root_secret)
         webchat.add_routes(app, runtime, pseudonymizer, replay)
@@ -207,6 +215,18 @@ class Node:
             )
             await door.start()
             self._stack.push_async_callback(door.stop)
+
+    def _published_receipt_salt(self) -> bytes:
+        encoded = self.settings.receipt_salt or bootstrap.read_receipt_salt(self.settings.data_dir)
+        if encoded is None:
+            raise SettingsError(
+                "HOTLINE_RECEIPT_SALT: not set, and no receipt salt in HOTLINE_DATA_DIR; "
+                "start the backend once first"
+            )
+        try:
+            return bytes.fromhex(encoded)
+        except ValueError:
+            raise SettingsError("HOTLINE_RECEIPT_SALT: not hexadecimal") from None
 
     def _announce(self, listener: socket.socket) -> None:
         host, port = listener.getsockname()[:2]

@@ -42,6 +42,7 @@ from backend.conversation import (
 from backend.flows import engine
 from backend.flows.engine import Bundle, Context
 from backend.flows.registry import FlowRegistry
+from backend.receipts import ReceiptHasher
 from bot.reports import ReportSender
 from bot.sessions import SessionStore
 
@@ -78,10 +79,12 @@ class ConversationRuntime:
         sessions: SessionStore,
         reports: ReportSender,
         *,
+        receipts: ReceiptHasher,
         clock: Callable[[], float] = time.time,
         reload_check_s: float = RELOAD_CHECK_S,
     ) -> None:
         self._redis = redis
+        self._receipts = receipts
         self._flows = flows
         self._sessions = sessions
         self._reports = reports
@@ -156,10 +159,11 @@ class ConversationRuntime:
                 outcome.values["position"] = str(position)
                 outcome.values["wait"] = str(position * bundle.hours.minutes_per_case)
             elif isinstance(effect, IssueReceipt):
+                code_digest = await self._receipts.digest(effect.code)
+                if code_digest is None:  # pragma: no cover - the step makes well-formed codes
+                    raise ValueError("malformed receipt code")
                 await self._redis.set(
-                    streams.receipt_key(_code_digest(effect.code)),
-                    effect.case_id,
-                    ex=streams.RECEIPT_TTL_S,
+                    streams.receipt_key(code_digest), effect.case_id, ex=streams.RECEIPT_TTL_S
                 )
             elif isinstance(effect, CaseRequest):
                 found = await self._case_request(effect)
@@ -210,7 +214,10 @@ class ConversationRuntime:
     async def _case_request(self, effect: CaseRequest) -> bool:
         """A returning victim's request, sealed onto the reports stream for the case's
         counselors; False when the receipt code is unknown (nothing is sent)."""
-        case_id = await self._redis.get(streams.receipt_key(_code_digest(effect.code)))
+        code_digest = await self._receipts.digest(effect.code)
+        if code_digest is None:
+            return False
+        case_id = await self._redis.get(streams.receipt_key(code_digest))
         if not isinstance(case_id, bytes):
             return False
         answers = {"request": effect.kind, "case": case_id.decode()}
@@ -229,12 +236,6 @@ class ConversationRuntime:
         )
         log.info("request %s on a receipt queued", effect.kind)
         return True
-
-
-def _code_digest(code: str) -> str:
-    """Receipt codes compare without case, spaces or dashes."""
-    normal = "".join(ch for ch in code.upper() if ch.isalnum())
-    return hashlib.sha256(normal.encode()).hexdigest()
 
 
 def _fill(message: Outbound, values: dict[str, str]) -> Outbound:

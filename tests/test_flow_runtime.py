@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -13,14 +12,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from redis.asyncio import Redis
 
-from backend import keys, streams
+from backend import keys, receipts, streams
 from backend.conversation import Inbound, Pseudonym
 from backend.flows.registry import FlowRegistry
+from backend.receipts import ReceiptHasher
 from backend.sealing import Envelope, open_envelope
 from backend.settings import SHIPPED_FLOWS_DIR
 from bot.reports import ReportSender
 from bot.runtime import ConversationRuntime, Turn
 from bot.sessions import SessionStore
+from tests.conftest import FAST_KDF
 
 
 class Clock:
@@ -49,6 +50,7 @@ def runtime(redis: Redis, flows_dir: Path, private_key: X25519PrivateKey) -> Con
         FlowRegistry.load(flows_dir),
         SessionStore(redis, b"r" * 32, 3600),
         ReportSender(redis, private_key.public_key()),
+        receipts=ReceiptHasher(RECEIPT_SALT, FAST_KDF),
         clock=Clock(),
         reload_check_s=0,
     )
@@ -145,7 +147,7 @@ async def test_a_receipt_brings_a_victim_back_to_the_case(
     done = await victim.click("send_now")
     (case,) = await _reports(redis, private_key)
     code = done.messages[0].text.split("receipt code is ")[1].split(".")[0]
-    assert len(code) == 14
+    assert len(code) == 19, "16 Crockford characters in four groups: 80 bits"
     stored = await redis.get(streams.receipt_key(_digest(code)))
     assert stored == case["header"].case_id.encode()
     assert code.encode() not in b"".join([k async for k in redis.scan_iter()]), "code not kept"
@@ -210,5 +212,8 @@ async def test_self_harm_words_get_guidance_first_and_a_counselor(
     assert handoff["answers"]["flags"] == ["self_harm", "handoff"]
 
 
+RECEIPT_SALT = b"s" * 16
+
+
 def _digest(code: str) -> str:
-    return hashlib.sha256("".join(c for c in code.upper() if c.isalnum()).encode()).hexdigest()
+    return receipts.digest(code, RECEIPT_SALT, FAST_KDF)

@@ -20,6 +20,7 @@ from typing import Any
 
 from transitions import Machine
 
+from backend import receipts
 from backend.conversation import (
     MAX_TEXT_CHARS,
     Button,
@@ -60,7 +61,6 @@ PRIORITY_BY_CATEGORY = {"sextortion": 2, "minor_images": 2, "grooming": 2}
 QUICK_EXIT_BUTTON = "quick_exit"
 BUILT_IN_EXITS = frozenset({"/exit", "/stop"})
 _URL = re.compile(r"^(?:https?://)?[\w.-]+\.[a-z]{2,}(?:[/?#]\S*)?$", re.IGNORECASE)
-_RECEIPT_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I to misread
 
 
 def _button_trigger(button_id: str) -> str:
@@ -598,10 +598,9 @@ def _digest(value: str, purpose: str) -> str:
 
 
 def _receipt(conversation_id: str) -> str:
-    """A 12-character code (60 bits) to read aloud: derived, so a retried turn gives the same."""
-    raw = int.from_bytes(hashlib.sha256(f"receipt:{conversation_id}".encode()).digest()[:8])
-    chars = [_RECEIPT_ALPHABET[(raw >> (5 * i)) & 31] for i in range(12)]
-    return "-".join("".join(chars[i : i + 4]) for i in (0, 4, 8))
+    """The case code (80 bits, `backend.receipts` format): derived from the random conversation
+    id, so a retried turn gives the same code."""
+    return receipts.code_from(hashlib.sha256(f"receipt:{conversation_id}".encode()).digest())
 
 
 def check_session(bundle: Bundle, session: Session) -> list[str]:
