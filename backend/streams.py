@@ -26,6 +26,18 @@ CONVERSATION_LOCK_PREFIX: Final = PREFIX + "lock:"
 CONVERSATION_LOCK_TTL_S: Final = 30
 CONVERSATION_LOCK_WAIT_S: Final = 10
 
+# Telegram: each update_id is processed once, across restarts and bot workers (SET NX). The
+# claim lasts as long as one turn may take; a finished update is remembered for a day, longer
+# than Telegram keeps redelivering an unconfirmed update.
+TELEGRAM_UPDATE_PREFIX: Final = PREFIX + "telegram:update:"
+TELEGRAM_UPDATE_CLAIM_TTL_S: Final = 60
+TELEGRAM_UPDATE_DONE_TTL_S: Final = 24 * 3600
+# Telegram-only conversation state (reply address, message ids to erase on /exit), encrypted and
+# expiring like a session, keyed by the session pseudonym: `<prefix><pseudonym>` holds the chat,
+# `<prefix><pseudonym>:messages_list` one encrypted entry per message.
+TELEGRAM_CHAT_PREFIX: Final = PREFIX + "telegram:chat:"
+TELEGRAM_CHAT_MAX_MESSAGES: Final = 1000
+
 # Counselor console sessions (the private key inside is encrypted under a secret in the cookie).
 CONSOLE_SESSION_PREFIX: Final = PREFIX + "console:session:"
 CONSOLE_SESSION_TTL_S: Final = 8 * 3600
@@ -41,3 +53,15 @@ def conversation_lock_key(pseudonym: str) -> str:
 
 def console_session_key(session_id_hash: str) -> str:
     return CONSOLE_SESSION_PREFIX + session_id_hash
+
+
+def telegram_update_key(bot_id: int, update_id: int) -> str:
+    return f"{TELEGRAM_UPDATE_PREFIX}{bot_id}:{update_id}"
+
+
+def telegram_chat_key(pseudonym: str) -> str:
+    return TELEGRAM_CHAT_PREFIX + pseudonym
+
+
+def telegram_messages_key(pseudonym: str) -> str:
+    return TELEGRAM_CHAT_PREFIX + pseudonym + ":messages_list"

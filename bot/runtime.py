@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
 
 from backend import streams
-from backend.conversation import Inbound, Outbound, QuickExit, StepResult, SubmitReport
+from backend.conversation import (
+    Effect,
+    Inbound,
+    Outbound,
+    Pseudonym,
+    QuickExit,
+    StepResult,
+    SubmitReport,
+)
 from backend.flows import engine
 from backend.flows.registry import FlowRegistry
 from bot.reports import ReportSender
@@ -29,6 +39,10 @@ class Turn:
 
     messages: tuple[Outbound, ...]
     quick_exit: bool = False
+    # Every effect of the step, so a door can act on its own ones (e.g. `DeleteInbound`).
+    effects: tuple[Effect, ...] = ()
+    # The conversation has ended (quick exit, or the flow reached its end).
+    ended: bool = False
 
 
 class ConversationRuntime:
@@ -74,7 +88,12 @@ class ConversationRuntime:
         if session is None or flow is None:
             flow = self._flows.entry()
             session = flow.new_session(inbound, secrets.token_hex(16))
-            result = engine.start(flow, session)
+            # /exit with no conversation under way still means "erase this chat now", e.g.
+            # after a finished report; it must not greet the victim with a new conversation.
+            if _is_quick_exit(flow.spec.commands, inbound):
+                result = engine.step(flow, session, inbound)
+            else:
+                result = engine.start(flow, session)
         else:
             result = engine.step(flow, session, inbound)
         quick_exit = await self._act(result)
@@ -82,7 +101,20 @@ class ConversationRuntime:
             await self._sessions.delete(inbound.pseudonym)
         else:
             await self._sessions.save(inbound.pseudonym, result.session)
-        return Turn(result.messages, quick_exit)
+        return Turn(result.messages, quick_exit, result.effects, result.session.ended)
+
+    async def end(self, pseudonym: Pseudonym) -> bool:
+        """End a conversation from outside the flow (the victim blocked the bot); True if one
+        was under way."""
+        lock = self._redis.lock(
+            streams.conversation_lock_key(pseudonym),
+            timeout=streams.CONVERSATION_LOCK_TTL_S,
+            blocking_timeout=streams.CONVERSATION_LOCK_WAIT_S,
+        )
+        async with lock:
+            existed = await self._sessions.load(pseudonym) is not None
+            await self._sessions.delete(pseudonym)
+        return existed
 
     async def _act(self, result: StepResult) -> bool:
         """Carry out the step's effects before anything is said, so "received" is true."""
@@ -94,3 +126,13 @@ class ConversationRuntime:
             elif isinstance(effect, QuickExit):
                 quick_exit = True
         return quick_exit
+
+
+def _is_quick_exit(commands: Mapping[str, Any], inbound: Inbound) -> bool:
+    if inbound.button == "quick_exit":
+        return True
+    text = (inbound.text or "").strip()
+    if not text.startswith("/"):
+        return False
+    command = commands.get(text.split()[0].lower())
+    return getattr(command, "action", None) == "quick_exit"
