@@ -117,6 +117,7 @@ class FakeTelegram:
         self.calls: list[ApiCall] = []
         self._pending: list[JSONDict] = []
         self.delivered: list[JSONDict] = []
+        self.downloads = 0
         self._update_ids = itertools.count(1)
         self._callback_ids = itertools.count(1)
         self._open_callbacks: set[str] = set()
@@ -382,14 +383,24 @@ class FakeTelegram:
                 update = await self._webhook_queue.get()
                 if self.webhook_url is None or not self._wanted(update):
                     continue
-                headers = {}
-                if self.webhook_secret is not None:
-                    headers["X-Telegram-Bot-Api-Secret-Token"] = self.webhook_secret
-                async with http.post(self.webhook_url, json=update, headers=headers) as response:
-                    status = response.status
-                async with self._changed:
-                    self.webhook_statuses.append(status)
-                    self._changed.notify_all()
+                while self.webhook_url is not None:
+                    # Telegram keeps trying an update until the webhook answers; the URL may
+                    # change meanwhile (another worker called setWebhook).
+                    headers = {}
+                    if self.webhook_secret is not None:
+                        headers["X-Telegram-Bot-Api-Secret-Token"] = self.webhook_secret
+                    try:
+                        async with http.post(
+                            self.webhook_url, json=update, headers=headers
+                        ) as response:
+                            status = response.status
+                    except aiohttp.ClientError:
+                        await asyncio.sleep(0.05)
+                        continue
+                    async with self._changed:
+                        self.webhook_statuses.append(status)
+                        self._changed.notify_all()
+                    break
 
     async def _delete_messages(self, params: dict[str, str]) -> bool:
         chat_id = _int(params, "chat_id", 0)
@@ -496,6 +507,7 @@ class FakeTelegram:
     async def _download(self, request: web.Request) -> web.Response:
         if request.match_info["token"] != self.token:
             return _error(BotApiError(401, "Unauthorized"))
+        self.downloads += 1
         for path, content in self._files.values():
             if path == request.match_info["path"]:
                 return web.Response(body=content, content_type="application/octet-stream")

@@ -82,9 +82,9 @@ def texts(calls: list[ApiCall]) -> list[str]:
     return [call.params["text"] for call in calls]
 
 
-def assert_private_and_protected(calls: list[ApiCall]) -> None:
+def assert_private_and_protected(calls: list[ApiCall], chat_id: int = USER_ID) -> None:
     for call in calls:
-        assert call.json("chat_id") == USER_ID
+        assert call.json("chat_id") == chat_id
         assert call.json("protect_content") is True, "every message to a victim is protected"
         assert "parse_mode" not in call.params, "no markup: no text can break formatting"
 
@@ -279,7 +279,7 @@ class Victim:
                 assert last is not None
                 calls = await self.press(last, value, replies=len(keys_))
             assert texts(calls) == [say(key, language) for key in keys_]
-            assert_private_and_protected(calls)
+            assert_private_and_protected(calls, self.chat["id"])
             seen += calls
             last = calls[-1]
         return seen
