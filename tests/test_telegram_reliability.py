@@ -8,6 +8,7 @@ webhook mode unless it is about one of them.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from typing import Any
 
@@ -154,7 +155,7 @@ async def test_two_workers_given_the_same_update_answer_once(
                     async with http.post(url, json=update, headers=headers) as response:
                         return response.status
 
-                assert await asyncio.gather(post(first_url), post(second_url)) == [200, 200]
+                assert list(await asyncio.gather(post(first_url), post(second_url))) == [200, 200]
             await telegram.wait_for("sendMessage", 2)
             await asyncio.sleep(0.3)  # a second worker's duplicate replies would show now
     assert texts(telegram.calls_to("sendMessage")) == [say("report.welcome"), say("report.consent")]
@@ -199,7 +200,7 @@ async def test_the_outbox_keeps_to_the_per_chat_and_per_bot_rates(
     )
     await asyncio.gather(*(per_chat.send(USER_ID, f"paced {i}") for i in range(4)))
     paced = telegram.calls_to("sendMessage")[seen:]
-    gaps = [b.at - a.at for a, b in zip(paced, paced[1:], strict=False)]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(paced)]
     assert len(paced) == 4 and all(gap >= 0.04 for gap in gaps), gaps
     assert texts(paced) == [f"paced {i}" for i in range(4)], "in the order they were given"
 
@@ -211,7 +212,7 @@ async def test_the_outbox_keeps_to_the_per_chat_and_per_bot_rates(
     chats = [v.chat["id"] for v in victims] * 2
     await asyncio.gather(*(per_bot.send(chat, "bot-wide") for chat in chats))
     paced = telegram.calls_to("sendMessage")[seen:]
-    gaps = [b.at - a.at for a, b in zip(paced, paced[1:], strict=False)]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(paced)]
     assert len(paced) == 4 and all(gap >= 0.04 for gap in gaps), gaps
 
 
