@@ -242,7 +242,9 @@ class TelegramDoor:
         declared = _declared_bytes(message)
         too_large = declared is not None and declared > self._config.max_file_bytes
         key = "common.file_too_large" if too_large else "common.no_files"
-        await self._send_guarded(pseudonym, message.chat.id, (Outbound(self._text(key, language)),))
+        answer = (Outbound(self._text(key, language)),)
+        exit_label = self._text("common.quick_exit", language)
+        await self._send_guarded(pseudonym, message.chat.id, answer, exit_label)
 
     async def _turn(self, inbound: Inbound, chat_id: int, incoming_id: int | None) -> None:
         await self._chats.remember(

@@ -247,7 +247,7 @@ async def test_a_file_at_first_contact_gets_a_calm_answer_and_is_never_fetched_o
     caption = None if kind == "sticker" else CANARY_TEXT
     message, (answer,) = await victim.send(kind, caption=caption, replies=1)
     assert answer.params["text"] == say("common.no_files", "ko")
-    assert "reply_markup" not in answer.params
+    assert answer.callback_data() == [QUICK_EXIT_BUTTON], "only the way out"
     assert_private_and_protected([answer])
     assert answer.result["has_protected_content"] is True
     assert telegram.calls_to("getFile") == [], "the bot never fetches what it cannot keep"
