@@ -134,7 +134,8 @@ class TelegramOutbox:
                 log.warning("telegram refused to delete %d message(s)", len(batch))
 
     async def _delete(self, chat_id: int, message_ids: list[int]) -> bool:
-        return await self._bot.delete_messages(chat_id, message_ids)
+        deleted: bool = await self._bot.delete_messages(chat_id, message_ids)
+        return deleted
 
     async def _deliver(self, chat_id: int, call: Callable[[], Awaitable[_T]]) -> _T:
         limits = self._limits

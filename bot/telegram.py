@@ -26,21 +26,6 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 from redis.asyncio import Redis
-
-from backend.conversation import DeleteInbound, Inbound, Outbound, Pseudonym
-from backend.errors import HotlineError
-from backend.pseudonyms import Pseudonymizer, Purpose
-from backend.settings import TELEGRAM_DOWNLOAD_LIMIT_BYTES, Settings
-from bot.outbox import OutboxLimits, RecipientBlockedError, TelegramOutbox, split_text
-from bot.runtime import ConversationRuntime
-from bot.telegram_chats import TelegramChatStore
-from bot.telegram_updates import ChatOrderProcessor, SanitizingRequest, _parses
-from bot.update_dedupe import UpdateDedupe
-
-# python-telegram-bot 22 warns on every RetryAfter unless the process opts in to the coming
-# `timedelta` type; the outbox reads either. Opting in keeps 429s from raising a warning.
-os.environ.setdefault("PTB_TIMEDELTA", "1")
-
 from telegram import (
     CallbackQuery,
     ChatMember,
@@ -61,8 +46,23 @@ from telegram.ext import (
     TypeHandler,
     filters,
 )
+from telegram.request import BaseRequest
+
+from backend.conversation import DeleteInbound, Inbound, Outbound, Pseudonym
+from backend.errors import HotlineError
+from backend.pseudonyms import Pseudonymizer, Purpose
+from backend.settings import TELEGRAM_DOWNLOAD_LIMIT_BYTES, Settings
+from bot.outbox import OutboxLimits, RecipientBlockedError, TelegramOutbox, split_text
+from bot.runtime import ConversationRuntime
+from bot.telegram_chats import TelegramChatStore
+from bot.telegram_updates import ChatOrderProcessor, SanitizingRequest, parses_as_update
+from bot.update_dedupe import UpdateDedupe
 
 log = logging.getLogger(__name__)
+
+# python-telegram-bot 22 warns on every RetryAfter unless the process opts in to the coming
+# `timedelta` type (it reads the variable when the error is made); the outbox reads either.
+os.environ.setdefault("PTB_TIMEDELTA", "1")
 
 CHANNEL = "telegram"
 PRIVATE_ONLY = "1:1 대화에서만 이용할 수 있어요. / This service works in private chats only."
@@ -82,7 +82,9 @@ class TelegramConfig:
     limits: OutboxLimits = field(default_factory=OutboxLimits)
     # How long the neutral "conversation ended" notice stays before it is deleted too.
     exit_notice_s: float = 5.0
-    max_concurrent_updates: int = 256
+    # Below the Redis client's connection pool (100 by default, shared with the rest of the
+    # node): each turn in flight holds a connection, and an exhausted pool fails turns.
+    max_concurrent_updates: int = 64
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TelegramConfig:
@@ -113,7 +115,10 @@ class TelegramDoor:
         redis: Redis,
         root_secret: bytes,
         session_ttl_s: int,
+        request: BaseRequest | None = None,
     ) -> None:
+        """`request` replaces PTB's HTTP client for Bot API methods (the benchmark answers
+        in-process, to measure the pipeline rather than the network)."""
         if config.webhook_url is not None and not config.webhook_secret:
             raise ValueError("a webhook needs a secret token")
         self._config = config
@@ -127,6 +132,8 @@ class TelegramDoor:
             # <server>/file/bot<token>/<path>, as Telegram's own defaults are laid out.
             file_url = config.base_url.removesuffix("bot") + "file/bot"
             builder = builder.base_url(config.base_url).base_file_url(file_url)
+        if request is not None:
+            builder = builder.request(request)
         if config.webhook_url is None:
             builder = builder.get_updates_request(SanitizingRequest(connection_pool_size=1))
         else:
@@ -166,7 +173,7 @@ class TelegramDoor:
             data = await request.json()
         except ValueError:
             return web.Response(status=400, text="not JSON")
-        if not _parses(data):
+        if not parses_as_update(data):
             log.warning("telegram sent an update that cannot be parsed; its content is dropped")
             return web.Response(status=200)
         await self.application.update_queue.put(Update.de_json(data, self.application.bot))
@@ -238,24 +245,23 @@ class TelegramDoor:
         `bot.evidence` hashes and drops files once a flow step asks for them.
         """
         pseudonym = self._pseudonym(user_id)
-        await self._chats.remember(pseudonym, message.chat.id, [message.message_id])
         declared = _declared_bytes(message)
         too_large = declared is not None and declared > self._config.max_file_bytes
         key = "common.file_too_large" if too_large else "common.no_files"
         answer = (Outbound(self._text(key, language)),)
         exit_label = self._text("common.quick_exit", language)
-        await self._send_guarded(pseudonym, message.chat.id, answer, exit_label)
+        await self._send_guarded(
+            pseudonym, message.chat.id, answer, exit_label, [message.message_id]
+        )
 
     async def _turn(self, inbound: Inbound, chat_id: int, incoming_id: int | None) -> None:
-        await self._chats.remember(
-            inbound.pseudonym, chat_id, [] if incoming_id is None else [incoming_id]
-        )
+        incoming = [] if incoming_id is None else [incoming_id]
         turn = await self._runtime.handle(inbound)
         if turn.quick_exit:
-            await self._erase(inbound.pseudonym, chat_id, turn.messages)
+            await self._erase(inbound.pseudonym, chat_id, turn.messages, incoming)
             return
         exit_label = None if turn.ended else self._text("common.quick_exit", inbound.language)
-        await self._send_guarded(inbound.pseudonym, chat_id, turn.messages, exit_label)
+        await self._send_guarded(inbound.pseudonym, chat_id, turn.messages, exit_label, incoming)
         if incoming_id is not None and any(isinstance(e, DeleteInbound) for e in turn.effects):
             await self.outbox.delete(chat_id, [incoming_id])
 
@@ -265,9 +271,10 @@ class TelegramDoor:
         chat_id: int,
         messages: tuple[Outbound, ...],
         exit_label: str | None = None,
+        incoming: list[int] | None = None,
     ) -> None:
         try:
-            await self._send(pseudonym, chat_id, messages, exit_label)
+            await self._send(pseudonym, chat_id, messages, exit_label, incoming or [])
         except RecipientBlockedError:
             await self._blocked(pseudonym)
 
@@ -276,22 +283,31 @@ class TelegramDoor:
         pseudonym: Pseudonym,
         chat_id: int,
         messages: tuple[Outbound, ...],
-        exit_label: str | None = None,
+        exit_label: str | None,
+        incoming: list[int],
     ) -> None:
-        """Send in order, long texts split; remember every message for /exit as it goes."""
-        for index, message in enumerate(messages):
-            label = exit_label if index == len(messages) - 1 else None
-            parts = split_text(message.text)
-            for number, part in enumerate(parts):
-                markup = _keyboard(message, label) if number == len(parts) - 1 else None
-                sent = await self.outbox.send(chat_id, part, markup)
-                await self._chats.remember(pseudonym, chat_id, [sent.message_id])
+        """Send in order, long texts split; remember the victim's message and every reply for
+        /exit, in one write, also when a send fails half-way."""
+        sent: list[int] = []
+        try:
+            for index, message in enumerate(messages):
+                label = exit_label if index == len(messages) - 1 else None
+                parts = split_text(message.text)
+                for number, part in enumerate(parts):
+                    markup = _keyboard(message, label) if number == len(parts) - 1 else None
+                    sent.append((await self.outbox.send(chat_id, part, markup)).message_id)
+        finally:
+            await self._chats.remember(pseudonym, chat_id, incoming + sent)
 
     async def _erase(
-        self, pseudonym: Pseudonym, chat_id: int, notice: tuple[Outbound, ...]
+        self,
+        pseudonym: Pseudonym,
+        chat_id: int,
+        notice: tuple[Outbound, ...],
+        incoming: list[int],
     ) -> None:
         """/exit: delete both sides of the chat, say a neutral word, and delete that too."""
-        deletable = await self._chats.deletable(pseudonym)
+        deletable = sorted({*await self._chats.deletable(pseudonym), *incoming})
         try:
             await self.outbox.delete(chat_id, deletable)
             sent = []

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 _DEFAULT_NONE: Any = DefaultValue(None)
 
 
-def _parses(update: object) -> bool:
+def parses_as_update(update: object) -> bool:
     if not isinstance(update, dict):
         return False
     try:
@@ -51,7 +51,7 @@ def sanitize_updates(payload: bytes) -> bytes:
         return payload
     kept: list[object] = []
     for update in body["result"]:
-        if _parses(update):
+        if parses_as_update(update):
             kept.append(update)
             continue
         update_id = update.get("update_id") if isinstance(update, dict) else None
@@ -92,7 +92,8 @@ class SanitizingRequest(HTTPXRequest):
 def chat_of(update: object) -> int | None:
     """The chat an update belongs to (in memory only), or None for chat-less updates."""
     if isinstance(update, Update) and update.effective_chat is not None:
-        return update.effective_chat.id
+        chat_id: int = update.effective_chat.id
+        return chat_id
     return None
 
 

@@ -8,7 +8,6 @@ webhook mode unless it is about one of them.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from typing import Any
 
@@ -200,8 +199,8 @@ async def test_the_outbox_keeps_to_the_per_chat_and_per_bot_rates(
     )
     await asyncio.gather(*(per_chat.send(USER_ID, f"paced {i}") for i in range(4)))
     paced = telegram.calls_to("sendMessage")[seen:]
-    gaps = [b.at - a.at for a, b in itertools.pairwise(paced)]
-    assert len(paced) == 4 and all(gap >= 0.04 for gap in gaps), gaps
+    # Four sends at 20 a second span at least three intervals (HTTP jitter may move any one).
+    assert len(paced) == 4 and paced[-1].at - paced[0].at >= 3 * 0.05 * 0.9
     assert texts(paced) == [f"paced {i}" for i in range(4)], "in the order they were given"
 
     seen = len(telegram.calls_to("sendMessage"))
@@ -212,8 +211,7 @@ async def test_the_outbox_keeps_to_the_per_chat_and_per_bot_rates(
     chats = [v.chat["id"] for v in victims] * 2
     await asyncio.gather(*(per_bot.send(chat, "bot-wide") for chat in chats))
     paced = telegram.calls_to("sendMessage")[seen:]
-    gaps = [b.at - a.at for a, b in itertools.pairwise(paced)]
-    assert len(paced) == 4 and all(gap >= 0.04 for gap in gaps), gaps
+    assert len(paced) == 4 and paced[-1].at - paced[0].at >= 3 * 0.05 * 0.9
 
 
 @pytest.mark.usefixtures("door")
