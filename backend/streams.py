@@ -26,12 +26,10 @@ CONVERSATION_LOCK_PREFIX: Final = PREFIX + "lock:"
 CONVERSATION_LOCK_TTL_S: Final = 30
 CONVERSATION_LOCK_WAIT_S: Final = 10
 
-# Telegram: each update_id is processed once, across restarts and bot workers (SET NX). The
-# claim lasts as long as one turn may take; a finished update is remembered for a day, longer
-# than Telegram keeps redelivering an unconfirmed update.
+# Telegram: each update_id is processed once, across restarts and bot workers (SET NX), and
+# remembered for a day, longer than Telegram keeps redelivering an unconfirmed update.
 TELEGRAM_UPDATE_PREFIX: Final = PREFIX + "telegram:update:"
-TELEGRAM_UPDATE_CLAIM_TTL_S: Final = 60
-TELEGRAM_UPDATE_DONE_TTL_S: Final = 24 * 3600
+TELEGRAM_UPDATE_TTL_S: Final = 24 * 3600
 # Telegram-only conversation state (reply address, message ids to erase on /exit), encrypted and
 # expiring like a session, keyed by the session pseudonym: `<prefix><pseudonym>` holds the chat,
 # `<prefix><pseudonym>:messages_list` one encrypted entry per message.

@@ -184,10 +184,7 @@ class TelegramDoor:
         if not await self._dedupe.claim(update.update_id):
             log.info("telegram update delivered twice; processed once")
             return
-        try:
-            await self._route(update)
-        finally:
-            await self._dedupe.done(update.update_id)
+        await self._route(update)
 
     async def _route(self, update: Update) -> None:
         if update.callback_query is not None:

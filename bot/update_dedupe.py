@@ -2,9 +2,13 @@
 
 Telegram redelivers what it thinks was not received: a webhook answered late or with an error,
 getUpdates after a restart before the offset was confirmed, two workers behind one load
-balancer. The first worker to `claim` an `update_id` (Redis SET NX) processes it; every other
-copy is dropped. A claim lasts as long as one turn may take, so a worker that dies mid-turn
-lets a later redelivery through; a finished update is remembered for a day.
+balancer. The first worker to `claim` an `update_id` (Redis SET NX, one round trip) processes
+it; every other copy within a day is dropped.
+
+WARNING: at-most-once per worker crash. The claim is taken before the turn runs, so an update
+whose worker dies mid-turn is not processed again. python-telegram-bot already confirms an
+update (polling offset, webhook 200) once it is queued, not once it is handled, so a longer
+claim lease would not bring such an update back: it is lost with the worker either way.
 
 The key holds only the bot id and Telegram's update counter, which name no one.
 """
@@ -24,12 +28,5 @@ class UpdateDedupe:
     async def claim(self, update_id: int) -> bool:
         """True for the first copy of this update anywhere; False for a duplicate."""
         key = streams.telegram_update_key(self._bot_id, update_id)
-        claimed = await self._redis.set(
-            key, b"claimed", nx=True, ex=streams.TELEGRAM_UPDATE_CLAIM_TTL_S
-        )
+        claimed = await self._redis.set(key, b"1", nx=True, ex=streams.TELEGRAM_UPDATE_TTL_S)
         return bool(claimed)
-
-    async def done(self, update_id: int) -> None:
-        """Remember a processed update long enough to outlast every redelivery."""
-        key = streams.telegram_update_key(self._bot_id, update_id)
-        await self._redis.set(key, b"done", xx=True, ex=streams.TELEGRAM_UPDATE_DONE_TTL_S)
