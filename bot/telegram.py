@@ -257,7 +257,9 @@ class TelegramDoor:
         if turn.quick_exit:
             await self._erase(inbound.pseudonym, chat_id, turn.messages, incoming)
             return
-        exit_label = None if turn.ended else self._text("common.quick_exit", inbound.language)
+        # Offered after a finished report too: the chat is still on the phone, and someone may
+        # be looking at it.
+        exit_label = self._text("common.quick_exit", inbound.language)
         await self._send_guarded(inbound.pseudonym, chat_id, turn.messages, exit_label, incoming)
         if incoming_id is not None and any(isinstance(e, DeleteInbound) for e in turn.effects):
             await self.outbox.delete(chat_id, [incoming_id])
