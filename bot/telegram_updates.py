@@ -34,6 +34,9 @@ _DEFAULT_NONE: Any = DefaultValue(None)
 def parses_as_update(update: object) -> bool:
     if not isinstance(update, dict):
         return False
+    update_id = update.get("update_id")
+    if not isinstance(update_id, int) or isinstance(update_id, bool):
+        return False
     try:
         Update.de_json(update, None)
     except Exception:
