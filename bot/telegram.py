@@ -397,7 +397,7 @@ class TelegramDoor:
         text = self._text("common.unavailable", user.language_code)
         try:
             await self._send_guarded(self._pseudonym(user.id), chat.id, (Outbound(text),))
-        except Exception as exc:  # noqa: BLE001 - the last boundary: nothing may escape it
+        except Exception as exc:  # the last boundary: nothing may escape it
             # Raising here would make PTB log this error with its traceback.
             log.error("telegram could not send the unavailable notice: %s", type(exc).__name__)
 
