@@ -7,6 +7,7 @@ the CLI can print one clear line and exit with status 2 instead of a traceback.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,10 @@ SHIPPED_FLOWS_DIR = Path(__file__).resolve().parent.parent / "flows"
 
 DATABASE_SCHEMES = {"sqlite", "sqlite+aiosqlite", "postgresql", "postgres", "postgresql+psycopg"}
 REDIS_SCHEMES = {"redis", "rediss", "unix"}
+# getFile serves files up to 20 MB; nothing larger can be downloaded through the Bot API.
+TELEGRAM_DOWNLOAD_LIMIT_BYTES = 20 * 1024 * 1024
+# Telegram's own rule for secret_token: 1-256 characters of A-Z, a-z, 0-9, _ and -.
+_WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{16,256}")
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,10 @@ class Settings:
     telegram_token: str | None = field(repr=False)
     telegram_base_url: str | None
     telegram_webhook_url: str | None
+    # Telegram echoes it in X-Telegram-Bot-Api-Secret-Token on every webhook request.
+    telegram_webhook_secret: str | None = field(repr=False)
+    # Larger files are refused with a clear message before anything is downloaded.
+    telegram_max_file_bytes: int
     flows_dir: Path
     kdf: KdfCost
     bot_secret: bytes | None = field(repr=False)
@@ -118,6 +127,7 @@ class Settings:
         webhook_url = env.get("HOTLINE_TELEGRAM_WEBHOOK_URL") or None
         if webhook_url is not None:
             _check_url("HOTLINE_TELEGRAM_WEBHOOK_URL", webhook_url, {"https"}, needs_host=True)
+        webhook_secret = _webhook_secret(env.get("HOTLINE_TELEGRAM_WEBHOOK_SECRET"), webhook_url)
         token = env.get("HOTLINE_TELEGRAM_TOKEN") or None
         if token is not None and (":" not in token or any(c.isspace() for c in token)):
             raise SettingsError("HOTLINE_TELEGRAM_TOKEN: not a bot token (expected <id>:<secret>)")
@@ -133,6 +143,14 @@ class Settings:
             telegram_token=token,
             telegram_base_url=base_url,
             telegram_webhook_url=webhook_url,
+            telegram_webhook_secret=webhook_secret,
+            telegram_max_file_bytes=_int(
+                env,
+                "HOTLINE_TELEGRAM_MAX_FILE_BYTES",
+                TELEGRAM_DOWNLOAD_LIMIT_BYTES,
+                low=1,
+                high=TELEGRAM_DOWNLOAD_LIMIT_BYTES,
+            ),
             flows_dir=flows_dir,
             kdf=KdfCost(
                 time_cost=_int(env, "HOTLINE_KDF_TIME_COST", 3, low=1, high=100),
@@ -204,6 +222,21 @@ def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int
     if not low <= value <= high:
         raise SettingsError(f"{name}: {value} is outside {low}..{high}")
     return value
+
+
+def _webhook_secret(raw: str | None, webhook_url: str | None) -> str | None:
+    if not raw:
+        if webhook_url is not None:
+            raise SettingsError(
+                "HOTLINE_TELEGRAM_WEBHOOK_SECRET: required when HOTLINE_TELEGRAM_WEBHOOK_URL is "
+                "set (16-256 characters of A-Z, a-z, 0-9, _ and -)"
+            )
+        return None
+    if not _WEBHOOK_SECRET.fullmatch(raw):
+        raise SettingsError(
+            "HOTLINE_TELEGRAM_WEBHOOK_SECRET: must be 16-256 characters of A-Z, a-z, 0-9, _ and -"
+        )
+    return raw
 
 
 def _secret(raw: str | None) -> bytes | None:

@@ -58,6 +58,15 @@ HANDOFF_QUEUE: Final = PREFIX + "handoff:queue"
 HANDOFF_QUEUE_WINDOW_S: Final = 4 * 3600
 # Counts of the closing feedback answers (hash: rating -> count); linked to no case.
 FEEDBACK_COUNTS: Final = PREFIX + "feedback:counts"
+# Telegram: each update_id is processed once, across restarts and bot workers (SET NX), and
+# remembered for a day, longer than Telegram keeps redelivering an unconfirmed update.
+TELEGRAM_UPDATE_PREFIX: Final = PREFIX + "telegram:update:"
+TELEGRAM_UPDATE_TTL_S: Final = 24 * 3600
+# Telegram-only conversation state (reply address, message ids to erase on /exit), encrypted and
+# expiring like a session, keyed by the session pseudonym: `<prefix><pseudonym>` holds the chat,
+# `<prefix><pseudonym>:messages_list` one encrypted entry per message.
+TELEGRAM_CHAT_PREFIX: Final = PREFIX + "telegram:chat:"
+TELEGRAM_CHAT_MAX_MESSAGES: Final = 1000
 
 # Counselor console sessions (the private key inside is encrypted under a secret in the cookie).
 CONSOLE_SESSION_PREFIX: Final = PREFIX + "console:session:"
@@ -101,3 +110,15 @@ def case_to_counselor_stream(case_id: str) -> str:
 
 def case_to_victim_stream(case_id: str) -> str:
     return f"{CASE_STREAM_PREFIX}{case_id}:to-victim"
+
+
+def telegram_update_key(bot_id: int, update_id: int) -> str:
+    return f"{TELEGRAM_UPDATE_PREFIX}{bot_id}:{update_id}"
+
+
+def telegram_chat_key(pseudonym: str) -> str:
+    return TELEGRAM_CHAT_PREFIX + pseudonym
+
+
+def telegram_messages_key(pseudonym: str) -> str:
+    return TELEGRAM_CHAT_PREFIX + pseudonym + ":messages_list"

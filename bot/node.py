@@ -44,7 +44,7 @@ from bot.reports import ReportSender
 from bot.root_secret import load_root_secret
 from bot.runtime import ConversationRuntime
 from bot.sessions import SessionStore
-from bot.telegram import TelegramDoor
+from bot.telegram import TelegramConfig, TelegramDoor
 from bot.turn_replay import TurnReplay
 
 log = logging.getLogger(__name__)
@@ -208,11 +208,16 @@ class Node:
             self._stack.push_async_callback(kakao.close)
         if self.settings.telegram_token is not None:
             door = TelegramDoor(
-                self.settings.telegram_token,
-                self.settings.telegram_base_url,
-                runtime,
-                pseudonymizer,
+                TelegramConfig.from_settings(self.settings),
+                runtime=runtime,
+                pseudonymizer=pseudonymizer,
+                redis=redis,
+                root_secret=root_secret,
+                session_ttl_s=self.settings.session_ttl_s,
             )
+            if door.webhook_path is not None:
+                # Telegram POSTs to the public URL's path; the reverse proxy forwards it here.
+                app.router.add_post(door.webhook_path, door.handle_webhook)
             await door.start()
             self._stack.push_async_callback(door.stop)
 

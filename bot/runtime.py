@@ -28,9 +28,11 @@ from backend import streams
 from backend.conversation import (
     CaseRequest,
     DeleteInbound,
+    Effect,
     Inbound,
     IssueReceipt,
     Outbound,
+    Pseudonym,
     QuickExit,
     RaisePriority,
     RecordFeedback,
@@ -62,6 +64,10 @@ class Turn:
     messages: tuple[Outbound, ...]
     quick_exit: bool = False
     delete_inbound: bool = False
+    # Every effect of the step, so a door can act on its own ones (e.g. `DeleteInbound`).
+    effects: tuple[Effect, ...] = ()
+    # The conversation has ended (quick exit, or the flow reached its end).
+    ended: bool = False
 
 
 @dataclass
@@ -144,7 +150,26 @@ class ConversationRuntime:
         else:
             await self._sessions.save(inbound.pseudonym, result.session)
         messages = tuple(_fill(m, outcome.values) for m in result.messages)
-        return Turn(messages, outcome.quick_exit, outcome.delete_inbound)
+        return Turn(
+            messages,
+            quick_exit=outcome.quick_exit,
+            delete_inbound=outcome.delete_inbound,
+            effects=result.effects,
+            ended=result.session.ended,
+        )
+
+    async def end(self, pseudonym: Pseudonym) -> bool:
+        """End a conversation from outside the flow (the victim blocked the bot); True if one
+        was under way."""
+        lock = self._redis.lock(
+            streams.conversation_lock_key(pseudonym),
+            timeout=streams.CONVERSATION_LOCK_TTL_S,
+            blocking_timeout=streams.CONVERSATION_LOCK_WAIT_S,
+        )
+        async with lock:
+            existed = await self._sessions.load(pseudonym) is not None
+            await self._sessions.delete(pseudonym)
+        return existed
 
     async def _act(self, bundle: Bundle, result: StepResult, now: float) -> _Outcome:
         """Carry out the step's effects before anything is said, so "received" is true."""

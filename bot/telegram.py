@@ -1,144 +1,384 @@
-"""The Telegram door, on python-telegram-bot's `Application` (long polling).
+"""The Telegram door, on python-telegram-bot's `Application`: long polling, or a webhook.
 
-The adapter keeps no Telegram identifier: the user id becomes a keyed pseudonym at once, and
-the chat id is needed only to answer within this very update. Issue #4 deepens this door
-(webhooks, outbox and rate limits, deletion on /exit, evidence files).
+The door keeps no Telegram identifier in clear: the user id becomes a keyed pseudonym at once;
+the chat id (the reply address) and the ids of messages to erase on /exit live only in the
+encrypted, expiring `TelegramChatStore`. Nothing here logs an id, a name or a text.
 
-Only new messages and button presses move a conversation on; edits are not new input. Whatever
-fails inside a handler reaches one error handler, which tells the victim calmly to try again and
-logs nothing but the error's type.
+How an update travels: `SanitizingRequest` (polling) or `handle_webhook` (secret checked)
+admits it; `ChatOrderProcessor` keeps one chat's updates in order while chats run
+concurrently; `_dispatch` drops a duplicate `update_id` (Redis, across workers) and routes the
+rest; the runtime runs one flow step; replies leave through the `TelegramOutbox` (rate limits,
+retries, `protect_content`, no parse mode). Whatever fails reaches one error handler, which
+tells the victim calmly to try again and logs nothing but the error's type.
+
+Only new messages and button presses move a conversation on; edits are not new input. Groups,
+channels and inline queries are refused politely; the bot is for private chats.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import logging
+import os
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from aiohttp import web
+from redis.asyncio import Redis
+from telegram import (
+    CallbackQuery,
+    ChatMember,
+    ChatMemberUpdated,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InlineQuery,
+    InlineQueryResultsButton,
+    Message,
+    Update,
+)
 from telegram.constants import ChatType
 from telegram.error import TelegramError
 from telegram.ext import (
     Application,
     ApplicationBuilder,
-    CallbackQueryHandler,
     ContextTypes,
-    MessageHandler,
+    TypeHandler,
     filters,
 )
+from telegram.request import BaseRequest
 
-from backend.conversation import Inbound, Outbound
+from backend.conversation import DeleteInbound, Inbound, Outbound, Pseudonym
+from backend.errors import HotlineError
 from backend.pseudonyms import Pseudonymizer, Purpose
+from backend.settings import TELEGRAM_DOWNLOAD_LIMIT_BYTES, Settings
+from bot.outbox import OutboxLimits, RecipientBlockedError, TelegramOutbox, split_text
 from bot.runtime import ConversationRuntime
+from bot.telegram_chats import TelegramChatStore
+from bot.telegram_updates import ChatOrderProcessor, SanitizingRequest, parses_as_update
+from bot.update_dedupe import UpdateDedupe
 
 log = logging.getLogger(__name__)
 
+# python-telegram-bot 22 warns on every RetryAfter unless the process opts in to the coming
+# `timedelta` type (it reads the variable when the error is made); the outbox reads either.
+os.environ.setdefault("PTB_TIMEDELTA", "1")
+
 CHANNEL = "telegram"
-MAX_MESSAGE_CHARS = 4096
 PRIVATE_ONLY = "1:1 대화에서만 이용할 수 있어요. / This service works in private chats only."
+INLINE_REFUSAL = "1:1 대화 열기 / Open a private chat"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name
+QUICK_EXIT_BUTTON = "quick_exit"
+_GROUPS = frozenset({ChatType.GROUP, ChatType.SUPERGROUP})
 
 
-def _markup(message: Outbound) -> InlineKeyboardMarkup | None:
-    if not message.buttons:
-        return None
-    return InlineKeyboardMarkup(
-        [[InlineKeyboardButton(b.label, callback_data=b.id)] for b in message.buttons]
-    )
+@dataclass(frozen=True)
+class TelegramConfig:
+    token: str = field(repr=False)
+    base_url: str | None = None
+    webhook_url: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
+    max_file_bytes: int = TELEGRAM_DOWNLOAD_LIMIT_BYTES
+    limits: OutboxLimits = field(default_factory=OutboxLimits)
+    # How long the neutral "conversation ended" notice stays before it is deleted too.
+    exit_notice_s: float = 5.0
+    # Below the Redis client's connection pool (100 by default, shared with the rest of the
+    # node): each turn in flight holds a connection, and an exhausted pool fails turns.
+    max_concurrent_updates: int = 64
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TelegramConfig:
+        if settings.telegram_token is None:
+            raise ValueError("no Telegram token")
+        return cls(
+            token=settings.telegram_token,
+            base_url=settings.telegram_base_url,
+            webhook_url=settings.telegram_webhook_url,
+            webhook_secret=settings.telegram_webhook_secret,
+            max_file_bytes=settings.telegram_max_file_bytes,
+        )
+
+    @property
+    def webhook_path(self) -> str | None:
+        if self.webhook_url is None:
+            return None
+        return urlsplit(self.webhook_url).path or "/"
 
 
 class TelegramDoor:
     def __init__(
         self,
-        token: str,
-        base_url: str | None,
+        config: TelegramConfig,
+        *,
         runtime: ConversationRuntime,
         pseudonymizer: Pseudonymizer,
+        redis: Redis,
+        root_secret: bytes,
+        session_ttl_s: int,
+        request: BaseRequest | None = None,
     ) -> None:
-        builder = ApplicationBuilder().token(token).concurrent_updates(False)
-        if base_url is not None:
+        """`request` replaces PTB's HTTP client for Bot API methods (the benchmark answers
+        in-process, to measure the pipeline rather than the network)."""
+        if config.webhook_url is not None and not config.webhook_secret:
+            raise ValueError("a webhook needs a secret token")
+        self._config = config
+        builder = (
+            ApplicationBuilder()
+            .token(config.token)
+            .concurrent_updates(ChatOrderProcessor(config.max_concurrent_updates))
+        )
+        if config.base_url is not None:
             # A Bot API server serves files beside the methods: <server>/bot<token>/<method> and
             # <server>/file/bot<token>/<path>, as Telegram's own defaults are laid out.
-            file_url = base_url.removesuffix("bot") + "file/bot"
-            builder = builder.base_url(base_url).base_file_url(file_url)
+            file_url = config.base_url.removesuffix("bot") + "file/bot"
+            builder = builder.base_url(config.base_url).base_file_url(file_url)
+        if request is not None:
+            builder = builder.request(request)
+        if config.webhook_url is None:
+            builder = builder.get_updates_request(SanitizingRequest(connection_pool_size=1))
+        else:
+            builder = builder.updater(None)
         self.application: Application = builder.build()  # type: ignore[type-arg]
+        self.outbox = TelegramOutbox(self.application.bot, config.limits)
         self._runtime = runtime
         self._pseudonymizer = pseudonymizer
-        private = filters.ChatType.PRIVATE
-        # MessageHandler also receives `edited_message` updates. An edit is not new input: an
-        # earlier message edited at the details step would otherwise be taken as the answer and
-        # submitted. Edits get no handler, so they change nothing and say nothing.
-        new = filters.UpdateType.MESSAGE
-        # Service messages (a pinned message, shared access) are not the victim speaking.
-        not_text = ~filters.TEXT & ~filters.StatusUpdate.ALL
-        self.application.add_handler(MessageHandler(private & new & filters.TEXT, self._on_text))
-        self.application.add_handler(MessageHandler(private & new & not_text, self._on_file))
-        self.application.add_handler(CallbackQueryHandler(self._on_button))
-        self.application.add_handler(MessageHandler(~private & new, self._refuse_group))
+        self._chats = TelegramChatStore(redis, root_secret, session_ttl_s)
+        self._dedupe = UpdateDedupe(redis, int(config.token.split(":", 1)[0]))
+        self._stopping = asyncio.Event()
+        self._later: set[asyncio.Task[None]] = set()
+        self.application.add_handler(TypeHandler(Update, self._dispatch))
         self.application.add_error_handler(self._on_error)
 
-    def _inbound(self, update: Update, *, text: str | None, button: str | None) -> Inbound:
-        user = update.effective_user
-        if user is None:
-            raise ValueError("update without a user")
-        return Inbound(
-            pseudonym=self._pseudonymizer.pseudonym(Purpose.SESSION, CHANNEL, str(user.id)),
-            channel=CHANNEL,
-            text=text,
-            button=button,
-            language=user.language_code,
+    @property
+    def webhook_path(self) -> str | None:
+        return self._config.webhook_path
+
+    # Admission.
+
+    async def handle_webhook(self, request: web.Request) -> web.Response:
+        """Telegram's POST to the webhook: the secret is checked before anything is read.
+
+        Missing secret: 401; wrong secret: 403; nothing of such a request is processed. An
+        update that cannot be parsed is acknowledged (200) and dropped, so Telegram does not
+        redeliver it forever.
+        """
+        given = request.headers.get(SECRET_HEADER)
+        expected = self._config.webhook_secret
+        if given is None or expected is None:
+            return web.Response(status=401)
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            log.warning("telegram webhook called with a wrong secret token")
+            return web.Response(status=403)
+        try:
+            data = await request.json()
+        except ValueError:
+            return web.Response(status=400, text="not JSON")
+        if not parses_as_update(data):
+            log.warning("telegram sent an update that cannot be parsed; its content is dropped")
+            return web.Response(status=200)
+        await self.application.update_queue.put(Update.de_json(data, self.application.bot))
+        return web.Response(status=200)
+
+    async def _dispatch(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Every update, once: a copy redelivered to this or another worker is dropped."""
+        if not await self._dedupe.claim(update.update_id):
+            log.info("telegram update delivered twice; processed once")
+            return
+        await self._route(update)
+
+    async def _route(self, update: Update) -> None:
+        if update.callback_query is not None:
+            await self._on_button(update.callback_query)
+        elif update.inline_query is not None:
+            await self._refuse_inline(update.inline_query)
+        elif update.my_chat_member is not None:
+            await self._on_membership(update.my_chat_member)
+        elif update.channel_post is not None:
+            await self._leave(update.channel_post.chat.id)
+        elif update.message is not None:
+            await self._on_message(update.message, update)
+        else:
+            # Edits, polls, reactions and kinds Telegram adds later: not new input.
+            log.debug("telegram update of a kind the door does not act on; ignored")
+
+    # Victims.
+
+    async def _on_message(self, message: Message, update: Update) -> None:
+        chat = message.chat
+        if chat.type in _GROUPS:
+            await self._refuse_group(chat.id)
+            return
+        user = message.from_user
+        if chat.type != ChatType.PRIVATE or user is None:
+            return
+        if filters.StatusUpdate.ALL.check_update(update):
+            return  # a pinned message, shared access: not the victim speaking
+        if message.text is not None:
+            inbound = self._inbound(user.id, user.language_code, text=message.text)
+            await self._turn(inbound, chat.id, message.message_id)
+            return
+        await self._on_file(message, user.id, user.language_code)
+
+    async def _on_button(self, query: CallbackQuery) -> None:
+        # Every press is answered, or the victim's button spins. A press older than Telegram's
+        # callback window cannot be answered any more; the turn still goes on.
+        try:
+            await query.answer()
+        except TelegramError as exc:
+            log.info("telegram callback not answered (%s); the turn goes on", type(exc).__name__)
+        message = query.message
+        if message is None or message.chat.type != ChatType.PRIVATE or not query.data:
+            return
+        user = query.from_user
+        inbound = self._inbound(user.id, user.language_code, button=query.data)
+        await self._turn(inbound, message.chat.id, None)
+
+    async def _on_file(self, message: Message, user_id: int, language: str | None) -> None:
+        """A photo, document, sticker, voice message or anything else that is not text.
+
+        No flow step takes files yet, so nothing is fetched (no getFile) or passed on and the
+        conversation stays where it was; the victim is told so, or, for a file over the size
+        limit, that it is too large. The message is remembered, so /exit erases it with the rest.
+        `bot.evidence` hashes and drops files once a flow step asks for them.
+        """
+        pseudonym = self._pseudonym(user_id)
+        declared = _declared_bytes(message)
+        too_large = declared is not None and declared > self._config.max_file_bytes
+        key = "common.file_too_large" if too_large else "common.no_files"
+        answer = (Outbound(self._text(key, language)),)
+        exit_label = self._text("common.quick_exit", language)
+        await self._send_guarded(
+            pseudonym, message.chat.id, answer, exit_label, [message.message_id]
         )
 
-    async def _reply(self, chat_id: int, messages: tuple[Outbound, ...]) -> None:
-        for message in messages:
-            for start in range(0, len(message.text), MAX_MESSAGE_CHARS):
-                last = start + MAX_MESSAGE_CHARS >= len(message.text)
-                await self.application.bot.send_message(
-                    chat_id,
-                    message.text[start : start + MAX_MESSAGE_CHARS],
-                    reply_markup=_markup(message) if last else None,
-                    protect_content=True,
-                )
-
-    async def _on_text(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
-        message = update.effective_message
-        if message is None or update.effective_chat is None:
+    async def _turn(self, inbound: Inbound, chat_id: int, incoming_id: int | None) -> None:
+        incoming = [] if incoming_id is None else [incoming_id]
+        turn = await self._runtime.handle(inbound)
+        if turn.quick_exit:
+            await self._erase(inbound.pseudonym, chat_id, turn.messages, incoming)
             return
-        turn = await self._runtime.handle(self._inbound(update, text=message.text, button=None))
-        await self._reply(update.effective_chat.id, turn.messages)
+        # Offered after a finished report too: the chat is still on the phone, and someone may
+        # be looking at it.
+        exit_label = self._text("common.quick_exit", inbound.language)
+        await self._send_guarded(inbound.pseudonym, chat_id, turn.messages, exit_label, incoming)
+        if incoming_id is not None and any(isinstance(e, DeleteInbound) for e in turn.effects):
+            await self.outbox.delete(chat_id, [incoming_id])
 
-    async def _on_file(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
-        """A photo, sticker, voice message, document or anything else that is not text.
-
-        Until evidence intake lands (issue #4) the door cannot take files, so it says so rather
-        than stay silent. The file is never fetched (no getFile) and nothing of the message is
-        kept or passed to the runtime: the bot must not hold intimate images, and this answer
-        leaves the conversation exactly where it was.
-        """
-        chat = update.effective_chat
-        if chat is None:
-            return
-        user = update.effective_user
-        text = self._runtime.text("common.no_files", user.language_code if user else None)
-        await self._reply(chat.id, (Outbound(text),))
-
-    async def _on_button(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
-        query = update.callback_query
-        if query is None or update.effective_chat is None:
-            return
-        await query.answer()
-        if update.effective_chat.type != ChatType.PRIVATE:
-            return
-        turn = await self._runtime.handle(self._inbound(update, text=None, button=query.data))
-        await self._reply(update.effective_chat.id, turn.messages)
-
-    async def _refuse_group(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
-        chat = update.effective_chat
-        if chat is None or chat.type not in {ChatType.GROUP, ChatType.SUPERGROUP}:
-            return
+    async def _send_guarded(
+        self,
+        pseudonym: Pseudonym,
+        chat_id: int,
+        messages: tuple[Outbound, ...],
+        exit_label: str | None = None,
+        incoming: list[int] | None = None,
+    ) -> None:
         try:
-            await self.application.bot.send_message(chat.id, PRIVATE_ONLY, protect_content=True)
+            await self._send(pseudonym, chat_id, messages, exit_label, incoming or [])
+        except RecipientBlockedError:
+            await self._blocked(pseudonym)
+
+    async def _send(
+        self,
+        pseudonym: Pseudonym,
+        chat_id: int,
+        messages: tuple[Outbound, ...],
+        exit_label: str | None,
+        incoming: list[int],
+    ) -> None:
+        """Send in order, long texts split; remember the victim's message and every reply for
+        /exit, in one write, also when a send fails half-way."""
+        sent: list[int] = []
+        try:
+            for index, message in enumerate(messages):
+                label = exit_label if index == len(messages) - 1 else None
+                parts = split_text(message.text)
+                for number, part in enumerate(parts):
+                    markup = _keyboard(message, label) if number == len(parts) - 1 else None
+                    sent.append((await self.outbox.send(chat_id, part, markup)).message_id)
         finally:
-            # Leave even when the refusal could not be sent: nobody should report in front of
-            # a group, and the bot must not be spoken to there again.
-            await self.application.bot.leave_chat(chat.id)
+            await self._chats.remember(pseudonym, chat_id, incoming + sent)
+
+    async def _erase(
+        self,
+        pseudonym: Pseudonym,
+        chat_id: int,
+        notice: tuple[Outbound, ...],
+        incoming: list[int],
+    ) -> None:
+        """/exit: delete both sides of the chat, say a neutral word, and delete that too."""
+        deletable = sorted({*await self._chats.deletable(pseudonym), *incoming})
+        try:
+            await self.outbox.delete(chat_id, deletable)
+            sent = []
+            for message in notice:
+                for part in split_text(message.text):
+                    sent.append((await self.outbox.send(chat_id, part)).message_id)
+        except RecipientBlockedError:
+            await self._blocked(pseudonym)
+            return
+        finally:
+            await self._chats.forget(pseudonym)
+        log.info("telegram conversation erased on quick exit (%d messages)", len(deletable))
+        task = asyncio.create_task(self._delete_later(chat_id, sent))
+        self._later.add(task)
+        task.add_done_callback(self._later.discard)
+
+    async def _delete_later(self, chat_id: int, message_ids: list[int]) -> None:
+        # On shutdown the notice goes at once rather than stay in the chat.
+        try:
+            async with asyncio.timeout(self._config.exit_notice_s):
+                await self._stopping.wait()
+        except TimeoutError:
+            pass
+        try:
+            await self.outbox.delete(chat_id, message_ids)
+        except (HotlineError, TelegramError) as exc:
+            log.warning("telegram exit notice not deleted: %s", type(exc).__name__)
+
+    async def _blocked(self, pseudonym: Pseudonym) -> None:
+        """The victim blocked the bot: end the conversation, keep nothing, flag it."""
+        was_active = await self._runtime.end(pseudonym)
+        await self._chats.forget(pseudonym)
+        # An opaque event for now; a counselor-visible flag on the case is for the console.
+        log.warning(
+            "telegram: a victim blocked the bot; conversation ended (flag: blocked, active: %s)",
+            was_active,
+        )
+
+    # Everyone else.
+
+    async def _on_membership(self, change: ChatMemberUpdated) -> None:
+        chat = change.chat
+        status = change.new_chat_member.status
+        if chat.type == ChatType.PRIVATE and status == ChatMember.BANNED:
+            await self._blocked(self._pseudonym(change.from_user.id))
+        elif chat.type in _GROUPS and status in {ChatMember.MEMBER, ChatMember.ADMINISTRATOR}:
+            await self._refuse_group(chat.id)
+        elif chat.type == ChatType.CHANNEL and status == ChatMember.ADMINISTRATOR:
+            await self._leave(chat.id)
+
+    async def _refuse_group(self, chat_id: int) -> None:
+        try:
+            await self.outbox.send(chat_id, PRIVATE_ONLY)
+        except (HotlineError, TelegramError) as exc:
+            log.info("telegram group refusal not sent: %s", type(exc).__name__)
+        # Leave even when the refusal could not be sent: nobody should report in front of a
+        # group, and the bot must not be spoken to there again.
+        await self._leave(chat_id)
+
+    async def _leave(self, chat_id: int) -> None:
+        try:
+            await self.application.bot.leave_chat(chat_id)
+        except TelegramError as exc:
+            log.info("telegram could not leave a chat: %s", type(exc).__name__)
+
+    async def _refuse_inline(self, query: InlineQuery) -> None:
+        # No results, and a button that opens the private chat instead.
+        button = InlineQueryResultsButton(text=INLINE_REFUSAL, start_parameter="start")
+        try:
+            await query.answer([], cache_time=0, is_personal=True, button=button)
+        except TelegramError as exc:
+            log.info("telegram inline query not answered: %s", type(exc).__name__)
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """PTB's one error boundary: a victim never meets silence, and the log learns only what
@@ -151,18 +391,53 @@ class TelegramDoor:
         if not isinstance(update, Update):
             return
         chat = update.effective_chat
-        if chat is None or chat.type != ChatType.PRIVATE:
-            return
         user = update.effective_user
-        text = self._runtime.text("common.unavailable", user.language_code if user else None)
+        if chat is None or chat.type != ChatType.PRIVATE or user is None:
+            return
+        text = self._text("common.unavailable", user.language_code)
         try:
-            await self._reply(chat.id, (Outbound(text),))
-        except TelegramError as exc:
+            await self._send_guarded(self._pseudonym(user.id), chat.id, (Outbound(text),))
+        except Exception as exc:  # the last boundary: nothing may escape it
             # Raising here would make PTB log this error with its traceback.
             log.error("telegram could not send the unavailable notice: %s", type(exc).__name__)
 
+    # Helpers.
+
+    def _pseudonym(self, user_id: int) -> Pseudonym:
+        return self._pseudonymizer.pseudonym(Purpose.SESSION, CHANNEL, str(user_id))
+
+    def _inbound(
+        self,
+        user_id: int,
+        language: str | None,
+        *,
+        text: str | None = None,
+        button: str | None = None,
+    ) -> Inbound:
+        return Inbound(
+            pseudonym=self._pseudonym(user_id),
+            channel=CHANNEL,
+            text=text,
+            button=button,
+            language=language,
+        )
+
+    def _text(self, key: str, language: str | None) -> str:
+        return self._runtime.text(key, language)
+
+    # Lifecycle.
+
     async def start(self) -> None:
         await self.application.initialize()
+        if self._config.webhook_url is not None:
+            await self.application.bot.set_webhook(
+                self._config.webhook_url,
+                secret_token=self._config.webhook_secret,
+                allowed_updates=Update.ALL_TYPES,
+            )
+            await self.application.start()
+            log.info("telegram door started (webhook)")
+            return
         if self.application.updater is None:  # pragma: no cover - the builder makes one
             raise RuntimeError("no updater")
         await self.application.updater.start_polling(allowed_updates=Update.ALL_TYPES)
@@ -174,4 +449,24 @@ class TelegramDoor:
             await self.application.updater.stop()
         if self.application.running:
             await self.application.stop()
+        # Exit notices still showing are deleted now, while the bot can still call Telegram.
+        self._stopping.set()
+        if self._later:
+            await asyncio.gather(*self._later, return_exceptions=True)
         await self.application.shutdown()
+
+
+def _keyboard(message: Outbound, exit_label: str | None) -> InlineKeyboardMarkup | None:
+    rows = [[InlineKeyboardButton(b.label, callback_data=b.id)] for b in message.buttons]
+    if exit_label is not None:
+        rows.append([InlineKeyboardButton(exit_label, callback_data=QUICK_EXIT_BUTTON)])
+    return InlineKeyboardMarkup(rows) if rows else None
+
+
+def _declared_bytes(message: Message) -> int | None:
+    """The size Telegram declares for the file in a message (the largest photo size)."""
+    if message.photo:
+        return max((p.file_size or 0) for p in message.photo)
+    attachment = message.effective_attachment
+    size = getattr(attachment, "file_size", None)
+    return size if isinstance(size, int) else None

@@ -15,6 +15,7 @@ WARNING: test code. It holds what the "victim" typed in memory, in clear, on pur
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import socket
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 JSONDict = dict[str, Any]
@@ -66,6 +68,7 @@ class ApiCall:
     method: str
     params: dict[str, str]
     result: Any = None
+    at: float = field(default_factory=time.monotonic)  # when the server answered
 
     def json(self, name: str) -> Any:
         """A JSON-serialised parameter (`reply_markup`, `protect_content`, `chat_id`), decoded."""
@@ -86,18 +89,21 @@ class _Chat:
 
 
 class BotApiError(Exception):
-    """A Bot API error answer: `{"ok": false, "error_code": ..., "description": ...}`."""
+    """A Bot API error answer: `{"ok": false, "error_code": ..., "description": ...}`, with
+    `parameters` (e.g. `{"retry_after": 3}` on a 429) where Telegram sends them."""
 
-    def __init__(self, code: int, description: str) -> None:
+    def __init__(self, code: int, description: str, parameters: JSONDict | None = None) -> None:
         super().__init__(description)
         self.code = code
         self.description = description
+        self.parameters = parameters
 
 
 class FakeTelegram:
-    """The Bot API for one bot token: getMe, getUpdates (long polling), deleteWebhook,
-    sendMessage, answerCallbackQuery, leaveChat, getFile and file downloads; any other method
-    is 404, as on Telegram.
+    """The Bot API for one bot token: getMe, getUpdates (long polling), setWebhook and
+    deleteWebhook (webhook delivery: each update POSTed in order, secret token in the header),
+    sendMessage, deleteMessages, answerCallbackQuery, answerInlineQuery, leaveChat, getFile and
+    file downloads; any other method is 404, as on Telegram.
 
     `max_hold_s` caps how long an empty getUpdates is held whatever `timeout` the client asks
     for, so a polling client notices a stop quickly and tests stay fast. `fail_next` makes the
@@ -110,6 +116,8 @@ class FakeTelegram:
         self.max_hold_s = max_hold_s
         self.calls: list[ApiCall] = []
         self._pending: list[JSONDict] = []
+        self.delivered: list[JSONDict] = []
+        self.downloads = 0
         self._update_ids = itertools.count(1)
         self._callback_ids = itertools.count(1)
         self._open_callbacks: set[str] = set()
@@ -118,6 +126,14 @@ class FakeTelegram:
         self._files: dict[str, tuple[str, bytes]] = {}
         self._left: set[int] = set()
         self._failures: dict[str, list[BotApiError]] = {}
+        self._messages: dict[tuple[int, int], JSONDict] = {}  # (chat id, message id) -> message
+        self.deleted: set[tuple[int, int]] = set()
+        self.blocked_by: set[int] = set()  # users who blocked the bot (sendMessage is 403)
+        self.webhook_url: str | None = None
+        self.webhook_secret: str | None = None
+        self.webhook_statuses: list[int] = []
+        self._webhook_queue: asyncio.Queue[JSONDict] = asyncio.Queue()
+        self._webhook_task: asyncio.Task[None] | None = None
         self._changed = asyncio.Condition()
         self._closing = False
         self._runner: web.AppRunner | None = None
@@ -156,6 +172,10 @@ class FakeTelegram:
         await web.SockSite(runner, sock).start()
 
     async def stop(self) -> None:
+        if self._webhook_task is not None:
+            self._webhook_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._webhook_task
         async with self._changed:
             self._closing = True
             self._changed.notify_all()
@@ -243,9 +263,39 @@ class FakeTelegram:
         self._files[file_id] = (f"{folder}/file_{number}.bin", content)
         return file_id
 
-    def fail_next(self, method: str, code: int, description: str) -> None:
+    def fail_next(
+        self, method: str, code: int, description: str, parameters: JSONDict | None = None
+    ) -> None:
         """Answer the next call to `method` with this Bot API error instead of doing it."""
-        self._failures.setdefault(method.lower(), []).append(BotApiError(code, description))
+        error = BotApiError(code, description, parameters)
+        self._failures.setdefault(method.lower(), []).append(error)
+
+    async def queue_raw(self, update: JSONDict) -> None:
+        """Deliver any update as given (an `update_id` is added when missing): unknown kinds,
+        malformed ones, channel posts, inline queries."""
+        async with self._changed:
+            if "update_id" not in update:
+                update = {"update_id": next(self._update_ids), **update}
+            await self._deliver(update)
+
+    async def redeliver(self, update_id: int) -> None:
+        """Send an update again, as Telegram does after a failed webhook call or a restart."""
+        for update in self.delivered:
+            if update["update_id"] == update_id:
+                async with self._changed:
+                    await self._deliver(update)
+                return
+        raise KeyError(update_id)
+
+    def message(self, chat_id: int, message_id: int) -> JSONDict | None:
+        """A message still in the chat (sent by the bot or the user), None once deleted."""
+        if (chat_id, message_id) in self.deleted:
+            return None
+        return self._messages.get((chat_id, message_id))
+
+    def messages_in(self, chat_id: int) -> list[int]:
+        """Ids of every message still in the chat, both sides."""
+        return sorted(m for (c, m) in self._messages if c == chat_id and (c, m) not in self.deleted)
 
     # What the bot did, for assertions.
 
@@ -300,7 +350,10 @@ class FakeTelegram:
             "getme": self._get_me,
             "getupdates": self._get_updates,
             "deletewebhook": self._delete_webhook,
+            "setwebhook": self._set_webhook,
             "sendmessage": self._send_message,
+            "deletemessages": self._delete_messages,
+            "answerinlinequery": self._answer_inline_query,
             "answercallbackquery": self._answer_callback_query,
             "leavechat": self._leave_chat,
             "getfile": self._get_file,
@@ -309,13 +362,68 @@ class FakeTelegram:
     async def _get_me(self, _params: dict[str, str]) -> JSONDict:
         return self.me
 
+    async def _set_webhook(self, params: dict[str, str]) -> bool:
+        self.webhook_url = params["url"]
+        self.webhook_secret = params.get("secret_token")
+        if "allowed_updates" in params:
+            allowed = json.loads(params["allowed_updates"])
+            self._allowed = frozenset(allowed) if allowed else DEFAULT_UPDATE_TYPES
+        if self._webhook_task is None:
+            self._webhook_task = asyncio.create_task(self._push_webhooks())
+        async with self._changed:  # what was waiting for getUpdates now goes to the webhook
+            for update in self._pending:
+                self._webhook_queue.put_nowait(update)
+            self._pending.clear()
+        return True
+
+    async def _push_webhooks(self) -> None:
+        """Telegram's side of a webhook: POST each update in order, the secret in a header."""
+        async with aiohttp.ClientSession() as http:
+            while True:
+                update = await self._webhook_queue.get()
+                if self.webhook_url is None or not self._wanted(update):
+                    continue
+                while self.webhook_url is not None:
+                    # Telegram keeps trying an update until the webhook answers; the URL may
+                    # change meanwhile (another worker called setWebhook).
+                    headers = {}
+                    if self.webhook_secret is not None:
+                        headers["X-Telegram-Bot-Api-Secret-Token"] = self.webhook_secret
+                    try:
+                        async with http.post(
+                            self.webhook_url, json=update, headers=headers
+                        ) as response:
+                            status = response.status
+                    except aiohttp.ClientError:
+                        await asyncio.sleep(0.05)
+                        continue
+                    async with self._changed:
+                        self.webhook_statuses.append(status)
+                        self._changed.notify_all()
+                    break
+
+    async def _delete_messages(self, params: dict[str, str]) -> bool:
+        chat_id = _int(params, "chat_id", 0)
+        ids = json.loads(params.get("message_ids", "[]"))
+        if not isinstance(ids, list) or not 1 <= len(ids) <= 100:
+            raise BotApiError(400, "Bad Request: message_ids must have 1-100 elements")
+        for message_id in ids:
+            self.deleted.add((chat_id, int(message_id)))
+        return True
+
+    async def _answer_inline_query(self, params: dict[str, str]) -> bool:
+        return "inline_query_id" in params
+
     async def _delete_webhook(self, params: dict[str, str]) -> bool:
+        self.webhook_url = None
         if _flag(params, "drop_pending_updates"):
             async with self._changed:
                 self._pending.clear()
         return True
 
     async def _get_updates(self, params: dict[str, str]) -> list[JSONDict]:
+        if self.webhook_url is not None:
+            raise BotApiError(409, "Conflict: can't use getUpdates method while webhook is active")
         offset = _int(params, "offset", 0)
         limit = min(max(_int(params, "limit", MAX_UPDATES_LIMIT), 1), MAX_UPDATES_LIMIT)
         hold_s = min(max(_float(params, "timeout", 0.0), 0.0), self.max_hold_s)
@@ -328,9 +436,7 @@ class FakeTelegram:
                 # Telegram forgets every update below the offset (they are confirmed) and never
                 # makes the kinds the bot did not ask for.
                 self._pending = [
-                    u
-                    for u in self._pending
-                    if u["update_id"] >= offset and self._kind(u) in self._allowed
+                    u for u in self._pending if u["update_id"] >= offset and self._wanted(u)
                 ]
                 remaining = deadline - time.monotonic()
                 if self._pending or self._closing or remaining <= 0:
@@ -348,6 +454,8 @@ class FakeTelegram:
             raise BotApiError(400, "Bad Request: chat not found")
         if chat_id in self._left:
             raise BotApiError(403, "Forbidden: bot is not a member of the group chat")
+        if chat_id in self.blocked_by:
+            raise BotApiError(403, "Forbidden: bot was blocked by the user")
         text = params.get("text", "")
         if not text.strip():
             raise BotApiError(400, "Bad Request: message text is empty")
@@ -399,6 +507,7 @@ class FakeTelegram:
     async def _download(self, request: web.Request) -> web.Response:
         if request.match_info["token"] != self.token:
             return _error(BotApiError(401, "Unauthorized"))
+        self.downloads += 1
         for path, content in self._files.values():
             if path == request.match_info["path"]:
                 return web.Response(body=content, content_type="application/octet-stream")
@@ -418,6 +527,7 @@ class FakeTelegram:
         }
         if text is not None:
             message["text"] = text
+        self._messages[(chat["id"], message["message_id"])] = message
         return message
 
     def _attachment(self, kind: str) -> JSONDict | list[JSONDict]:
@@ -453,8 +563,17 @@ class FakeTelegram:
 
     async def _queue(self, update: JSONDict) -> None:
         async with self._changed:
-            self._pending.append({"update_id": next(self._update_ids), **update})
-            self._changed.notify_all()
+            await self._deliver({"update_id": next(self._update_ids), **update})
+
+    async def _deliver(self, update: JSONDict) -> None:
+        """Hand an update to the bot: pushed to the webhook if one is set, else kept for
+        getUpdates. The caller holds `_changed`."""
+        self.delivered.append(update)
+        if self.webhook_url is not None:
+            self._webhook_queue.put_nowait(update)
+        else:
+            self._pending.append(update)
+        self._changed.notify_all()
 
     async def _record(self, call: ApiCall) -> None:
         async with self._changed:
@@ -463,7 +582,12 @@ class FakeTelegram:
 
     @staticmethod
     def _kind(update: JSONDict) -> str:
-        return next(key for key in update if key != "update_id")
+        return next((key for key in update if key != "update_id"), "")
+
+    def _wanted(self, update: JSONDict) -> bool:
+        """Whether the bot asked for this kind; kinds newer than the bot's list still come."""
+        kind = self._kind(update)
+        return kind not in DEFAULT_UPDATE_TYPES or kind in self._allowed
 
 
 async def _parameters(request: web.Request) -> dict[str, str]:
@@ -489,7 +613,9 @@ async def _parameters(request: web.Request) -> dict[str, str]:
 
 
 def _error(exc: BotApiError) -> web.Response:
-    body = {"ok": False, "error_code": exc.code, "description": exc.description}
+    body: JSONDict = {"ok": False, "error_code": exc.code, "description": exc.description}
+    if exc.parameters is not None:
+        body["parameters"] = exc.parameters
     return web.json_response(body, status=exc.code)
 
 

@@ -25,6 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import FAST_KDF_ENV, Pair, first_start_secret
 from tests.fake_telegram import FakeTelegram
+from tests.telegram_support import CANARY_TEXT, say
+from tests.telegram_support import DETAILS as TELEGRAM_DETAILS
+from tests.telegram_support import Victim as TelegramVictim
 
 pytestmark = pytest.mark.e2e
 
@@ -240,23 +243,62 @@ async def test_sigkill_loses_no_report_the_victim_was_told_was_received(
     assert again.stop() == 0
 
 
-async def test_telegram_starts_when_a_token_is_set(up_env: dict[str, str], tmp_path: Path) -> None:
+async def test_telegram_serves_a_victim_end_to_end(
+    up_env: dict[str, str], tmp_path: Path, pair: Pair, redis: Redis, engine: AsyncEngine
+) -> None:
+    """`hotline up` with a token and a Bot API server on this machine: /start, buttons, free
+    text, a sealed report a counselor opens, then /exit erasing the chat; no trace anywhere."""
     token = "424242:E2E-test-token"  # noqa: S105 - the fake Bot API's token
+    user_id, name = 777000111, "E2ECanaryName"
+    log = tmp_path / "hotline.log"
     async with FakeTelegram(token) as telegram:
         up = Up(
             up_env
             | {"HOTLINE_TELEGRAM_TOKEN": token, "HOTLINE_TELEGRAM_BASE_URL": telegram.base_url},
-            tmp_path / "hotline.log",
+            log,
         )
         try:
             await up.wait_ready()
-            user = telegram.user(777000111, "E2EName", "en")
-            chat = telegram.private_chat(user)
-            await telegram.send_text(user, chat, "/start")
-            welcome, consent = await telegram.wait_for("sendMessage", 2, timeout_s=15)
-            assert welcome.params["text"].startswith("Hello.")
-            assert consent.json("reply_markup")["inline_keyboard"][0][0]["callback_data"] == "agree"
-            assert consent.params["protect_content"] == "true"
+            victim = TelegramVictim(telegram, "en", user_id, name)
+            calls = await victim.walk()
+            assert all(call.json("protect_content") is True for call in calls)
+            async with _http() as http:
+                counselor = Counselor(http, up.base)
+                await counselor.sign_in(
+                    first_start_secret(up.output, "one-time password"),
+                    new_password="counselor passphrase two",  # noqa: S106 - a test account
+                )
+                (case,) = await counselor.cases(1)
+                assert case["category"] == "deepfake"
+                assert TELEGRAM_DETAILS in await counselor.open(case["id"])
+
+            # The flow has already erased the victim's account from the chat (its delete flag).
+            deleted = len(telegram.calls_to("deleteMessages"))
+            await telegram.send_text(victim.user, victim.chat, "/exit")
+            (erase,) = (await telegram.wait_for("deleteMessages", deleted + 1, timeout_s=15))[
+                deleted:
+            ]
+            assert len(erase.json("message_ids")) >= len(calls) + len(victim.sent) - deleted
+            (notice,) = (await telegram.wait_for("sendMessage", len(calls) + 1, timeout_s=15))[-1:]
         finally:
-            assert up.stop() == 0
-    assert token not in (tmp_path / "hotline.log").read_text()
+            # In a thread: the stopping process still calls the fake, which runs on this loop.
+            assert await asyncio.get_running_loop().run_in_executor(None, up.stop) == 0
+        # Stopping deletes the exit notice at once rather than leave it in the chat.
+        assert notice.params["text"] == say("safety.exit")
+        assert telegram.messages_in(victim.chat["id"]) == []
+
+    markers = [str(user_id), name, CANARY_TEXT, token]
+    logged = log.read_text() + up.output
+    assert not [m for m in markers if m in logged]
+    for path in (tmp_path / "data").rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            assert not [m for m in markers if m.encode() in content], path
+    if pair.name == "server":
+        async with engine.connect() as conn:
+            for table in ("cases", "counselors", "center_keys", "wrapped_private_keys"):
+                rows = repr((await conn.execute(text(f"SELECT * FROM {table}"))).all())  # noqa: S608
+                assert not [m for m in markers if m in rows], table
+        async for key in redis.scan_iter():
+            dumped = (await redis.dump(key) or b"") + key
+            assert not [m for m in markers if m.encode() in dumped], key

