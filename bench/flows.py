@@ -30,7 +30,8 @@ from backend.flows import engine
 from backend.flows.engine import Context
 from backend.flows.registry import FlowRegistry
 from backend.keys import generate_private_key
-from backend.settings import SHIPPED_FLOWS_DIR
+from backend.receipts import ReceiptHasher
+from backend.settings import SHIPPED_FLOWS_DIR, KdfCost
 from bot.reports import ReportSender
 from bot.runtime import ConversationRuntime
 from bot.sessions import SessionStore
@@ -102,7 +103,12 @@ async def io_step_s(registry: FlowRegistry, redis_url: str) -> tuple[float, int,
     try:
         sessions = SessionStore(redis, b"k" * 32, 3600)
         runtime = ConversationRuntime(
-            redis, registry, sessions, ReportSender(redis, generate_private_key().public_key())
+            redis,
+            registry,
+            sessions,
+            ReportSender(redis, generate_private_key().public_key()),
+            # The bench measures steps, not the receipt's Argon2id: the cheapest cost.
+            receipts=ReceiptHasher(b"bench-salt-16byt", KdfCost(1, 8, 1)),
         )
         for text in ("/start",):
             await runtime.handle(Inbound(WHO, "bench", text=text, language="ko"))
