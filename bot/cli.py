@@ -59,7 +59,8 @@ def configure_logging(level: str) -> None:
     # SQLAlchemy's engine logs statements with their parameters (sealed blobs, case ids) when
     # the root level allows it. transitions logs every state change at INFO: hot-path noise.
     quiet_loggers = ("telegram", "httpx", "httpcore", "aiohttp.access", "sqlalchemy", "aiosqlite")
-    for quiet in (*quiet_loggers, "transitions"):
+    # transitions and alembic (two lines at every start) are noise, not risk.
+    for quiet in (*quiet_loggers, "transitions", "alembic"):
         logging.getLogger(quiet).setLevel(logging.WARNING)
 
 

@@ -109,8 +109,14 @@ class ConversationRuntime:
                 return await self._handle_locked(inbound)
         except (RedisError, LockError, OSError):
             log.warning("conversation turn failed: redis unavailable")
-        except Exception:
-            log.exception("conversation turn failed")
+        except Exception as exc:
+            # The type and where, never the message or the traceback's locals: an error raised
+            # while handling a victim's words may quote them.
+            frame = exc.__traceback__
+            while frame is not None and frame.tb_next is not None:
+                frame = frame.tb_next
+            where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
+            log.error("conversation turn failed with %s at %s", type(exc).__name__, where)
         return Turn((self._unavailable(inbound),))
 
     def text(self, key: str, language_hint: str | None) -> str:
@@ -157,6 +163,15 @@ class ConversationRuntime:
             effects=result.effects,
             ended=result.session.ended,
         )
+
+    async def accepts_files(self, pseudonym: Pseudonym) -> bool:
+        """Whether this conversation's current step takes files; read-only, no lock: the step
+        checks again when the files arrive."""
+        session = await self._sessions.load(pseudonym)
+        if session is None:
+            return False
+        bundle = self._flows.for_session(session.version)
+        return bundle is not None and engine.accepts_files(bundle, session)
 
     async def end(self, pseudonym: Pseudonym) -> bool:
         """End a conversation from outside the flow (the victim blocked the bot); True if one

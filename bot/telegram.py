@@ -48,10 +48,11 @@ from telegram.ext import (
 )
 from telegram.request import BaseRequest
 
-from backend.conversation import DeleteInbound, Inbound, Outbound, Pseudonym
+from backend.conversation import Attachment, DeleteInbound, Inbound, Outbound, Pseudonym
 from backend.errors import HotlineError
 from backend.pseudonyms import Pseudonymizer, Purpose
 from backend.settings import TELEGRAM_DOWNLOAD_LIMIT_BYTES, Settings
+from bot import evidence
 from bot.outbox import OutboxLimits, RecipientBlockedError, TelegramOutbox, split_text
 from bot.runtime import ConversationRuntime
 from bot.telegram_chats import TelegramChatStore
@@ -236,14 +237,35 @@ class TelegramDoor:
     async def _on_file(self, message: Message, user_id: int, language: str | None) -> None:
         """A photo, document, sticker, voice message or anything else that is not text.
 
-        No flow step takes files yet, so nothing is fetched (no getFile) or passed on and the
+        Only when the conversation waits on a files step (never for a minor) is a photo or
+        document fetched, hashed in memory and dropped (`bot.evidence`); its facts go to the
+        flow like any answer. Otherwise nothing is fetched (no getFile) or passed on and the
         conversation stays where it was; the victim is told so, or, for a file over the size
         limit, that it is too large. The message is remembered, so /exit erases it with the rest.
-        `bot.evidence` hashes and drops files once a flow step asks for them.
         """
         pseudonym = self._pseudonym(user_id)
         declared = _declared_bytes(message)
         too_large = declared is not None and declared > self._config.max_file_bytes
+        wanted = _evidence_file(message)
+        if not too_large and wanted is not None and await self._runtime.accepts_files(pseudonym):
+            file_id, kind, mime_type = wanted
+            try:
+                attachment = await evidence.collect(
+                    self.application.bot,
+                    file_id,
+                    kind,
+                    declared_bytes=declared,
+                    mime_type=mime_type,
+                    max_bytes=self._config.max_file_bytes,
+                    # PDQ is what takedown hash lists match on; it is a hash, not the picture.
+                    want_pdq=True,
+                )
+            except evidence.FileTooLargeError:
+                too_large = True
+            else:
+                inbound = self._inbound(user_id, language, attachments=(attachment,))
+                await self._turn(inbound, message.chat.id, message.message_id)
+                return
         key = "common.file_too_large" if too_large else "common.no_files"
         answer = (Outbound(self._text(key, language)),)
         exit_label = self._text("common.quick_exit", language)
@@ -413,6 +435,7 @@ class TelegramDoor:
         *,
         text: str | None = None,
         button: str | None = None,
+        attachments: tuple[Attachment, ...] = (),
     ) -> Inbound:
         return Inbound(
             pseudonym=self._pseudonym(user_id),
@@ -420,6 +443,7 @@ class TelegramDoor:
             text=text,
             button=button,
             language=language,
+            attachments=attachments,
         )
 
     def _text(self, key: str, language: str | None) -> str:
@@ -461,6 +485,17 @@ def _keyboard(message: Outbound, exit_label: str | None) -> InlineKeyboardMarkup
     if exit_label is not None:
         rows.append([InlineKeyboardButton(exit_label, callback_data=QUICK_EXIT_BUTTON)])
     return InlineKeyboardMarkup(rows) if rows else None
+
+
+def _evidence_file(message: Message) -> tuple[str, str, str | None] | None:
+    """(file id, kind, MIME type) of a photo (its largest size) or document; None otherwise:
+    stickers, voice and video notes are not evidence a flow takes."""
+    if message.photo:
+        largest = max(message.photo, key=lambda p: p.file_size or 0)
+        return largest.file_id, "photo", "image/jpeg"
+    if message.document is not None:
+        return message.document.file_id, "document", message.document.mime_type
+    return None
 
 
 def _declared_bytes(message: Message) -> int | None:

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from redis.asyncio import Redis
 
 from backend import keys, receipts, streams
-from backend.conversation import Inbound, Pseudonym
+from backend.conversation import Inbound, Pseudonym, SubmitReport
 from backend.flows.registry import FlowRegistry
 from backend.receipts import ReceiptHasher
 from backend.sealing import Envelope, open_envelope
@@ -217,3 +217,35 @@ RECEIPT_SALT = b"s" * 16
 
 def _digest(code: str) -> str:
     return receipts.digest(code, RECEIPT_SALT, FAST_KDF)
+
+
+class _FailingSender(ReportSender):
+    """A sender that fails the way a bug would, quoting what it was given."""
+
+    async def send(self, report: SubmitReport) -> None:
+        raise ValueError(f"cannot send {report.answers}")
+
+
+async def test_a_failed_turn_logs_no_victim_words_and_says_try_again(
+    redis: Redis,
+    flows_dir: Path,
+    private_key: X25519PrivateKey,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runtime = ConversationRuntime(
+        redis,
+        FlowRegistry.load(flows_dir),
+        SessionStore(redis, b"r" * 32, 3600),
+        _FailingSender(redis, private_key.public_key()),
+        receipts=ReceiptHasher(RECEIPT_SALT, FAST_KDF),
+        reload_check_s=0,
+    )
+    victim = Victim(runtime, "h")
+    await victim.to_details()
+    await victim.text("CANARY-words-of-the-victim")
+    turn = await victim.click("send_now")
+    assert [m.text for m in turn.messages] == [runtime.text("common.unavailable", "en")]
+    failures = [r for r in caplog.records if "turn failed" in r.getMessage()]
+    assert failures and "ValueError" in failures[0].getMessage()
+    assert "CANARY" not in caplog.text
+    assert all(r.exc_info is None for r in caplog.records), "no traceback in the log"

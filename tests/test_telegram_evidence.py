@@ -5,18 +5,27 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from PIL import Image
+from redis.asyncio import Redis
 from telegram import Bot
 
+from backend import streams
+from backend.sealing import Envelope, open_envelope
 from bot.evidence import FileTooLargeError, collect, pdq_hex
 from tests import telegram_support
 from tests.fake_telegram import FakeTelegram
-from tests.telegram_support import TOKEN
+from tests.telegram_support import TOKEN, Victim, matches, say, stream
 
+center_key = telegram_support.center_key
+door = telegram_support.door
+flows = telegram_support.flows
+mode = telegram_support.mode
 telegram = telegram_support.telegram
 
 
@@ -123,3 +132,39 @@ async def test_over_the_limit_nothing_is_fetched(bot: Bot, telegram: FakeTelegra
         )
     assert len(telegram.calls_to("getFile")) == 1
     assert telegram.downloads == 0
+
+
+@pytest.mark.usefixtures("door")
+async def test_a_photo_at_the_evidence_step_is_sealed_as_hashes_only(
+    telegram: FakeTelegram, redis: Redis, center_key: X25519PrivateKey
+) -> None:
+    """Through the whole door: the flow's evidence step takes the photo, the sealed report
+    carries its SHA-256, and nothing of the bytes is kept anywhere."""
+    victim = Victim(telegram, "en")
+    await victim.walk(4)  # at the details question
+    (when,) = await victim.say("Filmed in a changing room.", replies=1)
+    (platform,) = await victim.press(when, "today", replies=1)
+    (where,) = await victim.press(platform, "telegram", replies=1)
+    (online,) = await victim.press(where, "skip", replies=1)
+    *_guide, ask_evidence = await victim.press(online, "yes", replies=3)
+    assert ask_evidence.params["text"] == say("report.evidence")
+    assert telegram.calls_to("getFile") == []
+
+    photo, (received,) = await victim.send("photo", replies=1)
+    assert received.params["text"] == say("common.file_received")
+    (fetched,) = telegram.calls_to("getFile")
+    largest = max(photo["photo"], key=lambda p: p["file_size"])
+    assert fetched.params["file_id"] == largest["file_id"]
+    content = b"\x00" * largest["file_size"]  # what the fake server holds for it
+
+    (refer_center,) = await victim.press(ask_evidence, "done", replies=1)
+    (refer_police,) = await victim.press(refer_center, "yes", replies=1)
+    report, _feedback = await victim.press(refer_police, "no", replies=2)
+    assert matches(report.params["text"], "report.received")
+
+    (entry,) = await stream(redis, streams.REPORTS_STREAM)
+    envelope = Envelope.from_bytes(entry[streams.FIELD_ENVELOPE.encode()])
+    body = json.loads(open_envelope(envelope, center_key))
+    assert hashlib.sha256(content).hexdigest() in json.dumps(body["answers"]["evidence"])
+    for key in [k async for k in redis.scan_iter()]:
+        assert largest["file_id"].encode() not in key + (await redis.dump(key) or b"")

@@ -603,6 +603,19 @@ def _receipt(conversation_id: str) -> str:
     return receipts.code_from(hashlib.sha256(f"receipt:{conversation_id}".encode()).digest())
 
 
+def accepts_files(bundle: Bundle, session: Session) -> bool:
+    """Whether the conversation now waits on a files step (never for a minor): a door fetches
+    a file only then, so nothing is downloaded that the flow would refuse."""
+    flow = bundle.flows.get(session.flow)
+    if flow is None or MINOR in session.flags:
+        return False
+    step = flow.spec.steps.get(session.state)
+    if step is None or step.slot is None:
+        return False
+    slot = flow.spec.slots.get(step.slot)
+    return slot is not None and slot.type == "files"
+
+
 def check_session(bundle: Bundle, session: Session) -> list[str]:
     """What is wrong with a session record against its bundle (empty when valid)."""
     problems = []
