@@ -16,19 +16,15 @@ must still get the chat erased. It is deleted on /exit and when the victim block
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from redis.asyncio import Redis
 
 from backend import streams
 from backend.conversation import Pseudonym
-from backend.pseudonyms import derive_key
+from backend.record_cipher import RecordCipher
 
-_NONCE_BYTES = 12
 # Telegram: "a message can only be deleted if it was sent less than 48 hours ago". A margin
 # keeps a deleteMessages call from failing on an id that crosses the line in flight.
 DELETABLE_FOR_S = 48 * 3600 - 300
@@ -43,23 +39,17 @@ class ChatMessage:
 class TelegramChatStore:
     def __init__(self, redis: Redis, root_secret: bytes, ttl_s: int) -> None:
         self._redis = redis
-        self._aead = ChaCha20Poly1305(derive_key(root_secret, "telegram-chat"))
+        self._cipher = RecordCipher(root_secret, "telegram-chat")
         self._ttl_s = ttl_s
 
     def __repr__(self) -> str:
         return "TelegramChatStore(<key hidden>)"
 
     def _seal(self, key: str, plain: bytes) -> bytes:
-        nonce = os.urandom(_NONCE_BYTES)
-        return nonce + self._aead.encrypt(nonce, plain, key.encode())
+        return self._cipher.seal(key, plain)
 
     def _open(self, key: str, sealed: object) -> bytes | None:
-        if not isinstance(sealed, bytes) or len(sealed) <= _NONCE_BYTES:
-            return None
-        try:
-            return self._aead.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], key.encode())
-        except InvalidTag:
-            return None
+        return self._cipher.open(key, sealed)
 
     async def remember(
         self,

@@ -11,19 +11,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import os
 from collections.abc import Awaitable, Callable
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from redis.asyncio import Redis
 
 from backend import streams
 from backend.conversation import Pseudonym
 from backend.errors import HotlineError
 from backend.pseudonyms import derive_key
+from backend.record_cipher import RecordCipher
 
-_NONCE_BYTES = 12
 _PENDING = b""
 WAIT_FOR_FIRST_S = 10.0
 POLL_S = 0.05
@@ -37,7 +34,7 @@ class TurnReplay:
     def __init__(self, redis: Redis, root_secret: bytes) -> None:
         self._redis = redis
         self._id_key = derive_key(root_secret, "turn-replay/id")
-        self._aead = ChaCha20Poly1305(derive_key(root_secret, "turn-replay/answer"))
+        self._cipher = RecordCipher(root_secret, "turn-replay/answer")
 
     def __repr__(self) -> str:
         return "TurnReplay(<keys hidden>)"
@@ -62,21 +59,17 @@ class TurnReplay:
                 # Nothing was answered: let a retry run the turn afresh.
                 await self._redis.delete(key)
                 raise
-            nonce = os.urandom(_NONCE_BYTES)
-            sealed = nonce + self._aead.encrypt(nonce, answer, key.encode())
-            await self._redis.set(key, sealed, xx=True, ex=ttl_s)
+            await self._redis.set(key, self._cipher.seal(key, answer), xx=True, ex=ttl_s)
             return answer
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WAIT_FOR_FIRST_S
         while loop.time() < deadline:
             stored = await self._redis.get(key)
             if isinstance(stored, bytes) and stored != _PENDING:
-                try:
-                    return self._aead.decrypt(
-                        stored[:_NONCE_BYTES], stored[_NONCE_BYTES:], key.encode()
-                    )
-                except InvalidTag:
+                replayed = self._cipher.open(key, stored)
+                if replayed is None:
                     break
+                return replayed
             if stored is None:  # the first attempt failed and released the id
                 return await self.once(pseudonym, turn_id, handle, ttl_s=ttl_s)
             await asyncio.sleep(POLL_S)
