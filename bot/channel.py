@@ -26,6 +26,12 @@ class Capabilities:
     max_buttons: int
     max_button_label_chars: int
     max_button_id_bytes: int
+    # How long after sending a message the platform still lets it be deleted; None: no limit
+    # or no deleting at all (see `can_delete_messages`).
+    delete_window_s: int | None = None
+    # Whether split parts join back to exactly the text, the whitespace at a break kept at the
+    # end of the earlier part (Telegram: sent verbatim), or that whitespace is dropped.
+    verbatim_split: bool = False
 
 
 class Channel(Protocol):
@@ -34,8 +40,13 @@ class Channel(Protocol):
     capabilities: Capabilities
 
 
-def split_text(text: str, limit: int) -> list[str]:
-    """Split at the last paragraph, line or word break before `limit`; never drop a character."""
+def split_text(text: str, limit: int, *, verbatim: bool = False) -> list[str]:
+    """Split at the last paragraph, line or word break before `limit`; never drop a character.
+
+    Only the whitespace at a break goes, unless `verbatim`, when it ends the earlier part and
+    the parts join back to exactly `text`. No part is empty (platforms refuse empty messages),
+    unless the text itself is.
+    """
     parts: list[str] = []
     rest = text
     while len(rest) > limit:
@@ -43,9 +54,14 @@ def split_text(text: str, limit: int) -> list[str]:
         cut = max(window.rfind("\n\n"), window.rfind("\n"), window.rfind(" "))
         if cut < limit // 2:
             cut = limit
-        parts.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip()
-    parts.append(rest)
+        elif verbatim:
+            cut += 1  # the break itself stays, at the end of the earlier part
+        part = rest[:cut] if verbatim else rest[:cut].rstrip()
+        if part:
+            parts.append(part)
+        rest = rest[cut:] if verbatim else rest[cut:].lstrip()
+    if rest or not parts:
+        parts.append(rest)
     return parts
 
 
@@ -61,7 +77,7 @@ def fit(messages: Sequence[Outbound], caps: Capabilities) -> list[Outbound]:
     """
     fitted: list[Outbound] = []
     for message in messages:
-        parts = split_text(message.text, caps.max_text_chars)
+        parts = split_text(message.text, caps.max_text_chars, verbatim=caps.verbatim_split)
         buttons = tuple(
             Button(b.id, fit_label(b.label, caps.max_button_label_chars)) for b in message.buttons
         )

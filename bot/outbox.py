@@ -80,23 +80,6 @@ class _Bucket:
         return self._tokens + elapsed * self._rate >= self._burst
 
 
-def split_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> list[str]:
-    """Cut a long text into Telegram-sized parts, at a line break or a space where one is near.
-
-    Never returns an empty part (Telegram refuses empty messages), and no character is lost.
-    """
-    parts: list[str] = []
-    rest = text
-    while len(rest) > limit:
-        cut = max(rest.rfind("\n", limit // 2, limit), rest.rfind(" ", limit // 2, limit))
-        cut = limit if cut <= 0 else cut + 1
-        parts.append(rest[:cut])
-        rest = rest[cut:]
-    if rest or not parts:
-        parts.append(rest)
-    return parts
-
-
 class TelegramOutbox:
     _MAX_IDLE_BUCKETS = 10_000
 
@@ -112,7 +95,7 @@ class TelegramOutbox:
     ) -> Message:
         """Send one message (at most 4096 characters), protected, without parse mode."""
         if not text or len(text) > MAX_MESSAGE_CHARS:
-            raise ValueError("a Telegram message holds 1-4096 characters; split it first")
+            raise ValueError("a Telegram message holds 1-4096 characters; fit it first")
         return await self._deliver(
             chat_id,
             lambda: self._bot.send_message(

@@ -53,7 +53,8 @@ from backend.errors import HotlineError
 from backend.pseudonyms import Pseudonymizer, Purpose
 from backend.settings import TELEGRAM_DOWNLOAD_LIMIT_BYTES, Settings
 from bot import evidence
-from bot.outbox import OutboxLimits, RecipientBlockedError, TelegramOutbox, split_text
+from bot.channel import Capabilities, fit
+from bot.outbox import MAX_MESSAGE_CHARS, OutboxLimits, RecipientBlockedError, TelegramOutbox
 from bot.runtime import ConversationRuntime
 from bot.telegram_chats import TelegramChatStore
 from bot.telegram_updates import ChatOrderProcessor, SanitizingRequest, parses_as_update
@@ -71,6 +72,20 @@ INLINE_REFUSAL = "1:1 대화 열기 / Open a private chat"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name
 QUICK_EXIT_BUTTON = "quick_exit"
 _GROUPS = frozenset({ChatType.GROUP, ChatType.SUPERGROUP})
+
+CAPABILITIES = Capabilities(
+    name=CHANNEL,
+    can_delete_messages=True,  # both sides of a private chat, which /exit erases
+    pushes=True,  # a counselor's reply reaches the victim at once
+    max_text_chars=MAX_MESSAGE_CHARS,
+    # One button a row: Telegram sets no count, a phone screen does. Flows stay far below.
+    max_buttons=20,
+    # Telegram documents no label limit; a phone shows about this much on one row.
+    max_button_label_chars=64,
+    max_button_id_bytes=64,  # callback_data is 1-64 bytes
+    delete_window_s=48 * 3600,  # bots delete messages in private chats within 48 hours
+    verbatim_split=True,  # no parse mode: the parts of a long text join back to exactly it
+)
 
 
 @dataclass(frozen=True)
@@ -307,16 +322,16 @@ class TelegramDoor:
         exit_label: str | None,
         incoming: list[int],
     ) -> None:
-        """Send in order, long texts split; remember the victim's message and every reply for
-        /exit, in one write, also when a send fails half-way."""
+        """Send in order, fitted to Telegram's limits (long texts split, a message's buttons under
+        its last part, the exit button under the last message); remember the victim's message
+        and every reply for /exit, in one write, also when a send fails half-way."""
         sent: list[int] = []
+        fitted = fit(messages, CAPABILITIES)
         try:
-            for index, message in enumerate(messages):
-                label = exit_label if index == len(messages) - 1 else None
-                parts = split_text(message.text)
-                for number, part in enumerate(parts):
-                    markup = _keyboard(message, label) if number == len(parts) - 1 else None
-                    sent.append((await self.outbox.send(chat_id, part, markup)).message_id)
+            for index, message in enumerate(fitted):
+                label = exit_label if index == len(fitted) - 1 else None
+                markup = _keyboard(message, label)
+                sent.append((await self.outbox.send(chat_id, message.text, markup)).message_id)
         finally:
             await self._chats.remember(pseudonym, chat_id, incoming + sent)
 
@@ -332,9 +347,8 @@ class TelegramDoor:
         try:
             await self.outbox.delete(chat_id, deletable)
             sent = []
-            for message in notice:
-                for part in split_text(message.text):
-                    sent.append((await self.outbox.send(chat_id, part)).message_id)
+            for message in fit(notice, CAPABILITIES):
+                sent.append((await self.outbox.send(chat_id, message.text)).message_id)
         except RecipientBlockedError:
             await self._blocked(pseudonym)
             return
