@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import logging
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -92,12 +93,15 @@ def render(messages: Sequence[Outbound], *, operator: bool) -> dict[str, Any]:
     if len(buttons) > CAPABILITIES.max_buttons:
         limit = CAPABILITIES.max_buttons
         log.warning("kakao shows %d quick replies; %d were left out", limit, len(buttons) - limit)
+    offer = secrets.token_hex(4)
     quick_replies = [
         {
             "label": b.label,
             "action": "message",
             "messageText": b.label,
-            "extra": {"button": b.id},
+            # `offer` tells apart two presses of the same button id on different questions
+            # (a "no", then another "no"), which Kakao would otherwise send as one body.
+            "extra": {"button": b.id, "offer": offer},
         }
         for b in buttons[: CAPABILITIES.max_buttons]
     ]

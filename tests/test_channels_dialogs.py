@@ -15,8 +15,10 @@ Which rows and dialogs a door plays, declared here rather than skipped at run ti
   reproduce by their nature, each dropped with its reason by `_why_not_playable`:
   `open: false` and `after_s` (the doors run on the real clock and the shipped hours, always
   open); `files:` at a step that takes none (Telegram refuses those before the flow sees them);
-  the same input twice in a row (KakaoTalk puts no id on a request, so an identical body from
-  the same user within `KAKAO_DUPLICATE_WINDOW_S` is a duplicate and gets the first answer).
+  the same text typed twice in a row (KakaoTalk puts no id on a request, so an identical body
+  from the same user within `KAKAO_DUPLICATE_WINDOW_S` is a duplicate and gets the first
+  answer; a button press carries the offer it answers, so two presses of "no" on two
+  questions differ).
 """
 
 from __future__ import annotations
@@ -101,8 +103,10 @@ def _why_not_playable(bundle: Bundle, test: Mapping[str, Any]) -> str | None:
     if any("after_s" in row for row in rows):
         return "needs the clock moved"
     actions = [_action(row) for row in rows]
-    if any(a[0] is not None and a == b for a, b in itertools.pairwise(actions)):
-        return "sends the same input twice in a row"
+    if any(a[0] == "say" and a == b for a, b in itertools.pairwise(actions)):
+        return "types the same text twice in a row"
+    if any("common.stale_button" in row.get("bot", []) for row in rows):
+        return "presses a button no longer on screen (each door's own tests cover stale presses)"
     session: Session | None = None
     for row, (action, _value) in zip(rows, actions, strict=True):
         if action == "files" and (session is None or not engine.accepts_files(bundle, session)):
@@ -206,7 +210,7 @@ class KakaoVictim:
         self.client = client
         self.user_key = "dialogUser" + secrets.token_hex(12)
         self.language = language
-        self.quick_replies: dict[str, str] = {}
+        self.quick_replies: dict[str, dict[str, Any]] = {}
 
     async def play(self, row: Row) -> list[str]:
         utterance, extra = "/start", {}
@@ -214,7 +218,8 @@ class KakaoVictim:
             utterance = row.value
         elif row.action == "click":
             assert row.value in self.quick_replies, f"no quick reply {row.value!r}"
-            utterance, extra = self.quick_replies[row.value], {"button": row.value}
+            reply = self.quick_replies[row.value]
+            utterance, extra = reply["messageText"], reply["extra"]
         body = {
             "intent": {"id": "fallback-intent", "name": "폴백 블록"},
             "userRequest": {
@@ -232,9 +237,7 @@ class KakaoVictim:
         )
         assert response.status == 200, await response.text()
         template = (await response.json())["template"]
-        self.quick_replies = {
-            q["extra"]["button"]: q["messageText"] for q in template.get("quickReplies", [])
-        }
+        self.quick_replies = {q["extra"]["button"]: q for q in template.get("quickReplies", [])}
         return [o["simpleText"]["text"] for o in template["outputs"] if "simpleText" in o]
 
 

@@ -208,3 +208,15 @@ def test_at_most_ten_quick_replies() -> None:
     assert (
         len(render([Outbound("pick", buttons)], operator=False)["template"]["quickReplies"]) == 10
     )
+
+
+def test_each_offer_of_buttons_is_marked_apart() -> None:
+    """Two questions both offering "no" must not make two identical request bodies, or the
+    second press would be taken for a duplicate of the first."""
+    no = (Button("no", "No"),)
+    first = render([Outbound("Refer to the centre?", no)], operator=False)
+    second = render([Outbound("Refer to the police?", no)], operator=False)
+    (a,) = first["template"]["quickReplies"]
+    (b,) = second["template"]["quickReplies"]
+    assert a["extra"]["button"] == b["extra"]["button"] == "no"
+    assert a["extra"]["offer"] != b["extra"]["offer"]
