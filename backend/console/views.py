@@ -83,7 +83,16 @@ async def _require(request: web.Request) -> ConsoleSession:
 
 
 def _check_origin(request: web.Request) -> None:
+    # Under `Referrer-Policy: no-referrer` Chromium sends "Origin: null" even on a same-origin
+    # form post; Sec-Fetch-Site, which page script cannot set, then says where it came from.
+    site = request.headers.get("Sec-Fetch-Site")
     origin = request.headers.get("Origin")
+    if origin == "null" and site is not None:
+        if site != "same-origin":
+            raise web.HTTPForbidden(text="cross-site request refused")
+        return
+    if site is not None and site not in {"same-origin", "none"}:
+        raise web.HTTPForbidden(text="cross-site request refused")
     if origin is not None and origin != f"{request.scheme}://{request.host}":
         raise web.HTTPForbidden(text="cross-site request refused")
 
