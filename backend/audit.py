@@ -47,6 +47,8 @@ class AuditAction(StrEnum):
     PURGE = "purge"
     KEY_ROTATE = "key-rotate"
     KEY_GRANT = "key-grant"
+    TOTP_ENABLE = "totp-enable"
+    TOTP_DISABLE = "totp-disable"
 
 
 def link_hash(entry: AuditEntry) -> str:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from argon2 import PasswordHasher
-from sqlalchemy import func
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import select
+from sqlalchemy import func, or_, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend import passwords
+from backend import audit, passwords, totp
+from backend.audit import AuditAction
 from backend.errors import AuthenticationError
 from backend.keyring import counselor_holder
 from backend.models import Counselor, Role, WrappedPrivateKey
@@ -21,6 +22,7 @@ _DUMMY_PASSWORD = "hotline-dummy-password"  # noqa: S105 - never a real credenti
 class CounselorStore:
     def __init__(self, engine: AsyncEngine, cost: KdfCost) -> None:
         self._engine = engine
+        self._cost = cost
         self._hasher: PasswordHasher = passwords.hasher(cost)
         self._dummy_hash = self._hasher.hash(_DUMMY_PASSWORD)
 
@@ -59,12 +61,16 @@ class CounselorStore:
         return found
 
     async def change_password(
-        self, counselor_id: int, password: str, wraps: dict[str, bytes]
+        self,
+        counselor_id: int,
+        password: str,
+        wraps: dict[str, bytes],
+        totp_secret: bytes | None = None,
     ) -> None:
-        """Set a new password and the key wraps made for it, in one transaction.
+        """Set a new password, the key wraps and the TOTP secret sealed for it, in one transaction.
 
-        Both or neither: a new hash with old wraps (or the reverse) would lock the
-        counselor out of every sealed case.
+        All or nothing: a new hash with old wraps or an old TOTP seal (or the reverse) would lock
+        the counselor out of every sealed case, or out of their second factor.
         """
         holder = counselor_holder(counselor_id)
         async with AsyncSession(self._engine) as session:
@@ -73,6 +79,10 @@ class CounselorStore:
                 raise AuthenticationError("no such counselor")
             counselor.password_hash = self._hasher.hash(password)
             counselor.must_change_password = False
+            if totp_secret is not None:
+                counselor.totp_secret = totp.seal_secret(
+                    totp_secret, counselor_id, password, self._cost
+                )
             session.add(counselor)
             existing = {
                 row.key_id: row
@@ -87,3 +97,46 @@ class CounselorStore:
                 row.blob = blob
                 session.add(row)
             await session.commit()
+
+    async def enable_totp(self, counselor_id: int, password: str, secret: bytes, step: int) -> None:
+        """Store the secret sealed under `password`, with the confirming step already used."""
+        sealed = totp.seal_secret(secret, counselor_id, password, self._cost)
+
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(
+                update(Counselor)
+                .where(col(Counselor.id) == counselor_id)
+                .values(totp_secret=sealed, totp_last_step=step)
+            )
+            await audit.append(
+                conn, counselor_holder(counselor_id), AuditAction.TOTP_ENABLE, str(counselor_id)
+            )
+
+        await audit.with_audit(self._engine, work)
+
+    async def disable_totp(self, counselor_id: int, actor: str) -> None:
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(
+                update(Counselor)
+                .where(col(Counselor.id) == counselor_id)
+                .values(totp_secret=None, totp_last_step=None)
+            )
+            await audit.append(conn, actor, AuditAction.TOTP_DISABLE, str(counselor_id))
+
+        await audit.with_audit(self._engine, work)
+
+    async def use_totp_step(self, counselor_id: int, step: int) -> bool:
+        """Mark `step` used; False if it (or a later one) was used already: a replayed code."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(Counselor)
+                .where(col(Counselor.id) == counselor_id)
+                .where(
+                    or_(
+                        col(Counselor.totp_last_step).is_(None),
+                        col(Counselor.totp_last_step) < step,
+                    )
+                )
+                .values(totp_last_step=step)
+            )
+        return bool(result.rowcount == 1)

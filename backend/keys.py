@@ -128,6 +128,29 @@ def wrap_with_password(key: X25519PrivateKey, kid: str, password: str, cost: Kdf
     )
 
 
+def seal_with_password(plain: bytes, label: str, password: str, cost: KdfCost) -> WrappedKey:
+    """Any small secret sealed under a password, bound to `label` (the associated data)."""
+    salt = os.urandom(_SALT_BYTES)
+    kek = _password_kek(password, salt, cost.time_cost, cost.memory_kib, cost.parallelism)
+    nonce = os.urandom(_NONCE_BYTES)
+    ciphertext = ChaCha20Poly1305(kek).encrypt(nonce, plain, label.encode())
+    return WrappedKey(
+        "argon2id", salt, nonce, ciphertext, cost.time_cost, cost.memory_kib, cost.parallelism
+    )
+
+
+def open_with_password(wrapped: WrappedKey, label: str, password: str) -> bytes:
+    if wrapped.method != "argon2id":
+        raise KeyUnwrapError(f"not sealed under a password ({wrapped.method!r})")
+    kek = _password_kek(
+        password, wrapped.salt, wrapped.time_cost, wrapped.memory_kib, wrapped.parallelism
+    )
+    try:
+        return ChaCha20Poly1305(kek).decrypt(wrapped.nonce, wrapped.ciphertext, label.encode())
+    except InvalidTag:
+        raise KeyUnwrapError("wrong password") from None
+
+
 def wrap_with_recovery(key: X25519PrivateKey, kid: str, recovery: RecoveryKey) -> WrappedKey:
     salt = os.urandom(_SALT_BYTES)
     nonce = os.urandom(_NONCE_BYTES)

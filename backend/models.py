@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import LargeBinary, UniqueConstraint
+from sqlalchemy import BigInteger, LargeBinary, UniqueConstraint
 from sqlmodel import Column, Field, SQLModel
 
 
@@ -79,6 +79,12 @@ class Counselor(SQLModel, table=True):
     role: str = Field(default=Role.COUNSELOR.value, max_length=16)
     must_change_password: bool = Field(default=True)
     created_at: datetime = Field(default_factory=utcnow)
+    # The TOTP secret sealed under the password (backend/totp.py); None: two-factor is off.
+    totp_secret: bytes | None = Field(
+        default=None, sa_column=Column(LargeBinary, nullable=True), repr=False
+    )
+    # The last TOTP step accepted: a code is good once, and only for a later step.
+    totp_last_step: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 class CenterKey(SQLModel, table=True):

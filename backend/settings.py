@@ -42,6 +42,8 @@ class LoginPolicy:
     max_failures: int = 5
     lock_s: int = 900
     delay_ms: int = 250
+    # Every counselor must enrol a TOTP authenticator before doing anything else.
+    require_totp: bool = False
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,7 @@ class Settings:
                 max_failures=_int(env, "HOTLINE_LOGIN_MAX_FAILURES", 5, low=1, high=100),
                 lock_s=_int(env, "HOTLINE_LOGIN_LOCK_S", 900, low=1, high=7 * 24 * 3600),
                 delay_ms=_int(env, "HOTLINE_LOGIN_DELAY_MS", 250, low=0, high=5000),
+                require_totp=_bool(env, "HOTLINE_CONSOLE_REQUIRE_TOTP"),
             ),
             retention=Retention(
                 **{
@@ -222,6 +225,13 @@ def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int
     if not low <= value <= high:
         raise SettingsError(f"{name}: {value} is outside {low}..{high}")
     return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "false").strip().lower()
+    if raw not in {"true", "false", "1", "0", "yes", "no"}:
+        raise SettingsError(f"{name}: must be true or false")
+    return raw in {"true", "1", "yes"}
 
 
 def _webhook_secret(raw: str | None, webhook_url: str | None) -> str | None:

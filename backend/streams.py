@@ -71,6 +71,9 @@ TELEGRAM_CHAT_MAX_MESSAGES: Final = 1000
 # Counselor console sessions (the private key inside is encrypted under a secret in the cookie).
 CONSOLE_SESSION_PREFIX: Final = PREFIX + "console:session:"
 CONSOLE_SESSION_TTL_S: Final = 8 * 3600
+# A sign-in whose password was right, waiting for its TOTP code: not a session yet, and short.
+CONSOLE_PENDING_PREFIX: Final = PREFIX + "console:pending:"
+CONSOLE_PENDING_TTL_S: Final = 300
 # Failed console sign-ins per (hashed) username, and the lock after too many.
 LOGIN_FAILURES_PREFIX: Final = PREFIX + "console:login-failures:"
 LOGIN_LOCK_PREFIX: Final = PREFIX + "console:login-lock:"
@@ -102,6 +105,10 @@ def receipt_key(code_digest: str) -> str:
 
 def console_session_key(session_id_hash: str) -> str:
     return CONSOLE_SESSION_PREFIX + session_id_hash
+
+
+def console_pending_key(session_id_hash: str) -> str:
+    return CONSOLE_PENDING_PREFIX + session_id_hash
 
 
 def case_to_counselor_stream(case_id: str) -> str:

@@ -157,6 +157,8 @@ class Node:
             sessions=ConsoleSessionStore(redis),
             login_guard=LoginGuard(redis, self.settings.login),
             dead_letters=functools.partial(dead_letter_count, redis),
+            pending_sign_ins=ConsoleSessionStore(redis, pending=True),
+            require_totp=self.settings.login.require_totp,
         )
         intake = Intake(redis, cases, f"{self.settings.node_name}-intake")
         task = asyncio.create_task(intake.run(), name="intake")

@@ -128,6 +128,12 @@ async def test_state_changes_need_the_csrf_token_and_our_origin(hotline: Running
         headers={"Origin": "https://evil.example"},
     )
     assert cross_site.status == 403
+    null_origin = await hotline.client.post(
+        "/console/password",
+        data={"csrf": csrf_of(page), **form},
+        headers={"Origin": "null", "Sec-Fetch-Site": "cross-site"},
+    )
+    assert null_origin.status == 403
     still = await hotline.client.get("/console", allow_redirects=False)
     assert still.headers["Location"] == "/console/password", "nothing changed"
 

@@ -174,3 +174,11 @@ def test_help_on_every_command(command: list[str]) -> None:
     assert result.returncode == 0
     assert result.stdout.startswith("usage: hotline")
     assert "not implemented" not in result.stdout.lower()
+
+
+def test_require_totp_is_a_yes_or_no(tmp_path: Path) -> None:
+    base = {"HOTLINE_DATA_DIR": str(tmp_path)}
+    assert not Settings.from_env(base).login.require_totp
+    assert Settings.from_env(base | {"HOTLINE_CONSOLE_REQUIRE_TOTP": "true"}).login.require_totp
+    with pytest.raises(SettingsError, match=r"^HOTLINE_CONSOLE_REQUIRE_TOTP: must be true or"):
+        Settings.from_env(base | {"HOTLINE_CONSOLE_REQUIRE_TOTP": "maybe"})

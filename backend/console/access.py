@@ -29,7 +29,7 @@ ROLE_RANK = {Role.COUNSELOR.value: 1, Role.SUPERVISOR.value: 2, Role.ADMINISTRAT
 
 class Access(Enum):
     PUBLIC = "public"  # the sign-in page, static files
-    # Signed in, even before the one-time password is changed.
+    # Signed in, even before the one-time password is changed or a required TOTP is enrolled.
     PASSWORD_CHANGE = "password_change"  # noqa: S105 - a rule name, not a password
     COUNSELOR = Role.COUNSELOR.value
     SUPERVISOR = Role.SUPERVISOR.value
@@ -69,6 +69,8 @@ def guard(access: Access, handler: Handler) -> Handler:
                 raise _refuse(request, web.HTTPUnauthorized, "/console/login")
             if session.must_change_password and access is not Access.PASSWORD_CHANGE:
                 raise _refuse(request, web.HTTPUnauthorized, "/console/password")
+            if session.needs_totp and access is not Access.PASSWORD_CHANGE:
+                raise _refuse(request, web.HTTPUnauthorized, "/console/two-factor")
             if ROLE_RANK.get(session.role, 0) < access.minimum_rank:
                 raise _refuse(request, web.HTTPForbidden, "/console")
             request[SESSION] = session

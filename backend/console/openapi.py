@@ -31,7 +31,7 @@ def document(app: web.Application) -> dict[str, Any]:
             "x-hotline-access": access.value if access else "undeclared",
             "responses": {
                 "200": {"description": "OK", "content": {"application/json": {}}},
-                "401": {"description": "not signed in, or the password must be changed first"},
+                "401": {"description": "not signed in, or a password or two-factor step is due"},
                 "403": {"description": "the counselor's role may not do this"},
             },
         }

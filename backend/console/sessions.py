@@ -4,6 +4,10 @@ The cookie carries a session id and a secret. Redis stores, under a hash of the 
 counselor and the centre private keys encrypted with a key derived from the secret. A stolen
 Redis snapshot therefore opens nothing; a stolen cookie is as good as the login (as with any
 session), which is why cookies are HttpOnly, SameSite=Strict and short-lived.
+
+A sign-in waiting for its TOTP code is kept the same way but in a store of its own
+(`pending=True`: other key names, five minutes, another cookie), so it is never a session:
+`guard` cannot load it, and only the code page reads it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from backend import keys, streams
 from backend.pseudonyms import derive_key
 
 COOKIE_NAME = "hotline_console"
+PENDING_COOKIE_NAME = "hotline_console_pending"
 
 
 @dataclass
@@ -34,6 +39,12 @@ class ConsoleSession:
     must_change_password: bool
     csrf_token: str
     private_keys: dict[str, X25519PrivateKey] = field(repr=False)
+    # The counselor's TOTP secret while signed in, so a password change can re-seal it.
+    totp_secret: bytes | None = field(default=None, repr=False)
+    # Two-factor is required and this counselor has none yet: enrolment is all they may do.
+    needs_totp: bool = False
+    # A secret shown on the enrolment page, not yet confirmed by a code.
+    totp_setup: bytes | None = field(default=None, repr=False)
 
 
 def _b64(raw: bytes) -> str:
@@ -44,9 +55,19 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _to_hex(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.hex()
+
+
+def _from_hex(text: str | None) -> bytes | None:
+    return None if text is None else bytes.fromhex(text)
+
+
 class ConsoleSessionStore:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, *, pending: bool = False) -> None:
         self._redis = redis
+        self._pending = pending
+        self._ttl_s = streams.CONSOLE_PENDING_TTL_S if pending else streams.CONSOLE_SESSION_TTL_S
 
     async def create(self, session: ConsoleSession) -> str:
         """Store a new session; the returned cookie value is the only way back into it."""
@@ -77,7 +98,8 @@ class ConsoleSessionStore:
         except InvalidTag:
             return None
         data = json.loads(plain)
-        await self._redis.expire(key, streams.CONSOLE_SESSION_TTL_S)
+        if not self._pending:  # a pending sign-in never outlives its five minutes
+            await self._redis.expire(key, self._ttl_s)
         return ConsoleSession(
             counselor_id=data["counselor_id"],
             username=data["username"],
@@ -88,6 +110,9 @@ class ConsoleSessionStore:
                 kid: X25519PrivateKey.from_private_bytes(bytes.fromhex(hex_key))
                 for kid, hex_key in data["private_keys"].items()
             },
+            totp_secret=_from_hex(data.get("totp_secret")),
+            needs_totp=data.get("needs_totp", False),
+            totp_setup=_from_hex(data.get("totp_setup")),
         )
 
     async def delete(self, cookie: str) -> None:
@@ -109,13 +134,16 @@ class ConsoleSessionStore:
                 "private_keys": {
                     kid: keys.private_bytes(k).hex() for kid, k in session.private_keys.items()
                 },
+                "totp_secret": _to_hex(session.totp_secret),
+                "needs_totp": session.needs_totp,
+                "totp_setup": _to_hex(session.totp_setup),
             }
         ).encode()
         nonce = os.urandom(12)
         sealed = nonce + ChaCha20Poly1305(derive_key(secret, "console-session")).encrypt(
             nonce, plain, key.encode()
         )
-        await self._redis.set(key, sealed, ex=streams.CONSOLE_SESSION_TTL_S)
+        await self._redis.set(key, sealed, ex=self._ttl_s)
 
     @staticmethod
     def _split(cookie: str) -> tuple[bytes, bytes]:
@@ -125,6 +153,8 @@ class ConsoleSessionStore:
             raise ValueError("malformed session cookie")
         return session_id, secret
 
-    @staticmethod
-    def _key(session_id: bytes) -> str:
-        return streams.console_session_key(hashlib.sha256(session_id).hexdigest())
+    def _key(self, session_id: bytes) -> str:
+        digest = hashlib.sha256(session_id).hexdigest()
+        if self._pending:
+            return streams.console_pending_key(digest)
+        return streams.console_session_key(digest)

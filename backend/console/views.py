@@ -13,11 +13,17 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
+from backend import totp
 from backend.audit import AuditAction
 from backend.cases import CaseStore, envelope_of
 from backend.console import openapi
 from backend.console.access import Access, current_session, guard, sessions_key
-from backend.console.sessions import COOKIE_NAME, ConsoleSession, ConsoleSessionStore
+from backend.console.sessions import (
+    COOKIE_NAME,
+    PENDING_COOKIE_NAME,
+    ConsoleSession,
+    ConsoleSessionStore,
+)
 from backend.counselors import CounselorStore
 from backend.errors import (
     AuthenticationError,
@@ -26,7 +32,7 @@ from backend.errors import (
     KeyUnwrapError,
     SealingError,
 )
-from backend.keyring import KeyRing
+from backend.keyring import KeyRing, counselor_holder
 from backend.login_guard import LoginGuard, LoginLockedError
 from backend.models import CaseStatus
 from backend.passwords import MIN_PASSWORD_LENGTH
@@ -38,6 +44,8 @@ cases_key = web.AppKey("console_cases", CaseStore)
 counselors_key = web.AppKey("console_counselors", CounselorStore)
 keyring_key = web.AppKey("console_keyring", KeyRing)
 login_guard_key = web.AppKey("console_login_guard", LoginGuard)
+pending_key = web.AppKey("console_pending_sign_ins", ConsoleSessionStore)
+require_totp_key = web.AppKey("console_require_totp", bool)
 DeadLetterCount = Callable[[], Awaitable[int]]
 dead_letters_key: web.AppKey[DeadLetterCount] = web.AppKey("console_dead_letters")
 # What a counselor may set from the console; purging is retention's or the victim's.
@@ -56,9 +64,11 @@ def _render(name: str, status: int = 200, **context: Any) -> web.Response:
     return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
 
 
-def _set_cookie(request: web.Request, response: web.StreamResponse, value: str) -> None:
+def _set_cookie(
+    request: web.Request, response: web.StreamResponse, value: str, name: str = COOKIE_NAME
+) -> None:
     response.set_cookie(
-        COOKIE_NAME,
+        name,
         value,
         httponly=True,
         samesite="Strict",
@@ -73,7 +83,16 @@ async def _require(request: web.Request) -> ConsoleSession:
 
 
 def _check_origin(request: web.Request) -> None:
+    # Under `Referrer-Policy: no-referrer` Chromium sends "Origin: null" even on a same-origin
+    # form post; Sec-Fetch-Site, which page script cannot set, then says where it came from.
+    site = request.headers.get("Sec-Fetch-Site")
     origin = request.headers.get("Origin")
+    if origin == "null" and site is not None:
+        if site != "same-origin":
+            raise web.HTTPForbidden(text="cross-site request refused")
+        return
+    if site is not None and site not in {"same-origin", "none"}:
+        raise web.HTTPForbidden(text="cross-site request refused")
     if origin is not None and origin != f"{request.scheme}://{request.host}":
         raise web.HTTPForbidden(text="cross-site request refused")
 
@@ -108,7 +127,15 @@ async def login(request: web.Request) -> web.Response:
         log.info("console login failed")
         await guard.failed(username)
         return _render("login.html", status=401, error="login_failed")
-    await guard.succeeded(username)
+    try:
+        secret = (
+            None
+            if counselor.totp_secret is None
+            else totp.open_secret(counselor.totp_secret, counselor.id, password)
+        )
+    except KeyUnwrapError:  # pragma: no cover - sealed under this very password
+        log.error("console login: counselor %d's TOTP secret does not open", counselor.id)
+        return _render("login.html", status=500, error="login_failed")
     session = ConsoleSession(
         counselor_id=counselor.id,
         username=counselor.username,
@@ -116,16 +143,152 @@ async def login(request: web.Request) -> web.Response:
         must_change_password=counselor.must_change_password,
         csrf_token=secrets.token_urlsafe(32),
         private_keys=private_keys,
+        totp_secret=secret,
+        needs_totp=secret is None and request.app[require_totp_key],
     )
+    if secret is not None:
+        # The password was right; the failure count stays until the code is right too, so
+        # wrong codes keep counting toward the lock.
+        pending = await request.app[pending_key].create(session)
+        log.info("console login for counselor %d waits for a TOTP code", counselor.id)
+        response = web.HTTPSeeOther("/console/login/code")
+        _set_cookie(request, response, pending, PENDING_COOKIE_NAME)
+        raise response
+    await guard.succeeded(username)
+    raise await _start_session(request, session)
+
+
+async def _start_session(request: web.Request, session: ConsoleSession) -> web.HTTPException:
+    """A new session id (the old one, if any, ends): a redirect carrying its cookie."""
     old = request.cookies.get(COOKIE_NAME)
     if old:
         await request.app[sessions_key].delete(old)
     cookie = await request.app[sessions_key].create(session)
-    log.info("console login for counselor %d", counselor.id)
-    target = "/console/password" if session.must_change_password else "/console"
+    log.info("console login for counselor %d", session.counselor_id)
+    if session.must_change_password:
+        target = "/console/password"
+    elif session.needs_totp:
+        target = "/console/two-factor"
+    else:
+        target = "/console"
     response = web.HTTPSeeOther(target)
     _set_cookie(request, response, cookie)
+    return response
+
+
+async def _pending_sign_in(request: web.Request) -> ConsoleSession | None:
+    return await request.app[pending_key].load(request.cookies.get(PENDING_COOKIE_NAME))
+
+
+async def code_page(request: web.Request) -> web.Response:
+    pending = await _pending_sign_in(request)
+    if pending is None:
+        return _render("login.html", status=401, error="expired")
+    return _render("code.html", csrf=pending.csrf_token, error=None)
+
+
+async def submit_code(request: web.Request) -> web.Response:
+    """The second step of a sign-in: a TOTP code, good once, counted by the login guard."""
+    pending = await _pending_sign_in(request)
+    if pending is None:
+        _check_origin(request)
+        return _render("login.html", status=401, error="expired")
+    form = await _form(request, pending)
+    cookie = request.cookies[PENDING_COOKIE_NAME]
+    guard = request.app[login_guard_key]
+    try:
+        await guard.check(pending.username)
+    except LoginLockedError:
+        await request.app[pending_key].delete(cookie)
+        log.warning("console login refused at the code: locked after repeated failures")
+        return _render("login.html", status=429, error="locked")
+    if pending.totp_secret is None:  # pragma: no cover - only two-factor sign-ins wait here
+        raise web.HTTPBadRequest(text="no code is expected")
+    step = totp.matching_step(pending.totp_secret, form.get("code", ""))
+    if step is None or not await request.app[counselors_key].use_totp_step(
+        pending.counselor_id, step
+    ):
+        log.info(
+            "console login: wrong or replayed TOTP code for counselor %d", pending.counselor_id
+        )
+        await guard.failed(pending.username)
+        return _render("code.html", status=401, csrf=pending.csrf_token, error="wrong_code")
+    await guard.succeeded(pending.username)
+    await request.app[pending_key].delete(cookie)
+    response = await _start_session(request, pending)
+    response.del_cookie(PENDING_COOKIE_NAME, path="/")
     raise response
+
+
+async def two_factor_page(request: web.Request) -> web.Response:
+    """Enrolment: a new secret, shown as text, switched on only by a first valid code."""
+    session = await _require(request)
+    if session.totp_secret is None and session.totp_setup is None:
+        session.totp_setup = totp.new_secret()
+        await request.app[sessions_key].update(request.cookies[COOKIE_NAME], session)
+    return _two_factor(request, session, None)
+
+
+def _two_factor(
+    request: web.Request, session: ConsoleSession, error: str | None, status: int = 200
+) -> web.Response:
+    setup = session.totp_setup
+    return _render(
+        "two_factor.html",
+        status=status,
+        session=session,
+        error=error,
+        required=request.app[require_totp_key],
+        secret=None if setup is None else totp.to_base32(setup),
+        uri=None if setup is None else totp.provisioning_uri(setup, session.username),
+    )
+
+
+async def _recheck_password(request: web.Request, session: ConsoleSession, password: str) -> bool:
+    """The password again, for a change to the second factor; failures count as sign-in ones."""
+    guard = request.app[login_guard_key]
+    try:
+        await guard.check(session.username)
+        await request.app[counselors_key].authenticate(session.username, password)
+    except (LoginLockedError, AuthenticationError):
+        await guard.failed(session.username)
+        return False
+    return True
+
+
+async def enable_two_factor(request: web.Request) -> web.Response:
+    session = await _require(request)
+    form = await _form(request, session)
+    setup = session.totp_setup
+    if session.totp_secret is not None or setup is None:
+        raise web.HTTPSeeOther("/console/two-factor")
+    password = form.get("password", "")
+    if not await _recheck_password(request, session, password):
+        return _two_factor(request, session, "password", 401)
+    step = totp.matching_step(setup, form.get("code", ""))
+    if step is None:
+        return _two_factor(request, session, "code", 400)
+    await request.app[counselors_key].enable_totp(session.counselor_id, password, setup, step)
+    session.totp_secret, session.totp_setup, session.needs_totp = setup, None, False
+    await request.app[sessions_key].update(request.cookies[COOKIE_NAME], session)
+    log.info("counselor %d turned on two-factor sign-in", session.counselor_id)
+    raise web.HTTPSeeOther("/console")
+
+
+async def disable_two_factor(request: web.Request) -> web.Response:
+    session = await _require(request)
+    form = await _form(request, session)
+    if request.app[require_totp_key]:
+        raise web.HTTPForbidden(text="An administrator requires two-factor sign-in.")
+    if not await _recheck_password(request, session, form.get("password", "")):
+        return _two_factor(request, session, "password", 401)
+    await request.app[counselors_key].disable_totp(
+        session.counselor_id, counselor_holder(session.counselor_id)
+    )
+    session.totp_secret = None
+    await request.app[sessions_key].update(request.cookies[COOKIE_NAME], session)
+    log.info("counselor %d turned off two-factor sign-in", session.counselor_id)
+    raise web.HTTPSeeOther("/console/two-factor")
 
 
 async def password_page(request: web.Request) -> web.Response:
@@ -145,7 +308,9 @@ async def change_password(request: web.Request) -> web.Response:
     if error is not None:
         return _render("password.html", status=400, session=session, error=error)
     wraps = request.app[keyring_key].wraps_for(session.private_keys, new)
-    await request.app[counselors_key].change_password(session.counselor_id, new, wraps)
+    await request.app[counselors_key].change_password(
+        session.counselor_id, new, wraps, session.totp_secret
+    )
     session.must_change_password = False
     session.csrf_token = secrets.token_urlsafe(32)
     # A password change starts a new session id, as a login does.
@@ -255,6 +420,8 @@ def add_routes(
     sessions: ConsoleSessionStore,
     login_guard: LoginGuard,
     dead_letters: DeadLetterCount,
+    pending_sign_ins: ConsoleSessionStore,
+    require_totp: bool,
 ) -> None:
     app[cases_key] = cases
     app[dead_letters_key] = dead_letters
@@ -262,10 +429,18 @@ def add_routes(
     app[keyring_key] = keyring
     app[sessions_key] = sessions
     app[login_guard_key] = login_guard
+    app[pending_key] = pending_sign_ins
+    app[require_totp_key] = require_totp
     routes = (
         ("GET", "/console", case_list, Access.COUNSELOR),
         ("GET", "/console/login", login_page, Access.PUBLIC),
         ("POST", "/console/login", login, Access.PUBLIC),
+        # The code step reads its own short-lived pending sign-in, never a session.
+        ("GET", "/console/login/code", code_page, Access.PUBLIC),
+        ("POST", "/console/login/code", submit_code, Access.PUBLIC),
+        ("GET", "/console/two-factor", two_factor_page, Access.PASSWORD_CHANGE),
+        ("POST", "/console/two-factor", enable_two_factor, Access.PASSWORD_CHANGE),
+        ("POST", "/console/two-factor/disable", disable_two_factor, Access.COUNSELOR),
         ("GET", "/console/password", password_page, Access.PASSWORD_CHANGE),
         ("POST", "/console/password", change_password, Access.PASSWORD_CHANGE),
         ("POST", "/console/logout", logout, Access.PASSWORD_CHANGE),
