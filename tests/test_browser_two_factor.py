@@ -8,18 +8,16 @@ password and a fresh code, reaching the case list.
 from __future__ import annotations
 
 import base64
-import os
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
 from backend import totp
-from tests.conftest import FAST_KDF_ENV, first_start_secret
-from tests.test_browser_webchat import CHROMIUM, CHROMIUM_FLAGS
+from tests.browser import chromium, up_env
+from tests.conftest import first_start_secret
 from tests.test_e2e import Up
 
 pytestmark = pytest.mark.browser
@@ -28,39 +26,25 @@ PASSWORD = "a browser test passphrase"  # noqa: S105 - test account only
 
 
 @pytest.fixture
-async def chromium() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
-        await browser.close()
+async def browser() -> AsyncIterator[Browser]:
+    async with chromium() as launched:
+        yield launched
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
-    return (
-        clean
-        | FAST_KDF_ENV
-        | {
-            "HOTLINE_DATA_DIR": str(tmp_path / "data"),
-            "HOTLINE_HTTP_PORT": str(port),
-            "HOTLINE_CONSOLE_REQUIRE_TOTP": "true",
-        }
-    )
+    return up_env(tmp_path, {"HOTLINE_CONSOLE_REQUIRE_TOTP": "true"})
 
 
 def _code(secret: bytes, steps_ahead: int = 0) -> str:
     return totp.code_at_step(secret, totp.step_at(time.time()) + steps_ahead)
 
 
-async def test_sign_in_with_two_factor(chromium: Browser, tmp_path: Path) -> None:
+async def test_sign_in_with_two_factor(browser: Browser, tmp_path: Path) -> None:
     up = Up(_env(tmp_path), tmp_path / "hotline.log")
     try:
         await up.wait_ready()
         first_password = first_start_secret(up.output, "one-time password")
-        page = await chromium.new_page()
+        page = await browser.new_page()
         await page.goto(up.base + "/console")
         await page.get_by_label("Username").fill("admin")
         await page.get_by_label("Password").fill(first_password)

@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, Route, async_playwright
+from playwright.async_api import Browser, Page, Route
 
-from tests.conftest import FAST_KDF_ENV
+from tests.browser import chromium, up_env
 from tests.locales import texts_of
 from tests.test_e2e import Up
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SAFE_PAGE_PREFIX = "https://www.google.com/"
 
 
@@ -35,26 +22,13 @@ KO = texts_of("ko")
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
-        await browser.close()
+    async with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
-    return (
-        clean
-        | FAST_KDF_ENV
-        | {
-            "HOTLINE_DATA_DIR": str(tmp_path / "data"),
-            "HOTLINE_HTTP_PORT": str(port),
-        }
-    )
+    return up_env(tmp_path)
 
 
 async def _open_chat(browser: Browser, base: str) -> Page:
