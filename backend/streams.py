@@ -62,6 +62,8 @@ FEEDBACK_COUNTS: Final = PREFIX + "feedback:counts"
 # remembered for a day, longer than Telegram keeps redelivering an unconfirmed update.
 TELEGRAM_UPDATE_PREFIX: Final = PREFIX + "telegram:update:"
 TELEGRAM_UPDATE_TTL_S: Final = 24 * 3600
+# How long a worker holds an update it is handling before another worker may take it over.
+TELEGRAM_UPDATE_LEASE_S: Final = 120
 # Telegram-only conversation state (reply address, message ids to erase on /exit), encrypted and
 # expiring like a session, keyed by the session pseudonym: `<prefix><pseudonym>` holds the chat,
 # `<prefix><pseudonym>:messages_list` one encrypted entry per message.

@@ -58,7 +58,7 @@ from bot.outbox import MAX_MESSAGE_CHARS, OutboxLimits, RecipientBlockedError, T
 from bot.runtime import ConversationRuntime
 from bot.telegram_chats import TelegramChatStore
 from bot.telegram_updates import ChatOrderProcessor, SanitizingRequest, parses_as_update
-from bot.update_dedupe import UpdateDedupe
+from bot.update_dedupe import Claim, UpdateDedupe
 
 log = logging.getLogger(__name__)
 
@@ -192,15 +192,31 @@ class TelegramDoor:
         if not parses_as_update(data):
             log.warning("telegram sent an update that cannot be parsed; its content is dropped")
             return web.Response(status=200)
-        await self.application.update_queue.put(Update.de_json(data, self.application.bot))
+        update = Update.de_json(data, self.application.bot)
+        claim = await self._dedupe.claim(update.update_id)
+        if claim is Claim.BUSY:
+            return web.Response(status=503, headers={"Retry-After": "5"})
+        if claim is Claim.MINE:
+            # Acknowledged only once handled, in the door's per-chat order: a crash before the
+            # 200 makes Telegram deliver the update again (see `bot.update_dedupe`).
+            application = self.application
+            await application.update_processor.process_update(
+                update, application.process_update(update)
+            )
         return web.Response(status=200)
 
     async def _dispatch(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
         """Every update, once: a copy redelivered to this or another worker is dropped."""
-        if not await self._dedupe.claim(update.update_id):
+        claim = await self._dedupe.claim(update.update_id)
+        if claim is not Claim.MINE:
             log.info("telegram update delivered twice; processed once")
             return
-        await self._route(update)
+        try:
+            await self._route(update)
+        finally:
+            # Also after an error: the victim was told to try again; a redelivery would only
+            # repeat the failure.
+            await self._dedupe.done(update.update_id)
 
     async def _route(self, update: Update) -> None:
         if update.callback_query is not None:

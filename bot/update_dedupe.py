@@ -2,31 +2,62 @@
 
 Telegram redelivers what it thinks was not received: a webhook answered late or with an error,
 getUpdates after a restart before the offset was confirmed, two workers behind one load
-balancer. The first worker to `claim` an `update_id` (Redis SET NX, one round trip) processes
-it; every other copy within a day is dropped.
+balancer. A worker `claim`s an `update_id` with a lease (Redis SET NX holding its own token,
+expiring after `TELEGRAM_UPDATE_LEASE_S`) and marks it `done` once handled (kept a day).
 
-WARNING: at-most-once per worker crash. The claim is taken before the turn runs, so an update
-whose worker dies mid-turn is not processed again. python-telegram-bot already confirms an
-update (polling offset, webhook 200) once it is queued, not once it is handled, so a longer
-claim lease would not bring such an update back: it is lost with the worker either way.
+- A copy of an update that is done is dropped.
+- A copy of an update another worker holds is `busy`: the webhook answers 503, so Telegram
+  tries again later. If that worker died mid-turn, its lease runs out and the next copy is
+  handled: in webhook mode an update is acknowledged (200) only after it was handled, so a
+  worker's crash loses nothing.
+WARNING: in polling mode python-telegram-bot confirms an update (the getUpdates offset) once it
+is fetched, not once handled; an update fetched by a worker that then dies is lost.
 
 The key holds only the bot id and Telegram's update counter, which name no one.
 """
 
 from __future__ import annotations
 
+import secrets
+from enum import Enum
+
 from redis.asyncio import Redis
 
 from backend import streams
 
+_DONE = b"done"
+
+
+class Claim(Enum):
+    MINE = "mine"  # handle it
+    DONE = "done"  # a copy of an update already handled: drop it
+    BUSY = "busy"  # another worker holds it now: ask Telegram to try again later
+
 
 class UpdateDedupe:
-    def __init__(self, redis: Redis, bot_id: int) -> None:
+    def __init__(
+        self, redis: Redis, bot_id: int, *, lease_s: int = streams.TELEGRAM_UPDATE_LEASE_S
+    ) -> None:
         self._redis = redis
         self._bot_id = bot_id
+        self._lease_s = lease_s
+        self._token = secrets.token_hex(8).encode()  # this worker
 
-    async def claim(self, update_id: int) -> bool:
-        """True for the first copy of this update anywhere; False for a duplicate."""
+    async def claim(self, update_id: int) -> Claim:
         key = streams.telegram_update_key(self._bot_id, update_id)
-        claimed = await self._redis.set(key, b"1", nx=True, ex=streams.TELEGRAM_UPDATE_TTL_S)
-        return bool(claimed)
+        ttl = self._lease_s
+        if await self._redis.set(key, self._token, nx=True, ex=ttl):
+            return Claim.MINE
+        holder = await self._redis.get(key)
+        if holder == self._token:
+            return Claim.MINE  # admitted by this worker's webhook, now dispatched
+        if holder == _DONE:
+            return Claim.DONE
+        if holder is None:  # the lease ran out just now: try once more
+            taken = await self._redis.set(key, self._token, nx=True, ex=ttl)
+            return Claim.MINE if taken else Claim.BUSY
+        return Claim.BUSY
+
+    async def done(self, update_id: int) -> None:
+        key = streams.telegram_update_key(self._bot_id, update_id)
+        await self._redis.set(key, _DONE, ex=streams.TELEGRAM_UPDATE_TTL_S)

@@ -99,6 +99,20 @@ class BotApiError(Exception):
         self.parameters = parameters
 
 
+WEBHOOK_CONNECTIONS = 8
+WEBHOOK_ATTEMPTS = 100
+
+
+def _chat_id_of(update: JSONDict) -> int:
+    """The chat an update belongs to (0 for none), to keep one chat's updates in order."""
+    for value in update.values():
+        if isinstance(value, dict):
+            chat = value.get("chat") or (value.get("message") or {}).get("chat") or {}
+            if isinstance(chat, dict) and isinstance(chat.get("id"), int):
+                return int(chat["id"])
+    return 0
+
+
 class FakeTelegram:
     """The Bot API for one bot token: getMe, getUpdates (long polling), setWebhook and
     deleteWebhook (webhook delivery: each update POSTed in order, secret token in the header),
@@ -377,30 +391,54 @@ class FakeTelegram:
         return True
 
     async def _push_webhooks(self) -> None:
-        """Telegram's side of a webhook: POST each update in order, the secret in a header."""
+        """Telegram's side of a webhook: POST each update, the secret in a header, over several
+        connections at once (Telegram's max_connections), one chat's updates one after another;
+        an update answered with a 5xx or not at all is tried again."""
+        chats: dict[int, asyncio.Lock] = {}
+        connections = asyncio.Semaphore(WEBHOOK_CONNECTIONS)
+        pushing: set[asyncio.Task[None]] = set()
         async with aiohttp.ClientSession() as http:
-            while True:
-                update = await self._webhook_queue.get()
-                if self.webhook_url is None or not self._wanted(update):
-                    continue
-                while self.webhook_url is not None:
-                    # Telegram keeps trying an update until the webhook answers; the URL may
-                    # change meanwhile (another worker called setWebhook).
-                    headers = {}
-                    if self.webhook_secret is not None:
-                        headers["X-Telegram-Bot-Api-Secret-Token"] = self.webhook_secret
-                    try:
-                        async with http.post(
-                            self.webhook_url, json=update, headers=headers
-                        ) as response:
-                            status = response.status
-                    except aiohttp.ClientError:
-                        await asyncio.sleep(0.05)
+            try:
+                while True:
+                    update = await self._webhook_queue.get()
+                    if self.webhook_url is None or not self._wanted(update):
                         continue
-                    async with self._changed:
-                        self.webhook_statuses.append(status)
-                        self._changed.notify_all()
-                    break
+                    lock = chats.setdefault(_chat_id_of(update), asyncio.Lock())
+                    task = asyncio.create_task(self._push_one(http, update, lock, connections))
+                    pushing.add(task)
+                    task.add_done_callback(pushing.discard)
+            finally:
+                for task in pushing:
+                    task.cancel()
+
+    async def _push_one(
+        self,
+        http: aiohttp.ClientSession,
+        update: JSONDict,
+        chat: asyncio.Lock,
+        connections: asyncio.Semaphore,
+    ) -> None:
+        async with chat, connections:
+            for _attempt in range(WEBHOOK_ATTEMPTS):
+                if self.webhook_url is None:  # the URL may change (another worker's setWebhook)
+                    return
+                headers = {}
+                if self.webhook_secret is not None:
+                    headers["X-Telegram-Bot-Api-Secret-Token"] = self.webhook_secret
+                try:
+                    async with http.post(
+                        self.webhook_url, json=update, headers=headers
+                    ) as response:
+                        status = response.status
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.05)
+                    continue
+                async with self._changed:
+                    self.webhook_statuses.append(status)
+                    self._changed.notify_all()
+                if status < 500:
+                    return
+                await asyncio.sleep(0.05)
 
     async def _delete_messages(self, params: dict[str, str]) -> bool:
         chat_id = _int(params, "chat_id", 0)
