@@ -7,7 +7,9 @@ import re
 from typing import Any
 
 from aiohttp import ClientResponse
+from redis.asyncio import Redis
 
+from backend import streams
 from tests.conftest import RunningHotline
 
 TOKEN = "t" * 43
@@ -167,3 +169,22 @@ async def test_healthz(hotline: RunningHotline) -> None:
     response = await hotline.client.get("/healthz")
     assert response.status == 200
     assert await response.json() == {"status": "ok"}
+
+
+async def test_a_claimed_handoff_leaves_the_queue_victims_are_told_about(
+    hotline: RunningHotline, redis: Redis
+) -> None:
+    await chat(hotline, text="/start", language="en")
+    waiting = await chat(hotline, text="/human")
+    assert "number 1 in the queue" in waiting["messages"][0]["text"]
+    assert await redis.zcard(streams.HANDOFF_QUEUE) == 1
+    await sign_in_and_change_password(hotline, "a long new passphrase")
+    (case,) = await wait_for_cases(hotline, 1)
+    page = await (await hotline.client.get(f"/console/cases/{case['id']}")).text()
+    claimed = await hotline.client.post(
+        f"/console/cases/{case['id']}/status",
+        data={"csrf": csrf_of(page), "to": "claimed"},
+        allow_redirects=False,
+    )
+    assert claimed.status == 303
+    assert await redis.zcard(streams.HANDOFF_QUEUE) == 0, "a taken case no longer waits"

@@ -13,7 +13,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from backend import totp
+from backend import streams, totp
 from backend.audit import AuditAction
 from backend.cases import CaseStore, envelope_of
 from backend.console import openapi
@@ -37,6 +37,7 @@ from backend.login_guard import LoginGuard, LoginLockedError
 from backend.models import CaseStatus
 from backend.passwords import MIN_PASSWORD_LENGTH
 from backend.sealing import open_envelope
+from backend.web import redis_key
 
 log = logging.getLogger(__name__)
 
@@ -382,6 +383,10 @@ async def case_status(request: web.Request) -> web.Response:
         raise web.HTTPConflict(
             text="the case's status changed meanwhile (or does not allow this); reload the page"
         ) from None
+    if target is not CaseStatus.QUEUED:
+        # Taken (or closed): it no longer waits, so it no longer counts in the queue position
+        # the bot tells the next victim.
+        await request.app[redis_key].zrem(streams.HANDOFF_QUEUE, case_id)
     raise web.HTTPSeeOther(f"/console/cases/{case_id}")
 
 
