@@ -15,18 +15,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import secrets
 from dataclasses import dataclass, field
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from redis.asyncio import Redis
 
 from backend import keys, streams
-from backend.pseudonyms import derive_key
+from backend.record_cipher import RecordCipher
 
+# Keyed by a secret that lives only in the cookie: a Redis snapshot opens no session.
+_LABEL = "console-session"
 COOKIE_NAME = "hotline_console"
 PENDING_COOKIE_NAME = "hotline_console_pending"
 
@@ -88,14 +87,8 @@ class ConsoleSessionStore:
         except ValueError:
             return None
         key = self._key(session_id)
-        raw = await self._redis.get(key)
-        if not isinstance(raw, bytes):
-            return None
-        try:
-            plain = ChaCha20Poly1305(derive_key(secret, "console-session")).decrypt(
-                raw[:12], raw[12:], key.encode()
-            )
-        except InvalidTag:
+        plain = RecordCipher(secret, _LABEL).open(key, await self._redis.get(key))
+        if plain is None:
             return None
         data = json.loads(plain)
         if not self._pending:  # a pending sign-in never outlives its five minutes
@@ -139,11 +132,7 @@ class ConsoleSessionStore:
                 "totp_setup": _to_hex(session.totp_setup),
             }
         ).encode()
-        nonce = os.urandom(12)
-        sealed = nonce + ChaCha20Poly1305(derive_key(secret, "console-session")).encrypt(
-            nonce, plain, key.encode()
-        )
-        await self._redis.set(key, sealed, ex=self._ttl_s)
+        await self._redis.set(key, RecordCipher(secret, _LABEL).seal(key, plain), ex=self._ttl_s)
 
     @staticmethod
     def _split(cookie: str) -> tuple[bytes, bytes]:
