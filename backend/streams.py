@@ -29,10 +29,21 @@ FIELD_ENVELOPE: Final = "envelope"
 FIELD_DEAD_ENTRY_ID: Final = "entry_id"
 FIELD_DEAD_REASON: Final = "reason"
 
-# The live chat of one handed-off case, one stream per direction, sealed entries only
-# (backend/handoff.py). Trimmed to about this many entries: the case store keeps the record.
+# The live chat of a handed-off case (backend/handoff.py): per case, a transcript stream of both
+# sides' lines sealed to the centre key plus content-free events; one shared relay outbox the
+# bot workers read through a consumer group. Transcripts are trimmed to about this many entries.
 CASE_STREAM_PREFIX: Final = PREFIX + "case:"
 CASE_STREAM_MAXLEN: Final = 1000
+RELAY_OUTBOX_STREAM: Final = PREFIX + "relay:outbox"
+RELAY_GROUP: Final = "relay"
+# An outbox entry a bot worker took this long ago without acknowledging is taken over.
+RELAY_CLAIM_IDLE_MS: Final = 30_000
+FIELD_EVENT: Final = "event"
+FIELD_BY: Final = "by"
+FIELD_AT: Final = "at"
+FIELD_REF: Final = "ref"
+FIELD_CASE: Final = "case"
+FIELD_KIND: Final = "kind"
 FIELD_SEALED: Final = "sealed"
 
 # Encrypted, expiring conversation state, keyed by the session-lookup pseudonym.
@@ -113,12 +124,8 @@ def console_pending_key(session_id_hash: str) -> str:
     return CONSOLE_PENDING_PREFIX + session_id_hash
 
 
-def case_to_counselor_stream(case_id: str) -> str:
-    return f"{CASE_STREAM_PREFIX}{case_id}:to-counselor"
-
-
-def case_to_victim_stream(case_id: str) -> str:
-    return f"{CASE_STREAM_PREFIX}{case_id}:to-victim"
+def case_transcript_stream(case_id: str) -> str:
+    return f"{CASE_STREAM_PREFIX}{case_id}:transcript"
 
 
 def telegram_update_key(bot_id: int, update_id: int) -> str:

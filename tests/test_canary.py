@@ -23,7 +23,7 @@ from backend import audit, bootstrap, keys, streams
 from backend.cases import CaseStore
 from backend.conversation import SubmitReport
 from backend.embedded_redis import EmbeddedRedis
-from backend.handoff import HandoffStreams
+from backend.handoff import LiveChat, Sender, new_line
 from backend.receipts import ReceiptBook
 from bot.reports import ReportSender
 from tests.conftest import FAST_KDF, Pair, RunningHotline
@@ -100,8 +100,8 @@ async def test_marker_is_nowhere_in_plaintext(
     )
     await sign_in_and_change_password(hotline, "a long new password")
     cases = await wait_for_cases(hotline, 2)
-    await HandoffStreams(redis).to_counselor(
-        case_id, MARKER.encode(), keys.decode_public_key(encoded)
+    await LiveChat(redis).from_victim(
+        case_id, new_line(Sender.VICTIM, MARKER), keys.decode_public_key(encoded)
     )
     code = await ReceiptBook(engine, FAST_KDF).issue(case_id)
 
@@ -133,4 +133,4 @@ async def test_marker_is_nowhere_in_plaintext(
     for where, haystack in haystacks.items():
         for needle in needles:
             assert needle not in haystack, f"plaintext in {where}"
-    assert await redis.xlen(streams.case_to_counselor_stream(case_id)) == 1
+    assert await redis.xlen(streams.case_transcript_stream(case_id)) == 1

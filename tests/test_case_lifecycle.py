@@ -25,7 +25,15 @@ from backend.errors import (
     ReceiptNotFoundError,
     SealingError,
 )
-from backend.handoff import HandoffStreams
+from backend.handoff import (
+    Event,
+    EventKind,
+    LiveChat,
+    OutboxItem,
+    OutboxKind,
+    Sender,
+    new_line,
+)
 from backend.intake import Entry, Intake, dead_letter_count, ensure_group
 from backend.models import CaseStatus, utcnow
 from backend.receipts import ALPHABET, ReceiptBook, normalise
@@ -239,28 +247,60 @@ async def test_malformed_and_ever_failing_reports_go_to_dead_letters(
     assert await redis.hlen(streams.INTAKE_FAILURES_KEY) == 0
 
 
-async def test_per_case_streams_carry_sealed_chat_both_ways(redis: Redis) -> None:
+async def test_live_chat_is_sealed_both_ways_and_read_in_order(redis: Redis) -> None:
     centre = keys.generate_private_key()
     reply = keys.generate_private_key()
-    handoff = HandoffStreams(redis)
-    marker = "CANARY-채팅-1c9e".encode()
-    first = await handoff.to_counselor("case-1", marker + b" 1", centre.public_key())
-    await handoff.to_counselor("case-1", marker + b" 2", centre.public_key())
-    await handoff.to_victim("case-1", b"counselor here", reply.public_key())
-    inbox = streams.case_to_counselor_stream("case-1")
-    messages = await handoff.read(inbox, "case-1", centre)
-    assert [m.body for m in messages] == [marker + b" 1", marker + b" 2"]
-    assert [m.body for m in await handoff.read(inbox, "case-1", centre, after=first)] == [
-        marker + b" 2"
+    chat = LiveChat(redis)
+    await chat.ensure_relay_group()
+    marker = "CANARY-채팅-1c9e"
+    said = new_line(Sender.VICTIM, marker + " 1")
+    first = await chat.from_victim("case-1", said, centre.public_key())
+    answer = new_line(Sender.COUNSELOR, marker + " answer")
+    await chat.from_counselor("case-1", answer, centre.public_key(), reply.public_key())
+    await chat.event("case-1", Event(EventKind.DELIVERED, Sender.VICTIM, 1.0, ref=answer.id))
+    ring = {keys.key_id(centre.public_key()): centre}
+
+    whole = await chat.transcript("case-1", ring)
+    assert [e.line for e in whole[:2]] == [said, answer], "both sides, in order, for the console"
+    assert whole[2].event is not None and whole[2].event.ref == answer.id
+    assert [e.entry_id for e in await chat.transcript("case-1", ring, after=first)] == [
+        e.entry_id for e in whole[1:]
     ]
-    outbox = streams.case_to_victim_stream("case-1")
-    assert [m.body for m in await handoff.read(outbox, "case-1", reply)] == [b"counselor here"]
+
+    (item,) = await chat.next_for_victims("bot-1")
+    assert item.kind is OutboxKind.LINE and item.case_id == "case-1"
+    assert chat.line_for_victim(item, reply) == answer
     with pytest.raises(SealingError):
-        await handoff.read(outbox, "case-1", centre)  # the centre cannot read its own replies
+        chat.line_for_victim(item, centre)  # sealed for the victim's reply key only
+    moved = OutboxItem(item.entry_id, "case-2", item.kind, item.sealed)
     with pytest.raises(SealingError):
-        await handoff.read(inbox, "case-2", centre)  # moved to another case: refused
-    for stream in (inbox, outbox):
-        assert marker not in repr(await redis.xrange(stream)).encode()
+        chat.line_for_victim(moved, reply)  # put on another case: refused
+    raw = cast(
+        list[tuple[bytes, dict[bytes, bytes]]],
+        await redis.xrange(streams.case_transcript_stream("case-1"), count=1),
+    )
+    await redis.xadd(streams.case_transcript_stream("case-2"), dict(raw[0][1]))  # type: ignore[arg-type]
+    with pytest.raises(SealingError):
+        await chat.transcript("case-2", ring)
+    assert await chat.next_for_victims("bot-1") == [item], "unacknowledged: offered again"
+    await chat.ack(item)
+    assert await chat.next_for_victims("bot-1", block_ms=None) == []
+    for stream in (streams.case_transcript_stream("case-1"), streams.RELAY_OUTBOX_STREAM):
+        assert marker.encode() not in repr(await redis.xrange(stream)).encode()
+
+
+async def test_a_dead_relay_workers_outbox_entries_are_taken_over(redis: Redis) -> None:
+    chat = LiveChat(redis)
+    await chat.ensure_relay_group()
+    await chat.notify_victim("case-9", OutboxKind.JOINED, Sender.COUNSELOR)
+    (taken,) = await chat.next_for_victims("dead-worker")
+    assert await chat.take_over_stale("live-worker", idle_ms=60_000) == []
+    (item,) = await chat.take_over_stale("live-worker", idle_ms=0)
+    assert item == taken and item.kind is OutboxKind.JOINED
+    await chat.ack(item)
+    assert await chat.take_over_stale("live-worker", idle_ms=0) == []
+    (joined,) = await chat.transcript("case-9", {})
+    assert joined.event is not None and joined.event.kind is EventKind.JOINED
 
 
 def _old_schema_then_upgrade(conn: Connection) -> None:
