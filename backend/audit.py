@@ -49,6 +49,7 @@ class AuditAction(StrEnum):
     KEY_GRANT = "key-grant"
     TOTP_ENABLE = "totp-enable"
     TOTP_DISABLE = "totp-disable"
+    ACCOUNT_RESET = "account-reset"
 
 
 def link_hash(entry: AuditEntry) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from argon2 import PasswordHasher
-from sqlalchemy import func, or_, update
+from sqlalchemy import delete, func, insert, or_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -122,6 +122,47 @@ class CounselorStore:
                 .values(totp_secret=None, totp_last_step=None)
             )
             await audit.append(conn, actor, AuditAction.TOTP_DISABLE, str(counselor_id))
+
+        await audit.with_audit(self._engine, work)
+
+    async def by_username(self, username: str) -> Counselor | None:
+        async with AsyncSession(self._engine) as session:
+            query = select(Counselor).where(Counselor.username == username)
+            return (await session.exec(query)).first()
+
+    async def reset(
+        self, counselor_id: int, password: str, wraps: dict[str, bytes], actor: str
+    ) -> None:
+        """A lost password or authenticator: a new one-time password, the keys wrapped for it,
+        two-factor off until the counselor enrols again, and an audit link, all or nothing.
+
+        The old wraps go: they open under the old password, which may be what was lost (or
+        stolen). The second factor goes too: its secret is sealed under the old password.
+        """
+        holder = counselor_holder(counselor_id)
+        password_hash = self._hasher.hash(password)
+
+        async def work(conn: AsyncConnection) -> None:
+            changed = await conn.execute(
+                update(Counselor)
+                .where(col(Counselor.id) == counselor_id)
+                .values(
+                    password_hash=password_hash,
+                    must_change_password=True,
+                    totp_secret=None,
+                    totp_last_step=None,
+                )
+            )
+            if changed.rowcount != 1:
+                raise AuthenticationError("no such counselor")
+            await conn.execute(
+                delete(WrappedPrivateKey).where(col(WrappedPrivateKey.holder) == holder)
+            )
+            for kid, blob in wraps.items():
+                await conn.execute(
+                    insert(WrappedPrivateKey).values(key_id=kid, holder=holder, blob=blob)
+                )
+            await audit.append(conn, actor, AuditAction.ACCOUNT_RESET, str(counselor_id))
 
         await audit.with_audit(self._engine, work)
 

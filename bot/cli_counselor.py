@@ -1,4 +1,4 @@
-"""`hotline counselor add`: a counselor account, with the centre keys wrapped for it."""
+"""`hotline counselor add|reset`: counselor accounts, with the centre keys wrapped for them."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import sys
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sqlalchemy.exc import IntegrityError
 
 from backend import audit, passwords
@@ -18,26 +19,31 @@ from backend.settings import Settings
 from bot.cli_keys import EXIT_REFUSED, migrated_engine, read_secret, sign_in_administrator
 
 
+async def _authorise(
+    args: argparse.Namespace, counselors: CounselorStore, keyring: KeyRing
+) -> tuple[str, dict[str, X25519PrivateKey]] | None:
+    """The acting administrator (or the recovery key) and the centre keys it opens."""
+    try:
+        if args.recovery:
+            private_keys = await keyring.unwrap_with_recovery(read_secret("recovery key: "))
+            return "recovery", private_keys
+        secret = read_secret(f"password of {args.admin}: ")
+        admin_id = await sign_in_administrator(counselors, args.admin, secret)
+        return f"counselor:{admin_id}", await keyring.unwrap_for(admin_id, secret)
+    except (AuthenticationError, KeyUnwrapError):
+        print("hotline: sign-in failed (administrators or the recovery key only)", file=sys.stderr)
+        return None
+
+
 def _add(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> int:
         async with migrated_engine(settings) as engine:
             counselors = CounselorStore(engine, settings.kdf)
             keyring = KeyRing(engine, settings.kdf)
-            try:
-                if args.recovery:
-                    actor = "recovery"
-                    private_keys = await keyring.unwrap_with_recovery(read_secret("recovery key: "))
-                else:
-                    secret = read_secret(f"password of {args.admin}: ")
-                    admin_id = await sign_in_administrator(counselors, args.admin, secret)
-                    actor = f"counselor:{admin_id}"
-                    private_keys = await keyring.unwrap_for(admin_id, secret)
-            except (AuthenticationError, KeyUnwrapError):
-                print(
-                    "hotline: sign-in failed (administrators or the recovery key only)",
-                    file=sys.stderr,
-                )
+            authorised = await _authorise(args, counselors, keyring)
+            if authorised is None:
                 return EXIT_REFUSED
+            actor, private_keys = authorised
             password = passwords.one_time_password()
             try:
                 counselor = await counselors.add(
@@ -62,6 +68,38 @@ def _add(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _reset(settings: Settings, args: argparse.Namespace) -> int:
+    async def run() -> int:
+        async with migrated_engine(settings) as engine:
+            counselors = CounselorStore(engine, settings.kdf)
+            keyring = KeyRing(engine, settings.kdf)
+            authorised = await _authorise(args, counselors, keyring)
+            if authorised is None:
+                return EXIT_REFUSED
+            actor, private_keys = authorised
+            counselor = await counselors.by_username(args.username)
+            if counselor is None or counselor.id is None:
+                print(f"hotline: no counselor named {args.username!r}", file=sys.stderr)
+                return EXIT_REFUSED
+            password = passwords.one_time_password()
+            wraps = keyring.wraps_for(private_keys, password)
+            await counselors.reset(counselor.id, password, wraps, actor)
+            print(
+                f"Counselor {args.username} reset: two-factor sign-in is off until they enrol "
+                f"again.\n  one-time password: {password}  (must be changed at first sign-in)",
+                flush=True,
+            )
+            return 0
+
+    return asyncio.run(run())
+
+
+def _authorised_by(parser: argparse.ArgumentParser) -> None:
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--admin", help="an administrator's username")
+    who.add_argument("--recovery", action="store_true", help="authorise with the recovery key")
+
+
 def register(commands: Any) -> None:  # argparse's subparsers action has no public type
     parser = commands.add_parser(
         "counselor", help="manage counselor accounts", description="Counselor accounts."
@@ -76,7 +114,15 @@ def register(commands: Any) -> None:  # argparse's subparsers action has no publ
     )
     add.add_argument("username")
     add.add_argument("--role", choices=[r.value for r in Role], default=Role.COUNSELOR.value)
-    who = add.add_mutually_exclusive_group(required=True)
-    who.add_argument("--admin", help="an administrator's username")
-    who.add_argument("--recovery", action="store_true", help="authorise with the recovery key")
+    _authorised_by(add)
     add.set_defaults(handler=_add)
+    reset = sub.add_parser(
+        "reset",
+        help="a new one-time password for a counselor who lost theirs or their authenticator",
+        description="Give a counselor a new one-time password (printed once), wrap the centre "
+        "keys for it and switch two-factor sign-in off until they enrol again; their sessions "
+        "stay valid until they expire. Authorised as for `add`.",
+    )
+    reset.add_argument("username")
+    _authorised_by(reset)
+    reset.set_defaults(handler=_reset)

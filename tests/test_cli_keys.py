@@ -1,4 +1,4 @@
-"""`hotline keys init|rotate`, `hotline counselor add` and `hotline audit verify`, end to end."""
+"""`hotline keys init|rotate`, `counselor add|reset` and `audit verify`, end to end."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend import bootstrap, keys
+from backend import audit, bootstrap, keys, totp
+from backend.counselors import CounselorStore
+from backend.errors import AuthenticationError, KeyUnwrapError
 from backend.keyring import KeyRing
-from backend.models import Counselor
+from backend.models import AuditEntry, Counselor
 from bot import cli
 from tests.conftest import FAST_KDF, FAST_KDF_ENV, Pair, first_start_secret
 
@@ -110,3 +112,65 @@ async def test_keys_and_counselors_from_the_command_line(
 
     status, out = await _hotline(monkeypatch, capsys, "audit", "verify")
     assert status == 0 and re.search(r"intact: 3 links", out), out
+
+
+async def test_an_administrator_resets_a_counselor_who_lost_their_authenticator(
+    pair: Pair,
+    tmp_path: Path,
+    engine: AsyncEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("HOTLINE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HOTLINE_DATABASE_URL", pair.database_url)
+    for name, value in FAST_KDF_ENV.items():
+        monkeypatch.setenv(name, value)
+    _status, out = await _hotline(monkeypatch, capsys, "keys", "init")
+    admin_password = first_start_secret(out, "one-time password")
+    as_admin = {"stdin": admin_password + "\n"}
+    _status, out = await _hotline(
+        monkeypatch, capsys, "counselor", "add", "kim", "--admin", "admin", **as_admin
+    )
+    old_password = first_start_secret(out, "one-time password")
+    kim = await _counselor_id(engine, "kim")
+    counselors = CounselorStore(engine, FAST_KDF)
+    keyring = KeyRing(engine, FAST_KDF)
+    secret = totp.new_secret()
+    await counselors.enable_totp(kim, old_password, secret, step=1)
+
+    status, out = await _hotline(
+        monkeypatch,
+        capsys,
+        "counselor",
+        "reset",
+        "kim",
+        "--admin",
+        "kim",
+        stdin=old_password + "\n",
+    )
+    assert status == 1 and "sign-in failed" in out, "only administrators reset"
+    status, out = await _hotline(
+        monkeypatch, capsys, "counselor", "reset", "nobody", "--admin", "admin", **as_admin
+    )
+    assert status == 1 and "no counselor named" in out
+    status, out = await _hotline(
+        monkeypatch, capsys, "counselor", "reset", "kim", "--admin", "admin", **as_admin
+    )
+    assert status == 0, out
+    new_password = first_start_secret(out, "one-time password")
+
+    reset = await counselors.authenticate("kim", new_password)
+    assert reset.must_change_password and reset.totp_secret is None and reset.totp_last_step is None
+    with pytest.raises(AuthenticationError):
+        await counselors.authenticate("kim", old_password)
+    active = await keyring.active()
+    assert active is not None
+    held = await keyring.unwrap_for(kim, new_password)
+    assert set(held) == {active.key_id}, "the centre key opens under the new password"
+    with pytest.raises(KeyUnwrapError):
+        await keyring.unwrap_for(kim, old_password)
+    verdict = await audit.verify(engine)
+    assert verdict.intact
+    async with AsyncSession(engine) as session:
+        actions = (await session.exec(select(AuditEntry.action))).all()
+    assert "account-reset" in actions
