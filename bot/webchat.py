@@ -24,7 +24,12 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _TURN_ID = re.compile(r"^[A-Za-z0-9_-]{16,43}$")
 _BUTTON = re.compile(r"^[A-Za-z0-9_:.-]{1,64}$")
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})?$")
-STATIC_FILES = {"chat.js": "text/javascript", "chat.css": "text/css", "index.html": "text/html"}
+STATIC_FILES = {
+    "chat.js": "text/javascript",
+    "chat.css": "text/css",
+    "index.html": "text/html",
+    "icon.svg": "image/svg+xml",  # a plain note, so the tab shows nothing alarming
+}
 MAX_BODY_BYTES = 64 * 1024
 
 runtime_key = web.AppKey("webchat_runtime", ConversationRuntime)

@@ -25,6 +25,18 @@ async def test_page_loads_nothing_from_other_hosts(hotline: RunningHotline) -> N
     assert "<script>" not in page, "no inline script"
 
 
+async def test_the_tab_icon_is_our_own_plain_note(hotline: RunningHotline) -> None:
+    page = await (await hotline.client.get("/chat")).text()
+    assert '<link rel="icon" href="/chat/static/icon.svg"' in page
+    assert "<title>메모</title>" in page, "a neutral title"
+    icon = await hotline.client.get("/chat/static/icon.svg")
+    assert icon.status == 200
+    assert icon.content_type == "image/svg+xml", "served as an image the CSP's img-src allows"
+    assert "default-src 'none'" in icon.headers["Content-Security-Policy"]
+    svg = await icon.text()
+    assert svg.startswith("<svg") and "href" not in svg, "draws itself, links nothing"
+
+
 @pytest.mark.parametrize(
     ("body", "error"),
     [
