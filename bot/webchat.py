@@ -2,6 +2,10 @@
 
 No account and nothing kept in the browser but a random conversation token for the tab
 (sessionStorage). The token never reaches storage: it is turned into a keyed pseudonym at once.
+
+A turn's answer is `{"messages": [{"text", "buttons", "receipt"?}], "ended"}`. `receipt` is on
+the message that shows a receipt code issued in this very turn (the `IssueReceipt` effect), so
+the page can offer to copy it without reading codes out of the words of any locale.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from backend.conversation import MAX_TEXT_CHARS, Inbound, Outbound
+from backend.conversation import MAX_TEXT_CHARS, Effect, Inbound, IssueReceipt, Outbound
 from backend.pseudonyms import Pseudonymizer, Purpose
 from bot.channel import Capabilities, fit
 from bot.runtime import ConversationRuntime
@@ -24,7 +28,12 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _TURN_ID = re.compile(r"^[A-Za-z0-9_-]{16,43}$")
 _BUTTON = re.compile(r"^[A-Za-z0-9_:.-]{1,64}$")
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})?$")
-STATIC_FILES = {"chat.js": "text/javascript", "chat.css": "text/css", "index.html": "text/html"}
+STATIC_FILES = {
+    "chat.js": "text/javascript",
+    "chat.css": "text/css",
+    "index.html": "text/html",
+    "icon.svg": "image/svg+xml",  # a plain note, so the tab shows nothing alarming
+}
 MAX_BODY_BYTES = 64 * 1024
 
 runtime_key = web.AppKey("webchat_runtime", ConversationRuntime)
@@ -97,6 +106,18 @@ def render(message: Outbound) -> dict[str, Any]:
     }
 
 
+def render_turn(messages: list[Outbound], effects: tuple[Effect, ...]) -> list[dict[str, Any]]:
+    """The messages as the page gets them, the receipt issued in this turn on the first message
+    that shows it (or on the last one, should a locale's text leave the code out)."""
+    rendered = [render(m) for m in messages]
+    codes = [e.code for e in effects if isinstance(e, IssueReceipt)]
+    if codes and rendered:
+        code = codes[-1]
+        showing = [m for m in rendered if code in m["text"]]
+        (showing or rendered[-1:])[0]["receipt"] = code
+    return rendered
+
+
 async def turn(request: web.Request) -> web.Response:
     try:
         payload = await request.json()
@@ -110,7 +131,7 @@ async def turn(request: web.Request) -> web.Response:
     async def handle() -> bytes:
         result = await request.app[runtime_key].handle(inbound)
         messages = fit(result.messages, CAPABILITIES)
-        answer = {"messages": [render(m) for m in messages], "ended": result.quick_exit}
+        answer = {"messages": render_turn(messages, result.effects), "ended": result.quick_exit}
         return json.dumps(answer, ensure_ascii=False).encode()
 
     if turn_id is None:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
-from playwright.async_api import Browser, Page, Route
+from playwright.async_api import Browser, Page, Request, Route, ViewportSize
 
+from backend import receipts
 from tests.browser import chromium, up_env
+from tests.conftest import first_start_secret
 from tests.locales import texts_of
-from tests.test_e2e import Up
+from tests.test_e2e import Counselor, Up
 
 pytestmark = pytest.mark.browser
 
@@ -18,6 +22,9 @@ SAFE_PAGE_PREFIX = "https://www.google.com/"
 
 
 KO = texts_of("ko")
+EN = texts_of("en")
+DETAILS = "A man filmed me in the gym changing room. BROWSER-CANARY-5e1d"
+PHONE = ViewportSize(width=375, height=740)
 
 
 @pytest.fixture
@@ -102,3 +109,100 @@ async def test_a_message_sent_while_the_server_restarts_is_delivered_once(
         assert await page.get_by_role("status").is_hidden()
     finally:
         assert again.stop() == 0
+
+
+async def _focused(page: Page) -> str:
+    return str(
+        await page.evaluate("document.activeElement.id || document.activeElement.textContent")
+    )
+
+
+async def test_a_whole_report_on_a_phone_with_the_receipt_copied(
+    browser: Browser, env: dict[str, str], tmp_path: Path
+) -> None:
+    up = Up(env, tmp_path / "hotline.log")
+    try:
+        await up.wait_ready()
+        context = await browser.new_context(
+            viewport=PHONE, permissions=["clipboard-read", "clipboard-write"]
+        )
+        requested: list[str] = []
+
+        def record(request: Request) -> None:
+            requested.append(request.url)
+
+        context.on("request", record)
+        page = await context.new_page()
+        response = await page.goto(up.base + "/chat")
+        assert response is not None
+        assert "default-src 'none'" in response.headers["content-security-policy"]
+        await page.get_by_role("button", name=KO["common.agree"]).wait_for()
+
+        # A phone: nothing wider than the screen. A keyboard: focus waits on the first choice,
+        # and Tab reaches every control, the text box included.
+        width = await page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
+        assert width[0] <= width[1], width
+        assert await _focused(page) == KO["common.agree"]
+        reached = set()
+        for _ in range(8):
+            await page.keyboard.press("Tab")
+            reached.add(await _focused(page))
+        assert {"language", "quick-exit", KO["common.decline"], "message"} <= reached, reached
+        assert "보내기 / Send" in reached, reached
+
+        await page.get_by_label("언어 / Language").select_option("en")
+        assert await page.evaluate("document.documentElement.lang") == "en"
+        await page.get_by_role("button", name=KO["common.agree"]).click()
+        await page.get_by_role("button", name=EN["category.filming"]).click()
+        await page.get_by_role("button", name=EN["age_band.18_plus"]).click()
+        await page.locator("#log li.bot", has_text=EN["report.details"]).wait_for()
+        assert await _focused(page) == "message", "a question without choices: the text box"
+        await page.keyboard.type(DETAILS)
+        await page.keyboard.press("Enter")
+        await page.get_by_role("button", name=EN["common.send_now"]).click()
+
+        received = page.locator("#log li.bot", has_text=EN["report.received"].split("{")[0])
+        await received.wait_for()
+        code = await received.locator(".receipt-code").inner_text()
+        assert receipts.normalise(code), code
+        assert code in await received.inner_text()
+        assert await _focused(page) == EN["feedback.helpful"], "the next question's first choice"
+        await page.keyboard.press("Shift+Tab")
+        assert await _focused(page) == "복사 / Copy", "the copy button is one key away"
+        await page.keyboard.press("Enter")
+        await received.get_by_role("status").filter(has_text="Copied").wait_for()
+        assert await page.evaluate("navigator.clipboard.readText()") == code
+
+        # Without the Clipboard API (plain http on a LAN address) the code is selected instead.
+        await page.evaluate(
+            "Object.defineProperty(navigator, 'clipboard', {value: undefined});"
+            "navigator.clipboard === undefined || (() => { throw new Error('still there'); })()"
+        )
+        await received.get_by_role("button", name="복사 / Copy").click()
+        assert await page.evaluate("getSelection().toString()") == code
+        said = re.compile("Copied|Selected")  # whether the old copy command is still allowed
+        await received.get_by_role("status").filter(has_text=said).wait_for()
+
+        await page.get_by_role("button", name=EN["feedback.helpful"]).click()
+        await page.locator("#log li.bot", has_text=EN["feedback.thanks"]).wait_for()
+        assert requested, "requests were recorded"
+        assert [url for url in requested if not url.startswith(up.base + "/")] == []
+
+        # The centre has the case; what the victim wrote is read only by unsealing it.
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(cookie_jar=jar) as http:
+            counselor = Counselor(http, up.base)
+            new_password = "a browser test passphrase"  # noqa: S105 - test account only
+            await counselor.sign_in(
+                first_start_secret(up.output, "one-time password"), new_password
+            )
+            (case,) = await counselor.cases(1)
+            assert case["category"] == "filming"
+            assert DETAILS not in str(case)
+            assert DETAILS in await counselor.open(case["id"])
+        await context.close()
+    finally:
+        assert up.stop() == 0
+    for path in (tmp_path / "data").rglob("*"):
+        if path.is_file():
+            assert DETAILS.encode() not in path.read_bytes(), path

@@ -8,10 +8,12 @@ import re
 import pytest
 from redis.asyncio import Redis
 
-from backend import streams
+from backend import receipts, streams
 from tests.conftest import RunningHotline
+from tests.locales import texts_of
 
 TOKEN = "w" * 43
+EN = texts_of("en")
 
 
 async def test_page_loads_nothing_from_other_hosts(hotline: RunningHotline) -> None:
@@ -23,6 +25,54 @@ async def test_page_loads_nothing_from_other_hosts(hotline: RunningHotline) -> N
         assert url.startswith("/chat/static/"), url
         assert (await hotline.client.get(url)).status == 200
     assert "<script>" not in page, "no inline script"
+
+
+async def test_the_tab_icon_is_our_own_plain_note(hotline: RunningHotline) -> None:
+    page = await (await hotline.client.get("/chat")).text()
+    assert '<link rel="icon" href="/chat/static/icon.svg"' in page
+    assert "<title>메모</title>" in page, "a neutral title"
+    icon = await hotline.client.get("/chat/static/icon.svg")
+    assert icon.status == 200
+    assert icon.content_type == "image/svg+xml", "served as an image the CSP's img-src allows"
+    assert "default-src 'none'" in icon.headers["Content-Security-Policy"]
+    svg = await icon.text()
+    assert svg.startswith("<svg") and "href" not in svg, "draws itself, links nothing"
+
+
+async def _turn(hotline: RunningHotline, token: str, **body: str) -> list[dict[str, object]]:
+    response = await hotline.client.post("/chat/api/turn", json={"token": token, **body})
+    assert response.status == 200
+    messages: list[dict[str, object]] = (await response.json())["messages"]
+    return messages
+
+
+async def test_the_receipt_comes_as_data_on_the_message_that_shows_it(
+    hotline: RunningHotline,
+) -> None:
+    turns = [
+        await _turn(hotline, TOKEN, text="/start", language="en"),
+        await _turn(hotline, TOKEN, button="agree"),
+        await _turn(hotline, TOKEN, button="filming"),
+        await _turn(hotline, TOKEN, button="18_plus"),
+        await _turn(hotline, TOKEN, text="Someone filmed me."),
+    ]
+    assert not any("receipt" in m for messages in turns for m in messages)
+    received, feedback = await _turn(hotline, TOKEN, button="send_now")
+    code = received["receipt"]
+    assert isinstance(code, str)
+    assert receipts.normalise(code), "the documented format"
+    assert code in str(received["text"])
+    assert str(received["text"]).startswith(EN["report.received"].split("{")[0])
+    assert "receipt" not in feedback, "only the message that shows the code carries it"
+    assert "receipt" not in (await _turn(hotline, TOKEN, button="skip"))[0]
+
+    # The code the page offers to copy is the one the centre knows: typed back from another
+    # tab, the request on it is passed on.
+    other = "r" * 43
+    await _turn(hotline, other, text="/receipt", language="en")
+    await _turn(hotline, other, text=code)
+    said = (await _turn(hotline, other, button="read_replies"))[0]
+    assert str(said["text"]).startswith(EN["receipt.status_sent"])
 
 
 @pytest.mark.parametrize(

@@ -25,12 +25,62 @@
     window.location.replace(SAFE_PAGE);
   }
 
-  function show(text, who) {
+  function show(text, who, receipt) {
     var item = document.createElement("li");
     item.className = who;
     item.textContent = text;  // never innerHTML: texts are data, not markup
+    if (receipt) { item.appendChild(receiptBox(receipt)); }
     log.appendChild(item);
     item.scrollIntoView({block: "end"});
+  }
+
+  // The receipt code with a copy button. The Clipboard API needs a secure context (https, or
+  // http on localhost); elsewhere, or if it is refused, the code is selected for a manual copy.
+  // The confirmation is a status region of its own, so a screen reader says it.
+  function receiptBox(code) {
+    var box = document.createElement("div");
+    box.className = "receipt";
+    box.setAttribute("role", "group");
+    box.setAttribute("aria-label", "접수 번호 / Receipt code");
+    var value = document.createElement("code");
+    value.className = "receipt-code";
+    value.textContent = code;
+    var button = document.createElement("button");
+    button.type = "button";
+    button.className = "copy";
+    button.textContent = "복사 / Copy";
+    var done = document.createElement("span");
+    done.className = "copied";
+    done.setAttribute("role", "status");
+    done.setAttribute("aria-live", "polite");
+    function say(text) {
+      done.textContent = "";  // a second copy is announced again
+      setTimeout(function () { done.textContent = text; }, 100);
+    }
+    function selectForManualCopy() {
+      var range = document.createRange();
+      range.selectNodeContents(value);
+      var selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+      var copied = false;
+      try { copied = document.execCommand("copy"); } catch (e) { copied = false; }
+      say(copied ? "복사했어요 / Copied"
+        : "번호를 선택했어요. 복사해 주세요 / Selected: copy it with Ctrl+C or a long press");
+    }
+    button.addEventListener("click", function () {
+      if (window.isSecureContext && navigator.clipboard && navigator.clipboard.writeText) {
+        navigator.clipboard.writeText(code).then(function () {
+          say("복사했어요 / Copied");
+        }, selectForManualCopy);
+      } else {
+        selectForManualCopy();
+      }
+    });
+    box.appendChild(value);
+    box.appendChild(button);
+    box.appendChild(done);
+    return box;
   }
 
   function showButtons(buttons) {
@@ -42,7 +92,9 @@
       button.addEventListener("click", function () { show(b.label, "me"); send({button: b.id}); });
       choices.appendChild(button);
     });
-    if (buttons.length) { choices.firstChild.focus(); }
+    // Focus goes to where the answer is given, never back to the top of the page: the first
+    // choice, or the text box when the step asks for words. The log (aria-live) reads the text.
+    if (buttons.length) { choices.firstChild.focus(); } else { message.focus(); }
   }
 
   // Turns wait in order in memory; a turn is retried with the same id until the server
@@ -87,7 +139,10 @@
       setStatus("");
       var buttons = [];
       if (data.error) { show(data.error, "bot"); }
-      (data.messages || []).forEach(function (m) { show(m.text, "bot"); buttons = m.buttons; });
+      (data.messages || []).forEach(function (m) {
+        show(m.text, "bot", m.receipt);
+        buttons = m.buttons;
+      });
       showButtons(buttons || []);
       if (data.ended) { sessionStorage.removeItem("t"); }
       drain(0);
