@@ -3,12 +3,14 @@ built-in way out."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from backend import receipts
 from backend.conversation import Inbound, Pseudonym, QuickExit, Session
 from backend.errors import FlowError
 from backend.flows import engine
@@ -164,3 +166,14 @@ def test_service_hours_give_an_honest_after_hours(tmp_path: Path) -> None:
     path.write_text('schema: 1\nweekly: {mon: "18:00-09:00"}\n')
     with pytest.raises(FlowError, match="HH:MM-HH:MM"):
         ServiceHours.load(path)
+
+
+def test_the_receipt_example_shown_to_victims_is_shaped_like_a_real_code() -> None:
+    # A victim copies the example's shape; one that `normalise` refuses teaches the wrong one.
+    examples = {}
+    for path in sorted((Path(engine.__file__).parents[2] / "flows" / "locales").glob("*.yaml")):
+        found = re.findall(r"[0-9A-Z]{4}(?:-[0-9A-Z]{4})+", path.read_text(encoding="utf-8"))
+        examples[path.stem] = found
+        for example in found:
+            assert receipts.normalise(example) == example.replace("-", ""), path.name
+    assert examples["ko"] and examples["en"], "the receipt question shows an example"
