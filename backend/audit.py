@@ -49,6 +49,16 @@ class AuditAction(StrEnum):
     KEY_GRANT = "key-grant"
     TOTP_ENABLE = "totp-enable"
     TOTP_DISABLE = "totp-disable"
+    NOTE = "note"
+    REFERRAL = "referral"
+    REPLY = "reply"
+    TAKEDOWN_DRAFT = "takedown-draft"
+    TAKEDOWN_EDIT = "takedown-edit"
+    TAKEDOWN_SUBMIT = "takedown-submit"
+    TAKEDOWN_APPROVE = "takedown-approve"
+    TAKEDOWN_RETURN = "takedown-return"
+    TAKEDOWN_SEND = "takedown-send"
+    TAKEDOWN_ANSWER = "takedown-answer"
 
 
 def link_hash(entry: AuditEntry) -> str:
