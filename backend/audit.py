@@ -14,9 +14,11 @@ victim said.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,8 +35,10 @@ from backend.models import AuditEntry
 log = logging.getLogger(__name__)
 
 GENESIS_HASH = "0" * 64
-# Two nodes appending at once collide on the unique seq/prev_hash; the loser retries.
-APPEND_ATTEMPTS = 8
+# Two nodes appending at once collide on the unique seq/prev_hash; the loser retries after a
+# random pause that grows, so a crowd of appenders spreads out instead of colliding again.
+APPEND_ATTEMPTS = 12
+APPEND_BACKOFF_S = 0.002
 
 T = TypeVar("T")
 
@@ -50,6 +54,16 @@ class AuditAction(StrEnum):
     TOTP_ENABLE = "totp-enable"
     TOTP_DISABLE = "totp-disable"
     ACCOUNT_RESET = "account-reset"
+    NOTE = "note"
+    REFERRAL = "referral"
+    REPLY = "reply"
+    TAKEDOWN_DRAFT = "takedown-draft"
+    TAKEDOWN_EDIT = "takedown-edit"
+    TAKEDOWN_SUBMIT = "takedown-submit"
+    TAKEDOWN_APPROVE = "takedown-approve"
+    TAKEDOWN_RETURN = "takedown-return"
+    TAKEDOWN_SEND = "takedown-send"
+    TAKEDOWN_ANSWER = "takedown-answer"
 
 
 def link_hash(entry: AuditEntry) -> str:
@@ -109,6 +123,7 @@ async def with_audit(engine: AsyncEngine, work: Callable[[AsyncConnection], Awai
             if attempt == APPEND_ATTEMPTS - 1:
                 raise
             log.info("audit: another node appended first; retrying")
+            await asyncio.sleep(random.uniform(0, APPEND_BACKOFF_S * 2 ** min(attempt, 6)))  # noqa: S311 - spreading retries, not a secret
     raise AssertionError("unreachable")  # pragma: no cover
 
 

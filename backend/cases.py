@@ -24,8 +24,19 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend import audit
 from backend.audit import AuditAction
-from backend.errors import CaseNotFoundError, CaseTransitionError
-from backend.models import ALLOWED_TRANSITIONS, Case, CaseStatus, Receipt, utcnow
+from backend.errors import CaseNotFoundError, CaseTransitionError, OutcomeRequiredError
+from backend.models import (
+    ALLOWED_TRANSITIONS,
+    Case,
+    CaseNote,
+    CaseReferral,
+    CaseReply,
+    CaseStatus,
+    Outcome,
+    Receipt,
+    TakedownRequest,
+    utcnow,
+)
 from backend.sealing import Envelope, RoutingHeader
 
 
@@ -48,7 +59,13 @@ class CaseRepository(Protocol):
     async def store_many(self, reports: Sequence[tuple[str, Envelope]]) -> list[str]: ...
     async def get(self, case_id: str) -> Case: ...
     async def transition(
-        self, case_id: str, to: CaseStatus, actor: str, *, counselor_id: int | None = None
+        self,
+        case_id: str,
+        to: CaseStatus,
+        actor: str,
+        *,
+        counselor_id: int | None = None,
+        outcome: Outcome | None = None,
     ) -> None: ...
     async def shred(self, case_id: str, actor: str, reason: str) -> bool: ...
 
@@ -101,6 +118,7 @@ class CaseStore:
                     "wrapped_key": envelope.wrapped_key,
                     "nonce": envelope.nonce,
                     "ciphertext": envelope.ciphertext,
+                    "follows": header.follows or None,
                 }
             )
         if not rows:
@@ -113,19 +131,33 @@ class CaseStore:
             return [row[0] for row in result]
 
     async def transition(
-        self, case_id: str, to: CaseStatus, actor: str, *, counselor_id: int | None = None
+        self,
+        case_id: str,
+        to: CaseStatus,
+        actor: str,
+        *,
+        counselor_id: int | None = None,
+        outcome: Outcome | None = None,
     ) -> None:
         """Move a case to `to` if the machine allows it from its current status; audited.
 
-        Claiming records `counselor_id`; the conditional UPDATE makes a claim atomic.
+        Claiming records `counselor_id`; the conditional UPDATE makes a claim atomic. Closing
+        needs an `outcome` (OutcomeRequiredError without one); reopening clears it.
         """
         if to is CaseStatus.PURGED:
             raise CaseTransitionError("purge a case with shred(), which destroys its data key")
+        if to is CaseStatus.CLOSED and outcome is None:
+            raise OutcomeRequiredError("closing a case needs an outcome")
         values: dict[str, object] = {"status": to.value, "status_changed_at": utcnow()}
+        detail = f"to {to.value}"
         if to is CaseStatus.CLAIMED:
             values["claimed_by"] = counselor_id
         elif to is CaseStatus.QUEUED:
             values["claimed_by"] = None
+            values["outcome"] = None
+        elif to is CaseStatus.CLOSED and outcome is not None:
+            values["outcome"] = outcome.value
+            detail += f" ({outcome.value})"
         action = AuditAction.CLAIM if to is CaseStatus.CLAIMED else AuditAction.STATUS
 
         async def work(conn: AsyncConnection) -> str | None:
@@ -137,7 +169,7 @@ class CaseStore:
             )
             if result.first() is None:
                 return await self._status_of(conn, case_id)
-            await audit.append(conn, actor, action, case_id, f"to {to.value}")
+            await audit.append(conn, actor, action, case_id, detail)
             return None
 
         refused_from = await audit.with_audit(self._engine, work)
@@ -174,6 +206,9 @@ class CaseStore:
                 await self._status_of(conn, case_id)  # CaseNotFoundError if there is none
                 return False
             await conn.execute(delete(Receipt).where(col(Receipt.case_id) == case_id))
+            # Sealed under the data key just destroyed, so unreadable already; gone all the same.
+            for table in (CaseNote, CaseReferral, CaseReply, TakedownRequest):
+                await conn.execute(delete(table).where(col(table.case_id) == case_id))
             await audit.append(conn, actor, AuditAction.PURGE, case_id, reason)
             return True
 

@@ -101,6 +101,8 @@ class SubmitReport:
     language: str
     channel: str
     answers: dict[str, Any] = field(repr=False)
+    # The case of the receipt a returning victim came back with (see `CaseRequest`).
+    follows: str = ""
 
 
 @dataclass(frozen=True)

@@ -35,3 +35,15 @@ class CaseTransitionError(HotlineError):
 
 class ReceiptNotFoundError(HotlineError):
     """No case answers to this case code (mistyped, or the case was erased)."""
+
+
+class OutcomeRequiredError(HotlineError):
+    """A case is closed only with one of the fixed outcomes."""
+
+
+class CaseWorkError(HotlineError):
+    """A note, referral, reply or takedown request was refused: bad input or a wrong state."""
+
+
+class ApprovalRequiredError(CaseWorkError):
+    """A takedown request needs a supervisor's approval (not its author's) before this step."""

@@ -47,6 +47,7 @@ _FIELD_LIMITS = {
     "category": 32,
     "key_id": 32,
     "created_at": 40,
+    "follows": 64,
 }
 _MAX_IDEMPOTENCY_KEY = 128
 _PRIORITY_RANGE = range(0, 101)

@@ -40,6 +40,32 @@ ALLOWED_TRANSITIONS: dict[CaseStatus, frozenset[CaseStatus]] = {
 }
 
 
+class Outcome(StrEnum):
+    """How a case ended; closing needs one. Each is a service the centre gives or a reason it
+    could not (domain/categories.md: where help comes from; evidence.md; takedown.md)."""
+
+    REFERRED = "referred"  # passed to a service (police, 117/1388, legal or medical help)
+    TAKEDOWN_REQUESTED = "takedown_requested"  # deletion asked of a platform
+    EVIDENCE_GUIDANCE = "evidence_guidance"  # told what to preserve and how
+    SAFETY_GUIDANCE = "safety_guidance"  # sextortion: don't pay, stop replying, preserve
+    INFORMATION_GIVEN = "information_given"  # counselling, rights, how to report
+    NO_ACTION_WANTED = "no_action_wanted"  # the victim chose not to go on
+    VICTIM_UNREACHABLE = "victim_unreachable"  # left and never came back
+    DUPLICATE = "duplicate"  # the same matter as another case (e.g. a follow-up)
+    OUT_OF_SCOPE = "out_of_scope"  # not a digital sex crime; pointed elsewhere
+
+
+class TakedownStatus(StrEnum):
+    DRAFT = "draft"
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"
+    SENT = "sent"
+    ANSWERED = "answered"
+    REMOVED = "removed"
+    REFUSED = "refused"
+    WITHDRAWN = "withdrawn"
+
+
 class Role(StrEnum):
     COUNSELOR = "counselor"
     SUPERVISOR = "supervisor"
@@ -68,6 +94,10 @@ class Case(SQLModel, table=True):
     # When the status last changed: retention counts from here.
     status_changed_at: datetime = Field(default_factory=utcnow, index=True)
     claimed_by: int | None = Field(default=None)
+    # A returning victim's request names the case of their receipt: the case it follows.
+    follows: str | None = Field(default=None, max_length=64, index=True)
+    # How the case ended (`Outcome`); required to close, cleared when it is reopened.
+    outcome: str | None = Field(default=None, max_length=32)
 
 
 class Counselor(SQLModel, table=True):
@@ -144,3 +174,80 @@ class DeploymentSecret(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=32)
     value: bytes = Field(sa_column=Column(LargeBinary, nullable=False), repr=False)
+
+
+class CaseNote(SQLModel, table=True):
+    """A counselor's note on a case, sealed under the case's data key (see backend/case_work.py):
+    shredding the case shreds its notes. Author and time are plain; the words are not."""
+
+    __tablename__ = "case_notes"
+
+    id: str = Field(primary_key=True, max_length=32)
+    case_id: str = Field(foreign_key="cases.id", index=True, max_length=64)
+    author_id: int
+    created_at: datetime = Field(default_factory=utcnow)
+    sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False), repr=False)
+
+
+class CaseReferral(SQLModel, table=True):
+    """A referral to a service of the resource directory, with the victim's consent to it.
+
+    Service, consent and how it was obtained are plain (no victim content); the free-text
+    detail is sealed like a note.
+    """
+
+    __tablename__ = "case_referrals"
+
+    id: str = Field(primary_key=True, max_length=32)
+    case_id: str = Field(foreign_key="cases.id", index=True, max_length=64)
+    author_id: int
+    created_at: datetime = Field(default_factory=utcnow)
+    service_id: str = Field(max_length=64)
+    consent: bool
+    consent_method: str = Field(max_length=32)
+    sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False), repr=False)
+
+
+class CaseReply(SQLModel, table=True):
+    """A counselor's reply for a victim who comes back with their receipt (backend/replies.py).
+
+    Two sealed copies: one under the case's data key for the console, one to the victim's reply
+    key, which only the receipt code derives (the backend never holds it).
+    """
+
+    __tablename__ = "case_replies"
+
+    id: str = Field(primary_key=True, max_length=32)
+    case_id: str = Field(foreign_key="cases.id", index=True, max_length=64)
+    author_id: int
+    created_at: datetime = Field(default_factory=utcnow)
+    sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False), repr=False)
+    for_victim: bytes = Field(sa_column=Column(LargeBinary, nullable=False), repr=False)
+
+
+class TakedownRequest(SQLModel, table=True):
+    """A takedown request's draft and its tracking (backend/takedown.py).
+
+    The fields (URLs, uploader, description, hashes) and the platform's answer are sealed under
+    the case's data key; status, people and dates are plain so the list can be tracked.
+    """
+
+    __tablename__ = "takedown_requests"
+
+    id: str = Field(primary_key=True, max_length=32)
+    case_id: str = Field(foreign_key="cases.id", index=True, max_length=64)
+    language: str = Field(max_length=8)
+    status: str = Field(default=TakedownStatus.DRAFT.value, max_length=24, index=True)
+    created_by: int
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    # Who last changed the fields: the approver must be someone else than them and the author.
+    updated_by: int
+    approved_by: int | None = Field(default=None)
+    approved_at: datetime | None = Field(default=None)
+    sent_by: int | None = Field(default=None)
+    sent_at: datetime | None = Field(default=None)
+    next_check_at: datetime | None = Field(default=None, index=True)
+    sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False), repr=False)
+    # The platform's answer, sealed; None until one is recorded.
+    answer: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))

@@ -96,6 +96,13 @@ class ReceiptHasher:
         self._salt = salt
         self._cost = cost
 
+    def __repr__(self) -> str:
+        return "ReceiptHasher(<salt hidden>)"
+
+    @property
+    def salt(self) -> bytes:
+        return self._salt
+
     async def digest(self, code: str) -> str | None:
         """The lookup key for a code as typed; None when it cannot be a code at all."""
         try:

@@ -14,6 +14,9 @@ import contextlib
 import logging
 from datetime import datetime, timedelta
 
+from redis.asyncio import Redis
+
+from backend import replies
 from backend.cases import CaseStore
 from backend.models import CaseStatus, utcnow
 from backend.settings import Retention
@@ -25,8 +28,10 @@ PURGE_BATCH = 500
 
 
 class RetentionJob:
-    def __init__(self, cases: CaseStore, retention: Retention) -> None:
+    def __init__(self, cases: CaseStore, retention: Retention, redis: Redis | None = None) -> None:
         self._cases = cases
+        # Where the bot keeps a case's receipt, reply key and replies: they go with the case.
+        self._redis = redis
         self._policy = {
             CaseStatus(status): timedelta(days=days)
             for status, days in retention.by_status().items()
@@ -42,6 +47,8 @@ class RetentionJob:
             for case_id in ids:
                 if await self._cases.shred(case_id, ACTOR, "retention expired"):
                     purged += 1
+                    if self._redis is not None:
+                        await replies.forget(self._redis, case_id)
             if len(ids) < PURGE_BATCH:
                 break
         if purged:

@@ -46,9 +46,16 @@ class RoutingHeader:
     category: str
     key_id: str
     created_at: str
+    # The case a returning victim's request is about (from their receipt), or "" for a new one.
+    # Plain so intake can link it without a key; left out of the bytes when empty, so headers
+    # of ordinary reports stay as they were.
+    follows: str = ""
 
     def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+        fields = asdict(self)
+        if not self.follows:
+            del fields["follows"]
+        return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> RoutingHeader:
@@ -62,6 +69,7 @@ class RoutingHeader:
                 category=str(data["category"]),
                 key_id=str(data["key_id"]),
                 created_at=str(data["created_at"]),
+                follows=str(data.get("follows", "")),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise SealingError("routing header is malformed") from exc

@@ -63,6 +63,16 @@ KAKAO_DUPLICATE_WINDOW_S: Final = 10
 # the deployment's receipt salt, `backend.receipts`) -> case id. The code itself is never kept.
 RECEIPT_KEY_PREFIX: Final = PREFIX + "receipt:"
 RECEIPT_TTL_S: Final = 180 * 86400
+# What the centre needs to answer a receipt's case, set by the bot when it issues the code
+# (hash, `case-receipt:<case id>`): the victim's reply public key (derived from the code, see
+# backend/replies.py) and the code's digest, so erasing the case can cut the code too.
+CASE_RECEIPT_PREFIX: Final = PREFIX + "case-receipt:"
+FIELD_REPLY_KEY: Final = "reply_key"
+FIELD_RECEIPT_DIGEST: Final = "digest"
+# Counselors' replies waiting for a returning victim (list, `replies:<case id>`), each sealed
+# to the victim's reply key; kept as long as the receipt, at most this many.
+CASE_REPLIES_PREFIX: Final = PREFIX + "replies:"
+CASE_REPLIES_MAX: Final = 50
 # Waiting handoff requests (sorted set: case id by priority, then time), for the queue position
 # a victim is told. Entries older than the window are dropped when a new request comes.
 HANDOFF_QUEUE: Final = PREFIX + "handoff:queue"
@@ -114,6 +124,14 @@ def login_lock_key(username_hash: str) -> str:
 
 def receipt_key(code_digest: str) -> str:
     return RECEIPT_KEY_PREFIX + code_digest
+
+
+def case_receipt_key(case_id: str) -> str:
+    return CASE_RECEIPT_PREFIX + case_id
+
+
+def case_replies_key(case_id: str) -> str:
+    return CASE_REPLIES_PREFIX + case_id
 
 
 def console_session_key(session_id_hash: str) -> str:

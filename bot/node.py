@@ -30,6 +30,7 @@ from backend.counselors import CounselorStore
 from backend.embedded_redis import EmbeddedRedis
 from backend.errors import FlowError, SettingsError
 from backend.flows.registry import FlowRegistry
+from backend.flows.resources import Directory
 from backend.intake import Intake, dead_letter_count
 from backend.keyring import KeyRing
 from backend.login_guard import LoginGuard
@@ -159,16 +160,24 @@ class Node:
             dead_letters=functools.partial(dead_letter_count, redis),
             pending_sign_ins=ConsoleSessionStore(redis, pending=True),
             require_totp=self.settings.login.require_totp,
+            services=self._services(),
         )
         intake = Intake(redis, cases, f"{self.settings.node_name}-intake")
         task = asyncio.create_task(intake.run(), name="intake")
         self._stack.push_async_callback(_stop_intake, intake, task)
-        retention = RetentionJob(cases, self.settings.retention)
+        retention = RetentionJob(cases, self.settings.retention, redis)
         purging = asyncio.create_task(retention.run(), name="retention")
         self._stack.push_async_callback(_stop_retention, retention, purging)
         salt = await ReceiptBook(engine, self.settings.kdf).salt()
         bootstrap.write_receipt_salt(self.settings.data_dir, salt)
         return active.public_key, salt
+
+    def _services(self) -> Directory:
+        """The resource directory referrals are recorded against (the flows' own)."""
+        try:
+            return Directory.load(self.settings.flows_dir / "resources.yaml")
+        except FlowError as exc:
+            raise SettingsError(f"HOTLINE_FLOWS_DIR: {exc}") from None
 
     async def _bot(
         self, app: web.Application, redis: Redis, published: tuple[X25519PublicKey, bytes] | None

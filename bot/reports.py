@@ -32,6 +32,7 @@ class ReportSender:
             category=report.category,
             key_id=self._key_id,
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            follows=report.follows,
         )
         body = json.dumps({"answers": report.answers}, ensure_ascii=False).encode()
         envelope = seal(body, header, self._center_key)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from typing import cast
 from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
 
-from backend import streams
+from backend import replies, streams
 from backend.conversation import (
     CaseRequest,
     DeleteInbound,
@@ -199,16 +200,13 @@ class ConversationRuntime:
                 outcome.values["position"] = str(position)
                 outcome.values["wait"] = str(position * bundle.hours.minutes_per_case)
             elif isinstance(effect, IssueReceipt):
-                code_digest = await self._receipts.digest(effect.code)
-                if code_digest is None:  # pragma: no cover - the step makes well-formed codes
-                    raise ValueError("malformed receipt code")
-                await self._redis.set(
-                    streams.receipt_key(code_digest), effect.case_id, ex=streams.RECEIPT_TTL_S
-                )
+                await self._issue_receipt(effect)
             elif isinstance(effect, CaseRequest):
                 found = await self._case_request(effect)
-                key = "receipt.status_sent" if found else "receipt.status_unknown"
+                key = "receipt.status_sent" if found is not None else "receipt.status_unknown"
                 outcome.values["request_status"] = bundle.texts.get(key, language)
+                if found is not None and effect.kind == "read_replies":
+                    outcome.values["replies"] = _replies_text(bundle, language, found)
             elif isinstance(effect, RecordFeedback):
                 await self._redis.hincrby(streams.FEEDBACK_COUNTS, effect.rating[:32], 1)
             elif isinstance(effect, RaisePriority):
@@ -251,18 +249,43 @@ class ConversationRuntime:
         rank = await self._redis.zrank(queue, effect.case_id)
         return 1 + (rank if isinstance(rank, int) else 0)
 
-    async def _case_request(self, effect: CaseRequest) -> bool:
+    async def _issue_receipt(self, effect: IssueReceipt) -> None:
+        """Remember the code's case by its slow hash, and publish the reply key it derives, so
+        counselors can leave replies only this code opens (backend/replies.py)."""
+        code_digest = await self._receipts.digest(effect.code)
+        reply_key = replies.reply_private_key(effect.code, self._receipts.salt)
+        if code_digest is None or reply_key is None:  # pragma: no cover - the step makes codes
+            raise ValueError("malformed receipt code")
+        await self._redis.set(
+            streams.receipt_key(code_digest), effect.case_id, ex=streams.RECEIPT_TTL_S
+        )
+        await replies.publish_receipt(
+            self._redis, effect.case_id, code_digest, reply_key.public_key()
+        )
+
+    async def _case_request(self, effect: CaseRequest) -> list[str] | None:
         """A returning victim's request, sealed onto the reports stream for the case's
-        counselors; False when the receipt code is unknown (nothing is sent)."""
+        counselors, linked to the case of the receipt; the counselors' replies for the victim,
+        opened with the key only the code derives. None when the code is unknown (nothing is
+        sent)."""
         code_digest = await self._receipts.digest(effect.code)
         if code_digest is None:
-            return False
-        case_id = await self._redis.get(streams.receipt_key(code_digest))
-        if not isinstance(case_id, bytes):
-            return False
-        answers = {"request": effect.kind, "case": case_id.decode()}
+            return None
+        found = await self._redis.get(streams.receipt_key(code_digest))
+        if not isinstance(found, bytes):
+            return None
+        case_id = found.decode()
+        answers: dict[str, str | int] = {"request": effect.kind, "case": case_id}
         if effect.text:
             answers["addition"] = effect.text
+        texts: list[str] = []
+        reply_key = replies.reply_private_key(effect.code, self._receipts.salt)
+        if effect.kind == "read_replies" and reply_key is not None:
+            for sealed in await replies.waiting(self._redis, case_id):
+                text = replies.open_for_victim(sealed, reply_key, case_id)
+                if text is not None:
+                    texts.append(text)
+            answers["replies_shown"] = len(texts)
         await self._reports.send(
             SubmitReport(
                 idempotency_key=effect.idempotency_key,
@@ -272,16 +295,27 @@ class ConversationRuntime:
                 language=effect.language,
                 channel=effect.channel,
                 answers=answers,
+                follows=case_id,
             )
         )
         log.info("request %s on a receipt queued", effect.kind)
-        return True
+        return texts
+
+
+def _replies_text(bundle: Bundle, language: str, texts: list[str]) -> str:
+    if not texts:
+        return bundle.texts.get("receipt.replies_none", language)
+    intro = bundle.texts.get("receipt.replies_intro", language)
+    return "\n\n".join([intro, *texts])
 
 
 def _fill(message: Outbound, values: dict[str, str]) -> Outbound:
     if "{" not in message.text:
         return message
     text = message.text
-    for name in ("position", "wait", "request_status"):
-        text = text.replace("{" + name + "}", values.get(name, "-"))
+    # The replies last: a counselor's words are shown as written, never filled in themselves.
+    for name in ("position", "wait", "request_status", "replies"):
+        default = "" if name == "replies" else "-"
+        text = text.replace("{" + name + "}", values.get(name, default))
+    text = re.sub(r"\n{3,}", "\n\n", text).strip() if "\n" in text else text
     return Outbound(text, message.buttons, message.key)

@@ -22,6 +22,7 @@ from backend.cases import CaseStore
 from backend.errors import (
     CaseNotFoundError,
     CaseTransitionError,
+    OutcomeRequiredError,
     ReceiptNotFoundError,
     SealingError,
 )
@@ -35,7 +36,7 @@ from backend.handoff import (
     new_line,
 )
 from backend.intake import Entry, Intake, dead_letter_count, ensure_group
-from backend.models import CaseStatus, utcnow
+from backend.models import CaseStatus, Outcome, utcnow
 from backend.receipts import ALPHABET, ReceiptBook, normalise
 from backend.retention import RetentionJob
 from backend.sealing import RoutingHeader, seal
@@ -75,14 +76,18 @@ async def test_status_machine_allows_only_its_transitions(engine: AsyncEngine) -
     await store.transition("c1", CaseStatus.CLAIMED, "counselor:1", counselor_id=1)
     assert (await store.get("c1")).claimed_by == 1
     await store.transition("c1", CaseStatus.ACTIVE, "counselor:1")
-    await store.transition("c1", CaseStatus.CLOSED, "counselor:1")
+    with pytest.raises(OutcomeRequiredError):
+        await store.transition("c1", CaseStatus.CLOSED, "counselor:1")  # how did it end?
+    assert (await store.get("c1")).status == "active", "refused: nothing changed"
+    await store.transition("c1", CaseStatus.CLOSED, "counselor:1", outcome=Outcome.REFERRED)
+    assert (await store.get("c1")).outcome == "referred"
     await store.transition("c1", CaseStatus.QUEUED, "system:receipt")  # the victim came back
     case = await store.get("c1")
-    assert case.status == "queued" and case.claimed_by is None
+    assert case.status == "queued" and case.claimed_by is None and case.outcome is None
     assert await _actions(engine) == [
         ("claim", "c1", "to claimed"),
         ("status", "c1", "to active"),
-        ("status", "c1", "to closed"),
+        ("status", "c1", "to closed (referred)"),
         ("status", "c1", "to queued"),
     ], "refused changes leave no audit link"
     assert (await audit.verify(engine)).intact
@@ -171,7 +176,9 @@ async def test_retention_shreds_by_status_and_audits(engine: AsyncEngine) -> Non
     store = await _store(engine, "open", "closed", "old-closed")
     for case_id in ("closed", "old-closed"):
         await store.transition(case_id, CaseStatus.CLAIMED, "counselor:1", counselor_id=1)
-        await store.transition(case_id, CaseStatus.CLOSED, "counselor:1")
+        await store.transition(
+            case_id, CaseStatus.CLOSED, "counselor:1", outcome=Outcome.NO_ACTION_WANTED
+        )
     job = RetentionJob(store, Retention(closed_days=30, queued_days=0))
     assert await job.purge_expired(utcnow() + timedelta(days=29)) == 0
     assert await job.purge_expired(utcnow() + timedelta(days=31)) == 2

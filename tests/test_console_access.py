@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
@@ -24,7 +26,7 @@ def _guarded_routes(app: web.Application) -> list[tuple[str, str, Access]]:
             continue
         access = access_of(route.handler)
         assert access is not None, f"{route.method} {path} declares no access rule"
-        found.append((route.method, path.replace("{case_id}", "no-such-case"), access))
+        found.append((route.method, re.sub(r"{\w+}", "no-such-id", path), access))
     return found
 
 
@@ -59,7 +61,17 @@ async def test_every_endpoint_for_every_role_and_no_session(hotline: RunningHotl
     assert pending.id is not None
     await counselors.enable_totp(pending.id, PASSWORD, totp.new_secret(), 0)
     routes = _guarded_routes(client.app)
-    assert {path for _, path, _ in routes} >= {"/console", "/api/cases", "/api/openapi.json"}
+    assert {path for _, path, _ in routes} >= {
+        "/console",
+        "/api/cases",
+        "/api/openapi.json",
+        "/api/cases/no-such-id/work",
+        "/api/cases/no-such-id/close",
+        "/console/takedowns/no-such-id",
+        "/api/takedowns/no-such-id/approve",
+    }
+    approve = ("POST", "/api/takedowns/no-such-id/approve", Access.SUPERVISOR)
+    assert approve in routes, "a counselor may not approve a takedown request"
 
     identities: list[tuple[str | None, int, bool]] = [(None, 0, False)]
     identities += [(role.value, ROLE_RANK[role.value], False) for role in Role]

@@ -166,12 +166,17 @@ async def test_a_receipt_brings_a_victim_back_to_the_case(
         "case": case["header"].case_id,
         "addition": "He made a new account.",
     }
+    assert follow_up["header"].follows == case["header"].case_id, "linked in the plain header"
 
     await back.text("/receipt")
     await back.text(code)
     turn = await back.click("read_replies")
-    assert turn.messages[0].text.startswith("Your request was passed to the center. Replies")
-    assert len(await _reports(redis, private_key)) == 3
+    assert turn.messages[0].text.startswith(
+        "Your request was passed to the center.\n\nThere is no reply from the center yet."
+    )
+    reports = await _reports(redis, private_key)
+    assert len(reports) == 3
+    assert reports[-1]["answers"]["replies_shown"] == 0
 
 
 async def test_an_unknown_receipt_is_said_plainly_and_sends_nothing(

@@ -16,7 +16,7 @@ from aiohttp import web
 from backend import streams, totp
 from backend.audit import AuditAction
 from backend.cases import CaseStore, envelope_of
-from backend.console import openapi
+from backend.console import case_work, openapi
 from backend.console.access import Access, current_session, guard, sessions_key
 from backend.console.sessions import (
     COOKIE_NAME,
@@ -30,8 +30,10 @@ from backend.errors import (
     CaseNotFoundError,
     CaseTransitionError,
     KeyUnwrapError,
+    OutcomeRequiredError,
     SealingError,
 )
+from backend.flows.resources import Directory
 from backend.keyring import KeyRing, counselor_holder
 from backend.login_guard import LoginGuard, LoginLockedError
 from backend.models import CaseStatus
@@ -359,7 +361,8 @@ async def case_view(request: web.Request) -> web.Response:
             f"counselor:{session.counselor_id}", AuditAction.UNSEAL, case.id
         )
     log.info("counselor %d opened case %s", session.counselor_id, case.id)
-    return _render("case.html", session=session, case=case, answers=answers)
+    work = await case_work.view_context(request, session, case, answers)
+    return _render("case.html", session=session, case=case, answers=answers, **work)
 
 
 async def case_status(request: web.Request) -> web.Response:
@@ -379,6 +382,8 @@ async def case_status(request: web.Request) -> web.Response:
         )
     except CaseNotFoundError:
         raise web.HTTPNotFound(text="no such case") from None
+    except OutcomeRequiredError:
+        raise web.HTTPBadRequest(text="close a case with an outcome (the closing form)") from None
     except CaseTransitionError:
         raise web.HTTPConflict(
             text="the case's status changed meanwhile (or does not allow this); reload the page"
@@ -427,6 +432,7 @@ def add_routes(
     dead_letters: DeadLetterCount,
     pending_sign_ins: ConsoleSessionStore,
     require_totp: bool,
+    services: Directory | None = None,
 ) -> None:
     app[cases_key] = cases
     app[dead_letters_key] = dead_letters
@@ -456,4 +462,5 @@ def add_routes(
     )
     for method, path, handler, access in routes:
         app.router.add_route(method, path, guard(access, handler))
+    case_work.add_routes(app, services or Directory())
     openapi.add_routes(app)
