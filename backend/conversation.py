@@ -77,6 +77,13 @@ class Session:
     priority: int = 0
     retries: int = 0  # invalid answers at the current step
     seen_s: int = 0  # unix time of the last turn, for idle time-outs
+    # The live chat with a counselor (bot/live.py): the conversation's reply key (the X25519
+    # private half, hex; the public half went to the centre in the sealed handoff request), the
+    # case it asked a counselor for, and whether a counselor has joined (then the victim's texts
+    # go to the counselor instead of the flow).
+    reply_key: str | None = field(default=None, repr=False)
+    handoff_case: str | None = None
+    live: bool = False
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False).encode()

@@ -27,6 +27,7 @@ in the sealed handoff request (`REPLY_KEY_ANSWER`), so only a signed-in counselo
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from collections.abc import Mapping
@@ -43,6 +44,8 @@ from backend import keys, streams
 from backend.conversation import MAX_TEXT_CHARS
 from backend.errors import SealingError
 from backend.sealing import Envelope, RoutingHeader, open_envelope, seal
+
+log = logging.getLogger(__name__)
 
 MESSAGE_CATEGORY = "message"
 # The answer of a sealed handoff request that carries the conversation's reply key (base64).
@@ -122,6 +125,9 @@ class OutboxItem:
     kind: OutboxKind
     # For a line: the line, sealed to the conversation's reply key.
     sealed: bytes = b""
+    # For a line: its id, in clear (a random name, no content), so a line that cannot be opened
+    # any more (the victim's session is gone) is still reported FAILED by name.
+    ref: str = ""
 
 
 def new_line(sender: Sender, text: str, now: float | None = None) -> Line:
@@ -225,7 +231,7 @@ class LiveChat:
                 block=None if start == "0" else block_ms,
             )
             for _stream, entries in cast(list[tuple[bytes, Entries]], response or []):
-                items.extend(_outbox_item(entry_id, fields) for entry_id, fields in entries)
+                items.extend(await self._readable(entries))
             if items:
                 break
         return items
@@ -235,8 +241,20 @@ class LiveChat:
         response = await self._redis.xautoclaim(
             streams.RELAY_OUTBOX_STREAM, streams.RELAY_GROUP, consumer, idle_ms, "0-0", count=100
         )
-        entries = cast(Entries, response[1])
-        return [_outbox_item(entry_id, fields) for entry_id, fields in entries if fields]
+        return await self._readable(cast(Entries, response[1]))
+
+    async def _readable(self, entries: Entries) -> list[OutboxItem]:
+        """The entries as items; one that can never be carried out (malformed, or its body
+        gone) is acknowledged away at once, or every read would offer it again for ever."""
+        items: list[OutboxItem] = []
+        for entry_id, fields in entries:
+            try:
+                items.append(_outbox_item(entry_id, fields or {}))
+            except SealingError:
+                log.warning("relay outbox entry %s is malformed; dropped", _text(entry_id))
+                await self._redis.xack(streams.RELAY_OUTBOX_STREAM, streams.RELAY_GROUP, entry_id)
+                await self._redis.xdel(streams.RELAY_OUTBOX_STREAM, entry_id)
+        return items
 
     async def ack(self, item: OutboxItem) -> None:
         pipe = self._redis.pipeline(transaction=True)
@@ -274,6 +292,7 @@ class LiveChat:
                 streams.FIELD_CASE: case_id,
                 streams.FIELD_KIND: OutboxKind.LINE.value,
                 streams.FIELD_SEALED: _sealed(case_id, line, reply_key),
+                streams.FIELD_REF: line.id,
             },
         )
         transcript_id, _outbox = await pipe.execute()
@@ -350,8 +369,9 @@ def _outbox_item(entry_id: bytes, fields: dict[bytes, bytes]) -> OutboxItem:
             _text(data[streams.FIELD_CASE]),
             OutboxKind(_text(data[streams.FIELD_KIND])),
             data.get(streams.FIELD_SEALED, b""),
+            _text(data.get(streams.FIELD_REF, b"")),
         )
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, UnicodeDecodeError) as exc:
         raise SealingError("a relay outbox entry is malformed") from exc
 
 

@@ -45,6 +45,20 @@ FIELD_REF: Final = "ref"
 FIELD_CASE: Final = "case"
 FIELD_KIND: Final = "kind"
 FIELD_SEALED: Final = "sealed"
+# The bot's relay worker (bot/relay.py): how many outbox entries a read takes, how long it
+# blocks, and how often an entry may fail unexpectedly before it is given up (the console is
+# told FAILED) instead of being retried for ever. Failures so far by entry id (a hash).
+RELAY_BATCH: Final = 100
+RELAY_BLOCK_MS: Final = 1000
+RELAY_MAX_FAILURES: Final = 5
+RELAY_FAILURES_KEY: Final = PREFIX + "relay:failures"
+# Case id -> the conversation (session pseudonym, channel) waiting for or chatting with a
+# counselor, encrypted and expiring like the session; written at handoff, read by the relay.
+RELAY_LINK_PREFIX: Final = PREFIX + "relay:link:"
+# Lines a door cannot push (web chat, KakaoTalk) wait here, one encrypted list entry each, per
+# conversation, expiring with the session, until the victim's page or next message takes them.
+HELD_LINES_PREFIX: Final = PREFIX + "relay:held:"
+HELD_LINES_MAX: Final = 200
 
 # Encrypted, expiring conversation state, keyed by the session-lookup pseudonym.
 SESSION_KEY_PREFIX: Final = PREFIX + "session:"
@@ -144,6 +158,14 @@ def console_pending_key(session_id_hash: str) -> str:
 
 def case_transcript_stream(case_id: str) -> str:
     return f"{CASE_STREAM_PREFIX}{case_id}:transcript"
+
+
+def relay_link_key(case_id: str) -> str:
+    return RELAY_LINK_PREFIX + case_id
+
+
+def held_lines_key(pseudonym: str) -> str:
+    return HELD_LINES_PREFIX + pseudonym
 
 
 def telegram_update_key(bot_id: int, update_id: int) -> str:

@@ -4,6 +4,10 @@ A door (web chat, Telegram, KakaoTalk) turns platform input into a neutral `Inbo
 renders `Outbound`s. The flows never change per channel; what differs is declared here as
 `Capabilities` and applied by `fit`, so a text over a platform's limit is split, never cut.
 A step with more buttons than a platform shows is a flow error for the linter to report.
+
+What a counselor says in a live chat reaches the victim through the door's `Delivery`: a door
+that pushes (Telegram) sends at once; one that cannot (web chat, KakaoTalk) holds the message
+until the victim's page or next message asks (`bot.live.HeldLines`).
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from backend.conversation import Button, Outbound
+from backend.conversation import Button, Outbound, Pseudonym
+from backend.handoff import EventKind
 
 MORE_BUTTON_ID = "more"
 
@@ -38,6 +43,24 @@ class Channel(Protocol):
     """A door. Parsing input is platform-specific; rendering starts from `fit`."""
 
     capabilities: Capabilities
+
+
+class Delivery(Protocol):
+    """How the relay hands a victim what a counselor's side sent, through their door."""
+
+    async def deliver(
+        self,
+        pseudonym: Pseudonym,
+        case_id: str,
+        messages: Sequence[Outbound],
+        *,
+        language: str,
+        ref: str = "",
+    ) -> EventKind:
+        """DELIVERED (the platform took it), HELD (it waits for the victim to ask) or FAILED
+        (the victim cannot be reached: blocked the bot, the chat record expired). Anything
+        else raised is an unexpected failure the relay retries a few times."""
+        ...
 
 
 def split_text(text: str, limit: int, *, verbatim: bool = False) -> list[str]:

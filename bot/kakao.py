@@ -6,6 +6,11 @@ header set on the skill. The user's botUserKey becomes a keyed pseudonym at once
 its real answer is POSTed once to the request's `callbackUrl`. Kakao puts no id on a request,
 so an identical body from the same user within a few seconds is treated as a duplicate and
 gets the first answer again.
+
+KakaoTalk cannot speak first: a counselor's replies wait (`bot.live`) and come with the answer
+to the victim's next message, or in a slow turn's callback. While a handoff is open, every
+answer offers a "check for replies" quick reply, and a message to the counselor is answered
+with a short "sent" (Kakao needs an answer to every request).
 """
 
 from __future__ import annotations
@@ -25,11 +30,12 @@ import aiohttp
 from aiohttp import web
 
 from backend import streams
-from backend.conversation import Inbound, Outbound
+from backend.conversation import Button, Inbound, Outbound
 from backend.pseudonyms import Pseudonymizer, Purpose
 from backend.settings import KakaoSettings
 from bot.channel import Capabilities, fit
-from bot.runtime import ConversationRuntime
+from bot.live import CHECK_BUTTON
+from bot.runtime import ConversationRuntime, Turn
 from bot.turn_replay import TurnInProgressError, TurnReplay
 
 log = logging.getLogger(__name__)
@@ -220,8 +226,9 @@ class KakaoDoor:
     async def _answer(self, inbound: Inbound, raw: bytes) -> bytes:
         async def handle() -> bytes:
             turn = await self._runtime.handle(inbound)
+            messages = self._with_relay(turn, inbound.language)
             return json.dumps(
-                render(turn.messages, operator=self._settings.operator), ensure_ascii=False
+                render(messages, operator=self._settings.operator), ensure_ascii=False
             ).encode()
 
         duplicate_id = hashlib.sha256(raw).hexdigest()
@@ -232,6 +239,16 @@ class KakaoDoor:
         except TurnInProgressError:
             text = self._runtime.text("common.unavailable", inbound.language)
             return json.dumps(render([Outbound(text)], operator=False)).encode()
+
+    def _with_relay(self, turn: Turn, language: str | None) -> tuple[Outbound, ...]:
+        messages = turn.messages
+        if turn.live and not messages:
+            messages = (Outbound(self._runtime.text("live.sent", language)),)
+        last = messages[-1] if messages else None
+        if turn.relay and last is not None and len(last.buttons) < CAPABILITIES.max_buttons:
+            check = Button(CHECK_BUTTON, self._runtime.text("live.check", language))
+            messages = (*messages[:-1], Outbound(last.text, (*last.buttons, check), last.key))
+        return messages
 
     async def _call_back(self, url: str, answer: asyncio.Future[bytes]) -> None:
         body = await answer

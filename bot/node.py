@@ -39,8 +39,13 @@ from backend.receipts import ReceiptBook, ReceiptHasher
 from backend.retention import RetentionJob
 from backend.settings import Settings
 from backend.web import make_app
+from bot import kakao as kakao_channel
+from bot import telegram as telegram_channel
 from bot import webchat
+from bot.channel import Delivery
 from bot.kakao import KakaoDoor
+from bot.live import VictimSide
+from bot.relay import RelayWorker
 from bot.reports import ReportSender
 from bot.root_secret import load_root_secret
 from bot.runtime import ConversationRuntime
@@ -204,15 +209,28 @@ class Node:
             raise SettingsError(f"HOTLINE_FLOWS_DIR: {exc}") from None
         root_secret = load_root_secret(self.settings)
         pseudonymizer = Pseudonymizer(root_secret)
+        victims = VictimSide(
+            redis,
+            root_secret,
+            self.settings.session_ttl_s,
+            center_key,
+            holding_channels={webchat.CHANNEL, kakao_channel.CHANNEL},
+        )
         runtime = ConversationRuntime(
             redis,
             flows,
             SessionStore(redis, root_secret, self.settings.session_ttl_s),
             ReportSender(redis, center_key),
             receipts=ReceiptHasher(salt, self.settings.kdf),
+            live=victims,
         )
         replay = TurnReplay(redis, root_secret)
-        webchat.add_routes(app, runtime, pseudonymizer, replay)
+        webchat.add_routes(app, runtime, pseudonymizer, replay, victims.held)
+        # Where the relay carries a counselor's words: doors that cannot push hold them.
+        doors: dict[str, Delivery] = {
+            webchat.CHANNEL: victims.held,
+            kakao_channel.CHANNEL: victims.held,
+        }
         if self.settings.kakao is not None:
             kakao = KakaoDoor(self.settings.kakao, runtime, pseudonymizer, replay)
             kakao.add_routes(app)
@@ -231,6 +249,11 @@ class Node:
                 app.router.add_post(door.webhook_path, door.handle_webhook)
             await door.start()
             self._stack.push_async_callback(door.stop)
+            doors[telegram_channel.CHANNEL] = door
+        # Started after the doors it delivers through, so it is stopped before them.
+        relay = RelayWorker(redis, runtime, victims, doors, f"{self.settings.node_name}-relay")
+        relaying = asyncio.create_task(relay.run(), name="relay")
+        self._stack.push_async_callback(_stop_relay, relay, relaying)
 
     def _published_receipt_salt(self) -> bytes:
         encoded = self.settings.receipt_salt or bootstrap.read_receipt_salt(self.settings.data_dir)
@@ -261,6 +284,11 @@ class Node:
 
 async def _stop_intake(intake: Intake, task: asyncio.Task[None]) -> None:
     intake.stop()
+    await task
+
+
+async def _stop_relay(relay: RelayWorker, task: asyncio.Task[None]) -> None:
+    relay.stop()
     await task
 
 

@@ -4,10 +4,13 @@ Updates of one conversation are serialised by a Redis lock keyed by its pseudony
 processed in order across bot workers; different conversations run concurrently. Effects are
 carried out before anything is said, so "received" is true when the victim reads it.
 
-What the live console (handoff chat) and the case store behind receipts will do is not built
-yet; until then the runtime does the honest visible part: a handoff or a returning victim's
-request becomes a sealed report on the reports stream, with its priority, so counselors see it
-in the queue, and the victim is told a real queue position.
+A handoff becomes a sealed request on the reports stream, with its priority, so counselors see
+it in the queue, and the victim is told a real queue position and how a counselor's replies
+will reach them on their channel. The request carries the conversation's reply key, and the
+session outlives the flow's end while the handoff is open (`bot.live`). Once a counselor has
+joined (the relay sets `Session.live`), the victim's texts go to the counselor, sealed, instead
+of to the flow; the way out (/exit, the quick-exit button) still ends everything, and tells
+the counselor the victim left.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from datetime import UTC, datetime
 from typing import cast
 
 from redis.asyncio import Redis
+from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, RedisError
 
 from backend import replies, streams
@@ -38,14 +42,17 @@ from backend.conversation import (
     RaisePriority,
     RecordFeedback,
     RequestHandoff,
+    Session,
     ShowResources,
     StepResult,
     SubmitReport,
 )
 from backend.flows import engine
-from backend.flows.engine import Bundle, Context
+from backend.flows.engine import BUILT_IN_EXITS, QUICK_EXIT_BUTTON, Bundle, Context
 from backend.flows.registry import FlowRegistry
+from backend.handoff import REPLY_KEY_ANSWER
 from backend.receipts import ReceiptHasher
+from bot.live import CHECK_BUTTON, VictimSide, how_replies_key
 from bot.reports import ReportSender
 from bot.sessions import SessionStore
 
@@ -55,6 +62,7 @@ log = logging.getLogger(__name__)
 RELOAD_CHECK_S = 2.0
 _QUEUE_SLOT = 10**10  # queue score: (3 - priority) * slot + unix time
 _MAX_PRIORITY = 3
+_COMMAND = re.compile(r"^/[a-z_]{1,32}(?:@\w+)?$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,11 @@ class Turn:
     effects: tuple[Effect, ...] = ()
     # The conversation has ended (quick exit, or the flow reached its end).
     ended: bool = False
+    # A handoff is open (waiting for a counselor, or chatting): a door that cannot push keeps
+    # asking for replies (the web page polls; KakaoTalk offers a "check for replies" button).
+    relay: bool = False
+    # A counselor has joined: the victim's words of this turn went to them, not to the flow.
+    live: bool = False
 
 
 @dataclass
@@ -89,8 +102,11 @@ class ConversationRuntime:
         receipts: ReceiptHasher,
         clock: Callable[[], float] = time.time,
         reload_check_s: float = RELOAD_CHECK_S,
+        live: VictimSide | None = None,
     ) -> None:
+        """Without `live`, a handoff is a sealed request only: no reply key, no live chat."""
         self._redis = redis
+        self._live = live
         self._receipts = receipts
         self._flows = flows
         self._sessions = sessions
@@ -101,12 +117,7 @@ class ConversationRuntime:
 
     async def handle(self, inbound: Inbound) -> Turn:
         try:
-            lock = self._redis.lock(
-                streams.conversation_lock_key(inbound.pseudonym),
-                timeout=streams.CONVERSATION_LOCK_TTL_S,
-                blocking_timeout=streams.CONVERSATION_LOCK_WAIT_S,
-            )
-            async with lock:
+            async with self._lock(inbound.pseudonym):
                 return await self._handle_locked(inbound)
         except (RedisError, LockError, OSError):
             log.warning("conversation turn failed: redis unavailable")
@@ -138,32 +149,130 @@ class ConversationRuntime:
             if self._flows.refresh():
                 log.info("flows reloaded: version %s", self._flows.entry().version)
 
+    def _lock(self, pseudonym: Pseudonym) -> Lock:
+        return self._redis.lock(
+            streams.conversation_lock_key(pseudonym),
+            timeout=streams.CONVERSATION_LOCK_TTL_S,
+            blocking_timeout=streams.CONVERSATION_LOCK_WAIT_S,
+        )
+
     async def _handle_locked(self, inbound: Inbound) -> Turn:
         self._refresh_flows()
         session = await self._sessions.load(inbound.pseudonym)
         bundle = self._flows.for_session(session.version) if session is not None else None
         now = self._clock()
+        if session is not None and bundle is not None and session.handoff_case is not None:
+            answered = await self._relay_turn(session, bundle, inbound, now)
+            if answered is not None:
+                return answered
         if session is None or bundle is None:
             bundle = self._flows.entry()
             ctx = Context(int(now), bundle.hours.is_open(datetime.fromtimestamp(now, UTC)))
-            session = bundle.new_session(inbound, secrets.token_hex(16))
-            result = engine.start(bundle, session, ctx, inbound)
+            fresh = bundle.new_session(inbound, secrets.token_hex(16))
+            if session is not None:  # its flow version is gone; an open handoff is not
+                fresh.reply_key, fresh.handoff_case = session.reply_key, session.handoff_case
+                fresh.live = session.live
+            result = engine.start(bundle, fresh, ctx, inbound)
         else:
             ctx = Context(int(now), bundle.hours.is_open(datetime.fromtimestamp(now, UTC)))
             result = engine.step(bundle, session, inbound, ctx)
-        outcome = await self._act(bundle, result, now)
-        if result.session.ended:
+        outcome = await self._act(bundle, result, now, inbound.pseudonym)
+        after = result.session
+        held: list[Outbound] = []
+        if outcome.quick_exit and after.handoff_case is not None and self._live is not None:
+            await self._live.victim_left(inbound.pseudonym, after.handoff_case)
+            after.handoff_case, after.live = None, False
+        elif after.handoff_case is not None:
+            held = await self._held(inbound)
+        # An open handoff keeps the session after the flow's end: the relay needs its reply key.
+        if after.ended and after.handoff_case is None:
             await self._sessions.delete(inbound.pseudonym)
         else:
-            await self._sessions.save(inbound.pseudonym, result.session)
+            await self._sessions.save(inbound.pseudonym, after)
         messages = tuple(_fill(m, outcome.values) for m in result.messages)
         return Turn(
-            messages,
+            (*held, *messages),
             quick_exit=outcome.quick_exit,
             delete_inbound=outcome.delete_inbound,
             effects=result.effects,
-            ended=result.session.ended,
+            ended=after.ended,
+            relay=after.handoff_case is not None,
         )
+
+    async def _relay_turn(
+        self, session: Session, bundle: Bundle, inbound: Inbound, now: float
+    ) -> Turn | None:
+        """A turn while a handoff is open, when it is not the flow's: "any replies?", and once a
+        counselor has joined, the victim's words. None: the flow takes it (the way out, other
+        commands, buttons while still waiting)."""
+        live = self._live
+        case_id = session.handoff_case
+        if live is None or case_id is None:
+            return None
+        language = session.language
+        if inbound.button == CHECK_BUTTON:
+            held = await self._held(inbound)
+            if not held:
+                held = [Outbound(bundle.texts.get("live.no_replies", language))]
+            return Turn(tuple(held), relay=True, live=session.live)
+        if not session.live or inbound.button == QUICK_EXIT_BUTTON or _is_command(inbound.text):
+            return None
+        if inbound.button is not None:
+            said = [Outbound(bundle.texts.get("live.in_chat", language))]
+        elif inbound.attachments:
+            said = [Outbound(bundle.texts.get("live.text_only", language))]
+        else:
+            text = (inbound.text or "").strip()
+            try:
+                await live.from_victim(case_id, text)
+            except ValueError:
+                key = "common.too_long" if text else "common.empty"
+                said = [Outbound(bundle.texts.get(key, language))]
+            else:
+                said = []
+        session.seen_s = int(now)
+        await self._sessions.save(inbound.pseudonym, session)
+        held = await self._held(inbound)
+        return Turn((*held, *said), relay=True, live=True)
+
+    async def _held(self, inbound: Inbound) -> list[Outbound]:
+        if self._live is None or inbound.channel not in self._live.holding_channels:
+            return []
+        return await self._live.hand_out(inbound.pseudonym)
+
+    async def held_for(self, pseudonym: Pseudonym) -> tuple[list[Outbound], bool]:
+        """For a page asking for replies between turns (the web chat's long poll): the held
+        lines, and whether a handoff is still open (keep asking). No lock: taking is atomic."""
+        session = await self._sessions.load(pseudonym)
+        relay = session is not None and session.handoff_case is not None
+        if self._live is None:
+            return [], relay
+        return await self._live.hand_out(pseudonym), relay
+
+    async def join(self, pseudonym: Pseudonym, case_id: str) -> Session | None:
+        """The relay: a counselor joined `case_id`; the session now in live mode, or None if the
+        conversation is gone or has moved on to another case."""
+        async with self._lock(pseudonym):
+            session = await self._sessions.load(pseudonym)
+            if session is None or session.handoff_case != case_id:
+                return None
+            session.live = True
+            await self._sessions.save(pseudonym, session)
+            return session
+
+    async def leave(self, pseudonym: Pseudonym, case_id: str) -> Session | None:
+        """The relay: the counselor ended `case_id`'s chat; the session, back with the flow."""
+        async with self._lock(pseudonym):
+            session = await self._sessions.load(pseudonym)
+            if session is None or session.handoff_case != case_id:
+                return None
+            session.handoff_case, session.live = None, False
+            await self._sessions.save(pseudonym, session)
+            return session
+
+    async def session_of(self, pseudonym: Pseudonym) -> Session | None:
+        """Read-only, no lock: what the relay needs to open a line (the reply key)."""
+        return await self._sessions.load(pseudonym)
 
     async def accepts_files(self, pseudonym: Pseudonym) -> bool:
         """Whether this conversation's current step takes files; read-only, no lock: the step
@@ -177,17 +286,16 @@ class ConversationRuntime:
     async def end(self, pseudonym: Pseudonym) -> bool:
         """End a conversation from outside the flow (the victim blocked the bot); True if one
         was under way."""
-        lock = self._redis.lock(
-            streams.conversation_lock_key(pseudonym),
-            timeout=streams.CONVERSATION_LOCK_TTL_S,
-            blocking_timeout=streams.CONVERSATION_LOCK_WAIT_S,
-        )
-        async with lock:
-            existed = await self._sessions.load(pseudonym) is not None
+        async with self._lock(pseudonym):
+            session = await self._sessions.load(pseudonym)
+            if session is not None and session.handoff_case and self._live is not None:
+                await self._live.victim_left(pseudonym, session.handoff_case)
             await self._sessions.delete(pseudonym)
-        return existed
+        return session is not None
 
-    async def _act(self, bundle: Bundle, result: StepResult, now: float) -> _Outcome:
+    async def _act(
+        self, bundle: Bundle, result: StepResult, now: float, pseudonym: Pseudonym
+    ) -> _Outcome:
         """Carry out the step's effects before anything is said, so "received" is true."""
         outcome = _Outcome()
         language = result.session.language
@@ -196,9 +304,11 @@ class ConversationRuntime:
                 await self._reports.send(effect)
                 log.info("report sealed and queued as case %s", effect.case_id)
             elif isinstance(effect, RequestHandoff):
-                position = await self._handoff(effect, now)
+                position = await self._handoff(effect, now, result.session, pseudonym)
                 outcome.values["position"] = str(position)
                 outcome.values["wait"] = str(position * bundle.hours.minutes_per_case)
+                how = how_replies_key(effect.channel)
+                outcome.values["reply_how"] = bundle.texts.get(how, language)
             elif isinstance(effect, IssueReceipt):
                 await self._issue_receipt(effect)
             elif isinstance(effect, CaseRequest):
@@ -220,9 +330,15 @@ class ConversationRuntime:
                 outcome.delete_inbound = True
         return outcome
 
-    async def _handoff(self, effect: RequestHandoff, now: float) -> int:
+    async def _handoff(
+        self, effect: RequestHandoff, now: float, session: Session, pseudonym: Pseudonym
+    ) -> int:
         """Seal the request onto the reports stream with its priority; the queue position."""
         answers = {**effect.answers, "request": f"counselor ({effect.reason})"}
+        if self._live is not None:
+            answers[REPLY_KEY_ANSWER] = await self._live.open_relay(
+                session, pseudonym, effect.case_id
+            )
         await self._reports.send(
             SubmitReport(
                 idempotency_key=effect.idempotency_key,
@@ -309,12 +425,19 @@ def _replies_text(bundle: Bundle, language: str, texts: list[str]) -> str:
     return "\n\n".join([intro, *texts])
 
 
+def _is_command(text: str | None) -> bool:
+    """A command word (/exit, /help): the flow's, also in a live chat; other text is the
+    victim's words for the counselor, even one that starts with a slash."""
+    word = (text or "").strip().split(maxsplit=1)[0:1]
+    return bool(word) and (word[0].lower() in BUILT_IN_EXITS or _COMMAND.match(word[0]) is not None)
+
+
 def _fill(message: Outbound, values: dict[str, str]) -> Outbound:
     if "{" not in message.text:
         return message
     text = message.text
     # The replies last: a counselor's words are shown as written, never filled in themselves.
-    for name in ("position", "wait", "request_status", "replies"):
+    for name in ("position", "wait", "request_status", "reply_how", "replies"):
         default = "" if name == "replies" else "-"
         text = text.replace("{" + name + "}", values.get(name, default))
     text = re.sub(r"\n{3,}", "\n\n", text).strip() if "\n" in text else text

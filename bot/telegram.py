@@ -21,6 +21,7 @@ import asyncio
 import hmac
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -50,11 +51,18 @@ from telegram.request import BaseRequest
 
 from backend.conversation import Attachment, DeleteInbound, Inbound, Outbound, Pseudonym
 from backend.errors import HotlineError
+from backend.handoff import EventKind
 from backend.pseudonyms import Pseudonymizer, Purpose
 from backend.settings import TELEGRAM_DOWNLOAD_LIMIT_BYTES, Settings
 from bot import evidence
 from bot.channel import Capabilities, fit
-from bot.outbox import MAX_MESSAGE_CHARS, OutboxLimits, RecipientBlockedError, TelegramOutbox
+from bot.outbox import (
+    MAX_MESSAGE_CHARS,
+    DeliveryFailedError,
+    OutboxLimits,
+    RecipientBlockedError,
+    TelegramOutbox,
+)
 from bot.runtime import ConversationRuntime
 from bot.telegram_chats import TelegramChatStore
 from bot.telegram_updates import ChatOrderProcessor, SanitizingRequest, parses_as_update
@@ -478,6 +486,34 @@ class TelegramDoor:
 
     def _text(self, key: str, language: str | None) -> str:
         return self._runtime.text(key, language)
+
+    # Live chat.
+
+    async def deliver(
+        self,
+        pseudonym: Pseudonym,
+        case_id: str,
+        messages: Sequence[Outbound],
+        *,
+        language: str,
+        ref: str = "",
+    ) -> EventKind:
+        """The relay's `Delivery`: push to the victim's chat at once, protected, with the exit
+        button, every message id remembered so /exit erases the chat with them."""
+        del case_id, ref  # the relay records the outcome on the transcript
+        chat_id = await self._chats.chat_id(pseudonym)
+        if chat_id is None:
+            return EventKind.FAILED  # the chat record expired or was erased
+        exit_label = self._text("common.quick_exit", language)
+        try:
+            await self._send(pseudonym, chat_id, tuple(messages), exit_label, [])
+        except RecipientBlockedError:
+            await self._blocked(pseudonym)
+            return EventKind.FAILED
+        except (DeliveryFailedError, TelegramError) as exc:
+            log.warning("telegram: a live chat message was not delivered: %s", type(exc).__name__)
+            return EventKind.FAILED
+        return EventKind.DELIVERED
 
     # Lifecycle.
 

@@ -3,13 +3,20 @@
 No account and nothing kept in the browser but a random conversation token for the tab
 (sessionStorage). The token never reaches storage: it is turned into a keyed pseudonym at once.
 
-A turn's answer is `{"messages": [{"text", "buttons", "receipt"?}], "ended"}`. `receipt` is on
-the message that shows a receipt code issued in this very turn (the `IssueReceipt` effect), so
-the page can offer to copy it without reading codes out of the words of any locale.
+A turn's answer is `{"messages": [{"text", "buttons", "receipt"?}], "ended", "relay"}`.
+`receipt` is on the message that shows a receipt code issued in this very turn (the
+`IssueReceipt` effect), so the page can offer to copy it without reading codes out of the words
+of any locale.
+
+While a handoff is open, the page also asks for a counselor's replies with a long poll
+(`POST /chat/api/poll`): the request waits up to `POLL_WAIT_S` for a held line (`bot.live`)
+and answers as soon as one is there. It looks every `POLL_CHECK_S` rather than block on Redis,
+so an open tab holds no Redis connection while it waits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from importlib import resources
@@ -20,6 +27,7 @@ from aiohttp import web
 from backend.conversation import MAX_TEXT_CHARS, Effect, Inbound, IssueReceipt, Outbound
 from backend.pseudonyms import Pseudonymizer, Purpose
 from bot.channel import Capabilities, fit
+from bot.live import HeldLines
 from bot.runtime import ConversationRuntime
 from bot.turn_replay import TurnInProgressError, TurnReplay
 
@@ -30,15 +38,21 @@ _BUTTON = re.compile(r"^[A-Za-z0-9_:.-]{1,64}$")
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})?$")
 STATIC_FILES = {
     "chat.js": "text/javascript",
+    "chat_live.js": "text/javascript",
     "chat.css": "text/css",
     "index.html": "text/html",
     "icon.svg": "image/svg+xml",  # a plain note, so the tab shows nothing alarming
 }
 MAX_BODY_BYTES = 64 * 1024
+# A long poll answers within this (well under common proxy time-outs), empty if nothing came.
+POLL_WAIT_S = 20.0
+POLL_CHECK_S = 0.25
 
 runtime_key = web.AppKey("webchat_runtime", ConversationRuntime)
 replay_key = web.AppKey("webchat_replay", TurnReplay)
 pseudonymizer_key = web.AppKey("webchat_pseudonymizer", Pseudonymizer)
+held_key = web.AppKey("webchat_held", HeldLines)
+poll_wait_key = web.AppKey("webchat_poll_wait_s", float)
 
 
 def _static(name: str) -> bytes:
@@ -131,7 +145,11 @@ async def turn(request: web.Request) -> web.Response:
     async def handle() -> bytes:
         result = await request.app[runtime_key].handle(inbound)
         messages = fit(result.messages, CAPABILITIES)
-        answer = {"messages": render_turn(messages, result.effects), "ended": result.quick_exit}
+        answer = {
+            "messages": render_turn(messages, result.effects),
+            "ended": result.quick_exit,
+            "relay": result.relay,
+        }
         return json.dumps(answer, ensure_ascii=False).encode()
 
     if turn_id is None:
@@ -148,15 +166,44 @@ async def turn(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
+async def poll(request: web.Request) -> web.Response:
+    """Held replies for this tab's conversation, waiting up to `POLL_WAIT_S` for one;
+    `relay: false` once no handoff is open (the page stops asking)."""
+    try:
+        payload = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise BadTurnError("body must be JSON") from None
+    if isinstance(payload, dict) and set(payload) - {"token", "language"}:
+        raise BadTurnError("a poll carries only the token")
+    pseudonym = parse_turn(payload, request.app[pseudonymizer_key]).pseudonym
+    runtime = request.app[runtime_key]
+    held = request.app[held_key]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + request.app[poll_wait_key]
+    messages, relay = await runtime.held_for(pseudonym)
+    while relay and not messages and loop.time() < deadline:
+        await asyncio.sleep(POLL_CHECK_S)
+        if await held.waiting(pseudonym):
+            messages, relay = await runtime.held_for(pseudonym)
+    answer = {"messages": [render(m) for m in fit(messages, CAPABILITIES)], "relay": relay}
+    return web.json_response(answer)
+
+
 def add_routes(
     app: web.Application,
     runtime: ConversationRuntime,
     pseudonymizer: Pseudonymizer,
     replay: TurnReplay,
+    held: HeldLines,
+    *,
+    poll_wait_s: float = POLL_WAIT_S,
 ) -> None:
     app[runtime_key] = runtime
     app[replay_key] = replay
     app[pseudonymizer_key] = pseudonymizer
+    app[held_key] = held
+    app[poll_wait_key] = poll_wait_s
     app.router.add_get("/chat", page)
     app.router.add_get("/chat/static/{name}", static)
     app.router.add_post("/chat/api/turn", turn)
+    app.router.add_post("/chat/api/poll", poll)

@@ -29,7 +29,7 @@ from backend.flows.triage import Triage
 
 MAX_BUTTON_ID_BYTES = 64
 BUTTON_ID = re.compile(r"^[A-Za-z0-9_:.-]+$")  # what every door accepts (see bot/webchat.py)
-# Keys the engine itself says, so they must exist too.
+# Keys the engine and the bot say outside any step, so they must exist too.
 ENGINE_KEYS = (
     "common.stale_button",
     "common.use_buttons",
@@ -45,6 +45,19 @@ ENGINE_KEYS = (
     "resources.none",
     "safety.exit",
     "safety.no_images_minor",
+    # What the bot says in a live chat with a counselor (bot/live.py, bot/relay.py).
+    "live.joined",
+    "live.how_push",
+    "live.how_web",
+    "live.how_kakao",
+    "live.how_exit",
+    "live.counselor",
+    "live.ended",
+    "live.check",
+    "live.no_replies",
+    "live.sent",
+    "live.in_chat",
+    "live.text_only",
 )
 _LOCATED = re.compile(r"^(?P<source>[^:\n]+?):(?P<line>\d+): (?P<message>.*)$", re.DOTALL)
 

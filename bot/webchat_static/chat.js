@@ -145,6 +145,7 @@
       });
       showButtons(buttons || []);
       if (data.ended) { sessionStorage.removeItem("t"); }
+      document.dispatchEvent(new CustomEvent("hotline:turn", {detail: data}));  // chat_live.js
       drain(0);
     }).catch(function () {
       setStatus("연결을 다시 잇는 중이에요. 보낸 메시지는 그대로 전해져요. / Reconnecting; your message will be delivered.");
