@@ -49,6 +49,10 @@ class AuditAction(StrEnum):
     KEY_GRANT = "key-grant"
     TOTP_ENABLE = "totp-enable"
     TOTP_DISABLE = "totp-disable"
+    RELEASE = "release"
+    TRANSFER = "transfer"
+    SHIFT_START = "shift-start"
+    SHIFT_END = "shift-end"
 
 
 def link_hash(entry: AuditEntry) -> str:

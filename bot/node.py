@@ -37,6 +37,7 @@ from backend.pseudonyms import Pseudonymizer
 from backend.receipts import ReceiptBook, ReceiptHasher
 from backend.retention import RetentionJob
 from backend.settings import Settings
+from backend.shifts import ShiftBoard
 from backend.web import make_app
 from bot import webchat
 from bot.kakao import KakaoDoor
@@ -159,6 +160,7 @@ class Node:
             dead_letters=functools.partial(dead_letter_count, redis),
             pending_sign_ins=ConsoleSessionStore(redis, pending=True),
             require_totp=self.settings.login.require_totp,
+            sla=self.settings.sla,
         )
         intake = Intake(redis, cases, f"{self.settings.node_name}-intake")
         task = asyncio.create_task(intake.run(), name="intake")
@@ -201,6 +203,7 @@ class Node:
             SessionStore(redis, root_secret, self.settings.session_ttl_s),
             ReportSender(redis, center_key),
             receipts=ReceiptHasher(salt, self.settings.kdf),
+            shifts=ShiftBoard(redis),
         )
         replay = TurnReplay(redis, root_secret)
         webchat.add_routes(app, runtime, pseudonymizer, replay)

@@ -45,6 +45,7 @@ from backend.flows import engine
 from backend.flows.engine import Bundle, Context
 from backend.flows.registry import FlowRegistry
 from backend.receipts import ReceiptHasher
+from backend.shifts import ShiftBoard
 from bot.reports import ReportSender
 from bot.sessions import SessionStore
 
@@ -52,8 +53,11 @@ log = logging.getLogger(__name__)
 
 # How often a turn looks at the flows directory for a changed file (a few stat calls).
 RELOAD_CHECK_S = 2.0
-_QUEUE_SLOT = 10**10  # queue score: (3 - priority) * slot + unix time
-_MAX_PRIORITY = 3
+# Said instead of the handoff's usual text when nobody is on shift (it must exist in every
+# locale: a `safety.*` key, checked by the linter).
+UNATTENDED_KEY = "safety.no_counselor"
+_HANDOFF_SAID = frozenset({"safety.handoff", "counselor.left"})
+_UNATTENDED = "unattended"
 
 
 @dataclass(frozen=True)
@@ -88,8 +92,12 @@ class ConversationRuntime:
         receipts: ReceiptHasher,
         clock: Callable[[], float] = time.time,
         reload_check_s: float = RELOAD_CHECK_S,
+        shifts: ShiftBoard | None = None,
     ) -> None:
         self._redis = redis
+        # Who is on shift, asked at each handoff; None: not asked (flow tests, benches), and
+        # a handoff is answered as if a counselor were there.
+        self._shifts = shifts
         self._receipts = receipts
         self._flows = flows
         self._sessions = sessions
@@ -195,16 +203,16 @@ class ConversationRuntime:
                 await self._reports.send(effect)
                 log.info("report sealed and queued as case %s", effect.case_id)
             elif isinstance(effect, RequestHandoff):
-                position = await self._handoff(effect, now)
+                on_shift = 1 if self._shifts is None else await self._shifts.count()
+                position = await self._handoff(effect, now, on_shift)
                 outcome.values["position"] = str(position)
-                outcome.values["wait"] = str(position * bundle.hours.minutes_per_case)
+                # Each counselor on shift takes one case at a time: more of them, shorter waits.
+                per_case = bundle.hours.minutes_per_case
+                outcome.values["wait"] = str(-(-position * per_case // max(1, on_shift)))
+                if on_shift == 0:
+                    outcome.values[_UNATTENDED] = await self._unattended(bundle, result, effect)
             elif isinstance(effect, IssueReceipt):
-                code_digest = await self._receipts.digest(effect.code)
-                if code_digest is None:  # pragma: no cover - the step makes well-formed codes
-                    raise ValueError("malformed receipt code")
-                await self._redis.set(
-                    streams.receipt_key(code_digest), effect.case_id, ex=streams.RECEIPT_TTL_S
-                )
+                await self._issue_receipt(effect)
             elif isinstance(effect, CaseRequest):
                 found = await self._case_request(effect)
                 key = "receipt.status_sent" if found else "receipt.status_unknown"
@@ -222,9 +230,35 @@ class ConversationRuntime:
                 outcome.delete_inbound = True
         return outcome
 
-    async def _handoff(self, effect: RequestHandoff, now: float) -> int:
+    async def _issue_receipt(self, effect: IssueReceipt) -> None:
+        code_digest = await self._receipts.digest(effect.code)
+        if code_digest is None:  # pragma: no cover - the step makes well-formed codes
+            raise ValueError("malformed receipt code")
+        await self._redis.set(
+            streams.receipt_key(code_digest), effect.case_id, ex=streams.RECEIPT_TTL_S
+        )
+
+    async def _unattended(self, bundle: Bundle, result: StepResult, effect: RequestHandoff) -> str:
+        """What a victim is told when nobody is on shift: that honestly, the emergency numbers
+        (in the text) and a receipt to come back with. The code is the conversation's own (the
+        one a report in it gives too); if it has none yet, it is issued now for this request.
+
+        The request waits in the queue like any other, by priority and then arrival: the first
+        counselor back finds it above every later request of its priority. It gets no higher
+        priority, which would put a plain request above a later sextortion in progress.
+        """
+        session = result.session
+        code = str(session.slots.get("_receipt") or "")
+        if not code:
+            code = engine.receipt_code(session.conversation_id)
+            session.slots["_receipt"] = code
+            await self._issue_receipt(IssueReceipt(effect.case_id, code))
+        return bundle.texts.render(UNATTENDED_KEY, session.language, {"receipt": code})
+
+    async def _handoff(self, effect: RequestHandoff, now: float, on_shift: int) -> int:
         """Seal the request onto the reports stream with its priority; the queue position."""
-        answers = {**effect.answers, "request": f"counselor ({effect.reason})"}
+        unattended = "; nobody was on shift" if on_shift == 0 else ""
+        answers = {**effect.answers, "request": f"counselor ({effect.reason}{unattended})"}
         await self._reports.send(
             SubmitReport(
                 idempotency_key=effect.idempotency_key,
@@ -243,11 +277,11 @@ class ConversationRuntime:
         entries = cast(
             list[tuple[bytes, float]], await self._redis.zrange(queue, 0, -1, withscores=True)
         )
-        stale = [member for member, score in entries if score % _QUEUE_SLOT < oldest]
+        stale = [m for m, score in entries if score % streams.HANDOFF_QUEUE_SLOT < oldest]
         if stale:
             await self._redis.zrem(queue, *stale)
-        level = _MAX_PRIORITY - min(effect.priority, _MAX_PRIORITY)
-        await self._redis.zadd(queue, {effect.case_id: level * _QUEUE_SLOT + int(now)}, nx=True)
+        score = streams.handoff_queue_score(effect.priority, now)
+        await self._redis.zadd(queue, {effect.case_id: score}, nx=True)
         rank = await self._redis.zrank(queue, effect.case_id)
         return 1 + (rank if isinstance(rank, int) else 0)
 
@@ -279,6 +313,8 @@ class ConversationRuntime:
 
 
 def _fill(message: Outbound, values: dict[str, str]) -> Outbound:
+    if message.key in _HANDOFF_SAID and _UNATTENDED in values:
+        return Outbound(values[_UNATTENDED], message.buttons, UNATTENDED_KEY)
     if "{" not in message.text:
         return message
     text = message.text

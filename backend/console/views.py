@@ -16,8 +16,8 @@ from aiohttp import web
 from backend import streams, totp
 from backend.audit import AuditAction
 from backend.cases import CaseStore, envelope_of
-from backend.console import openapi
-from backend.console.access import Access, current_session, guard, sessions_key
+from backend.console import openapi, queue
+from backend.console.access import ROLE_RANK, Access, current_session, guard, sessions_key
 from backend.console.sessions import (
     COOKIE_NAME,
     PENDING_COOKIE_NAME,
@@ -34,9 +34,10 @@ from backend.errors import (
 )
 from backend.keyring import KeyRing, counselor_holder
 from backend.login_guard import LoginGuard, LoginLockedError
-from backend.models import CaseStatus
+from backend.models import CaseStatus, Role
 from backend.passwords import MIN_PASSWORD_LENGTH
 from backend.sealing import open_envelope
+from backend.settings import SlaPolicy
 from backend.web import redis_key
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,9 @@ pending_key = web.AppKey("console_pending_sign_ins", ConsoleSessionStore)
 require_totp_key = web.AppKey("console_require_totp", bool)
 DeadLetterCount = Callable[[], Awaitable[int]]
 dead_letters_key: web.AppKey[DeadLetterCount] = web.AppKey("console_dead_letters")
-# What a counselor may set from the console; purging is retention's or the victim's.
-_SETTABLE = {CaseStatus.CLAIMED, CaseStatus.ACTIVE, CaseStatus.CLOSED, CaseStatus.QUEUED}
+# What the status form may set; claims, releases and transfers have their own routes
+# (backend/console/queue.py), purging is retention's or the victim's.
+_SETTABLE = {CaseStatus.ACTIVE, CaseStatus.CLOSED}
 
 
 _templates = jinja2.Environment(
@@ -333,13 +335,6 @@ async def logout(request: web.Request) -> web.Response:
     raise response
 
 
-async def case_list(request: web.Request) -> web.Response:
-    session = await _require(request)
-    cases = await request.app[cases_key].list_open()
-    dead_letters = await request.app[dead_letters_key]()
-    return _render("cases.html", session=session, cases=cases, dead_letters=dead_letters)
-
-
 async def case_view(request: web.Request) -> web.Response:
     session = await _require(request)
     try:
@@ -363,7 +358,8 @@ async def case_view(request: web.Request) -> web.Response:
 
 
 async def case_status(request: web.Request) -> web.Response:
-    """Claim, start, close or release a case; the store enforces the status machine."""
+    """Start or close a case; the store enforces the status machine, and a counselor may move
+    only a case they hold (or a waiting one); a supervisor any."""
     session = await _require(request)
     form = await _form(request, session)
     case_id = request.match_info["case_id"]
@@ -375,7 +371,12 @@ async def case_status(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="this status cannot be set from the console")
     try:
         await request.app[cases_key].transition(
-            case_id, target, f"counselor:{session.counselor_id}", counselor_id=session.counselor_id
+            case_id,
+            target,
+            f"counselor:{session.counselor_id}",
+            holder=None
+            if ROLE_RANK.get(session.role, 0) >= ROLE_RANK[Role.SUPERVISOR]
+            else session.counselor_id,
         )
     except CaseNotFoundError:
         raise web.HTTPNotFound(text="no such case") from None
@@ -383,10 +384,8 @@ async def case_status(request: web.Request) -> web.Response:
         raise web.HTTPConflict(
             text="the case's status changed meanwhile (or does not allow this); reload the page"
         ) from None
-    if target is not CaseStatus.QUEUED:
-        # Taken (or closed): it no longer waits, so it no longer counts in the queue position
-        # the bot tells the next victim.
-        await request.app[redis_key].zrem(streams.HANDOFF_QUEUE, case_id)
+    # Closed while waiting: it no longer counts in the queue position the bot tells a victim.
+    await request.app[redis_key].zrem(streams.HANDOFF_QUEUE, case_id)
     raise web.HTTPSeeOther(f"/console/cases/{case_id}")
 
 
@@ -427,6 +426,7 @@ def add_routes(
     dead_letters: DeadLetterCount,
     pending_sign_ins: ConsoleSessionStore,
     require_totp: bool,
+    sla: SlaPolicy,
 ) -> None:
     app[cases_key] = cases
     app[dead_letters_key] = dead_letters
@@ -437,7 +437,6 @@ def add_routes(
     app[pending_key] = pending_sign_ins
     app[require_totp_key] = require_totp
     routes = (
-        ("GET", "/console", case_list, Access.COUNSELOR),
         ("GET", "/console/login", login_page, Access.PUBLIC),
         ("POST", "/console/login", login, Access.PUBLIC),
         # The code step reads its own short-lived pending sign-in, never a session.
@@ -456,4 +455,5 @@ def add_routes(
     )
     for method, path, handler, access in routes:
         app.router.add_route(method, path, guard(access, handler))
+    queue.add_routes(app, sla=sla)
     openapi.add_routes(app)
