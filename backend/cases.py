@@ -152,8 +152,42 @@ class CaseStore:
             values["claimed_by"] = counselor_id
         elif to is CaseStatus.QUEUED:
             values["claimed_by"] = None
-        action = {CaseStatus.CLAIMED: AuditAction.CLAIM, CaseStatus.QUEUED: AuditAction.RELEASE}
-        conditions = [col(Case.id) == case_id, col(Case.status).in_(_predecessors(to))]
+        action = AuditAction.CLAIM if to is CaseStatus.CLAIMED else AuditAction.STATUS
+        await self._move(
+            case_id, _predecessors(to), to, values=values, actor=actor, action=action, holder=holder
+        )
+
+    async def release(self, case_id: str, actor: str, *, holder: int | None = None) -> None:
+        """A claimed case back to the queue (not an active one: its chat has begun; transfer
+        it instead). `holder` as in `transition`."""
+        values: dict[str, object] = {
+            "status": CaseStatus.QUEUED.value,
+            "status_changed_at": utcnow(),
+            "claimed_by": None,
+        }
+        await self._move(
+            case_id,
+            [CaseStatus.CLAIMED.value],
+            CaseStatus.QUEUED,
+            values=values,
+            actor=actor,
+            action=AuditAction.RELEASE,
+            holder=holder,
+        )
+
+    async def _move(
+        self,
+        case_id: str,
+        sources: list[str],
+        to: CaseStatus,
+        *,
+        values: dict[str, object],
+        actor: str,
+        action: AuditAction,
+        holder: int | None,
+    ) -> None:
+        """One conditional UPDATE from one of `sources` to `to`, and its audit link."""
+        conditions = [col(Case.id) == case_id, col(Case.status).in_(sources)]
         if holder is not None:
             conditions.append(or_(col(Case.claimed_by) == holder, col(Case.claimed_by).is_(None)))
 
@@ -163,9 +197,7 @@ class CaseStore:
             )
             if result.first() is None:
                 return await self._status_of(conn, case_id)
-            await audit.append(
-                conn, actor, action.get(to, AuditAction.STATUS), case_id, f"to {to.value}"
-            )
+            await audit.append(conn, actor, action, case_id, f"to {to.value}")
             return None
 
         refused_from = await audit.with_audit(self._engine, work)

@@ -145,3 +145,31 @@ async def test_with_counselors_on_shift_the_place_and_a_shared_wait(
     assert "number 2 in the queue" in second.messages[0].text
     assert "about 10 minutes" in second.messages[0].text
     assert EN["safety.no_counselor"].split(".")[0] not in second.messages[0].text
+
+
+async def test_after_hours_a_left_request_gets_the_receipt_when_nobody_is_there(
+    redis: Redis, tmp_path: Path, private_key: X25519PrivateKey
+) -> None:
+    flows = tmp_path / "closed"
+    shutil.copytree(SHIPPED_FLOWS_DIR, flows)
+    (flows / "service.yaml").write_text("schema: 1\nalways_open: false\n")
+    closed = ConversationRuntime(
+        redis,
+        FlowRegistry.load(flows),
+        SessionStore(redis, b"r" * 32, 3600),
+        ReportSender(redis, private_key.public_key()),
+        receipts=ReceiptHasher(SALT, FAST_KDF),
+        shifts=ShiftBoard(redis),
+    )
+    await _say(closed, "e", "/start")
+    offered = await _say(closed, "e", "/human")
+    assert offered.messages[0].key == "safety.after_hours"
+    left = await _say(closed, "e", button="leave_message")
+    assert left.messages[0].key == "safety.no_counselor"
+    assert CODE.search(left.messages[0].text) is not None
+    # Someone works outside the published hours: the usual answer, nothing more.
+    await ShiftBoard(redis).start(3)
+    await _say(closed, "f", "/start")
+    await _say(closed, "f", "/human")
+    left = await _say(closed, "f", button="leave_message")
+    assert left.messages[0].key == "counselor.left"

@@ -236,9 +236,7 @@ async def _claim(request: web.Request, session: ConsoleSession, case_id: str) ->
 
 
 async def _release(request: web.Request, session: ConsoleSession, case_id: str) -> None:
-    await request.app[views.cases_key].transition(
-        case_id, CaseStatus.QUEUED, _actor(session), holder=_holder(session)
-    )
+    await request.app[views.cases_key].release(case_id, _actor(session), holder=_holder(session))
     redis: Redis = request.app[redis_key]
     score = await redis.getdel(streams.handoff_taken_key(case_id))
     if score is not None:

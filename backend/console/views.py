@@ -384,8 +384,11 @@ async def case_status(request: web.Request) -> web.Response:
         raise web.HTTPConflict(
             text="the case's status changed meanwhile (or does not allow this); reload the page"
         ) from None
-    # Closed while waiting: it no longer counts in the queue position the bot tells a victim.
-    await request.app[redis_key].zrem(streams.HANDOFF_QUEUE, case_id)
+    if target is CaseStatus.CLOSED:
+        # It no longer waits: out of the positions the bot tells victims, and no release of a
+        # later claim may put it back in an old place.
+        await request.app[redis_key].zrem(streams.HANDOFF_QUEUE, case_id)
+        await request.app[redis_key].delete(streams.handoff_taken_key(case_id))
     raise web.HTTPSeeOther(f"/console/cases/{case_id}")
 
 
