@@ -64,6 +64,10 @@ class AuditAction(StrEnum):
     TAKEDOWN_RETURN = "takedown-return"
     TAKEDOWN_SEND = "takedown-send"
     TAKEDOWN_ANSWER = "takedown-answer"
+    RELEASE = "release"
+    TRANSFER = "transfer"
+    SHIFT_START = "shift-start"
+    SHIFT_END = "shift-end"
 
 
 def link_hash(entry: AuditEntry) -> str:

@@ -51,6 +51,23 @@ class CaseSummary:
     language: str
     channel: str
     received_at: datetime
+    claimed_by: int | None = None
+    status_changed_at: datetime | None = None
+
+
+_OPEN_CLAIM = (CaseStatus.CLAIMED.value, CaseStatus.ACTIVE.value)
+# CaseSummary's fields, in order, as Case columns.
+_SUMMARY_COLUMNS = (
+    "id",
+    "status",
+    "priority",
+    "category",
+    "language",
+    "channel",
+    "received_at",
+    "claimed_by",
+    "status_changed_at",
+)
 
 
 class CaseRepository(Protocol):
@@ -137,12 +154,16 @@ class CaseStore:
         actor: str,
         *,
         counselor_id: int | None = None,
+        holder: int | None = None,
         outcome: Outcome | None = None,
     ) -> None:
         """Move a case to `to` if the machine allows it from its current status; audited.
 
-        Claiming records `counselor_id`; the conditional UPDATE makes a claim atomic. Closing
-        needs an `outcome` (OutcomeRequiredError without one); reopening clears it.
+        Claiming records `counselor_id`; the conditional UPDATE (a compare-and-set on the status,
+        re-checked by PostgreSQL on the locked row and serialised by SQLite) makes a claim atomic.
+        With `holder`, a claimed or active case moves only if that counselor holds it (a queued
+        one holds nobody): a counselor works on their own cases, a supervisor passes None.
+        Closing needs an `outcome` (OutcomeRequiredError without one); reopening clears it.
         """
         if to is CaseStatus.PURGED:
             raise CaseTransitionError("purge a case with shred(), which destroys its data key")
@@ -159,22 +180,110 @@ class CaseStore:
             values["outcome"] = outcome.value
             detail += f" ({outcome.value})"
         action = AuditAction.CLAIM if to is CaseStatus.CLAIMED else AuditAction.STATUS
+        await self._move(
+            case_id,
+            _predecessors(to),
+            to,
+            values=values,
+            actor=actor,
+            action=action,
+            holder=holder,
+            detail=detail,
+        )
+
+    async def release(self, case_id: str, actor: str, *, holder: int | None = None) -> None:
+        """A claimed case back to the queue (not an active one: its chat has begun; transfer
+        it instead). `holder` as in `transition`."""
+        values: dict[str, object] = {
+            "status": CaseStatus.QUEUED.value,
+            "status_changed_at": utcnow(),
+            "claimed_by": None,
+        }
+        await self._move(
+            case_id,
+            [CaseStatus.CLAIMED.value],
+            CaseStatus.QUEUED,
+            values=values,
+            actor=actor,
+            action=AuditAction.RELEASE,
+            holder=holder,
+        )
+
+    async def _move(
+        self,
+        case_id: str,
+        sources: list[str],
+        to: CaseStatus,
+        *,
+        values: dict[str, object],
+        actor: str,
+        action: AuditAction,
+        holder: int | None,
+        detail: str | None = None,
+    ) -> None:
+        """One conditional UPDATE from one of `sources` to `to`, and its audit link."""
+        conditions = [col(Case.id) == case_id, col(Case.status).in_(sources)]
+        if holder is not None:
+            conditions.append(or_(col(Case.claimed_by) == holder, col(Case.claimed_by).is_(None)))
 
         async def work(conn: AsyncConnection) -> str | None:
             result = await conn.execute(
-                update(Case)
-                .where(col(Case.id) == case_id, col(Case.status).in_(_predecessors(to)))
-                .values(**values)
-                .returning(col(Case.id))
+                update(Case).where(*conditions).values(**values).returning(col(Case.id))
             )
             if result.first() is None:
                 return await self._status_of(conn, case_id)
-            await audit.append(conn, actor, action, case_id, detail)
+            await audit.append(conn, actor, action, case_id, detail or f"to {to.value}")
             return None
 
         refused_from = await audit.with_audit(self._engine, work)
         if refused_from is not None:
             raise CaseTransitionError(f"{case_id}: {refused_from} cannot become {to.value}")
+
+    async def transfer(
+        self, case_id: str, to_counselor: int, actor: str, *, holder: int | None = None
+    ) -> int:
+        """Hand a claimed or active case to another counselor; the one who held it.
+
+        A compare-and-set on the holder read in the same transaction: a case that changed hands
+        meanwhile is refused, not taken from whoever has it now. With `holder`, only that
+        counselor's own case moves (a supervisor passes None).
+        """
+
+        async def work(conn: AsyncConnection) -> int | str:
+            row = (
+                await conn.execute(
+                    select(col(Case.status), col(Case.claimed_by)).where(col(Case.id) == case_id)
+                )
+            ).first()
+            if row is None:
+                raise CaseNotFoundError(case_id)
+            status, current = str(row[0]), row[1]
+            if status not in _OPEN_CLAIM or current is None:
+                return f"{status} cannot be transferred"
+            if holder is not None and current != holder:
+                return "held by another counselor"
+            if current == to_counselor:
+                return "already held by that counselor"
+            result = await conn.execute(
+                update(Case)
+                .where(
+                    col(Case.id) == case_id,
+                    col(Case.status).in_(_OPEN_CLAIM),
+                    col(Case.claimed_by) == current,
+                )
+                .values(claimed_by=to_counselor)
+                .returning(col(Case.id))
+            )
+            if result.first() is None:
+                return "changed meanwhile"
+            detail = f"from counselor:{current} to counselor:{to_counselor}"
+            await audit.append(conn, actor, AuditAction.TRANSFER, case_id, detail)
+            return int(current)
+
+        outcome = await audit.with_audit(self._engine, work)
+        if isinstance(outcome, str):
+            raise CaseTransitionError(f"{case_id}: {outcome}")
+        return outcome
 
     async def _status_of(self, conn: AsyncConnection, case_id: str) -> str:
         row = (await conn.execute(select(col(Case.status)).where(col(Case.id) == case_id))).first()
@@ -234,19 +343,31 @@ class CaseStore:
             return [row[0] for row in await conn.execute(query)]
 
     async def list_open(self) -> Sequence[CaseSummary]:
+        return await self._list(
+            col(Case.status).not_in([CaseStatus.CLOSED.value, CaseStatus.PURGED.value])
+        )
+
+    async def list_waiting(self) -> Sequence[CaseSummary]:
+        """The queue: cases nobody holds, most urgent first, then longest waiting first."""
+        return await self._list(col(Case.status) == CaseStatus.QUEUED.value)
+
+    async def list_held(self, counselor_id: int | None = None) -> Sequence[CaseSummary]:
+        """Claimed and active cases, of one counselor or of everyone."""
+        held = col(Case.status).in_(_OPEN_CLAIM)
+        if counselor_id is None:
+            return await self._list(held)
+        return await self._list(and_(held, col(Case.claimed_by) == counselor_id))
+
+    async def _list(self, condition: Any) -> Sequence[CaseSummary]:
+        # The routing columns only: a list never loads a sealed body.
         query = (
-            select(Case)
-            .where(col(Case.status).not_in([CaseStatus.CLOSED.value, CaseStatus.PURGED.value]))
+            select(*(col(getattr(Case, name)) for name in _SUMMARY_COLUMNS))
+            .where(condition)
             .order_by(col(Case.priority).desc(), col(Case.received_at))
         )
-        async with AsyncSession(self._engine) as session:
-            rows = (await session.exec(query)).all()
-        return [
-            CaseSummary(
-                c.id, c.status, c.priority, c.category, c.language, c.channel, c.received_at
-            )
-            for c in rows
-        ]
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [CaseSummary(*row) for row in rows]
 
     async def get(self, case_id: str) -> Case:
         async with AsyncSession(self._engine) as session:

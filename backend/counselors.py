@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import cast
+
 from argon2 import PasswordHasher
 from sqlalchemy import delete, func, insert, or_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -181,3 +184,21 @@ class CounselorStore:
                 .values(totp_last_step=step)
             )
         return bool(result.rowcount == 1)
+
+    async def roster(self) -> list[Colleague]:
+        """Every counselor's id, username and role, by username: who a case can go to."""
+        query = select(col(Counselor.id), col(Counselor.username), col(Counselor.role)).order_by(
+            col(Counselor.username)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [Colleague(cast(int, row[0]), row[1], row[2]) for row in rows]
+
+
+@dataclass(frozen=True)
+class Colleague:
+    """A counselor as other counselors see them: no hash, no key, no second factor."""
+
+    id: int
+    username: str
+    role: str

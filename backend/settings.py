@@ -84,6 +84,29 @@ class Retention:
 
 
 @dataclass(frozen=True)
+class SlaPolicy:
+    """How long a waiting case of each priority may wait before a counselor takes it.
+
+    The queue marks a case "due" once `warning_percent` of its target has passed, and "missed"
+    after the target, so a counselor sees the risk before it happens.
+    """
+
+    minutes_by_priority: tuple[tuple[int, int], ...] = ((3, 2), (2, 5), (1, 15), (0, 60))
+    warning_percent: int = 75
+
+    def target_s(self, priority: int) -> int:
+        """Seconds a case of `priority` may wait; an unknown priority gets the strictest
+        target of those at or below it, and priority 0's target below 0."""
+        known = dict(self.minutes_by_priority)
+        at_or_below = [p for p in known if p <= priority]
+        chosen = max(at_or_below) if at_or_below else min(known)
+        return known[chosen] * 60
+
+    def warning_s(self, priority: int) -> int:
+        return self.target_s(priority) * self.warning_percent // 100
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path
     database_url: str = field(repr=False)
@@ -107,6 +130,7 @@ class Settings:
     kakao: KakaoSettings | None = None
     login: LoginPolicy = field(default_factory=LoginPolicy)
     retention: Retention = field(default_factory=Retention)
+    sla: SlaPolicy = field(default_factory=SlaPolicy)
 
     @property
     def embedded_redis(self) -> bool:
@@ -182,10 +206,41 @@ class Settings:
                 },
                 interval_s=_int(env, "HOTLINE_RETENTION_INTERVAL_S", 3600, low=1, high=7 * 86400),
             ),
+            sla=SlaPolicy(
+                minutes_by_priority=_sla_minutes(env.get("HOTLINE_SLA_MINUTES")),
+                warning_percent=_int(env, "HOTLINE_SLA_WARNING_PERCENT", 75, low=1, high=99),
+            ),
         )
 
 
 _RETENTION_DEFAULT_DAYS = {"new": 0, "queued": 0, "claimed": 0, "active": 0, "closed": 90}
+
+
+_SLA_ENTRY = re.compile(r"\s*([0-3])\s*:\s*(\d{1,5})\s*")
+
+
+def _sla_minutes(raw: str | None) -> tuple[tuple[int, int], ...]:
+    """`HOTLINE_SLA_MINUTES`: "priority:minutes" pairs, e.g. "3:2,2:5,1:15,0:60"."""
+    if not raw:
+        return SlaPolicy().minutes_by_priority
+    pairs: dict[int, int] = {}
+    for part in raw.split(","):
+        match = _SLA_ENTRY.fullmatch(part)
+        if match is None or int(match.group(2)) < 1:
+            raise SettingsError(
+                f"HOTLINE_SLA_MINUTES: {part.strip()!r} is not priority:minutes "
+                '(priority 0-3, minutes at least 1), e.g. "3:2,2:5,1:15,0:60"'
+            )
+        priority = int(match.group(1))
+        if priority in pairs:
+            raise SettingsError(f"HOTLINE_SLA_MINUTES: priority {priority} is given twice")
+        pairs[priority] = int(match.group(2))
+    missing = sorted({0, 1, 2, 3} - set(pairs))
+    if missing:
+        raise SettingsError(
+            f"HOTLINE_SLA_MINUTES: no target for priority {', '.join(map(str, missing))}"
+        )
+    return tuple(sorted(pairs.items(), reverse=True))
 
 
 def _data_dir(raw: str) -> Path:

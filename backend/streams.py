@@ -91,6 +91,18 @@ CASE_REPLIES_MAX: Final = 50
 # a victim is told. Entries older than the window are dropped when a new request comes.
 HANDOFF_QUEUE: Final = PREFIX + "handoff:queue"
 HANDOFF_QUEUE_WINDOW_S: Final = 4 * 3600
+# Score = (HANDOFF_MAX_PRIORITY - priority) * HANDOFF_QUEUE_SLOT + unix time of the request.
+HANDOFF_QUEUE_SLOT: Final = 10**10
+HANDOFF_MAX_PRIORITY: Final = 3
+# A claimed handoff's score, kept while it is claimed, so a release puts it back in its place
+# (string; expires with the queue window, after which the request would have aged out anyway).
+HANDOFF_TAKEN_PREFIX: Final = PREFIX + "handoff:taken:"
+# Counselors on shift (sorted set: counselor id by the unix time their presence expires). An
+# open console refreshes it; a closed laptop stops refreshing and drops off after the TTL.
+SHIFT_PRESENCE: Final = PREFIX + "shift:presence"
+SHIFT_PRESENCE_TTL_S: Final = 120
+# How often the open console refreshes it: well inside the TTL, so one lost request is harmless.
+SHIFT_HEARTBEAT_S: Final = 30
 # Counts of the closing feedback answers (hash: rating -> count); linked to no case.
 FEEDBACK_COUNTS: Final = PREFIX + "feedback:counts"
 # Telegram: each update_id is processed once, across restarts and bot workers (SET NX), and
@@ -158,6 +170,16 @@ def console_pending_key(session_id_hash: str) -> str:
 
 def case_transcript_stream(case_id: str) -> str:
     return f"{CASE_STREAM_PREFIX}{case_id}:transcript"
+
+
+def handoff_queue_score(priority: int, at_s: float) -> int:
+    """Most urgent first, then oldest first: what ZRANK of HANDOFF_QUEUE means."""
+    level = HANDOFF_MAX_PRIORITY - max(0, min(priority, HANDOFF_MAX_PRIORITY))
+    return level * HANDOFF_QUEUE_SLOT + int(at_s)
+
+
+def handoff_taken_key(case_id: str) -> str:
+    return HANDOFF_TAKEN_PREFIX + case_id
 
 
 def relay_link_key(case_id: str) -> str:

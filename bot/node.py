@@ -38,6 +38,7 @@ from backend.pseudonyms import Pseudonymizer
 from backend.receipts import ReceiptBook, ReceiptHasher
 from backend.retention import RetentionJob
 from backend.settings import Settings
+from backend.shifts import ShiftBoard
 from backend.web import make_app
 from bot import kakao as kakao_channel
 from bot import telegram as telegram_channel
@@ -166,6 +167,7 @@ class Node:
             pending_sign_ins=ConsoleSessionStore(redis, pending=True),
             require_totp=self.settings.login.require_totp,
             services=self._services(),
+            sla=self.settings.sla,
         )
         intake = Intake(redis, cases, f"{self.settings.node_name}-intake")
         task = asyncio.create_task(intake.run(), name="intake")
@@ -223,6 +225,7 @@ class Node:
             ReportSender(redis, center_key),
             receipts=ReceiptHasher(salt, self.settings.kdf),
             live=victims,
+            shifts=ShiftBoard(redis),
         )
         replay = TurnReplay(redis, root_secret)
         webchat.add_routes(app, runtime, pseudonymizer, replay, victims.held)

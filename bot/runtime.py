@@ -52,6 +52,7 @@ from backend.flows.engine import BUILT_IN_EXITS, QUICK_EXIT_BUTTON, Bundle, Cont
 from backend.flows.registry import FlowRegistry
 from backend.handoff import REPLY_KEY_ANSWER
 from backend.receipts import ReceiptHasher
+from backend.shifts import ShiftBoard
 from bot.live import CHECK_BUTTON, VictimSide, how_replies_key
 from bot.reports import ReportSender
 from bot.sessions import SessionStore
@@ -60,9 +61,12 @@ log = logging.getLogger(__name__)
 
 # How often a turn looks at the flows directory for a changed file (a few stat calls).
 RELOAD_CHECK_S = 2.0
-_QUEUE_SLOT = 10**10  # queue score: (3 - priority) * slot + unix time
-_MAX_PRIORITY = 3
 _COMMAND = re.compile(r"^/[a-z_]{1,32}(?:@\w+)?$", re.IGNORECASE)
+# Said instead of the handoff's usual text when nobody is on shift (it must exist in every
+# locale: a `safety.*` key, checked by the linter).
+UNATTENDED_KEY = "safety.no_counselor"
+_HANDOFF_SAID = frozenset({"safety.handoff", "counselor.left"})
+_UNATTENDED = "unattended"
 
 
 @dataclass(frozen=True)
@@ -103,10 +107,14 @@ class ConversationRuntime:
         clock: Callable[[], float] = time.time,
         reload_check_s: float = RELOAD_CHECK_S,
         live: VictimSide | None = None,
+        shifts: ShiftBoard | None = None,
     ) -> None:
         """Without `live`, a handoff is a sealed request only: no reply key, no live chat."""
         self._redis = redis
         self._live = live
+        # Who is on shift, asked at each handoff; None: not asked (flow tests, benches), and
+        # a handoff is answered as if a counselor were there.
+        self._shifts = shifts
         self._receipts = receipts
         self._flows = flows
         self._sessions = sessions
@@ -304,11 +312,20 @@ class ConversationRuntime:
                 await self._reports.send(effect)
                 log.info("report sealed and queued as case %s", effect.case_id)
             elif isinstance(effect, RequestHandoff):
-                position = await self._handoff(effect, now, result.session, pseudonym)
+                on_shift = 1 if self._shifts is None else await self._shifts.count()
+                position = await self._handoff(
+                    effect, now, result.session, pseudonym, on_shift=on_shift
+                )
                 outcome.values["position"] = str(position)
-                outcome.values["wait"] = str(position * bundle.hours.minutes_per_case)
+                # Each counselor on shift takes one case at a time: more of them, shorter waits.
+                per_case = bundle.hours.minutes_per_case
+                outcome.values["wait"] = str(-(-position * per_case // max(1, on_shift)))
                 how = how_replies_key(effect.channel)
                 outcome.values["reply_how"] = bundle.texts.get(how, language)
+                if on_shift == 0:
+                    # Told honestly; and how a reply would come if a counselor returns meanwhile.
+                    unattended = await self._unattended(bundle, result, effect)
+                    outcome.values[_UNATTENDED] = f"{unattended} {outcome.values['reply_how']}"
             elif isinstance(effect, IssueReceipt):
                 await self._issue_receipt(effect)
             elif isinstance(effect, CaseRequest):
@@ -330,11 +347,35 @@ class ConversationRuntime:
                 outcome.delete_inbound = True
         return outcome
 
+    async def _unattended(self, bundle: Bundle, result: StepResult, effect: RequestHandoff) -> str:
+        """What a victim is told when nobody is on shift: that honestly, the emergency numbers
+        (in the text) and a receipt to come back with. The code is the conversation's own (the
+        one a report in it gives too); if it has none yet, it is issued now for this request.
+
+        The request waits in the queue like any other, by priority and then arrival: the first
+        counselor back finds it above every later request of its priority. It gets no higher
+        priority, which would put a plain request above a later sextortion in progress.
+        """
+        session = result.session
+        code = str(session.slots.get("_receipt") or "")
+        if not code:
+            code = engine.receipt_code(session.conversation_id)
+            session.slots["_receipt"] = code
+            await self._issue_receipt(IssueReceipt(effect.case_id, code))
+        return bundle.texts.render(UNATTENDED_KEY, session.language, {"receipt": code})
+
     async def _handoff(
-        self, effect: RequestHandoff, now: float, session: Session, pseudonym: Pseudonym
+        self,
+        effect: RequestHandoff,
+        now: float,
+        session: Session,
+        pseudonym: Pseudonym,
+        *,
+        on_shift: int,
     ) -> int:
         """Seal the request onto the reports stream with its priority; the queue position."""
-        answers = {**effect.answers, "request": f"counselor ({effect.reason})"}
+        unattended = "; nobody was on shift" if on_shift == 0 else ""
+        answers = {**effect.answers, "request": f"counselor ({effect.reason}{unattended})"}
         if self._live is not None:
             answers[REPLY_KEY_ANSWER] = await self._live.open_relay(
                 session, pseudonym, effect.case_id
@@ -357,11 +398,11 @@ class ConversationRuntime:
         entries = cast(
             list[tuple[bytes, float]], await self._redis.zrange(queue, 0, -1, withscores=True)
         )
-        stale = [member for member, score in entries if score % _QUEUE_SLOT < oldest]
+        stale = [m for m, score in entries if score % streams.HANDOFF_QUEUE_SLOT < oldest]
         if stale:
             await self._redis.zrem(queue, *stale)
-        level = _MAX_PRIORITY - min(effect.priority, _MAX_PRIORITY)
-        await self._redis.zadd(queue, {effect.case_id: level * _QUEUE_SLOT + int(now)}, nx=True)
+        score = streams.handoff_queue_score(effect.priority, now)
+        await self._redis.zadd(queue, {effect.case_id: score}, nx=True)
         rank = await self._redis.zrank(queue, effect.case_id)
         return 1 + (rank if isinstance(rank, int) else 0)
 
@@ -433,6 +474,8 @@ def _is_command(text: str | None) -> bool:
 
 
 def _fill(message: Outbound, values: dict[str, str]) -> Outbound:
+    if message.key in _HANDOFF_SAID and _UNATTENDED in values:
+        return Outbound(values[_UNATTENDED], message.buttons, UNATTENDED_KEY)
     if "{" not in message.text:
         return message
     text = message.text

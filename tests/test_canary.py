@@ -109,7 +109,7 @@ async def test_marker_is_nowhere_in_plaintext(
         page = await (await hotline.client.get(f"/console/cases/{case['id']}")).text()
         assert MARKER in page, "the counselor reads it: it really went through"
         await hotline.client.post(
-            f"/console/cases/{case['id']}/status", data={"csrf": csrf_of(page), "to": "claimed"}
+            f"/console/cases/{case['id']}/claim", data={"csrf": csrf_of(page)}
         )
     assert all(c.status == "claimed" for c in await CaseStore(engine).list_open())
     assert (await audit.verify(engine)).intact

@@ -44,6 +44,7 @@ from backend.flows.dialogs import TEST_GLOB
 from backend.flows.engine import Bundle, Context
 from backend.flows.registry import FlowRegistry
 from backend.settings import SHIPPED_FLOWS_DIR
+from backend.shifts import ShiftBoard
 from bot.kakao import SECRET_HEADER
 from tests import telegram_support
 from tests.conftest import Pair, start_hotline
@@ -281,6 +282,8 @@ async def _door(  # noqa: PLR0917 - the fixtures a door needs
         return
     extra = {"HOTLINE_KAKAO_BOT_ID": KAKAO_BOT_ID, "HOTLINE_KAKAO_SECRET": KAKAO_SECRET}
     async with start_hotline(pair, tmp_path, extra) as running:
+        # The tables expect a counselor to answer a handoff: one is on shift for the whole run.
+        await ShiftBoard(redis, ttl_s=3600).start(1)
         victim = WebVictim if channel == "web" else KakaoVictim
         yield lambda d, _n: victim(running.client, d.language).play
 

@@ -10,6 +10,7 @@ from aiohttp import ClientResponse
 from redis.asyncio import Redis
 
 from backend import streams
+from backend.shifts import ShiftBoard
 from tests.conftest import RunningHotline
 
 TOKEN = "t" * 43
@@ -174,6 +175,7 @@ async def test_healthz(hotline: RunningHotline) -> None:
 async def test_a_claimed_handoff_leaves_the_queue_victims_are_told_about(
     hotline: RunningHotline, redis: Redis
 ) -> None:
+    await ShiftBoard(redis).start(1)
     await chat(hotline, text="/start", language="en")
     waiting = await chat(hotline, text="/human")
     assert "number 1 in the queue" in waiting["messages"][0]["text"]
@@ -182,8 +184,8 @@ async def test_a_claimed_handoff_leaves_the_queue_victims_are_told_about(
     (case,) = await wait_for_cases(hotline, 1)
     page = await (await hotline.client.get(f"/console/cases/{case['id']}")).text()
     claimed = await hotline.client.post(
-        f"/console/cases/{case['id']}/status",
-        data={"csrf": csrf_of(page), "to": "claimed"},
+        f"/console/cases/{case['id']}/claim",
+        data={"csrf": csrf_of(page)},
         allow_redirects=False,
     )
     assert claimed.status == 303

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio import Redis
 
-from backend import replies, streams
+from backend import replies
 from backend.audit import AuditAction
 from backend.case_work import CONSENT_METHODS, CaseKey, CaseWork, case_key
 from backend.cases import envelope_of
@@ -337,6 +337,7 @@ async def close_case(request: web.Request) -> web.StreamResponse:
             CaseStatus.CLOSED,
             f"counselor:{session.counselor_id}",
             counselor_id=session.counselor_id,
+            holder=views.holder_rule(session),
             outcome=outcome,
         )
     except (ValueError, OutcomeRequiredError):
@@ -347,7 +348,7 @@ async def close_case(request: web.Request) -> web.StreamResponse:
         raise _fail(request, web.HTTPNotFound, "no such case") from None
     except CaseTransitionError:
         raise _fail(request, web.HTTPConflict, "the case cannot be closed now; reload") from None
-    await request.app[redis_key].zrem(streams.HANDOFF_QUEUE, case_id)
+    await views.forget_queue_place(request.app[redis_key], case_id)
     return _done(request, f"/console/cases/{case_id}", outcome=outcome.value)
 
 

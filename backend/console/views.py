@@ -12,12 +12,13 @@ from typing import Any
 
 import jinja2
 from aiohttp import web
+from redis.asyncio import Redis
 
 from backend import streams, totp
 from backend.audit import AuditAction
 from backend.cases import CaseStore, envelope_of
-from backend.console import case_work, openapi
-from backend.console.access import Access, current_session, guard, sessions_key
+from backend.console import case_work, openapi, queue
+from backend.console.access import ROLE_RANK, Access, current_session, guard, sessions_key
 from backend.console.sessions import (
     COOKIE_NAME,
     PENDING_COOKIE_NAME,
@@ -36,9 +37,10 @@ from backend.errors import (
 from backend.flows.resources import Directory
 from backend.keyring import KeyRing, counselor_holder
 from backend.login_guard import LoginGuard, LoginLockedError
-from backend.models import CaseStatus
+from backend.models import CaseStatus, Role
 from backend.passwords import MIN_PASSWORD_LENGTH
 from backend.sealing import open_envelope
+from backend.settings import SlaPolicy
 from backend.web import redis_key
 
 log = logging.getLogger(__name__)
@@ -51,8 +53,9 @@ pending_key = web.AppKey("console_pending_sign_ins", ConsoleSessionStore)
 require_totp_key = web.AppKey("console_require_totp", bool)
 DeadLetterCount = Callable[[], Awaitable[int]]
 dead_letters_key: web.AppKey[DeadLetterCount] = web.AppKey("console_dead_letters")
-# What a counselor may set from the console; purging is retention's or the victim's.
-_SETTABLE = {CaseStatus.CLAIMED, CaseStatus.ACTIVE, CaseStatus.CLOSED, CaseStatus.QUEUED}
+# What the status form may set; claims, releases and transfers have their own routes
+# (backend/console/queue.py), purging is retention's or the victim's.
+_SETTABLE = {CaseStatus.ACTIVE, CaseStatus.CLOSED}
 
 
 _templates = jinja2.Environment(
@@ -335,13 +338,6 @@ async def logout(request: web.Request) -> web.Response:
     raise response
 
 
-async def case_list(request: web.Request) -> web.Response:
-    session = await _require(request)
-    cases = await request.app[cases_key].list_open()
-    dead_letters = await request.app[dead_letters_key]()
-    return _render("cases.html", session=session, cases=cases, dead_letters=dead_letters)
-
-
 async def case_view(request: web.Request) -> web.Response:
     session = await _require(request)
     try:
@@ -366,7 +362,8 @@ async def case_view(request: web.Request) -> web.Response:
 
 
 async def case_status(request: web.Request) -> web.Response:
-    """Claim, start, close or release a case; the store enforces the status machine."""
+    """Start or close a case; the store enforces the status machine, and a counselor may move
+    only a case they hold (or a waiting one); a supervisor any."""
     session = await _require(request)
     form = await _form(request, session)
     case_id = request.match_info["case_id"]
@@ -378,7 +375,10 @@ async def case_status(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="this status cannot be set from the console")
     try:
         await request.app[cases_key].transition(
-            case_id, target, f"counselor:{session.counselor_id}", counselor_id=session.counselor_id
+            case_id,
+            target,
+            f"counselor:{session.counselor_id}",
+            holder=holder_rule(session),
         )
     except CaseNotFoundError:
         raise web.HTTPNotFound(text="no such case") from None
@@ -388,11 +388,23 @@ async def case_status(request: web.Request) -> web.Response:
         raise web.HTTPConflict(
             text="the case's status changed meanwhile (or does not allow this); reload the page"
         ) from None
-    if target is not CaseStatus.QUEUED:
-        # Taken (or closed): it no longer waits, so it no longer counts in the queue position
-        # the bot tells the next victim.
-        await request.app[redis_key].zrem(streams.HANDOFF_QUEUE, case_id)
+    if target is CaseStatus.CLOSED:
+        await forget_queue_place(request.app[redis_key], case_id)
     raise web.HTTPSeeOther(f"/console/cases/{case_id}")
+
+
+def holder_rule(session: ConsoleSession) -> int | None:
+    """Whose cases this session may move: its own (or waiting ones), or any for a supervisor."""
+    if ROLE_RANK.get(session.role, 0) >= ROLE_RANK[Role.SUPERVISOR]:
+        return None
+    return session.counselor_id
+
+
+async def forget_queue_place(redis: Redis, case_id: str) -> None:
+    """A closed case no longer waits: out of the positions the bot tells victims, and no
+    release of a later claim may put it back in an old place."""
+    await redis.zrem(streams.HANDOFF_QUEUE, case_id)
+    await redis.delete(streams.handoff_taken_key(case_id))
 
 
 async def api_cases(request: web.Request) -> web.Response:
@@ -432,6 +444,7 @@ def add_routes(
     dead_letters: DeadLetterCount,
     pending_sign_ins: ConsoleSessionStore,
     require_totp: bool,
+    sla: SlaPolicy,
     services: Directory | None = None,
 ) -> None:
     app[cases_key] = cases
@@ -443,7 +456,6 @@ def add_routes(
     app[pending_key] = pending_sign_ins
     app[require_totp_key] = require_totp
     routes = (
-        ("GET", "/console", case_list, Access.COUNSELOR),
         ("GET", "/console/login", login_page, Access.PUBLIC),
         ("POST", "/console/login", login, Access.PUBLIC),
         # The code step reads its own short-lived pending sign-in, never a session.
@@ -462,5 +474,6 @@ def add_routes(
     )
     for method, path, handler, access in routes:
         app.router.add_route(method, path, guard(access, handler))
+    queue.add_routes(app, sla=sla)
     case_work.add_routes(app, services or Directory())
     openapi.add_routes(app)

@@ -500,7 +500,7 @@ class _Run:
             self.effects.append(ShowResources(tuple(r.id for r in found)))
         elif action == "issue_receipt":
             case_id = str(s.slots.get("_case") or _digest(s.conversation_id, "case"))
-            code = _receipt(s.conversation_id)
+            code = receipt_code(s.conversation_id)
             s.slots["_receipt"] = code
             self.effects.append(IssueReceipt(case_id, code))
         elif action == "case_request":
@@ -597,9 +597,10 @@ def _digest(value: str, purpose: str) -> str:
     ]
 
 
-def _receipt(conversation_id: str) -> str:
+def receipt_code(conversation_id: str) -> str:
     """The case code (80 bits, `backend.receipts` format): derived from the random conversation
-    id, so a retried turn gives the same code."""
+    id, so a retried turn gives the same code, and the runtime can give the same one when it
+    issues a receipt itself (a handoff while nobody is on shift)."""
     return receipts.code_from(hashlib.sha256(f"receipt:{conversation_id}".encode()).digest())
 
 

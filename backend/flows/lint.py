@@ -29,7 +29,8 @@ from backend.flows.triage import Triage
 
 MAX_BUTTON_ID_BYTES = 64
 BUTTON_ID = re.compile(r"^[A-Za-z0-9_:.-]+$")  # what every door accepts (see bot/webchat.py)
-# Keys the engine and the bot say outside any step, so they must exist too.
+# Keys the engine itself (or the runtime: a handoff while nobody is on shift) says, so they
+# must exist too.
 ENGINE_KEYS = (
     "common.stale_button",
     "common.use_buttons",
@@ -58,6 +59,7 @@ ENGINE_KEYS = (
     "live.sent",
     "live.in_chat",
     "live.text_only",
+    "safety.no_counselor",
 )
 _LOCATED = re.compile(r"^(?P<source>[^:\n]+?):(?P<line>\d+): (?P<message>.*)$", re.DOTALL)
 

@@ -1,0 +1,440 @@
+"""The queue and who works on what: claims, releases, transfers, shifts, the supervisors' view.
+
+The queue page polls `/api/queue` (plain JavaScript from our own origin, `static/queue.js`) and
+ticks waiting times and SLA timers in the browser between polls. Every list shows routing facts
+only (priority, category, language, channel, times), never anything a victim wrote.
+
+A claim is one conditional UPDATE (`CaseStore.transition`): of two counselors clicking at once,
+one wins and the other is told that another counselor took the case. A claimed handoff leaves
+the Redis queue victims are told their place in; its score is kept while it is claimed, so a
+release puts it back where it was (same priority, same arrival time).
+
+Counselors work on their own cases: a counselor releases or transfers only a case they hold;
+a supervisor (or an administrator) may move anyone's.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from backend import streams
+from backend.audit import AuditAction
+from backend.cases import CaseSummary
+from backend.console import views
+from backend.console.access import ROLE_RANK, Access, current_session, guard
+from backend.console.sessions import ConsoleSession
+from backend.errors import CaseNotFoundError, CaseTransitionError
+from backend.models import CaseStatus, Role
+from backend.settings import SlaPolicy
+from backend.shifts import ShiftBoard
+from backend.web import redis_key
+
+log = logging.getLogger(__name__)
+
+sla_key = web.AppKey("console_sla", SlaPolicy)
+shifts_key = web.AppKey("console_shifts", ShiftBoard)
+CSRF_HEADER = "X-CSRF-Token"
+# How often the open queue page asks for the queue again.
+QUEUE_POLL_S = 5
+CLAIM_LOST = "another counselor took this case"
+
+
+def _actor(session: ConsoleSession) -> str:
+    return f"counselor:{session.counselor_id}"
+
+
+def _supervises(session: ConsoleSession) -> bool:
+    return ROLE_RANK.get(session.role, 0) >= ROLE_RANK[Role.SUPERVISOR.value]
+
+
+def _holder(session: ConsoleSession) -> int | None:
+    """The holder a change must match: the counselor themself, or anyone for a supervisor."""
+    return None if _supervises(session) else session.counselor_id
+
+
+def _aware(at: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every time stored here is UTC.
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def sla_state(waiting_s: int, target_s: int, warning_s: int) -> str:
+    """The SLA timer's state: "missed" past the target, "due" past the warning, else "ok"."""
+    if waiting_s >= target_s:
+        return "missed"
+    if waiting_s >= warning_s:
+        return "due"
+    return "ok"
+
+
+def _waiting(case: CaseSummary, now: datetime, sla: SlaPolicy) -> dict[str, Any]:
+    waiting_s = max(0, int((now - _aware(case.received_at)).total_seconds()))
+    target_s, warning_s = sla.target_s(case.priority), sla.warning_s(case.priority)
+    return {
+        "id": case.id,
+        "priority": case.priority,
+        "category": case.category,
+        "language": case.language,
+        "channel": case.channel,
+        "received_at": _aware(case.received_at).isoformat(),
+        "waiting_s": waiting_s,
+        "sla_s": target_s,
+        "warning_s": warning_s,
+        "sla": sla_state(waiting_s, target_s, warning_s),
+    }
+
+
+def _held(case: CaseSummary, now: datetime) -> dict[str, Any]:
+    since = _aware(case.status_changed_at or case.received_at)
+    return {
+        "id": case.id,
+        "status": case.status,
+        "priority": case.priority,
+        "category": case.category,
+        "claimed_by": case.claimed_by,
+        "since": since.isoformat(),
+        "held_s": max(0, int((now - since).total_seconds())),
+    }
+
+
+async def _queue(request: web.Request) -> list[dict[str, Any]]:
+    now = datetime.now(UTC)
+    sla = request.app[sla_key]
+    return [_waiting(c, now, sla) for c in await request.app[views.cases_key].list_waiting()]
+
+
+# -- pages and JSON to read -------------------------------------------------------------------
+
+
+async def queue_page(request: web.Request) -> web.Response:
+    session = current_session(request)
+    shifts = request.app[shifts_key]
+    mine = await request.app[views.cases_key].list_held(session.counselor_id)
+    now = datetime.now(UTC)
+    return views._render(
+        "queue.html",
+        session=session,
+        waiting=await _queue(request),
+        mine=[_held(c, now) for c in mine],
+        on_shift=await shifts.is_on(session.counselor_id),
+        on_shift_count=await shifts.count(),
+        supervises=_supervises(session),
+        dead_letters=await request.app[views.dead_letters_key](),
+        poll_s=QUEUE_POLL_S,
+        heartbeat_s=streams.SHIFT_HEARTBEAT_S,
+    )
+
+
+async def api_queue(request: web.Request) -> web.Response:
+    """The waiting cases, most urgent first, then longest waiting: routing facts and SLA state."""
+    session = current_session(request)
+    shifts = request.app[shifts_key]
+    return web.json_response(
+        {
+            "now": datetime.now(UTC).isoformat(),
+            "on_shift": await shifts.is_on(session.counselor_id),
+            "counselors_on_shift": await shifts.count(),
+            "cases": await _queue(request),
+        }
+    )
+
+
+async def _load(request: web.Request) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    roster = await request.app[views.counselors_key].roster()
+    on_shift = await request.app[shifts_key].on_shift()
+    held: dict[int | None, list[dict[str, Any]]] = {}
+    for case in await request.app[views.cases_key].list_held():
+        held.setdefault(case.claimed_by, []).append(_held(case, now))
+    waiting = await _queue(request)
+    by_priority: dict[str, dict[str, int]] = {}
+    for item in waiting:
+        entry = by_priority.setdefault(
+            str(item["priority"]), {"waiting": 0, "longest_wait_s": 0, "sla_missed": 0}
+        )
+        entry["waiting"] += 1
+        entry["longest_wait_s"] = max(entry["longest_wait_s"], item["waiting_s"])
+        entry["sla_missed"] += item["sla"] == "missed"
+    counselors = [
+        {
+            "id": c.id,
+            "username": c.username,
+            "role": c.role,
+            "on_shift": c.id in on_shift,
+            "claimed": sum(1 for x in held.get(c.id, []) if x["status"] == "claimed"),
+            "active": sum(1 for x in held.get(c.id, []) if x["status"] == "active"),
+            "cases": held.get(c.id, []),
+        }
+        for c in roster
+    ]
+    return {
+        "now": now.isoformat(),
+        "counselors": counselors,
+        "queue": {
+            "waiting": len(waiting),
+            "longest_wait_s": max((c["waiting_s"] for c in waiting), default=0),
+            "by_priority": by_priority,
+            "cases": waiting,
+        },
+    }
+
+
+async def supervision_page(request: web.Request) -> web.Response:
+    return views._render(
+        "supervision.html", session=current_session(request), **await _load(request)
+    )
+
+
+async def api_supervision(request: web.Request) -> web.Response:
+    """Every counselor's load (claimed and active cases, on shift or not) and the queue's waits."""
+    return web.json_response(await _load(request))
+
+
+async def queue_script(_request: web.Request) -> web.Response:
+    body = (resources.files("backend.console") / "static" / "queue.js").read_bytes()
+    return web.Response(body=body, content_type="text/javascript", charset="utf-8")
+
+
+# -- changes ----------------------------------------------------------------------------------
+
+
+async def _api_checked(request: web.Request) -> ConsoleSession:
+    """A JSON state change: our origin, and the session's CSRF token in a header (script on
+    another site can neither read the token nor set the header without our CORS consent)."""
+    session = current_session(request)
+    views._check_origin(request)
+    if not hmac.compare_digest(request.headers.get(CSRF_HEADER, ""), session.csrf_token):
+        raise _json_error(web.HTTPForbidden, "missing or wrong CSRF token; reload the page")
+    return session
+
+
+def _json_error(status: type[web.HTTPException], message: str) -> web.HTTPException:
+    return status(text=json.dumps({"error": message}), content_type="application/json")
+
+
+async def _claim(request: web.Request, session: ConsoleSession, case_id: str) -> None:
+    await request.app[views.cases_key].transition(
+        case_id, CaseStatus.CLAIMED, _actor(session), counselor_id=session.counselor_id
+    )
+    # Taken: it no longer counts in the place the bot tells the next victim, until a release.
+    redis: Redis = request.app[redis_key]
+    score = await redis.zscore(streams.HANDOFF_QUEUE, case_id)
+    if score is not None:
+        await redis.set(
+            streams.handoff_taken_key(case_id), repr(score), ex=streams.HANDOFF_QUEUE_WINDOW_S
+        )
+        await redis.zrem(streams.HANDOFF_QUEUE, case_id)
+    log.info("counselor %d claimed case %s", session.counselor_id, case_id)
+
+
+async def _release(request: web.Request, session: ConsoleSession, case_id: str) -> None:
+    await request.app[views.cases_key].release(case_id, _actor(session), holder=_holder(session))
+    redis: Redis = request.app[redis_key]
+    score = await redis.getdel(streams.handoff_taken_key(case_id))
+    if score is not None:
+        await redis.zadd(streams.HANDOFF_QUEUE, {case_id: float(score)}, nx=True)
+    log.info("counselor %d released case %s", session.counselor_id, case_id)
+
+
+async def _transfer(request: web.Request, session: ConsoleSession, case_id: str, to: str) -> int:
+    """Transfer to the counselor with id `to`; the id, or HTTP 400 for no such colleague."""
+    roster = {c.id: c for c in await request.app[views.counselors_key].roster()}
+    try:
+        target = roster[int(to)]
+    except (KeyError, ValueError):
+        raise web.HTTPBadRequest(text="choose a colleague from the list") from None
+    await request.app[views.cases_key].transfer(
+        case_id, target.id, _actor(session), holder=_holder(session)
+    )
+    log.info("counselor %d transferred case %s to %d", session.counselor_id, case_id, target.id)
+    return target.id
+
+
+async def claim_form(request: web.Request) -> web.Response:
+    session = current_session(request)
+    await views._form(request, session)
+    case_id = request.match_info["case_id"]
+    try:
+        await _claim(request, session, case_id)
+    except CaseNotFoundError:
+        raise web.HTTPNotFound(text="no such case") from None
+    except CaseTransitionError:
+        return views._render("claim_lost.html", status=409, session=session, case_id=case_id)
+    raise web.HTTPSeeOther(f"/console/cases/{case_id}")
+
+
+async def release_form(request: web.Request) -> web.Response:
+    session = current_session(request)
+    await views._form(request, session)
+    case_id = request.match_info["case_id"]
+    try:
+        await _release(request, session, case_id)
+    except CaseNotFoundError:
+        raise web.HTTPNotFound(text="no such case") from None
+    except CaseTransitionError:
+        raise web.HTTPConflict(
+            text="Only a claimed case you hold can go back to the queue; reload the page."
+        ) from None
+    raise web.HTTPSeeOther("/console")
+
+
+async def transfer_page(request: web.Request) -> web.Response:
+    session = current_session(request)
+    case_id = request.match_info["case_id"]
+    try:
+        case = await request.app[views.cases_key].get(case_id)
+    except CaseNotFoundError:
+        raise web.HTTPNotFound(text="no such case") from None
+    roster = await request.app[views.counselors_key].roster()
+    on_shift = await request.app[shifts_key].on_shift()
+    colleagues = [
+        {"id": c.id, "username": c.username, "role": c.role, "on_shift": c.id in on_shift}
+        for c in roster
+        if c.id != case.claimed_by
+    ]
+    return views._render(
+        "transfer.html", session=session, case=case, colleagues=colleagues, error=None
+    )
+
+
+async def transfer_form(request: web.Request) -> web.Response:
+    session = current_session(request)
+    form = await views._form(request, session)
+    case_id = request.match_info["case_id"]
+    try:
+        await _transfer(request, session, case_id, form.get("to", ""))
+    except CaseNotFoundError:
+        raise web.HTTPNotFound(text="no such case") from None
+    except CaseTransitionError:
+        raise web.HTTPConflict(
+            text="This case is not yours to transfer, or it changed hands; reload the page."
+        ) from None
+    raise web.HTTPSeeOther("/console")
+
+
+async def api_claim(request: web.Request) -> web.Response:
+    """Claim a waiting case: 200 for the one counselor who gets it, 409 for everyone else."""
+    session = await _api_checked(request)
+    case_id = request.match_info["case_id"]
+    try:
+        await _claim(request, session, case_id)
+    except CaseNotFoundError:
+        raise _json_error(web.HTTPNotFound, "no such case") from None
+    except CaseTransitionError:
+        raise _json_error(web.HTTPConflict, CLAIM_LOST) from None
+    return web.json_response(
+        {"id": case_id, "status": "claimed", "claimed_by": session.counselor_id}
+    )
+
+
+async def api_release(request: web.Request) -> web.Response:
+    """Put a claimed case back in the queue, in its old place; 409 if it is not yours to release."""
+    session = await _api_checked(request)
+    case_id = request.match_info["case_id"]
+    try:
+        await _release(request, session, case_id)
+    except CaseNotFoundError:
+        raise _json_error(web.HTTPNotFound, "no such case") from None
+    except CaseTransitionError:
+        raise _json_error(
+            web.HTTPConflict, "only a claimed case you hold can be released"
+        ) from None
+    return web.json_response({"id": case_id, "status": "queued"})
+
+
+async def api_transfer(request: web.Request) -> web.Response:
+    """Give a claimed or active case to a colleague or a supervisor: body {"to": counselor id}."""
+    session = await _api_checked(request)
+    case_id = request.match_info["case_id"]
+    try:
+        body = await request.json()
+        to = str(body["to"]) if isinstance(body, dict) else ""
+    except (ValueError, KeyError):
+        to = ""
+    try:
+        target = await _transfer(request, session, case_id, to)
+    except web.HTTPBadRequest:
+        raise _json_error(web.HTTPBadRequest, "choose a colleague by their id") from None
+    except CaseNotFoundError:
+        raise _json_error(web.HTTPNotFound, "no such case") from None
+    except CaseTransitionError:
+        raise _json_error(
+            web.HTTPConflict, "this case is not yours to transfer, or it changed hands"
+        ) from None
+    return web.json_response({"id": case_id, "claimed_by": target})
+
+
+async def _set_shift(request: web.Request, session: ConsoleSession, on: bool) -> bool:
+    shifts, cases = request.app[shifts_key], request.app[views.cases_key]
+    subject = _actor(session)
+    if on and await shifts.start(session.counselor_id):
+        await cases.record(subject, AuditAction.SHIFT_START, subject)
+        log.info("counselor %d went on shift", session.counselor_id)
+    elif not on and await shifts.end(session.counselor_id):
+        await cases.record(subject, AuditAction.SHIFT_END, subject)
+        log.info("counselor %d went off shift", session.counselor_id)
+    return on
+
+
+async def shift_form(request: web.Request) -> web.Response:
+    session = current_session(request)
+    form = await views._form(request, session)
+    await _set_shift(request, session, form.get("on") == "1")
+    raise web.HTTPSeeOther("/console")
+
+
+async def api_shift(request: web.Request) -> web.Response:
+    """Go on shift (body {"on": true}) or off shift ({"on": false}); audited."""
+    session = await _api_checked(request)
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("on"), bool):
+        raise _json_error(web.HTTPBadRequest, 'send {"on": true} or {"on": false}')
+    return web.json_response({"on_shift": await _set_shift(request, session, body["on"])})
+
+
+async def api_shift_heartbeat(request: web.Request) -> web.Response:
+    """The console is open: keep this counselor's shift alive; says if it had lapsed."""
+    session = await _api_checked(request)
+    state = await request.app[shifts_key].refresh(session.counselor_id)
+    if state == "lapsed":
+        subject = _actor(session)
+        await request.app[views.cases_key].record(
+            subject, AuditAction.SHIFT_END, subject, "lapsed: the console stopped refreshing"
+        )
+        log.info("counselor %d's shift had lapsed", session.counselor_id)
+    return web.json_response({"on_shift": state == "on", "lapsed": state == "lapsed"})
+
+
+def add_routes(app: web.Application, *, sla: SlaPolicy) -> None:
+    app[sla_key] = sla
+    app[shifts_key] = ShiftBoard(app[redis_key])
+    routes: Sequence[tuple[str, str, Any, Access]] = (
+        ("GET", "/console", queue_page, Access.COUNSELOR),
+        ("GET", "/console/static/queue.js", queue_script, Access.PUBLIC),
+        ("POST", "/console/cases/{case_id}/claim", claim_form, Access.COUNSELOR),
+        ("POST", "/console/cases/{case_id}/release", release_form, Access.COUNSELOR),
+        ("GET", "/console/cases/{case_id}/transfer", transfer_page, Access.COUNSELOR),
+        ("POST", "/console/cases/{case_id}/transfer", transfer_form, Access.COUNSELOR),
+        ("POST", "/console/shift", shift_form, Access.COUNSELOR),
+        ("GET", "/console/supervision", supervision_page, Access.SUPERVISOR),
+        ("GET", "/api/queue", api_queue, Access.COUNSELOR),
+        ("POST", "/api/cases/{case_id}/claim", api_claim, Access.COUNSELOR),
+        ("POST", "/api/cases/{case_id}/release", api_release, Access.COUNSELOR),
+        ("POST", "/api/cases/{case_id}/transfer", api_transfer, Access.COUNSELOR),
+        ("POST", "/api/shift", api_shift, Access.COUNSELOR),
+        ("POST", "/api/shift/heartbeat", api_shift_heartbeat, Access.COUNSELOR),
+        ("GET", "/api/supervision", api_supervision, Access.SUPERVISOR),
+    )
+    for method, path, handler, access in routes:
+        app.router.add_route(method, path, guard(access, handler))
