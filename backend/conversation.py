@@ -7,7 +7,7 @@ step in between is pure and knows nothing of Telegram, Kakao or the web.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, NewType
 
 Pseudonym = NewType("Pseudonym", str)
@@ -79,7 +79,8 @@ class Session:
     seen_s: int = 0  # unix time of the last turn, for idle time-outs
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False).encode()
+        # Every field is plain JSON already: `vars`, not `asdict`'s deep copy (a tenth of a turn).
+        return json.dumps(vars(self), separators=(",", ":"), ensure_ascii=False).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> Session:

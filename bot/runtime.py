@@ -46,7 +46,7 @@ from backend.flows.engine import Bundle, Context
 from backend.flows.registry import FlowRegistry
 from backend.receipts import ReceiptHasher
 from bot.reports import ReportSender
-from bot.sessions import SessionStore
+from bot.sessions import HeldSession, SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +100,8 @@ class ConversationRuntime:
 
     async def handle(self, inbound: Inbound) -> Turn:
         try:
-            lock = self._redis.lock(
-                streams.conversation_lock_key(inbound.pseudonym),
-                timeout=streams.CONVERSATION_LOCK_TTL_S,
-                blocking_timeout=streams.CONVERSATION_LOCK_WAIT_S,
-            )
-            async with lock:
-                return await self._handle_locked(inbound)
+            async with self._sessions.hold(inbound.pseudonym) as held:
+                return await self._handle_locked(inbound, held)
         except (RedisError, LockError, OSError):
             log.warning("conversation turn failed: redis unavailable")
         except Exception as exc:
@@ -137,9 +132,9 @@ class ConversationRuntime:
             if self._flows.refresh():
                 log.info("flows reloaded: version %s", self._flows.entry().version)
 
-    async def _handle_locked(self, inbound: Inbound) -> Turn:
+    async def _handle_locked(self, inbound: Inbound, held: HeldSession) -> Turn:
         self._refresh_flows()
-        session = await self._sessions.load(inbound.pseudonym)
+        session = held.session
         bundle = self._flows.for_session(session.version) if session is not None else None
         now = self._clock()
         if session is None or bundle is None:
@@ -151,10 +146,11 @@ class ConversationRuntime:
             ctx = Context(int(now), bundle.hours.is_open(datetime.fromtimestamp(now, UTC)))
             result = engine.step(bundle, session, inbound, ctx)
         outcome = await self._act(bundle, result, now)
+        # Written with the lock's release, when the hold ends.
         if result.session.ended:
-            await self._sessions.delete(inbound.pseudonym)
+            held.delete()
         else:
-            await self._sessions.save(inbound.pseudonym, result.session)
+            held.save(result.session)
         messages = tuple(_fill(m, outcome.values) for m in result.messages)
         return Turn(
             messages,
@@ -176,14 +172,9 @@ class ConversationRuntime:
     async def end(self, pseudonym: Pseudonym) -> bool:
         """End a conversation from outside the flow (the victim blocked the bot); True if one
         was under way."""
-        lock = self._redis.lock(
-            streams.conversation_lock_key(pseudonym),
-            timeout=streams.CONVERSATION_LOCK_TTL_S,
-            blocking_timeout=streams.CONVERSATION_LOCK_WAIT_S,
-        )
-        async with lock:
-            existed = await self._sessions.load(pseudonym) is not None
-            await self._sessions.delete(pseudonym)
+        async with self._sessions.hold(pseudonym) as held:
+            existed = held.session is not None
+            held.delete()
         return existed
 
     async def _act(self, bundle: Bundle, result: StepResult, now: float) -> _Outcome:

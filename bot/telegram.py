@@ -18,7 +18,9 @@ channels and inline queries are refused politely; the bot is for private chats.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hmac
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -30,8 +32,6 @@ from telegram import (
     CallbackQuery,
     ChatMember,
     ChatMemberUpdated,
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
     InlineQuery,
     InlineQueryResultsButton,
     Message,
@@ -48,7 +48,8 @@ from telegram.ext import (
 )
 from telegram.request import BaseRequest
 
-from backend.conversation import Attachment, DeleteInbound, Inbound, Outbound, Pseudonym
+from backend import streams
+from backend.conversation import Attachment, Inbound, Outbound, Pseudonym
 from backend.errors import HotlineError
 from backend.pseudonyms import Pseudonymizer, Purpose
 from backend.settings import TELEGRAM_DOWNLOAD_LIMIT_BYTES, Settings
@@ -57,6 +58,7 @@ from bot.channel import Capabilities, fit
 from bot.outbox import MAX_MESSAGE_CHARS, OutboxLimits, RecipientBlockedError, TelegramOutbox
 from bot.runtime import ConversationRuntime
 from bot.telegram_chats import TelegramChatStore
+from bot.telegram_polling import ConfirmingPoller, Outcome
 from bot.telegram_updates import ChatOrderProcessor, SanitizingRequest, parses_as_update
 from bot.update_dedupe import Claim, UpdateDedupe
 
@@ -96,6 +98,10 @@ class TelegramConfig:
     webhook_secret: str | None = field(default=None, repr=False)
     max_file_bytes: int = TELEGRAM_DOWNLOAD_LIMIT_BYTES
     limits: OutboxLimits = field(default_factory=OutboxLimits)
+    # How long a worker holds an update before another may take it over (it died mid-turn).
+    update_lease_s: int = streams.TELEGRAM_UPDATE_LEASE_S
+    # Polling: how often to ask again while updates are in flight or held by another worker.
+    poll_recheck_s: float = 1.0
     # How long the neutral "conversation ended" notice stays before it is deleted too.
     exit_notice_s: float = 5.0
     # Below the Redis client's connection pool (100 by default, shared with the rest of the
@@ -150,16 +156,26 @@ class TelegramDoor:
             builder = builder.base_url(config.base_url).base_file_url(file_url)
         if request is not None:
             builder = builder.request(request)
+        # No PTB `Updater`: it confirms updates once fetched; `ConfirmingPoller` once handled.
+        builder = builder.updater(None)
         if config.webhook_url is None:
             builder = builder.get_updates_request(SanitizingRequest(connection_pool_size=1))
-        else:
-            builder = builder.updater(None)
         self.application: Application = builder.build()  # type: ignore[type-arg]
         self.outbox = TelegramOutbox(self.application.bot, config.limits)
         self._runtime = runtime
         self._pseudonymizer = pseudonymizer
         self._chats = TelegramChatStore(redis, root_secret, session_ttl_s)
-        self._dedupe = UpdateDedupe(redis, int(config.token.split(":", 1)[0]))
+        self._dedupe = UpdateDedupe(
+            redis, int(config.token.split(":", 1)[0]), lease_s=config.update_lease_s
+        )
+        self._poller: ConfirmingPoller | None = None
+        if config.webhook_url is None:
+            self._poller = ConfirmingPoller(
+                self.application.bot,
+                self._handle_claimed,
+                allowed_updates=list(Update.ALL_TYPES),
+                recheck_s=config.poll_recheck_s,
+            )
         self._stopping = asyncio.Event()
         self._later: set[asyncio.Task[None]] = set()
         self.application.add_handler(TypeHandler(Update, self._dispatch))
@@ -193,17 +209,28 @@ class TelegramDoor:
             log.warning("telegram sent an update that cannot be parsed; its content is dropped")
             return web.Response(status=200)
         update = Update.de_json(data, self.application.bot)
-        claim = await self._dedupe.claim(update.update_id)
-        if claim is Claim.BUSY:
+        # Acknowledged only once handled: a crash before the 200 makes Telegram deliver the
+        # update again (see `bot.update_dedupe`).
+        if await self._handle_claimed(update) is Outcome.HELD:
             return web.Response(status=503, headers={"Retry-After": "5"})
-        if claim is Claim.MINE:
-            # Acknowledged only once handled, in the door's per-chat order: a crash before the
-            # 200 makes Telegram deliver the update again (see `bot.update_dedupe`).
-            application = self.application
-            await application.update_processor.process_update(
-                update, application.process_update(update)
-            )
         return web.Response(status=200)
+
+    async def _handle_claimed(self, update: Update) -> Outcome:
+        """Claim the update and handle it in the door's per-chat order; HELD when another
+        worker holds it. Its chat's place in line is taken before the claim's round trip, so
+        updates handed over in Telegram's order are handled in that order."""
+        held = False
+
+        async def claimed() -> None:
+            nonlocal held
+            claim = await self._dedupe.claim(update.update_id)
+            if claim is Claim.BUSY:
+                held = True
+            elif claim is Claim.MINE:
+                await self.application.process_update(update)
+
+        await self.application.update_processor.process_update(update, claimed())
+        return Outcome.HELD if held else Outcome.HANDLED
 
     async def _dispatch(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
         """Every update, once: a copy redelivered to this or another worker is dropped."""
@@ -211,12 +238,16 @@ class TelegramDoor:
         if claim is not Claim.MINE:
             log.info("telegram update delivered twice; processed once")
             return
+        handling = _Handling(self._dedupe.done_key(update.update_id))
+        context = _handling.set(handling)
         try:
             await self._route(update)
         finally:
+            _handling.reset(context)
             # Also after an error: the victim was told to try again; a redelivery would only
-            # repeat the failure.
-            await self._dedupe.done(update.update_id)
+            # repeat the failure. Usually already marked by the turn's last write (`_send`).
+            if not handling.marked:
+                await self._dedupe.done(update.update_id)
 
     async def _route(self, update: Update) -> None:
         if update.callback_query is not None:
@@ -313,9 +344,16 @@ class TelegramDoor:
         # Offered after a finished report too: the chat is still on the phone, and someone may
         # be looking at it.
         exit_label = self._text("common.quick_exit", inbound.language)
-        await self._send_guarded(inbound.pseudonym, chat_id, turn.messages, exit_label, incoming)
-        if incoming_id is not None and any(isinstance(e, DeleteInbound) for e in turn.effects):
-            await self.outbox.delete(chat_id, [incoming_id])
+        # The victim's upload goes before the answer, so the answer is the turn's last act.
+        delete_incoming = incoming_id is not None and turn.delete_inbound
+        await self._send_guarded(
+            inbound.pseudonym,
+            chat_id,
+            turn.messages,
+            exit_label,
+            incoming,
+            delete_incoming=delete_incoming,
+        )
 
     async def _send_guarded(
         self,
@@ -324,8 +362,12 @@ class TelegramDoor:
         messages: tuple[Outbound, ...],
         exit_label: str | None = None,
         incoming: list[int] | None = None,
+        *,
+        delete_incoming: bool = False,
     ) -> None:
         try:
+            if delete_incoming and incoming:
+                await self.outbox.delete(chat_id, incoming)
             await self._send(pseudonym, chat_id, messages, exit_label, incoming or [])
         except RecipientBlockedError:
             await self._blocked(pseudonym)
@@ -340,16 +382,26 @@ class TelegramDoor:
     ) -> None:
         """Send in order, fitted to Telegram's limits (long texts split, a message's buttons under
         its last part, the exit button under the last message); remember the victim's message
-        and every reply for /exit, in one write, also when a send fails half-way."""
+        and every reply for /exit, in one write, also when a send fails half-way.
+
+        When every message went out, that write also marks the update being handled done: it is
+        the turn's last act, and one round trip fewer per update.
+        """
         sent: list[int] = []
         fitted = fit(messages, CAPABILITIES)
+        handling = _handling.get(None)
+        finished = False
         try:
             for index, message in enumerate(fitted):
                 label = exit_label if index == len(fitted) - 1 else None
                 markup = _keyboard(message, label)
-                sent.append((await self.outbox.send(chat_id, message.text, markup)).message_id)
+                sent.append(await self.outbox.send(chat_id, message.text, markup))
+            finished = True
         finally:
-            await self._chats.remember(pseudonym, chat_id, incoming + sent)
+            done = handling.key if finished and handling is not None else None
+            await self._chats.remember(pseudonym, chat_id, incoming + sent, done_update=done)
+            if done is not None and handling is not None:
+                handling.marked = True
 
     async def _erase(
         self,
@@ -364,7 +416,7 @@ class TelegramDoor:
             await self.outbox.delete(chat_id, deletable)
             sent = []
             for message in fit(notice, CAPABILITIES):
-                sent.append((await self.outbox.send(chat_id, message.text)).message_id)
+                sent.append(await self.outbox.send(chat_id, message.text))
         except RecipientBlockedError:
             await self._blocked(pseudonym)
             return
@@ -492,15 +544,15 @@ class TelegramDoor:
             await self.application.start()
             log.info("telegram door started (webhook)")
             return
-        if self.application.updater is None:  # pragma: no cover - the builder makes one
-            raise RuntimeError("no updater")
-        await self.application.updater.start_polling(allowed_updates=Update.ALL_TYPES)
+        if self._poller is None:  # pragma: no cover - made whenever there is no webhook
+            raise RuntimeError("no poller")
         await self.application.start()
+        await self._poller.start()
         log.info("telegram door started (long polling)")
 
     async def stop(self) -> None:
-        if self.application.updater is not None and self.application.updater.running:
-            await self.application.updater.stop()
+        if self._poller is not None and self._poller.running:
+            await self._poller.stop()
         if self.application.running:
             await self.application.stop()
         # Exit notices still showing are deleted now, while the bot can still call Telegram.
@@ -510,11 +562,26 @@ class TelegramDoor:
         await self.application.shutdown()
 
 
-def _keyboard(message: Outbound, exit_label: str | None) -> InlineKeyboardMarkup | None:
-    rows = [[InlineKeyboardButton(b.label, callback_data=b.id)] for b in message.buttons]
+@dataclass
+class _Handling:
+    """The update a task is handling: its dedupe key, and whether a write marked it done."""
+
+    key: str
+    marked: bool = False
+
+
+# Set by `_dispatch` for the task PTB runs an update in; read by `_send`.
+_handling: contextvars.ContextVar[_Handling] = contextvars.ContextVar("telegram_update")
+
+
+def _keyboard(message: Outbound, exit_label: str | None) -> str | None:
+    """The inline keyboard as the JSON text Telegram takes (cheaper than PTB's objects)."""
+    rows = [[{"text": b.label, "callback_data": b.id}] for b in message.buttons]
     if exit_label is not None:
-        rows.append([InlineKeyboardButton(exit_label, callback_data=QUICK_EXIT_BUTTON)])
-    return InlineKeyboardMarkup(rows) if rows else None
+        rows.append([{"text": exit_label, "callback_data": QUICK_EXIT_BUTTON}])
+    if not rows:
+        return None
+    return json.dumps({"inline_keyboard": rows}, ensure_ascii=False, separators=(",", ":"))
 
 
 def _evidence_file(message: Message) -> tuple[str, str, str | None] | None:

@@ -36,9 +36,24 @@ class ChatMessage:
     sent_at: float
 
 
+# KEYS: chat record, message list, [an update to mark done]. ARGV: sealed chat id, ttl (s),
+# most messages kept, done ttl (s), sealed message entries... One atomic step, one round trip.
+_REMEMBER = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if #ARGV > 4 then
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, 5))
+  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
+end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+if KEYS[3] then redis.call('SET', KEYS[3], 'done', 'EX', ARGV[4]) end
+return 1
+"""
+
+
 class TelegramChatStore:
     def __init__(self, redis: Redis, root_secret: bytes, ttl_s: int) -> None:
         self._redis = redis
+        self._remember = redis.register_script(_REMEMBER)
         self._cipher = RecordCipher(root_secret, "telegram-chat")
         self._ttl_s = ttl_s
 
@@ -58,8 +73,13 @@ class TelegramChatStore:
         message_ids: list[int],
         *,
         now: float | None = None,
+        done_update: str | None = None,
     ) -> None:
-        """Record the reply address and messages (sent or received) in this private chat."""
+        """Record the reply address and messages (sent or received) in this private chat.
+
+        `done_update`: the dedupe key of the update whose last write this is, marked done in
+        the same atomic step (`UpdateDedupe.done_key`), which saves the turn a round trip.
+        """
         chat_key = streams.telegram_chat_key(pseudonym)
         list_key = streams.telegram_messages_key(pseudonym)
         sent_at = time.time() if now is None else now
@@ -67,13 +87,10 @@ class TelegramChatStore:
             self._seal(list_key, json.dumps([message_id, sent_at]).encode())
             for message_id in message_ids
         ]
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(chat_key, self._seal(chat_key, str(chat_id).encode()), ex=self._ttl_s)
-            if entries:
-                pipe.rpush(list_key, *entries)
-                pipe.ltrim(list_key, -streams.TELEGRAM_CHAT_MAX_MESSAGES, -1)
-            pipe.expire(list_key, self._ttl_s)
-            await pipe.execute()
+        keys = [chat_key, list_key] if done_update is None else [chat_key, list_key, done_update]
+        sealed_chat = self._seal(chat_key, str(chat_id).encode())
+        limits = [self._ttl_s, streams.TELEGRAM_CHAT_MAX_MESSAGES, streams.TELEGRAM_UPDATE_TTL_S]
+        await self._remember(keys, [sealed_chat, *limits, *entries])
 
     async def chat_id(self, pseudonym: Pseudonym) -> int | None:
         key = streams.telegram_chat_key(pseudonym)
