@@ -40,6 +40,8 @@ class CaseSummary:
     language: str
     channel: str
     received_at: datetime
+    # The victim blocked the bot: replies will not reach them (`Case.victim_unreachable_at`).
+    victim_unreachable_at: datetime | None = None
 
 
 class CaseRepository(Protocol):
@@ -51,6 +53,7 @@ class CaseRepository(Protocol):
         self, case_id: str, to: CaseStatus, actor: str, *, counselor_id: int | None = None
     ) -> None: ...
     async def shred(self, case_id: str, actor: str, reason: str) -> bool: ...
+    async def mark_victim_unreachable(self, case_ids: Sequence[str]) -> int: ...
 
 
 def _predecessors(to: CaseStatus) -> list[str]:
@@ -144,6 +147,24 @@ class CaseStore:
         if refused_from is not None:
             raise CaseTransitionError(f"{case_id}: {refused_from} cannot become {to.value}")
 
+    async def mark_victim_unreachable(self, case_ids: Sequence[str]) -> int:
+        """Flag cases whose victim blocked the bot (the first time counts); how many changed.
+        Unknown ids (a case not stored, or purged since) are skipped."""
+        if not case_ids:
+            return 0
+        statement = (
+            update(Case)
+            .where(
+                col(Case.id).in_(list(case_ids)),
+                col(Case.victim_unreachable_at).is_(None),
+                col(Case.status) != CaseStatus.PURGED.value,
+            )
+            .values(victim_unreachable_at=utcnow())
+            .returning(col(Case.id))
+        )
+        async with self._engine.begin() as conn:
+            return len((await conn.execute(statement)).all())
+
     async def _status_of(self, conn: AsyncConnection, case_id: str) -> str:
         row = (await conn.execute(select(col(Case.status)).where(col(Case.id) == case_id))).first()
         if row is None:
@@ -208,7 +229,14 @@ class CaseStore:
             rows = (await session.exec(query)).all()
         return [
             CaseSummary(
-                c.id, c.status, c.priority, c.category, c.language, c.channel, c.received_at
+                c.id,
+                c.status,
+                c.priority,
+                c.category,
+                c.language,
+                c.channel,
+                c.received_at,
+                c.victim_unreachable_at,
             )
             for c in rows
         ]

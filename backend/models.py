@@ -68,6 +68,9 @@ class Case(SQLModel, table=True):
     # When the status last changed: retention counts from here.
     status_changed_at: datetime = Field(default_factory=utcnow, index=True)
     claimed_by: int | None = Field(default=None)
+    # When the bot last found the victim unreachable (they blocked it): a counselor's cue that
+    # replies will not arrive. None while they can be reached.
+    victim_unreachable_at: datetime | None = Field(default=None)
 
 
 class Counselor(SQLModel, table=True):

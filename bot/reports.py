@@ -42,3 +42,15 @@ class ReportSender:
                 streams.FIELD_ENVELOPE: envelope.to_bytes(),
             },
         )
+
+    async def send_event(self, idempotency_key: str, event: str, case_ids: list[str]) -> None:
+        """An event about stored cases (`streams.EVENTS`): no envelope, as it says nothing a
+        victim said; the case ids are the routing facts a report's header carries in clear."""
+        await self._redis.xadd(
+            streams.REPORTS_STREAM,
+            {
+                streams.FIELD_IDEMPOTENCY_KEY: idempotency_key,
+                streams.FIELD_EVENT: event,
+                streams.FIELD_CASE_IDS: " ".join(case_ids),
+            },
+        )

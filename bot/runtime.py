@@ -177,6 +177,13 @@ class ConversationRuntime:
             held.delete()
         return existed
 
+    async def flag_unreachable(self, case_ids: list[str]) -> None:
+        """Tell the counselors of these cases that the victim cannot be reached (they blocked
+        the bot): an event on the reports stream, stored as a flag on each case."""
+        if case_ids:
+            key = f"unreachable:{secrets.token_hex(16)}"
+            await self._reports.send_event(key, streams.EVENT_VICTIM_UNREACHABLE, case_ids)
+
     async def _act(self, bundle: Bundle, result: StepResult, now: float) -> _Outcome:
         """Carry out the step's effects before anything is said, so "received" is true."""
         outcome = _Outcome()

@@ -49,7 +49,14 @@ from telegram.ext import (
 from telegram.request import BaseRequest
 
 from backend import streams
-from backend.conversation import Attachment, Inbound, Outbound, Pseudonym
+from backend.conversation import (
+    Attachment,
+    Inbound,
+    Outbound,
+    Pseudonym,
+    RequestHandoff,
+    SubmitReport,
+)
 from backend.errors import HotlineError
 from backend.pseudonyms import Pseudonymizer, Purpose
 from backend.settings import TELEGRAM_DOWNLOAD_LIMIT_BYTES, Settings
@@ -346,6 +353,9 @@ class TelegramDoor:
         exit_label = self._text("common.quick_exit", inbound.language)
         # The victim's upload goes before the answer, so the answer is the turn's last act.
         delete_incoming = incoming_id is not None and turn.delete_inbound
+        opened = tuple(
+            e.case_id for e in turn.effects if isinstance(e, SubmitReport | RequestHandoff)
+        )
         await self._send_guarded(
             inbound.pseudonym,
             chat_id,
@@ -353,6 +363,7 @@ class TelegramDoor:
             exit_label,
             incoming,
             delete_incoming=delete_incoming,
+            case_ids=opened,
         )
 
     async def _send_guarded(
@@ -364,11 +375,14 @@ class TelegramDoor:
         incoming: list[int] | None = None,
         *,
         delete_incoming: bool = False,
+        case_ids: tuple[str, ...] = (),
     ) -> None:
         try:
             if delete_incoming and incoming:
                 await self.outbox.delete(chat_id, incoming)
-            await self._send(pseudonym, chat_id, messages, exit_label, incoming or [])
+            await self._send(
+                pseudonym, chat_id, messages, exit_label, incoming or [], case_ids=case_ids
+            )
         except RecipientBlockedError:
             await self._blocked(pseudonym)
 
@@ -379,6 +393,8 @@ class TelegramDoor:
         messages: tuple[Outbound, ...],
         exit_label: str | None,
         incoming: list[int],
+        *,
+        case_ids: tuple[str, ...] = (),
     ) -> None:
         """Send in order, fitted to Telegram's limits (long texts split, a message's buttons under
         its last part, the exit button under the last message); remember the victim's message
@@ -399,7 +415,9 @@ class TelegramDoor:
             finished = True
         finally:
             done = handling.key if finished and handling is not None else None
-            await self._chats.remember(pseudonym, chat_id, incoming + sent, done_update=done)
+            await self._chats.remember(
+                pseudonym, chat_id, incoming + sent, case_ids=case_ids, done_update=done
+            )
             if done is not None and handling is not None:
                 handling.marked = True
 
@@ -440,13 +458,18 @@ class TelegramDoor:
             log.warning("telegram exit notice not deleted: %s", type(exc).__name__)
 
     async def _blocked(self, pseudonym: Pseudonym) -> None:
-        """The victim blocked the bot: end the conversation, keep nothing, flag it."""
+        """The victim blocked the bot: end the conversation, keep nothing, and flag the cases
+        it opened for their counselors (replies will not reach the victim)."""
         was_active = await self._runtime.end(pseudonym)
+        case_ids = await self._chats.cases(pseudonym)
+        # Flagged before the record goes: a failure here leaves the cases to flag next time.
+        await self._runtime.flag_unreachable(case_ids)
         await self._chats.forget(pseudonym)
-        # An opaque event for now; a counselor-visible flag on the case is for the console.
         log.warning(
-            "telegram: a victim blocked the bot; conversation ended (flag: blocked, active: %s)",
+            "telegram: a victim blocked the bot; conversation ended "
+            "(flag: blocked, active: %s, cases flagged: %d)",
             was_active,
+            len(case_ids),
         )
 
     # Everyone else.
