@@ -24,6 +24,9 @@ class Attachment:
     sha256: str
     pdq: str | None = None  # perceptual hash (hex), for images the victim wants matched
     mime_type: str | None = None
+    # The bytes sealed to the centre key (`Envelope.to_bytes()`), only for a screenshot the
+    # victim agreed to have kept (a files slot with `keep: sealed`); unreadable on the bot.
+    sealed: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,8 @@ class SubmitReport:
     language: str
     channel: str
     answers: dict[str, Any] = field(repr=False)
+    # Screenshots sealed to the centre key at upload (base64 of `Envelope.to_bytes()`).
+    sealed_files: tuple[str, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)

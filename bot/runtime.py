@@ -163,11 +163,20 @@ class ConversationRuntime:
     async def accepts_files(self, pseudonym: Pseudonym) -> bool:
         """Whether this conversation's current step takes files; read-only, no lock: the step
         checks again when the files arrive."""
+        return await self.files_keep(pseudonym) is not None
+
+    async def files_keep(self, pseudonym: Pseudonym) -> str | None:
+        """What the current files step keeps of a file (`spec.FILES_KEEP`: hashes, match or
+        sealed), None when the step takes no files (never for a minor); read-only, no lock."""
         session = await self._sessions.load(pseudonym)
         if session is None:
-            return False
+            return None
         bundle = self._flows.for_session(session.version)
-        return bundle is not None and engine.accepts_files(bundle, session)
+        return None if bundle is None else engine.files_keep(bundle, session)
+
+    def seal_file(self, data: bytes | bytearray) -> bytes:
+        """A screenshot sealed to the centre key: the bot cannot open it again."""
+        return self._reports.seal_file(data)
 
     async def end(self, pseudonym: Pseudonym) -> bool:
         """End a conversation from outside the flow (the victim blocked the bot); True if one

@@ -307,8 +307,10 @@ class TelegramDoor:
         """A photo, document, sticker, voice message or anything else that is not text.
 
         Only when the conversation waits on a files step (never for a minor) is a photo or
-        document fetched, hashed in memory and dropped (`bot.evidence`); its facts go to the
-        flow like any answer. Otherwise nothing is fetched (no getFile) or passed on and the
+        document fetched, hashed in memory and dropped (`bot.evidence`): with a PDQ only when
+        the step is the victim's choice of takedown matching, sealed to the centre key only
+        when it is the screenshots step they consented to. Its facts go to the flow like any
+        answer. Otherwise nothing is fetched (no getFile) or passed on and the
         conversation stays where it was; the victim is told so, or, for a file over the size
         limit, that it is too large. The message is remembered, so /exit erases it with the rest.
         """
@@ -316,8 +318,12 @@ class TelegramDoor:
         declared = _declared_bytes(message)
         too_large = declared is not None and declared > self._config.max_file_bytes
         wanted = _evidence_file(message)
-        if not too_large and wanted is not None and await self._runtime.accepts_files(pseudonym):
+        keep = None
+        if not too_large and wanted is not None:
+            keep = await self._runtime.files_keep(pseudonym)
+        if wanted is not None and keep is not None:
             file_id, kind, mime_type = wanted
+            sealed = keep == "sealed"
             try:
                 attachment = await evidence.collect(
                     self.application.bot,
@@ -325,9 +331,12 @@ class TelegramDoor:
                     kind,
                     declared_bytes=declared,
                     mime_type=mime_type,
-                    max_bytes=self._config.max_file_bytes,
-                    # PDQ is what takedown hash lists match on; it is a hash, not the picture.
-                    want_pdq=True,
+                    max_bytes=min(self._config.max_file_bytes, evidence.MAX_SEALED_FILE_BYTES)
+                    if sealed
+                    else self._config.max_file_bytes,
+                    # PDQ is what takedown hash lists match on: only when the victim asked.
+                    want_pdq=keep == "match",
+                    seal=self._runtime.seal_file if sealed else None,
                 )
             except evidence.FileTooLargeError:
                 too_large = True
