@@ -179,7 +179,7 @@ class TelegramDoor:
         if config.webhook_url is None:
             self._poller = ConfirmingPoller(
                 self.application.bot,
-                self._handle_claimed,
+                self.admit,
                 allowed_updates=list(Update.ALL_TYPES),
                 recheck_s=config.poll_recheck_s,
             )
@@ -218,11 +218,11 @@ class TelegramDoor:
         update = Update.de_json(data, self.application.bot)
         # Acknowledged only once handled: a crash before the 200 makes Telegram deliver the
         # update again (see `bot.update_dedupe`).
-        if await self._handle_claimed(update) is Outcome.HELD:
+        if await self.admit(update) is Outcome.HELD:
             return web.Response(status=503, headers={"Retry-After": "5"})
         return web.Response(status=200)
 
-    async def _handle_claimed(self, update: Update) -> Outcome:
+    async def admit(self, update: Update) -> Outcome:
         """Claim the update and handle it in the door's per-chat order; HELD when another
         worker holds it. Its chat's place in line is taken before the claim's round trip, so
         updates handed over in Telegram's order are handled in that order."""
@@ -234,6 +234,9 @@ class TelegramDoor:
             if claim is Claim.BUSY:
                 held = True
             elif claim is Claim.MINE:
+                # PTB runs the handler in this task: `_dispatch` sees the claim and does not
+                # make it again (two round trips saved).
+                _claimed_here.set(update.update_id)
                 await self.application.process_update(update)
 
         await self.application.update_processor.process_update(update, claimed())
@@ -241,10 +244,11 @@ class TelegramDoor:
 
     async def _dispatch(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
         """Every update, once: a copy redelivered to this or another worker is dropped."""
-        claim = await self._dedupe.claim(update.update_id)
-        if claim is not Claim.MINE:
-            log.info("telegram update delivered twice; processed once")
-            return
+        if _claimed_here.get(None) != update.update_id:
+            claim = await self._dedupe.claim(update.update_id)
+            if claim is not Claim.MINE:
+                log.info("telegram update delivered twice; processed once")
+                return
         handling = _Handling(self._dedupe.done_key(update.update_id))
         context = _handling.set(handling)
         try:
@@ -604,6 +608,8 @@ class _Handling:
 
 # Set by `_dispatch` for the task PTB runs an update in; read by `_send`.
 _handling: contextvars.ContextVar[_Handling] = contextvars.ContextVar("telegram_update")
+# The update `admit` claimed in this task, so `_dispatch` need not claim it again.
+_claimed_here: contextvars.ContextVar[int] = contextvars.ContextVar("telegram_claimed")
 
 
 def _keyboard(message: Outbound, exit_label: str | None) -> str | None:
