@@ -46,7 +46,7 @@ from backend.flows.engine import Bundle, Context
 from backend.flows.registry import FlowRegistry
 from backend.receipts import ReceiptHasher
 from bot.reports import ReportSender
-from bot.sessions import HeldSession, SessionStore
+from bot.sessions import HeldSession, Once, OnceRefusedError, SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +98,14 @@ class ConversationRuntime:
         self._reload_check_s = reload_check_s
         self._checked_at = clock()
 
-    async def handle(self, inbound: Inbound) -> Turn:
+    async def handle(self, inbound: Inbound, *, once: Once | None = None) -> Turn:
+        """One turn. `once`: a claim on the input (a Telegram update) taken with the lock;
+        `OnceRefusedError`, and nothing done, when it is someone else's."""
         try:
-            async with self._sessions.hold(inbound.pseudonym) as held:
+            async with self._sessions.hold(inbound.pseudonym, once=once) as held:
                 return await self._handle_locked(inbound, held)
+        except OnceRefusedError:
+            raise
         except (RedisError, LockError, OSError):
             log.warning("conversation turn failed: redis unavailable")
         except Exception as exc:

@@ -21,17 +21,24 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.exceptions import LockError
 
 from backend import streams
 from backend.conversation import Pseudonym, Session
+from backend.errors import HotlineError
 from backend.record_cipher import RecordCipher
 
-# KEYS: lock, session. ARGV: token, lock ttl (ms). The session when the lock was taken, else
-# false (nil): the caller waits and tries again.
+# KEYS: lock, session[, once]. ARGV: token, lock ttl (ms)[, once token, once lease (s)].
+# {1, session} when the lock was taken; {0} when another turn holds it (wait and try again);
+# {2, holder} when the once key is another's (a copy of work done or under way elsewhere).
 _TAKE = """
+if KEYS[3] and not redis.call('SET', KEYS[3], ARGV[3], 'NX', 'EX', ARGV[4]) then
+  local holder = redis.call('GET', KEYS[3])
+  if holder ~= ARGV[3] then return {2, holder} end
+end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {1, redis.call('GET', KEYS[2])}
 end
@@ -51,6 +58,24 @@ return 1
 """
 # How long a turn waits between tries for a lock another worker holds.
 _LOCK_RETRY_S = 0.02
+
+
+@dataclass(frozen=True)
+class Once:
+    """A claim taken in the same step as the lock (a Telegram update, `bot.update_dedupe`):
+    `key` set to `token` unless it exists, for `lease_s`."""
+
+    key: str
+    token: bytes
+    lease_s: int
+
+
+class OnceRefusedError(HotlineError):
+    """The `Once` key is held by someone else: `holder` is its value."""
+
+    def __init__(self, holder: bytes | None) -> None:
+        super().__init__("claimed elsewhere")
+        self.holder = holder
 
 
 class HeldSession:
@@ -75,10 +100,18 @@ class HeldSession:
 
 
 class SessionStore:
-    def __init__(self, redis: Redis, root_secret: bytes, ttl_s: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        root_secret: bytes,
+        ttl_s: int,
+        *,
+        lock_ttl_s: float = streams.CONVERSATION_LOCK_TTL_S,
+    ) -> None:
         self._redis = redis
         self._cipher = RecordCipher(root_secret, "session")
         self._ttl_s = ttl_s
+        self._lock_ttl_s = lock_ttl_s
         self._take = redis.register_script(_TAKE)
         self._release = redis.register_script(_RELEASE)
 
@@ -105,20 +138,30 @@ class SessionStore:
         self,
         pseudonym: Pseudonym,
         *,
-        lock_ttl_s: float = streams.CONVERSATION_LOCK_TTL_S,
         wait_s: float = streams.CONVERSATION_LOCK_WAIT_S,
+        once: Once | None = None,
     ) -> AsyncIterator[HeldSession]:
         """Lock the conversation and read its session; on a clean exit write what the holder
         said (save or delete) and unlock, on an error unlock only. `LockError` when the lock
-        cannot be had within `wait_s`, or was lost before the write."""
+        cannot be had within `wait_s`, or was lost before the write.
+
+        With `once`, that claim is taken first, in the same round trip; `OnceRefusedError`
+        (and no lock) when it is someone else's.
+        """
         key = streams.session_key(pseudonym)
         keys = [streams.conversation_lock_key(pseudonym), key]
         token = secrets.token_hex(16)
+        args: list[str | bytes | int] = [token, int(self._lock_ttl_s * 1000)]
+        if once is not None:
+            keys.append(once.key)
+            args += [once.token, once.lease_s]
         give_up = time.monotonic() + wait_s
         while True:
-            taken = await self._take(keys, [token, int(lock_ttl_s * 1000)])
+            taken = await self._take(keys, args)
             if taken[0] == 1:
                 break
+            if taken[0] == 2:
+                raise OnceRefusedError(taken[1] if len(taken) > 1 else None)
             if time.monotonic() >= give_up:
                 raise LockError("conversation busy")
             await asyncio.sleep(_LOCK_RETRY_S)
@@ -127,8 +170,9 @@ class SessionStore:
         try:
             yield held
         except BaseException:
-            await self._release(keys, [token, "keep", b"", self._ttl_s])
+            await self._release(keys[:2], [token, "keep", b"", self._ttl_s])
             raise
+        keys = keys[:2]
         if not await self._release(keys, [token, held._action, held._sealed, self._ttl_s]):
             raise LockError("conversation lock lost before the session was written")
 

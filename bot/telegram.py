@@ -64,6 +64,7 @@ from bot import evidence
 from bot.channel import Capabilities, fit
 from bot.outbox import MAX_MESSAGE_CHARS, OutboxLimits, RecipientBlockedError, TelegramOutbox
 from bot.runtime import ConversationRuntime
+from bot.sessions import Once, OnceRefusedError
 from bot.telegram_chats import TelegramChatStore
 from bot.telegram_polling import ConfirmingPoller, Outcome
 from bot.telegram_updates import ChatOrderProcessor, SanitizingRequest, parses_as_update
@@ -225,39 +226,51 @@ class TelegramDoor:
     async def admit(self, update: Update) -> Outcome:
         """Claim the update and handle it in the door's per-chat order; HELD when another
         worker holds it. Its chat's place in line is taken before the claim's round trip, so
-        updates handed over in Telegram's order are handled in that order."""
-        held = False
+        updates handed over in Telegram's order are handled in that order.
+
+        A private text or button press is claimed by its turn, in the same round trip as the
+        conversation lock (`_turn_only`); anything else here, before it is handled.
+        """
+        admission = _Admission(update.update_id)
 
         async def claimed() -> None:
-            nonlocal held
-            claim = await self._dedupe.claim(update.update_id)
-            if claim is Claim.BUSY:
-                held = True
-            elif claim is Claim.MINE:
-                # PTB runs the handler in this task: `_dispatch` sees the claim and does not
-                # make it again (two round trips saved).
-                _claimed_here.set(update.update_id)
-                await self.application.process_update(update)
+            # PTB runs the handler in this task, so `_dispatch` finds the admission.
+            _admission.set(admission)
+            if not _turn_only(update):
+                claim = await self._dedupe.claim(update.update_id)
+                if claim is not Claim.MINE:
+                    admission.held = claim is Claim.BUSY
+                    return
+                admission.claimed = True
+            await self.application.process_update(update)
 
         await self.application.update_processor.process_update(update, claimed())
-        return Outcome.HELD if held else Outcome.HANDLED
+        return Outcome.HELD if admission.held else Outcome.HANDLED
 
     async def _dispatch(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
         """Every update, once: a copy redelivered to this or another worker is dropped."""
-        if _claimed_here.get(None) != update.update_id:
-            claim = await self._dedupe.claim(update.update_id)
-            if claim is not Claim.MINE:
+        admission = _admission.get(None)
+        if admission is None or admission.update_id != update.update_id:
+            admission = _Admission(update.update_id)  # not through `admit`: PTB's own queue
+        handling = _Handling(self._dedupe.done_key(update.update_id))
+        if not admission.claimed:
+            if _turn_only(update):
+                handling.once = self._dedupe.once(update.update_id)
+            elif await self._dedupe.claim(update.update_id) is not Claim.MINE:
                 log.info("telegram update delivered twice; processed once")
                 return
-        handling = _Handling(self._dedupe.done_key(update.update_id))
         context = _handling.set(handling)
         try:
             await self._route(update)
         finally:
             _handling.reset(context)
-            # Also after an error: the victim was told to try again; a redelivery would only
-            # repeat the failure. Usually already marked by the turn's last write (`_send`).
-            if not handling.marked:
+            if handling.refused is not None:
+                # A copy: handled before, or being handled by another worker right now.
+                log.info("telegram update delivered twice; processed once")
+                admission.held = handling.refused is Claim.BUSY
+            elif not handling.marked:
+                # Also after an error: the victim was told to try again; a redelivery would
+                # only repeat the failure. Usually marked by the turn's last write (`_send`).
                 await self._dedupe.done(update.update_id)
 
     async def _route(self, update: Update) -> None:
@@ -357,7 +370,16 @@ class TelegramDoor:
 
     async def _turn(self, inbound: Inbound, chat_id: int, incoming_id: int | None) -> None:
         incoming = [] if incoming_id is None else [incoming_id]
-        turn = await self._runtime.handle(inbound)
+        handling = _handling.get(None)
+        once = None if handling is None else handling.once
+        try:
+            turn = await self._runtime.handle(inbound, once=once)
+        except OnceRefusedError as refused:
+            if handling is not None:
+                handling.refused = self._dedupe.refused(refused.holder)
+            return
+        if handling is not None:
+            handling.once = None
         if turn.quick_exit:
             await self._erase(inbound.pseudonym, chat_id, turn.messages, incoming)
             return
@@ -599,17 +621,49 @@ class TelegramDoor:
 
 
 @dataclass
+class _Admission:
+    """An update `admit` handed to PTB: whether it claimed it already, and whether it turned
+    out to be held by another worker (the webhook answers 503, the poller asks again)."""
+
+    update_id: int
+    claimed: bool = False
+    held: bool = False
+
+
+@dataclass
 class _Handling:
-    """The update a task is handling: its dedupe key, and whether a write marked it done."""
+    """The update a task is handling: its dedupe key, whether a write marked it done, the
+    claim its turn is still to take (`once`), and what that claim found if it was refused."""
 
     key: str
     marked: bool = False
+    once: Once | None = None
+    refused: Claim | None = None
 
 
-# Set by `_dispatch` for the task PTB runs an update in; read by `_send`.
+# Set by `admit` and `_dispatch` for the task PTB runs an update in; read down the call.
+_admission: contextvars.ContextVar[_Admission] = contextvars.ContextVar("telegram_admission")
 _handling: contextvars.ContextVar[_Handling] = contextvars.ContextVar("telegram_update")
-# The update `admit` claimed in this task, so `_dispatch` need not claim it again.
-_claimed_here: contextvars.ContextVar[int] = contextvars.ContextVar("telegram_claimed")
+
+
+def _turn_only(update: Update) -> bool:
+    """A private text or button press with data: nothing lasting happens before its turn (a
+    button's answerCallbackQuery aside, harmless twice), so its claim can be taken with the
+    conversation lock, one round trip fewer."""
+    message = update.message
+    if message is not None:
+        return (
+            message.chat.type == ChatType.PRIVATE
+            and message.text is not None
+            and message.from_user is not None
+        )
+    query = update.callback_query
+    return (
+        query is not None
+        and bool(query.data)
+        and query.message is not None
+        and query.message.chat.type == ChatType.PRIVATE
+    )
 
 
 def _keyboard(message: Outbound, exit_label: str | None) -> str | None:

@@ -25,6 +25,7 @@ from enum import Enum
 from redis.asyncio import Redis
 
 from backend import streams
+from bot.sessions import Once
 
 _DONE = b"done"
 
@@ -58,6 +59,17 @@ class UpdateDedupe:
             taken = await self._redis.set(key, self._token, nx=True, ex=ttl)
             return Claim.MINE if taken else Claim.BUSY
         return Claim.BUSY
+
+    def once(self, update_id: int) -> Once:
+        """The claim as a `Once`, for a caller that takes it in the same step as the
+        conversation lock (`SessionStore.hold`): the same key, token and lease as `claim`."""
+        key = streams.telegram_update_key(self._bot_id, update_id)
+        return Once(key, self._token, self._lease_s)
+
+    @staticmethod
+    def refused(holder: bytes | None) -> Claim:
+        """What a `Once` refused for `holder` means: done, or held by another worker."""
+        return Claim.DONE if holder == _DONE else Claim.BUSY
 
     def done_key(self, update_id: int) -> str:
         """The key a caller's own atomic write may set to `done` (kept

@@ -2,7 +2,8 @@
 `python -m tests.telegram_dying_worker <redis url> <Bot API base url> <root secret hex>`.
 
 It long-polls the fake Bot API with the real door, and the first update it handles never
-finishes: its turn announces itself on stdout and waits, until the test kills the process.
+finishes: its turn claims the update and locks the conversation, announces itself on stdout and
+waits, until the test kills the process.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from backend.receipts import ReceiptHasher
 from backend.settings import SHIPPED_FLOWS_DIR
 from bot.reports import ReportSender
 from bot.runtime import ConversationRuntime, Turn
-from bot.sessions import SessionStore
+from bot.sessions import HeldSession, SessionStore
 from bot.telegram import TelegramConfig, TelegramDoor
 from tests.conftest import FAST_KDF
 from tests.telegram_support import FAST_LIMITS, SESSION_TTL_S, TOKEN
@@ -29,7 +30,9 @@ LEASE_S = 1
 
 
 class _StuckRuntime(ConversationRuntime):
-    async def handle(self, inbound: Inbound) -> Turn:
+    """Claims the update and takes the conversation lock like any turn, then never ends."""
+
+    async def _handle_locked(self, inbound: Inbound, held: HeldSession) -> Turn:
         print("in-turn", flush=True)
         await asyncio.Event().wait()
         raise AssertionError("never reached")
@@ -40,7 +43,9 @@ async def main(redis_url: str, base_url: str, root_secret: bytes) -> None:
     runtime = _StuckRuntime(
         redis,
         FlowRegistry.load(SHIPPED_FLOWS_DIR),
-        SessionStore(redis, root_secret, SESSION_TTL_S),
+        # The lock a dead worker leaves runs out with its claim's lease, as the real lock
+        # (30 s) does long before the real lease (120 s).
+        SessionStore(redis, root_secret, SESSION_TTL_S, lock_ttl_s=LEASE_S),
         ReportSender(redis, keys.generate_private_key().public_key()),
         receipts=ReceiptHasher(b"s" * 16, FAST_KDF),
     )

@@ -21,6 +21,7 @@ from backend.conversation import Inbound
 from backend.flows.registry import FlowRegistry
 from bot.outbox import OutboxLimits, TelegramOutbox, _Bucket
 from bot.runtime import ConversationRuntime, Turn
+from bot.sessions import Once
 from bot.telegram import SECRET_HEADER, TelegramDoor
 from bot.update_dedupe import Claim, UpdateDedupe
 from tests import telegram_support
@@ -57,13 +58,13 @@ class _WatchedRuntime(ConversationRuntime):
         self.most_per_chat = 0
         self.most_overall = 0
 
-    async def handle(self, inbound: Inbound) -> Turn:
+    async def handle(self, inbound: Inbound, *, once: Once | None = None) -> Turn:
         self.running[inbound.pseudonym] = self.running.get(inbound.pseudonym, 0) + 1
         self.most_per_chat = max(self.most_per_chat, self.running[inbound.pseudonym])
         self.most_overall = max(self.most_overall, sum(self.running.values()))
         try:
             await asyncio.sleep(0.05)
-            return await super().handle(inbound)
+            return await super().handle(inbound, once=once)
         finally:
             self.running[inbound.pseudonym] -= 1
 
