@@ -53,6 +53,8 @@ class CaseSummary:
     received_at: datetime
     claimed_by: int | None = None
     status_changed_at: datetime | None = None
+    # The victim blocked the bot: replies will not reach them (`Case.victim_unreachable_at`).
+    victim_unreachable_at: datetime | None = None
 
 
 _OPEN_CLAIM = (CaseStatus.CLAIMED.value, CaseStatus.ACTIVE.value)
@@ -67,6 +69,7 @@ _SUMMARY_COLUMNS = (
     "received_at",
     "claimed_by",
     "status_changed_at",
+    "victim_unreachable_at",
 )
 
 
@@ -85,6 +88,7 @@ class CaseRepository(Protocol):
         outcome: Outcome | None = None,
     ) -> None: ...
     async def shred(self, case_id: str, actor: str, reason: str) -> bool: ...
+    async def mark_victim_unreachable(self, case_ids: Sequence[str]) -> int: ...
 
 
 def _predecessors(to: CaseStatus) -> list[str]:
@@ -284,6 +288,24 @@ class CaseStore:
         if isinstance(outcome, str):
             raise CaseTransitionError(f"{case_id}: {outcome}")
         return outcome
+
+    async def mark_victim_unreachable(self, case_ids: Sequence[str]) -> int:
+        """Flag cases whose victim blocked the bot (the first time counts); how many changed.
+        Unknown ids (a case not stored, or purged since) are skipped."""
+        if not case_ids:
+            return 0
+        statement = (
+            update(Case)
+            .where(
+                col(Case.id).in_(list(case_ids)),
+                col(Case.victim_unreachable_at).is_(None),
+                col(Case.status) != CaseStatus.PURGED.value,
+            )
+            .values(victim_unreachable_at=utcnow())
+            .returning(col(Case.id))
+        )
+        async with self._engine.begin() as conn:
+            return len((await conn.execute(statement)).all())
 
     async def _status_of(self, conn: AsyncConnection, case_id: str) -> str:
         row = (await conn.execute(select(col(Case.status)).where(col(Case.id) == case_id))).first()

@@ -80,6 +80,20 @@ def parse(fields: dict[bytes, bytes]) -> tuple[str, Envelope]:
     return key, envelope
 
 
+def parse_event(fields: dict[bytes, bytes]) -> list[str]:
+    """The case ids an event entry flags; SealingError if it is not a known, well-formed one.
+    Only `victim_unreachable` exists so far."""
+    try:
+        kind = fields[streams.FIELD_EVENT.encode()].decode()
+        case_ids = fields[streams.FIELD_CASE_IDS.encode()].decode().split()
+    except (KeyError, UnicodeDecodeError) as exc:
+        raise SealingError("event lacks a readable kind or case ids") from exc
+    too_long = any(len(c) > _FIELD_LIMITS["case_id"] for c in case_ids)
+    if kind not in streams.EVENTS or not case_ids or len(case_ids) > 100 or too_long:
+        raise SealingError("event of an unknown kind, or without fitting case ids")
+    return case_ids
+
+
 async def dead_letter_count(redis: Redis) -> int:
     """How many reports wait in the dead-letter stream: the console's alert."""
     return int(await redis.xlen(streams.DEAD_LETTER_STREAM))
@@ -185,7 +199,29 @@ class Intake:
         return [e for e in entries if e[1]]
 
     async def handle(self, entries: Sequence[Entry]) -> None:
-        """Store a batch in one transaction, then acknowledge it; divert what cannot be stored."""
+        """Store a batch in one transaction, then acknowledge it; divert what cannot be stored.
+        Events (`streams.FIELD_EVENT`) are applied after the batch's reports are stored, so an
+        event about a report in the same batch finds its case."""
+        reports: list[Entry] = []
+        events: list[tuple[bytes, list[str]]] = []
+        for entry_id, fields in entries:
+            if streams.FIELD_EVENT.encode() not in fields:
+                reports.append((entry_id, fields))
+                continue
+            try:
+                events.append((entry_id, parse_event(fields)))
+            except SealingError as exc:
+                log.error("intake: event %s is malformed; dead-lettered", entry_id.decode())
+                await self._dead_letter(entry_id, fields, str(exc))
+        await self._store(reports)
+        if events:
+            flagged = await self._cases.mark_victim_unreachable(
+                [case_id for _, case_ids in events for case_id in case_ids]
+            )
+            log.info("intake: %d case(s) flagged: victim unreachable", flagged)
+            await self._ack([entry_id for entry_id, _ in events])
+
+    async def _store(self, entries: Sequence[Entry]) -> None:
         good: list[tuple[bytes, str, Envelope]] = []
         for entry_id, fields in entries:
             try:

@@ -98,6 +98,9 @@ class Case(SQLModel, table=True):
     follows: str | None = Field(default=None, max_length=64, index=True)
     # How the case ended (`Outcome`); required to close, cleared when it is reopened.
     outcome: str | None = Field(default=None, max_length=32)
+    # When the bot last found the victim unreachable (they blocked it): a counselor's cue that
+    # replies will not arrive. None while they can be reached.
+    victim_unreachable_at: datetime | None = Field(default=None)
 
 
 class Counselor(SQLModel, table=True):

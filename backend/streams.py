@@ -25,6 +25,14 @@ DEAD_LETTER_STREAM: Final = PREFIX + "reports:dead"
 # Fields of one entry on REPORTS_STREAM.
 FIELD_IDEMPOTENCY_KEY: Final = "idempotency_key"
 FIELD_ENVELOPE: Final = "envelope"
+# An event about cases already stored, instead of a report: the entry has FIELD_EVENT (one of
+# EVENTS) and FIELD_CASE_IDS (space-separated case ids), besides its idempotency key, and no
+# envelope. Content-free: case ids are routing facts every report header carries in clear.
+FIELD_EVENT: Final = "event"
+FIELD_CASE_IDS: Final = "case_ids"
+EVENT_VICTIM_UNREACHABLE: Final = "victim_unreachable"  # the victim blocked the bot
+EVENTS: Final = frozenset({EVENT_VICTIM_UNREACHABLE})
+
 # Extra fields of one entry on DEAD_LETTER_STREAM.
 FIELD_DEAD_ENTRY_ID: Final = "entry_id"
 FIELD_DEAD_REASON: Final = "reason"
@@ -38,7 +46,7 @@ RELAY_OUTBOX_STREAM: Final = PREFIX + "relay:outbox"
 RELAY_GROUP: Final = "relay"
 # An outbox entry a bot worker took this long ago without acknowledging is taken over.
 RELAY_CLAIM_IDLE_MS: Final = 30_000
-FIELD_EVENT: Final = "event"
+# A transcript event's kind travels in FIELD_EVENT, as a reports-stream event's does.
 FIELD_BY: Final = "by"
 FIELD_AT: Final = "at"
 FIELD_REF: Final = "ref"
@@ -200,3 +208,9 @@ def telegram_chat_key(pseudonym: str) -> str:
 
 def telegram_messages_key(pseudonym: str) -> str:
     return TELEGRAM_CHAT_PREFIX + pseudonym + ":messages_list"
+
+
+def telegram_cases_key(pseudonym: str) -> str:
+    """The cases a Telegram conversation opened (one sealed entry each): flagged if the victim
+    blocks the bot, also after the session ended."""
+    return TELEGRAM_CHAT_PREFIX + pseudonym + ":cases_list"

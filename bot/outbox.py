@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
 
-from telegram import Bot, InlineKeyboardMarkup, Message
+from telegram import Bot, InlineKeyboardMarkup
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
 
 from backend.errors import HotlineError
@@ -91,17 +91,30 @@ class TelegramOutbox:
         self._chat_buckets: dict[int, _Bucket] = {}
 
     async def send(
-        self, chat_id: int, text: str, reply_markup: InlineKeyboardMarkup | None = None
-    ) -> Message:
-        """Send one message (at most 4096 characters), protected, without parse mode."""
+        self,
+        chat_id: int,
+        text: str,
+        reply_markup: InlineKeyboardMarkup | str | None = None,
+    ) -> int:
+        """Send one message (at most 4096 characters), protected, without parse mode; the
+        message id Telegram gave it. `reply_markup` as PTB's object or as its JSON text."""
         if not text or len(text) > MAX_MESSAGE_CHARS:
             raise ValueError("a Telegram message holds 1-4096 characters; fit it first")
-        return await self._deliver(
-            chat_id,
-            lambda: self._bot.send_message(
-                chat_id, text, reply_markup=reply_markup, protect_content=True
-            ),
-        )
+        params: dict[str, object] = {"chat_id": chat_id, "text": text, "protect_content": True}
+        if reply_markup is not None:
+            params["reply_markup"] = reply_markup
+        sent = await self._deliver(chat_id, functools.partial(self._send_message, params))
+        return sent
+
+    async def _send_message(self, params: dict[str, object]) -> int:
+        # PTB's `_post` (what `send_message` calls) answers the raw result: only the id is read,
+        # where `send_message` would build a whole `Message` object, most of the cost of a send.
+        # The same errors are raised either way. Re-check on every PTB upgrade.
+        result = await self._bot._post("sendMessage", dict(params))
+        if not isinstance(result, dict) or not isinstance(result.get("message_id"), int):
+            raise DeliveryFailedError("telegram answered sendMessage without a message id")
+        message_id: int = result["message_id"]
+        return message_id
 
     async def delete(self, chat_id: int, message_ids: list[int]) -> None:
         """Delete messages in batches of 100 (deleteMessages' limit), within the same limits.

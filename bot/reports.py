@@ -34,12 +34,43 @@ class ReportSender:
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             follows=report.follows,
         )
-        body = json.dumps({"answers": report.answers}, ensure_ascii=False).encode()
+        content: dict[str, object] = {"answers": report.answers}
+        if report.sealed_files:
+            # Each sealed on its own at upload (`seal_file`); a counselor opens them with the
+            # same centre key, inside this report's envelope.
+            content["sealed_files"] = list(report.sealed_files)
+        body = json.dumps(content, ensure_ascii=False).encode()
         envelope = seal(body, header, self._center_key)
         await self._redis.xadd(
             streams.REPORTS_STREAM,
             {
                 streams.FIELD_IDEMPOTENCY_KEY: report.idempotency_key,
                 streams.FIELD_ENVELOPE: envelope.to_bytes(),
+            },
+        )
+
+    def seal_file(self, data: bytes | bytearray) -> bytes:
+        """Seal a file's bytes to the centre key; the header names no case (none exists yet)
+        and nothing of the file."""
+        header = RoutingHeader(
+            case_id="file",
+            priority=0,
+            language="",
+            channel="",
+            category="sealed_file",
+            key_id=self._key_id,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        return seal(bytes(data), header, self._center_key).to_bytes()
+
+    async def send_event(self, idempotency_key: str, event: str, case_ids: list[str]) -> None:
+        """An event about stored cases (`streams.EVENTS`): no envelope, as it says nothing a
+        victim said; the case ids are the routing facts a report's header carries in clear."""
+        await self._redis.xadd(
+            streams.REPORTS_STREAM,
+            {
+                streams.FIELD_IDEMPOTENCY_KEY: idempotency_key,
+                streams.FIELD_EVENT: event,
+                streams.FIELD_CASE_IDS: " ".join(case_ids),
             },
         )

@@ -55,7 +55,7 @@ from backend.receipts import ReceiptHasher
 from backend.shifts import ShiftBoard
 from bot.live import CHECK_BUTTON, VictimSide, how_replies_key
 from bot.reports import ReportSender
-from bot.sessions import SessionStore
+from bot.sessions import HeldSession, Once, OnceRefusedError, SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +123,14 @@ class ConversationRuntime:
         self._reload_check_s = reload_check_s
         self._checked_at = clock()
 
-    async def handle(self, inbound: Inbound) -> Turn:
+    async def handle(self, inbound: Inbound, *, once: Once | None = None) -> Turn:
+        """One turn. `once`: a claim on the input (a Telegram update) taken with the lock;
+        `OnceRefusedError`, and nothing done, when it is someone else's."""
         try:
-            async with self._lock(inbound.pseudonym):
-                return await self._handle_locked(inbound)
+            async with self._sessions.hold(inbound.pseudonym, once=once) as held:
+                return await self._handle_locked(inbound, held)
+        except OnceRefusedError:
+            raise
         except (RedisError, LockError, OSError):
             log.warning("conversation turn failed: redis unavailable")
         except Exception as exc:
@@ -164,13 +168,13 @@ class ConversationRuntime:
             blocking_timeout=streams.CONVERSATION_LOCK_WAIT_S,
         )
 
-    async def _handle_locked(self, inbound: Inbound) -> Turn:
+    async def _handle_locked(self, inbound: Inbound, held: HeldSession) -> Turn:
         self._refresh_flows()
-        session = await self._sessions.load(inbound.pseudonym)
+        session = held.session
         bundle = self._flows.for_session(session.version) if session is not None else None
         now = self._clock()
         if session is not None and bundle is not None and session.handoff_case is not None:
-            answered = await self._relay_turn(session, bundle, inbound, now)
+            answered = await self._relay_turn(session, bundle, inbound, now, held)
             if answered is not None:
                 return answered
         if session is None or bundle is None:
@@ -186,20 +190,21 @@ class ConversationRuntime:
             result = engine.step(bundle, session, inbound, ctx)
         outcome = await self._act(bundle, result, now, inbound.pseudonym)
         after = result.session
-        held: list[Outbound] = []
+        waiting: list[Outbound] = []
         if outcome.quick_exit and after.handoff_case is not None and self._live is not None:
             await self._live.victim_left(inbound.pseudonym, after.handoff_case)
             after.handoff_case, after.live = None, False
         elif after.handoff_case is not None:
-            held = await self._held(inbound)
-        # An open handoff keeps the session after the flow's end: the relay needs its reply key.
+            waiting = await self._held(inbound)
+        # Written with the lock's release, when the hold ends. An open handoff keeps the
+        # session after the flow's end: the relay needs its reply key.
         if after.ended and after.handoff_case is None:
-            await self._sessions.delete(inbound.pseudonym)
+            held.delete()
         else:
-            await self._sessions.save(inbound.pseudonym, after)
+            held.save(after)
         messages = tuple(_fill(m, outcome.values) for m in result.messages)
         return Turn(
-            (*held, *messages),
+            (*waiting, *messages),
             quick_exit=outcome.quick_exit,
             delete_inbound=outcome.delete_inbound,
             effects=result.effects,
@@ -208,7 +213,7 @@ class ConversationRuntime:
         )
 
     async def _relay_turn(
-        self, session: Session, bundle: Bundle, inbound: Inbound, now: float
+        self, session: Session, bundle: Bundle, inbound: Inbound, now: float, hold: HeldSession
     ) -> Turn | None:
         """A turn while a handoff is open, when it is not the flow's: "any replies?", and once a
         counselor has joined, the victim's words. None: the flow takes it (the way out, other
@@ -239,7 +244,7 @@ class ConversationRuntime:
             else:
                 said = []
         session.seen_s = int(now)
-        await self._sessions.save(inbound.pseudonym, session)
+        hold.save(session)
         held = await self._held(inbound)
         return Turn((*held, *said), relay=True, live=True)
 
@@ -285,21 +290,37 @@ class ConversationRuntime:
     async def accepts_files(self, pseudonym: Pseudonym) -> bool:
         """Whether this conversation's current step takes files; read-only, no lock: the step
         checks again when the files arrive."""
+        return await self.files_keep(pseudonym) is not None
+
+    async def files_keep(self, pseudonym: Pseudonym) -> str | None:
+        """What the current files step keeps of a file (`spec.FILES_KEEP`: hashes, match or
+        sealed), None when the step takes no files (never for a minor); read-only, no lock."""
         session = await self._sessions.load(pseudonym)
         if session is None:
-            return False
+            return None
         bundle = self._flows.for_session(session.version)
-        return bundle is not None and engine.accepts_files(bundle, session)
+        return None if bundle is None else engine.files_keep(bundle, session)
+
+    def seal_file(self, data: bytes | bytearray) -> bytes:
+        """A screenshot sealed to the centre key: the bot cannot open it again."""
+        return self._reports.seal_file(data)
 
     async def end(self, pseudonym: Pseudonym) -> bool:
         """End a conversation from outside the flow (the victim blocked the bot); True if one
         was under way."""
-        async with self._lock(pseudonym):
-            session = await self._sessions.load(pseudonym)
+        async with self._sessions.hold(pseudonym) as held:
+            session = held.session
             if session is not None and session.handoff_case and self._live is not None:
                 await self._live.victim_left(pseudonym, session.handoff_case)
-            await self._sessions.delete(pseudonym)
+            held.delete()
         return session is not None
+
+    async def flag_unreachable(self, case_ids: list[str]) -> None:
+        """Tell the counselors of these cases that the victim cannot be reached (they blocked
+        the bot): an event on the reports stream, stored as a flag on each case."""
+        if case_ids:
+            key = f"unreachable:{secrets.token_hex(16)}"
+            await self._reports.send_event(key, streams.EVENT_VICTIM_UNREACHABLE, case_ids)
 
     async def _act(
         self, bundle: Bundle, result: StepResult, now: float, pseudonym: Pseudonym

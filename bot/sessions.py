@@ -4,29 +4,122 @@ The session holds the victim's answers so far and the platform reply address, so
 encrypted (ChaCha20-Poly1305, key derived from the bot's root secret, the Redis key bound as
 associated data so a record cannot be moved to another conversation) and expires after
 `session_ttl_s` of silence.
+
+A turn `hold`s its conversation: the conversation lock (so one conversation's turns run one at a
+time, across bot workers) is taken and the session read in one round trip, and the new session
+is written and the lock released in one more. The write happens only while the lock is still
+this turn's: a turn that outlived its lock (`CONVERSATION_LOCK_TTL_S`) writes nothing and fails
+with `LockError`, rather than overwrite what the next holder wrote. The lock is a plain
+`SET NX PX` holding a random token, the same shape as redis-py's `Lock`, so code that takes the
+lock with redis-py on the same key excludes a turn and is excluded by it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
 from redis.asyncio import Redis
+from redis.exceptions import LockError
 
 from backend import streams
 from backend.conversation import Pseudonym, Session
+from backend.errors import HotlineError
 from backend.record_cipher import RecordCipher
+
+# KEYS: lock, session[, once]. ARGV: token, lock ttl (ms)[, once token, once lease (s)].
+# {1, session} when the lock was taken; {0} when another turn holds it (wait and try again);
+# {2, holder} when the once key is another's (a copy of work done or under way elsewhere).
+_TAKE = """
+if KEYS[3] and not redis.call('SET', KEYS[3], ARGV[3], 'NX', 'EX', ARGV[4]) then
+  local holder = redis.call('GET', KEYS[3])
+  if holder ~= ARGV[3] then return {2, holder} end
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, redis.call('GET', KEYS[2])}
+end
+return {0}
+"""
+# KEYS: lock, session. ARGV: token, action (save | delete | keep), sealed session, ttl (s).
+# 1 when the lock was still the caller's (and the action done), 0 when it was lost.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == 'save' then
+  redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
+elseif ARGV[2] == 'delete' then
+  redis.call('DEL', KEYS[2])
+end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+# How long a turn waits between tries for a lock another worker holds.
+_LOCK_RETRY_S = 0.02
+
+
+@dataclass(frozen=True)
+class Once:
+    """A claim taken in the same step as the lock (a Telegram update, `bot.update_dedupe`):
+    `key` set to `token` unless it exists, for `lease_s`."""
+
+    key: str
+    token: bytes
+    lease_s: int
+
+
+class OnceRefusedError(HotlineError):
+    """The `Once` key is held by someone else: `holder` is its value."""
+
+    def __init__(self, holder: bytes | None) -> None:
+        super().__init__("claimed elsewhere")
+        self.holder = holder
+
+
+class HeldSession:
+    """A conversation's session while its lock is held; what to write is said, not done, and
+    written when the hold ends."""
+
+    __slots__ = ("_action", "_seal", "_sealed", "session")
+
+    def __init__(self, session: Session | None, seal: Callable[[Session], bytes]) -> None:
+        self.session = session
+        self._seal = seal
+        self._action = "keep"
+        self._sealed = b""
+
+    def save(self, session: Session) -> None:
+        self.session = session
+        self._action, self._sealed = "save", self._seal(session)
+
+    def delete(self) -> None:
+        self.session = None
+        self._action, self._sealed = "delete", b""
 
 
 class SessionStore:
-    def __init__(self, redis: Redis, root_secret: bytes, ttl_s: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        root_secret: bytes,
+        ttl_s: int,
+        *,
+        lock_ttl_s: float = streams.CONVERSATION_LOCK_TTL_S,
+    ) -> None:
         self._redis = redis
         self._cipher = RecordCipher(root_secret, "session")
         self._ttl_s = ttl_s
+        self._lock_ttl_s = lock_ttl_s
+        self._take = redis.register_script(_TAKE)
+        self._release = redis.register_script(_RELEASE)
 
     def __repr__(self) -> str:
         return "SessionStore(<key hidden>)"
 
-    async def load(self, pseudonym: Pseudonym) -> Session | None:
-        key = streams.session_key(pseudonym)
-        plain = self._cipher.open(key, await self._redis.get(key))
+    def _open(self, key: str, sealed: object) -> Session | None:
+        plain = self._cipher.open(key, sealed)
         if plain is None:
             return None
         try:
@@ -34,6 +127,54 @@ class SessionStore:
         except (ValueError, TypeError):
             # Unreadable (key changed, or tampered): start afresh rather than fail the victim.
             return None
+
+    async def load(self, pseudonym: Pseudonym) -> Session | None:
+        """The session without the lock: for a look that changes nothing."""
+        key = streams.session_key(pseudonym)
+        return self._open(key, await self._redis.get(key))
+
+    @asynccontextmanager
+    async def hold(
+        self,
+        pseudonym: Pseudonym,
+        *,
+        wait_s: float = streams.CONVERSATION_LOCK_WAIT_S,
+        once: Once | None = None,
+    ) -> AsyncIterator[HeldSession]:
+        """Lock the conversation and read its session; on a clean exit write what the holder
+        said (save or delete) and unlock, on an error unlock only. `LockError` when the lock
+        cannot be had within `wait_s`, or was lost before the write.
+
+        With `once`, that claim is taken first, in the same round trip; `OnceRefusedError`
+        (and no lock) when it is someone else's.
+        """
+        key = streams.session_key(pseudonym)
+        keys = [streams.conversation_lock_key(pseudonym), key]
+        token = secrets.token_hex(16)
+        args: list[str | bytes | int] = [token, int(self._lock_ttl_s * 1000)]
+        if once is not None:
+            keys.append(once.key)
+            args += [once.token, once.lease_s]
+        give_up = time.monotonic() + wait_s
+        while True:
+            taken = await self._take(keys, args)
+            if taken[0] == 1:
+                break
+            if taken[0] == 2:
+                raise OnceRefusedError(taken[1] if len(taken) > 1 else None)
+            if time.monotonic() >= give_up:
+                raise LockError("conversation busy")
+            await asyncio.sleep(_LOCK_RETRY_S)
+        sealed = taken[1] if len(taken) > 1 else None
+        held = HeldSession(self._open(key, sealed), lambda s: self._cipher.seal(key, s.to_json()))
+        try:
+            yield held
+        except BaseException:
+            await self._release(keys[:2], [token, "keep", b"", self._ttl_s])
+            raise
+        keys = keys[:2]
+        if not await self._release(keys, [token, held._action, held._sealed, self._ttl_s]):
+            raise LockError("conversation lock lost before the session was written")
 
     async def save(self, pseudonym: Pseudonym, session: Session) -> None:
         key = streams.session_key(pseudonym)

@@ -18,7 +18,9 @@ channels and inline queries are refused politely; the bot is for private chats.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hmac
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -31,8 +33,6 @@ from telegram import (
     CallbackQuery,
     ChatMember,
     ChatMemberUpdated,
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
     InlineQuery,
     InlineQueryResultsButton,
     Message,
@@ -49,7 +49,15 @@ from telegram.ext import (
 )
 from telegram.request import BaseRequest
 
-from backend.conversation import Attachment, DeleteInbound, Inbound, Outbound, Pseudonym
+from backend import streams
+from backend.conversation import (
+    Attachment,
+    Inbound,
+    Outbound,
+    Pseudonym,
+    RequestHandoff,
+    SubmitReport,
+)
 from backend.errors import HotlineError
 from backend.handoff import EventKind
 from backend.pseudonyms import Pseudonymizer, Purpose
@@ -64,7 +72,9 @@ from bot.outbox import (
     TelegramOutbox,
 )
 from bot.runtime import ConversationRuntime
+from bot.sessions import Once, OnceRefusedError
 from bot.telegram_chats import TelegramChatStore
+from bot.telegram_polling import ConfirmingPoller, Outcome
 from bot.telegram_updates import ChatOrderProcessor, SanitizingRequest, parses_as_update
 from bot.update_dedupe import Claim, UpdateDedupe
 
@@ -104,6 +114,10 @@ class TelegramConfig:
     webhook_secret: str | None = field(default=None, repr=False)
     max_file_bytes: int = TELEGRAM_DOWNLOAD_LIMIT_BYTES
     limits: OutboxLimits = field(default_factory=OutboxLimits)
+    # How long a worker holds an update before another may take it over (it died mid-turn).
+    update_lease_s: int = streams.TELEGRAM_UPDATE_LEASE_S
+    # Polling: how often to ask again while updates are in flight or held by another worker.
+    poll_recheck_s: float = 1.0
     # How long the neutral "conversation ended" notice stays before it is deleted too.
     exit_notice_s: float = 5.0
     # Below the Redis client's connection pool (100 by default, shared with the rest of the
@@ -158,16 +172,26 @@ class TelegramDoor:
             builder = builder.base_url(config.base_url).base_file_url(file_url)
         if request is not None:
             builder = builder.request(request)
+        # No PTB `Updater`: it confirms updates once fetched; `ConfirmingPoller` once handled.
+        builder = builder.updater(None)
         if config.webhook_url is None:
             builder = builder.get_updates_request(SanitizingRequest(connection_pool_size=1))
-        else:
-            builder = builder.updater(None)
         self.application: Application = builder.build()  # type: ignore[type-arg]
         self.outbox = TelegramOutbox(self.application.bot, config.limits)
         self._runtime = runtime
         self._pseudonymizer = pseudonymizer
         self._chats = TelegramChatStore(redis, root_secret, session_ttl_s)
-        self._dedupe = UpdateDedupe(redis, int(config.token.split(":", 1)[0]))
+        self._dedupe = UpdateDedupe(
+            redis, int(config.token.split(":", 1)[0]), lease_s=config.update_lease_s
+        )
+        self._poller: ConfirmingPoller | None = None
+        if config.webhook_url is None:
+            self._poller = ConfirmingPoller(
+                self.application.bot,
+                self.admit,
+                allowed_updates=list(Update.ALL_TYPES),
+                recheck_s=config.poll_recheck_s,
+            )
         self._stopping = asyncio.Event()
         self._later: set[asyncio.Task[None]] = set()
         self.application.add_handler(TypeHandler(Update, self._dispatch))
@@ -201,30 +225,61 @@ class TelegramDoor:
             log.warning("telegram sent an update that cannot be parsed; its content is dropped")
             return web.Response(status=200)
         update = Update.de_json(data, self.application.bot)
-        claim = await self._dedupe.claim(update.update_id)
-        if claim is Claim.BUSY:
+        # Acknowledged only once handled: a crash before the 200 makes Telegram deliver the
+        # update again (see `bot.update_dedupe`).
+        if await self.admit(update) is Outcome.HELD:
             return web.Response(status=503, headers={"Retry-After": "5"})
-        if claim is Claim.MINE:
-            # Acknowledged only once handled, in the door's per-chat order: a crash before the
-            # 200 makes Telegram deliver the update again (see `bot.update_dedupe`).
-            application = self.application
-            await application.update_processor.process_update(
-                update, application.process_update(update)
-            )
         return web.Response(status=200)
+
+    async def admit(self, update: Update) -> Outcome:
+        """Claim the update and handle it in the door's per-chat order; HELD when another
+        worker holds it. Its chat's place in line is taken before the claim's round trip, so
+        updates handed over in Telegram's order are handled in that order.
+
+        A private text or button press is claimed by its turn, in the same round trip as the
+        conversation lock (`_turn_only`); anything else here, before it is handled.
+        """
+        admission = _Admission(update.update_id)
+
+        async def claimed() -> None:
+            # PTB runs the handler in this task, so `_dispatch` finds the admission.
+            _admission.set(admission)
+            if not _turn_only(update):
+                claim = await self._dedupe.claim(update.update_id)
+                if claim is not Claim.MINE:
+                    admission.held = claim is Claim.BUSY
+                    return
+                admission.claimed = True
+            await self.application.process_update(update)
+
+        await self.application.update_processor.process_update(update, claimed())
+        return Outcome.HELD if admission.held else Outcome.HANDLED
 
     async def _dispatch(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
         """Every update, once: a copy redelivered to this or another worker is dropped."""
-        claim = await self._dedupe.claim(update.update_id)
-        if claim is not Claim.MINE:
-            log.info("telegram update delivered twice; processed once")
-            return
+        admission = _admission.get(None)
+        if admission is None or admission.update_id != update.update_id:
+            admission = _Admission(update.update_id)  # not through `admit`: PTB's own queue
+        handling = _Handling(self._dedupe.done_key(update.update_id))
+        if not admission.claimed:
+            if _turn_only(update):
+                handling.once = self._dedupe.once(update.update_id)
+            elif await self._dedupe.claim(update.update_id) is not Claim.MINE:
+                log.info("telegram update delivered twice; processed once")
+                return
+        context = _handling.set(handling)
         try:
             await self._route(update)
         finally:
-            # Also after an error: the victim was told to try again; a redelivery would only
-            # repeat the failure.
-            await self._dedupe.done(update.update_id)
+            _handling.reset(context)
+            if handling.refused is not None:
+                # A copy: handled before, or being handled by another worker right now.
+                log.info("telegram update delivered twice; processed once")
+                admission.held = handling.refused is Claim.BUSY
+            elif not handling.marked:
+                # Also after an error: the victim was told to try again; a redelivery would
+                # only repeat the failure. Usually marked by the turn's last write (`_send`).
+                await self._dedupe.done(update.update_id)
 
     async def _route(self, update: Update) -> None:
         if update.callback_query is not None:
@@ -277,8 +332,10 @@ class TelegramDoor:
         """A photo, document, sticker, voice message or anything else that is not text.
 
         Only when the conversation waits on a files step (never for a minor) is a photo or
-        document fetched, hashed in memory and dropped (`bot.evidence`); its facts go to the
-        flow like any answer. Otherwise nothing is fetched (no getFile) or passed on and the
+        document fetched, hashed in memory and dropped (`bot.evidence`): with a PDQ only when
+        the step is the victim's choice of takedown matching, sealed to the centre key only
+        when it is the screenshots step they consented to. Its facts go to the flow like any
+        answer. Otherwise nothing is fetched (no getFile) or passed on and the
         conversation stays where it was; the victim is told so, or, for a file over the size
         limit, that it is too large. The message is remembered, so /exit erases it with the rest.
         """
@@ -286,8 +343,12 @@ class TelegramDoor:
         declared = _declared_bytes(message)
         too_large = declared is not None and declared > self._config.max_file_bytes
         wanted = _evidence_file(message)
-        if not too_large and wanted is not None and await self._runtime.accepts_files(pseudonym):
+        keep = None
+        if not too_large and wanted is not None:
+            keep = await self._runtime.files_keep(pseudonym)
+        if wanted is not None and keep is not None:
             file_id, kind, mime_type = wanted
+            sealed = keep == "sealed"
             try:
                 attachment = await evidence.collect(
                     self.application.bot,
@@ -295,9 +356,12 @@ class TelegramDoor:
                     kind,
                     declared_bytes=declared,
                     mime_type=mime_type,
-                    max_bytes=self._config.max_file_bytes,
-                    # PDQ is what takedown hash lists match on; it is a hash, not the picture.
-                    want_pdq=True,
+                    max_bytes=min(self._config.max_file_bytes, evidence.MAX_SEALED_FILE_BYTES)
+                    if sealed
+                    else self._config.max_file_bytes,
+                    # PDQ is what takedown hash lists match on: only when the victim asked.
+                    want_pdq=keep == "match",
+                    seal=self._runtime.seal_file if sealed else None,
                 )
             except evidence.FileTooLargeError:
                 too_large = True
@@ -314,16 +378,36 @@ class TelegramDoor:
 
     async def _turn(self, inbound: Inbound, chat_id: int, incoming_id: int | None) -> None:
         incoming = [] if incoming_id is None else [incoming_id]
-        turn = await self._runtime.handle(inbound)
+        handling = _handling.get(None)
+        once = None if handling is None else handling.once
+        try:
+            turn = await self._runtime.handle(inbound, once=once)
+        except OnceRefusedError as refused:
+            if handling is not None:
+                handling.refused = self._dedupe.refused(refused.holder)
+            return
+        if handling is not None:
+            handling.once = None
         if turn.quick_exit:
             await self._erase(inbound.pseudonym, chat_id, turn.messages, incoming)
             return
         # Offered after a finished report too: the chat is still on the phone, and someone may
         # be looking at it.
         exit_label = self._text("common.quick_exit", inbound.language)
-        await self._send_guarded(inbound.pseudonym, chat_id, turn.messages, exit_label, incoming)
-        if incoming_id is not None and any(isinstance(e, DeleteInbound) for e in turn.effects):
-            await self.outbox.delete(chat_id, [incoming_id])
+        # The victim's upload goes before the answer, so the answer is the turn's last act.
+        delete_incoming = incoming_id is not None and turn.delete_inbound
+        opened = tuple(
+            e.case_id for e in turn.effects if isinstance(e, SubmitReport | RequestHandoff)
+        )
+        await self._send_guarded(
+            inbound.pseudonym,
+            chat_id,
+            turn.messages,
+            exit_label,
+            incoming,
+            delete_incoming=delete_incoming,
+            case_ids=opened,
+        )
 
     async def _send_guarded(
         self,
@@ -332,9 +416,16 @@ class TelegramDoor:
         messages: tuple[Outbound, ...],
         exit_label: str | None = None,
         incoming: list[int] | None = None,
+        *,
+        delete_incoming: bool = False,
+        case_ids: tuple[str, ...] = (),
     ) -> None:
         try:
-            await self._send(pseudonym, chat_id, messages, exit_label, incoming or [])
+            if delete_incoming and incoming:
+                await self.outbox.delete(chat_id, incoming)
+            await self._send(
+                pseudonym, chat_id, messages, exit_label, incoming or [], case_ids=case_ids
+            )
         except RecipientBlockedError:
             await self._blocked(pseudonym)
 
@@ -345,19 +436,33 @@ class TelegramDoor:
         messages: tuple[Outbound, ...],
         exit_label: str | None,
         incoming: list[int],
+        *,
+        case_ids: tuple[str, ...] = (),
     ) -> None:
         """Send in order, fitted to Telegram's limits (long texts split, a message's buttons under
         its last part, the exit button under the last message); remember the victim's message
-        and every reply for /exit, in one write, also when a send fails half-way."""
+        and every reply for /exit, in one write, also when a send fails half-way.
+
+        When every message went out, that write also marks the update being handled done: it is
+        the turn's last act, and one round trip fewer per update.
+        """
         sent: list[int] = []
         fitted = fit(messages, CAPABILITIES)
+        handling = _handling.get(None)
+        finished = False
         try:
             for index, message in enumerate(fitted):
                 label = exit_label if index == len(fitted) - 1 else None
                 markup = _keyboard(message, label)
-                sent.append((await self.outbox.send(chat_id, message.text, markup)).message_id)
+                sent.append(await self.outbox.send(chat_id, message.text, markup))
+            finished = True
         finally:
-            await self._chats.remember(pseudonym, chat_id, incoming + sent)
+            done = handling.key if finished and handling is not None else None
+            await self._chats.remember(
+                pseudonym, chat_id, incoming + sent, case_ids=case_ids, done_update=done
+            )
+            if done is not None and handling is not None:
+                handling.marked = True
 
     async def _erase(
         self,
@@ -372,7 +477,7 @@ class TelegramDoor:
             await self.outbox.delete(chat_id, deletable)
             sent = []
             for message in fit(notice, CAPABILITIES):
-                sent.append((await self.outbox.send(chat_id, message.text)).message_id)
+                sent.append(await self.outbox.send(chat_id, message.text))
         except RecipientBlockedError:
             await self._blocked(pseudonym)
             return
@@ -396,13 +501,18 @@ class TelegramDoor:
             log.warning("telegram exit notice not deleted: %s", type(exc).__name__)
 
     async def _blocked(self, pseudonym: Pseudonym) -> None:
-        """The victim blocked the bot: end the conversation, keep nothing, flag it."""
+        """The victim blocked the bot: end the conversation, keep nothing, and flag the cases
+        it opened for their counselors (replies will not reach the victim)."""
         was_active = await self._runtime.end(pseudonym)
+        case_ids = await self._chats.cases(pseudonym)
+        # Flagged before the record goes: a failure here leaves the cases to flag next time.
+        await self._runtime.flag_unreachable(case_ids)
         await self._chats.forget(pseudonym)
-        # An opaque event for now; a counselor-visible flag on the case is for the console.
         log.warning(
-            "telegram: a victim blocked the bot; conversation ended (flag: blocked, active: %s)",
+            "telegram: a victim blocked the bot; conversation ended "
+            "(flag: blocked, active: %s, cases flagged: %d)",
             was_active,
+            len(case_ids),
         )
 
     # Everyone else.
@@ -528,15 +638,15 @@ class TelegramDoor:
             await self.application.start()
             log.info("telegram door started (webhook)")
             return
-        if self.application.updater is None:  # pragma: no cover - the builder makes one
-            raise RuntimeError("no updater")
-        await self.application.updater.start_polling(allowed_updates=Update.ALL_TYPES)
+        if self._poller is None:  # pragma: no cover - made whenever there is no webhook
+            raise RuntimeError("no poller")
         await self.application.start()
+        await self._poller.start()
         log.info("telegram door started (long polling)")
 
     async def stop(self) -> None:
-        if self.application.updater is not None and self.application.updater.running:
-            await self.application.updater.stop()
+        if self._poller is not None and self._poller.running:
+            await self._poller.stop()
         if self.application.running:
             await self.application.stop()
         # Exit notices still showing are deleted now, while the bot can still call Telegram.
@@ -546,11 +656,60 @@ class TelegramDoor:
         await self.application.shutdown()
 
 
-def _keyboard(message: Outbound, exit_label: str | None) -> InlineKeyboardMarkup | None:
-    rows = [[InlineKeyboardButton(b.label, callback_data=b.id)] for b in message.buttons]
+@dataclass
+class _Admission:
+    """An update `admit` handed to PTB: whether it claimed it already, and whether it turned
+    out to be held by another worker (the webhook answers 503, the poller asks again)."""
+
+    update_id: int
+    claimed: bool = False
+    held: bool = False
+
+
+@dataclass
+class _Handling:
+    """The update a task is handling: its dedupe key, whether a write marked it done, the
+    claim its turn is still to take (`once`), and what that claim found if it was refused."""
+
+    key: str
+    marked: bool = False
+    once: Once | None = None
+    refused: Claim | None = None
+
+
+# Set by `admit` and `_dispatch` for the task PTB runs an update in; read down the call.
+_admission: contextvars.ContextVar[_Admission] = contextvars.ContextVar("telegram_admission")
+_handling: contextvars.ContextVar[_Handling] = contextvars.ContextVar("telegram_update")
+
+
+def _turn_only(update: Update) -> bool:
+    """A private text or button press with data: nothing lasting happens before its turn (a
+    button's answerCallbackQuery aside, harmless twice), so its claim can be taken with the
+    conversation lock, one round trip fewer."""
+    message = update.message
+    if message is not None:
+        return (
+            message.chat.type == ChatType.PRIVATE
+            and message.text is not None
+            and message.from_user is not None
+        )
+    query = update.callback_query
+    return (
+        query is not None
+        and bool(query.data)
+        and query.message is not None
+        and query.message.chat.type == ChatType.PRIVATE
+    )
+
+
+def _keyboard(message: Outbound, exit_label: str | None) -> str | None:
+    """The inline keyboard as the JSON text Telegram takes (cheaper than PTB's objects)."""
+    rows = [[{"text": b.label, "callback_data": b.id}] for b in message.buttons]
     if exit_label is not None:
-        rows.append([InlineKeyboardButton(exit_label, callback_data=QUICK_EXIT_BUTTON)])
-    return InlineKeyboardMarkup(rows) if rows else None
+        rows.append([{"text": exit_label, "callback_data": QUICK_EXIT_BUTTON}])
+    if not rows:
+        return None
+    return json.dumps({"inline_keyboard": rows}, ensure_ascii=False, separators=(",", ":"))
 
 
 def _evidence_file(message: Message) -> tuple[str, str, str | None] | None:

@@ -1,4 +1,5 @@
-"""Telegram-only conversation state: the reply address and the message ids to erase on /exit.
+"""Telegram-only conversation state: the reply address, the message ids to erase on /exit, and
+the cases the conversation opened (to flag for their counselors if the victim blocks the bot).
 
 Kept out of the neutral `Session` (other channels have neither), but guarded the same way:
 encrypted with ChaCha20-Poly1305 under a key derived from the bot's root secret with its own
@@ -36,9 +37,31 @@ class ChatMessage:
     sent_at: float
 
 
+# KEYS: chat record, message list, case list, update to mark done. ARGV: sealed chat id, ttl
+# (s), most entries kept, done ttl (s) or 0 for none, how many message entries (n), then n
+# sealed message entries and the sealed case entries. One atomic step, one round trip.
+_REMEMBER = """
+local ttl, most, n = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[5])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
+if n > 0 then
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, 6, 5 + n))
+  redis.call('LTRIM', KEYS[2], -most, -1)
+end
+redis.call('EXPIRE', KEYS[2], ttl)
+if #ARGV > 5 + n then
+  redis.call('RPUSH', KEYS[3], unpack(ARGV, 6 + n))
+  redis.call('LTRIM', KEYS[3], -most, -1)
+end
+redis.call('EXPIRE', KEYS[3], ttl)
+if ARGV[4] ~= '0' then redis.call('SET', KEYS[4], 'done', 'EX', ARGV[4]) end
+return 1
+"""
+
+
 class TelegramChatStore:
     def __init__(self, redis: Redis, root_secret: bytes, ttl_s: int) -> None:
         self._redis = redis
+        self._remember = redis.register_script(_REMEMBER)
         self._cipher = RecordCipher(root_secret, "telegram-chat")
         self._ttl_s = ttl_s
 
@@ -58,22 +81,39 @@ class TelegramChatStore:
         message_ids: list[int],
         *,
         now: float | None = None,
+        case_ids: tuple[str, ...] = (),
+        done_update: str | None = None,
     ) -> None:
-        """Record the reply address and messages (sent or received) in this private chat."""
+        """Record the reply address and messages (sent or received) in this private chat, and
+        the cases the turn opened (flagged if the victim blocks the bot).
+
+        `done_update`: the dedupe key of the update whose last write this is, marked done in
+        the same atomic step (`UpdateDedupe.done_key`), which saves the turn a round trip.
+        """
         chat_key = streams.telegram_chat_key(pseudonym)
         list_key = streams.telegram_messages_key(pseudonym)
+        cases_key = streams.telegram_cases_key(pseudonym)
         sent_at = time.time() if now is None else now
         entries = [
             self._seal(list_key, json.dumps([message_id, sent_at]).encode())
             for message_id in message_ids
         ]
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(chat_key, self._seal(chat_key, str(chat_id).encode()), ex=self._ttl_s)
-            if entries:
-                pipe.rpush(list_key, *entries)
-                pipe.ltrim(list_key, -streams.TELEGRAM_CHAT_MAX_MESSAGES, -1)
-            pipe.expire(list_key, self._ttl_s)
-            await pipe.execute()
+        cases = [self._seal(cases_key, case_id.encode()) for case_id in case_ids]
+        done_ttl = 0 if done_update is None else streams.TELEGRAM_UPDATE_TTL_S
+        keys = [chat_key, list_key, cases_key, done_update or chat_key]
+        head: list[bytes | int] = [self._seal(chat_key, str(chat_id).encode()), self._ttl_s]
+        limits = [streams.TELEGRAM_CHAT_MAX_MESSAGES, done_ttl, len(entries)]
+        await self._remember(keys, [*head, *limits, *entries, *cases])
+
+    async def cases(self, pseudonym: Pseudonym) -> list[str]:
+        """The cases this conversation opened, oldest first, without duplicates."""
+        key = streams.telegram_cases_key(pseudonym)
+        found: list[str] = []
+        for sealed in await self._redis.lrange(key, 0, -1):
+            plain = self._open(key, sealed)
+            if plain is not None and plain.decode() not in found:
+                found.append(plain.decode())
+        return found
 
     async def chat_id(self, pseudonym: Pseudonym) -> int | None:
         key = streams.telegram_chat_key(pseudonym)
@@ -98,5 +138,7 @@ class TelegramChatStore:
 
     async def forget(self, pseudonym: Pseudonym) -> None:
         await self._redis.delete(
-            streams.telegram_chat_key(pseudonym), streams.telegram_messages_key(pseudonym)
+            streams.telegram_chat_key(pseudonym),
+            streams.telegram_messages_key(pseudonym),
+            streams.telegram_cases_key(pseudonym),
         )

@@ -10,8 +10,9 @@ expiring after `TELEGRAM_UPDATE_LEASE_S`) and marks it `done` once handled (kept
   tries again later. If that worker died mid-turn, its lease runs out and the next copy is
   handled: in webhook mode an update is acknowledged (200) only after it was handled, so a
   worker's crash loses nothing.
-WARNING: in polling mode python-telegram-bot confirms an update (the getUpdates offset) once it
-is fetched, not once handled; an update fetched by a worker that then dies is lost.
+- In polling mode the getUpdates offset moves past an update only once it was handled
+  (`bot.telegram_polling`), so a dead worker's update is fetched again and handed over the same
+  way.
 
 The key holds only the bot id and Telegram's update counter, which name no one.
 """
@@ -24,6 +25,7 @@ from enum import Enum
 from redis.asyncio import Redis
 
 from backend import streams
+from bot.sessions import Once
 
 _DONE = b"done"
 
@@ -57,6 +59,22 @@ class UpdateDedupe:
             taken = await self._redis.set(key, self._token, nx=True, ex=ttl)
             return Claim.MINE if taken else Claim.BUSY
         return Claim.BUSY
+
+    def once(self, update_id: int) -> Once:
+        """The claim as a `Once`, for a caller that takes it in the same step as the
+        conversation lock (`SessionStore.hold`): the same key, token and lease as `claim`."""
+        key = streams.telegram_update_key(self._bot_id, update_id)
+        return Once(key, self._token, self._lease_s)
+
+    @staticmethod
+    def refused(holder: bytes | None) -> Claim:
+        """What a `Once` refused for `holder` means: done, or held by another worker."""
+        return Claim.DONE if holder == _DONE else Claim.BUSY
+
+    def done_key(self, update_id: int) -> str:
+        """The key a caller's own atomic write may set to `done` (kept
+        `TELEGRAM_UPDATE_TTL_S`), to mark the update done without a round trip of its own."""
+        return streams.telegram_update_key(self._bot_id, update_id)
 
     async def done(self, update_id: int) -> None:
         key = streams.telegram_update_key(self._bot_id, update_id)

@@ -258,13 +258,19 @@ class FakeTelegram:
         return edited
 
     async def send_attachment(
-        self, user: JSONDict, chat: JSONDict, kind: str, *, caption: str | None = None
+        self,
+        user: JSONDict,
+        chat: JSONDict,
+        kind: str,
+        *,
+        caption: str | None = None,
+        content: bytes | None = None,
     ) -> JSONDict:
         """The user sends a photo, sticker, voice message or document (see `ATTACHMENT_KINDS`),
-        with an optional caption. Its bytes stay on the server, fetchable through getFile,
-        as on Telegram; the message carries only file ids and facts."""
+        with an optional caption. Its bytes (`content`, or zeros) stay on the server, fetchable
+        through getFile, as on Telegram; the message carries only file ids and facts."""
         message = self._message(chat, user, None)
-        message[kind] = self._attachment(kind)
+        message[kind] = self._attachment(kind, content)
         if caption is not None:
             message["caption"] = caption
         await self._queue({"message": message})
@@ -568,17 +574,19 @@ class FakeTelegram:
         self._messages[(chat["id"], message["message_id"])] = message
         return message
 
-    def _attachment(self, kind: str) -> JSONDict | list[JSONDict]:
-        """The Bot API object for an attachment of `kind`, its bytes kept on the server."""
+    def _attachment(self, kind: str, content: bytes | None = None) -> JSONDict | list[JSONDict]:
+        """The Bot API object for an attachment of `kind`, its bytes kept on the server: the
+        `content` given (the largest size of a photo), or zeros."""
 
-        def file(folder: str, size: int) -> JSONDict:
-            file_id = self.add_file(b"\x00" * size, folder=folder)
-            return {"file_id": file_id, "file_unique_id": "u" + file_id, "file_size": size}
+        def file(folder: str, size: int, data: bytes | None = None) -> JSONDict:
+            data = b"\x00" * size if data is None else data
+            file_id = self.add_file(data, folder=folder)
+            return {"file_id": file_id, "file_unique_id": "u" + file_id, "file_size": len(data)}
 
         if kind == "photo":  # every size Telegram made of the picture, smallest first
             return [
                 {**file("photos", 64), "width": 90, "height": 90},
-                {**file("photos", 256), "width": 1280, "height": 1280},
+                {**file("photos", 256, content), "width": 1280, "height": 1280},
             ]
         if kind == "sticker":
             return {
@@ -593,7 +601,7 @@ class FakeTelegram:
             return {**file("voice", 96), "duration": 3, "mime_type": "audio/ogg"}
         if kind == "document":
             return {
-                **file("documents", 160),
+                **file("documents", 160, content),
                 "file_name": "scan.pdf",
                 "mime_type": "application/pdf",
             }

@@ -250,14 +250,20 @@ class Victim:
         return await self._replies(send, replies)
 
     async def send(
-        self, kind: str, *, caption: str | None = None, replies: int
+        self,
+        kind: str,
+        *,
+        caption: str | None = None,
+        content: bytes | None = None,
+        replies: int,
     ) -> tuple[JSONDict, list[ApiCall]]:
-        """Send a photo, sticker, voice message or document; the message and the replies."""
+        """Send a photo, sticker, voice message or document (its bytes `content`, or zeros);
+        the message and the replies."""
         sent: list[JSONDict] = []
 
         async def send() -> None:
             message = await self.telegram.send_attachment(
-                self.user, self.chat, kind, caption=caption
+                self.user, self.chat, kind, caption=caption, content=content
             )
             sent.append(message)
             self.sent.append(message)

@@ -8,6 +8,7 @@ and every log record. The marker does reach the counselor's page, which proves i
 
 from __future__ import annotations
 
+import base64
 import logging
 import uuid
 from pathlib import Path
@@ -87,7 +88,10 @@ async def test_marker_is_nowhere_in_plaintext(
     encoded = bootstrap.read_public_key(tmp_path / "data")
     assert encoded is not None
     case_id = uuid.uuid4().hex
-    await ReportSender(redis, keys.decode_public_key(encoded)).send(
+    sender = ReportSender(redis, keys.decode_public_key(encoded))
+    # A screenshot kept with consent: sealed at upload, carried in the report, never in clear.
+    screenshot = b"\x89PNG screenshot of a threat: " + MARKER.encode()
+    await sender.send(
         SubmitReport(
             idempotency_key=f"{case_id}:1",
             case_id=case_id,
@@ -96,8 +100,11 @@ async def test_marker_is_nowhere_in_plaintext(
             language="ko",
             channel="web",
             answers={name: f"{name}: {MARKER}" for name in FIELDS},
+            sealed_files=(base64.b64encode(sender.seal_file(screenshot)).decode(),),
         )
     )
+    # The victim blocked the bot: the content-free event flags the case.
+    await sender.send_event(f"{case_id}:blocked", streams.EVENT_VICTIM_UNREACHABLE, [case_id])
     await sign_in_and_change_password(hotline, "a long new password")
     cases = await wait_for_cases(hotline, 2)
     await LiveChat(redis).from_victim(
@@ -111,7 +118,9 @@ async def test_marker_is_nowhere_in_plaintext(
         await hotline.client.post(
             f"/console/cases/{case['id']}/claim", data={"csrf": csrf_of(page)}
         )
-    assert all(c.status == "claimed" for c in await CaseStore(engine).list_open())
+    listed = await CaseStore(engine).list_open()
+    assert all(c.status == "claimed" for c in listed)
+    assert [c.id for c in listed if c.victim_unreachable_at is not None] == [case_id]
     assert (await audit.verify(engine)).intact
     async with engine.connect() as conn:
         actions = [r[0] for r in await conn.execute(text("SELECT action FROM audit_log"))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import shutil
 from pathlib import Path
 
@@ -165,25 +166,33 @@ def test_minors_are_never_asked_for_images_and_files_are_refused(bundle: Bundle)
     assert result.session.state == "refer_center", "no evidence step for a minor"
     said = [m.key for m in result.messages]
     assert "report.evidence" not in said and "report.evidence_guide" not in said
+    assert "report.evidence_choice" not in said
 
 
+@pytest.mark.parametrize(
+    ("state", "button", "files_step"),
+    [
+        ("evidence_choice", "fingerprints", "report.evidence"),
+        ("evidence_choice", "match", "report.match_images"),
+        ("screenshots_consent", "agree", "report.screenshots"),
+    ],
+)
 def test_the_engine_skips_a_files_question_for_a_minor_whatever_the_flow_says(
-    bundle: Bundle,
+    bundle: Bundle, state: str, button: str, files_step: str
 ) -> None:
     session = _to_details(bundle, "filming")
     session.flags.append("minor")
-    session.state = "evidence_guide"
+    session.state = state  # as if a flow led a minor here
     session.flow = "report"
-    result = engine.step(
-        bundle, session, Inbound(WHO, "web", text="/resources"), Context()
-    )  # a resumed step re-enters evidence_guide -> evidence
+    assert engine.files_keep(bundle, session) is None
+    result = _turn(bundle, session, button=button)
     assert result.session.state == "refer_center"
-    assert all(m.key != "report.evidence" for m in result.messages)
+    assert all(m.key != files_step for m in result.messages)
 
 
 def test_files_are_hashed_facts_and_capped(bundle: Bundle) -> None:
     session = _to_details(bundle, "filming")
-    for button in (None, "today", "telegram", "skip", "no"):
+    for button in (None, "today", "telegram", "skip", "no", "fingerprints"):
         if button is None:
             session = _turn(bundle, session, text="details").session
         else:
@@ -252,3 +261,47 @@ def test_a_broken_reload_keeps_the_good_flows(tmp_path: Path) -> None:
     assert registry.entry() is good
     assert not registry.refresh(), "a broken edit is not swapped in by a refresh either"
     assert registry.entry() is good
+
+
+def _to_evidence_choice(bundle: Bundle) -> Session:
+    session = _to_details(bundle, "harassment")
+    session = _turn(bundle, session, text="Threats every night.").session
+    for button in ("this_week", "kakaotalk", "skip", "no"):
+        session = _turn(bundle, session, button=button).session
+    assert session.state == "evidence_choice"
+    assert engine.files_keep(bundle, session) is None, "no file is taken before the choice"
+    return session
+
+
+def test_a_files_slot_keeps_only_what_its_kind_says(bundle: Bundle) -> None:
+    """`keep: match` keeps the PDQ besides the SHA-256; `keep: sealed` carries the sealed bytes
+    to the report, hidden from the answers; a plain files slot keeps the SHA-256 alone, even
+    when a door computed more."""
+    sealed_blob = b"sealed-to-the-centre"
+    picture = Attachment("photo", 10, "a" * 64, pdq="b" * 64, sealed=sealed_blob)
+    reached: dict[str, object] = {}
+    for choice, slot in (("fingerprints", "evidence"), ("match", "match_images")):
+        session = _to_evidence_choice(bundle)
+        session = _turn(bundle, session, button=choice).session
+        inbound = Inbound(WHO, "web", attachments=(picture,))
+        session = engine.step(bundle, session, inbound, Context()).session
+        reached[slot] = session.slots[slot]
+        assert engine.SEALED_FILES_SLOT not in session.slots
+    assert reached == {
+        "evidence": ["photo:" + "a" * 64],
+        "match_images": [f"photo:{'a' * 64}:pdq={'b' * 64}"],
+    }
+
+    session = _to_evidence_choice(bundle)
+    for button in ("screenshots", "agree"):
+        session = _turn(bundle, session, button=button).session
+    assert engine.files_keep(bundle, session) == "sealed"
+    inbound = Inbound(WHO, "web", attachments=(picture,))
+    session = engine.step(bundle, session, inbound, Context()).session
+    assert session.slots["screenshots"] == ["photo:" + "a" * 64]
+    for button in ("done", "no", "no"):
+        result = _turn(bundle, session, button=button)
+        session = result.session
+    (report,) = [e for e in result.effects if isinstance(e, SubmitReport)]
+    assert report.sealed_files == (base64.b64encode(sealed_blob).decode(),)
+    assert engine.SEALED_FILES_SLOT not in report.answers

@@ -94,6 +94,7 @@ def test_broken_yaml_is_refused_with_its_line(tmp_path: Path) -> None:
             "priority",
         ),
         (("choices: [a, b]", "choices: a"), "choices: must be a list"),
+        (("choices: [a, b]", "choices: [a, b], keep: match"), "a files slot keeps one of"),
         (("schema: 1", "schema: 2"), "schema: must be 1"),
         (("slots.answer == 'a'", "__import__('os').system('true')"), "not allowed"),
     ],

@@ -133,3 +133,33 @@ async def test_malformed_entries_are_acknowledged_and_stored_nowhere(
     assert await store.count() == 0
     pending = await redis.xpending(streams.REPORTS_STREAM, streams.INTAKE_GROUP)
     assert pending["pending"] == 0
+
+
+async def test_an_unreachable_event_flags_its_cases_after_the_batch_is_stored(
+    redis: Redis, engine: AsyncEngine
+) -> None:
+    """The event comes in the same batch as its report, behind it: the case is stored first,
+    then flagged; an event of an unknown kind or without case ids is dead-lettered."""
+    private = keys.generate_private_key()
+    sender = ReportSender(redis, private.public_key())
+    report, other = _report(), _report()
+    await ensure_group(redis)
+    await sender.send(report)
+    await sender.send(other)
+    await sender.send_event("e1", streams.EVENT_VICTIM_UNREACHABLE, [report.case_id, "unknown"])
+    await redis.xadd(
+        streams.REPORTS_STREAM,
+        {streams.FIELD_IDEMPOTENCY_KEY: "e2", streams.FIELD_EVENT: "victim_sang"},
+    )
+    store = CaseStore(engine)
+    entries = await redis.xreadgroup(
+        streams.INTAKE_GROUP, "c", {streams.REPORTS_STREAM: ">"}, count=10
+    )
+    await Intake(redis, store, "c").handle(entries[0][1])  # type: ignore[index, arg-type]
+    flagged = {c.id: c.victim_unreachable_at for c in await store.list_open()}
+    assert flagged[report.case_id] is not None
+    assert flagged[other.case_id] is None
+    assert await store.count() == 2, "an event is not a case"
+    assert await redis.xlen(streams.DEAD_LETTER_STREAM) == 1
+    pending = await redis.xpending(streams.REPORTS_STREAM, streams.INTAKE_GROUP)
+    assert pending["pending"] == 0

@@ -84,6 +84,8 @@ def _waiting(case: CaseSummary, now: datetime, sla: SlaPolicy) -> dict[str, Any]
         "category": case.category,
         "language": case.language,
         "channel": case.channel,
+        # The victim blocked the bot: a counselor's cue that replies will not reach them.
+        "unreachable": case.victim_unreachable_at is not None,
         "received_at": _aware(case.received_at).isoformat(),
         "waiting_s": waiting_s,
         "sla_s": target_s,

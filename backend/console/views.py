@@ -421,6 +421,9 @@ async def api_cases(request: web.Request) -> web.Response:
                     "language": c.language,
                     "channel": c.channel,
                     "received_at": c.received_at.isoformat(),
+                    "victim_unreachable_at": (
+                        c.victim_unreachable_at.isoformat() if c.victim_unreachable_at else None
+                    ),
                 }
                 for c in cases
             ]

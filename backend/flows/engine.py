@@ -12,6 +12,7 @@ I/O (sealing, queueing, receipts) are typed values the runtime carries out.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from collections.abc import Mapping
@@ -54,6 +55,8 @@ CONTINUE = "continue"
 ANSWER = "answer"
 EXHAUSTED = "exhausted"
 IDLE = "idle"
+# Screenshots sealed to the centre key, kept in the (encrypted) session until the report.
+SEALED_FILES_SLOT = "_sealed_files"
 STAY = "\x00stay"  # accepted input that keeps the conversation on the same step (files)
 MINOR = "minor"
 HANDOFF = "handoff"
@@ -402,7 +405,15 @@ class _Run:
                 return None
             kept = list(s.slots.get(slot.name, []))
             for attachment in inbound.attachments[: max(0, slot.max_files - len(kept))]:
-                kept.append(f"{attachment.kind[:16]}:{attachment.sha256[:64]}")
+                fact = f"{attachment.kind[:16]}:{attachment.sha256[:64]}"
+                if slot.keep == "match" and attachment.pdq:
+                    fact += f":pdq={attachment.pdq[:64]}"
+                kept.append(fact)
+                if slot.keep == "sealed" and attachment.sealed:
+                    # Hidden from the answers; the report carries it sealed as it came.
+                    sealed = list(s.slots.get(SEALED_FILES_SLOT, []))
+                    sealed.append(base64.b64encode(attachment.sealed).decode())
+                    s.slots[SEALED_FILES_SLOT] = sealed
             s.slots[slot.name] = kept
             self.say("common.file_received")
             return STAY
@@ -552,6 +563,7 @@ class _Run:
             language=s.language,
             channel=s.channel,
             answers=self.answers(),
+            sealed_files=tuple(s.slots.get(SEALED_FILES_SLOT, [])),
         )
 
     def handoff(self, reason: str) -> RequestHandoff:
@@ -607,14 +619,20 @@ def receipt_code(conversation_id: str) -> str:
 def accepts_files(bundle: Bundle, session: Session) -> bool:
     """Whether the conversation now waits on a files step (never for a minor): a door fetches
     a file only then, so nothing is downloaded that the flow would refuse."""
+    return files_keep(bundle, session) is not None
+
+
+def files_keep(bundle: Bundle, session: Session) -> str | None:
+    """What the files step the conversation waits on keeps of a file (`spec.FILES_KEEP`), or
+    None when it waits on none (always for a minor): the door hashes, matches or seals by it."""
     flow = bundle.flows.get(session.flow)
     if flow is None or MINOR in session.flags:
-        return False
+        return None
     step = flow.spec.steps.get(session.state)
     if step is None or step.slot is None:
-        return False
+        return None
     slot = flow.spec.slots.get(step.slot)
-    return slot is not None and slot.type == "files"
+    return slot.keep if slot is not None and slot.type == "files" else None
 
 
 def check_session(bundle: Bundle, session: Session) -> list[str]:

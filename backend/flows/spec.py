@@ -22,6 +22,11 @@ DEFAULT_RETRIES = 3
 AGE_BANDS = ("under_14", "14_17", "18_plus", "no_say")
 MINOR_AGE_BANDS = frozenset({"under_14", "14_17"})
 SLOT_TYPES = frozenset({"choice", "text", "number", "age_band", "url", "files"})
+# What a files slot keeps of each file: its SHA-256 only ("hashes"), also the PDQ of images so
+# platforms' hash lists can find copies ("match", only when the victim chose it), or the bytes
+# sealed to the centre key and carried with the report ("sealed": non-intimate screenshots,
+# with the victim's consent). Never anything from a minor.
+FILES_KEEP = ("hashes", "match", "sealed")
 # Each action, and the `with:` arguments it takes.
 ACTIONS: Mapping[str, frozenset[str]] = {
     "submit_report": frozenset(),
@@ -62,6 +67,7 @@ class SlotSpec:
     maximum: int = 10_000
     max_files: int = 10
     line: int = 0
+    keep: str = "hashes"  # files slots: one of FILES_KEEP
 
 
 @dataclass(frozen=True)
@@ -128,7 +134,7 @@ class FlowSpec:
 
 
 _TOP_KEYS = frozenset({"schema", "flow", "start", "slots", "steps", "commands", "idle"})
-_SLOT_KEYS = frozenset({"type", "choices", "max_length", "min", "max", "max_files"})
+_SLOT_KEYS = frozenset({"type", "choices", "max_length", "min", "max", "max_files", "keep"})
 _STEP_KEYS = frozenset(
     {
         "say",
@@ -230,6 +236,9 @@ def _slot(r: _Reader, name: str, raw: Any, path: PathKey) -> SlotSpec:
         raise r.fail((*path, "choices"), "a choice slot needs choices")
     if kind == "age_band":
         choices = list(AGE_BANDS)
+    keep = r.text(data.get("keep", "hashes"), (*path, "keep"))
+    if keep not in FILES_KEEP or (keep != "hashes" and kind != "files"):
+        raise r.fail((*path, "keep"), f"a files slot keeps one of {list(FILES_KEEP)}")
     return SlotSpec(
         name,
         kind,
@@ -239,6 +248,7 @@ def _slot(r: _Reader, name: str, raw: Any, path: PathKey) -> SlotSpec:
         r.whole(data.get("max", 10_000), (*path, "max"), -(10**9), 10**9),
         r.whole(data.get("max_files", 10), (*path, "max_files"), 1, 20),
         r.line(path),
+        keep,
     )
 
 

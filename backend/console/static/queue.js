@@ -51,7 +51,7 @@
       cell(row, String(item.priority));
       cell(row, item.category);
       cell(row, item.language);
-      cell(row, item.channel);
+      cell(row, item.channel + (item.unreachable ? " · victim unreachable" : ""));
       cell(row, "", "waiting");
       cell(row, "", "sla");
       return row;

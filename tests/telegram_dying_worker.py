@@ -1,0 +1,69 @@
+"""A bot worker that dies mid-update, for tests/test_telegram_polling.py: run as
+`python -m tests.telegram_dying_worker <redis url> <Bot API base url> <root secret hex>`.
+
+It long-polls the fake Bot API with the real door, and the first update it handles never
+finishes: its turn claims the update and locks the conversation, announces itself on stdout and
+waits, until the test kills the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from redis.asyncio import Redis
+
+from backend import keys
+from backend.conversation import Inbound
+from backend.flows.registry import FlowRegistry
+from backend.pseudonyms import Pseudonymizer
+from backend.receipts import ReceiptHasher
+from backend.settings import SHIPPED_FLOWS_DIR
+from bot.reports import ReportSender
+from bot.runtime import ConversationRuntime, Turn
+from bot.sessions import HeldSession, SessionStore
+from bot.telegram import TelegramConfig, TelegramDoor
+from tests.conftest import FAST_KDF
+from tests.telegram_support import FAST_LIMITS, SESSION_TTL_S, TOKEN
+
+LEASE_S = 1
+
+
+class _StuckRuntime(ConversationRuntime):
+    """Claims the update and takes the conversation lock like any turn, then never ends."""
+
+    async def _handle_locked(self, inbound: Inbound, held: HeldSession) -> Turn:
+        print("in-turn", flush=True)
+        await asyncio.Event().wait()
+        raise AssertionError("never reached")
+
+
+async def main(redis_url: str, base_url: str, root_secret: bytes) -> None:
+    redis = Redis.from_url(redis_url)
+    runtime = _StuckRuntime(
+        redis,
+        FlowRegistry.load(SHIPPED_FLOWS_DIR),
+        # The lock a dead worker leaves runs out with its claim's lease, as the real lock
+        # (30 s) does long before the real lease (120 s).
+        SessionStore(redis, root_secret, SESSION_TTL_S, lock_ttl_s=LEASE_S),
+        ReportSender(redis, keys.generate_private_key().public_key()),
+        receipts=ReceiptHasher(b"s" * 16, FAST_KDF),
+    )
+    config = TelegramConfig(
+        token=TOKEN, base_url=base_url, limits=FAST_LIMITS, update_lease_s=LEASE_S
+    )
+    door = TelegramDoor(
+        config,
+        runtime=runtime,
+        pseudonymizer=Pseudonymizer(root_secret),
+        redis=redis,
+        root_secret=root_secret,
+        session_ttl_s=SESSION_TTL_S,
+    )
+    await door.start()
+    print("polling", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3])))
