@@ -45,6 +45,15 @@ FIELD_REF: Final = "ref"
 FIELD_CASE: Final = "case"
 FIELD_KIND: Final = "kind"
 FIELD_SEALED: Final = "sealed"
+# The console's transcript hub (backend/console/hub.py): one blocking XREAD per backend process
+# over every watched transcript, plus a wake-up stream of that process's own, so a newly watched
+# case joins the read at once instead of after the block runs out. The block is bounded so a hub
+# also notices a Redis restart; a crashed process's wake-up stream expires.
+CONSOLE_HUB_WAKE_PREFIX: Final = PREFIX + "console:hub:"
+CONSOLE_HUB_BLOCK_MS: Final = 5000
+CONSOLE_HUB_WAKE_TTL_S: Final = 3600
+# Per-stream entries one hub read takes at most; the rest come on the next read.
+CONSOLE_HUB_BATCH: Final = 100
 
 # Encrypted, expiring conversation state, keyed by the session-lookup pseudonym.
 SESSION_KEY_PREFIX: Final = PREFIX + "session:"
@@ -126,6 +135,10 @@ def console_pending_key(session_id_hash: str) -> str:
 
 def case_transcript_stream(case_id: str) -> str:
     return f"{CASE_STREAM_PREFIX}{case_id}:transcript"
+
+
+def console_hub_wake_stream(hub_id: str) -> str:
+    return f"{CONSOLE_HUB_WAKE_PREFIX}{hub_id}:wake"
 
 
 def telegram_update_key(bot_id: int, update_id: int) -> str:

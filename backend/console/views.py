@@ -16,7 +16,7 @@ from aiohttp import web
 from backend import streams, totp
 from backend.audit import AuditAction
 from backend.cases import CaseStore, envelope_of
-from backend.console import openapi
+from backend.console import live, openapi
 from backend.console.access import Access, current_session, guard, sessions_key
 from backend.console.sessions import (
     COOKIE_NAME,
@@ -456,4 +456,5 @@ def add_routes(
     )
     for method, path, handler, access in routes:
         app.router.add_route(method, path, guard(access, handler))
+    live.add_routes(app, cases=cases, keyring=keyring)
     openapi.add_routes(app)
