@@ -392,7 +392,7 @@ def _static(name: str, content_type: str) -> Handler:
     return serve
 
 
-async def _close_sockets(app: web.Application) -> None:
+async def close_sockets(app: web.Application) -> None:
     # on_shutdown runs before aiohttp waits for handlers: an open socket would hold it up.
     sockets: weakref.WeakSet[web.WebSocketResponse] = app[_sockets_key]
     for ws in list(sockets):
@@ -421,7 +421,7 @@ def add_routes(
     app[_canned_key] = tuple(load(shipped()) if canned is None else canned)
     app[_sockets_key] = weakref.WeakSet()
     app.cleanup_ctx.append(_run_hub)
-    app.on_shutdown.append(_close_sockets)
+    app.on_shutdown.append(close_sockets)
     routes = (
         ("GET", "/console/cases/{case_id}/live", live_socket, Access.COUNSELOR),
         (
