@@ -47,10 +47,11 @@ FIELD_KIND: Final = "kind"
 FIELD_SEALED: Final = "sealed"
 # The console's transcript hub (backend/console/hub.py): one blocking XREAD per backend process
 # over every watched transcript, plus a wake-up stream of that process's own, so a newly watched
-# case joins the read at once instead of after the block runs out. The block is bounded so a hub
-# also notices a Redis restart; a crashed process's wake-up stream expires.
+# case joins the read at once instead of after the block runs out. The block stays well below
+# redis-py's default socket timeout (5 s), which would otherwise cut every idle read short; a
+# crashed process's wake-up stream expires.
 CONSOLE_HUB_WAKE_PREFIX: Final = PREFIX + "console:hub:"
-CONSOLE_HUB_BLOCK_MS: Final = 5000
+CONSOLE_HUB_BLOCK_MS: Final = 1000
 CONSOLE_HUB_WAKE_TTL_S: Final = 3600
 # Per-stream entries one hub read takes at most; the rest come on the next read.
 CONSOLE_HUB_BATCH: Final = 100

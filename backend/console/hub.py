@@ -25,6 +25,7 @@ import secrets
 from typing import cast
 
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
 from backend import streams
@@ -141,40 +142,43 @@ class TranscriptHub:
         await pipe.execute()
 
     async def _run(self) -> None:
+        pool = self._redis.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+        try:
+            await self._read_forever(connection)
+        finally:
+            await pool.release(connection)
+
+    async def _read_forever(self, connection: AbstractConnection) -> None:
         delay = _RETRY_FIRST_S
+        command = _ReadCommand(self._block_ms)
         while not self._stopping:
-            cases = {streams.case_transcript_stream(c): c for c in self._cursors}
-            wanted: dict[str, str] = {self._wake: self._wake_cursor}
-            wanted.update({name: self._cursors[case_id] for name, case_id in cases.items()})
+            cases = command.prepare(self._wake, self._wake_cursor, self._cursors)
             try:
-                response = await self._redis.xread(
-                    wanted,  # type: ignore[arg-type]  # redis-py types the ids too narrowly
-                    count=streams.CONSOLE_HUB_BATCH,
-                    block=self._block_ms,
-                )
+                await connection.send_packed_command(command.packed(), check_health=False)
+                response = await connection.read_response()
             except (RedisError, OSError) as exc:
                 log.warning("transcript hub read failed (%s); retrying", type(exc).__name__)
+                await connection.disconnect()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
                 continue
             delay = _RETRY_FIRST_S
             self.reads += 1
-            for raw_name, entries in cast(list[tuple[bytes, _Entries]], response or []):
-                name = _text(raw_name)
+            for name, entries in _streams_of(response):
                 if name == self._wake:
-                    self._wake_cursor = _text(entries[-1][0])
+                    self._wake_cursor = entries[-1][0]
                     continue
                 case_id = cases.get(name)
                 if case_id is not None:
                     self._fan_out(case_id, entries)
 
-    def _fan_out(self, case_id: str, entries: _Entries) -> None:
+    def _fan_out(self, case_id: str, entries: list[RawEntry]) -> None:
         cursor = self._cursors.get(case_id)
         if cursor is None:  # nobody watches it any more
             return
         subscribers = self._subscribers.get(case_id, set())
-        for raw_id, fields in entries:
-            entry_id = _text(raw_id)
+        for entry_id, fields in entries:
             if stream_id(entry_id) <= stream_id(cursor):
                 continue
             cursor = entry_id
@@ -188,3 +192,67 @@ class TranscriptHub:
                 subscription.queue.put_nowait((entry_id, fields))
         if case_id in self._cursors:
             self._cursors[case_id] = cursor
+
+
+def _bulk(value: str | bytes) -> bytes:
+    raw = value.encode() if isinstance(value, str) else value
+    return b"$%d\r\n%s\r\n" % (len(raw), raw)
+
+
+class _ReadCommand:
+    """`XREAD COUNT n BLOCK ms STREAMS <names> <ids>`, packed by hand and only where it changed.
+
+    redis-py packs a command argument by argument, joining each onto the growing buffer; at a
+    couple of hundred watched transcripts that cost more than all the rest of a line's way to
+    the counselor's page. Here the names are packed once per change of the watched set and
+    each id once per change of that stream's cursor.
+    """
+
+    def __init__(self, block_ms: int) -> None:
+        self._head = b"".join(
+            _bulk(arg)
+            for arg in ("XREAD", "COUNT", str(streams.CONSOLE_HUB_BATCH), "BLOCK", str(block_ms))
+        ) + _bulk("STREAMS")
+        self._watched: tuple[str, ...] = ()
+        self._names = b""
+        self._cases: dict[str, str] = {}
+        self._ids: dict[str, tuple[str, bytes]] = {}
+        self._order: list[str] = []
+
+    def prepare(self, wake: str, wake_cursor: str, cursors: dict[str, str]) -> dict[str, str]:
+        """Set the streams and ids to read; the case id of each transcript stream name."""
+        watched = (wake, *cursors)
+        if watched != self._watched:
+            self._watched = watched
+            self._cases = {streams.case_transcript_stream(c): c for c in cursors}
+            self._order = [wake, *self._cases]
+            self._names = b"".join(_bulk(name) for name in self._order)
+        for name in self._order:
+            cursor = wake_cursor if name == wake else cursors[self._cases[name]]
+            known = self._ids.get(name)
+            if known is None or known[0] != cursor:
+                self._ids[name] = (cursor, _bulk(cursor))
+        if len(self._ids) > 2 * len(self._order):  # forget streams no longer watched
+            self._ids = {name: self._ids[name] for name in self._order}
+        return self._cases
+
+    def packed(self) -> bytes:
+        count = 6 + 2 * len(self._order)
+        ids = b"".join(self._ids[name][1] for name in self._order)
+        return b"*%d\r\n" % count + self._head + self._names + ids
+
+
+def _streams_of(response: object) -> list[tuple[str, list[RawEntry]]]:
+    """A raw XREAD reply (RESP2 list or RESP3 map, or nothing after the block) as entries."""
+    if not response:
+        return []
+    pairs = response.items() if isinstance(response, dict) else cast(list[list[object]], response)
+    found: list[tuple[str, list[RawEntry]]] = []
+    for name, entries in pairs:
+        decoded: list[RawEntry] = []
+        for entry_id, flat in cast(list[tuple[bytes, list[bytes] | None]], entries):
+            values = flat or []
+            fields = dict(zip(values[::2], values[1::2], strict=True))
+            decoded.append((_text(entry_id), fields))
+        found.append((_text(cast(bytes, name)), decoded))
+    return found
