@@ -3,8 +3,9 @@
 Measures, in one run on this machine and for each Redis given:
 - chat: at N simultaneous live chats (default 200), the time from handing a victim's text to
   the bot's entry point until the counselor's page has it: 200 WebSocket clients on a real
-  aiohttp backend app (the console's live routes, its transcript hub and sessions), on a real
-  Redis, each chat sending a line about once a second at random phases;
+  aiohttp backend app (the console's live routes, its transcript hub and sessions) running in
+  a process of its own as in production, on a real Redis, each chat sending a line about once
+  a second at random phases;
 - floor: a bare Redis stream round trip in the same run: XADD on one connection, timed until
   another connection's XREAD BLOCK wakes up with the entry.
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import random
 import secrets
@@ -37,6 +39,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import cast
 
@@ -167,6 +170,47 @@ async def backend_app(
         await engine.dispose()
 
 
+def _backend_process(
+    redis_url: str, directory: str, centre: bytes, chats: int, pipe: Connection
+) -> None:
+    """The backend in a process of its own, as in production: the bench process plays the bot
+    and the counselors' browsers."""
+    asyncio.run(_serve_backend(redis_url, Path(directory), centre, chats, pipe))
+
+
+async def _serve_backend(
+    redis_url: str, directory: Path, centre: bytes, chats: int, pipe: Connection
+) -> None:
+    redis = Redis.from_url(redis_url)
+    try:
+        key = X25519PrivateKey.from_private_bytes(centre)
+        async with backend_app(redis, directory, key, chats) as ready:
+            pipe.send(ready)
+            await asyncio.get_running_loop().run_in_executor(None, pipe.recv)  # "stop"
+    finally:
+        await redis.aclose()
+
+
+@contextlib.asynccontextmanager
+async def backend_in_child(
+    redis_url: str, directory: Path, centre: X25519PrivateKey, chats: int
+) -> AsyncIterator[tuple[str, list[str], list[str]]]:
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    child = context.Process(
+        target=_backend_process,
+        args=(redis_url, str(directory), keys.private_bytes(centre), chats, theirs),
+    )
+    child.start()
+    loop = asyncio.get_running_loop()
+    try:
+        ready = await loop.run_in_executor(None, ours.recv)
+        yield cast(tuple[str, list[str], list[str]], ready)
+    finally:
+        ours.send("stop")
+        await loop.run_in_executor(None, child.join, 60)
+
+
 async def bench_chats(
     redis_url: str,
     directory: Path,
@@ -182,7 +226,7 @@ async def bench_chats(
     samples: list[float] = []
     try:
         async with (
-            backend_app(redis, directory, centre, chats) as (base, case_ids, cookies),
+            backend_in_child(redis_url, directory, centre, chats) as (base, case_ids, cookies),
             # One connection per page: the default pool of 100 would hold the 101st back.
             aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http,
         ):

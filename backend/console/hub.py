@@ -69,9 +69,9 @@ class Subscription:
 class TranscriptHub:
     def __init__(self, redis: Redis, *, block_ms: int = streams.CONSOLE_HUB_BLOCK_MS) -> None:
         self._redis = redis
-        self._block_ms = block_ms
         self._wake = streams.console_hub_wake_stream(secrets.token_hex(8))
         self._wake_cursor = "0-0"
+        self._command = _ReadCommand(self._wake, block_ms)
         # Per watched case: the highest id known to be on its stream and fanned out.
         self._cursors: dict[str, str] = {}
         self._subscribers: dict[str, set[Subscription]] = {}
@@ -119,6 +119,7 @@ class TranscriptHub:
             # Another socket may have added the case while we waited; its cursor is as good.
             if case_id not in self._cursors:
                 self._cursors[case_id] = _text(newest[0][0]) if newest else "0-0"
+                self._command.moved(case_id, self._cursors[case_id])
                 added = True
         self._subscribers.setdefault(case_id, set()).add(subscription)
         if added:
@@ -151,11 +152,11 @@ class TranscriptHub:
 
     async def _read_forever(self, connection: AbstractConnection) -> None:
         delay = _RETRY_FIRST_S
-        command = _ReadCommand(self._block_ms)
         while not self._stopping:
-            cases = command.prepare(self._wake, self._wake_cursor, self._cursors)
+            cases = self._command.prepare(self._cursors)
             try:
-                await connection.send_packed_command(command.packed(), check_health=False)
+                packed = self._command.packed(self._wake_cursor)
+                await connection.send_packed_command(packed, check_health=False)
                 response = await connection.read_response()
             except (RedisError, OSError) as exc:
                 log.warning("transcript hub read failed (%s); retrying", type(exc).__name__)
@@ -192,6 +193,7 @@ class TranscriptHub:
                 subscription.queue.put_nowait((entry_id, fields))
         if case_id in self._cursors:
             self._cursors[case_id] = cursor
+            self._command.moved(case_id, cursor)
 
 
 def _bulk(value: str | bytes) -> bytes:
@@ -205,41 +207,36 @@ class _ReadCommand:
     redis-py packs a command argument by argument, joining each onto the growing buffer; at a
     couple of hundred watched transcripts that cost more than all the rest of a line's way to
     the counselor's page. Here the names are packed once per change of the watched set and
-    each id once per change of that stream's cursor.
+    each id once per move of that stream's cursor.
     """
 
-    def __init__(self, block_ms: int) -> None:
-        self._head = b"".join(
-            _bulk(arg)
-            for arg in ("XREAD", "COUNT", str(streams.CONSOLE_HUB_BATCH), "BLOCK", str(block_ms))
-        ) + _bulk("STREAMS")
+    def __init__(self, wake: str, block_ms: int) -> None:
+        args = ("XREAD", "COUNT", str(streams.CONSOLE_HUB_BATCH), "BLOCK", str(block_ms))
+        self._head = b"".join(_bulk(arg) for arg in args) + _bulk("STREAMS")
+        self._wake = wake
         self._watched: tuple[str, ...] = ()
-        self._names = b""
-        self._cases: dict[str, str] = {}
-        self._ids: dict[str, tuple[str, bytes]] = {}
-        self._order: list[str] = []
+        self._names = _bulk(wake)
+        self._cases: dict[str, str] = {}  # stream name -> case id
+        self._ids: dict[str, bytes] = {}  # case id -> its packed cursor
 
-    def prepare(self, wake: str, wake_cursor: str, cursors: dict[str, str]) -> dict[str, str]:
-        """Set the streams and ids to read; the case id of each transcript stream name."""
-        watched = (wake, *cursors)
+    def prepare(self, cursors: dict[str, str]) -> dict[str, str]:
+        """Read these cases from their cursors; the case id of each transcript stream name."""
+        watched = tuple(cursors)
         if watched != self._watched:
             self._watched = watched
-            self._cases = {streams.case_transcript_stream(c): c for c in cursors}
-            self._order = [wake, *self._cases]
-            self._names = b"".join(_bulk(name) for name in self._order)
-        for name in self._order:
-            cursor = wake_cursor if name == wake else cursors[self._cases[name]]
-            known = self._ids.get(name)
-            if known is None or known[0] != cursor:
-                self._ids[name] = (cursor, _bulk(cursor))
-        if len(self._ids) > 2 * len(self._order):  # forget streams no longer watched
-            self._ids = {name: self._ids[name] for name in self._order}
+            self._cases = {streams.case_transcript_stream(c): c for c in watched}
+            self._names = b"".join(_bulk(name) for name in (self._wake, *self._cases))
+            self._ids = {c: _bulk(cursors[c]) for c in watched}
         return self._cases
 
-    def packed(self) -> bytes:
-        count = 6 + 2 * len(self._order)
-        ids = b"".join(self._ids[name][1] for name in self._order)
-        return b"*%d\r\n" % count + self._head + self._names + ids
+    def moved(self, case_id: str, cursor: str) -> None:
+        if case_id in self._ids:
+            self._ids[case_id] = _bulk(cursor)
+
+    def packed(self, wake_cursor: str) -> bytes:
+        count = 6 + 2 * (1 + len(self._watched))
+        ids = b"".join(self._ids[c] for c in self._watched)
+        return b"*%d\r\n" % count + self._head + self._names + _bulk(wake_cursor) + ids
 
 
 def _streams_of(response: object) -> list[tuple[str, list[RawEntry]]]:

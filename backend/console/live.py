@@ -193,6 +193,15 @@ async def _still_allowed(request: web.Request, case_id: str) -> bool:
     return _may_hold(session, case)
 
 
+async def _recheck(request: web.Request, ws: web.WebSocketResponse, case_id: str) -> None:
+    # Beside the stream, not in it: a timer per delivered entry would cost every line latency.
+    while not ws.closed:
+        await asyncio.sleep(RECHECK_S)
+        if not await _still_allowed(request, case_id):
+            await ws.close(code=CLOSE_NOT_ALLOWED, message=b"signed out or case moved")
+            return
+
+
 async def _read_until_closed(ws: web.WebSocketResponse, subscription: Subscription) -> None:
     # The page sends nothing; reading is what answers pings and notices the page going away.
     try:
@@ -218,6 +227,7 @@ async def live_socket(request: web.Request) -> web.StreamResponse:
     hub = request.app[hub_key]
     subscription = await hub.subscribe(case.id)
     reader = asyncio.create_task(_read_until_closed(ws, subscription))
+    watchdog = asyncio.create_task(_recheck(request, ws, case.id))
     try:
         await _stream(
             request, ws, case_id=case.id, after=after, subscription=subscription, session=session
@@ -230,6 +240,7 @@ async def live_socket(request: web.Request) -> web.StreamResponse:
     finally:
         hub.unsubscribe(subscription)
         reader.cancel()
+        watchdog.cancel()
         await ws.close()
     return ws
 
@@ -260,24 +271,16 @@ async def _stream(
         sent = entry_id
     await ws.send_str(json.dumps({"type": "caught_up"}))
     log.info("counselor %d watches the live chat of case %s", session.counselor_id, case_id)
-    while True:
-        try:
-            item = await asyncio.wait_for(subscription.queue.get(), RECHECK_S)
-        except TimeoutError:
-            if not await _still_allowed(request, case_id):
-                await ws.close(code=CLOSE_NOT_ALLOWED, message=b"signed out or case moved")
-                return
-            continue
-        if item is None:
-            if not ws.closed:
-                code = CLOSE_FELL_BEHIND if subscription.overflowed else WSCloseCode.GOING_AWAY
-                await ws.close(code=code)
-            return
+    while (item := await subscription.queue.get()) is not None:
         entry_id, fields = item
         if stream_id(entry_id) <= stream_id(sent):
             continue
         await ws.send_str(_message(case_id, entry_id, fields, session.private_keys))
         sent = entry_id
+    if not ws.closed:
+        await ws.close(
+            code=CLOSE_FELL_BEHIND if subscription.overflowed else WSCloseCode.GOING_AWAY
+        )
 
 
 async def _json_body(request: web.Request) -> dict[str, object]:
