@@ -143,8 +143,19 @@ class TranscriptHub:
         await pipe.execute()
 
     async def _run(self) -> None:
+        # One connection of the pool for the hub's whole life: the blocking read is always on it.
         pool = self._redis.connection_pool
-        connection = await pool.get_connection()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+        delay = _RETRY_FIRST_S
+        while not self._stopping:
+            try:
+                connection = await pool.get_connection()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+                break
+            except (RedisError, OSError) as exc:
+                log.warning("transcript hub cannot reach Redis (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+        else:
+            return
         try:
             await self._read_forever(connection)
         finally:
