@@ -21,7 +21,9 @@ from tests.browser import chromium
 from tests.conftest import RunningHotline
 from tests.live_chat_support import PASSWORD, add_counselor, centre_keys, handed_off_case
 
-pytestmark = pytest.mark.browser
+# The panel is the same on every storage pair; the pairs' own behaviour is covered by the API
+# tests, so the browser runs once.
+pytestmark = [pytest.mark.browser, pytest.mark.parametrize("pair", ["embedded"], indirect=True)]
 
 PAYLOADS = [
     "<script>window.__pwned = 1</script>",
