@@ -336,6 +336,27 @@ class LiveChat:
             for entry_id, fields in cast(Entries, found)
         ]
 
+    async def presence(self, case_id: str) -> Event | None:
+        """The latest `joined` or `ended` event on the transcript: whether the chat is on, over,
+        or (None) never started. Read backwards in pages; events are in clear, nothing opens."""
+        high = "+"
+        while True:
+            page = cast(
+                Entries,
+                await self._redis.xrevrange(
+                    streams.case_transcript_stream(case_id), max=high, count=100
+                ),
+            )
+            for entry_id, fields in page:
+                data = _decoded(fields)
+                kind = data.get(streams.FIELD_EVENT)
+                if kind in (EventKind.JOINED.value.encode(), EventKind.ENDED.value.encode()):
+                    entry = transcript_entry(case_id, entry_id, fields, {})
+                    return entry.event
+            if len(page) < 100:
+                return None
+            high = f"({_text(page[-1][0])}"
+
 
 def transcript_entry(
     case_id: str,

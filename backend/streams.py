@@ -67,6 +67,16 @@ RELAY_LINK_PREFIX: Final = PREFIX + "relay:link:"
 # conversation, expiring with the session, until the victim's page or next message takes them.
 HELD_LINES_PREFIX: Final = PREFIX + "relay:held:"
 HELD_LINES_MAX: Final = 200
+# The console's transcript hub (backend/console/hub.py): one blocking XREAD per backend process
+# over every watched transcript, plus a wake-up stream of that process's own, so a newly watched
+# case joins the read at once instead of after the block runs out. The block stays well below
+# redis-py's default socket timeout (5 s), which would otherwise cut every idle read short; a
+# crashed process's wake-up stream expires.
+CONSOLE_HUB_WAKE_PREFIX: Final = PREFIX + "console:hub:"
+CONSOLE_HUB_BLOCK_MS: Final = 1000
+CONSOLE_HUB_WAKE_TTL_S: Final = 3600
+# Per-stream entries one hub read takes at most; the rest come on the next read.
+CONSOLE_HUB_BATCH: Final = 100
 
 # Encrypted, expiring conversation state, keyed by the session-lookup pseudonym.
 SESSION_KEY_PREFIX: Final = PREFIX + "session:"
@@ -196,6 +206,10 @@ def relay_link_key(case_id: str) -> str:
 
 def held_lines_key(pseudonym: str) -> str:
     return HELD_LINES_PREFIX + pseudonym
+
+
+def console_hub_wake_stream(hub_id: str) -> str:
+    return f"{CONSOLE_HUB_WAKE_PREFIX}{hub_id}:wake"
 
 
 def telegram_update_key(bot_id: int, update_id: int) -> str:

@@ -115,9 +115,13 @@ async def hotline(
 
 @contextlib.asynccontextmanager
 async def start_hotline(
-    pair: Pair, tmp_path: Path, extra_env: dict[str, str]
+    pair: Pair,
+    tmp_path: Path,
+    extra_env: dict[str, str],
+    roles: frozenset[str] = frozenset({BACKEND, BOT}),
 ) -> AsyncIterator[RunningHotline]:
-    """The composed app on `pair`, with extra settings (a channel's, say) from `extra_env`."""
+    """The composed app on `pair`, with extra settings (a channel's, say) from `extra_env`;
+    `roles` without the bot for a test that plays the bot's relay itself."""
     settings = Settings.from_env(
         {
             "HOTLINE_DATA_DIR": str(tmp_path / "data"),
@@ -128,7 +132,7 @@ async def start_hotline(
         }
     )
     out = io.StringIO()
-    async with Node(settings, frozenset({BACKEND, BOT}), out) as node:
+    async with Node(settings, roles, out) as node:
         app = await node.build()
         async with TestClient(TestServer(app)) as client:
             output = out.getvalue()

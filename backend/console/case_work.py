@@ -35,6 +35,7 @@ from backend.errors import (
     SealingError,
 )
 from backend.flows.resources import Directory
+from backend.handoff import EventKind, LiveChat, OutboxKind, Sender
 from backend.models import Case, CaseStatus, Outcome, TakedownRequest, TakedownStatus
 from backend.sealing import open_envelope
 from backend.takedown import (
@@ -348,7 +349,13 @@ async def close_case(request: web.Request) -> web.StreamResponse:
         raise _fail(request, web.HTTPNotFound, "no such case") from None
     except CaseTransitionError:
         raise _fail(request, web.HTTPConflict, "the case cannot be closed now; reload") from None
-    await views.forget_queue_place(request.app[redis_key], case_id)
+    redis = request.app[redis_key]
+    await views.forget_queue_place(redis, case_id)
+    # A chat still on ends with the case: the victim is told, and stops writing into a void.
+    chat = LiveChat(redis)
+    presence = await chat.presence(case_id)
+    if presence is not None and presence.kind is EventKind.JOINED:
+        await chat.notify_victim(case_id, OutboxKind.ENDED, Sender.COUNSELOR)
     return _done(request, f"/console/cases/{case_id}", outcome=outcome.value)
 
 

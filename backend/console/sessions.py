@@ -79,7 +79,9 @@ class ConsoleSessionStore:
         session_id, secret = self._split(cookie)
         await self._write(session_id, secret, session)
 
-    async def load(self, cookie: str | None) -> ConsoleSession | None:
+    async def load(self, cookie: str | None, *, touch: bool = True) -> ConsoleSession | None:
+        """The session, its lifetime renewed unless `touch` is False (an open live chat socket
+        checking that its session still exists must not keep an abandoned one alive)."""
         if not cookie:
             return None
         try:
@@ -91,7 +93,7 @@ class ConsoleSessionStore:
         if plain is None:
             return None
         data = json.loads(plain)
-        if not self._pending:  # a pending sign-in never outlives its five minutes
+        if touch and not self._pending:  # a pending sign-in never outlives its five minutes
             await self._redis.expire(key, self._ttl_s)
         return ConsoleSession(
             counselor_id=data["counselor_id"],

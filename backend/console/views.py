@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from backend import streams, totp
 from backend.audit import AuditAction
 from backend.cases import CaseStore, envelope_of
-from backend.console import case_work, openapi, queue
+from backend.console import case_work, live, openapi, queue
 from backend.console.access import ROLE_RANK, Access, current_session, guard, sessions_key
 from backend.console.sessions import (
     COOKIE_NAME,
@@ -479,4 +479,5 @@ def add_routes(
         app.router.add_route(method, path, guard(access, handler))
     queue.add_routes(app, sla=sla)
     case_work.add_routes(app, services or Directory())
+    live.add_routes(app, cases=cases, keyring=keyring)
     openapi.add_routes(app)
