@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import audit, passwords
 from backend.counselors import CounselorStore
@@ -35,7 +37,14 @@ async def _authorise(
         return None
 
 
-def _add(settings: Settings, args: argparse.Namespace) -> int:
+Authorised = Callable[
+    [AsyncEngine, CounselorStore, KeyRing, str, dict[str, X25519PrivateKey]], Awaitable[int]
+]
+
+
+def _as_administrator(settings: Settings, args: argparse.Namespace, work: Authorised) -> int:
+    """Run `work` with the stores, the acting administrator and the centre keys it opens."""
+
     async def run() -> int:
         async with migrated_engine(settings) as engine:
             counselors = CounselorStore(engine, settings.kdf)
@@ -43,55 +52,64 @@ def _add(settings: Settings, args: argparse.Namespace) -> int:
             authorised = await _authorise(args, counselors, keyring)
             if authorised is None:
                 return EXIT_REFUSED
-            actor, private_keys = authorised
-            password = passwords.one_time_password()
-            try:
-                counselor = await counselors.add(
-                    args.username, password, Role(args.role), must_change_password=True
-                )
-            except IntegrityError:
-                print(f"hotline: a counselor named {args.username!r} exists", file=sys.stderr)
-                return EXIT_REFUSED
-            if counselor.id is None:  # pragma: no cover - the database assigns it on commit
-                raise RuntimeError("counselor was not stored")
-            await keyring.grant(counselor.id, password, private_keys)
-            await audit.record(
-                engine, actor, audit.AuditAction.KEY_GRANT, f"counselor:{counselor.id}"
-            )
-            print(
-                f"Counselor {args.username} ({args.role}) added.\n"
-                f"  one-time password: {password}  (must be changed at first sign-in)",
-                flush=True,
-            )
-            return 0
+            return await work(engine, counselors, keyring, *authorised)
 
     return asyncio.run(run())
+
+
+def _add(settings: Settings, args: argparse.Namespace) -> int:
+    async def add(
+        engine: AsyncEngine,
+        counselors: CounselorStore,
+        keyring: KeyRing,
+        actor: str,
+        private_keys: dict[str, X25519PrivateKey],
+    ) -> int:
+        password = passwords.one_time_password()
+        try:
+            counselor = await counselors.add(
+                args.username, password, Role(args.role), must_change_password=True
+            )
+        except IntegrityError:
+            print(f"hotline: a counselor named {args.username!r} exists", file=sys.stderr)
+            return EXIT_REFUSED
+        if counselor.id is None:  # pragma: no cover - the database assigns it on commit
+            raise RuntimeError("counselor was not stored")
+        await keyring.grant(counselor.id, password, private_keys)
+        await audit.record(engine, actor, audit.AuditAction.KEY_GRANT, f"counselor:{counselor.id}")
+        print(
+            f"Counselor {args.username} ({args.role}) added.\n"
+            f"  one-time password: {password}  (must be changed at first sign-in)",
+            flush=True,
+        )
+        return 0
+
+    return _as_administrator(settings, args, add)
 
 
 def _reset(settings: Settings, args: argparse.Namespace) -> int:
-    async def run() -> int:
-        async with migrated_engine(settings) as engine:
-            counselors = CounselorStore(engine, settings.kdf)
-            keyring = KeyRing(engine, settings.kdf)
-            authorised = await _authorise(args, counselors, keyring)
-            if authorised is None:
-                return EXIT_REFUSED
-            actor, private_keys = authorised
-            counselor = await counselors.by_username(args.username)
-            if counselor is None or counselor.id is None:
-                print(f"hotline: no counselor named {args.username!r}", file=sys.stderr)
-                return EXIT_REFUSED
-            password = passwords.one_time_password()
-            wraps = keyring.wraps_for(private_keys, password)
-            await counselors.reset(counselor.id, password, wraps, actor)
-            print(
-                f"Counselor {args.username} reset: two-factor sign-in is off until they enrol "
-                f"again.\n  one-time password: {password}  (must be changed at first sign-in)",
-                flush=True,
-            )
-            return 0
+    async def reset(
+        _engine: AsyncEngine,
+        counselors: CounselorStore,
+        keyring: KeyRing,
+        actor: str,
+        private_keys: dict[str, X25519PrivateKey],
+    ) -> int:
+        counselor = await counselors.by_username(args.username)
+        if counselor is None or counselor.id is None:
+            print(f"hotline: no counselor named {args.username!r}", file=sys.stderr)
+            return EXIT_REFUSED
+        password = passwords.one_time_password()
+        wraps = keyring.wraps_for(private_keys, password)
+        await counselors.reset(counselor.id, password, wraps, actor)
+        print(
+            f"Counselor {args.username} reset: two-factor sign-in is off until they enrol "
+            f"again.\n  one-time password: {password}  (must be changed at first sign-in)",
+            flush=True,
+        )
+        return 0
 
-    return asyncio.run(run())
+    return _as_administrator(settings, args, reset)
 
 
 def _authorised_by(parser: argparse.ArgumentParser) -> None:
