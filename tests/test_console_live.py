@@ -375,8 +375,10 @@ async def test_one_hub_read_serves_every_socket_and_a_new_case_joins_at_once(
         await asyncio.wait_for(first.queue.get(), 2)
         subscriptions = [await hub.subscribe(f"case-{n}") for n in range(20)]
         await asyncio.sleep(0.05)  # let the hub block again
+        # Only this test's database: a shared server also serves other databases' clients.
+        db = str(redis.connection_pool.connection_kwargs.get("db", 0))
         clients = await redis.client_list()
-        blocked = [c for c in clients if c["cmd"] == "xread"]
+        blocked = [c for c in clients if c["cmd"] == "xread" and c["db"] == db]
         assert len(blocked) == 1, "one blocking read for every watched case"
         late = await hub.subscribe("case-late")
         started = time.monotonic()
