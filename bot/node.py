@@ -168,6 +168,7 @@ class Node:
             require_totp=self.settings.login.require_totp,
             services=self._services(),
             sla=self.settings.sla,
+            receipts=ReceiptBook(engine, self.settings.kdf),
         )
         intake = Intake(redis, cases, f"{self.settings.node_name}-intake")
         task = asyncio.create_task(intake.run(), name="intake")

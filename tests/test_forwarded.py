@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.errors import SettingsError
 from backend.forwarded import forwarded_middleware, parse_networks
@@ -102,8 +104,9 @@ async def _login(hotline: RunningHotline, headers: dict[str, str]) -> ClientResp
 
 
 async def test_behind_a_trusted_proxy_the_console_works_over_https(
-    pair: Pair, tmp_path: Path
+    pair: Pair, tmp_path: Path, redis: Redis, engine: AsyncEngine
 ) -> None:
+    # `redis` and `engine` give this test a clean pair, as the `hotline` fixture's.
     async with start_hotline(pair, tmp_path, {"HOTLINE_TRUSTED_PROXIES": "127.0.0.1"}) as hotline:
         signed_in = await _login(hotline, PROXIED | {"Origin": PUBLIC})
         assert signed_in.status == 303

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from backend import streams, totp
 from backend.audit import AuditAction
 from backend.cases import CaseStore, envelope_of
-from backend.console import case_work, live, openapi, queue
+from backend.console import case_work, live, openapi, queue, receipt_lookup
 from backend.console.access import ROLE_RANK, Access, current_session, guard, sessions_key
 from backend.console.forms import check_origin, read_form, render
 from backend.console.sessions import (
@@ -37,6 +37,7 @@ from backend.keyring import KeyRing, counselor_holder
 from backend.login_guard import LoginGuard, LoginLockedError
 from backend.models import CaseStatus, Role
 from backend.passwords import MIN_PASSWORD_LENGTH
+from backend.receipts import ReceiptBook
 from backend.sealing import open_envelope
 from backend.settings import SlaPolicy
 from backend.web import redis_key
@@ -411,6 +412,7 @@ def add_routes(
     pending_sign_ins: ConsoleSessionStore,
     require_totp: bool,
     sla: SlaPolicy,
+    receipts: ReceiptBook,
     services: Directory | None = None,
 ) -> None:
     app[cases_key] = cases
@@ -443,4 +445,5 @@ def add_routes(
     queue.add_routes(app, sla=sla)
     case_work.add_routes(app, services or Directory())
     live.add_routes(app, cases=cases, keyring=keyring)
+    receipt_lookup.add_routes(app, receipts)
     openapi.add_routes(app)
