@@ -68,6 +68,7 @@ class AuditAction(StrEnum):
     TRANSFER = "transfer"
     SHIFT_START = "shift-start"
     SHIFT_END = "shift-end"
+    RECEIPT_LOOKUP = "receipt-lookup"
 
 
 def link_hash(entry: AuditEntry) -> str:

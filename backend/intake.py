@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import cast
 
 from redis.asyncio import Redis
@@ -50,6 +52,8 @@ _FIELD_LIMITS = {
     "follows": 64,
 }
 _MAX_IDEMPOTENCY_KEY = 128
+# A receipt code's Argon2id digest: 32 bytes in hex (backend/receipts.py).
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 _PRIORITY_RANGE = range(0, 101)
 
 
@@ -80,18 +84,32 @@ def parse(fields: dict[bytes, bytes]) -> tuple[str, Envelope]:
     return key, envelope
 
 
-def parse_event(fields: dict[bytes, bytes]) -> list[str]:
-    """The case ids an event entry flags; SealingError if it is not a known, well-formed one.
-    Only `victim_unreachable` exists so far."""
+@dataclass(frozen=True)
+class Event:
+    """A content-free event about stored cases (`streams.EVENTS`)."""
+
+    kind: str
+    case_ids: list[str]
+    code_digest: str | None = None  # receipt_issued only
+
+
+def parse_event(fields: dict[bytes, bytes]) -> Event:
+    """An event entry; SealingError if it is not a known, well-formed one."""
     try:
         kind = fields[streams.FIELD_EVENT.encode()].decode()
         case_ids = fields[streams.FIELD_CASE_IDS.encode()].decode().split()
+        raw_digest = fields.get(streams.FIELD_CODE_DIGEST.encode())
+        code_digest = None if raw_digest is None else raw_digest.decode()
     except (KeyError, UnicodeDecodeError) as exc:
         raise SealingError("event lacks a readable kind or case ids") from exc
     too_long = any(len(c) > _FIELD_LIMITS["case_id"] for c in case_ids)
     if kind not in streams.EVENTS or not case_ids or len(case_ids) > 100 or too_long:
         raise SealingError("event of an unknown kind, or without fitting case ids")
-    return case_ids
+    if kind == streams.EVENT_RECEIPT_ISSUED and (
+        len(case_ids) != 1 or code_digest is None or not _DIGEST.fullmatch(code_digest)
+    ):
+        raise SealingError("receipt event without one case id and a code digest")
+    return Event(kind, case_ids, code_digest)
 
 
 async def dead_letter_count(redis: Redis) -> int:
@@ -203,7 +221,7 @@ class Intake:
         Events (`streams.FIELD_EVENT`) are applied after the batch's reports are stored, so an
         event about a report in the same batch finds its case."""
         reports: list[Entry] = []
-        events: list[tuple[bytes, list[str]]] = []
+        events: list[tuple[bytes, Event]] = []
         for entry_id, fields in entries:
             if streams.FIELD_EVENT.encode() not in fields:
                 reports.append((entry_id, fields))
@@ -215,11 +233,27 @@ class Intake:
                 await self._dead_letter(entry_id, fields, str(exc))
         await self._store(reports)
         if events:
-            flagged = await self._cases.mark_victim_unreachable(
-                [case_id for _, case_ids in events for case_id in case_ids]
-            )
-            log.info("intake: %d case(s) flagged: victim unreachable", flagged)
+            await self._apply([event for _, event in events])
             await self._ack([entry_id for entry_id, _ in events])
+
+    async def _apply(self, events: list[Event]) -> None:
+        unreachable = [
+            case_id
+            for event in events
+            if event.kind == streams.EVENT_VICTIM_UNREACHABLE
+            for case_id in event.case_ids
+        ]
+        if unreachable:
+            flagged = await self._cases.mark_victim_unreachable(unreachable)
+            log.info("intake: %d case(s) flagged: victim unreachable", flagged)
+        issued = [
+            (event.code_digest, event.case_ids[0])
+            for event in events
+            if event.kind == streams.EVENT_RECEIPT_ISSUED and event.code_digest is not None
+        ]
+        if issued:
+            kept = await self._cases.attach_receipts(issued)
+            log.info("intake: %d of %d receipt(s) kept", kept, len(issued))
 
     async def _store(self, entries: Sequence[Entry]) -> None:
         good: list[tuple[bytes, str, Envelope]] = []

@@ -151,7 +151,8 @@ class ReceiptBook:
 
     async def find(self, code: str) -> str:
         """The case id for a code; ReceiptNotFoundError for a wrong, mistyped or erased code."""
-        wanted = digest(code, await self.salt(), self._cost)
+        # Argon2id at production cost is a good part of a second of CPU: not on the event loop.
+        wanted = await asyncio.to_thread(digest, code, await self.salt(), self._cost)
         async with AsyncSession(self._engine) as session:
             row = await session.get(Receipt, wanted)
         if row is None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from backend.errors import SettingsError
+from backend.forwarded import Network, parse_networks
 
 SHIPPED_FLOWS_DIR = Path(__file__).resolve().parent.parent / "flows"
 
@@ -131,6 +132,8 @@ class Settings:
     login: LoginPolicy = field(default_factory=LoginPolicy)
     retention: Retention = field(default_factory=Retention)
     sla: SlaPolicy = field(default_factory=SlaPolicy)
+    # Peers whose Forwarded / X-Forwarded-* headers are believed (backend/forwarded.py).
+    trusted_proxies: tuple[Network, ...] = ()
 
     @property
     def embedded_redis(self) -> bool:
@@ -210,6 +213,7 @@ class Settings:
                 minutes_by_priority=_sla_minutes(env.get("HOTLINE_SLA_MINUTES")),
                 warning_percent=_int(env, "HOTLINE_SLA_WARNING_PERCENT", 75, low=1, high=99),
             ),
+            trusted_proxies=_trusted_proxies(env.get("HOTLINE_TRUSTED_PROXIES")),
         )
 
 
@@ -241,6 +245,16 @@ def _sla_minutes(raw: str | None) -> tuple[tuple[int, int], ...]:
             f"HOTLINE_SLA_MINUTES: no target for priority {', '.join(map(str, missing))}"
         )
     return tuple(sorted(pairs.items(), reverse=True))
+
+
+def _trusted_proxies(raw: str | None) -> tuple[Network, ...]:
+    try:
+        return parse_networks(raw or "")
+    except ValueError as exc:
+        raise SettingsError(
+            f"HOTLINE_TRUSTED_PROXIES: {exc}; give addresses or CIDR blocks, e.g. "
+            '"127.0.0.1, 10.0.0.0/8"'
+        ) from None
 
 
 def _data_dir(raw: str) -> Path:

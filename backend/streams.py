@@ -31,7 +31,12 @@ FIELD_ENVELOPE: Final = "envelope"
 FIELD_EVENT: Final = "event"
 FIELD_CASE_IDS: Final = "case_ids"
 EVENT_VICTIM_UNREACHABLE: Final = "victim_unreachable"  # the victim blocked the bot
-EVENTS: Final = frozenset({EVENT_VICTIM_UNREACHABLE})
+# The bot issued a receipt code for a case: one case id, and FIELD_CODE_DIGEST, the code's
+# Argon2id digest (backend/receipts.py), which intake stores in the receipts table so the
+# console can find a case by a code a victim reads out. The code itself never travels.
+EVENT_RECEIPT_ISSUED: Final = "receipt_issued"
+FIELD_CODE_DIGEST: Final = "code_digest"
+EVENTS: Final = frozenset({EVENT_VICTIM_UNREACHABLE, EVENT_RECEIPT_ISSUED})
 
 # Extra fields of one entry on DEAD_LETTER_STREAM.
 FIELD_DEAD_ENTRY_ID: Final = "entry_id"
@@ -164,6 +169,18 @@ def login_failures_key(username_hash: str) -> str:
 
 def login_lock_key(username_hash: str) -> str:
     return LOGIN_LOCK_PREFIX + username_hash
+
+
+# Receipt lookups in the console, counted per counselor (`receipt-lookups:<counselor id>`, a
+# counter that expires a window after the last lookup): a signed-in console must not be a
+# machine for guessing codes.
+RECEIPT_LOOKUPS_PREFIX: Final = PREFIX + "receipt-lookups:"
+RECEIPT_LOOKUP_LIMIT: Final = 10
+RECEIPT_LOOKUP_WINDOW_S: Final = 600
+
+
+def receipt_lookups_key(counselor_id: int) -> str:
+    return f"{RECEIPT_LOOKUPS_PREFIX}{counselor_id}"
 
 
 def receipt_key(code_digest: str) -> str:

@@ -6,6 +6,7 @@ Both processes serve through it: the backend adds the console, the bot adds its 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -13,6 +14,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import database
+from backend.forwarded import Network, forwarded_middleware
 from backend.web_security import security_middleware
 
 log = logging.getLogger(__name__)
@@ -54,9 +56,13 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def make_app(redis: Redis, engine: AsyncEngine | None) -> web.Application:
+def make_app(
+    redis: Redis, engine: AsyncEngine | None, *, trusted_proxies: Sequence[Network] = ()
+) -> web.Application:
+    # The proxy's view first: every later middleware and handler sees the public request.
     app = web.Application(
-        middlewares=[security_middleware, error_middleware], client_max_size=MAX_REQUEST_BYTES
+        middlewares=[forwarded_middleware(trusted_proxies), security_middleware, error_middleware],
+        client_max_size=MAX_REQUEST_BYTES,
     )
     app[redis_key] = redis
     if engine is not None:

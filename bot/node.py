@@ -95,7 +95,7 @@ class Node:
         """Start every dependency and return the HTTP app; `async with` the node to stop them."""
         redis = await self._redis()
         engine = await self._engine() if BACKEND in self.roles else None
-        app = make_app(redis, engine)
+        app = make_app(redis, engine, trusted_proxies=self.settings.trusted_proxies)
         published: tuple[X25519PublicKey, bytes] | None = None
         if engine is not None:
             published = await self._backend(app, redis, engine)
@@ -168,6 +168,7 @@ class Node:
             require_totp=self.settings.login.require_totp,
             services=self._services(),
             sla=self.settings.sla,
+            receipts=ReceiptBook(engine, self.settings.kdf),
         )
         intake = Intake(redis, cases, f"{self.settings.node_name}-intake")
         task = asyncio.create_task(intake.run(), name="intake")

@@ -6,6 +6,7 @@ which (with Redis' append-only file) means the sealed report is durable.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 
@@ -62,6 +63,21 @@ class ReportSender:
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         return seal(bytes(data), header, self._center_key).to_bytes()
+
+    async def send_receipt(self, case_id: str, code_digest: str) -> None:
+        """Tell the backend a receipt was issued for a case: the code's slow digest only (the
+        code never leaves the victim's screen), so a counselor can find the case by a code the
+        victim reads out. Sent after the case's own report, so intake finds the case."""
+        key = "receipt:" + hashlib.sha256(f"{case_id}:{code_digest}".encode()).hexdigest()[:32]
+        await self._redis.xadd(
+            streams.REPORTS_STREAM,
+            {
+                streams.FIELD_IDEMPOTENCY_KEY: key,
+                streams.FIELD_EVENT: streams.EVENT_RECEIPT_ISSUED,
+                streams.FIELD_CASE_IDS: case_id,
+                streams.FIELD_CODE_DIGEST: code_digest,
+            },
+        )
 
     async def send_event(self, idempotency_key: str, event: str, case_ids: list[str]) -> None:
         """An event about stored cases (`streams.EVENTS`): no envelope, as it says nothing a

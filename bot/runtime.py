@@ -428,8 +428,9 @@ class ConversationRuntime:
         return 1 + (rank if isinstance(rank, int) else 0)
 
     async def _issue_receipt(self, effect: IssueReceipt) -> None:
-        """Remember the code's case by its slow hash, and publish the reply key it derives, so
-        counselors can leave replies only this code opens (backend/replies.py)."""
+        """Remember the code's case by its slow hash, publish the reply key it derives, so
+        counselors can leave replies only this code opens (backend/replies.py), and tell the
+        backend the digest, so a counselor can find the case by a code read out to them."""
         code_digest = await self._receipts.digest(effect.code)
         reply_key = replies.reply_private_key(effect.code, self._receipts.salt)
         if code_digest is None or reply_key is None:  # pragma: no cover - the step makes codes
@@ -440,6 +441,7 @@ class ConversationRuntime:
         await replies.publish_receipt(
             self._redis, effect.case_id, code_digest, reply_key.public_key()
         )
+        await self._reports.send_receipt(effect.case_id, code_digest)
 
     async def _case_request(self, effect: CaseRequest) -> list[str] | None:
         """A returning victim's request, sealed onto the reports stream for the case's

@@ -20,7 +20,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from redis.asyncio import Redis
 
-from backend import keys
+from backend import keys, streams
 from backend.flows.registry import FlowRegistry
 from backend.pseudonyms import Pseudonymizer
 from backend.receipts import ReceiptHasher
@@ -323,6 +323,16 @@ def raw(value: object) -> bytes:
 async def stream(redis: Redis, key: bytes | str) -> list[dict[bytes, bytes]]:
     entries = await redis.xrange(key)
     return [{raw(k): raw(v) for k, v in (fields or {}).items()} for _id, fields in entries or []]
+
+
+async def reports(redis: Redis) -> list[dict[bytes, bytes]]:
+    """The reports on the reports stream, without the content-free events beside them (a
+    receipt's `receipt_issued` follows every finished report)."""
+    return [
+        entry
+        for entry in await stream(redis, streams.REPORTS_STREAM)
+        if streams.FIELD_EVENT.encode() not in entry
+    ]
 
 
 async def plaintext_in_redis(redis: Redis, markers: list[bytes]) -> list[str]:

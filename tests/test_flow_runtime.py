@@ -80,6 +80,8 @@ class Victim:
 async def _reports(redis: Redis, private_key: X25519PrivateKey) -> list[dict[str, Any]]:
     found = []
     for _id, fields in await redis.xrange(streams.REPORTS_STREAM) or []:
+        if streams.FIELD_EVENT.encode() in (fields or {}):
+            continue  # a content-free event (a receipt issued), not a report
         raw = (fields or {})[streams.FIELD_ENVELOPE.encode()]
         assert isinstance(raw, bytes)
         envelope = Envelope.from_bytes(raw)

@@ -37,9 +37,9 @@ from tests.telegram_support import (
     make_runtime,
     matches,
     plaintext_in_redis,
+    reports,
     running_door,
     say,
-    stream,
     texts,
 )
 
@@ -78,7 +78,7 @@ async def test_a_whole_report_through_telegram(
     assert labels[-1] == say("common.quick_exit", language)
     assert calls[-1].callback_data()[-1] == QUICK_EXIT_BUTTON, "the way out stays after a report"
 
-    (entry,) = await stream(redis, streams.REPORTS_STREAM)
+    (entry,) = await reports(redis)
     assert entry[streams.FIELD_IDEMPOTENCY_KEY.encode()]
     envelope = Envelope.from_bytes(entry[streams.FIELD_ENVELOPE.encode()])
     assert envelope.header.channel == "telegram"
@@ -177,7 +177,7 @@ async def test_canary_no_telegram_identity_or_victim_text_in_redis_or_logs(
     await victim.press(age, "18_plus", replies=1)
     (when,) = await victim.say(f"It was {CANARY_NAME}'s ex. {CANARY_TEXT}", replies=1)
     await victim.press(when, "send_now", replies=2)
-    assert await redis.xlen(streams.REPORTS_STREAM) == 1, "the canary run must reach a report"
+    assert len(await reports(redis)) == 1, "the canary run must reach a report"
     assert await plaintext_in_redis(redis, markers) == []
 
     logged = "\n".join(record.getMessage() for record in caplog.records)
@@ -220,7 +220,7 @@ async def test_an_edited_message_is_not_an_answer(
     assert matches(received.params["text"], "report.received")
 
     assert len(telegram.calls_to("sendMessage")) == 8, "an edit gets no reply"
-    (entry,) = await stream(redis, streams.REPORTS_STREAM)
+    (entry,) = await reports(redis)
     envelope = Envelope.from_bytes(entry[streams.FIELD_ENVELOPE.encode()])
     body = json.loads(open_envelope(envelope, center_key))
     assert body["answers"]["details"] == "Someone made pictures of me."
@@ -416,7 +416,7 @@ async def test_debug_logging_keeps_the_token_and_the_victim_out_of_the_logs(  # 
     runtime, root_secret = make_runtime(redis, flows, center_key)
     async with running_door(mode, redis, telegram, runtime, root_secret):
         await Victim(telegram, "en").walk()
-        assert await redis.xlen(streams.REPORTS_STREAM) == 1
+        assert len(await reports(redis)) == 1
 
     assert caplog.records, "a DEBUG run logs something, or this test proves nothing"
     logged = caplog.text

@@ -28,9 +28,9 @@ from tests.telegram_support import (
     Victim,
     make_runtime,
     matches,
+    reports,
     running_door,
     say,
-    stream,
 )
 
 center_key = telegram_support.center_key
@@ -175,7 +175,7 @@ async def _finish(victim: Victim, ask: ApiCall, redis: Redis, key: X25519Private
     (refer_police,) = await victim.press(refer_center, "yes", replies=1)
     report, _feedback = await victim.press(refer_police, "no", replies=2)
     assert matches(report.params["text"], "report.received")
-    (entry,) = await stream(redis, streams.REPORTS_STREAM)
+    (entry,) = await reports(redis)
     envelope = Envelope.from_bytes(entry[streams.FIELD_ENVELOPE.encode()])
     return json.loads(open_envelope(envelope, key))
 

@@ -12,7 +12,7 @@ from bot.telegram import QUICK_EXIT_BUTTON, TelegramDoor
 from bot.telegram_chats import DELETABLE_FOR_S, TelegramChatStore
 from tests import telegram_support
 from tests.fake_telegram import FakeTelegram
-from tests.telegram_support import EXIT_NOTICE_S, USER_ID, Victim, say
+from tests.telegram_support import EXIT_NOTICE_S, USER_ID, Victim, reports, say
 
 center_key = telegram_support.center_key
 door = telegram_support.door
@@ -75,7 +75,7 @@ async def test_exit_after_a_finished_report_still_erases_and_does_not_start_over
 ) -> None:
     victim = Victim(telegram, "en")
     await victim.walk()
-    assert await redis.xlen(streams.REPORTS_STREAM) == 1
+    assert len(await reports(redis)) == 1
     await _exit_and_check(telegram, redis, victim, "command")
     assert say("safety.welcome") not in [
         c.params["text"] for c in telegram.calls_to("sendMessage")[2:]

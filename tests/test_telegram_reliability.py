@@ -36,6 +36,7 @@ from tests.telegram_support import (
     Victim,
     all_match,
     make_runtime,
+    reports,
     running_door,
     say,
     texts,
@@ -102,7 +103,7 @@ async def test_one_chat_in_order_many_chats_at_once(
                 if c.json("chat_id") == victim.chat["id"]
             ]
             assert all_match(texts(mine), expected)
-    assert await redis.xlen(streams.REPORTS_STREAM) == chats
+    assert len(await reports(redis)) == chats
     assert runtime.most_per_chat == 1, "one chat's turns never overlap"
     assert runtime.most_overall > 1, "different chats' turns do"
 

@@ -9,6 +9,7 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import cast
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -76,6 +77,8 @@ async def _say(runtime: ConversationRuntime, who: str, text: str = "", button: s
 async def _handoff_answers(redis: Redis, private_key: X25519PrivateKey) -> list[dict[str, str]]:
     found = []
     for _id, fields in await redis.xrange(streams.REPORTS_STREAM) or []:
+        if streams.FIELD_EVENT.encode() in (fields or {}):
+            continue  # a content-free event (a receipt issued), not a report
         raw = (fields or {})[streams.FIELD_ENVELOPE.encode()]
         assert isinstance(raw, bytes)
         envelope = Envelope.from_bytes(raw)
@@ -106,6 +109,16 @@ async def test_nobody_on_shift_is_said_honestly_with_numbers_and_a_receipt(
     (request,) = await _handoff_answers(redis, private_key)
     assert request["request"] == "counselor (counselor; nobody was on shift)"
     assert await _case_of(redis, match.group()) == request["case_id"], "the receipt opens it"
+    # The backend learns the code's slow digest for the case (so the console can find it by
+    # the code), after the request itself, and never the code.
+    found = await redis.xrange(streams.REPORTS_STREAM)
+    entries = cast(list[tuple[bytes, dict[bytes, bytes]]], found)
+    event = entries[-1][1]
+    assert event[streams.FIELD_EVENT.encode()] == streams.EVENT_RECEIPT_ISSUED.encode()
+    assert event[streams.FIELD_CASE_IDS.encode()] == request["case_id"].encode()
+    digest = receipts.digest(match.group(), SALT, FAST_KDF)
+    assert event[streams.FIELD_CODE_DIGEST.encode()] == digest.encode()
+    assert match.group().encode() not in repr(entries).encode()
     assert await redis.zscore(streams.HANDOFF_QUEUE, request["case_id"]) is not None
 
 

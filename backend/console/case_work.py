@@ -8,7 +8,6 @@ Both check the request's origin. What the case page shows of this comes from `vi
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -23,8 +22,9 @@ from backend import replies
 from backend.audit import AuditAction
 from backend.case_work import CONSENT_METHODS, CaseKey, CaseWork, case_key
 from backend.cases import envelope_of
-from backend.console import views
+from backend.console import forms, views
 from backend.console.access import Access, current_session, guard
+from backend.console.forms import is_api, json_error, read_form, read_json, refusal
 from backend.console.sessions import ConsoleSession
 from backend.errors import (
     ApprovalRequiredError,
@@ -58,7 +58,6 @@ log = logging.getLogger(__name__)
 work_key = web.AppKey("console_case_work", CaseWork)
 takedowns_key = web.AppKey("console_takedowns", TakedownStore)
 services_key = web.AppKey("console_services", Directory)
-CSRF_HEADER = "X-CSRF-Token"
 
 
 @dataclass(frozen=True)
@@ -69,38 +68,16 @@ class FollowUp:
     answers: dict[str, Any] | None
 
 
-def _is_api(request: web.Request) -> bool:
-    return request.path.startswith("/api/")
-
-
-def _json_error(status: type[web.HTTPException], reason: str) -> web.HTTPException:
-    return status(text=json.dumps({"error": reason}), content_type="application/json")
-
-
-def _fail(request: web.Request, status: type[web.HTTPException], reason: str) -> web.HTTPException:
-    if _is_api(request):
-        return _json_error(status, reason)
-    return status(text=reason)
-
-
 async def _input(request: web.Request, session: ConsoleSession) -> dict[str, str]:
     """The action's fields, after the CSRF and origin checks of its kind (form or JSON)."""
-    if not _is_api(request):
-        return await views._form(request, session)
-    views._check_origin(request)
-    if not hmac.compare_digest(request.headers.get(CSRF_HEADER, ""), session.csrf_token):
-        raise _json_error(web.HTTPForbidden, f"the {CSRF_HEADER} header is missing or stale")
-    try:
-        body = await request.json()
-    except ValueError:
-        raise _json_error(web.HTTPBadRequest, "body must be JSON") from None
-    if not isinstance(body, dict):
-        raise _json_error(web.HTTPBadRequest, "body must be a JSON object")
+    if not is_api(request):
+        return await read_form(request, session)
+    body = await read_json(request, session)
     return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in body.items()}
 
 
 def _done(request: web.Request, location: str, **answer: Any) -> web.StreamResponse:
-    if _is_api(request):
+    if is_api(request):
         return web.json_response({"ok": True, **answer})
     raise web.HTTPSeeOther(location)
 
@@ -109,22 +86,22 @@ async def _case(request: web.Request, case_id: str | None = None) -> Case:
     try:
         return await request.app[views.cases_key].get(case_id or request.match_info["case_id"])
     except CaseNotFoundError:
-        raise _fail(request, web.HTTPNotFound, "no such case") from None
+        raise refusal(request, web.HTTPNotFound, "no such case") from None
 
 
 def _key(request: web.Request, session: ConsoleSession, case: Case) -> CaseKey:
     try:
         return case_key(case, session.private_keys)
     except (SealingError, CaseNotFoundError):
-        raise _fail(
+        raise refusal(
             request, web.HTTPForbidden, "this case cannot be opened with your keys"
         ) from None
 
 
 def _bad(request: web.Request, exc: Exception) -> web.HTTPException:
     if isinstance(exc, ApprovalRequiredError):
-        return _fail(request, web.HTTPForbidden, str(exc))
-    return _fail(request, web.HTTPBadRequest, str(exc))
+        return refusal(request, web.HTTPForbidden, str(exc))
+    return refusal(request, web.HTTPBadRequest, str(exc))
 
 
 def _date(text: str) -> datetime | None:
@@ -241,7 +218,7 @@ async def api_case_work(request: web.Request) -> web.Response:
     case = await _case(request)
     answers = _open_answers(case, session)
     if answers is None:
-        raise _json_error(web.HTTPForbidden, "this case cannot be opened with your keys")
+        raise json_error(web.HTTPForbidden, "this case cannot be opened with your keys")
     await request.app[views.cases_key].record(
         f"counselor:{session.counselor_id}", AuditAction.UNSEAL, case.id
     )
@@ -283,7 +260,7 @@ async def add_referral(request: web.Request) -> web.StreamResponse:
     case = await _case(request)
     consent = data.get("consent", "")
     if consent not in ("yes", "no", "true", "false"):
-        raise _fail(request, web.HTTPBadRequest, "consent must be yes or no")
+        raise refusal(request, web.HTTPBadRequest, "consent must be yes or no")
     services = frozenset(r.id for r in request.app[services_key].resources)
     try:
         referral_id = await request.app[work_key].add_referral(
@@ -310,7 +287,7 @@ async def add_reply(request: web.Request) -> web.StreamResponse:
     redis: Redis = request.app[redis_key]
     victim_key = await replies.reply_key(redis, target.id)
     if victim_key is None:
-        raise _fail(
+        raise refusal(
             request,
             web.HTTPConflict,
             "this victim has no receipt code: a reply could not reach them",
@@ -342,13 +319,13 @@ async def close_case(request: web.Request) -> web.StreamResponse:
             outcome=outcome,
         )
     except (ValueError, OutcomeRequiredError):
-        raise _fail(
+        raise refusal(
             request, web.HTTPBadRequest, "choose an outcome: " + ", ".join(o.value for o in Outcome)
         ) from None
     except CaseNotFoundError:
-        raise _fail(request, web.HTTPNotFound, "no such case") from None
+        raise refusal(request, web.HTTPNotFound, "no such case") from None
     except CaseTransitionError:
-        raise _fail(request, web.HTTPConflict, "the case cannot be closed now; reload") from None
+        raise refusal(request, web.HTTPConflict, "the case cannot be closed now; reload") from None
     redis = request.app[redis_key]
     await views.forget_queue_place(redis, case_id)
     # A chat still on ends with the case: the victim is told, and stops writing into a void.
@@ -380,7 +357,7 @@ async def _takedown(request: web.Request) -> tuple[ConsoleSession, Case, CaseKey
     try:
         row = await request.app[takedowns_key].get(request.match_info["takedown_id"])
     except CaseWorkError:
-        raise _fail(request, web.HTTPNotFound, "no such takedown request") from None
+        raise refusal(request, web.HTTPNotFound, "no such takedown request") from None
     case = await _case(request, row.case_id)
     key = _key(request, session, case)
     return session, case, key, TakedownStore.open(key, row)
@@ -395,7 +372,7 @@ async def _reviewer(request: web.Request, row: TakedownRequest) -> str:
 
 async def takedown_page(request: web.Request) -> web.Response:
     session, case, _, draft = await _takedown(request)
-    return views._render(
+    return forms.render(
         "takedown.html",
         session=session,
         case=case,

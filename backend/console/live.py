@@ -24,7 +24,6 @@ fell behind (reconnect); 1001 the server is stopping (reconnect).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import re
@@ -49,6 +48,7 @@ from backend.console.access import (
     sessions_key,
 )
 from backend.console.canned_responses import CannedResponse, in_order_for, load, shipped
+from backend.console.forms import check_json_post, check_upgrade_origin, read_json, refusal
 from backend.console.hub import Subscription, TranscriptHub, stream_id
 from backend.console.sessions import COOKIE_NAME, ConsoleSession
 from backend.errors import CaseNotFoundError, CaseTransitionError, SealingError
@@ -77,46 +77,12 @@ _sockets_key: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey(
     "console_live_sockets"
 )
 
-CSRF_HEADER = "X-CSRF-Token"
 HEARTBEAT_S = 30.0
 # How often an open socket checks that its session still exists and the case is still theirs.
 RECHECK_S = 30.0
 CLOSE_NOT_ALLOWED = 4403
 CLOSE_FELL_BEHIND = 4409
 _ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
-
-
-def _error(request: web.Request, status: type[web.HTTPException], text: str) -> web.HTTPException:
-    if request.path.startswith("/api/"):
-        return status(text=json.dumps({"error": text}), content_type="application/json")
-    return status(text=text)
-
-
-def _own_origin(request: web.Request) -> str:
-    return f"{request.scheme}://{request.host}"
-
-
-def _check_upgrade_origin(request: web.Request) -> None:
-    # Browsers always send Origin on a WebSocket upgrade, with the opening page's real origin
-    # whatever the referrer policy: no Origin, or another, is not our page.
-    if request.headers.get("Origin") != _own_origin(request):
-        log.warning("live chat upgrade refused: not from the console's origin")
-        raise web.HTTPForbidden(text="cross-site request refused")
-
-
-def _check_api_post(request: web.Request, session: ConsoleSession) -> None:
-    """The CSRF token in a header (a cross-site page cannot read or set it), and no sign of
-    another site. Same-origin fetch() sends "Origin: null" under `Referrer-Policy: no-referrer`,
-    so the token is what decides; the origin checks only refuse the clearly foreign."""
-    site = request.headers.get("Sec-Fetch-Site")
-    origin = request.headers.get("Origin")
-    if (site is not None and site not in {"same-origin", "none"}) or (
-        origin not in {None, "null"} and origin != _own_origin(request)
-    ):
-        raise _error(request, web.HTTPForbidden, "cross-site request refused")
-    given = request.headers.get(CSRF_HEADER, "").encode()
-    if not hmac.compare_digest(given, session.csrf_token.encode()):
-        raise _error(request, web.HTTPForbidden, "the page has expired; reload it")
 
 
 def _may_hold(session: ConsoleSession, case: Case) -> bool:
@@ -129,9 +95,9 @@ async def _held_case(request: web.Request, session: ConsoleSession) -> Case:
     try:
         case = await request.app[_cases_key].get(request.match_info["case_id"])
     except CaseNotFoundError:
-        raise _error(request, web.HTTPNotFound, "no such case") from None
+        raise refusal(request, web.HTTPNotFound, "no such case") from None
     if not _may_hold(session, case):
-        raise _error(request, web.HTTPForbidden, "this case is not yours: claim it first")
+        raise refusal(request, web.HTTPForbidden, "this case is not yours: claim it first")
     return case
 
 
@@ -214,7 +180,7 @@ async def _read_until_closed(ws: web.WebSocketResponse, subscription: Subscripti
 async def live_socket(request: web.Request) -> web.StreamResponse:
     """The case's transcript over a WebSocket: history after `?after=`, then live entries."""
     session = current_session(request)
-    _check_upgrade_origin(request)
+    check_upgrade_origin(request)
     after = request.query.get("after", "0-0")
     if not _ENTRY_ID.fullmatch(after):
         raise web.HTTPBadRequest(text="after: not a transcript entry id")
@@ -283,32 +249,21 @@ async def _stream(
         )
 
 
-async def _json_body(request: web.Request) -> dict[str, object]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise _error(request, web.HTTPBadRequest, "the body must be JSON") from None
-    if not isinstance(body, dict):
-        raise _error(request, web.HTTPBadRequest, "the body must be a JSON object")
-    return body
-
-
 async def send_line(request: web.Request) -> web.Response:
     """Send a line to the victim of a live chat: body {"text": ...}; its transcript entry id."""
     session = current_session(request)
-    _check_api_post(request, session)
-    body = await _json_body(request)
+    body = await read_json(request, session)
     text = body.get("text")
     if not isinstance(text, str):
-        raise _error(request, web.HTTPBadRequest, "text: a string is expected")
+        raise refusal(request, web.HTTPBadRequest, "text: a string is expected")
     try:
         line = new_line(Sender.COUNSELOR, text)
     except ValueError as exc:
-        raise _error(request, web.HTTPBadRequest, f"text: {exc}") from None
+        raise refusal(request, web.HTTPBadRequest, f"text: {exc}") from None
     case = await _held_case(request, session)
     reply_key = reply_key_of(_answers(case, session.private_keys))
     if reply_key is None:
-        raise _error(
+        raise refusal(
             request,
             web.HTTPConflict,
             "this case carries no reply key: the victim's app cannot receive messages",
@@ -316,13 +271,13 @@ async def send_line(request: web.Request) -> web.Response:
     chat = request.app[_chat_key]
     presence = await chat.presence(case.id)
     if case.status != CaseStatus.ACTIVE.value or presence is None:
-        raise _error(request, web.HTTPConflict, "start the chat first")
+        raise refusal(request, web.HTTPConflict, "start the chat first")
     if presence.kind is not EventKind.JOINED:
         who = "the victim left" if presence.by is Sender.VICTIM else "you ended it"
-        raise _error(request, web.HTTPConflict, f"the chat is over ({who})")
+        raise refusal(request, web.HTTPConflict, f"the chat is over ({who})")
     centre = await request.app[_keyring_key].active()
     if centre is None:  # pragma: no cover - the node does not start without a centre key
-        raise _error(request, web.HTTPServiceUnavailable, "no centre key")
+        raise refusal(request, web.HTTPServiceUnavailable, "no centre key")
     entry_id = await chat.from_counselor(case.id, line, centre.public_key, reply_key)
     log.info("counselor %d sent a line in case %s", session.counselor_id, case.id)
     return web.json_response({"entry_id": entry_id, "line_id": line.id})
@@ -331,7 +286,7 @@ async def send_line(request: web.Request) -> web.Response:
 async def start_chat(request: web.Request) -> web.Response:
     """Start the live chat: the case becomes active and the victim is told a counselor joined."""
     session = current_session(request)
-    _check_api_post(request, session)
+    check_json_post(request, session)
     case = await _held_case(request, session)
     if case.status == CaseStatus.CLAIMED.value:
         try:
@@ -342,16 +297,16 @@ async def start_chat(request: web.Request) -> web.Response:
                 counselor_id=session.counselor_id,
             )
         except CaseTransitionError:
-            raise _error(
+            raise refusal(
                 request, web.HTTPConflict, "the case's status changed meanwhile; reload the page"
             ) from None
     elif case.status != CaseStatus.ACTIVE.value:
-        raise _error(request, web.HTTPConflict, "claim the case first")
+        raise refusal(request, web.HTTPConflict, "claim the case first")
     chat = request.app[_chat_key]
     presence = await chat.presence(case.id)
     if presence is not None and presence.kind is EventKind.ENDED and presence.by is Sender.VICTIM:
         # They left, maybe with a quick exit because someone was watching: do not call them back.
-        raise _error(request, web.HTTPConflict, "the victim left this chat")
+        raise refusal(request, web.HTTPConflict, "the victim left this chat")
     if presence is None or presence.kind is not EventKind.JOINED:
         await chat.notify_victim(case.id, OutboxKind.JOINED, Sender.COUNSELOR)
         log.info("counselor %d started the live chat of case %s", session.counselor_id, case.id)
@@ -361,12 +316,12 @@ async def start_chat(request: web.Request) -> web.Response:
 async def end_chat(request: web.Request) -> web.Response:
     """End the live chat: the victim is told, and what they write goes back to the bot's flow."""
     session = current_session(request)
-    _check_api_post(request, session)
+    check_json_post(request, session)
     case = await _held_case(request, session)
     chat = request.app[_chat_key]
     presence = await chat.presence(case.id)
     if presence is None or presence.kind is not EventKind.JOINED:
-        raise _error(request, web.HTTPConflict, "the chat is not on")
+        raise refusal(request, web.HTTPConflict, "the chat is not on")
     await chat.notify_victim(case.id, OutboxKind.ENDED, Sender.COUNSELOR)
     log.info("counselor %d ended the live chat of case %s", session.counselor_id, case.id)
     return web.json_response({"chat": "ended"})

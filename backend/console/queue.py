@@ -15,8 +15,6 @@ a supervisor (or an administrator) may move anyone's.
 
 from __future__ import annotations
 
-import hmac
-import json
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -31,6 +29,7 @@ from backend.audit import AuditAction
 from backend.cases import CaseSummary
 from backend.console import views
 from backend.console.access import ROLE_RANK, Access, current_session, guard
+from backend.console.forms import check_json_post, json_error, read_form, render
 from backend.console.sessions import ConsoleSession
 from backend.errors import CaseNotFoundError, CaseTransitionError
 from backend.models import CaseStatus, Role
@@ -42,7 +41,6 @@ log = logging.getLogger(__name__)
 
 sla_key = web.AppKey("console_sla", SlaPolicy)
 shifts_key = web.AppKey("console_shifts", ShiftBoard)
-CSRF_HEADER = "X-CSRF-Token"
 # How often the open queue page asks for the queue again.
 QUEUE_POLL_S = 5
 CLAIM_LOST = "another counselor took this case"
@@ -121,7 +119,7 @@ async def queue_page(request: web.Request) -> web.Response:
     shifts = request.app[shifts_key]
     mine = await request.app[views.cases_key].list_held(session.counselor_id)
     now = datetime.now(UTC)
-    return views._render(
+    return render(
         "queue.html",
         session=session,
         waiting=await _queue(request),
@@ -190,9 +188,7 @@ async def _load(request: web.Request) -> dict[str, Any]:
 
 
 async def supervision_page(request: web.Request) -> web.Response:
-    return views._render(
-        "supervision.html", session=current_session(request), **await _load(request)
-    )
+    return render("supervision.html", session=current_session(request), **await _load(request))
 
 
 async def api_supervision(request: web.Request) -> web.Response:
@@ -212,14 +208,8 @@ async def _api_checked(request: web.Request) -> ConsoleSession:
     """A JSON state change: our origin, and the session's CSRF token in a header (script on
     another site can neither read the token nor set the header without our CORS consent)."""
     session = current_session(request)
-    views._check_origin(request)
-    if not hmac.compare_digest(request.headers.get(CSRF_HEADER, ""), session.csrf_token):
-        raise _json_error(web.HTTPForbidden, "missing or wrong CSRF token; reload the page")
+    check_json_post(request, session)
     return session
-
-
-def _json_error(status: type[web.HTTPException], message: str) -> web.HTTPException:
-    return status(text=json.dumps({"error": message}), content_type="application/json")
 
 
 async def _claim(request: web.Request, session: ConsoleSession, case_id: str) -> None:
@@ -262,20 +252,20 @@ async def _transfer(request: web.Request, session: ConsoleSession, case_id: str,
 
 async def claim_form(request: web.Request) -> web.Response:
     session = current_session(request)
-    await views._form(request, session)
+    await read_form(request, session)
     case_id = request.match_info["case_id"]
     try:
         await _claim(request, session, case_id)
     except CaseNotFoundError:
         raise web.HTTPNotFound(text="no such case") from None
     except CaseTransitionError:
-        return views._render("claim_lost.html", status=409, session=session, case_id=case_id)
+        return render("claim_lost.html", status=409, session=session, case_id=case_id)
     raise web.HTTPSeeOther(f"/console/cases/{case_id}")
 
 
 async def release_form(request: web.Request) -> web.Response:
     session = current_session(request)
-    await views._form(request, session)
+    await read_form(request, session)
     case_id = request.match_info["case_id"]
     try:
         await _release(request, session, case_id)
@@ -302,14 +292,12 @@ async def transfer_page(request: web.Request) -> web.Response:
         for c in roster
         if c.id != case.claimed_by
     ]
-    return views._render(
-        "transfer.html", session=session, case=case, colleagues=colleagues, error=None
-    )
+    return render("transfer.html", session=session, case=case, colleagues=colleagues, error=None)
 
 
 async def transfer_form(request: web.Request) -> web.Response:
     session = current_session(request)
-    form = await views._form(request, session)
+    form = await read_form(request, session)
     case_id = request.match_info["case_id"]
     try:
         await _transfer(request, session, case_id, form.get("to", ""))
@@ -329,9 +317,9 @@ async def api_claim(request: web.Request) -> web.Response:
     try:
         await _claim(request, session, case_id)
     except CaseNotFoundError:
-        raise _json_error(web.HTTPNotFound, "no such case") from None
+        raise json_error(web.HTTPNotFound, "no such case") from None
     except CaseTransitionError:
-        raise _json_error(web.HTTPConflict, CLAIM_LOST) from None
+        raise json_error(web.HTTPConflict, CLAIM_LOST) from None
     return web.json_response(
         {"id": case_id, "status": "claimed", "claimed_by": session.counselor_id}
     )
@@ -344,11 +332,9 @@ async def api_release(request: web.Request) -> web.Response:
     try:
         await _release(request, session, case_id)
     except CaseNotFoundError:
-        raise _json_error(web.HTTPNotFound, "no such case") from None
+        raise json_error(web.HTTPNotFound, "no such case") from None
     except CaseTransitionError:
-        raise _json_error(
-            web.HTTPConflict, "only a claimed case you hold can be released"
-        ) from None
+        raise json_error(web.HTTPConflict, "only a claimed case you hold can be released") from None
     return web.json_response({"id": case_id, "status": "queued"})
 
 
@@ -364,11 +350,11 @@ async def api_transfer(request: web.Request) -> web.Response:
     try:
         target = await _transfer(request, session, case_id, to)
     except web.HTTPBadRequest:
-        raise _json_error(web.HTTPBadRequest, "choose a colleague by their id") from None
+        raise json_error(web.HTTPBadRequest, "choose a colleague by their id") from None
     except CaseNotFoundError:
-        raise _json_error(web.HTTPNotFound, "no such case") from None
+        raise json_error(web.HTTPNotFound, "no such case") from None
     except CaseTransitionError:
-        raise _json_error(
+        raise json_error(
             web.HTTPConflict, "this case is not yours to transfer, or it changed hands"
         ) from None
     return web.json_response({"id": case_id, "claimed_by": target})
@@ -388,7 +374,7 @@ async def _set_shift(request: web.Request, session: ConsoleSession, on: bool) ->
 
 async def shift_form(request: web.Request) -> web.Response:
     session = current_session(request)
-    form = await views._form(request, session)
+    form = await read_form(request, session)
     await _set_shift(request, session, form.get("on") == "1")
     raise web.HTTPSeeOther("/console")
 
@@ -401,7 +387,7 @@ async def api_shift(request: web.Request) -> web.Response:
     except ValueError:
         body = None
     if not isinstance(body, dict) or not isinstance(body.get("on"), bool):
-        raise _json_error(web.HTTPBadRequest, 'send {"on": true} or {"on": false}')
+        raise json_error(web.HTTPBadRequest, 'send {"on": true} or {"on": false}')
     return web.json_response({"on_shift": await _set_shift(request, session, body["on"])})
 
 

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Any
 
-import jinja2
 from aiohttp import web
 from redis.asyncio import Redis
 
 from backend import streams, totp
 from backend.audit import AuditAction
 from backend.cases import CaseStore, envelope_of
-from backend.console import case_work, live, openapi, queue
+from backend.console import case_work, live, openapi, queue, receipt_lookup
 from backend.console.access import ROLE_RANK, Access, current_session, guard, sessions_key
+from backend.console.forms import check_origin, read_form, render
 from backend.console.sessions import (
     COOKIE_NAME,
     PENDING_COOKIE_NAME,
@@ -39,6 +37,7 @@ from backend.keyring import KeyRing, counselor_holder
 from backend.login_guard import LoginGuard, LoginLockedError
 from backend.models import CaseStatus, Role
 from backend.passwords import MIN_PASSWORD_LENGTH
+from backend.receipts import ReceiptBook
 from backend.sealing import open_envelope
 from backend.settings import SlaPolicy
 from backend.web import redis_key
@@ -56,18 +55,6 @@ dead_letters_key: web.AppKey[DeadLetterCount] = web.AppKey("console_dead_letters
 # What the status form may set; claims, releases and transfers have their own routes
 # (backend/console/queue.py), purging is retention's or the victim's.
 _SETTABLE = {CaseStatus.ACTIVE, CaseStatus.CLOSED}
-
-
-_templates = jinja2.Environment(
-    loader=jinja2.PackageLoader("backend.console", "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-)
-
-
-def _render(name: str, status: int = 200, **context: Any) -> web.Response:
-    body = _templates.get_template(name).render(**context)
-    return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
 
 
 def _set_cookie(
@@ -88,42 +75,19 @@ async def _require(request: web.Request) -> ConsoleSession:
     return current_session(request)
 
 
-def _check_origin(request: web.Request) -> None:
-    # Under `Referrer-Policy: no-referrer` Chromium sends "Origin: null" even on a same-origin
-    # form post; Sec-Fetch-Site, which page script cannot set, then says where it came from.
-    site = request.headers.get("Sec-Fetch-Site")
-    origin = request.headers.get("Origin")
-    if origin == "null" and site is not None:
-        if site != "same-origin":
-            raise web.HTTPForbidden(text="cross-site request refused")
-        return
-    if site is not None and site not in {"same-origin", "none"}:
-        raise web.HTTPForbidden(text="cross-site request refused")
-    if origin is not None and origin != f"{request.scheme}://{request.host}":
-        raise web.HTTPForbidden(text="cross-site request refused")
-
-
-async def _form(request: web.Request, session: ConsoleSession | None) -> dict[str, str]:
-    _check_origin(request)
-    form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
-    if session is not None and not hmac.compare_digest(form.get("csrf", ""), session.csrf_token):
-        raise web.HTTPForbidden(text="the form has expired; reload the page")
-    return form
-
-
 async def login_page(request: web.Request) -> web.Response:
-    return _render("login.html", error=None)
+    return render("login.html", error=None)
 
 
 async def login(request: web.Request) -> web.Response:
-    form = await _form(request, None)
+    form = await read_form(request, None)
     username, password = form.get("username", ""), form.get("password", "")
     guard = request.app[login_guard_key]
     try:
         await guard.check(username)
     except LoginLockedError:
         log.warning("console login refused: locked after repeated failures")
-        return _render("login.html", status=429, error="locked")
+        return render("login.html", status=429, error="locked")
     try:
         counselor = await request.app[counselors_key].authenticate(username, password)
         if counselor.id is None:  # pragma: no cover - stored rows always have an id
@@ -132,7 +96,7 @@ async def login(request: web.Request) -> web.Response:
     except (AuthenticationError, KeyUnwrapError):
         log.info("console login failed")
         await guard.failed(username)
-        return _render("login.html", status=401, error="login_failed")
+        return render("login.html", status=401, error="login_failed")
     try:
         secret = (
             None
@@ -141,7 +105,7 @@ async def login(request: web.Request) -> web.Response:
         )
     except KeyUnwrapError:  # pragma: no cover - sealed under this very password
         log.error("console login: counselor %d's TOTP secret does not open", counselor.id)
-        return _render("login.html", status=500, error="login_failed")
+        return render("login.html", status=500, error="login_failed")
     session = ConsoleSession(
         counselor_id=counselor.id,
         username=counselor.username,
@@ -189,17 +153,17 @@ async def _pending_sign_in(request: web.Request) -> ConsoleSession | None:
 async def code_page(request: web.Request) -> web.Response:
     pending = await _pending_sign_in(request)
     if pending is None:
-        return _render("login.html", status=401, error="expired")
-    return _render("code.html", csrf=pending.csrf_token, error=None)
+        return render("login.html", status=401, error="expired")
+    return render("code.html", csrf=pending.csrf_token, error=None)
 
 
 async def submit_code(request: web.Request) -> web.Response:
     """The second step of a sign-in: a TOTP code, good once, counted by the login guard."""
     pending = await _pending_sign_in(request)
     if pending is None:
-        _check_origin(request)
-        return _render("login.html", status=401, error="expired")
-    form = await _form(request, pending)
+        check_origin(request)
+        return render("login.html", status=401, error="expired")
+    form = await read_form(request, pending)
     cookie = request.cookies[PENDING_COOKIE_NAME]
     guard = request.app[login_guard_key]
     try:
@@ -207,7 +171,7 @@ async def submit_code(request: web.Request) -> web.Response:
     except LoginLockedError:
         await request.app[pending_key].delete(cookie)
         log.warning("console login refused at the code: locked after repeated failures")
-        return _render("login.html", status=429, error="locked")
+        return render("login.html", status=429, error="locked")
     if pending.totp_secret is None:  # pragma: no cover - only two-factor sign-ins wait here
         raise web.HTTPBadRequest(text="no code is expected")
     step = totp.matching_step(pending.totp_secret, form.get("code", ""))
@@ -218,7 +182,7 @@ async def submit_code(request: web.Request) -> web.Response:
             "console login: wrong or replayed TOTP code for counselor %d", pending.counselor_id
         )
         await guard.failed(pending.username)
-        return _render("code.html", status=401, csrf=pending.csrf_token, error="wrong_code")
+        return render("code.html", status=401, csrf=pending.csrf_token, error="wrong_code")
     await guard.succeeded(pending.username)
     await request.app[pending_key].delete(cookie)
     response = await _start_session(request, pending)
@@ -239,7 +203,7 @@ def _two_factor(
     request: web.Request, session: ConsoleSession, error: str | None, status: int = 200
 ) -> web.Response:
     setup = session.totp_setup
-    return _render(
+    return render(
         "two_factor.html",
         status=status,
         session=session,
@@ -264,7 +228,7 @@ async def _recheck_password(request: web.Request, session: ConsoleSession, passw
 
 async def enable_two_factor(request: web.Request) -> web.Response:
     session = await _require(request)
-    form = await _form(request, session)
+    form = await read_form(request, session)
     setup = session.totp_setup
     if session.totp_secret is not None or setup is None:
         raise web.HTTPSeeOther("/console/two-factor")
@@ -283,7 +247,7 @@ async def enable_two_factor(request: web.Request) -> web.Response:
 
 async def disable_two_factor(request: web.Request) -> web.Response:
     session = await _require(request)
-    form = await _form(request, session)
+    form = await read_form(request, session)
     if request.app[require_totp_key]:
         raise web.HTTPForbidden(text="An administrator requires two-factor sign-in.")
     if not await _recheck_password(request, session, form.get("password", "")):
@@ -299,12 +263,12 @@ async def disable_two_factor(request: web.Request) -> web.Response:
 
 async def password_page(request: web.Request) -> web.Response:
     session = await _require(request)
-    return _render("password.html", session=session, error=None)
+    return render("password.html", session=session, error=None)
 
 
 async def change_password(request: web.Request) -> web.Response:
     session = await _require(request)
-    form = await _form(request, session)
+    form = await read_form(request, session)
     new, repeat = form.get("new_password", ""), form.get("repeat_password", "")
     error = None
     if len(new) < MIN_PASSWORD_LENGTH:
@@ -312,7 +276,7 @@ async def change_password(request: web.Request) -> web.Response:
     elif new != repeat:
         error = "mismatch"
     if error is not None:
-        return _render("password.html", status=400, session=session, error=error)
+        return render("password.html", status=400, session=session, error=error)
     wraps = request.app[keyring_key].wraps_for(session.private_keys, new)
     await request.app[counselors_key].change_password(
         session.counselor_id, new, wraps, session.totp_secret
@@ -331,7 +295,7 @@ async def change_password(request: web.Request) -> web.Response:
 
 async def logout(request: web.Request) -> web.Response:
     session = await _require(request)
-    await _form(request, session)
+    await read_form(request, session)
     await request.app[sessions_key].delete(request.cookies[COOKIE_NAME])
     response = web.HTTPSeeOther("/console/login")
     response.del_cookie(COOKIE_NAME, path="/")
@@ -358,14 +322,14 @@ async def case_view(request: web.Request) -> web.Response:
         )
     log.info("counselor %d opened case %s", session.counselor_id, case.id)
     work = await case_work.view_context(request, session, case, answers)
-    return _render("case.html", session=session, case=case, answers=answers, **work)
+    return render("case.html", session=session, case=case, answers=answers, **work)
 
 
 async def case_status(request: web.Request) -> web.Response:
     """Start or close a case; the store enforces the status machine, and a counselor may move
     only a case they hold (or a waiting one); a supervisor any."""
     session = await _require(request)
-    form = await _form(request, session)
+    form = await read_form(request, session)
     case_id = request.match_info["case_id"]
     try:
         target = CaseStatus(form.get("to", ""))
@@ -448,6 +412,7 @@ def add_routes(
     pending_sign_ins: ConsoleSessionStore,
     require_totp: bool,
     sla: SlaPolicy,
+    receipts: ReceiptBook,
     services: Directory | None = None,
 ) -> None:
     app[cases_key] = cases
@@ -480,4 +445,5 @@ def add_routes(
     queue.add_routes(app, sla=sla)
     case_work.add_routes(app, services or Directory())
     live.add_routes(app, cases=cases, keyring=keyring)
+    receipt_lookup.add_routes(app, receipts)
     openapi.add_routes(app)
