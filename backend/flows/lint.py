@@ -61,6 +61,8 @@ ENGINE_KEYS = (
     "live.sent",
     "live.in_chat",
     "live.text_only",
+    "live.saved",
+    "live.waiting_reply",
     "safety.no_counselor",
 )
 _LOCATED = re.compile(r"^(?P<source>[^:\n]+?):(?P<line>\d+): (?P<message>.*)$", re.DOTALL)
