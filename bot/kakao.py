@@ -13,7 +13,7 @@ offers a "check for replies" quick reply, and a message to the counselor is answ
 short "sent" (Kakao needs an answer to every request).
 
 A message to the counselor (or "check for replies" with nothing there) that comes with a
-`callbackUrl` is answered `useCallback` at once ("sent; waiting up to a minute for a reply"),
+`callbackUrl` is answered `useCallback` at once ("sent; a reply within a minute shows here"),
 and the request is kept open: the counselor's line(s) are POSTed to the callback as soon as one
 is held, or, when none came within `callback_wait_ms`, the same "no new replies yet" as the
 check button says. A victim who waits for a reply sees it without doing anything; one who
