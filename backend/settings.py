@@ -55,6 +55,9 @@ class KakaoSettings:
     secret: str = field(repr=False)
     operator: bool = False  # the channel has Kakao's own human handoff configured
     sync_budget_ms: int = 3500  # answer within Kakao's 5 s; slower steps go by callback
+    # In a chat with (or waiting for) a counselor, how long a request with a callback URL is kept
+    # open for their next line; Kakao takes a callback for a minute. 0: answer at once.
+    callback_wait_ms: int = 45_000
 
 
 @dataclass(frozen=True)
@@ -344,4 +347,5 @@ def _kakao(env: Mapping[str, str]) -> KakaoSettings | None:
         secret=secret,
         operator=operator in {"true", "1", "yes"},
         sync_budget_ms=_int(env, "HOTLINE_KAKAO_SYNC_BUDGET_MS", 3500, low=0, high=4500),
+        callback_wait_ms=_int(env, "HOTLINE_KAKAO_CALLBACK_WAIT_MS", 45_000, low=0, high=50_000),
     )

@@ -72,6 +72,13 @@ RELAY_LINK_PREFIX: Final = PREFIX + "relay:link:"
 # conversation, expiring with the session, until the victim's page or next message takes them.
 HELD_LINES_PREFIX: Final = PREFIX + "relay:held:"
 HELD_LINES_MAX: Final = 200
+# Held lines a KakaoTalk callback is POSTing (bot/kakao.py): moved here while the POST is under
+# way, removed when Kakao took them, moved back in front of the held ones when it did not. The
+# lease says a sender is alive; once it has run out (the sender died mid-POST), the next turn
+# takes the lines as held ones again, so a line is never lost, at worst shown twice.
+HELD_SENDING_PREFIX: Final = PREFIX + "relay:sending:"
+HELD_SENDING_LEASE_PREFIX: Final = PREFIX + "relay:sending-lease:"
+HELD_SENDING_LEASE_MS: Final = 30_000
 # The console's transcript hub (backend/console/hub.py): one blocking XREAD per backend process
 # over every watched transcript, plus a wake-up stream of that process's own, so a newly watched
 # case joins the read at once instead of after the block runs out. The block stays well below
@@ -223,6 +230,14 @@ def relay_link_key(case_id: str) -> str:
 
 def held_lines_key(pseudonym: str) -> str:
     return HELD_LINES_PREFIX + pseudonym
+
+
+def held_sending_key(pseudonym: str) -> str:
+    return HELD_SENDING_PREFIX + pseudonym
+
+
+def held_sending_lease_key(pseudonym: str) -> str:
+    return HELD_SENDING_LEASE_PREFIX + pseudonym
 
 
 def console_hub_wake_stream(hub_id: str) -> str:

@@ -8,34 +8,45 @@ so an identical body from the same user within a few seconds is treated as a dup
 gets the first answer again.
 
 KakaoTalk cannot speak first: a counselor's replies wait (`bot.live`) and come with the answer
-to the victim's next message, or in a slow turn's callback. While a handoff is open, every
-answer offers a "check for replies" quick reply, and a message to the counselor is answered
-with a short "sent" (Kakao needs an answer to every request).
+to the victim's next message, or through a callback. While a handoff is open, every answer
+offers a "check for replies" quick reply, and a message to the counselor is answered with a
+short "sent" (Kakao needs an answer to every request).
+
+A message to the counselor (or "check for replies" with nothing there) that comes with a
+`callbackUrl` is answered `useCallback` at once ("sent; a reply within a minute shows here"),
+and the request is kept open: the counselor's line(s) are POSTed to the callback as soon as one
+is held, or, when none came within `callback_wait_ms`, the same "no new replies yet" as the
+check button says. A victim who waits for a reply sees it without doing anything; one who
+gets none is told plainly and keeps the button. Lines handed to the callback are claimed, not
+taken (`HeldLines.claim`): DELIVERED is written only once Kakao accepted the POST, and a POST
+that fails puts them back, so they come with the next message instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from backend import streams
-from backend.conversation import Button, Inbound, Outbound
+from backend.conversation import Button, Inbound, Outbound, Pseudonym
 from backend.pseudonyms import Pseudonymizer, Purpose
 from backend.settings import KakaoSettings
 from bot.channel import Capabilities, fit
-from bot.live import CHECK_BUTTON
-from bot.runtime import ConversationRuntime, Turn
+from bot.live import CHECK_BUTTON, HeldLine, VictimSide
+from bot.runtime import NO_REPLIES_KEY, ConversationRuntime, Turn
 from bot.turn_replay import TurnInProgressError, TurnReplay
 
 log = logging.getLogger(__name__)
@@ -46,6 +57,9 @@ MAX_OUTPUTS = 3
 MAX_USER_KEY_CHARS = 70
 MAX_UTTERANCE_CHARS = 1000
 CALLBACK_TIMEOUT_S = 50.0
+CALLBACK_POST_TIMEOUT_S = 10.0
+# How often a request kept open for a counselor's line looks for one (like the web chat's poll).
+LISTEN_CHECK_S = 0.25
 
 CAPABILITIES = Capabilities(
     name=CHANNEL,
@@ -67,6 +81,21 @@ class KakaoRequestError(web.HTTPBadRequest):
 class SkillRequest:
     inbound: Inbound
     callback_url: str | None
+
+
+@dataclass
+class _Callback:
+    """A request's callback URL: Kakao takes one POST to it, from a slow step's answer or from
+    the wait for a counselor's line, whichever takes it first."""
+
+    url: str | None
+    taken: bool = False
+
+    def take(self) -> str | None:
+        if self.taken or self.url is None:
+            return None
+        self.taken = True
+        return self.url
 
 
 def _outputs(messages: Sequence[Outbound]) -> list[dict[str, Any]]:
@@ -176,15 +205,20 @@ class KakaoDoor:
         runtime: ConversationRuntime,
         pseudonymizer: Pseudonymizer,
         replay: TurnReplay,
+        victims: VictimSide | None = None,
     ) -> None:
+        """Without `victims`, a counselor's lines come only with the next message."""
         self._settings = settings
         self._runtime = runtime
         self._pseudonymizer = pseudonymizer
         self._replay = replay
+        self._victims = victims
         self._http: aiohttp.ClientSession | None = None
         self._callbacks: set[asyncio.Task[None]] = set()
+        self._closing = asyncio.Event()
 
     async def close(self) -> None:
+        self._closing.set()  # requests kept open for a counselor's line answer now
         if self._callbacks:
             await asyncio.wait(self._callbacks, timeout=CALLBACK_TIMEOUT_S)
         if self._http is not None:
@@ -203,7 +237,8 @@ class KakaoDoor:
         except (ValueError, UnicodeDecodeError):
             raise KakaoRequestError("body must be JSON") from None
         parsed = parse(payload, self._settings, self._pseudonymizer)
-        answer = asyncio.ensure_future(self._answer(parsed.inbound, raw))
+        callback = _Callback(parsed.callback_url)
+        answer = asyncio.ensure_future(self._answer(parsed.inbound, raw, callback))
         budget_s = self._settings.sync_budget_ms / 1000
         if parsed.callback_url is None:
             budget_s = max(budget_s, 4.5)  # no callback: all we have is Kakao's 5 s
@@ -214,19 +249,35 @@ class KakaoDoor:
                 # The step goes on and its session is saved; the victim's next message sees it.
                 text = self._runtime.text("common.unavailable", parsed.inbound.language)
                 return web.json_response(render([Outbound(text)], operator=False))
-            task = asyncio.create_task(self._call_back(parsed.callback_url, answer))
-            self._callbacks.add(task)
-            task.add_done_callback(self._callbacks.discard)
-            wait = self._runtime.text("common.one_moment", parsed.inbound.language)
-            return web.json_response(
-                {"version": "2.0", "useCallback": True, "data": {"text": wait}}
-            )
+            url = callback.take()
+            if url is None:  # the answer took the callback at the last moment: it is ready
+                body = await answer
+            else:
+                self._spawn(self._call_back(url, answer))
+                wait = self._runtime.text("common.one_moment", parsed.inbound.language)
+                return web.json_response(
+                    {"version": "2.0", "useCallback": True, "data": {"text": wait}}
+                )
         return web.Response(body=body, content_type="application/json", charset="utf-8")
 
-    async def _answer(self, inbound: Inbound, raw: bytes) -> bytes:
+    def _spawn(self, work: Coroutine[None, None, None]) -> None:
+        task = asyncio.create_task(work)
+        self._callbacks.add(task)
+        task.add_done_callback(self._callbacks.discard)
+
+    async def _answer(self, inbound: Inbound, raw: bytes, callback: _Callback) -> bytes:
         async def handle() -> bytes:
             turn = await self._runtime.handle(inbound)
             messages = self._with_relay(turn, inbound.language)
+            if turn.awaits_reply and self._victims is not None and self._settings.callback_wait_ms:
+                url = callback.take()
+                if url is not None:
+                    self._spawn(self._listen(url, inbound.pseudonym, inbound.language))
+                    said = [m.text for m in messages if m.key != NO_REPLIES_KEY]
+                    said.append(self._runtime.text("live.waiting_reply", inbound.language))
+                    data = {"text": "\n\n".join(said)}
+                    interim = {"version": "2.0", "useCallback": True, "data": data}
+                    return json.dumps(interim, ensure_ascii=False).encode()
             return json.dumps(
                 render(messages, operator=self._settings.operator), ensure_ascii=False
             ).encode()
@@ -240,6 +291,44 @@ class KakaoDoor:
             text = self._runtime.text("common.unavailable", inbound.language)
             return json.dumps(render([Outbound(text)], operator=False)).encode()
 
+    async def _listen(self, url: str, pseudonym: Pseudonym, language: str | None) -> None:
+        """Keep a request open for the counselor's next line(s), then answer it through the
+        callback: with the lines, or with "no new replies yet" when none came in time."""
+        victims = self._victims
+        if victims is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.callback_wait_ms / 1000
+        lines: list[HeldLine] = []
+        try:
+            while not self._closing.is_set() and loop.time() < deadline:
+                if await victims.held.waiting(pseudonym):
+                    lines = await victims.held.claim(pseudonym)
+                    if lines:
+                        break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), LISTEN_CHECK_S)
+            if not lines:
+                session = await self._runtime.session_of(pseudonym)
+                if session is None or session.handoff_case is None:
+                    # She left (quick exit) or the chat is over: nothing more in her chat.
+                    log.info("kakao callback not used: the conversation moved on")
+                    return
+            said = [Outbound(line.text) for line in lines]
+            if not said:
+                said = [Outbound(self._runtime.text(NO_REPLIES_KEY, language))]
+            check = Button(CHECK_BUTTON, self._runtime.text("live.check", language))
+            said[-1] = Outbound(said[-1].text, (check,))
+            body = render(said, operator=self._settings.operator)
+            posted = await self._post(url, json.dumps(body, ensure_ascii=False).encode())
+            if lines and posted:
+                await victims.held.sent(pseudonym)
+                await victims.delivered(lines)
+            elif lines:
+                await victims.held.unsent(pseudonym)  # they come with her next message
+        except (RedisError, OSError) as exc:
+            log.warning("kakao callback wait failed: %s", type(exc).__name__)
+
     def _with_relay(self, turn: Turn, language: str | None) -> tuple[Outbound, ...]:
         messages = turn.messages
         if turn.live and not messages:
@@ -251,17 +340,32 @@ class KakaoDoor:
         return messages
 
     async def _call_back(self, url: str, answer: asyncio.Future[bytes]) -> None:
-        body = await answer
+        await self._post(url, await answer)
+
+    async def _post(self, url: str, body: bytes) -> bool:
+        """POST a skill response to a callback URL; True only if Kakao accepted it."""
         if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+            timeout = aiohttp.ClientTimeout(total=CALLBACK_POST_TIMEOUT_S)
+            self._http = aiohttp.ClientSession(timeout=timeout)
         try:
             async with self._http.post(
                 url, data=body, headers={"Content-Type": "application/json"}
             ) as response:
-                if response.status >= 400:
+                if not 200 <= response.status < 300:
                     log.warning("kakao callback answered %d", response.status)
+                    return False
+                try:
+                    result = await response.json(content_type=None)
+                except ValueError:
+                    return True  # accepted, with no body to say more
+                status = result.get("status") if isinstance(result, dict) else None
+                if status not in (None, "SUCCESS"):
+                    log.warning("kakao callback refused: %s", str(status)[:16])
+                    return False
+                return True
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("kakao callback failed: %s", type(exc).__name__)
+            return False
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/kakao/skill", self.skill)

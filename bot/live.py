@@ -7,7 +7,9 @@ the case id to the conversation, so the relay can find the victim when a counsel
 Doors that cannot speak first (web chat, KakaoTalk) get what the relay brings as held lines:
 one encrypted list entry each, per conversation, expiring like the session, handed out by the
 page's long poll or with the answer to the victim's next message. Handing a held line out is
-its delivery, and is recorded as such on the transcript.
+its delivery, and is recorded as such on the transcript. A KakaoTalk callback claims lines
+instead (moved aside under a lease while it POSTs them) and records them delivered only once
+Kakao took them; what it could not send is held again, in order.
 
 Everything here is sealed with keys derived from the bot's root secret and bound to its Redis
 key name (`RecordCipher`): the link names the victim's pseudonym, the held lines the
@@ -41,6 +43,41 @@ _HOLDING_HOW = {"web": "live.how_web", "kakao": "live.how_kakao"}
 def how_replies_key(channel: str) -> str:
     """The text telling a victim how a counselor's replies reach them on `channel`."""
     return _HOLDING_HOW.get(channel, "live.how_push")
+
+
+# KEYS of the three scripts: held, sending, lease. Entries move between the lists verbatim.
+_TAKE = """
+local out = {}
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  out = redis.call('LRANGE', KEYS[2], 0, -1)
+  redis.call('DEL', KEYS[2])
+end
+for _, entry in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do table.insert(out, entry) end
+redis.call('DEL', KEYS[1])
+return out
+"""
+# ARGV: lease (ms), ttl (s). Lines a dead sender left behind are claimed again, first.
+_CLAIM = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return {} end
+for _, entry in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  redis.call('RPUSH', KEYS[2], entry)
+end
+redis.call('DEL', KEYS[1])
+local out = redis.call('LRANGE', KEYS[2], 0, -1)
+if #out > 0 then
+  redis.call('SET', KEYS[3], '1', 'PX', ARGV[1])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+return out
+"""
+# ARGV: ttl (s).
+_UNSEND = """
+local sending = redis.call('LRANGE', KEYS[2], 0, -1)
+for i = #sending, 1, -1 do redis.call('LPUSH', KEYS[1], sending[i]) end
+redis.call('DEL', KEYS[2], KEYS[3])
+if #sending > 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return #sending
+"""
 
 
 @dataclass(frozen=True)
@@ -95,6 +132,9 @@ class HeldLines:
         self._redis = redis
         self._cipher = RecordCipher(root_secret, "held-lines")
         self._ttl_s = ttl_s
+        self._take = redis.register_script(_TAKE)
+        self._claim = redis.register_script(_CLAIM)
+        self._unsend = redis.register_script(_UNSEND)
 
     def __repr__(self) -> str:
         return "HeldLines(<key hidden>)"
@@ -125,13 +165,39 @@ class HeldLines:
         return bool(await self._redis.exists(streams.held_lines_key(pseudonym)))
 
     async def take(self, pseudonym: Pseudonym) -> list[HeldLine]:
-        """Every held line, oldest first, removed in the same MULTI: two takers (the page's
-        poll and a turn) never both get one."""
+        """Every held line, oldest first, removed in the same script: two takers (the page's
+        poll and a turn) never both get one. Lines a live callback is sending are not taken,
+        unless its lease ran out (the sender died): then they come first."""
+        found = await self._take(keys=self._keys(pseudonym))
+        return self._opened(pseudonym, found)
+
+    async def claim(self, pseudonym: Pseudonym) -> list[HeldLine]:
+        """For a KakaoTalk callback: every held line, moved aside under a lease while it is
+        POSTed; then `sent` or `unsent`. Empty while another callback of this conversation is
+        sending."""
+        lease_ms = streams.HELD_SENDING_LEASE_MS
+        found = await self._claim(keys=self._keys(pseudonym), args=[lease_ms, self._ttl_s])
+        return self._opened(pseudonym, found)
+
+    async def sent(self, pseudonym: Pseudonym) -> None:
+        """The claimed lines reached the victim: gone."""
+        _held, sending, lease = self._keys(pseudonym)
+        await self._redis.delete(sending, lease)
+
+    async def unsent(self, pseudonym: Pseudonym) -> None:
+        """The claimed lines did not reach the victim: held again, before any newer ones."""
+        await self._unsend(keys=self._keys(pseudonym), args=[self._ttl_s])
+
+    def _keys(self, pseudonym: Pseudonym) -> list[str]:
+        return [
+            streams.held_lines_key(pseudonym),
+            streams.held_sending_key(pseudonym),
+            streams.held_sending_lease_key(pseudonym),
+        ]
+
+    def _opened(self, pseudonym: Pseudonym, sealed: list[bytes]) -> list[HeldLine]:
+        # Sealed under the held list's name, wherever they moved since.
         key = streams.held_lines_key(pseudonym)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.lrange(key, 0, -1)
-            pipe.delete(key)
-            sealed, _deleted = await pipe.execute()
         lines = []
         for entry in sealed:
             plain = self._cipher.open(key, entry)
@@ -141,7 +207,7 @@ class HeldLines:
         return lines
 
     async def drop(self, pseudonym: Pseudonym) -> None:
-        await self._redis.delete(streams.held_lines_key(pseudonym))
+        await self._redis.delete(*self._keys(pseudonym))
 
 
 class VictimSide:
@@ -192,11 +258,15 @@ class VictimSide:
     async def hand_out(self, pseudonym: Pseudonym) -> list[Outbound]:
         """Held lines, now the victim's: each counselor line among them is recorded delivered."""
         lines = await self.held.take(pseudonym)
+        await self.delivered(lines)
+        return [Outbound(line.text) for line in lines]
+
+    async def delivered(self, lines: Sequence[HeldLine]) -> None:
+        """Record each counselor line among `lines` as having reached the victim."""
         for line in lines:
             if line.ref:
                 delivered = Event(EventKind.DELIVERED, Sender.VICTIM, time.time(), ref=line.ref)
                 await self.chat.event(line.case_id, delivered)
-        return [Outbound(line.text) for line in lines]
 
 
 def reply_key_of(session: Session) -> X25519PrivateKey:

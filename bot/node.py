@@ -236,7 +236,7 @@ class Node:
             kakao_channel.CHANNEL: victims.held,
         }
         if self.settings.kakao is not None:
-            kakao = KakaoDoor(self.settings.kakao, runtime, pseudonymizer, replay)
+            kakao = KakaoDoor(self.settings.kakao, runtime, pseudonymizer, replay, victims)
             kakao.add_routes(app)
             self._stack.push_async_callback(kakao.close)
         if self.settings.telegram_token is not None:

@@ -65,6 +65,8 @@ _COMMAND = re.compile(r"^/[a-z_]{1,32}(?:@\w+)?$", re.IGNORECASE)
 # Said instead of the handoff's usual text when nobody is on shift (it must exist in every
 # locale: a `safety.*` key, checked by the linter).
 UNATTENDED_KEY = "safety.no_counselor"
+# "No new replies yet": a door that waits for the counselor's line says it only if none came.
+NO_REPLIES_KEY = "live.no_replies"
 _HANDOFF_SAID = frozenset({"safety.handoff", "counselor.left"})
 _UNATTENDED = "unattended"
 
@@ -86,6 +88,9 @@ class Turn:
     relay: bool = False
     # A counselor has joined: the victim's words of this turn went to them, not to the flow.
     live: bool = False
+    # A turn of the chat with (or the wait for) a counselor that handed out nothing from them:
+    # a door that can keep the request open a while (Kakao's callback) may wait for their line.
+    awaits_reply: bool = False
 
 
 @dataclass
@@ -215,9 +220,12 @@ class ConversationRuntime:
     async def _relay_turn(
         self, session: Session, bundle: Bundle, inbound: Inbound, now: float, hold: HeldSession
     ) -> Turn | None:
-        """A turn while a handoff is open, when it is not the flow's: "any replies?", and once a
-        counselor has joined, the victim's words. None: the flow takes it (the way out, other
-        commands, buttons while still waiting)."""
+        """A turn while a handoff is open, when it is not the flow's: "any replies?"; once a
+        counselor has joined, the victim's words; and while she waits after the flow ended, her
+        texts too, kept on the case's transcript for the counselor who takes it (not a restart
+        of the flow, which a victim in crisis would read as being sent back to the start).
+        None: the flow takes it (the way out, other commands, buttons while still waiting, and
+        anything while the flow is still asking its questions)."""
         live = self._live
         case_id = session.handoff_case
         if live is None or case_id is None:
@@ -225,11 +233,16 @@ class ConversationRuntime:
         language = session.language
         if inbound.button == CHECK_BUTTON:
             held = await self._held(inbound)
-            if not held:
-                held = [Outbound(bundle.texts.get("live.no_replies", language))]
-            return Turn(tuple(held), relay=True, live=session.live)
-        if not session.live or inbound.button == QUICK_EXIT_BUTTON or _is_command(inbound.text):
+            if held:
+                return Turn(tuple(held), relay=True, live=session.live)
+            nothing = Outbound(bundle.texts.get("live.no_replies", language), (), NO_REPLIES_KEY)
+            return Turn((nothing,), relay=True, live=session.live, awaits_reply=True)
+        if inbound.button == QUICK_EXIT_BUTTON or _is_command(inbound.text):
             return None
+        waiting = not session.live
+        if waiting and (not session.ended or inbound.button is not None or inbound.attachments):
+            return None
+        accepted = False
         if inbound.button is not None:
             said = [Outbound(bundle.texts.get("live.in_chat", language))]
         elif inbound.attachments:
@@ -242,11 +255,13 @@ class ConversationRuntime:
                 key = "common.too_long" if text else "common.empty"
                 said = [Outbound(bundle.texts.get(key, language))]
             else:
-                said = []
+                accepted = True
+                said = [Outbound(bundle.texts.get("live.saved", language))] if waiting else []
         session.seen_s = int(now)
         hold.save(session)
         held = await self._held(inbound)
-        return Turn((*held, *said), relay=True, live=True)
+        listen = accepted and not held
+        return Turn((*held, *said), relay=True, live=session.live, awaits_reply=listen)
 
     async def _held(self, inbound: Inbound) -> list[Outbound]:
         if self._live is None or inbound.channel not in self._live.holding_channels:

@@ -130,6 +130,10 @@ def _unknown_subflow(d: Path) -> None:
     _edit(d, FLOW, "hello: {say: t.hello, next: ask}", "hello: {call: nowhere, next: ask}")
 
 
+def _translation_without_a_placeholder(d: Path) -> None:
+    _edit(d, "locales/en.yaml", 'no_counselor: "nobody now {receipt}"', "no_counselor: nobody now")
+
+
 def _missing_entry(d: Path) -> None:
     _edit(d, FLOW, "flow: report", "flow: other")
 
@@ -152,6 +156,7 @@ def _missing_entry(d: Path) -> None:
         (_cycle_without_input, "F009"),
         (_unknown_subflow, "F010"),
         (_missing_entry, "F010"),
+        (_translation_without_a_placeholder, "F011"),
     ],
 )
 def test_each_rule_is_reported_with_its_code_file_and_line(

@@ -22,6 +22,7 @@ from bot.reports import ReportSender
 from bot.runtime import ConversationRuntime, Turn
 from bot.sessions import SessionStore
 from tests.conftest import FAST_KDF
+from tests.locales import texts_of
 
 
 class Clock:
@@ -256,3 +257,19 @@ async def test_a_failed_turn_logs_no_victim_words_and_says_try_again(
     assert failures and "ValueError" in failures[0].getMessage()
     assert "CANARY" not in caplog.text
     assert all(r.exc_info is None for r in caplog.records), "no traceback in the log"
+
+
+@pytest.mark.parametrize("language", ["zh", "ja", "vi"])
+@pytest.mark.parametrize("channel", ["web", "kakao", "telegram"])
+async def test_a_handoff_says_how_replies_come_in_the_victims_language(
+    runtime: ConversationRuntime, language: str, channel: str
+) -> None:
+    """zh, ja and vi once fell back to English for these and left `{reply_how}` out."""
+    texts = texts_of(language)
+    how = texts[{"web": "live.how_web", "kakao": "live.how_kakao"}.get(channel, "live.how_push")]
+    who = Pseudonym(language * 32)
+    await runtime.handle(Inbound(who, channel, text="/start", language=language))
+    turn = await runtime.handle(Inbound(who, channel, text="/human", language=language))
+    handoff = turn.messages[0].text
+    assert how in handoff and "{" not in handoff
+    assert handoff.startswith(texts["safety.handoff"].split("{")[0])

@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import keys, streams
 from backend.cases import CaseStore, envelope_of
-from backend.conversation import Inbound, Pseudonym
+from backend.conversation import Inbound, Outbound, Pseudonym
 from backend.flows.registry import FlowRegistry
 from backend.handoff import (
     EventKind,
@@ -38,7 +40,7 @@ from backend.keyring import KeyRing
 from backend.receipts import ReceiptHasher
 from backend.sealing import Envelope, open_envelope
 from bot.kakao import SECRET_HEADER
-from bot.live import CHECK_BUTTON, VictimSide
+from bot.live import CHECK_BUTTON, HeldLine, HeldLines, VictimSide
 from bot.relay import RelayWorker
 from bot.reports import ReportSender
 from bot.runtime import ConversationRuntime
@@ -130,8 +132,10 @@ class Console:
 
 
 @asynccontextmanager
-async def composed(pair: Pair, tmp_path: Path) -> AsyncIterator[RunningHotline]:
-    extra = {"HOTLINE_KAKAO_BOT_ID": BOT_ID, "HOTLINE_KAKAO_SECRET": SECRET}
+async def composed(
+    pair: Pair, tmp_path: Path, settings: dict[str, str] | None = None
+) -> AsyncIterator[RunningHotline]:
+    extra = {"HOTLINE_KAKAO_BOT_ID": BOT_ID, "HOTLINE_KAKAO_SECRET": SECRET, **(settings or {})}
     async with start_hotline(pair, tmp_path, extra) as running:
         yield running
 
@@ -275,6 +279,7 @@ async def test_kakao_replies_come_with_the_next_turn(
         assert kakao_texts(nothing) == say("live.no_replies")
 
         reply = await kakao_post(hotline, skill_request(VICTIM_SAYS))
+        assert "useCallback" not in reply, "no callback URL: answered at once, as always"
         assert kakao_texts(reply) == say("live.sent"), "Kakao needs an answer: a short one"
         assert CHECK_BUTTON in kakao_quick(reply)
         assert victim_lines(await console.chat.transcript(case_id, console.ring)) == [VICTIM_SAYS]
@@ -478,3 +483,193 @@ def _sender(redis: Redis, centre: X25519PrivateKey) -> ReportSender:
 
 def _hasher() -> ReceiptHasher:
     return ReceiptHasher(b"s" * 16, FAST_KDF)
+
+
+# -- KakaoTalk's callback: a counselor's line as soon as it is written ----------------------
+
+
+class FakeKakaoCallbacks:
+    """Kakao's callback endpoint over real HTTP: records every POSTed skill response and
+    answers as Kakao does (or with `status`, to play a callback that fails)."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        app = web.Application()
+        app.router.add_post("/callback/{n}", self._callback)
+        self.server = TestServer(app)
+        self._made = 0
+
+    async def _callback(self, request: web.Request) -> web.Response:
+        await self.received.put(await request.json())
+        if self.status != 200:
+            return web.json_response({"status": "ERROR"}, status=self.status)
+        return web.json_response({"taskId": "t", "status": "SUCCESS", "message": "OK"})
+
+    def url(self) -> str:
+        """A fresh callback URL, as Kakao gives one per request."""
+        self._made += 1
+        return str(self.server.make_url(f"/callback/{self._made}"))
+
+
+@asynccontextmanager
+async def kakao_callbacks(status: int = 200) -> AsyncIterator[FakeKakaoCallbacks]:
+    fake = FakeKakaoCallbacks(status)
+    async with fake.server:
+        yield fake
+
+
+async def waiting_on_kakao(
+    hotline: RunningHotline, redis: Redis, engine: AsyncEngine
+) -> tuple[str, Console]:
+    """A Kakao victim who asked for a counselor, the counselor joined, the notices read."""
+    await kakao_post(hotline, skill_request("hello"))
+    await kakao_post(hotline, skill_request("/human"))
+    case_id, console = await opened_request(hotline, redis, engine)
+    await console.chat.notify_victim(case_id, OutboxKind.JOINED, Sender.COUNSELOR)
+    await eventually(lambda: _held(redis))
+    check = await kakao_post(hotline, skill_request("Check", button=CHECK_BUTTON))
+    assert say("live.joined") in kakao_texts(check)
+    return case_id, console
+
+
+CALLBACK_WAIT = {"HOTLINE_KAKAO_CALLBACK_WAIT_MS": "3000"}
+
+
+async def test_kakao_counselor_line_comes_through_the_callback(
+    pair: Pair,
+    tmp_path: Path,
+    redis: Redis,
+    engine: AsyncEngine,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    watch_logs(caplog)
+    async with composed(pair, tmp_path, CALLBACK_WAIT) as hotline, kakao_callbacks() as kakao:
+        case_id, console = await waiting_on_kakao(hotline, redis, engine)
+
+        answer = await kakao_post(hotline, skill_request(VICTIM_SAYS, callback_url=kakao.url()))
+        assert answer["useCallback"] is True, "answered at once, the request kept open"
+        assert answer["data"]["text"] == f"{say('live.sent')}\n\n{say('live.waiting_reply')}"
+        line_id = await console.say(case_id, COUNSELOR_SAYS)
+        posted = await asyncio.wait_for(kakao.received.get(), 5)
+        assert kakao_texts(posted) == f"{say('live.counselor')}: {COUNSELOR_SAYS}"
+        assert CHECK_BUTTON in kakao_quick(posted)
+        got = await eventually(
+            lambda: _has(console, case_id, (EventKind.DELIVERED, Sender.VICTIM, line_id))
+        )
+        assert got
+        assert not await _held(redis), "handed out once"
+        again = await kakao_post(hotline, skill_request("Check again", button=CHECK_BUTTON))
+        assert kakao_texts(again) == say("live.no_replies"), "not shown a second time"
+
+        # Nothing from the counselor within the wait: told so, with the button to look again.
+        quiet = await kakao_post(hotline, skill_request("still there?", callback_url=kakao.url()))
+        assert quiet["useCallback"] is True
+        nothing = await asyncio.wait_for(kakao.received.get(), 6)
+        assert kakao_texts(nothing) == say("live.no_replies")
+        assert CHECK_BUTTON in kakao_quick(nothing)
+
+        # She leaves while a request waits: nothing more appears in her chat.
+        await kakao_post(hotline, skill_request("one more", callback_url=kakao.url()))
+        await kakao_post(hotline, skill_request("/exit"))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(kakao.received.get(), 4)
+        assert await plaintext_in_redis(redis, MARKERS) == []
+    assert_nothing_in_clear(caplog)
+
+
+async def test_a_line_whose_callback_fails_comes_with_the_next_turn(
+    pair: Pair, tmp_path: Path, redis: Redis, engine: AsyncEngine
+) -> None:
+    async with (
+        composed(pair, tmp_path, CALLBACK_WAIT) as hotline,
+        kakao_callbacks(status=500) as kakao,
+    ):
+        case_id, console = await waiting_on_kakao(hotline, redis, engine)
+        answer = await kakao_post(hotline, skill_request(VICTIM_SAYS, callback_url=kakao.url()))
+        assert answer["useCallback"] is True
+        line_id = await console.say(case_id, COUNSELOR_SAYS)
+        refused = await asyncio.wait_for(kakao.received.get(), 5)
+        assert COUNSELOR_SAYS in kakao_texts(refused), "the line was offered to the callback"
+        await eventually(lambda: _held(redis))  # and put back
+        got = await events(console.chat, case_id, console.ring)
+        assert (EventKind.HELD, Sender.VICTIM, line_id) in got
+        assert (EventKind.DELIVERED, Sender.VICTIM, line_id) not in got, "Kakao refused it"
+
+        later = await kakao_post(hotline, skill_request("hello?"))
+        assert kakao_texts(later) == f"{say('live.counselor')}: {COUNSELOR_SAYS}"
+        await eventually(
+            lambda: _has(console, case_id, (EventKind.DELIVERED, Sender.VICTIM, line_id))
+        )
+
+
+async def test_lines_a_dead_callback_sender_claimed_are_taken_by_the_next_turn(
+    redis: Redis,
+) -> None:
+    held = HeldLines(redis, b"h" * 32, SESSION_TTL_S)
+    who = Pseudonym("victim-claimed")
+    await held.deliver(who, "case-1", [Outbound("first")], language="en", ref="l1")
+    claimed = await held.claim(who)
+    assert [line.text for line in claimed] == ["first"]
+    await held.deliver(who, "case-1", [Outbound("second")], language="en", ref="l2")
+    assert await held.take(who) == [HeldLine("case-1", "second", "l2")], "first is being sent"
+    assert await held.claim(who) == [], "one sender at a time"
+    await held.deliver(who, "case-1", [Outbound("third")], language="en", ref="l3")
+    await held.unsent(who)
+    assert [line.text for line in await held.claim(who)] == ["first", "third"], "in order"
+    await redis.delete(streams.held_sending_lease_key(who))  # the sender died mid-POST
+    assert [line.ref for line in await held.take(who)] == ["l1", "l3"], "not lost"
+
+
+# -- while waiting for a counselor: her words are kept for them ----------------------------
+
+
+async def test_a_waiting_victims_words_are_kept_for_the_counselor(
+    pair: Pair,
+    tmp_path: Path,
+    redis: Redis,
+    engine: AsyncEngine,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    watch_logs(caplog)
+    async with composed(pair, tmp_path) as hotline:
+        await web_turn(hotline, text="/start")
+        await web_turn(hotline, text="/human")
+        declined = await web_turn(hotline, button="decline")  # no report: only the counselor
+        assert shown(declined) == [say("report.declined")], "buttons still go to the flow"
+        waiting = await web_turn(hotline, text=VICTIM_SAYS)
+        assert shown(waiting) == [say("live.saved")], "kept, not a restart of the flow"
+        assert waiting["relay"] is True
+
+        await kakao_post(hotline, skill_request("hello"))
+        await kakao_post(hotline, skill_request("/human"))
+        await kakao_post(hotline, skill_request("Not now", button="decline"))
+        kakao_said = "CANARY-피해-3b7e on kakao"
+        kept = await kakao_post(hotline, skill_request(kakao_said))
+        assert kakao_texts(kept) == say("live.saved")
+        assert CHECK_BUTTON in kakao_quick(kept)
+
+        queued = await eventually(lambda: _two(redis))
+        cases = CaseStore(engine)
+        ring = await KeyRing(engine, FAST_KDF).unwrap_with_recovery(hotline.recovery_key)
+        chat = LiveChat(redis)
+        said = [victim_lines(await chat.transcript(case.decode(), ring)) for case in queued]
+        assert sorted(said) == sorted([[VICTIM_SAYS], [kakao_said]])
+        await eventually(lambda: _stored(cases, 2))
+
+        # Commands still go to the flow: /exit ends the wait, and the console is told.
+        exited = await web_turn(hotline, text="/exit")
+        assert exited["ended"] is True and exited["relay"] is False
+        after = await web_turn(hotline, text="hello again")
+        assert say("live.saved") not in shown(after), "no handoff open: the flow again"
+        assert await plaintext_in_redis(redis, MARKERS) == []
+    assert_nothing_in_clear(caplog)
+
+
+async def _two(redis: Redis) -> list[bytes] | None:
+    queued = cast(list[bytes], await redis.zrange(streams.HANDOFF_QUEUE, 0, -1))
+    return queued if len(queued) == 2 else None
+
+
+async def _stored(cases: CaseStore, count: int) -> bool:
+    return len(await cases.list_open()) >= count

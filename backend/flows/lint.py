@@ -12,6 +12,8 @@ Codes (a test in tests/test_flow_lint.py breaks each rule on purpose):
 - F008 a button or choice id over the platforms' limit (Telegram: 64 bytes of callback data)
 - F009 a cycle of steps none of which waits for input
 - F010 a call to a flow that does not exist, or the entry flow missing
+- F011 a translation whose `{placeholders}` differ from the fallback language's text (a missing
+  `{reply_how}` in `safety.handoff` leaves a victim untold how replies reach her)
 - W100 (warning) a resource not yet verified: an administrator should confirm it
 """
 
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from backend.errors import FlowError
 from backend.flows.resources import Directory
 from backend.flows.spec import ACTIONS, AGE_BANDS, END, FlowSpec, StepSpec
-from backend.flows.texts import SAFETY_PREFIX, Texts
+from backend.flows.texts import SAFETY_PREFIX, Texts, placeholders
 from backend.flows.triage import Triage
 
 MAX_BUTTON_ID_BYTES = 64
@@ -59,6 +61,8 @@ ENGINE_KEYS = (
     "live.sent",
     "live.in_chat",
     "live.text_only",
+    "live.saved",
+    "live.waiting_reply",
     "safety.no_counselor",
 )
 _LOCATED = re.compile(r"^(?P<source>[^:\n]+?):(?P<line>\d+): (?P<message>.*)$", re.DOTALL)
@@ -256,6 +260,14 @@ def _lint_texts(texts: Texts, used: Mapping[str, tuple[str, int]]) -> list[Probl
                 out.append(
                     Problem("F005", src, line, f"text {key!r} is missing in {locale.language!r}")
                 )
+    reference = texts.locales[texts.fallback].texts
+    for locale in texts.locales.values():
+        for key, text in sorted(locale.texts.items()):
+            expected = reference.get(key)
+            if expected is not None and placeholders(text) != placeholders(expected):
+                names = ", ".join(sorted(placeholders(expected))) or "none"
+                message = f"text {key!r} must use the placeholders of {texts.fallback!r}: {names}"
+                out.append(Problem("F011", locale.source, locale.lines.get(key, 1), message))
     for key in sorted(safety - set(used)):
         for locale in texts.locales.values():
             if key not in locale.texts:
