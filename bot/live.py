@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from redis.asyncio import Redis
@@ -34,6 +35,12 @@ log = logging.getLogger(__name__)
 
 # The button a door that cannot push offers while a chat is pending or live: "any replies?".
 CHECK_BUTTON = "live_check"
+# Every held line and none left, in one step.
+_TAKE_ALL = """
+local lines = redis.call('LRANGE', KEYS[1], 0, -1)
+if #lines > 0 then redis.call('DEL', KEYS[1]) end
+return lines
+"""
 # Channels that cannot push tell the victim their own way replies arrive; the rest say "here".
 _HOLDING_HOW = {"web": "live.how_web", "kakao": "live.how_kakao"}
 
@@ -80,9 +87,10 @@ class RelayLinks:
         pseudonym, channel = json.loads(plain)
         return Link(Pseudonym(str(pseudonym)), str(channel))
 
-    async def refresh(self, case_id: str) -> None:
-        """A chat under way lives as long as the session it belongs to."""
-        await self._redis.expire(streams.relay_link_key(case_id), self._ttl_s)
+    def keep_alive(self, case_id: str) -> tuple[str, int]:
+        """A chat under way lives as long as the session it belongs to: the link's key and
+        TTL, renewed with each of the victim's lines (`LiveChat.from_victim`)."""
+        return streams.relay_link_key(case_id), self._ttl_s
 
     async def forget(self, case_id: str) -> None:
         await self._redis.delete(streams.relay_link_key(case_id))
@@ -95,6 +103,7 @@ class HeldLines:
         self._redis = redis
         self._cipher = RecordCipher(root_secret, "held-lines")
         self._ttl_s = ttl_s
+        self._take = redis.register_script(_TAKE_ALL)
 
     def __repr__(self) -> str:
         return "HeldLines(<key hidden>)"
@@ -125,13 +134,11 @@ class HeldLines:
         return bool(await self._redis.exists(streams.held_lines_key(pseudonym)))
 
     async def take(self, pseudonym: Pseudonym) -> list[HeldLine]:
-        """Every held line, oldest first, removed in the same MULTI: two takers (the page's
-        poll and a turn) never both get one."""
+        """Every held line, oldest first, removed in the same script: two takers (the page's
+        poll and a turn) never both get one. A script, not a MULTI: every live turn of a door
+        that cannot push asks, mostly for nothing, and one command is the cheapest way."""
         key = streams.held_lines_key(pseudonym)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.lrange(key, 0, -1)
-            pipe.delete(key)
-            sealed, _deleted = await pipe.execute()
+        sealed = cast(list[bytes], await self._take(keys=[key]))
         lines = []
         for entry in sealed:
             plain = self._cipher.open(key, entry)
@@ -179,8 +186,12 @@ class VictimSide:
     async def from_victim(self, case_id: str, text: str) -> None:
         """The victim's words onto the transcript, sealed to the centre (ValueError if empty or
         too long)."""
-        await self.chat.from_victim(case_id, new_line(Sender.VICTIM, text), self._center_key)
-        await self.links.refresh(case_id)
+        await self.chat.from_victim(
+            case_id,
+            new_line(Sender.VICTIM, text),
+            self._center_key,
+            keep_alive=self.links.keep_alive(case_id),
+        )
 
     async def victim_left(self, pseudonym: Pseudonym, case_id: str) -> None:
         """Quick exit or a blocked bot: the console learns the chat is over; nothing is kept."""
