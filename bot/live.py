@@ -21,7 +21,6 @@ import logging
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import cast
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from redis.asyncio import Redis
@@ -35,12 +34,6 @@ log = logging.getLogger(__name__)
 
 # The button a door that cannot push offers while a chat is pending or live: "any replies?".
 CHECK_BUTTON = "live_check"
-# Every held line and none left, in one step.
-_TAKE_ALL = """
-local lines = redis.call('LRANGE', KEYS[1], 0, -1)
-if #lines > 0 then redis.call('DEL', KEYS[1]) end
-return lines
-"""
 # Channels that cannot push tell the victim their own way replies arrive; the rest say "here".
 _HOLDING_HOW = {"web": "live.how_web", "kakao": "live.how_kakao"}
 
@@ -103,7 +96,6 @@ class HeldLines:
         self._redis = redis
         self._cipher = RecordCipher(root_secret, "held-lines")
         self._ttl_s = ttl_s
-        self._take = redis.register_script(_TAKE_ALL)
 
     def __repr__(self) -> str:
         return "HeldLines(<key hidden>)"
@@ -134,11 +126,13 @@ class HeldLines:
         return bool(await self._redis.exists(streams.held_lines_key(pseudonym)))
 
     async def take(self, pseudonym: Pseudonym) -> list[HeldLine]:
-        """Every held line, oldest first, removed in the same script: two takers (the page's
-        poll and a turn) never both get one. A script, not a MULTI: every live turn of a door
-        that cannot push asks, mostly for nothing, and one command is the cheapest way."""
+        """Every held line, oldest first, removed in the same MULTI: two takers (the page's
+        poll and a turn) never both get one."""
         key = streams.held_lines_key(pseudonym)
-        sealed = cast(list[bytes], await self._take(keys=[key]))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.lrange(key, 0, -1)
+            pipe.delete(key)
+            sealed, _deleted = await pipe.execute()
         lines = []
         for entry in sealed:
             plain = self._cipher.open(key, entry)
