@@ -181,14 +181,27 @@ class LiveChat:
 
     # -- bot side ---------------------------------------------------------------------------
 
-    async def from_victim(self, case_id: str, line: Line, center_key: X25519PublicKey) -> str:
-        """A victim's line onto the transcript, sealed to the centre; its entry id."""
-        entry_id = await self._redis.xadd(
+    async def from_victim(
+        self,
+        case_id: str,
+        line: Line,
+        center_key: X25519PublicKey,
+        *,
+        keep_alive: tuple[str, int] | None = None,
+    ) -> str:
+        """A victim's line onto the transcript, sealed to the centre; its entry id.
+        `keep_alive` (key, ttl_s): a key whose expiry the line renews, in the same round trip
+        (the bot's link from the case to the conversation)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xadd(
             streams.case_transcript_stream(case_id),
             {streams.FIELD_SEALED: _sealed(case_id, line, center_key)},
             maxlen=streams.CASE_STREAM_MAXLEN,
             approximate=True,
         )
+        if keep_alive is not None:
+            pipe.expire(*keep_alive)
+        entry_id, *_renewed = await pipe.execute()
         return _text(entry_id)
 
     async def event(self, case_id: str, event: Event) -> str:

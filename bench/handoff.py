@@ -12,14 +12,16 @@ Measures, in one run on this machine and for each Redis given:
 Prints p50 and p99 for both and their ratios. Target: chat p99 under 10 ms on a 2-core machine.
 
 "Entering the bot" is an `Entry` made by `make_entry(redis, centre key)`: `prepare(chat,
-case_id)` once per chat, `send(chat, text)` per message. The default, `sealed_line_entry`, does
-what the bot does with a live-mode text (`new_line`, sealed to the centre key by
-`LiveChat.from_victim`). Once the relay is merged, pass an entry whose `prepare` puts a session
-in live mode for the case and whose `send` calls the runtime's handling of a victim's text, so
-the figure includes its session load, lock and save too.
+case_id)` once per chat, `send(chat, text)` per message. The default, `runtime_entry`, is the
+bot's own path: `prepare` starts a web chat conversation, links it to the case with its reply key
+(`VictimSide.open_relay`, as at handoff) and puts it in live mode through the relay's
+`ConversationRuntime.join`; `send` is `ConversationRuntime.handle` of the victim's text (lock,
+session load, the live turn, the held-line check of a door that cannot push, save, unlock).
+`line` as the third argument measures the protocol alone (`sealed_line_entry`: the line sealed
+onto the transcript by `LiveChat.from_victim`), to see what the runtime adds.
 
 Usage (the Redis db given is wiped: use a scratch one):
-    python bench/handoff.py [chats] [seconds]                 # the embedded Redis only
+    python bench/handoff.py [chats] [seconds] [runtime|line]   # the embedded Redis only
     HOTLINE_BENCH_REDIS_URL=redis://127.0.0.1:6379/15 python bench/handoff.py
 """
 
@@ -53,18 +55,27 @@ from backend.cases import CaseStore
 from backend.console import live
 from backend.console.access import sessions_key
 from backend.console.sessions import COOKIE_NAME, ConsoleSession, ConsoleSessionStore
+from backend.conversation import Inbound, Pseudonym
 from backend.counselors import CounselorStore
 from backend.embedded_redis import EmbeddedRedis
+from backend.flows.registry import FlowRegistry
 from backend.handoff import LiveChat, Sender, new_line
 from backend.keyring import KeyRing
 from backend.models import CaseStatus, Role
+from backend.receipts import ReceiptHasher
 from backend.sealing import RoutingHeader, seal
-from backend.settings import KdfCost
+from backend.settings import SHIPPED_FLOWS_DIR, KdfCost
 from backend.web import make_app
+from bot import webchat
+from bot.live import VictimSide
+from bot.reports import ReportSender
+from bot.runtime import ConversationRuntime
+from bot.sessions import SessionStore
 
 TARGET_P99_MS = 10.0
 FLOOR_SAMPLES = 2000
 FAST_KDF = KdfCost(time_cost=1, memory_kib=8, parallelism=1)
+SESSION_TTL_S = 3600
 
 
 @dataclass
@@ -87,6 +98,50 @@ def sealed_line_entry(redis: Redis, centre: X25519PrivateKey) -> Entry:
         await chat.from_victim(case_of[n], new_line(Sender.VICTIM, text), centre.public_key())
 
     return Entry(prepare, send)
+
+
+def runtime_entry(redis: Redis, centre: X25519PrivateKey) -> Entry:
+    """The bot's runtime with a web chat conversation per chat, in live mode for its case."""
+    root_secret = secrets.token_bytes(32)
+    sessions = SessionStore(redis, root_secret, SESSION_TTL_S)
+    victims = VictimSide(
+        redis, root_secret, SESSION_TTL_S, centre.public_key(), holding_channels={webchat.CHANNEL}
+    )
+    runtime = ConversationRuntime(
+        redis,
+        FlowRegistry.load(SHIPPED_FLOWS_DIR),
+        sessions,
+        ReportSender(redis, centre.public_key()),
+        receipts=ReceiptHasher(secrets.token_bytes(16), FAST_KDF),
+        live=victims,
+    )
+    who: dict[int, Pseudonym] = {}
+
+    def said(n: int, text: str) -> Inbound:
+        return Inbound(who[n], webchat.CHANNEL, text=text, language="ko")
+
+    async def prepare(n: int, case_id: str) -> None:
+        who[n] = Pseudonym(secrets.token_hex(16))
+        await runtime.handle(said(n, "/start"))
+        async with sessions.hold(who[n]) as held:
+            session = held.session
+            if session is None:
+                raise RuntimeError("the conversation did not start")
+            await victims.open_relay(session, who[n], case_id)  # as at handoff
+            held.save(session)
+        joined = await runtime.join(who[n], case_id)  # as the relay does on JOINED
+        if joined is None or not joined.live:
+            raise RuntimeError("the conversation did not go live")
+
+    async def send(n: int, text: str) -> None:
+        turn = await runtime.handle(said(n, text))
+        if not turn.live or turn.messages:
+            raise RuntimeError(f"the text did not go to the counselor: {turn}")
+
+    return Entry(prepare, send)
+
+
+ENTRIES = {"runtime": runtime_entry, "line": sealed_line_entry}
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:
@@ -216,7 +271,7 @@ async def bench_chats(
     directory: Path,
     chats: int,
     seconds: float,
-    make_entry: Callable[[Redis, X25519PrivateKey], Entry] = sealed_line_entry,
+    make_entry: Callable[[Redis, X25519PrivateKey], Entry] = runtime_entry,
 ) -> list[float]:
     redis = Redis.from_url(redis_url)
     await redis.flushdb()
@@ -296,24 +351,28 @@ def _report(name: str, chats: int, floor: list[float], chat: list[float]) -> Non
     print(f"  target p99 < {TARGET_P99_MS:.0f} ms: {verdict}")
 
 
-async def run(name: str, redis_url: str, chats: int, seconds: float) -> None:
+async def run(
+    name: str, redis_url: str, chats: int, seconds: float, entry: str = "runtime"
+) -> None:
     floor = await bench_floor(redis_url)
     with tempfile.TemporaryDirectory() as directory:
-        chat = await bench_chats(redis_url, Path(directory), chats, seconds)
-    _report(name, chats, floor, chat)
+        chat = await bench_chats(redis_url, Path(directory), chats, seconds, ENTRIES[entry])
+    _report(f"{name}, entering through the {entry}", chats, floor, chat)
 
 
-async def main_async(chats: int, seconds: float) -> None:
+async def main_async(chats: int, seconds: float, entry: str = "runtime") -> None:
     with tempfile.TemporaryDirectory() as directory:
         embedded = EmbeddedRedis(Path(directory))
         await embedded.start()
         try:
-            await run("the embedded Redis (appendfsync always)", embedded.url, chats, seconds)
+            await run(
+                "the embedded Redis (appendfsync always)", embedded.url, chats, seconds, entry
+            )
         finally:
             await embedded.stop()
     server = os.environ.get("HOTLINE_BENCH_REDIS_URL")
     if server:
-        await run(f"a Redis server ({server})", server, chats, seconds)
+        await run(f"a Redis server ({server})", server, chats, seconds, entry)
     else:
         print("set HOTLINE_BENCH_REDIS_URL to measure on a Redis server as well")
 
@@ -321,7 +380,11 @@ async def main_async(chats: int, seconds: float) -> None:
 def main() -> int:
     chats = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 10.0
-    asyncio.run(main_async(chats, seconds))
+    entry = sys.argv[3] if len(sys.argv) > 3 else "runtime"
+    if entry not in ENTRIES:
+        print(f"the entry is one of: {', '.join(ENTRIES)}", file=sys.stderr)
+        return 2
+    asyncio.run(main_async(chats, seconds, entry))
     return 0
 
 

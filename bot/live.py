@@ -117,9 +117,10 @@ class RelayLinks:
         pseudonym, channel = json.loads(plain)
         return Link(Pseudonym(str(pseudonym)), str(channel))
 
-    async def refresh(self, case_id: str) -> None:
-        """A chat under way lives as long as the session it belongs to."""
-        await self._redis.expire(streams.relay_link_key(case_id), self._ttl_s)
+    def keep_alive(self, case_id: str) -> tuple[str, int]:
+        """A chat under way lives as long as the session it belongs to: the link's key and
+        TTL, renewed with each of the victim's lines (`LiveChat.from_victim`)."""
+        return streams.relay_link_key(case_id), self._ttl_s
 
     async def forget(self, case_id: str) -> None:
         await self._redis.delete(streams.relay_link_key(case_id))
@@ -245,8 +246,12 @@ class VictimSide:
     async def from_victim(self, case_id: str, text: str) -> None:
         """The victim's words onto the transcript, sealed to the centre (ValueError if empty or
         too long)."""
-        await self.chat.from_victim(case_id, new_line(Sender.VICTIM, text), self._center_key)
-        await self.links.refresh(case_id)
+        await self.chat.from_victim(
+            case_id,
+            new_line(Sender.VICTIM, text),
+            self._center_key,
+            keep_alive=self.links.keep_alive(case_id),
+        )
 
     async def victim_left(self, pseudonym: Pseudonym, case_id: str) -> None:
         """Quick exit or a blocked bot: the console learns the chat is over; nothing is kept."""

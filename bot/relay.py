@@ -153,9 +153,10 @@ class RelayWorker:
             if outcome is EventKind.FAILED:
                 raise VictimUnreachableError("the door could not reach the victim")
         elif item.kind is OutboxKind.ENDED:
+            # The link stays: the counselor may start the chat again (`ConversationRuntime.leave`).
             session = await self._runtime.leave(link.pseudonym, item.case_id)
-            await self._victims.links.forget(item.case_id)
             if session is None:
+                await self._victims.links.forget(item.case_id)
                 return  # the victim had already left: nobody to tell
             text = self._runtime.text("live.ended", session.language)
             await door.deliver(

@@ -289,12 +289,17 @@ class ConversationRuntime:
             return session
 
     async def leave(self, pseudonym: Pseudonym, case_id: str) -> Session | None:
-        """The relay: the counselor ended `case_id`'s chat; the session, back with the flow."""
+        """The relay: the counselor ended `case_id`'s chat; the session, back with the flow.
+
+        The session keeps its case (and the relay its link): a counselor who ended the chat by
+        mistake starts it again while the victim is still there, and a later JOINED finds the
+        conversation. Only the victim's way out, a new handoff or the session's expiry end
+        that link."""
         async with self._lock(pseudonym):
             session = await self._sessions.load(pseudonym)
             if session is None or session.handoff_case != case_id:
                 return None
-            session.handoff_case, session.live = None, False
+            session.live = False
             await self._sessions.save(pseudonym, session)
             return session
 

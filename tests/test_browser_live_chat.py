@@ -1,35 +1,43 @@
-"""The live chat panel in Debian's Chromium, driven by Playwright, against the composed app.
+"""The live chat in Debian's Chromium, driven by Playwright, both sides real: a victim in the web
+chat page (one tab) and a counselor in the console (another), the composed app's own relay
+between them.
 
-The victim's side speaks the protocol the bot relay speaks: lines through `LiveChat.from_victim`,
-the counselor's lines taken from the outbox and opened with the conversation's reply key, and
-delivery events written back. (The same chat through a real bot door is added once the relay
-is merged.)
+The victim walks to a counselor as a victim does (/help, "Talk to a counselor"); the counselor
+goes on shift, claims the case and starts the chat from the case page. Each side's words appear
+on the other's page without a reload: the console's over its WebSocket, the victim's through
+chat_live.js's long poll.
 """
 
 from __future__ import annotations
 
-import time
+import asyncio
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Page, Route, expect
 
+from backend import streams
 from backend.console import live
-from backend.handoff import Event, EventKind, LiveChat, OutboxItem, OutboxKind, Sender, new_line
+from backend.shifts import ShiftBoard
 from backend.web import redis_key
 from tests.browser import chromium
 from tests.conftest import RunningHotline
-from tests.live_chat_support import PASSWORD, add_counselor, centre_keys, handed_off_case
+from tests.live_chat_support import PASSWORD, add_counselor
+from tests.locales import texts_of
 
-# The panel is the same on every storage pair; the pairs' own behaviour is covered by the API
-# tests, so the browser runs once.
+# The pages are the same on every storage pair; the pairs' own behaviour is covered by the API
+# tests (tests/test_live_chat_through_the_bot.py), so the browser runs once.
 pytestmark = [pytest.mark.browser, pytest.mark.parametrize("pair", ["embedded"], indirect=True)]
 
+EN = texts_of("en")
+KO = texts_of("ko")
 PAYLOADS = [
     "<script>window.__pwned = 1</script>",
     '<img src="x" onerror="window.__pwned = 1">',
     "</li><b>bold?</b>",
 ]
+SAFE_PAGE_PREFIX = "https://www.google.com/"
 
 
 @pytest.fixture
@@ -38,32 +46,7 @@ async def browser() -> AsyncIterator[Browser]:
         yield launched
 
 
-async def _outbox(bot: LiveChat) -> OutboxItem:
-    (item,) = await bot.next_for_victims("bot-browser", block_ms=5000)
-    await bot.ack(item)
-    return item
-
-
-async def _sign_in(page: Page, base: str) -> None:
-    await page.goto(base + "/console/login")
-    await page.get_by_label("Username").fill("alice")
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
-    await page.wait_for_url(base + "/console")
-
-
-async def test_a_live_chat_both_ways_with_inert_victim_text(
-    browser: Browser, hotline: RunningHotline
-) -> None:
-    app = hotline.client.app
-    base = str(hotline.client.make_url("/")).rstrip("/")
-    handoff = await handed_off_case(hotline, await add_counselor(hotline, "alice"))
-    centre = next(iter((await centre_keys(hotline)).values())).public_key()
-    bot = LiveChat(app[redis_key])
-    await bot.ensure_relay_group()
-
-    page = await browser.new_page()
-    problems: list[str] = []
+def _watch(page: Page, problems: list[str]) -> None:
     # A CSP refusal or a script error shows here; the browser's own favicon request does not.
     page.on("pageerror", lambda e: problems.append(str(e)))
     page.on(
@@ -74,61 +57,103 @@ async def test_a_live_chat_both_ways_with_inert_victim_text(
             else None
         ),
     )
-    await _sign_in(page, base)
-    await page.goto(f"{base}/console/cases/{handoff.case_id}")
-    panel = page.locator("#live-chat")
-    state = panel.locator(".chat-state")
-    await expect(state).to_have_text("The chat has not started.")
-    await expect(panel.get_by_label("Message")).to_be_disabled()
 
+
+async def _sign_in(page: Page, base: str) -> None:
+    await page.goto(base + "/console/login")
+    await page.get_by_label("Username").fill("alice")
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(base + "/console")
+
+
+async def _victim_says(victim: Page, text: str) -> None:
+    await victim.get_by_label("메시지 / Message").fill(text)
+    await victim.keyboard.press("Enter")
+
+
+async def _queued_case(hotline: RunningHotline) -> str:
+    redis = hotline.client.app[redis_key]
+    for _ in range(250):
+        queued = cast(list[bytes], await redis.zrange(streams.HANDOFF_QUEUE, 0, -1))
+        if queued:
+            (case_id,) = queued
+            return case_id.decode()
+        await asyncio.sleep(0.02)
+    raise AssertionError("no handoff reached the queue")
+
+
+async def test_a_live_chat_both_ways_between_a_web_chat_page_and_the_console(
+    browser: Browser, hotline: RunningHotline
+) -> None:
+    app = hotline.client.app
+    base = str(hotline.client.make_url("/")).rstrip("/")
+    alice = await add_counselor(hotline, "alice")
+    await ShiftBoard(app[redis_key]).start(alice)
+    problems: list[str] = []
+
+    # Tab 1: the victim, in English, asks for a counselor the way the menu offers it.
+    victim = await (await browser.new_context()).new_page()
+    _watch(victim, problems)
+    await victim.goto(base + "/chat")
+    await victim.get_by_role("button", name=KO["common.agree"]).wait_for()
+    await victim.get_by_label("언어 / Language").select_option("en")
+    await _victim_says(victim, "/help")
+    await victim.get_by_role("button", name=EN["help.counselor"]).click()
+    told = victim.locator("#log li.bot")
+    await expect(told.filter(has_text=EN["live.how_web"])).to_have_count(1)
+    case_id = await _queued_case(hotline)
+
+    # Tab 2: the counselor claims the case and starts the chat.
+    console = await (await browser.new_context()).new_page()
+    _watch(console, problems)
+    await _sign_in(console, base)
+    await console.goto(f"{base}/console/cases/{case_id}")
+    await console.get_by_role("button", name="Claim").click()
+    panel = console.locator("#live-chat")
+    state = panel.locator(".chat-state")
     await panel.get_by_role("button", name="Start chat").click()
     await expect(state).to_have_text("The chat is on.")
-    assert (await _outbox(bot)).kind is OutboxKind.JOINED
+    await expect(told.filter(has_text=EN["live.joined"])).to_have_count(1)
 
+    # The victim's words, markup included, reach the console as text and run nothing there.
     for text in PAYLOADS:
-        await bot.from_victim(handoff.case_id, new_line(Sender.VICTIM, text), centre)
+        await _victim_says(victim, text)
     victim_lines = panel.locator(".chat-lines li.victim .text")
     await expect(victim_lines).to_have_text(PAYLOADS)
-    assert await page.evaluate("window.__pwned") is None, "no payload ran"
+    assert await console.evaluate("window.__pwned") is None, "no payload ran"
     assert await panel.locator(".chat-lines img, .chat-lines script, .chat-lines b").count() == 0
 
-    # A canned response in the victim's language (Korean) first, then sent.
-    options = panel.locator("select.chat-canned optgroup")
-    await expect(options.first).to_have_attribute("label", "ko")
-    await panel.get_by_label("Canned response").select_option(label="안전 확인")
+    # A canned response in the victim's language, sent: it appears in her page by itself and
+    # is marked delivered in the console once her page has it.
+    await expect(panel.locator("select.chat-canned optgroup").first).to_have_attribute(
+        "label", "en"
+    )
+    await panel.get_by_label("Canned response").select_option(label="Safety check")
     canned = await panel.get_by_label("Message").input_value()
-    assert "112" in canned
     await panel.get_by_role("button", name="Send").click()
     mine = panel.locator(".chat-lines li.counselor")
     await expect(mine.locator(".text")).to_have_text([canned])
-    await expect(mine.locator(".delivery")).to_have_text(["sent"])
-    await expect(panel.get_by_label("Message")).to_have_value("")
-    line = bot.line_for_victim(await _outbox(bot), handoff.reply)
-    assert line.text == canned
-    await bot.event(
-        handoff.case_id, Event(EventKind.DELIVERED, Sender.VICTIM, time.time(), line.id)
-    )
+    await expect(told.filter(has_text=f"{EN['live.counselor']}: {canned}")).to_have_count(1)
     await expect(mine.locator(".delivery")).to_have_text(["delivered"])
+    assert await victim.evaluate("window.__pwned") is None
 
-    await panel.get_by_label("Message").fill("Kakao waits for the victim's next message")
-    await panel.get_by_role("button", name="Send").click()
-    held = bot.line_for_victim(await _outbox(bot), handoff.reply)
-    await bot.event(handoff.case_id, Event(EventKind.HELD, Sender.VICTIM, time.time(), held.id))
-    await expect(mine.locator(".delivery")).to_have_text(
-        ["delivered", "waiting for the victim's app"]
-    )
-
-    # The connection drops; the page reconnects and shows what came meanwhile, once.
+    # The console's connection drops; it reconnects and shows what came meanwhile, once.
     await live.close_sockets(app)
-    await bot.from_victim(handoff.case_id, new_line(Sender.VICTIM, "said while away"), centre)
+    await _victim_says(victim, "said while away")
     await expect(victim_lines).to_have_text([*PAYLOADS, "said while away"])
     await expect(state).to_have_text("The chat is on.")
-    await expect(mine).to_have_count(2)
 
-    # The victim leaves (quick exit): the panel says so and takes no more input.
-    await bot.event(handoff.case_id, Event(EventKind.ENDED, Sender.VICTIM, time.time()))
+    # The victim's quick exit: her tab leaves, and the console says she left.
+    await victim.route(SAFE_PAGE_PREFIX + "**", _harmless)
+    await victim.get_by_role("button", name="나가기 / Exit").click()
+    await victim.wait_for_url(SAFE_PAGE_PREFIX + "**")
     await expect(state).to_contain_text("The victim left the chat.")
     await expect(panel.get_by_label("Message")).to_be_disabled()
     await expect(panel.get_by_role("button", name="Send")).to_be_disabled()
     await expect(panel.get_by_role("button", name="Start chat")).to_be_hidden()
     assert problems == [], problems
+
+
+async def _harmless(route: Route) -> None:
+    await route.fulfill(body="<title>weather</title>weather", content_type="text/html")

@@ -21,6 +21,20 @@
   }
 
   function quickExit() {
+    // The server ends the conversation too (a counselor in a live chat learns the victim left,
+    // and the session is erased now, not when it expires). keepalive: the request outlives the
+    // page, which is replaced at once, without waiting for an answer.
+    var existing = null;
+    try { existing = sessionStorage.getItem("t"); } catch (e) { /* storage may be disabled */ }
+    if (existing) {
+      fetch("/chat/api/turn", {
+        method: "POST",
+        headers: {"Content-Type": "application/json"},
+        body: JSON.stringify({token: existing, button: "quick_exit", language: language.value}),
+        credentials: "omit",
+        keepalive: true
+      }).catch(function () { /* the page is gone; the session expires on its own */ });
+    }
     try { sessionStorage.clear(); } catch (e) { /* storage may be disabled */ }
     window.location.replace(SAFE_PAGE);
   }
