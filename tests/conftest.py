@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -31,8 +32,29 @@ from backend.embedded_redis import EmbeddedRedis
 from backend.settings import KdfCost, Settings
 from bot.node import BACKEND, BOT, Node
 
-SERVER_DATABASE_URL = os.environ.get("HOTLINE_TEST_DATABASE_URL")
-SERVER_REDIS_URL = os.environ.get("HOTLINE_TEST_REDIS_URL")
+
+def _for_this_worker(
+    database_url: str | None, redis_url: str | None
+) -> tuple[str | None, str | None]:
+    """Under pytest-xdist each worker gets a database and a Redis db of its own on the server
+    pair (`<database>_gw<n>`, made if missing; Redis db + n), so parallel tests never share
+    state; a single process uses the URLs as given."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or database_url is None or redis_url is None:
+        return database_url, redis_url
+    n = int(worker[2:])
+    base, _, name = database_url.rpartition("/")
+    own = f"{name}_gw{n}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (own,)).fetchone() is None:
+            conn.execute(f'CREATE DATABASE "{own}"')
+    redis_base, _, db = redis_url.rpartition("/")
+    return f"{base}/{own}", f"{redis_base}/{int(db or 0) + 1 + n}"
+
+
+SERVER_DATABASE_URL, SERVER_REDIS_URL = _for_this_worker(
+    os.environ.get("HOTLINE_TEST_DATABASE_URL"), os.environ.get("HOTLINE_TEST_REDIS_URL")
+)
 PAIRS = ["embedded"] + (["server"] if SERVER_DATABASE_URL and SERVER_REDIS_URL else [])
 
 # Argon2id at its minimum: the tests prove behaviour, not cost.
