@@ -39,6 +39,7 @@ from typing import cast
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
+from redis.typing import EncodableT, FieldT
 
 from backend import keys, streams
 from backend.conversation import MAX_TEXT_CHARS
@@ -206,15 +207,9 @@ class LiveChat:
 
     async def event(self, case_id: str, event: Event) -> str:
         """A content-free delivery or presence event onto the transcript."""
-        fields = {
-            streams.FIELD_EVENT: event.kind.value,
-            streams.FIELD_BY: event.by.value,
-            streams.FIELD_AT: repr(event.at),
-            streams.FIELD_REF: event.ref,
-        }
         entry_id = await self._redis.xadd(
             streams.case_transcript_stream(case_id),
-            fields,  # type: ignore[arg-type]  # redis-py types field values too narrowly
+            _event_fields(event),
             maxlen=streams.CASE_STREAM_MAXLEN,
             approximate=True,
         )
@@ -319,12 +314,7 @@ class LiveChat:
         pipe = self._redis.pipeline(transaction=True)
         pipe.xadd(
             streams.case_transcript_stream(case_id),
-            {
-                streams.FIELD_EVENT: event.value,
-                streams.FIELD_BY: by.value,
-                streams.FIELD_AT: repr(time.time()),
-                streams.FIELD_REF: "",
-            },
+            _event_fields(Event(event, by, time.time())),
             maxlen=streams.CASE_STREAM_MAXLEN,
             approximate=True,
         )
@@ -369,6 +359,16 @@ class LiveChat:
             if len(page) < 100:
                 return None
             high = f"({_text(page[-1][0])}"
+
+
+def _event_fields(event: Event) -> dict[FieldT, EncodableT]:
+    """An event as a transcript entry's fields; `transcript_entry` reads them back."""
+    return {
+        streams.FIELD_EVENT: event.kind.value,
+        streams.FIELD_BY: event.by.value,
+        streams.FIELD_AT: repr(event.at),
+        streams.FIELD_REF: event.ref,
+    }
 
 
 def transcript_entry(

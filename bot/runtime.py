@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 from typing import cast
 
 from redis.asyncio import Redis
-from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, RedisError
 
 from backend import replies, streams
@@ -166,13 +165,6 @@ class ConversationRuntime:
             if self._flows.refresh():
                 log.info("flows reloaded: version %s", self._flows.entry().version)
 
-    def _lock(self, pseudonym: Pseudonym) -> Lock:
-        return self._redis.lock(
-            streams.conversation_lock_key(pseudonym),
-            timeout=streams.CONVERSATION_LOCK_TTL_S,
-            blocking_timeout=streams.CONVERSATION_LOCK_WAIT_S,
-        )
-
     async def _handle_locked(self, inbound: Inbound, held: HeldSession) -> Turn:
         self._refresh_flows()
         session = held.session
@@ -280,13 +272,7 @@ class ConversationRuntime:
     async def join(self, pseudonym: Pseudonym, case_id: str) -> Session | None:
         """The relay: a counselor joined `case_id`; the session now in live mode, or None if the
         conversation is gone or has moved on to another case."""
-        async with self._lock(pseudonym):
-            session = await self._sessions.load(pseudonym)
-            if session is None or session.handoff_case != case_id:
-                return None
-            session.live = True
-            await self._sessions.save(pseudonym, session)
-            return session
+        return await self._set_live(pseudonym, case_id, live=True)
 
     async def leave(self, pseudonym: Pseudonym, case_id: str) -> Session | None:
         """The relay: the counselor ended `case_id`'s chat; the session, back with the flow.
@@ -295,12 +281,17 @@ class ConversationRuntime:
         mistake starts it again while the victim is still there, and a later JOINED finds the
         conversation. Only the victim's way out, a new handoff or the session's expiry end
         that link."""
-        async with self._lock(pseudonym):
-            session = await self._sessions.load(pseudonym)
+        return await self._set_live(pseudonym, case_id, live=False)
+
+    async def _set_live(self, pseudonym: Pseudonym, case_id: str, *, live: bool) -> Session | None:
+        # The same hold a turn takes: the lock and the read in one round trip, the write and
+        # the unlock in another.
+        async with self._sessions.hold(pseudonym) as held:
+            session = held.session
             if session is None or session.handoff_case != case_id:
                 return None
-            session.live = False
-            await self._sessions.save(pseudonym, session)
+            session.live = live
+            held.save(session)
             return session
 
     async def session_of(self, pseudonym: Pseudonym) -> Session | None:
