@@ -5,12 +5,14 @@ Both processes serve through it: the backend adds the console, the bot adds its 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import database
@@ -23,6 +25,20 @@ redis_key = web.AppKey("redis", Redis)
 engine_key = web.AppKey("engine", AsyncEngine)
 
 MAX_REQUEST_BYTES = 1024 * 1024
+# What an overloaded server asks a client to wait before sending the same request again.
+RETRY_AFTER_S = 1
+
+
+def unavailable(reason: str = "busy; send the same request again") -> web.HTTPServiceUnavailable:
+    """503 with Retry-After: the request was not served and may be sent again as it was.
+
+    Never a 200 that carries an error text: a client (the web chat page) retries only what it
+    can tell failed, so a 200 would lose the victim's message (issue 18)."""
+    return web.HTTPServiceUnavailable(
+        text=json.dumps({"error": reason}),
+        content_type="application/json",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 @web.middleware
@@ -32,6 +48,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except web.HTTPException:
         raise
+    except RedisError as exc:
+        # Out of connections (the pool waited its `HOTLINE_REDIS_POOL_WAIT_MS`) or Redis away:
+        # nothing was done that a retry would repeat wrongly, and the client is told to retry.
+        log.warning("request to %s refused: redis %s", request.path, type(exc).__name__)
+        raise unavailable() from None
     except Exception:
         log.exception("request to %s failed", request.path)
         return web.json_response(

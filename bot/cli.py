@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from backend.errors import SettingsError
+from backend.log_repeats import limit_repeats
 from backend.settings import Settings
 from bot import cli_audit, cli_counselor, cli_flows, cli_keys, cli_serve
 
@@ -48,6 +49,8 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    # A flood must not turn one failing line into thousands (issue 18).
+    limit_repeats()
     # Set here too, not only through the root: basicConfig does nothing when the root logger
     # already has a handler (an embedding host, a test runner).
     for own in ("backend", "bot"):

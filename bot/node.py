@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend import bootstrap, database, keys
+from backend import bootstrap, database, keys, redis_pool
 from backend.cases import CaseStore
 from backend.console import views as console
 from backend.console.sessions import ConsoleSessionStore
@@ -121,7 +121,7 @@ class Node:
             await embedded.start()
             self._stack.push_async_callback(embedded.stop)
             url = embedded.url
-        redis = Redis.from_url(url, health_check_interval=30)
+        redis = redis_pool.connect(url, self.settings.redis_pool)
         self._stack.push_async_callback(redis.aclose)
         try:
             await redis.ping()

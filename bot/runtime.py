@@ -90,6 +90,10 @@ class Turn:
     # A turn of the chat with (or the wait for) a counselor that handed out nothing from them:
     # a door that can keep the request open a while (Kakao's callback) may wait for their line.
     awaits_reply: bool = False
+    # The turn did not run (Redis unreachable or out of connections, an unexpected error): the
+    # one message says so. A door whose client retries (the web chat) answers 503 instead, so
+    # the same message is sent again rather than lost (issue 18).
+    failed: bool = False
 
 
 @dataclass
@@ -145,7 +149,7 @@ class ConversationRuntime:
                 frame = frame.tb_next
             where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
             log.error("conversation turn failed with %s at %s", type(exc).__name__, where)
-        return Turn((self._unavailable(inbound),))
+        return Turn((self._unavailable(inbound),), failed=True)
 
     def text(self, key: str, language_hint: str | None) -> str:
         """A shared `common.*` text for what a door says outside any flow step (a file it cannot

@@ -25,7 +25,9 @@ from typing import Any
 from aiohttp import web
 
 from backend.conversation import MAX_TEXT_CHARS, Effect, Inbound, IssueReceipt, Outbound
+from backend.errors import HotlineError
 from backend.pseudonyms import Pseudonymizer, Purpose
+from backend.web import unavailable
 from bot.channel import Capabilities, fit
 from bot.live import HeldLines
 from bot.runtime import ConversationRuntime
@@ -57,6 +59,10 @@ poll_wait_key = web.AppKey("webchat_poll_wait_s", float)
 
 def _static(name: str) -> bytes:
     return (resources.files("bot") / "webchat_static" / name).read_bytes()
+
+
+class TurnFailedError(HotlineError):
+    """The runtime could not run the turn (Redis out of reach or out of connections)."""
 
 
 class BadTurnError(web.HTTPBadRequest):
@@ -144,6 +150,9 @@ async def turn(request: web.Request) -> web.Response:
 
     async def handle() -> bytes:
         result = await request.app[runtime_key].handle(inbound)
+        if result.failed:
+            # Not stored as the turn's answer: the retry runs the turn again.
+            raise TurnFailedError("the turn did not run")
         messages = fit(result.messages, CAPABILITIES)
         answer = {
             "messages": render_turn(messages, result.effects),
@@ -152,17 +161,15 @@ async def turn(request: web.Request) -> web.Response:
         }
         return json.dumps(answer, ensure_ascii=False).encode()
 
-    if turn_id is None:
-        body = await handle()
-    else:
-        try:
+    try:
+        if turn_id is None:
+            body = await handle()
+        else:
             body = await request.app[replay_key].once(inbound.pseudonym, turn_id, handle)
-        except TurnInProgressError:
-            raise web.HTTPServiceUnavailable(
-                text=json.dumps({"error": "still working on this message; retry"}),
-                content_type="application/json",
-                headers={"Retry-After": "1"},
-            ) from None
+    except TurnInProgressError:
+        raise unavailable("still working on this message; retry") from None
+    except TurnFailedError:
+        raise unavailable("the message was not handled; send it again") from None
     return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
