@@ -27,6 +27,7 @@ from backend.cases import CaseStore
 from backend.console import views as console
 from backend.console.sessions import ConsoleSessionStore
 from backend.counselors import CounselorStore
+from backend.data_dir_lock import DataDirLock
 from backend.embedded_redis import EmbeddedRedis
 from backend.errors import FlowError, SettingsError
 from backend.flows.registry import FlowRegistry
@@ -117,6 +118,10 @@ class Node:
     async def _redis(self) -> Redis:
         url = self.settings.redis_url
         if url is None:
+            # Before the embedded Redis starts: a second process would stop the first's.
+            lock = DataDirLock(self.settings.data_dir)
+            lock.acquire()
+            self._stack.callback(lock.release)
             embedded = EmbeddedRedis(self.settings.data_dir / "redis")
             await embedded.start()
             self._stack.push_async_callback(embedded.stop)
