@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -106,6 +107,31 @@ async def test_an_oversized_body_is_refused(hotline: RunningHotline) -> None:
         headers={"Content-Type": "application/json"},
     )
     assert response.status == 413
+
+
+@pytest.mark.parametrize("path", ["/chat/api/turn", "/chat/api/poll"])
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+async def test_a_body_over_the_web_chats_own_cap_is_refused_with_413(
+    hotline: RunningHotline, redis: Redis, path: str, *, declared: bool
+) -> None:
+    """Issue 18: `MAX_BODY_BYTES` (64 KiB) was defined but unused; only the app's 1 MiB held."""
+    body = b'{"token": "' + TOKEN.encode() + b'", "text": "' + b"x" * (200 * 1024) + b'"}'
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 8192):
+            yield body[start : start + 8192]
+
+    response = await hotline.client.post(
+        path,
+        data=body if declared else chunks(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status == 413
+    assert "at most 64 KiB" in (await response.json())["error"]
+    assert [k async for k in redis.scan_iter(match=streams.SESSION_KEY_PREFIX + "*")] == []
+    # Just under the cap is read and judged on its fields, as before.
+    response = await hotline.client.post(path, data=body[: 60 * 1024] + b'"}')
+    assert response.status == 400
 
 
 async def test_a_conversation_keeps_its_place_across_turns(hotline: RunningHotline) -> None:
