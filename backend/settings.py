@@ -151,6 +151,9 @@ class Settings:
     # Peers whose Forwarded / X-Forwarded-* headers are believed (backend/forwarded.py).
     trusted_proxies: tuple[Network, ...] = ()
     redis_pool: RedisPool = field(default_factory=RedisPool)
+    # Where victims and counselors reach us (https://name); requests under another host name
+    # than this one or the bound address are refused (backend/host_check.py).
+    public_url: str | None = None
 
     @property
     def embedded_redis(self) -> bool:
@@ -173,6 +176,9 @@ class Settings:
         webhook_url = env.get("HOTLINE_TELEGRAM_WEBHOOK_URL") or None
         if webhook_url is not None:
             _check_url("HOTLINE_TELEGRAM_WEBHOOK_URL", webhook_url, {"https"}, needs_host=True)
+        public_url = env.get("HOTLINE_PUBLIC_URL") or None
+        if public_url is not None:
+            _check_url("HOTLINE_PUBLIC_URL", public_url, {"http", "https"}, needs_host=True)
         webhook_secret = _webhook_secret(env.get("HOTLINE_TELEGRAM_WEBHOOK_SECRET"), webhook_url)
         token = env.get("HOTLINE_TELEGRAM_TOKEN") or None
         if token is not None and (":" not in token or any(c.isspace() for c in token)):
@@ -231,6 +237,7 @@ class Settings:
                 warning_percent=_int(env, "HOTLINE_SLA_WARNING_PERCENT", 75, low=1, high=99),
             ),
             trusted_proxies=_trusted_proxies(env.get("HOTLINE_TRUSTED_PROXIES")),
+            public_url=public_url,
             redis_pool=RedisPool(
                 max_connections=_int(
                     env, "HOTLINE_REDIS_MAX_CONNECTIONS", 100, low=8, high=100_000

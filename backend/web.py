@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import database
 from backend.forwarded import Network, forwarded_middleware
+from backend.host_check import AllowedHosts, host_middleware
 from backend.web_security import security_middleware
 
 log = logging.getLogger(__name__)
@@ -78,12 +79,19 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def make_app(
-    redis: Redis, engine: AsyncEngine | None, *, trusted_proxies: Sequence[Network] = ()
+    redis: Redis,
+    engine: AsyncEngine | None,
+    *,
+    trusted_proxies: Sequence[Network] = (),
+    allowed_hosts: AllowedHosts | None = None,
 ) -> web.Application:
+    """`allowed_hosts` None: any Host (a bench's in-process app)."""
     # The proxy's view first: every later middleware and handler sees the public request.
+    middlewares = [forwarded_middleware(trusted_proxies), security_middleware]
+    if allowed_hosts is not None:
+        middlewares.append(host_middleware(allowed_hosts))
     app = web.Application(
-        middlewares=[forwarded_middleware(trusted_proxies), security_middleware, error_middleware],
-        client_max_size=MAX_REQUEST_BYTES,
+        middlewares=[*middlewares, error_middleware], client_max_size=MAX_REQUEST_BYTES
     )
     app[redis_key] = redis
     if engine is not None:

@@ -32,6 +32,7 @@ from backend.embedded_redis import EmbeddedRedis
 from backend.errors import FlowError, SettingsError
 from backend.flows.registry import FlowRegistry
 from backend.flows.resources import Directory
+from backend.host_check import AllowedHosts
 from backend.intake import Intake, dead_letter_count
 from backend.keyring import KeyRing
 from backend.login_guard import LoginGuard
@@ -96,7 +97,12 @@ class Node:
         """Start every dependency and return the HTTP app; `async with` the node to stop them."""
         redis = await self._redis()
         engine = await self._engine() if BACKEND in self.roles else None
-        app = make_app(redis, engine, trusted_proxies=self.settings.trusted_proxies)
+        allowed = AllowedHosts.of(
+            self.settings.http_host, self.settings.public_url, self.settings.telegram_webhook_url
+        )
+        app = make_app(
+            redis, engine, trusted_proxies=self.settings.trusted_proxies, allowed_hosts=allowed
+        )
         published: tuple[X25519PublicKey, bytes] | None = None
         if engine is not None:
             published = await self._backend(app, redis, engine)
