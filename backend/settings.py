@@ -23,6 +23,9 @@ DATABASE_SCHEMES = {"sqlite", "sqlite+aiosqlite", "postgresql", "postgres", "pos
 REDIS_SCHEMES = {"redis", "rediss", "unix"}
 # getFile serves files up to 20 MB; nothing larger can be downloaded through the Bot API.
 TELEGRAM_DOWNLOAD_LIMIT_BYTES = 20 * 1024 * 1024
+# Where Kakao i Open Builder's one-time callback URLs point.
+KAKAO_CALLBACK_HOSTS = ("bot-api.kakao.com",)
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 # Telegram's own rule for secret_token: 1-256 characters of A-Z, a-z, 0-9, _ and -.
 _WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{16,256}")
 
@@ -58,6 +61,9 @@ class KakaoSettings:
     # In a chat with (or waiting for) a counselor, how long a request with a callback URL is kept
     # open for their next line; Kakao takes a callback for a minute. 0: answer at once.
     callback_wait_ms: int = 45_000
+    # The only hosts a request's callbackUrl may name: Kakao's own. Anyone holding the secret
+    # could otherwise make the server POST to any address, inside the network too (issue 18).
+    callback_hosts: tuple[str, ...] = KAKAO_CALLBACK_HOSTS
 
 
 @dataclass(frozen=True)
@@ -375,4 +381,19 @@ def _kakao(env: Mapping[str, str]) -> KakaoSettings | None:
         operator=operator in {"true", "1", "yes"},
         sync_budget_ms=_int(env, "HOTLINE_KAKAO_SYNC_BUDGET_MS", 3500, low=0, high=4500),
         callback_wait_ms=_int(env, "HOTLINE_KAKAO_CALLBACK_WAIT_MS", 45_000, low=0, high=50_000),
+        callback_hosts=_host_names(
+            "HOTLINE_KAKAO_CALLBACK_HOSTS", env.get("HOTLINE_KAKAO_CALLBACK_HOSTS")
+        )
+        or KAKAO_CALLBACK_HOSTS,
     )
+
+
+def _host_names(name: str, raw: str | None) -> tuple[str, ...]:
+    """Comma- or space-separated host names or addresses, lower-cased; empty when unset."""
+    hosts = []
+    for part in (raw or "").replace(",", " ").split():
+        host = part.strip("[]").lower()
+        if not (_HOST_NAME.fullmatch(host) or ":" in host):
+            raise SettingsError(f"{name}: {part!r} is not a host name (no scheme, port or path)")
+        hosts.append(host)
+    return tuple(hosts)
