@@ -24,12 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend import audit, replies
+from backend import audit
 from backend.audit import AuditAction
 from backend.cases import envelope_of
-from backend.errors import CaseWorkError, SealingError
+from backend.core import replies
+from backend.core.errors import CaseWorkError, SealingError
+from backend.core.sealing import NONCE_BYTES, unwrap_data_key
 from backend.models import AuditEntry, Case, CaseNote, CaseReferral, CaseReply, utcnow
-from backend.sealing import NONCE_BYTES, unwrap_data_key
 
 MAX_TEXT_CHARS = 8000
 # How the victim's consent to a referral was obtained.

@@ -33,7 +33,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from backend import audit
 from backend.audit import AuditAction
 from backend.case_work import CaseKey, actor_of, checked_text, new_record_id
-from backend.errors import ApprovalRequiredError, CaseWorkError
+from backend.core.errors import ApprovalRequiredError, CaseWorkError
 from backend.models import Role, TakedownRequest, TakedownStatus, utcnow
 
 LANGUAGES = ("ko", "en", "zh", "ja")

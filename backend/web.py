@@ -14,7 +14,8 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import database
-from backend.forwarded import Network, forwarded_middleware
+from backend.core.settings import Network
+from backend.forwarded import forwarded_middleware
 from backend.web_security import security_middleware
 
 log = logging.getLogger(__name__)

@@ -40,12 +40,12 @@ from telegram import Update
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
 from telegram.request import BaseRequest, RequestData
 
-from backend import keys
+from backend.core import keys
+from backend.core.pseudonyms import Pseudonymizer
+from backend.core.receipt_codes import ReceiptHasher
+from backend.core.settings import SHIPPED_FLOWS_DIR, KdfCost
 from backend.embedded_redis import EmbeddedRedis
 from backend.flows.registry import FlowRegistry
-from backend.pseudonyms import Pseudonymizer
-from backend.receipts import ReceiptHasher
-from backend.settings import SHIPPED_FLOWS_DIR, KdfCost
 from bot.outbox import OutboxLimits
 from bot.reports import ReportSender
 from bot.runtime import ConversationRuntime

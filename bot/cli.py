@@ -13,8 +13,8 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from backend.errors import SettingsError
-from backend.settings import Settings
+from backend.core.errors import SettingsError
+from backend.core.settings import Settings
 from bot import cli_audit, cli_counselor, cli_flows, cli_keys, cli_serve
 
 EXIT_SETTINGS = 2

@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 from backend import audit
-from backend.settings import Settings
+from backend.core.settings import Settings
 from bot.cli_keys import migrated_engine
 
 EXIT_BROKEN = 1

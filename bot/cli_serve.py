@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from backend.settings import Settings
+from backend.core.settings import Settings
 from bot import node
 
 ROLES = {

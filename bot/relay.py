@@ -1,9 +1,9 @@
 """The relay worker: carries what the console sends (a counselor joined, a line, the chat ended)
 to the victim, through their door, and tells the console what became of each line.
 
-Bot workers share the relay outbox through a consumer group (`backend.handoff`), so each entry
-is carried by one worker. An entry is acknowledged only after it was carried out: a worker that
-dies holding entries leaves them pending, and another takes them over after
+Bot workers share the relay outbox through a consumer group (`backend.core.live_chat`), so each
+entry is carried by one worker. An entry is acknowledged only after it was carried out: a worker
+that dies holding entries leaves them pending, and another takes them over after
 `RELAY_CLAIM_IDLE_MS`. A worker that restarts first carries its own pending entries.
 
 What cannot be carried out is not retried for ever: a victim who cannot be reached (session
@@ -27,10 +27,10 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from backend import streams
-from backend.conversation import Outbound
-from backend.errors import SealingError
-from backend.handoff import Event, EventKind, OutboxItem, OutboxKind, Sender
+from backend.core import redis_keys
+from backend.core.conversation import Outbound
+from backend.core.errors import SealingError
+from backend.core.live_chat import Event, EventKind, OutboxItem, OutboxKind, Sender
 from bot.channel import Delivery
 from bot.live import VictimSide, how_replies_key, reply_key_of
 from bot.runtime import ConversationRuntime
@@ -54,9 +54,9 @@ class RelayWorker:
         doors: Mapping[str, Delivery],
         consumer: str,
         *,
-        claim_idle_ms: int = streams.RELAY_CLAIM_IDLE_MS,
-        max_failures: int = streams.RELAY_MAX_FAILURES,
-        block_ms: int = streams.RELAY_BLOCK_MS,
+        claim_idle_ms: int = redis_keys.RELAY_CLAIM_IDLE_MS,
+        max_failures: int = redis_keys.RELAY_MAX_FAILURES,
+        block_ms: int = redis_keys.RELAY_BLOCK_MS,
     ) -> None:
         self._redis = redis
         self._runtime = runtime
@@ -84,7 +84,7 @@ class RelayWorker:
                     log.info("relay: took over %d stale entries", len(items))
                 else:
                     items = await self._chat.next_for_victims(
-                        self._consumer, count=streams.RELAY_BATCH, block_ms=self._block_ms
+                        self._consumer, count=redis_keys.RELAY_BATCH, block_ms=self._block_ms
                     )
                 if not await self.carry(items):
                     await self._pause()  # an entry failed and stays pending: not in a tight loop
@@ -189,7 +189,7 @@ class RelayWorker:
 
     async def _failed(self, item: OutboxItem, reason: str) -> bool:
         """Count an unexpected failure; True once the entry is given up (FAILED, acked)."""
-        failures = await self._redis.hincrby(streams.RELAY_FAILURES_KEY, item.entry_id, 1)
+        failures = await self._redis.hincrby(redis_keys.RELAY_FAILURES_KEY, item.entry_id, 1)
         if failures < self._max_failures:
             log.warning("relay: entry %s failed (%s); will retry", item.entry_id, reason)
             return False
@@ -200,5 +200,5 @@ class RelayWorker:
 
     async def _done(self, item: OutboxItem) -> None:
         await self._chat.ack(item)
-        await self._redis.hdel(streams.RELAY_FAILURES_KEY, item.entry_id)
+        await self._redis.hdel(redis_keys.RELAY_FAILURES_KEY, item.entry_id)
         self.carried += 1

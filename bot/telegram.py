@@ -49,8 +49,8 @@ from telegram.ext import (
 )
 from telegram.request import BaseRequest
 
-from backend import streams
-from backend.conversation import (
+from backend.core import redis_keys
+from backend.core.conversation import (
     Attachment,
     Inbound,
     Outbound,
@@ -58,10 +58,10 @@ from backend.conversation import (
     RequestHandoff,
     SubmitReport,
 )
-from backend.errors import HotlineError
-from backend.handoff import EventKind
-from backend.pseudonyms import Pseudonymizer, Purpose
-from backend.settings import TELEGRAM_DOWNLOAD_LIMIT_BYTES, Settings
+from backend.core.errors import HotlineError
+from backend.core.live_chat import EventKind
+from backend.core.pseudonyms import Pseudonymizer, Purpose
+from backend.core.settings import TELEGRAM_DOWNLOAD_LIMIT_BYTES, Settings
 from bot import evidence
 from bot.channel import Capabilities, fit
 from bot.outbox import (
@@ -115,7 +115,7 @@ class TelegramConfig:
     max_file_bytes: int = TELEGRAM_DOWNLOAD_LIMIT_BYTES
     limits: OutboxLimits = field(default_factory=OutboxLimits)
     # How long a worker holds an update before another may take it over (it died mid-turn).
-    update_lease_s: int = streams.TELEGRAM_UPDATE_LEASE_S
+    update_lease_s: int = redis_keys.TELEGRAM_UPDATE_LEASE_S
     # Polling: how often to ask again while updates are in flight or held by another worker.
     poll_recheck_s: float = 1.0
     # How long the neutral "conversation ended" notice stays before it is deleted too.

@@ -13,12 +13,12 @@ import sys
 
 from redis.asyncio import Redis
 
-from backend import keys
-from backend.conversation import Inbound
+from backend.core import keys
+from backend.core.conversation import Inbound
+from backend.core.pseudonyms import Pseudonymizer
+from backend.core.receipt_codes import ReceiptHasher
+from backend.core.settings import SHIPPED_FLOWS_DIR
 from backend.flows.registry import FlowRegistry
-from backend.pseudonyms import Pseudonymizer
-from backend.receipts import ReceiptHasher
-from backend.settings import SHIPPED_FLOWS_DIR
 from bot.reports import ReportSender
 from bot.runtime import ConversationRuntime, Turn
 from bot.sessions import HeldSession, SessionStore

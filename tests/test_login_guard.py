@@ -9,8 +9,8 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backend.core.settings import LoginPolicy
 from backend.login_guard import MAX_DELAY_S, LoginGuard, LoginLockedError
-from backend.settings import LoginPolicy
 from tests.conftest import Pair, start_hotline
 
 

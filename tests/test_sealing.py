@@ -4,9 +4,9 @@ import dataclasses
 
 import pytest
 
-from backend import keys
-from backend.errors import SealingError
-from backend.sealing import Envelope, RoutingHeader, open_envelope, seal
+from backend.core import keys
+from backend.core.errors import SealingError
+from backend.core.sealing import Envelope, RoutingHeader, open_envelope, seal
 
 pytestmark = pytest.mark.crypto
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.errors import SettingsError
-from backend.settings import Settings
+from backend.core.errors import SettingsError
+from backend.core.settings import Settings
 
 HOTLINE = str(Path(sys.executable).parent / "hotline")
 

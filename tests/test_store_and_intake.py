@@ -10,11 +10,12 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend import keys, streams
 from backend.cases import CaseStore, envelope_of
-from backend.conversation import SubmitReport
+from backend.core import keys
+from backend.core import redis_keys as streams
+from backend.core.conversation import SubmitReport
+from backend.core.sealing import Envelope, RoutingHeader, open_envelope, seal
 from backend.intake import Intake, ensure_group
-from backend.sealing import Envelope, RoutingHeader, open_envelope, seal
 from bot.reports import ReportSender
 
 

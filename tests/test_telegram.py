@@ -15,10 +15,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from redis.asyncio import Redis
 
-from backend import streams
-from backend.conversation import Outbound
+from backend.core import redis_keys as streams
+from backend.core.conversation import Outbound
+from backend.core.sealing import Envelope, open_envelope
 from backend.flows.registry import FlowRegistry
-from backend.sealing import Envelope, open_envelope
 from bot.cli import configure_logging
 from bot.telegram import PRIVATE_ONLY, QUICK_EXIT_BUTTON, TelegramDoor
 from tests import telegram_support

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend.conversation import Button, Outbound
+from backend.core.conversation import Button, Outbound
 from bot.channel import fit
 from bot.outbox import MAX_MESSAGE_CHARS
 from bot.telegram import CAPABILITIES

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from redis.asyncio import Redis
 
-from backend import streams
-from backend.conversation import Pseudonym
+from backend.core import redis_keys as streams
+from backend.core.conversation import Pseudonym
 from bot.telegram import QUICK_EXIT_BUTTON, TelegramDoor
 from bot.telegram_chats import DELETABLE_FOR_S, TelegramChatStore
 from tests import telegram_support

@@ -16,8 +16,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from redis.asyncio import Redis
 
-from backend import streams
-from backend.conversation import Inbound
+from backend.core import redis_keys as streams
+from backend.core.conversation import Inbound
 from backend.flows.registry import FlowRegistry
 from bot.outbox import OutboxLimits, TelegramOutbox, _Bucket
 from bot.runtime import ConversationRuntime, Turn

@@ -10,8 +10,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.errors import SettingsError
-from backend.settings import Settings
+from backend.core.errors import SettingsError
+from backend.core.settings import Settings
 from bot.node import BACKEND, BOT, Node
 from bot.telegram import SECRET_HEADER
 from tests import telegram_support

@@ -18,7 +18,6 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio import Redis
 
-from backend import replies
 from backend.audit import AuditAction
 from backend.case_work import CONSENT_METHODS, CaseKey, CaseWork, case_key
 from backend.cases import envelope_of
@@ -26,7 +25,8 @@ from backend.console import forms, views
 from backend.console.access import Access, current_session, guard
 from backend.console.forms import is_api, json_error, read_form, read_json, refusal
 from backend.console.sessions import ConsoleSession
-from backend.errors import (
+from backend.core import replies
+from backend.core.errors import (
     ApprovalRequiredError,
     CaseNotFoundError,
     CaseTransitionError,
@@ -34,10 +34,10 @@ from backend.errors import (
     OutcomeRequiredError,
     SealingError,
 )
+from backend.core.live_chat import EventKind, LiveChat, OutboxKind, Sender
+from backend.core.sealing import open_envelope
 from backend.flows.resources import Directory
-from backend.handoff import EventKind, LiveChat, OutboxKind, Sender
 from backend.models import Case, CaseStatus, Outcome, TakedownRequest, TakedownStatus
-from backend.sealing import open_envelope
 from backend.takedown import (
     ANSWERS,
     CONTENT_TYPES,

@@ -24,17 +24,17 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio import Redis
 
-from backend import streams
 from backend.audit import AuditAction
 from backend.cases import CaseSummary
 from backend.console import views
 from backend.console.access import ROLE_RANK, Access, current_session, guard
 from backend.console.forms import check_json_post, json_error, read_form, render
 from backend.console.sessions import ConsoleSession
-from backend.errors import CaseNotFoundError, CaseTransitionError
+from backend.core import redis_keys
+from backend.core.errors import CaseNotFoundError, CaseTransitionError
+from backend.core.settings import SlaPolicy
+from backend.core.shifts import ShiftBoard
 from backend.models import CaseStatus, Role
-from backend.settings import SlaPolicy
-from backend.shifts import ShiftBoard
 from backend.web import redis_key
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ async def queue_page(request: web.Request) -> web.Response:
         supervises=_supervises(session),
         dead_letters=await request.app[views.dead_letters_key](),
         poll_s=QUEUE_POLL_S,
-        heartbeat_s=streams.SHIFT_HEARTBEAT_S,
+        heartbeat_s=redis_keys.SHIFT_HEARTBEAT_S,
     )
 
 
@@ -218,21 +218,21 @@ async def _claim(request: web.Request, session: ConsoleSession, case_id: str) ->
     )
     # Taken: it no longer counts in the place the bot tells the next victim, until a release.
     redis: Redis = request.app[redis_key]
-    score = await redis.zscore(streams.HANDOFF_QUEUE, case_id)
+    score = await redis.zscore(redis_keys.HANDOFF_QUEUE, case_id)
     if score is not None:
         await redis.set(
-            streams.handoff_taken_key(case_id), repr(score), ex=streams.HANDOFF_QUEUE_WINDOW_S
+            redis_keys.handoff_taken_key(case_id), repr(score), ex=redis_keys.HANDOFF_QUEUE_WINDOW_S
         )
-        await redis.zrem(streams.HANDOFF_QUEUE, case_id)
+        await redis.zrem(redis_keys.HANDOFF_QUEUE, case_id)
     log.info("counselor %d claimed case %s", session.counselor_id, case_id)
 
 
 async def _release(request: web.Request, session: ConsoleSession, case_id: str) -> None:
     await request.app[views.cases_key].release(case_id, _actor(session), holder=_holder(session))
     redis: Redis = request.app[redis_key]
-    score = await redis.getdel(streams.handoff_taken_key(case_id))
+    score = await redis.getdel(redis_keys.handoff_taken_key(case_id))
     if score is not None:
-        await redis.zadd(streams.HANDOFF_QUEUE, {case_id: float(score)}, nx=True)
+        await redis.zadd(redis_keys.HANDOFF_QUEUE, {case_id: float(score)}, nx=True)
     log.info("counselor %d released case %s", session.counselor_id, case_id)
 
 

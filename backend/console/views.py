@@ -11,7 +11,7 @@ from importlib import resources
 from aiohttp import web
 from redis.asyncio import Redis
 
-from backend import streams, totp
+from backend import totp
 from backend.audit import AuditAction
 from backend.cases import CaseStore, envelope_of
 from backend.console import case_work, live, openapi, queue, receipt_lookup
@@ -23,8 +23,8 @@ from backend.console.sessions import (
     ConsoleSession,
     ConsoleSessionStore,
 )
-from backend.counselors import CounselorStore
-from backend.errors import (
+from backend.core import redis_keys
+from backend.core.errors import (
     AuthenticationError,
     CaseNotFoundError,
     CaseTransitionError,
@@ -32,14 +32,15 @@ from backend.errors import (
     OutcomeRequiredError,
     SealingError,
 )
+from backend.core.sealing import open_envelope
+from backend.core.settings import SlaPolicy
+from backend.counselors import CounselorStore
 from backend.flows.resources import Directory
 from backend.keyring import KeyRing, counselor_holder
 from backend.login_guard import LoginGuard, LoginLockedError
 from backend.models import CaseStatus, Role
 from backend.passwords import MIN_PASSWORD_LENGTH
 from backend.receipts import ReceiptBook
-from backend.sealing import open_envelope
-from backend.settings import SlaPolicy
 from backend.web import redis_key
 
 log = logging.getLogger(__name__)
@@ -367,8 +368,8 @@ def holder_rule(session: ConsoleSession) -> int | None:
 async def forget_queue_place(redis: Redis, case_id: str) -> None:
     """A closed case no longer waits: out of the positions the bot tells victims, and no
     release of a later claim may put it back in an old place."""
-    await redis.zrem(streams.HANDOFF_QUEUE, case_id)
-    await redis.delete(streams.handoff_taken_key(case_id))
+    await redis.zrem(redis_keys.HANDOFF_QUEUE, case_id)
+    await redis.delete(redis_keys.handoff_taken_key(case_id))
 
 
 async def api_cases(request: web.Request) -> web.Response:

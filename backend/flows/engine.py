@@ -21,8 +21,8 @@ from typing import Any
 
 from transitions import Machine
 
-from backend import receipts
-from backend.conversation import (
+from backend.core import receipt_codes
+from backend.core.conversation import (
     MAX_TEXT_CHARS,
     Button,
     CaseRequest,
@@ -613,7 +613,7 @@ def receipt_code(conversation_id: str) -> str:
     """The case code (80 bits, `backend.receipts` format): derived from the random conversation
     id, so a retried turn gives the same code, and the runtime can give the same one when it
     issues a receipt itself (a handoff while nobody is on shift)."""
-    return receipts.code_from(hashlib.sha256(f"receipt:{conversation_id}".encode()).digest())
+    return receipt_codes.code_from(hashlib.sha256(f"receipt:{conversation_id}".encode()).digest())
 
 
 def accepts_files(bundle: Bundle, session: Session) -> bool:

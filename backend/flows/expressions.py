@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from backend.errors import FlowError
+from backend.core.errors import FlowError
 
 MAX_EXPRESSION_CHARS = 300
 CONTEXT_NAMES = frozenset({"open"})

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from backend.errors import FlowError
+from backend.core.errors import FlowError
 
 MAX_FILE_BYTES = 256 * 1024
 MAX_DEPTH = 24
