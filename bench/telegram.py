@@ -46,11 +46,11 @@ from backend.core.receipt_codes import ReceiptHasher
 from backend.core.settings import SHIPPED_FLOWS_DIR, KdfCost
 from backend.embedded_redis import EmbeddedRedis
 from backend.flows.registry import FlowRegistry
-from bot.outbox import OutboxLimits
 from bot.reports import ReportSender
 from bot.runtime import ConversationRuntime
 from bot.sessions import SessionStore
-from bot.telegram import TelegramConfig, TelegramDoor
+from bot.telegram.door import TelegramConfig, TelegramDoor
+from bot.telegram.outbox import OutboxLimits
 
 TOKEN = "123456:BENCH-token"  # noqa: S105 - never leaves this process
 BOT_ID = 123456

@@ -43,7 +43,6 @@ from backend.receipts import ReceiptBook
 from backend.retention import RetentionJob
 from backend.web import make_app
 from bot import kakao as kakao_channel
-from bot import telegram as telegram_channel
 from bot import webchat
 from bot.channel import Delivery
 from bot.kakao import KakaoDoor
@@ -53,7 +52,8 @@ from bot.reports import ReportSender
 from bot.root_secret import load_root_secret
 from bot.runtime import ConversationRuntime
 from bot.sessions import SessionStore
-from bot.telegram import TelegramConfig, TelegramDoor
+from bot.telegram import door as telegram_channel
+from bot.telegram.door import TelegramConfig, TelegramDoor
 from bot.turn_replay import TurnReplay
 
 log = logging.getLogger(__name__)

@@ -62,7 +62,7 @@ _LOCK_RETRY_S = 0.02
 
 @dataclass(frozen=True)
 class Once:
-    """A claim taken in the same step as the lock (a Telegram update, `bot.update_dedupe`):
+    """A claim taken in the same step as the lock (a Telegram update, `bot.telegram.dedupe`):
     `key` set to `token` unless it exists, for `lease_s`."""
 
     key: str

@@ -22,7 +22,7 @@ from backend.flows.registry import FlowRegistry
 from bot.reports import ReportSender
 from bot.runtime import ConversationRuntime, Turn
 from bot.sessions import HeldSession, SessionStore
-from bot.telegram import TelegramConfig, TelegramDoor
+from bot.telegram.door import TelegramConfig, TelegramDoor
 from tests.conftest import FAST_KDF
 from tests.telegram_support import FAST_LIMITS, SESSION_TTL_S, TOKEN
 

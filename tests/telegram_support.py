@@ -26,11 +26,11 @@ from backend.core.pseudonyms import Pseudonymizer
 from backend.core.receipt_codes import ReceiptHasher
 from backend.core.settings import SHIPPED_FLOWS_DIR
 from backend.flows.registry import FlowRegistry
-from bot.outbox import OutboxLimits
 from bot.reports import ReportSender
 from bot.runtime import ConversationRuntime
 from bot.sessions import SessionStore
-from bot.telegram import QUICK_EXIT_BUTTON, TelegramConfig, TelegramDoor
+from bot.telegram.door import QUICK_EXIT_BUTTON, TelegramConfig, TelegramDoor
+from bot.telegram.outbox import OutboxLimits
 from tests.conftest import FAST_KDF
 from tests.fake_telegram import ApiCall, FakeTelegram, JSONDict
 

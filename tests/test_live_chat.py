@@ -46,7 +46,7 @@ from bot.relay import RelayWorker
 from bot.reports import ReportSender
 from bot.runtime import ConversationRuntime
 from bot.sessions import SessionStore
-from bot.telegram import TelegramDoor
+from bot.telegram.door import TelegramDoor
 from tests import telegram_support
 from tests.conftest import FAST_KDF, Pair, RunningHotline, start_hotline
 from tests.fake_telegram import FakeTelegram

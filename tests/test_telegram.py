@@ -20,7 +20,7 @@ from backend.core.conversation import Outbound
 from backend.core.sealing import Envelope, open_envelope
 from backend.flows.registry import FlowRegistry
 from bot.cli import configure_logging
-from bot.telegram import PRIVATE_ONLY, QUICK_EXIT_BUTTON, TelegramDoor
+from bot.telegram.door import PRIVATE_ONLY, QUICK_EXIT_BUTTON, TelegramDoor
 from tests import telegram_support
 from tests.fake_telegram import ATTACHMENT_KINDS, FakeTelegram, JSONDict
 from tests.telegram_support import (

@@ -20,7 +20,7 @@ from telegram import Bot
 from backend.core import redis_keys as streams
 from backend.core.sealing import Envelope, open_envelope
 from backend.flows.registry import FlowRegistry
-from bot.evidence import MAX_SEALED_FILE_BYTES, FileTooLargeError, collect, pdq_hex
+from bot.telegram.evidence import MAX_SEALED_FILE_BYTES, FileTooLargeError, collect, pdq_hex
 from tests import telegram_support
 from tests.fake_telegram import ApiCall, FakeTelegram
 from tests.telegram_support import (

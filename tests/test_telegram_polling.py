@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from backend.core import redis_keys as streams
 from backend.core.pseudonyms import Pseudonymizer
 from backend.flows.registry import FlowRegistry
-from bot.telegram import TelegramConfig, TelegramDoor
+from bot.telegram.door import TelegramConfig, TelegramDoor
 from tests import telegram_dying_worker, telegram_support
 from tests.conftest import Pair
 from tests.fake_telegram import FakeTelegram

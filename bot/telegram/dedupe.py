@@ -11,7 +11,7 @@ expiring after `TELEGRAM_UPDATE_LEASE_S`) and marks it `done` once handled (kept
   handled: in webhook mode an update is acknowledged (200) only after it was handled, so a
   worker's crash loses nothing.
 - In polling mode the getUpdates offset moves past an update only once it was handled
-  (`bot.telegram_polling`), so a dead worker's update is fetched again and handed over the same
+  (`bot.telegram.polling`), so a dead worker's update is fetched again and handed over the same
   way.
 
 The key holds only the bot id and Telegram's update counter, which name no one.

@@ -62,23 +62,24 @@ from backend.core.errors import HotlineError
 from backend.core.live_chat import EventKind
 from backend.core.pseudonyms import Pseudonymizer, Purpose
 from backend.core.settings import TELEGRAM_DOWNLOAD_LIMIT_BYTES, Settings
-from bot import evidence
 from bot.channel import Capabilities, fit
-from bot.outbox import (
+from bot.runtime import ConversationRuntime
+from bot.sessions import Once, OnceRefusedError
+from bot.telegram import evidence
+from bot.telegram.chats import TelegramChatStore
+from bot.telegram.dedupe import Claim, UpdateDedupe
+from bot.telegram.outbox import (
     MAX_MESSAGE_CHARS,
     DeliveryFailedError,
     OutboxLimits,
     RecipientBlockedError,
     TelegramOutbox,
 )
-from bot.runtime import ConversationRuntime
-from bot.sessions import Once, OnceRefusedError
-from bot.telegram_chats import TelegramChatStore
-from bot.telegram_polling import ConfirmingPoller, Outcome
-from bot.telegram_updates import ChatOrderProcessor, SanitizingRequest, parses_as_update
-from bot.update_dedupe import Claim, UpdateDedupe
+from bot.telegram.polling import ConfirmingPoller, Outcome
+from bot.telegram.updates import ChatOrderProcessor, SanitizingRequest, parses_as_update
 
-log = logging.getLogger(__name__)
+# Logs under the package name, "bot.telegram", the name operators filter the door's records on.
+log = logging.getLogger(__package__)
 
 # python-telegram-bot 22 warns on every RetryAfter unless the process opts in to the coming
 # `timedelta` type (it reads the variable when the error is made); the outbox reads either.
@@ -226,7 +227,7 @@ class TelegramDoor:
             return web.Response(status=200)
         update = Update.de_json(data, self.application.bot)
         # Acknowledged only once handled: a crash before the 200 makes Telegram deliver the
-        # update again (see `bot.update_dedupe`).
+        # update again (see `bot.telegram.dedupe`).
         if await self.admit(update) is Outcome.HELD:
             return web.Response(status=503, headers={"Retry-After": "5"})
         return web.Response(status=200)
@@ -332,7 +333,7 @@ class TelegramDoor:
         """A photo, document, sticker, voice message or anything else that is not text.
 
         Only when the conversation waits on a files step (never for a minor) is a photo or
-        document fetched, hashed in memory and dropped (`bot.evidence`): with a PDQ only when
+        document fetched, hashed in memory and dropped (`evidence`): with a PDQ only when
         the step is the victim's choice of takedown matching, sealed to the centre key only
         when it is the screenshots step they consented to. Its facts go to the flow like any
         answer. Otherwise nothing is fetched (no getFile) or passed on and the
