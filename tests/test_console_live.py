@@ -31,7 +31,7 @@ from backend.core import redis_keys as streams
 from backend.core.live_chat import Event, EventKind, LiveChat, OutboxKind, Sender, new_line
 from backend.models import Role
 from backend.web import redis_key
-from bot.node import BACKEND
+from bot.cli.node import BACKEND
 from tests.conftest import Pair, RunningHotline, start_hotline
 from tests.live_chat_support import (
     Handoff,

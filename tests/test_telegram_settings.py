@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.core.errors import SettingsError
 from backend.core.settings import Settings
-from bot.node import BACKEND, BOT, Node
+from bot.cli.node import BACKEND, BOT, Node
 from bot.telegram.door import SECRET_HEADER
 from tests import telegram_support
 from tests.conftest import FAST_KDF_ENV, Pair

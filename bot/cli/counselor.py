@@ -18,7 +18,7 @@ from backend.core.settings import Settings
 from backend.counselors import CounselorStore
 from backend.keyring import KeyRing
 from backend.models import Role
-from bot.cli_keys import EXIT_REFUSED, migrated_engine, read_secret, sign_in_administrator
+from bot.cli.keys import EXIT_REFUSED, migrated_engine, read_secret, sign_in_administrator
 
 
 async def _authorise(

@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 from backend.core.settings import Settings
-from bot import node
+from bot.cli import node
 
 ROLES = {
     "up": frozenset({node.BACKEND, node.BOT}),

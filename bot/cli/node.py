@@ -45,11 +45,11 @@ from backend.web import make_app
 from bot import kakao as kakao_channel
 from bot import webchat
 from bot.channel import Delivery
+from bot.cli.root_secret import load_root_secret
 from bot.kakao import KakaoDoor
 from bot.live import VictimSide
 from bot.relay import RelayWorker
 from bot.reports import ReportSender
-from bot.root_secret import load_root_secret
 from bot.runtime import ConversationRuntime
 from bot.sessions import SessionStore
 from bot.telegram import door as telegram_channel
