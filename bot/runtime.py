@@ -23,12 +23,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import cast
 
 from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
 
-from backend.core import redis_keys, replies
+from backend.core import redis_keys, replies, waiting_line
 from backend.core.conversation import (
     CaseRequest,
     DeleteInbound,
@@ -424,19 +423,7 @@ class ConversationRuntime:
             )
         )
         log.info("handoff requested as case %s, priority %d", effect.case_id, effect.priority)
-        queue = redis_keys.HANDOFF_QUEUE
-        oldest = now - redis_keys.HANDOFF_QUEUE_WINDOW_S
-        # withscores=True answers (member, score) pairs; redis-py types every shape at once.
-        entries = cast(
-            list[tuple[bytes, float]], await self._redis.zrange(queue, 0, -1, withscores=True)
-        )
-        stale = [m for m, score in entries if score % redis_keys.HANDOFF_QUEUE_SLOT < oldest]
-        if stale:
-            await self._redis.zrem(queue, *stale)
-        score = redis_keys.handoff_queue_score(effect.priority, now)
-        await self._redis.zadd(queue, {effect.case_id: score}, nx=True)
-        rank = await self._redis.zrank(queue, effect.case_id)
-        return 1 + (rank if isinstance(rank, int) else 0)
+        return await waiting_line.enqueue(self._redis, effect.case_id, effect.priority, now)
 
     async def _issue_receipt(self, effect: IssueReceipt) -> None:
         """Remember the code's case by its slow hash, publish the reply key it derives, so

@@ -22,7 +22,6 @@ from importlib import resources
 from typing import Any
 
 from aiohttp import web
-from redis.asyncio import Redis
 
 from backend.audit import AuditAction
 from backend.cases import CaseSummary
@@ -30,7 +29,7 @@ from backend.console import views
 from backend.console.access import ROLE_RANK, Access, current_session, guard
 from backend.console.forms import check_json_post, json_error, read_form, render
 from backend.console.sessions import ConsoleSession
-from backend.core import redis_keys
+from backend.core import redis_keys, waiting_line
 from backend.core.errors import CaseNotFoundError, CaseTransitionError
 from backend.core.settings import SlaPolicy
 from backend.core.shifts import ShiftBoard
@@ -216,23 +215,13 @@ async def _claim(request: web.Request, session: ConsoleSession, case_id: str) ->
     await request.app[views.cases_key].transition(
         case_id, CaseStatus.CLAIMED, _actor(session), counselor_id=session.counselor_id
     )
-    # Taken: it no longer counts in the place the bot tells the next victim, until a release.
-    redis: Redis = request.app[redis_key]
-    score = await redis.zscore(redis_keys.HANDOFF_QUEUE, case_id)
-    if score is not None:
-        await redis.set(
-            redis_keys.handoff_taken_key(case_id), repr(score), ex=redis_keys.HANDOFF_QUEUE_WINDOW_S
-        )
-        await redis.zrem(redis_keys.HANDOFF_QUEUE, case_id)
+    await waiting_line.claim(request.app[redis_key], case_id)
     log.info("counselor %d claimed case %s", session.counselor_id, case_id)
 
 
 async def _release(request: web.Request, session: ConsoleSession, case_id: str) -> None:
     await request.app[views.cases_key].release(case_id, _actor(session), holder=_holder(session))
-    redis: Redis = request.app[redis_key]
-    score = await redis.getdel(redis_keys.handoff_taken_key(case_id))
-    if score is not None:
-        await redis.zadd(redis_keys.HANDOFF_QUEUE, {case_id: float(score)}, nx=True)
+    await waiting_line.release(request.app[redis_key], case_id)
     log.info("counselor %d released case %s", session.counselor_id, case_id)
 
 

@@ -23,7 +23,7 @@ from backend.console.sessions import (
     ConsoleSession,
     ConsoleSessionStore,
 )
-from backend.core import redis_keys
+from backend.core import waiting_line
 from backend.core.errors import (
     AuthenticationError,
     CaseNotFoundError,
@@ -366,10 +366,8 @@ def holder_rule(session: ConsoleSession) -> int | None:
 
 
 async def forget_queue_place(redis: Redis, case_id: str) -> None:
-    """A closed case no longer waits: out of the positions the bot tells victims, and no
-    release of a later claim may put it back in an old place."""
-    await redis.zrem(redis_keys.HANDOFF_QUEUE, case_id)
-    await redis.delete(redis_keys.handoff_taken_key(case_id))
+    """A closed case no longer waits (backend/core/waiting_line.py)."""
+    await waiting_line.forget(redis, case_id)
 
 
 async def api_cases(request: web.Request) -> web.Response:

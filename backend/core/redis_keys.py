@@ -120,7 +120,8 @@ FIELD_RECEIPT_DIGEST: Final = "digest"
 CASE_REPLIES_PREFIX: Final = PREFIX + "replies:"
 CASE_REPLIES_MAX: Final = 50
 # Waiting handoff requests (sorted set: case id by priority, then time), for the queue position
-# a victim is told. Entries older than the window are dropped when a new request comes.
+# a victim is told. Entries older than the window are dropped when a new request comes. Written
+# only by backend/core/waiting_line.py.
 HANDOFF_QUEUE: Final = PREFIX + "handoff:queue"
 HANDOFF_QUEUE_WINDOW_S: Final = 4 * 3600
 # Score = (HANDOFF_MAX_PRIORITY - priority) * HANDOFF_QUEUE_SLOT + unix time of the request.
@@ -214,12 +215,6 @@ def console_pending_key(session_id_hash: str) -> str:
 
 def case_transcript_stream(case_id: str) -> str:
     return f"{CASE_STREAM_PREFIX}{case_id}:transcript"
-
-
-def handoff_queue_score(priority: int, at_s: float) -> int:
-    """Most urgent first, then oldest first: what ZRANK of HANDOFF_QUEUE means."""
-    level = HANDOFF_MAX_PRIORITY - max(0, min(priority, HANDOFF_MAX_PRIORITY))
-    return level * HANDOFF_QUEUE_SLOT + int(at_s)
 
 
 def handoff_taken_key(case_id: str) -> str:
