@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.cases import CaseStore
-from backend.console.views import keyring_key
+from backend.console.app_keys import keyring_key
 from backend.core import redis_keys as streams
 from backend.core.conversation import SubmitReport
 from backend.core.settings import Retention

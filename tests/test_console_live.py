@@ -23,9 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backend.console import hub as hub_module
 from backend.console import live
 from backend.console.access import Access
+from backend.console.app_keys import keyring_key
 from backend.console.canned_responses import in_order_for, load, shipped
 from backend.console.hub import TranscriptHub
-from backend.console.views import keyring_key
 from backend.core import keys
 from backend.core import redis_keys as streams
 from backend.core.live_chat import Event, EventKind, LiveChat, OutboxKind, Sender, new_line

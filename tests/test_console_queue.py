@@ -15,8 +15,8 @@ from sqlalchemy import update
 from sqlmodel import col, select
 
 from backend.console.access import Access
+from backend.console.app_keys import cases_key, counselors_key, keyring_key
 from backend.console.queue import CLAIM_LOST, sla_state
-from backend.console.views import cases_key, counselors_key, keyring_key
 from backend.core import redis_keys as streams
 from backend.core.errors import SettingsError
 from backend.core.sealing import RoutingHeader, seal

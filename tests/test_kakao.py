@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.console.views import cases_key
+from backend.console.app_keys import cases_key
 from backend.core import redis_keys as streams
 from backend.core.conversation import Button, Outbound
 from bot.kakao import SECRET_HEADER, render

@@ -21,11 +21,11 @@ from redis.asyncio import Redis
 from backend.audit import AuditAction
 from backend.case_work import CONSENT_METHODS, CaseKey, CaseWork, case_key
 from backend.cases import envelope_of
-from backend.console import forms, views
-from backend.console.access import Access, current_session, guard
+from backend.console import app_keys, forms
+from backend.console.access import Access, current_session, guard, holder_rule
 from backend.console.forms import is_api, json_error, read_form, read_json, refusal
 from backend.console.sessions import ConsoleSession
-from backend.core import replies
+from backend.core import replies, waiting_line
 from backend.core.errors import (
     ApprovalRequiredError,
     CaseNotFoundError,
@@ -84,7 +84,7 @@ def _done(request: web.Request, location: str, **answer: Any) -> web.StreamRespo
 
 async def _case(request: web.Request, case_id: str | None = None) -> Case:
     try:
-        return await request.app[views.cases_key].get(case_id or request.match_info["case_id"])
+        return await request.app[app_keys.cases_key].get(case_id or request.match_info["case_id"])
     except CaseNotFoundError:
         raise refusal(request, web.HTTPNotFound, "no such case") from None
 
@@ -142,7 +142,7 @@ async def _work(
     except (SealingError, CaseNotFoundError):
         return None
     app = request.app
-    work, cases = app[work_key], app[views.cases_key]
+    work, cases = app[work_key], app[app_keys.cases_key]
     actor = f"counselor:{session.counselor_id}"
     follow_ups = []
     for later in await work.follow_ups(case.id):
@@ -219,7 +219,7 @@ async def api_case_work(request: web.Request) -> web.Response:
     answers = _open_answers(case, session)
     if answers is None:
         raise json_error(web.HTTPForbidden, "this case cannot be opened with your keys")
-    await request.app[views.cases_key].record(
+    await request.app[app_keys.cases_key].record(
         f"counselor:{session.counselor_id}", AuditAction.UNSEAL, case.id
     )
     work = await _work(request, session, case, answers)
@@ -310,12 +310,12 @@ async def close_case(request: web.Request) -> web.StreamResponse:
     case_id = request.match_info["case_id"]
     try:
         outcome = Outcome(data.get("outcome", ""))
-        await request.app[views.cases_key].transition(
+        await request.app[app_keys.cases_key].transition(
             case_id,
             CaseStatus.CLOSED,
             f"counselor:{session.counselor_id}",
             counselor_id=session.counselor_id,
-            holder=views.holder_rule(session),
+            holder=holder_rule(session),
             outcome=outcome,
         )
     except (ValueError, OutcomeRequiredError):
@@ -327,7 +327,7 @@ async def close_case(request: web.Request) -> web.StreamResponse:
     except CaseTransitionError:
         raise refusal(request, web.HTTPConflict, "the case cannot be closed now; reload") from None
     redis = request.app[redis_key]
-    await views.forget_queue_place(redis, case_id)
+    await waiting_line.forget(redis, case_id)
     # A chat still on ends with the case: the victim is told, and stops writing into a void.
     chat = LiveChat(redis)
     presence = await chat.presence(case_id)
@@ -366,7 +366,7 @@ async def _takedown(request: web.Request) -> tuple[ConsoleSession, Case, CaseKey
 async def _reviewer(request: web.Request, row: TakedownRequest) -> str:
     if row.approved_by is None:
         return ""
-    counselor = await request.app[views.counselors_key].get(row.approved_by)
+    counselor = await request.app[app_keys.counselors_key].get(row.approved_by)
     return counselor.username if counselor is not None else f"#{row.approved_by}"
 
 

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from backend.audit import AuditAction
 from backend.cases import CaseSummary
-from backend.console import views
+from backend.console import app_keys
 from backend.console.access import ROLE_RANK, Access, current_session, guard
 from backend.console.forms import check_json_post, json_error, read_form, render
 from backend.console.sessions import ConsoleSession
@@ -107,7 +107,7 @@ def _held(case: CaseSummary, now: datetime) -> dict[str, Any]:
 async def _queue(request: web.Request) -> list[dict[str, Any]]:
     now = datetime.now(UTC)
     sla = request.app[sla_key]
-    return [_waiting(c, now, sla) for c in await request.app[views.cases_key].list_waiting()]
+    return [_waiting(c, now, sla) for c in await request.app[app_keys.cases_key].list_waiting()]
 
 
 # -- pages and JSON to read -------------------------------------------------------------------
@@ -116,7 +116,7 @@ async def _queue(request: web.Request) -> list[dict[str, Any]]:
 async def queue_page(request: web.Request) -> web.Response:
     session = current_session(request)
     shifts = request.app[shifts_key]
-    mine = await request.app[views.cases_key].list_held(session.counselor_id)
+    mine = await request.app[app_keys.cases_key].list_held(session.counselor_id)
     now = datetime.now(UTC)
     return render(
         "queue.html",
@@ -126,7 +126,7 @@ async def queue_page(request: web.Request) -> web.Response:
         on_shift=await shifts.is_on(session.counselor_id),
         on_shift_count=await shifts.count(),
         supervises=_supervises(session),
-        dead_letters=await request.app[views.dead_letters_key](),
+        dead_letters=await request.app[app_keys.dead_letters_key](),
         poll_s=QUEUE_POLL_S,
         heartbeat_s=redis_keys.SHIFT_HEARTBEAT_S,
     )
@@ -148,10 +148,10 @@ async def api_queue(request: web.Request) -> web.Response:
 
 async def _load(request: web.Request) -> dict[str, Any]:
     now = datetime.now(UTC)
-    roster = await request.app[views.counselors_key].roster()
+    roster = await request.app[app_keys.counselors_key].roster()
     on_shift = await request.app[shifts_key].on_shift()
     held: dict[int | None, list[dict[str, Any]]] = {}
-    for case in await request.app[views.cases_key].list_held():
+    for case in await request.app[app_keys.cases_key].list_held():
         held.setdefault(case.claimed_by, []).append(_held(case, now))
     waiting = await _queue(request)
     by_priority: dict[str, dict[str, int]] = {}
@@ -212,7 +212,7 @@ async def _api_checked(request: web.Request) -> ConsoleSession:
 
 
 async def _claim(request: web.Request, session: ConsoleSession, case_id: str) -> None:
-    await request.app[views.cases_key].transition(
+    await request.app[app_keys.cases_key].transition(
         case_id, CaseStatus.CLAIMED, _actor(session), counselor_id=session.counselor_id
     )
     await waiting_line.claim(request.app[redis_key], case_id)
@@ -220,19 +220,19 @@ async def _claim(request: web.Request, session: ConsoleSession, case_id: str) ->
 
 
 async def _release(request: web.Request, session: ConsoleSession, case_id: str) -> None:
-    await request.app[views.cases_key].release(case_id, _actor(session), holder=_holder(session))
+    await request.app[app_keys.cases_key].release(case_id, _actor(session), holder=_holder(session))
     await waiting_line.release(request.app[redis_key], case_id)
     log.info("counselor %d released case %s", session.counselor_id, case_id)
 
 
 async def _transfer(request: web.Request, session: ConsoleSession, case_id: str, to: str) -> int:
     """Transfer to the counselor with id `to`; the id, or HTTP 400 for no such colleague."""
-    roster = {c.id: c for c in await request.app[views.counselors_key].roster()}
+    roster = {c.id: c for c in await request.app[app_keys.counselors_key].roster()}
     try:
         target = roster[int(to)]
     except (KeyError, ValueError):
         raise web.HTTPBadRequest(text="choose a colleague from the list") from None
-    await request.app[views.cases_key].transfer(
+    await request.app[app_keys.cases_key].transfer(
         case_id, target.id, _actor(session), holder=_holder(session)
     )
     log.info("counselor %d transferred case %s to %d", session.counselor_id, case_id, target.id)
@@ -271,10 +271,10 @@ async def transfer_page(request: web.Request) -> web.Response:
     session = current_session(request)
     case_id = request.match_info["case_id"]
     try:
-        case = await request.app[views.cases_key].get(case_id)
+        case = await request.app[app_keys.cases_key].get(case_id)
     except CaseNotFoundError:
         raise web.HTTPNotFound(text="no such case") from None
-    roster = await request.app[views.counselors_key].roster()
+    roster = await request.app[app_keys.counselors_key].roster()
     on_shift = await request.app[shifts_key].on_shift()
     colleagues = [
         {"id": c.id, "username": c.username, "role": c.role, "on_shift": c.id in on_shift}
@@ -350,7 +350,7 @@ async def api_transfer(request: web.Request) -> web.Response:
 
 
 async def _set_shift(request: web.Request, session: ConsoleSession, on: bool) -> bool:
-    shifts, cases = request.app[shifts_key], request.app[views.cases_key]
+    shifts, cases = request.app[shifts_key], request.app[app_keys.cases_key]
     subject = _actor(session)
     if on and await shifts.start(session.counselor_id):
         await cases.record(subject, AuditAction.SHIFT_START, subject)
@@ -386,7 +386,7 @@ async def api_shift_heartbeat(request: web.Request) -> web.Response:
     state = await request.app[shifts_key].refresh(session.counselor_id)
     if state == "lapsed":
         subject = _actor(session)
-        await request.app[views.cases_key].record(
+        await request.app[app_keys.cases_key].record(
             subject, AuditAction.SHIFT_END, subject, "lapsed: the console stopped refreshing"
         )
         log.info("counselor %d's shift had lapsed", session.counselor_id)

@@ -23,7 +23,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from backend.audit import AuditAction
-from backend.console import views
+from backend.console import app_keys
 from backend.console.access import Access, current_session, guard
 from backend.console.forms import read_form, read_json, refusal, render
 from backend.console.sessions import ConsoleSession
@@ -61,7 +61,7 @@ async def _count(redis: Redis, counselor_id: int) -> int:
 async def find_case(request: web.Request, session: ConsoleSession, typed: str) -> str:
     """The case id for a typed code; LookupRefused says why not."""
     actor = f"counselor:{session.counselor_id}"
-    cases = request.app[views.cases_key]
+    cases = request.app[app_keys.cases_key]
     if await _count(request.app[redis_key], session.counselor_id) > redis_keys.RECEIPT_LOOKUP_LIMIT:
         log.warning("counselor %d: receipt lookups over the limit", session.counselor_id)
         raise LookupRefused(web.HTTPTooManyRequests, TOO_MANY)
