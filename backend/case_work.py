@@ -145,8 +145,8 @@ class CaseWork:
     async def _rows(self, table: type[R], case_id: str) -> Sequence[R]:
         query = (
             select(table)
-            .where(col(table.case_id) == case_id)  # type: ignore[attr-defined]
-            .order_by(col(table.created_at))  # type: ignore[attr-defined]
+            .where(col(table.case_id) == case_id)  # type: ignore[attr-defined]  # R is bound to the tables
+            .order_by(col(table.created_at))  # type: ignore[attr-defined]  # R: every table has it
         )
         async with AsyncSession(self._engine) as session:
             return (await session.exec(query)).all()

@@ -207,7 +207,7 @@ class Intake:
         if not response:
             return []
         # redis-py types XREADGROUP loosely; the reply is [[stream, [(id, fields), ...]]].
-        entries = cast(list[Entry], response[0][1])  # type: ignore[index]
+        entries = cast(list[Entry], response[0][1])  # type: ignore[index]  # the reply's shape is in the comment above
         if include_deleted:
             # A pending entry whose body was deleted reads as (id, None/{}); ack it away.
             gone = [e[0] for e in entries if not e[1]]

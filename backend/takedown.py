@@ -296,7 +296,7 @@ class TakedownStore:
         )
 
         async def work(conn: AsyncConnection) -> None:
-            await conn.execute(TakedownRequest.__table__.insert().values(**row.model_dump()))  # type: ignore[attr-defined]
+            await conn.execute(TakedownRequest.__table__.insert().values(**row.model_dump()))  # type: ignore[attr-defined]  # SQLModel types __table__ as a plain attribute
             await audit.append(
                 conn, actor_of(author_id), AuditAction.TAKEDOWN_DRAFT, key.case_id, request_id
             )

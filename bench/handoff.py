@@ -305,7 +305,7 @@ async def bench_chats(
                         samples.append(arrived - sent_at.pop(data["text"]))
 
             async def victim(n: int) -> None:
-                await asyncio.sleep(random.random())  # noqa: S311 - a phase, not a secret
+                await asyncio.sleep(random.random())  # noqa: S311 - a think time, not a secret - a phase, not a secret
                 deadline = time.monotonic() + seconds
                 count = 0
                 while time.monotonic() < deadline:
@@ -313,7 +313,7 @@ async def bench_chats(
                     count += 1
                     sent_at[text] = time.perf_counter()
                     await entry.send(n, text)
-                    await asyncio.sleep(0.5 + random.random())  # noqa: S311
+                    await asyncio.sleep(0.5 + random.random())  # noqa: S311 - a think time, not a secret
 
             pages = [asyncio.create_task(counselor_page(ws)) for ws in sockets]
             await asyncio.gather(*(victim(n) for n in range(chats)))

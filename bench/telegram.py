@@ -139,7 +139,7 @@ def updates(chats: int) -> list[dict[str, Any]]:
     return made
 
 
-async def run(application: Application, batch: list[Update]) -> float:  # type: ignore[type-arg]
+async def run(application: Application, batch: list[Update]) -> float:  # type: ignore[type-arg]  # PTB's type parameters
     started = time.perf_counter()
     cpu = time.process_time()
     for update in batch:
@@ -196,7 +196,7 @@ class RoundTrips:
         counter = self
         base: Any = pool.connection_class
 
-        class Counting(base):  # type: ignore[misc]
+        class Counting(base):  # type: ignore[misc]  # subclassing redis-py's Any-typed class
             async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
                 counter.count += 1
                 await super().send_packed_command(command, check_health)

@@ -289,7 +289,7 @@ async def test_live_chat_is_sealed_both_ways_and_read_in_order(redis: Redis) -> 
         list[tuple[bytes, dict[bytes, bytes]]],
         await redis.xrange(streams.case_transcript_stream("case-1"), count=1),
     )
-    await redis.xadd(streams.case_transcript_stream("case-2"), dict(raw[0][1]))  # type: ignore[arg-type]
+    await redis.xadd(streams.case_transcript_stream("case-2"), dict(raw[0][1]))  # type: ignore[arg-type]  # bytes fields, as XRANGE gave them
     with pytest.raises(SealingError):
         await chat.transcript("case-2", ring)
     assert await chat.next_for_victims("bot-1") == [item], "unacknowledged: offered again"

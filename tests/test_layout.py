@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
+import tokenize
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -278,3 +280,21 @@ def test_the_edge_does_not_load_the_storage() -> None:
     }
     assert centre == set()
     assert "backend.models" not in loaded
+
+
+_SUPPRESSION = re.compile(r"#\s*(noqa|type:\s*ignore)\b(?P<rest>.*)")
+_REASONED = re.compile(r"^(:\s*[A-Z0-9, ]+\s+-\s+\S|\[[a-z, -]+\]\s+#\s*\S)")
+
+
+def test_every_suppression_names_its_reason() -> None:
+    """`# noqa: RULE - why` and `# type: ignore[code]  # why`: a bare one hides its reason."""
+    bare = []
+    for folder in (*PACKAGES, "tests", "bench"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            with path.open("rb") as source:
+                for token in tokenize.tokenize(source.readline):
+                    found = _SUPPRESSION.search(token.string)
+                    named = found is not None and _REASONED.match(found["rest"])
+                    if token.type == tokenize.COMMENT and found and not named:
+                        bare.append(f"{path.relative_to(ROOT)}:{token.start[0]}")
+    assert bare == []

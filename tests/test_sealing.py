@@ -21,7 +21,7 @@ def _header(**changes: object) -> RoutingHeader:
         key_id="k" * 16,
         created_at="2026-11-21T00:00:00+00:00",
     )
-    return dataclasses.replace(header, **changes)  # type: ignore[arg-type]
+    return dataclasses.replace(header, **changes)  # type: ignore[arg-type]  # **changes is a test's field overrides
 
 
 @pytest.mark.parametrize("body", [b"", b"x", b"\xff" * (1024 * 1024)])

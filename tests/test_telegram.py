@@ -395,7 +395,7 @@ def restored_logging() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("restored_logging")
-async def test_debug_logging_keeps_the_token_and_the_victim_out_of_the_logs(  # noqa: PLR0917
+async def test_debug_logging_keeps_the_token_and_the_victim_out_of_the_logs(  # noqa: PLR0917 - pytest fixtures
     mode: str,
     telegram: FakeTelegram,
     redis: Redis,

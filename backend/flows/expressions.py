@@ -88,7 +88,7 @@ def _contains(container: Any, item: Any) -> bool:
     return False
 
 
-def _compile(node: ast.expr, text: str, slots: set[str]) -> Evaluator:  # noqa: PLR0911, PLR0912
+def _compile(node: ast.expr, text: str, slots: set[str]) -> Evaluator:  # noqa: PLR0911, PLR0912 - one case per node type
     if isinstance(node, ast.Constant) and (
         node.value is None or isinstance(node.value, str | int | float | bool)
     ):

@@ -177,7 +177,7 @@ class TelegramDoor:
         builder = builder.updater(None)
         if config.webhook_url is None:
             builder = builder.get_updates_request(SanitizingRequest(connection_pool_size=1))
-        self.application: Application = builder.build()  # type: ignore[type-arg]
+        self.application: Application = builder.build()  # type: ignore[type-arg]  # PTB's six type parameters say nothing here
         self.outbox = TelegramOutbox(self.application.bot, config.limits)
         self._runtime = runtime
         self._pseudonymizer = pseudonymizer
