@@ -13,8 +13,6 @@ An unreachable Redis or database is not the entry's fault: it is retried without
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import re
 from collections.abc import Sequence
@@ -22,9 +20,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -32,13 +28,11 @@ from backend.cases import CaseRepository
 from backend.core import redis_keys
 from backend.core.errors import SealingError
 from backend.core.sealing import Envelope, RoutingHeader
+from backend.core.stream_consumer import REDIS_TRANSIENT, StreamConsumer
 
 log = logging.getLogger(__name__)
 
 Entry = tuple[bytes, dict[bytes, bytes]]
-RETRY_DELAY_S = 1.0
-# Errors that say "a service is away", not "this entry is bad".
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, OperationalError, InterfaceError, OSError)
 
 # The widest value each routing field may have (the store's column sizes), so a report the
 # database would refuse is refused here, the same way on SQLite and PostgreSQL.
@@ -117,7 +111,10 @@ async def dead_letter_count(redis: Redis) -> int:
     return int(await redis.xlen(redis_keys.DEAD_LETTER_STREAM))
 
 
-class Intake:
+class Intake(StreamConsumer):
+    # An unreachable database is not the entry's fault either.
+    transient = (*REDIS_TRANSIENT, OperationalError, InterfaceError)
+
     def __init__(
         self,
         redis: Redis,
@@ -134,40 +131,27 @@ class Intake:
         self._claim_idle_ms = claim_idle_ms
         self._max_failures = max_failures
         self._batch = batch
+        super().__init__()
         self.stored = 0
-        self._stopping = asyncio.Event()
         # Our own pending entries need a look: at start, and after anything failed.
         self._recover = True
 
-    async def run(self) -> None:
-        """Consume until `stop()`; between blocking reads of at most INTAKE_BLOCK_MS.
+    async def _step(self) -> None:
+        """One round, between blocking reads of at most INTAKE_BLOCK_MS."""
+        if self._recover:
+            await ensure_group(self._redis)
+            await self._drain_own_pending()
+        await self._reclaim_stale()
+        entries = await self._read(">", block_ms=redis_keys.INTAKE_BLOCK_MS)
+        await self.handle(entries)
 
-        Stopping is cooperative rather than by cancelling the task: redis-py can swallow a
-        cancellation that lands in a blocking XREADGROUP, and then shutdown hangs.
-        """
-        while not self._stopping.is_set():
-            try:
-                if self._recover:
-                    await ensure_group(self._redis)
-                    await self._drain_own_pending()
-                await self._reclaim_stale()
-                entries = await self._read(">", block_ms=redis_keys.INTAKE_BLOCK_MS)
-                await self.handle(entries)
-            except TRANSIENT:
-                log.warning("intake: redis or database unreachable; retrying")
-                self._recover = True
-                await self._pause()
-            except Exception:
-                log.exception("intake: unexpected error; retrying")
-                self._recover = True
-                await self._pause()
+    def _service_away(self) -> None:
+        log.warning("intake: redis or database unreachable; retrying")
+        self._recover = True
 
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def _pause(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), RETRY_DELAY_S)
+    def _step_failed(self, exc: Exception) -> None:
+        log.error("intake: unexpected error; retrying", exc_info=exc)
+        self._recover = True
 
     async def _drain_own_pending(self) -> None:
         self._recover = False
@@ -269,7 +253,7 @@ class Intake:
             return
         try:
             new = await self._cases.store_many([(k, e) for _, k, e in good])
-        except TRANSIENT:
+        except self.transient:
             raise
         except Exception:
             # Something in the batch is refused: store one by one to find it, keep the rest.
@@ -286,7 +270,7 @@ class Intake:
         for entry_id, key, envelope in good:
             try:
                 self.stored += len(await self._cases.store_many([(key, envelope)]))
-            except TRANSIENT:
+            except self.transient:
                 raise
             except Exception as exc:
                 await self._failed(entry_id, fields_of[entry_id], type(exc).__name__)

@@ -18,34 +18,29 @@ Logs carry case ids and kinds, never a line, a pseudonym or a platform id.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from backend.core import redis_keys
 from backend.core.conversation import Outbound
 from backend.core.errors import SealingError
 from backend.core.live_chat import Event, EventKind, OutboxItem, OutboxKind, Sender
+from backend.core.stream_consumer import StreamConsumer
 from bot.channel import Delivery
 from bot.live import VictimSide, how_replies_key, reply_key_of
 from bot.runtime import ConversationRuntime
 
 log = logging.getLogger(__name__)
 
-RETRY_DELAY_S = 1.0
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
-
 
 class VictimUnreachableError(Exception):
     """The victim of this entry cannot be reached any more: report FAILED, do not retry."""
 
 
-class RelayWorker:
+class RelayWorker(StreamConsumer):
     def __init__(
         self,
         redis: Redis,
@@ -67,42 +62,31 @@ class RelayWorker:
         self._claim_idle_ms = claim_idle_ms
         self._max_failures = max_failures
         self._block_ms = block_ms
-        self._stopping = asyncio.Event()
+        super().__init__()
+        self._ready = False
         self.carried = 0
 
-    async def run(self) -> None:
-        """Carry entries until `stop()`. Cooperative, like the intake: redis-py can swallow a
-        cancellation that lands in a blocking XREADGROUP."""
-        ready = False
-        while not self._stopping.is_set():
-            try:
-                if not ready:
-                    await self._chat.ensure_relay_group()
-                    ready = True
-                items = await self._chat.take_over_stale(self._consumer, self._claim_idle_ms)
-                if items:
-                    log.info("relay: took over %d stale entries", len(items))
-                else:
-                    items = await self._chat.next_for_victims(
-                        self._consumer, count=redis_keys.RELAY_BATCH, block_ms=self._block_ms
-                    )
-                if not await self.carry(items):
-                    await self._pause()  # an entry failed and stays pending: not in a tight loop
-            except TRANSIENT:
-                log.warning("relay: redis unreachable; retrying")
-                ready = False
-                await self._pause()
-            except Exception as exc:
-                log.error("relay: unexpected %s; retrying", type(exc).__name__)
-                ready = False
-                await self._pause()
+    async def _step(self) -> None:
+        if not self._ready:
+            await self._chat.ensure_relay_group()
+            self._ready = True
+        items = await self._chat.take_over_stale(self._consumer, self._claim_idle_ms)
+        if items:
+            log.info("relay: took over %d stale entries", len(items))
+        else:
+            items = await self._chat.next_for_victims(
+                self._consumer, count=redis_keys.RELAY_BATCH, block_ms=self._block_ms
+            )
+        if not await self.carry(items):
+            await self._pause()  # an entry failed and stays pending: not in a tight loop
 
-    def stop(self) -> None:
-        self._stopping.set()
+    def _service_away(self) -> None:
+        log.warning("relay: redis unreachable; retrying")
+        self._ready = False
 
-    async def _pause(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), RETRY_DELAY_S)
+    def _step_failed(self, exc: Exception) -> None:
+        log.error("relay: unexpected %s; retrying", type(exc).__name__)
+        self._ready = False
 
     async def carry(self, items: Sequence[OutboxItem]) -> bool:
         """Carry a batch: each case's entries in order, cases concurrently; False if an entry
@@ -122,7 +106,7 @@ class RelayWorker:
         for item in items:
             try:
                 await self._carry(item)
-            except TRANSIENT:
+            except self.transient:
                 raise
             except VictimUnreachableError as exc:
                 log.info("relay: %s for case %s not delivered: %s", item.kind, item.case_id, exc)
