@@ -83,10 +83,7 @@ def _done(request: web.Request, location: str, **answer: Any) -> web.StreamRespo
 
 
 async def _case(request: web.Request, case_id: str | None = None) -> Case:
-    try:
-        return await request.app[app_keys.cases_key].get(case_id or request.match_info["case_id"])
-    except CaseNotFoundError:
-        raise refusal(request, web.HTTPNotFound, "no such case") from None
+    return await request.app[app_keys.cases_key].get(case_id or request.match_info["case_id"])
 
 
 def _key(request: web.Request, session: ConsoleSession, case: Case) -> CaseKey:
@@ -322,8 +319,6 @@ async def close_case(request: web.Request) -> web.StreamResponse:
         raise refusal(
             request, web.HTTPBadRequest, "choose an outcome: " + ", ".join(o.value for o in Outcome)
         ) from None
-    except CaseNotFoundError:
-        raise refusal(request, web.HTTPNotFound, "no such case") from None
     except CaseTransitionError:
         raise refusal(request, web.HTTPConflict, "the case cannot be closed now; reload") from None
     redis = request.app[redis_key]

@@ -92,10 +92,7 @@ def _may_hold(session: ConsoleSession, case: Case) -> bool:
 
 
 async def _held_case(request: web.Request, session: ConsoleSession) -> Case:
-    try:
-        case = await request.app[_cases_key].get(request.match_info["case_id"])
-    except CaseNotFoundError:
-        raise refusal(request, web.HTTPNotFound, "no such case") from None
+    case = await request.app[_cases_key].get(request.match_info["case_id"])
     if not _may_hold(session, case):
         raise refusal(request, web.HTTPForbidden, "this case is not yours: claim it first")
     return case

@@ -30,7 +30,7 @@ from backend.console.access import ROLE_RANK, Access, current_session, guard
 from backend.console.forms import check_json_post, json_error, read_form, render
 from backend.console.sessions import ConsoleSession
 from backend.core import redis_keys, waiting_line
-from backend.core.errors import CaseNotFoundError, CaseTransitionError
+from backend.core.errors import CaseTransitionError
 from backend.core.settings import SlaPolicy
 from backend.core.shifts import ShiftBoard
 from backend.models import CaseStatus, Role
@@ -245,8 +245,6 @@ async def claim_form(request: web.Request) -> web.Response:
     case_id = request.match_info["case_id"]
     try:
         await _claim(request, session, case_id)
-    except CaseNotFoundError:
-        raise web.HTTPNotFound(text="no such case") from None
     except CaseTransitionError:
         return render("claim_lost.html", status=409, session=session, case_id=case_id)
     raise web.HTTPSeeOther(f"/console/cases/{case_id}")
@@ -258,8 +256,6 @@ async def release_form(request: web.Request) -> web.Response:
     case_id = request.match_info["case_id"]
     try:
         await _release(request, session, case_id)
-    except CaseNotFoundError:
-        raise web.HTTPNotFound(text="no such case") from None
     except CaseTransitionError:
         raise web.HTTPConflict(
             text="Only a claimed case you hold can go back to the queue; reload the page."
@@ -270,10 +266,7 @@ async def release_form(request: web.Request) -> web.Response:
 async def transfer_page(request: web.Request) -> web.Response:
     session = current_session(request)
     case_id = request.match_info["case_id"]
-    try:
-        case = await request.app[app_keys.cases_key].get(case_id)
-    except CaseNotFoundError:
-        raise web.HTTPNotFound(text="no such case") from None
+    case = await request.app[app_keys.cases_key].get(case_id)
     roster = await request.app[app_keys.counselors_key].roster()
     on_shift = await request.app[shifts_key].on_shift()
     colleagues = [
@@ -290,8 +283,6 @@ async def transfer_form(request: web.Request) -> web.Response:
     case_id = request.match_info["case_id"]
     try:
         await _transfer(request, session, case_id, form.get("to", ""))
-    except CaseNotFoundError:
-        raise web.HTTPNotFound(text="no such case") from None
     except CaseTransitionError:
         raise web.HTTPConflict(
             text="This case is not yours to transfer, or it changed hands; reload the page."
@@ -305,8 +296,6 @@ async def api_claim(request: web.Request) -> web.Response:
     case_id = request.match_info["case_id"]
     try:
         await _claim(request, session, case_id)
-    except CaseNotFoundError:
-        raise json_error(web.HTTPNotFound, "no such case") from None
     except CaseTransitionError:
         raise json_error(web.HTTPConflict, CLAIM_LOST) from None
     return web.json_response(
@@ -320,8 +309,6 @@ async def api_release(request: web.Request) -> web.Response:
     case_id = request.match_info["case_id"]
     try:
         await _release(request, session, case_id)
-    except CaseNotFoundError:
-        raise json_error(web.HTTPNotFound, "no such case") from None
     except CaseTransitionError:
         raise json_error(web.HTTPConflict, "only a claimed case you hold can be released") from None
     return web.json_response({"id": case_id, "status": "queued"})
@@ -340,8 +327,6 @@ async def api_transfer(request: web.Request) -> web.Response:
         target = await _transfer(request, session, case_id, to)
     except web.HTTPBadRequest:
         raise json_error(web.HTTPBadRequest, "choose a colleague by their id") from None
-    except CaseNotFoundError:
-        raise json_error(web.HTTPNotFound, "no such case") from None
     except CaseTransitionError:
         raise json_error(
             web.HTTPConflict, "this case is not yours to transfer, or it changed hands"

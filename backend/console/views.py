@@ -59,10 +59,7 @@ async def _require(request: web.Request) -> ConsoleSession:
 
 async def case_view(request: web.Request) -> web.Response:
     session = await _require(request)
-    try:
-        case = await request.app[cases_key].get(request.match_info["case_id"])
-    except CaseNotFoundError:
-        raise web.HTTPNotFound(text="no such case") from None
+    case = await request.app[cases_key].get(request.match_info["case_id"])
     private_key = session.private_keys.get(case.key_id)
     answers: dict[str, str] | None = None
     if private_key is not None:
@@ -99,8 +96,6 @@ async def case_status(request: web.Request) -> web.Response:
             f"counselor:{session.counselor_id}",
             holder=access.holder_rule(session),
         )
-    except CaseNotFoundError:
-        raise web.HTTPNotFound(text="no such case") from None
     except OutcomeRequiredError:
         raise web.HTTPBadRequest(text="close a case with an outcome (the closing form)") from None
     except CaseTransitionError:
