@@ -298,3 +298,20 @@ def test_every_suppression_names_its_reason() -> None:
                     if token.type == tokenize.COMMENT and found and not named:
                         bare.append(f"{path.relative_to(ROOT)}:{token.start[0]}")
     assert bare == []
+
+
+def test_the_readme_layout_table_matches_the_tree() -> None:
+    """Every path in the table exists, and every zone (top-level folder, subpackage of `bot`,
+    `backend.core`, `backend.flows`) has a row."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("## Layout") :].split("\n## ", 1)[0]
+    rows = set(re.findall(r"^\| `([^`]+)` \|", table, re.MULTILINE))
+    assert rows
+    assert [row for row in rows if not (ROOT / row).exists()] == []
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    zones = {f"{path.split('/')[0]}/" for path in tracked if "/" in path}
+    zones |= {f"bot/{p.name}/" for p in (ROOT / "bot").iterdir() if (p / "__init__.py").exists()}
+    zones |= {"backend/core/", "backend/flows/"}
+    assert {zone for zone in zones if not any(row.startswith(zone) for row in rows)} == set()
