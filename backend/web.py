@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import database
-from backend.core.errors import CaseNotFoundError
+from backend.core.errors import ApprovalRequiredError, CaseNotFoundError, CaseWorkError
 from backend.core.settings import Network
 from backend.forwarded import forwarded_middleware
 from backend.web_security import security_middleware
@@ -28,10 +28,13 @@ engine_key = web.AppKey("engine", AsyncEngine)
 MAX_REQUEST_BYTES = 1024 * 1024
 
 
-# Core errors a handler lets through, and what they mean over HTTP. A handler catches one itself
-# only to say something more specific than this.
-REFUSALS: Mapping[type[Exception], tuple[type[web.HTTPException], str]] = {
+# Core errors a handler lets through, and what they mean over HTTP (the reason None: the error's
+# own message, written for the counselor). A handler catches one itself only to say something
+# more specific than this. A subclass is looked up before its base.
+REFUSALS: Mapping[type[Exception], tuple[type[web.HTTPException], str | None]] = {
     CaseNotFoundError: (web.HTTPNotFound, "no such case"),
+    ApprovalRequiredError: (web.HTTPForbidden, None),
+    CaseWorkError: (web.HTTPBadRequest, None),
 }
 
 
@@ -53,9 +56,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException:
         raise
     except Exception as exc:
-        refusal = REFUSALS.get(type(exc))
-        if refusal is not None:
-            raise refused(request, *refusal) from None
+        for kind in type(exc).__mro__:
+            if kind in REFUSALS:
+                status, reason = REFUSALS[kind]
+                raise refused(request, status, str(exc) if reason is None else reason) from None
         log.exception("request to %s failed", request.path)
         return web.json_response(
             {"error": "Something went wrong on our side. Please try again in a moment."},

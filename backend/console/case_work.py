@@ -27,7 +27,6 @@ from backend.console.forms import is_api, json_error, read_form, read_json, refu
 from backend.console.sessions import ConsoleSession
 from backend.core import replies, waiting_line
 from backend.core.errors import (
-    ApprovalRequiredError,
     CaseNotFoundError,
     CaseTransitionError,
     CaseWorkError,
@@ -93,12 +92,6 @@ def _key(request: web.Request, session: ConsoleSession, case: Case) -> CaseKey:
         raise refusal(
             request, web.HTTPForbidden, "this case cannot be opened with your keys"
         ) from None
-
-
-def _bad(request: web.Request, exc: Exception) -> web.HTTPException:
-    if isinstance(exc, ApprovalRequiredError):
-        return refusal(request, web.HTTPForbidden, str(exc))
-    return refusal(request, web.HTTPBadRequest, str(exc))
 
 
 def _date(text: str) -> datetime | None:
@@ -241,12 +234,9 @@ async def add_note(request: web.Request) -> web.StreamResponse:
     session = current_session(request)
     data = await _input(request, session)
     case = await _case(request)
-    try:
-        note_id = await request.app[work_key].add_note(
-            _key(request, session, case), session.counselor_id, data.get("text", "")
-        )
-    except CaseWorkError as exc:
-        raise _bad(request, exc) from None
+    note_id = await request.app[work_key].add_note(
+        _key(request, session, case), session.counselor_id, data.get("text", "")
+    )
     return _done(request, f"/console/cases/{case.id}#notes", id=note_id)
 
 
@@ -259,18 +249,15 @@ async def add_referral(request: web.Request) -> web.StreamResponse:
     if consent not in ("yes", "no", "true", "false"):
         raise refusal(request, web.HTTPBadRequest, "consent must be yes or no")
     services = frozenset(r.id for r in request.app[services_key].resources)
-    try:
-        referral_id = await request.app[work_key].add_referral(
-            _key(request, session, case),
-            session.counselor_id,
-            service_id=data.get("service", ""),
-            services=services,
-            consent=consent in ("yes", "true"),
-            consent_method=data.get("consent_method", ""),
-            detail=data.get("detail", ""),
-        )
-    except CaseWorkError as exc:
-        raise _bad(request, exc) from None
+    referral_id = await request.app[work_key].add_referral(
+        _key(request, session, case),
+        session.counselor_id,
+        service_id=data.get("service", ""),
+        services=services,
+        consent=consent in ("yes", "true"),
+        consent_method=data.get("consent_method", ""),
+        detail=data.get("detail", ""),
+    )
     return _done(request, f"/console/cases/{case.id}#referrals", id=referral_id)
 
 
@@ -289,12 +276,9 @@ async def add_reply(request: web.Request) -> web.StreamResponse:
             web.HTTPConflict,
             "this victim has no receipt code: a reply could not reach them",
         )
-    try:
-        sealed = await request.app[work_key].add_reply(
-            _key(request, session, target), session.counselor_id, data.get("text", ""), victim_key
-        )
-    except CaseWorkError as exc:
-        raise _bad(request, exc) from None
+    sealed = await request.app[work_key].add_reply(
+        _key(request, session, target), session.counselor_id, data.get("text", ""), victim_key
+    )
     await replies.deliver(redis, target.id, sealed)
     log.info("counselor %d replied on case %s", session.counselor_id, target.id)
     return _done(request, f"/console/cases/{case.id}#replies", case=target.id)
@@ -338,12 +322,9 @@ async def create_takedown(request: web.Request) -> web.StreamResponse:
     case = await _case(request)
     key = _key(request, session, case)
     answers = _open_answers(case, session) or {}
-    try:
-        request_id = await request.app[takedowns_key].create(
-            key, session.counselor_id, data.get("language", ""), draft_fields(answers)
-        )
-    except CaseWorkError as exc:
-        raise _bad(request, exc) from None
+    request_id = await request.app[takedowns_key].create(
+        key, session.counselor_id, data.get("language", ""), draft_fields(answers)
+    )
     return _done(request, f"/console/takedowns/{request_id}", id=request_id)
 
 
@@ -410,10 +391,7 @@ def _takedown_action(
         session = current_session(request)
         data = await _input(request, session)
         _, _, key, draft = await _takedown(request)
-        try:
-            await step(request, session, key, draft, data)
-        except CaseWorkError as exc:
-            raise _bad(request, exc) from None
+        await step(request, session, key, draft, data)
         row = await request.app[takedowns_key].get(draft.row.id)
         return _done(request, f"/console/takedowns/{row.id}", status=row.status)
 
