@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.errors import FlowError
+from backend.core.errors import FlowError
 from backend.flows import source, yaml_screen
 from backend.flows.registry import FlowRegistry, load_bundle
 

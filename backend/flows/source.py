@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from backend.errors import FlowError
+from backend.core.errors import FlowError
 from backend.flows import yaml_screen
 
 MAX_FILE_BYTES = 256 * 1024

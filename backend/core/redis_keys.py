@@ -32,7 +32,7 @@ FIELD_EVENT: Final = "event"
 FIELD_CASE_IDS: Final = "case_ids"
 EVENT_VICTIM_UNREACHABLE: Final = "victim_unreachable"  # the victim blocked the bot
 # The bot issued a receipt code for a case: one case id, and FIELD_CODE_DIGEST, the code's
-# Argon2id digest (backend/receipts.py), which intake stores in the receipts table so the
+# Argon2id digest (backend/core/receipt_codes.py), which intake stores in the receipts table so the
 # console can find a case by a code a victim reads out. The code itself never travels.
 EVENT_RECEIPT_ISSUED: Final = "receipt_issued"
 FIELD_CODE_DIGEST: Final = "code_digest"
@@ -42,9 +42,10 @@ EVENTS: Final = frozenset({EVENT_VICTIM_UNREACHABLE, EVENT_RECEIPT_ISSUED})
 FIELD_DEAD_ENTRY_ID: Final = "entry_id"
 FIELD_DEAD_REASON: Final = "reason"
 
-# The live chat of a handed-off case (backend/handoff.py): per case, a transcript stream of both
-# sides' lines sealed to the centre key plus content-free events; one shared relay outbox the
-# bot workers read through a consumer group. Transcripts are trimmed to about this many entries.
+# The live chat of a handed-off case (backend/core/live_chat.py): per case, a transcript stream
+# of both sides' lines sealed to the centre key plus content-free events; one shared relay
+# outbox the bot workers read through a consumer group. Transcripts are trimmed to about this
+# many entries.
 CASE_STREAM_PREFIX: Final = PREFIX + "case:"
 CASE_STREAM_MAXLEN: Final = 1000
 RELAY_OUTBOX_STREAM: Final = PREFIX + "relay:outbox"
@@ -104,12 +105,13 @@ WEBCHAT_TURN_REPLAY_TTL_S: Final = 300
 # Kakao requests carry no id: an identical request body from one user this soon is a duplicate.
 KAKAO_DUPLICATE_WINDOW_S: Final = 10
 # Receipt codes a victim can come back with, for the bot: the code's slow hash (Argon2id with
-# the deployment's receipt salt, `backend.receipts`) -> case id. The code itself is never kept.
+# the deployment's receipt salt, `backend.core.receipt_codes`) -> case id. The code itself is
+# never kept.
 RECEIPT_KEY_PREFIX: Final = PREFIX + "receipt:"
 RECEIPT_TTL_S: Final = 180 * 86400
 # What the centre needs to answer a receipt's case, set by the bot when it issues the code
 # (hash, `case-receipt:<case id>`): the victim's reply public key (derived from the code, see
-# backend/replies.py) and the code's digest, so erasing the case can cut the code too.
+# backend/core/replies.py) and the code's digest, so erasing the case can cut the code too.
 CASE_RECEIPT_PREFIX: Final = PREFIX + "case-receipt:"
 FIELD_REPLY_KEY: Final = "reply_key"
 FIELD_RECEIPT_DIGEST: Final = "digest"
@@ -118,7 +120,8 @@ FIELD_RECEIPT_DIGEST: Final = "digest"
 CASE_REPLIES_PREFIX: Final = PREFIX + "replies:"
 CASE_REPLIES_MAX: Final = 50
 # Waiting handoff requests (sorted set: case id by priority, then time), for the queue position
-# a victim is told. Entries older than the window are dropped when a new request comes.
+# a victim is told. Entries older than the window are dropped when a new request comes. Written
+# only by backend/core/waiting_line.py.
 HANDOFF_QUEUE: Final = PREFIX + "handoff:queue"
 HANDOFF_QUEUE_WINDOW_S: Final = 4 * 3600
 # Score = (HANDOFF_MAX_PRIORITY - priority) * HANDOFF_QUEUE_SLOT + unix time of the request.
@@ -212,12 +215,6 @@ def console_pending_key(session_id_hash: str) -> str:
 
 def case_transcript_stream(case_id: str) -> str:
     return f"{CASE_STREAM_PREFIX}{case_id}:transcript"
-
-
-def handoff_queue_score(priority: int, at_s: float) -> int:
-    """Most urgent first, then oldest first: what ZRANK of HANDOFF_QUEUE means."""
-    level = HANDOFF_MAX_PRIORITY - max(0, min(priority, HANDOFF_MAX_PRIORITY))
-    return level * HANDOFF_QUEUE_SLOT + int(at_s)
 
 
 def handoff_taken_key(case_id: str) -> str:

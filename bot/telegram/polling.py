@@ -4,7 +4,7 @@ getUpdates confirms every update below the `offset` it is called with: Telegram 
 python-telegram-bot's own `Updater` moves the offset past a batch as soon as it is fetched, so
 a worker that dies with fetched updates in hand loses them. This poller keeps the offset at the
 oldest update not yet handled: whatever a dead worker held is fetched again by the next start,
-and the dedupe (`bot.update_dedupe`) hands it over once the dead worker's lease ran out. A copy
+and the dedupe (`bot.telegram.dedupe`) hands it over once the dead worker's lease ran out. A copy
 of an update that was handled is dropped there, so nothing is processed twice.
 
 Fetched updates run concurrently (the door's per-chat order still holds: each is registered

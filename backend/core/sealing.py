@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from backend.errors import SealingError
+from backend.core.errors import SealingError
 
 ENVELOPE_MAGIC = b"HLS"
 ENVELOPE_VERSION = 1

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from backend import streams
-from backend.conversation import Pseudonym
-from backend.record_cipher import RecordCipher
+from backend.core import redis_keys
+from backend.core.conversation import Pseudonym
+from backend.core.record_cipher import RecordCipher
 
 # Telegram: "a message can only be deleted if it was sent less than 48 hours ago". A margin
 # keeps a deleteMessages call from failing on an id that crosses the line in flight.
@@ -90,24 +90,24 @@ class TelegramChatStore:
         `done_update`: the dedupe key of the update whose last write this is, marked done in
         the same atomic step (`UpdateDedupe.done_key`), which saves the turn a round trip.
         """
-        chat_key = streams.telegram_chat_key(pseudonym)
-        list_key = streams.telegram_messages_key(pseudonym)
-        cases_key = streams.telegram_cases_key(pseudonym)
+        chat_key = redis_keys.telegram_chat_key(pseudonym)
+        list_key = redis_keys.telegram_messages_key(pseudonym)
+        cases_key = redis_keys.telegram_cases_key(pseudonym)
         sent_at = time.time() if now is None else now
         entries = [
             self._seal(list_key, json.dumps([message_id, sent_at]).encode())
             for message_id in message_ids
         ]
         cases = [self._seal(cases_key, case_id.encode()) for case_id in case_ids]
-        done_ttl = 0 if done_update is None else streams.TELEGRAM_UPDATE_TTL_S
+        done_ttl = 0 if done_update is None else redis_keys.TELEGRAM_UPDATE_TTL_S
         keys = [chat_key, list_key, cases_key, done_update or chat_key]
         head: list[bytes | int] = [self._seal(chat_key, str(chat_id).encode()), self._ttl_s]
-        limits = [streams.TELEGRAM_CHAT_MAX_MESSAGES, done_ttl, len(entries)]
+        limits = [redis_keys.TELEGRAM_CHAT_MAX_MESSAGES, done_ttl, len(entries)]
         await self._remember(keys, [*head, *limits, *entries, *cases])
 
     async def cases(self, pseudonym: Pseudonym) -> list[str]:
         """The cases this conversation opened, oldest first, without duplicates."""
-        key = streams.telegram_cases_key(pseudonym)
+        key = redis_keys.telegram_cases_key(pseudonym)
         found: list[str] = []
         for sealed in await self._redis.lrange(key, 0, -1):
             plain = self._open(key, sealed)
@@ -116,12 +116,12 @@ class TelegramChatStore:
         return found
 
     async def chat_id(self, pseudonym: Pseudonym) -> int | None:
-        key = streams.telegram_chat_key(pseudonym)
+        key = redis_keys.telegram_chat_key(pseudonym)
         plain = self._open(key, await self._redis.get(key))
         return None if plain is None else int(plain)
 
     async def messages(self, pseudonym: Pseudonym) -> list[ChatMessage]:
-        key = streams.telegram_messages_key(pseudonym)
+        key = redis_keys.telegram_messages_key(pseudonym)
         found = []
         for sealed in await self._redis.lrange(key, 0, -1):
             plain = self._open(key, sealed)
@@ -138,7 +138,7 @@ class TelegramChatStore:
 
     async def forget(self, pseudonym: Pseudonym) -> None:
         await self._redis.delete(
-            streams.telegram_chat_key(pseudonym),
-            streams.telegram_messages_key(pseudonym),
-            streams.telegram_cases_key(pseudonym),
+            redis_keys.telegram_chat_key(pseudonym),
+            redis_keys.telegram_messages_key(pseudonym),
+            redis_keys.telegram_cases_key(pseudonym),
         )

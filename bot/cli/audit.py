@@ -7,8 +7,8 @@ import asyncio
 from typing import Any
 
 from backend import audit
-from backend.settings import Settings
-from bot.cli_keys import migrated_engine
+from backend.core.settings import Settings
+from bot.cli.keys import migrated_engine
 
 EXIT_BROKEN = 1
 

@@ -11,7 +11,7 @@ expiring after `TELEGRAM_UPDATE_LEASE_S`) and marks it `done` once handled (kept
   handled: in webhook mode an update is acknowledged (200) only after it was handled, so a
   worker's crash loses nothing.
 - In polling mode the getUpdates offset moves past an update only once it was handled
-  (`bot.telegram_polling`), so a dead worker's update is fetched again and handed over the same
+  (`bot.telegram.polling`), so a dead worker's update is fetched again and handed over the same
   way.
 
 The key holds only the bot id and Telegram's update counter, which name no one.
@@ -24,7 +24,7 @@ from enum import Enum
 
 from redis.asyncio import Redis
 
-from backend import streams
+from backend.core import redis_keys
 from bot.sessions import Once
 
 _DONE = b"done"
@@ -38,7 +38,7 @@ class Claim(Enum):
 
 class UpdateDedupe:
     def __init__(
-        self, redis: Redis, bot_id: int, *, lease_s: int = streams.TELEGRAM_UPDATE_LEASE_S
+        self, redis: Redis, bot_id: int, *, lease_s: int = redis_keys.TELEGRAM_UPDATE_LEASE_S
     ) -> None:
         self._redis = redis
         self._bot_id = bot_id
@@ -46,7 +46,7 @@ class UpdateDedupe:
         self._token = secrets.token_hex(8).encode()  # this worker
 
     async def claim(self, update_id: int) -> Claim:
-        key = streams.telegram_update_key(self._bot_id, update_id)
+        key = redis_keys.telegram_update_key(self._bot_id, update_id)
         ttl = self._lease_s
         if await self._redis.set(key, self._token, nx=True, ex=ttl):
             return Claim.MINE
@@ -63,7 +63,7 @@ class UpdateDedupe:
     def once(self, update_id: int) -> Once:
         """The claim as a `Once`, for a caller that takes it in the same step as the
         conversation lock (`SessionStore.hold`): the same key, token and lease as `claim`."""
-        key = streams.telegram_update_key(self._bot_id, update_id)
+        key = redis_keys.telegram_update_key(self._bot_id, update_id)
         return Once(key, self._token, self._lease_s)
 
     @staticmethod
@@ -74,8 +74,8 @@ class UpdateDedupe:
     def done_key(self, update_id: int) -> str:
         """The key a caller's own atomic write may set to `done` (kept
         `TELEGRAM_UPDATE_TTL_S`), to mark the update done without a round trip of its own."""
-        return streams.telegram_update_key(self._bot_id, update_id)
+        return redis_keys.telegram_update_key(self._bot_id, update_id)
 
     async def done(self, update_id: int) -> None:
-        key = streams.telegram_update_key(self._bot_id, update_id)
-        await self._redis.set(key, _DONE, ex=streams.TELEGRAM_UPDATE_TTL_S)
+        key = redis_keys.telegram_update_key(self._bot_id, update_id)
+        await self._redis.set(key, _DONE, ex=redis_keys.TELEGRAM_UPDATE_TTL_S)

@@ -12,12 +12,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend import audit, bootstrap, database, keys
+from backend import audit, bootstrap, database
+from backend.core import keys
+from backend.core.errors import AuthenticationError, KeyUnwrapError
+from backend.core.settings import Settings
 from backend.counselors import CounselorStore
-from backend.errors import AuthenticationError, KeyUnwrapError
 from backend.keyring import KeyRing
 from backend.models import Role
-from backend.settings import Settings
 
 EXIT_REFUSED = 1
 

@@ -1,6 +1,6 @@
 """The live chat of a handed-off case, over Redis streams: the wire protocol both sides share.
 
-One stream per case and one shared one (names in `backend.streams`):
+One stream per case and one shared one (names in `backend.core.redis_keys`):
 
 - the transcript (`case_transcript_stream`): the whole chat in order, as the counselor sees it.
   A line from either side is sealed to the centre key (like a report), so a counselor who
@@ -41,10 +41,10 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT
 
-from backend import keys, streams
-from backend.conversation import MAX_TEXT_CHARS
-from backend.errors import SealingError
-from backend.sealing import Envelope, RoutingHeader, open_envelope, seal
+from backend.core import keys, redis_keys
+from backend.core.conversation import MAX_TEXT_CHARS
+from backend.core.errors import SealingError
+from backend.core.sealing import Envelope, RoutingHeader, open_envelope, seal
 
 log = logging.getLogger(__name__)
 
@@ -195,9 +195,9 @@ class LiveChat:
         (the bot's link from the case to the conversation)."""
         pipe = self._redis.pipeline(transaction=False)
         pipe.xadd(
-            streams.case_transcript_stream(case_id),
-            {streams.FIELD_SEALED: _sealed(case_id, line, center_key)},
-            maxlen=streams.CASE_STREAM_MAXLEN,
+            redis_keys.case_transcript_stream(case_id),
+            {redis_keys.FIELD_SEALED: _sealed(case_id, line, center_key)},
+            maxlen=redis_keys.CASE_STREAM_MAXLEN,
             approximate=True,
         )
         if keep_alive is not None:
@@ -208,9 +208,9 @@ class LiveChat:
     async def event(self, case_id: str, event: Event) -> str:
         """A content-free delivery or presence event onto the transcript."""
         entry_id = await self._redis.xadd(
-            streams.case_transcript_stream(case_id),
+            redis_keys.case_transcript_stream(case_id),
             _event_fields(event),
-            maxlen=streams.CASE_STREAM_MAXLEN,
+            maxlen=redis_keys.CASE_STREAM_MAXLEN,
             approximate=True,
         )
         return _text(entry_id)
@@ -218,7 +218,7 @@ class LiveChat:
     async def ensure_relay_group(self) -> None:
         try:
             await self._redis.xgroup_create(
-                streams.RELAY_OUTBOX_STREAM, streams.RELAY_GROUP, id="0", mkstream=True
+                redis_keys.RELAY_OUTBOX_STREAM, redis_keys.RELAY_GROUP, id="0", mkstream=True
             )
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
@@ -232,9 +232,9 @@ class LiveChat:
         items: list[OutboxItem] = []
         for start in ("0", ">"):
             response = await self._redis.xreadgroup(
-                streams.RELAY_GROUP,
+                redis_keys.RELAY_GROUP,
                 consumer,
-                {streams.RELAY_OUTBOX_STREAM: start},
+                {redis_keys.RELAY_OUTBOX_STREAM: start},
                 count=count,
                 block=None if start == "0" else block_ms,
             )
@@ -247,7 +247,12 @@ class LiveChat:
     async def take_over_stale(self, consumer: str, idle_ms: int) -> list[OutboxItem]:
         """Entries another worker took and never acknowledged (it died): now this one's."""
         response = await self._redis.xautoclaim(
-            streams.RELAY_OUTBOX_STREAM, streams.RELAY_GROUP, consumer, idle_ms, "0-0", count=100
+            redis_keys.RELAY_OUTBOX_STREAM,
+            redis_keys.RELAY_GROUP,
+            consumer,
+            idle_ms,
+            "0-0",
+            count=100,
         )
         return await self._readable(cast(Entries, response[1]))
 
@@ -260,14 +265,16 @@ class LiveChat:
                 items.append(_outbox_item(entry_id, fields or {}))
             except SealingError:
                 log.warning("relay outbox entry %s is malformed; dropped", _text(entry_id))
-                await self._redis.xack(streams.RELAY_OUTBOX_STREAM, streams.RELAY_GROUP, entry_id)
-                await self._redis.xdel(streams.RELAY_OUTBOX_STREAM, entry_id)
+                await self._redis.xack(
+                    redis_keys.RELAY_OUTBOX_STREAM, redis_keys.RELAY_GROUP, entry_id
+                )
+                await self._redis.xdel(redis_keys.RELAY_OUTBOX_STREAM, entry_id)
         return items
 
     async def ack(self, item: OutboxItem) -> None:
         pipe = self._redis.pipeline(transaction=True)
-        pipe.xack(streams.RELAY_OUTBOX_STREAM, streams.RELAY_GROUP, item.entry_id)
-        pipe.xdel(streams.RELAY_OUTBOX_STREAM, item.entry_id)
+        pipe.xack(redis_keys.RELAY_OUTBOX_STREAM, redis_keys.RELAY_GROUP, item.entry_id)
+        pipe.xdel(redis_keys.RELAY_OUTBOX_STREAM, item.entry_id)
         await pipe.execute()
 
     def line_for_victim(self, item: OutboxItem, reply_key: X25519PrivateKey) -> Line:
@@ -289,18 +296,18 @@ class LiveChat:
         (sealed to the reply key) and the relay outbox, all or nothing. Its transcript id."""
         pipe = self._redis.pipeline(transaction=True)
         pipe.xadd(
-            streams.case_transcript_stream(case_id),
-            {streams.FIELD_SEALED: _sealed(case_id, line, center_key)},
-            maxlen=streams.CASE_STREAM_MAXLEN,
+            redis_keys.case_transcript_stream(case_id),
+            {redis_keys.FIELD_SEALED: _sealed(case_id, line, center_key)},
+            maxlen=redis_keys.CASE_STREAM_MAXLEN,
             approximate=True,
         )
         pipe.xadd(
-            streams.RELAY_OUTBOX_STREAM,
+            redis_keys.RELAY_OUTBOX_STREAM,
             {
-                streams.FIELD_CASE: case_id,
-                streams.FIELD_KIND: OutboxKind.LINE.value,
-                streams.FIELD_SEALED: _sealed(case_id, line, reply_key),
-                streams.FIELD_REF: line.id,
+                redis_keys.FIELD_CASE: case_id,
+                redis_keys.FIELD_KIND: OutboxKind.LINE.value,
+                redis_keys.FIELD_SEALED: _sealed(case_id, line, reply_key),
+                redis_keys.FIELD_REF: line.id,
             },
         )
         transcript_id, _outbox = await pipe.execute()
@@ -313,14 +320,14 @@ class LiveChat:
         event = EventKind.JOINED if kind is OutboxKind.JOINED else EventKind.ENDED
         pipe = self._redis.pipeline(transaction=True)
         pipe.xadd(
-            streams.case_transcript_stream(case_id),
+            redis_keys.case_transcript_stream(case_id),
             _event_fields(Event(event, by, time.time())),
-            maxlen=streams.CASE_STREAM_MAXLEN,
+            maxlen=redis_keys.CASE_STREAM_MAXLEN,
             approximate=True,
         )
         pipe.xadd(
-            streams.RELAY_OUTBOX_STREAM,
-            {streams.FIELD_CASE: case_id, streams.FIELD_KIND: kind.value},
+            redis_keys.RELAY_OUTBOX_STREAM,
+            {redis_keys.FIELD_CASE: case_id, redis_keys.FIELD_KIND: kind.value},
         )
         await pipe.execute()
 
@@ -333,7 +340,7 @@ class LiveChat:
         """Everything after `after`, lines opened (SealingError if one was not sealed for this
         case or with a key the counselor holds)."""
         low = "-" if after == "0-0" else f"({after}"
-        found = await self._redis.xrange(streams.case_transcript_stream(case_id), min=low)
+        found = await self._redis.xrange(redis_keys.case_transcript_stream(case_id), min=low)
         return [
             transcript_entry(case_id, entry_id, fields, private_keys)
             for entry_id, fields in cast(Entries, found)
@@ -347,12 +354,12 @@ class LiveChat:
             page = cast(
                 Entries,
                 await self._redis.xrevrange(
-                    streams.case_transcript_stream(case_id), max=high, count=100
+                    redis_keys.case_transcript_stream(case_id), max=high, count=100
                 ),
             )
             for entry_id, fields in page:
                 data = _decoded(fields)
-                kind = data.get(streams.FIELD_EVENT)
+                kind = data.get(redis_keys.FIELD_EVENT)
                 if kind in (EventKind.JOINED.value.encode(), EventKind.ENDED.value.encode()):
                     entry = transcript_entry(case_id, entry_id, fields, {})
                     return entry.event
@@ -364,10 +371,10 @@ class LiveChat:
 def _event_fields(event: Event) -> dict[FieldT, EncodableT]:
     """An event as a transcript entry's fields; `transcript_entry` reads them back."""
     return {
-        streams.FIELD_EVENT: event.kind.value,
-        streams.FIELD_BY: event.by.value,
-        streams.FIELD_AT: repr(event.at),
-        streams.FIELD_REF: event.ref,
+        redis_keys.FIELD_EVENT: event.kind.value,
+        redis_keys.FIELD_BY: event.by.value,
+        redis_keys.FIELD_AT: repr(event.at),
+        redis_keys.FIELD_REF: event.ref,
     }
 
 
@@ -379,16 +386,16 @@ def transcript_entry(
 ) -> TranscriptEntry:
     """One raw transcript entry (e.g. from a console's own XREAD), opened."""
     data = _decoded(fields)
-    if streams.FIELD_SEALED in data:
+    if redis_keys.FIELD_SEALED in data:
         return TranscriptEntry(
-            _text(entry_id), line=_open(case_id, data[streams.FIELD_SEALED], private_keys)
+            _text(entry_id), line=_open(case_id, data[redis_keys.FIELD_SEALED], private_keys)
         )
     try:
         event = Event(
-            EventKind(_text(data[streams.FIELD_EVENT])),
-            Sender(_text(data[streams.FIELD_BY])),
-            float(_text(data[streams.FIELD_AT])),
-            _text(data.get(streams.FIELD_REF, b"")),
+            EventKind(_text(data[redis_keys.FIELD_EVENT])),
+            Sender(_text(data[redis_keys.FIELD_BY])),
+            float(_text(data[redis_keys.FIELD_AT])),
+            _text(data.get(redis_keys.FIELD_REF, b"")),
         )
     except (KeyError, ValueError) as exc:
         raise SealingError("a transcript event is malformed") from exc
@@ -400,10 +407,10 @@ def _outbox_item(entry_id: bytes, fields: dict[bytes, bytes]) -> OutboxItem:
     try:
         return OutboxItem(
             _text(entry_id),
-            _text(data[streams.FIELD_CASE]),
-            OutboxKind(_text(data[streams.FIELD_KIND])),
-            data.get(streams.FIELD_SEALED, b""),
-            _text(data.get(streams.FIELD_REF, b"")),
+            _text(data[redis_keys.FIELD_CASE]),
+            OutboxKind(_text(data[redis_keys.FIELD_KIND])),
+            data.get(redis_keys.FIELD_SEALED, b""),
+            _text(data.get(redis_keys.FIELD_REF, b"")),
         )
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
         raise SealingError("a relay outbox entry is malformed") from exc

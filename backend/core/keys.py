@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from backend.errors import KeyUnwrapError
-from backend.settings import KdfCost
+from backend.core.errors import KeyUnwrapError
+from backend.core.settings import KdfCost
 
 RecoveryKey = NewType("RecoveryKey", str)
 

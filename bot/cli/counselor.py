@@ -13,12 +13,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import audit, passwords
+from backend.core.errors import AuthenticationError, KeyUnwrapError
+from backend.core.settings import Settings
 from backend.counselors import CounselorStore
-from backend.errors import AuthenticationError, KeyUnwrapError
 from backend.keyring import KeyRing
 from backend.models import Role
-from backend.settings import Settings
-from bot.cli_keys import EXIT_REFUSED, migrated_engine, read_secret, sign_in_administrator
+from bot.cli.keys import EXIT_REFUSED, migrated_engine, read_secret, sign_in_administrator
 
 
 async def _authorise(

@@ -49,8 +49,8 @@ from telegram.ext import (
 )
 from telegram.request import BaseRequest
 
-from backend import streams
-from backend.conversation import (
+from backend.core import redis_keys
+from backend.core.conversation import (
     Attachment,
     Inbound,
     Outbound,
@@ -58,27 +58,28 @@ from backend.conversation import (
     RequestHandoff,
     SubmitReport,
 )
-from backend.errors import HotlineError
-from backend.handoff import EventKind
-from backend.pseudonyms import Pseudonymizer, Purpose
-from backend.settings import TELEGRAM_DOWNLOAD_LIMIT_BYTES, Settings
-from bot import evidence
+from backend.core.errors import HotlineError
+from backend.core.live_chat import EventKind
+from backend.core.pseudonyms import Pseudonymizer, Purpose
+from backend.core.settings import TELEGRAM_DOWNLOAD_LIMIT_BYTES, Settings
 from bot.channel import Capabilities, fit
-from bot.outbox import (
+from bot.runtime import ConversationRuntime
+from bot.sessions import Once, OnceRefusedError
+from bot.telegram import evidence
+from bot.telegram.chats import TelegramChatStore
+from bot.telegram.dedupe import Claim, UpdateDedupe
+from bot.telegram.outbox import (
     MAX_MESSAGE_CHARS,
     DeliveryFailedError,
     OutboxLimits,
     RecipientBlockedError,
     TelegramOutbox,
 )
-from bot.runtime import ConversationRuntime
-from bot.sessions import Once, OnceRefusedError
-from bot.telegram_chats import TelegramChatStore
-from bot.telegram_polling import ConfirmingPoller, Outcome
-from bot.telegram_updates import ChatOrderProcessor, SanitizingRequest, parses_as_update
-from bot.update_dedupe import Claim, UpdateDedupe
+from bot.telegram.polling import ConfirmingPoller, Outcome
+from bot.telegram.updates import ChatOrderProcessor, SanitizingRequest, parses_as_update
 
-log = logging.getLogger(__name__)
+# Logs under the package name, "bot.telegram", the name operators filter the door's records on.
+log = logging.getLogger(__package__)
 
 # python-telegram-bot 22 warns on every RetryAfter unless the process opts in to the coming
 # `timedelta` type (it reads the variable when the error is made); the outbox reads either.
@@ -115,7 +116,7 @@ class TelegramConfig:
     max_file_bytes: int = TELEGRAM_DOWNLOAD_LIMIT_BYTES
     limits: OutboxLimits = field(default_factory=OutboxLimits)
     # How long a worker holds an update before another may take it over (it died mid-turn).
-    update_lease_s: int = streams.TELEGRAM_UPDATE_LEASE_S
+    update_lease_s: int = redis_keys.TELEGRAM_UPDATE_LEASE_S
     # Polling: how often to ask again while updates are in flight or held by another worker.
     poll_recheck_s: float = 1.0
     # How long the neutral "conversation ended" notice stays before it is deleted too.
@@ -176,7 +177,7 @@ class TelegramDoor:
         builder = builder.updater(None)
         if config.webhook_url is None:
             builder = builder.get_updates_request(SanitizingRequest(connection_pool_size=1))
-        self.application: Application = builder.build()  # type: ignore[type-arg]
+        self.application: Application = builder.build()  # type: ignore[type-arg]  # PTB's six type parameters say nothing here
         self.outbox = TelegramOutbox(self.application.bot, config.limits)
         self._runtime = runtime
         self._pseudonymizer = pseudonymizer
@@ -226,7 +227,7 @@ class TelegramDoor:
             return web.Response(status=200)
         update = Update.de_json(data, self.application.bot)
         # Acknowledged only once handled: a crash before the 200 makes Telegram deliver the
-        # update again (see `bot.update_dedupe`).
+        # update again (see `bot.telegram.dedupe`).
         if await self.admit(update) is Outcome.HELD:
             return web.Response(status=503, headers={"Retry-After": "5"})
         return web.Response(status=200)
@@ -332,7 +333,7 @@ class TelegramDoor:
         """A photo, document, sticker, voice message or anything else that is not text.
 
         Only when the conversation waits on a files step (never for a minor) is a photo or
-        document fetched, hashed in memory and dropped (`bot.evidence`): with a PDQ only when
+        document fetched, hashed in memory and dropped (`evidence`): with a PDQ only when
         the step is the victim's choice of takedown matching, sealed to the centre key only
         when it is the screenshots step they consented to. Its facts go to the flow like any
         answer. Otherwise nothing is fetched (no getFile) or passed on and the

@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from backend.errors import FlowError
+from backend.core.errors import FlowError
+from backend.core.settings import Settings
 from backend.flows.diagram import mermaid
 from backend.flows.dialogs import run_directory
 from backend.flows.registry import load_bundle
-from backend.settings import Settings
 
 DEFAULT_MIN_COVERAGE = 90.0
 

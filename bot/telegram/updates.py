@@ -108,7 +108,7 @@ class ChatOrderProcessor(BaseUpdateProcessor):
 
     # PTB marks process_update final, but the order must be fixed before its semaphore: a
     # saturated semaphore need not wake one chat's waiters in arrival order.
-    async def process_update(  # type: ignore[misc]
+    async def process_update(  # type: ignore[misc]  # overrides a @final, see above
         self, update: object, coroutine: Awaitable[Any]
     ) -> None:
         chat = chat_of(update)

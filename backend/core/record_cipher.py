@@ -13,7 +13,7 @@ import os
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from backend.pseudonyms import derive_key
+from backend.core.pseudonyms import derive_key
 
 NONCE_BYTES = 12
 

@@ -14,7 +14,7 @@ from enum import StrEnum
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from backend.conversation import Pseudonym
+from backend.core.conversation import Pseudonym
 
 
 class Purpose(StrEnum):

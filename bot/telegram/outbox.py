@@ -25,7 +25,7 @@ from typing import TypeVar
 from telegram import Bot, InlineKeyboardMarkup
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
 
-from backend.errors import HotlineError
+from backend.core.errors import HotlineError
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import argparse
 import asyncio
 from typing import Any
 
-from backend.settings import Settings
-from bot import node
+from backend.core.settings import Settings
+from bot.cli import node
 
 ROLES = {
     "up": frozenset({node.BACKEND, node.BOT}),

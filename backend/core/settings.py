@@ -6,18 +6,19 @@ the CLI can print one clear line and exit with status 2 instead of a traceback.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeAlias
 from urllib.parse import urlsplit
 
-from backend.errors import SettingsError
-from backend.forwarded import Network, parse_networks
+from backend.core.errors import SettingsError
 
-SHIPPED_FLOWS_DIR = Path(__file__).resolve().parent.parent / "flows"
+SHIPPED_FLOWS_DIR = Path(__file__).resolve().parent.parent.parent / "flows"
 
 DATABASE_SCHEMES = {"sqlite", "sqlite+aiosqlite", "postgresql", "postgres", "postgresql+psycopg"}
 REDIS_SCHEMES = {"redis", "rediss", "unix"}
@@ -25,6 +26,20 @@ REDIS_SCHEMES = {"redis", "rediss", "unix"}
 TELEGRAM_DOWNLOAD_LIMIT_BYTES = 20 * 1024 * 1024
 # Telegram's own rule for secret_token: 1-256 characters of A-Z, a-z, 0-9, _ and -.
 _WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{16,256}")
+
+# An address block of trusted proxies (backend/forwarded.py believes their headers).
+Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(raw: str) -> tuple[Network, ...]:
+    """Comma- or space-separated addresses and CIDR blocks; ValueError names a bad one."""
+    networks = []
+    for part in raw.replace(",", " ").split():
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(f"{part!r} is not an address or CIDR block") from None
+    return tuple(networks)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from backend import streams
+from backend.core import redis_keys
 
 # Refresh only a presence that has not expired yet (an expired one is removed instead), in one
 # step, so a refresh racing with "off shift" cannot put the counselor back.
@@ -39,7 +39,7 @@ class ShiftBoard:
         self,
         redis: Redis,
         *,
-        ttl_s: int = streams.SHIFT_PRESENCE_TTL_S,
+        ttl_s: int = redis_keys.SHIFT_PRESENCE_TTL_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis
@@ -50,13 +50,13 @@ class ShiftBoard:
         """Go on shift; False if already on (the expiry is refreshed either way)."""
         now = self._clock()
         was_on = await self.is_on(counselor_id)
-        await self._redis.zadd(streams.SHIFT_PRESENCE, {str(counselor_id): now + self._ttl_s})
+        await self._redis.zadd(redis_keys.SHIFT_PRESENCE, {str(counselor_id): now + self._ttl_s})
         return not was_on
 
     async def end(self, counselor_id: int) -> bool:
         """Go off shift; False if not on shift (or the shift had lapsed already)."""
         was_on = await self.is_on(counselor_id)
-        removed = await self._redis.zrem(streams.SHIFT_PRESENCE, str(counselor_id))
+        removed = await self._redis.zrem(redis_keys.SHIFT_PRESENCE, str(counselor_id))
         return was_on and bool(removed)
 
     async def refresh(self, counselor_id: int) -> str:
@@ -64,22 +64,22 @@ class ShiftBoard:
         now removed; reported once) or "off"."""
         now = self._clock()
         result = await self._redis.eval(
-            _REFRESH, 1, streams.SHIFT_PRESENCE, str(counselor_id), now, now + self._ttl_s
+            _REFRESH, 1, redis_keys.SHIFT_PRESENCE, str(counselor_id), now, now + self._ttl_s
         )
         return {1: "on", -1: "lapsed"}.get(int(result), "off")
 
     async def is_on(self, counselor_id: int) -> bool:
-        expires = await self._redis.zscore(streams.SHIFT_PRESENCE, str(counselor_id))
+        expires = await self._redis.zscore(redis_keys.SHIFT_PRESENCE, str(counselor_id))
         return expires is not None and float(expires) > self._clock()
 
     async def on_shift(self) -> set[int]:
         """The ids of the counselors on shift now."""
         members = cast(
             list[bytes],
-            await self._redis.zrangebyscore(streams.SHIFT_PRESENCE, f"({self._clock()}", "+inf"),
+            await self._redis.zrangebyscore(redis_keys.SHIFT_PRESENCE, f"({self._clock()}", "+inf"),
         )
         return {int(m) for m in members}
 
     async def count(self) -> int:
         """How many counselors are on shift now: one round trip, for the bot's handoff."""
-        return int(await self._redis.zcount(streams.SHIFT_PRESENCE, f"({self._clock()}", "+inf"))
+        return int(await self._redis.zcount(redis_keys.SHIFT_PRESENCE, f"({self._clock()}", "+inf"))

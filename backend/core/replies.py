@@ -7,10 +7,10 @@ but the holder of the code, nor learn who that is. Design:
   victim, typing it into any door) can derive the private key. The code has 80 random bits, so
   the public key gives nothing away to a guesser.
 - When the bot issues a receipt it publishes the public key (and the code's slow digest) for the
-  case in Redis (`streams.case_receipt_key`). Nothing in it names the victim or the chat.
+  case in Redis (`redis_keys.case_receipt_key`). Nothing in it names the victim or the chat.
 - A counselor's reply is sealed twice: to the centre (under the case's data key, for the console)
   and to the victim's reply key with HPKE, bound to the case id. The victim's copy is stored with
-  the case and pushed to `streams.case_replies_key`, where the bot finds it by case id.
+  the case and pushed to `redis_keys.case_replies_key`, where the bot finds it by case id.
 - When the victim comes back with the code, the bot finds the case id from the code's digest (as
   it already did), derives the private key from the code, opens the replies and shows them; the
   code is never kept, so at rest every reply is ciphertext for a key nobody holds.
@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from redis.asyncio import Redis
 
-from backend import keys, receipts, streams
-from backend.errors import ReceiptNotFoundError
+from backend.core import keys, receipt_codes, redis_keys
+from backend.core.errors import ReceiptNotFoundError
 
 _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
 _KEY_INFO = b"hotline/v1/reply-key"
@@ -37,7 +37,7 @@ _SEAL_INFO = b"hotline/v1/reply\x00"
 def reply_private_key(code: str, salt: bytes) -> X25519PrivateKey | None:
     """The victim's reply key, from the code as typed; None if it cannot be a code."""
     try:
-        normalised = receipts.normalise(code)
+        normalised = receipt_codes.normalise(code)
     except ReceiptNotFoundError:
         return None
     seed = HKDF(hashes.SHA256(), 32, salt, _KEY_INFO).derive(normalised.encode())
@@ -60,22 +60,22 @@ async def publish_receipt(
     redis: Redis, case_id: str, code_digest: str, public_key: X25519PublicKey
 ) -> None:
     """The bot, on issuing a receipt: where replies for this case go, and its code's digest."""
-    key = streams.case_receipt_key(case_id)
+    key = redis_keys.case_receipt_key(case_id)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hset(
             key,
             mapping={
-                streams.FIELD_REPLY_KEY: keys.public_bytes(public_key),
-                streams.FIELD_RECEIPT_DIGEST: code_digest,
+                redis_keys.FIELD_REPLY_KEY: keys.public_bytes(public_key),
+                redis_keys.FIELD_RECEIPT_DIGEST: code_digest,
             },
         )
-        pipe.expire(key, streams.RECEIPT_TTL_S)
+        pipe.expire(key, redis_keys.RECEIPT_TTL_S)
         await pipe.execute()
 
 
 async def reply_key(redis: Redis, case_id: str) -> X25519PublicKey | None:
     """The victim's reply key for a case; None when no receipt was given (or it expired)."""
-    raw = await redis.hget(streams.case_receipt_key(case_id), streams.FIELD_REPLY_KEY)
+    raw = await redis.hget(redis_keys.case_receipt_key(case_id), redis_keys.FIELD_REPLY_KEY)
     if not isinstance(raw, bytes):
         return None
     try:
@@ -85,25 +85,25 @@ async def reply_key(redis: Redis, case_id: str) -> X25519PublicKey | None:
 
 
 async def deliver(redis: Redis, case_id: str, sealed: bytes) -> None:
-    key = streams.case_replies_key(case_id)
+    key = redis_keys.case_replies_key(case_id)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.rpush(key, sealed)
-        pipe.ltrim(key, -streams.CASE_REPLIES_MAX, -1)
-        pipe.expire(key, streams.RECEIPT_TTL_S)
+        pipe.ltrim(key, -redis_keys.CASE_REPLIES_MAX, -1)
+        pipe.expire(key, redis_keys.RECEIPT_TTL_S)
         await pipe.execute()
 
 
 async def waiting(redis: Redis, case_id: str) -> list[bytes]:
     """The sealed replies for a case, oldest first."""
-    found = await redis.lrange(streams.case_replies_key(case_id), 0, -1)
+    found = await redis.lrange(redis_keys.case_replies_key(case_id), 0, -1)
     return [item for item in found if isinstance(item, bytes)]
 
 
 async def forget(redis: Redis, case_id: str) -> None:
     """A case was erased: its code stops answering, its replies and reply key go."""
-    key = streams.case_receipt_key(case_id)
-    digest = await redis.hget(key, streams.FIELD_RECEIPT_DIGEST)
-    names = [key, streams.case_replies_key(case_id)]
+    key = redis_keys.case_receipt_key(case_id)
+    digest = await redis.hget(key, redis_keys.FIELD_RECEIPT_DIGEST)
+    names = [key, redis_keys.case_replies_key(case_id)]
     if isinstance(digest, bytes):
-        names.append(streams.receipt_key(digest.decode()))
+        names.append(redis_keys.receipt_key(digest.decode()))
     await redis.delete(*names)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 
-from backend.settings import Settings
+from backend.core.settings import Settings
 
 FILE_NAME = "bot-secret"
 

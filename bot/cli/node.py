@@ -22,36 +22,38 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend import bootstrap, database, keys
+from backend import bootstrap, database
 from backend.cases import CaseStore
 from backend.console import views as console
 from backend.console.sessions import ConsoleSessionStore
+from backend.core import keys
+from backend.core.errors import FlowError, SettingsError
+from backend.core.pseudonyms import Pseudonymizer
+from backend.core.receipt_codes import ReceiptHasher
+from backend.core.settings import Settings
+from backend.core.shifts import ShiftBoard
 from backend.counselors import CounselorStore
 from backend.embedded_redis import EmbeddedRedis
-from backend.errors import FlowError, SettingsError
 from backend.flows.registry import FlowRegistry
 from backend.flows.resources import Directory
 from backend.intake import Intake, dead_letter_count
 from backend.keyring import KeyRing
 from backend.login_guard import LoginGuard
-from backend.pseudonyms import Pseudonymizer
-from backend.receipts import ReceiptBook, ReceiptHasher
+from backend.receipts import ReceiptBook
 from backend.retention import RetentionJob
-from backend.settings import Settings
-from backend.shifts import ShiftBoard
 from backend.web import make_app
 from bot import kakao as kakao_channel
-from bot import telegram as telegram_channel
 from bot import webchat
 from bot.channel import Delivery
+from bot.cli.root_secret import load_root_secret
 from bot.kakao import KakaoDoor
 from bot.live import VictimSide
 from bot.relay import RelayWorker
 from bot.reports import ReportSender
-from bot.root_secret import load_root_secret
 from bot.runtime import ConversationRuntime
 from bot.sessions import SessionStore
-from bot.telegram import TelegramConfig, TelegramDoor
+from bot.telegram import door as telegram_channel
+from bot.telegram.door import TelegramConfig, TelegramDoor
 from bot.turn_replay import TurnReplay
 
 log = logging.getLogger(__name__)

@@ -3,6 +3,9 @@
 Each group of subcommands lives in its own module with a `register(commands)` function that adds
 its parsers and sets `handler` (settings, args -> exit status) on each; `COMMAND_MODULES` lists
 them, so a new capability adds a module and one line here.
+
+This package (with `node.py`, the composition root) is the only part of `bot` that may import the
+centre: the rest of `bot` is the edge and imports only `backend.core` and `backend.flows`.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from backend.errors import SettingsError
-from backend.settings import Settings
-from bot import cli_audit, cli_counselor, cli_flows, cli_keys, cli_serve
+from backend.core.errors import SettingsError
+from backend.core.settings import Settings
+from bot.cli import audit, counselor, flows, keys, serve
 
 EXIT_SETTINGS = 2
 
@@ -25,11 +28,11 @@ DESCRIPTION = (
 )
 
 COMMAND_MODULES: tuple[ModuleType, ...] = (
-    cli_serve,
-    cli_flows,
-    cli_keys,
-    cli_counselor,
-    cli_audit,
+    serve,
+    flows,
+    keys,
+    counselor,
+    audit,
 )
 
 

@@ -20,8 +20,8 @@ import pdqhash
 from PIL import Image
 from telegram import Bot
 
-from backend.conversation import Attachment
-from backend.errors import HotlineError
+from backend.core.conversation import Attachment
+from backend.core.errors import HotlineError
 
 log = logging.getLogger(__name__)
 
