@@ -15,7 +15,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from backend.errors import SettingsError
+from backend.core.errors import SettingsError
 
 LOCK_FILE = "hotline.lock"
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from backend.settings import RedisPool
+from backend.core.settings import RedisPool
 
 HEALTH_CHECK_INTERVAL_S = 30
 

@@ -20,11 +20,11 @@ from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 
-from backend import streams
-from backend.conversation import Pseudonym
-from backend.errors import HotlineError
-from backend.pseudonyms import derive_key
-from backend.record_cipher import RecordCipher
+from backend.core import redis_keys
+from backend.core.conversation import Pseudonym
+from backend.core.errors import HotlineError
+from backend.core.pseudonyms import derive_key
+from backend.core.record_cipher import RecordCipher
 from bot.leases import holder_token, renewed
 
 # A running turn's marker starts with this, then its holder; an answer is sealed after _ANSWER.
@@ -49,7 +49,7 @@ class TurnReplay:
 
     def _key(self, pseudonym: Pseudonym, turn_id: str) -> str:
         digest = hmac.new(self._id_key, f"{pseudonym}:{turn_id}".encode(), hashlib.sha256)
-        return streams.turn_replay_key(digest.hexdigest())
+        return redis_keys.turn_replay_key(digest.hexdigest())
 
     async def once(
         self,
@@ -57,8 +57,8 @@ class TurnReplay:
         turn_id: str,
         handle: Callable[[], Awaitable[bytes]],
         *,
-        ttl_s: int = streams.WEBCHAT_TURN_REPLAY_TTL_S,
-        lease_ms: int = streams.WEBCHAT_TURN_REPLAY_LEASE_MS,
+        ttl_s: int = redis_keys.WEBCHAT_TURN_REPLAY_TTL_S,
+        lease_ms: int = redis_keys.WEBCHAT_TURN_REPLAY_LEASE_MS,
     ) -> bytes:
         key = self._key(pseudonym, turn_id)
         marker = _PENDING + holder_token().encode()

@@ -24,10 +24,9 @@ from typing import Any
 
 from aiohttp import web
 
-from backend.conversation import MAX_TEXT_CHARS, Effect, Inbound, IssueReceipt, Outbound
-from backend.errors import HotlineError
-from backend.pseudonyms import Pseudonymizer, Purpose
-from backend.web import unavailable
+from backend.core.conversation import MAX_TEXT_CHARS, Effect, Inbound, IssueReceipt, Outbound
+from backend.core.errors import HotlineError
+from backend.core.pseudonyms import Pseudonymizer, Purpose
 from bot.channel import Capabilities, fit
 from bot.live import HeldLines
 from bot.runtime import ConversationRuntime
@@ -48,6 +47,8 @@ STATIC_FILES = {
 # A turn is a token, a few ids and at most MAX_TEXT_CHARS of text: far below this. The app's
 # own cap (1 MiB, for the console) is too generous for a door anyone can reach (issue 18).
 MAX_BODY_BYTES = 64 * 1024
+# What a busy server asks the page to wait before sending the same turn again.
+RETRY_AFTER_S = 1
 # A long poll answers within this (well under common proxy time-outs), empty if nothing came.
 POLL_WAIT_S = 20.0
 POLL_CHECK_S = 0.25
@@ -61,6 +62,17 @@ poll_wait_key = web.AppKey("webchat_poll_wait_s", float)
 
 def _static(name: str) -> bytes:
     return (resources.files("bot") / "webchat_static" / name).read_bytes()
+
+
+def unavailable(reason: str) -> web.HTTPServiceUnavailable:
+    """503 with Retry-After: the turn was not handled, and the page sends it again with the
+    same turn id. Never a 200 carrying an error text, which the page would show and forget
+    (issue 18)."""
+    return web.HTTPServiceUnavailable(
+        text=json.dumps({"error": reason}),
+        content_type="application/json",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 class TurnFailedError(HotlineError):

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from backend import streams
+from backend.core import redis_keys
 from tests.test_e2e import Up, up_env
 from tests.webchat_page import new_turn_id, send_turn
 
@@ -39,7 +39,7 @@ def _redis_of(env: dict[str, str]) -> Redis:
 async def _until_a_turn_runs(redis: Redis) -> None:
     """Returns once a turn holds its conversation's lock."""
     for _ in range(600):
-        async for _key in redis.scan_iter(match=streams.CONVERSATION_LOCK_PREFIX + "*"):
+        async for _key in redis.scan_iter(match=redis_keys.CONVERSATION_LOCK_PREFIX + "*"):
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the turn never started")

@@ -12,9 +12,9 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.errors import SettingsError
+from backend.core.errors import SettingsError
+from backend.core.settings import Settings
 from backend.host_check import REFUSED
-from backend.settings import Settings
 from tests.conftest import Pair, RunningHotline, start_hotline
 
 PUBLIC = "https://hotline.example"
@@ -79,7 +79,8 @@ async def test_behind_a_proxy_only_the_public_host_is_served(
 async def test_on_a_wildcard_bind_addresses_are_served_and_names_are_not(
     pair: Pair, tmp_path: Path, redis: Redis, engine: AsyncEngine
 ) -> None:
-    async with start_hotline(pair, tmp_path, {"HOTLINE_HTTP_HOST": "0.0.0.0"}) as hotline:  # noqa: S104
+    wildcard = {"HOTLINE_HTTP_HOST": "0.0.0.0"}  # noqa: S104 - the bind under test, not a real one
+    async with start_hotline(pair, tmp_path, wildcard) as hotline:
         for address in ("10.1.2.3:8080", "[2001:db8::5]", "127.0.0.1"):
             response = await hotline.client.get("/healthz", headers={"Host": address})
             assert response.status == 200, address

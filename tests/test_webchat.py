@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from backend import receipts, streams
+from backend.core import receipt_codes as receipts
+from backend.core import redis_keys as streams
 from tests.conftest import RunningHotline
 from tests.locales import texts_of
 
