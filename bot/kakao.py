@@ -44,6 +44,7 @@ from backend.core import redis_keys
 from backend.core.conversation import Button, Inbound, Outbound, Pseudonym
 from backend.core.pseudonyms import Pseudonymizer, Purpose
 from backend.core.settings import KakaoSettings
+from backend.flows.channel_labels import BUTTON_LABEL_LIMITS
 from bot.channel import Capabilities, fit
 from bot.live import CHECK_BUTTON, HeldLine, VictimSide
 from bot.runtime import NO_REPLIES_KEY, ConversationRuntime, Turn
@@ -67,7 +68,7 @@ CAPABILITIES = Capabilities(
     pushes=False,  # only within a callback's minute, or in the answer to the next turn
     max_text_chars=1000,
     max_buttons=10,
-    max_button_label_chars=14,
+    max_button_label_chars=BUTTON_LABEL_LIMITS[CHANNEL],
     max_button_id_bytes=64,
 )
 

@@ -27,6 +27,7 @@ from aiohttp import web
 from backend.core.conversation import MAX_TEXT_CHARS, Effect, Inbound, IssueReceipt, Outbound
 from backend.core.errors import HotlineError
 from backend.core.pseudonyms import Pseudonymizer, Purpose
+from backend.flows.channel_labels import BUTTON_LABEL_LIMITS
 from bot.channel import Capabilities, fit
 from bot.live import HeldLines
 from bot.runtime import ConversationRuntime
@@ -157,7 +158,7 @@ CAPABILITIES = Capabilities(
     pushes=False,  # the page asks; a counselor's reply waits for its next request
     max_text_chars=MAX_TEXT_CHARS,
     max_buttons=20,
-    max_button_label_chars=80,
+    max_button_label_chars=BUTTON_LABEL_LIMITS[CHANNEL],
     max_button_id_bytes=64,
 )
 

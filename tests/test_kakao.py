@@ -247,3 +247,18 @@ def test_each_offer_of_buttons_is_marked_apart() -> None:
     (b,) = second["template"]["quickReplies"]
     assert a["extra"]["button"] == b["extra"]["button"] == "no"
     assert a["extra"]["offer"] != b["extra"]["offer"]
+
+
+async def test_quick_reply_labels_are_kakaos_short_ones_never_cut(kakao: RunningHotline) -> None:
+    """Issue 18: labels were cut at Kakao's 14 characters ("Illegal filmi…", "Deepfake or s…");
+    the flows now give KakaoTalk short labels of its own."""
+    await post(kakao, skill_request("hello"))
+    answer = await post(kakao, skill_request("Agree", button="agree"))
+    labels = {r["label"] for r in answer["template"]["quickReplies"]}
+    assert {"Secret filming", "Deepfake", "Someone else"} <= labels
+    assert all(len(label) <= 14 and "…" not in label for label in labels), labels
+    # The label is what the victim appears to say: the short wording, and it still counts.
+    (filming,) = [r for r in answer["template"]["quickReplies"] if r["label"] == "Secret filming"]
+    assert filming["messageText"] == "Secret filming"
+    press = skill_request(filming["messageText"], button=filming["extra"]["button"])
+    assert texts(await post(kakao, press)) == [EN["report.age"]]

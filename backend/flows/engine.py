@@ -236,7 +236,8 @@ class _Run:
         self.messages.append(Outbound(text, buttons, key))
 
     def label(self, key: str) -> str:
-        return self.bundle.texts.get(key, self.session.language)
+        # The channel's own short wording where the flows give one (KakaoTalk's 14 characters).
+        return self.bundle.texts.label(key, self.session.language, self.session.channel)
 
     # -- moving ----------------------------------------------------------------------------
 
