@@ -346,6 +346,11 @@ class ConversationRuntime:
             if isinstance(effect, SubmitReport):
                 await self._reports.send(effect)
                 log.info("report sealed and queued as case %s", effect.case_id)
+                # Who will read it, as true now: a counselor on duty, or the first one back
+                # (issue 18: "a counselor is looking at it" was said with nobody on shift).
+                on_shift = 1 if self._shifts is None else await self._shifts.count()
+                who = "report.read_on_shift" if on_shift else "report.read_no_shift"
+                outcome.values["who_reads"] = bundle.texts.get(who, language)
             elif isinstance(effect, RequestHandoff):
                 on_shift = 1 if self._shifts is None else await self._shifts.count()
                 position = await self._handoff(
@@ -505,7 +510,7 @@ def _fill(message: Outbound, values: dict[str, str]) -> Outbound:
         return message
     text = message.text
     # The replies last: a counselor's words are shown as written, never filled in themselves.
-    for name in ("position", "wait", "request_status", "reply_how", "replies"):
+    for name in ("position", "wait", "request_status", "reply_how", "who_reads", "replies"):
         default = "" if name == "replies" else "-"
         text = text.replace("{" + name + "}", values.get(name, default))
     text = re.sub(r"\n{3,}", "\n\n", text).strip() if "\n" in text else text

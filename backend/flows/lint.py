@@ -49,6 +49,9 @@ ENGINE_KEYS = (
     "common.retry_help",
     "common.unavailable",
     "resources.none",
+    # Who will read a report just sent, filled into its `{who_reads}` (bot/runtime.py).
+    "report.read_on_shift",
+    "report.read_no_shift",
     "safety.exit",
     "safety.no_images_minor",
     # What the bot says in a live chat with a counselor (bot/live.py, bot/relay.py).
