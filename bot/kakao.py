@@ -44,7 +44,7 @@ from backend.core import redis_keys
 from backend.core.conversation import Button, Inbound, Outbound, Pseudonym
 from backend.core.pseudonyms import Pseudonymizer, Purpose
 from backend.core.settings import KakaoSettings
-from backend.flows.channel_labels import BUTTON_LABEL_LIMITS
+from backend.flows.channels import BUTTON_LABEL_LIMITS
 from bot.channel import Capabilities, fit
 from bot.live import CHECK_BUTTON, HeldLine, VictimSide
 from bot.runtime import NO_REPLIES_KEY, ConversationRuntime, Turn

@@ -49,6 +49,7 @@ from backend.core.live_chat import REPLY_KEY_ANSWER
 from backend.core.receipt_codes import ReceiptHasher
 from backend.core.shifts import ShiftBoard
 from backend.flows import engine
+from backend.flows.channels import FILE_CHANNELS
 from backend.flows.engine import BUILT_IN_EXITS, QUICK_EXIT_BUTTON, Bundle, Context
 from backend.flows.registry import FlowRegistry
 from bot.live import CHECK_BUTTON, VictimSide, how_replies_key
@@ -179,14 +180,14 @@ class ConversationRuntime:
                 return answered
         if session is None or bundle is None:
             bundle = self._flows.entry()
-            ctx = Context(int(now), bundle.hours.is_open(datetime.fromtimestamp(now, UTC)))
+            ctx = _context(bundle, now, inbound)
             fresh = bundle.new_session(inbound, secrets.token_hex(16))
             if session is not None:  # its flow version is gone; an open handoff is not
                 fresh.reply_key, fresh.handoff_case = session.reply_key, session.handoff_case
                 fresh.live = session.live
             result = engine.start(bundle, fresh, ctx, inbound)
         else:
-            ctx = Context(int(now), bundle.hours.is_open(datetime.fromtimestamp(now, UTC)))
+            ctx = _context(bundle, now, inbound)
             result = engine.step(bundle, session, inbound, ctx)
         outcome = await self._act(bundle, result, now, inbound.pseudonym)
         after = result.session
@@ -501,6 +502,13 @@ def _is_command(text: str | None) -> bool:
     victim's words for the counselor, even one that starts with a slash."""
     word = (text or "").strip().split(maxsplit=1)[0:1]
     return bool(word) and (word[0].lower() in BUILT_IN_EXITS or _COMMAND.match(word[0]) is not None)
+
+
+def _context(bundle: Bundle, now: float, inbound: Inbound) -> Context:
+    """What the flow may know: the clock, the service hours, and whether this channel can carry
+    a file (a flow never asks for screenshots the victim cannot send: issue 18)."""
+    is_open = bundle.hours.is_open(datetime.fromtimestamp(now, UTC))
+    return Context(int(now), is_open, files=inbound.channel in FILE_CHANNELS)
 
 
 def _fill(message: Outbound, values: dict[str, str]) -> Outbound:

@@ -27,7 +27,7 @@ from aiohttp import web
 from backend.core.conversation import MAX_TEXT_CHARS, Effect, Inbound, IssueReceipt, Outbound
 from backend.core.errors import HotlineError
 from backend.core.pseudonyms import Pseudonymizer, Purpose
-from backend.flows.channel_labels import BUTTON_LABEL_LIMITS
+from backend.flows.channels import BUTTON_LABEL_LIMITS
 from bot.channel import Capabilities, fit
 from bot.live import HeldLines
 from bot.runtime import ConversationRuntime

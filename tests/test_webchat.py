@@ -157,3 +157,27 @@ async def test_exit_ends_the_conversation_and_forgets_it(
     response = await hotline.client.post("/chat/api/turn", json={"token": TOKEN, "text": "/exit"})
     assert (await response.json())["ended"] is True
     assert [k async for k in redis.scan_iter(match=streams.SESSION_KEY_PREFIX + "*")] == []
+
+
+async def test_the_web_chat_never_asks_for_screenshots_it_cannot_take(
+    hotline: RunningHotline,
+) -> None:
+    """Issue 18: the page has no file input, yet the report asked for "up to 3 screenshots"."""
+    token = "f" * 43
+    said: list[str] = []
+    for body in (
+        {"text": "/start", "language": "en"},
+        {"button": "agree"},
+        {"button": "filming"},
+        {"button": "18_plus"},
+        {"text": "Someone filmed me."},
+        {"button": "today"},
+        {"button": "telegram"},
+        {"button": "skip"},
+        {"button": "yes"},
+    ):
+        said += [str(m["text"]) for m in await _turn(hotline, token, **body)]
+    asks = [EN[k] for k in ("report.evidence_choice", "report.screenshots", "report.evidence")]
+    assert not any(ask in text for ask in asks for text in said)
+    assert EN["report.evidence_no_upload"] in said
+    assert said[-1] == EN["report.refer_center"], "the report goes on to the next question"

@@ -85,6 +85,7 @@ class Context:
 
     now_s: int = 0  # 0: no clock (idle time-outs off)
     open: bool = True  # counselors answer now
+    files: bool = True  # the victim's channel can carry files (`channels.FILE_CHANNELS`)
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,13 @@ class _Run:
 
     def scope(self) -> Scope:
         s = self.session
-        return Scope(s.slots, frozenset(s.flags), s.priority, s.language, {"open": self.ctx.open})
+        return Scope(
+            s.slots,
+            frozenset(s.flags),
+            s.priority,
+            s.language,
+            {"open": self.ctx.open, "files": self.ctx.files},
+        )
 
     def say(self, key: str, buttons: tuple[Button, ...] = ()) -> None:
         values = {"receipt": str(self.session.slots.get("_receipt", ""))}

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from backend.core.errors import FlowError
-from backend.flows.channel_labels import BUTTON_LABEL_LIMITS, channel_key
+from backend.flows.channels import BUTTON_LABEL_LIMITS, channel_key
 from backend.flows.resources import Directory
 from backend.flows.spec import ACTIONS, AGE_BANDS, END, FlowSpec, StepSpec
 from backend.flows.texts import SAFETY_PREFIX, Texts, placeholders

@@ -16,7 +16,7 @@ from typing import Any
 
 from backend.core.errors import FlowError
 from backend.flows import source
-from backend.flows.channel_labels import channel_key
+from backend.flows.channels import channel_key
 
 FALLBACK_LANGUAGE = "ko"
 SAFETY_PREFIX = "safety."

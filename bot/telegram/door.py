@@ -62,7 +62,7 @@ from backend.core.errors import HotlineError
 from backend.core.live_chat import EventKind
 from backend.core.pseudonyms import Pseudonymizer, Purpose
 from backend.core.settings import TELEGRAM_DOWNLOAD_LIMIT_BYTES, Settings
-from backend.flows.channel_labels import BUTTON_LABEL_LIMITS
+from backend.flows.channels import BUTTON_LABEL_LIMITS
 from bot.channel import Capabilities, fit
 from bot.runtime import ConversationRuntime
 from bot.sessions import Once, OnceRefusedError

@@ -1,6 +1,10 @@
-"""How long a button label may be on each channel, and the short labels flows give for it.
+"""What each channel can show and take: button label lengths, short labels, files.
 
-A label too long for its channel is cut by the door (`bot.channel.fit`): on KakaoTalk, whose
+Files: only some doors can carry a file from the victim (Telegram). The web chat and KakaoTalk
+cannot, so the flows must never ask there for screenshots the victim has no way to send (issue
+18): the runtime tells the flow (`ctx.files`) and the flow decides what it asks.
+
+Labels: a label too long for its channel is cut by the door (`bot.channel.fit`): on KakaoTalk, whose
 quick replies show 14 characters, "Illegal filming" became "Illegal filmi…" and "Deepfake or
 synthesized images" "Deepfake or s…" (issue 18). So a locale may give a label a shorter
 wording for one channel, under `labels.<channel>.<key>`, and the linter (F012) checks that
@@ -22,3 +26,7 @@ BUTTON_LABEL_LIMITS: Mapping[str, int] = MappingProxyType({"web": 80, "telegram"
 def channel_key(key: str, channel: str) -> str:
     """Where a locale keeps `key`'s label for `channel`."""
     return f"{LABELS_PREFIX}{channel}.{key}"
+
+
+# The doors a victim can send files through (`Inbound.channel`).
+FILE_CHANNELS = frozenset({"telegram"})
