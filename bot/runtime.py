@@ -21,7 +21,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from redis.asyncio import Redis
@@ -188,6 +188,8 @@ class ConversationRuntime:
             result = engine.start(bundle, fresh, ctx, inbound)
         else:
             ctx = _context(bundle, now, inbound)
+            if inbound.text and engine.waits_for_receipt(bundle, session):
+                ctx = replace(ctx, receipt_known=await self._receipt_known(inbound.text))
             result = engine.step(bundle, session, inbound, ctx)
         outcome = await self._act(bundle, result, now, inbound.pseudonym)
         after = result.session
@@ -450,6 +452,14 @@ class ConversationRuntime:
             self._redis, effect.case_id, code_digest, reply_key.public_key()
         )
         await self._reports.send_receipt(effect.case_id, code_digest)
+
+    async def _receipt_known(self, typed: str) -> bool:
+        """Whether a typed code is one the centre issued (and not erased since): its digest
+        has a case. Said at once when not, before the victim chooses what to do with it."""
+        code_digest = await self._receipts.digest(typed.strip())
+        if code_digest is None:
+            return False
+        return bool(await self._redis.exists(redis_keys.receipt_key(code_digest)))
 
     async def _case_request(self, effect: CaseRequest) -> list[str] | None:
         """A returning victim's request, sealed onto the reports stream for the case's

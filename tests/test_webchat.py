@@ -181,3 +181,16 @@ async def test_the_web_chat_never_asks_for_screenshots_it_cannot_take(
     assert not any(ask in text for ask in asks for text in said)
     assert EN["report.evidence_no_upload"] in said
     assert said[-1] == EN["report.refer_center"], "the report goes on to the next question"
+
+
+async def test_a_wrong_receipt_code_is_said_at_once(hotline: RunningHotline) -> None:
+    """Issue 18: a wrong code was reported only after the victim had chosen what to do."""
+    token = "q" * 43
+    await _turn(hotline, token, text="/receipt", language="en")
+    (said,) = await _turn(hotline, token, text="ABCD-EFGH-JKMN-PQRS")
+    assert said["text"] == EN["receipt.unknown_code"]
+    buttons = said["buttons"]
+    assert isinstance(buttons, list)
+    assert [b["id"] for b in buttons] == ["try_again", "no_thanks"]
+    (again,) = await _turn(hotline, token, button="try_again")
+    assert again["text"] == EN["receipt.ask_code"]

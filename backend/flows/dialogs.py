@@ -8,6 +8,8 @@ tests:
     open: true            # whether counselors answer now (ctx.open)
     channel: web          # optional: played as this channel (its labels; ctx.files). Unset:
                           # a channel that takes files, and every door plays the table
+    receipt_known: true   # optional: whether receipt codes typed are the centre's (a door
+                          # looks them up; here the table says). Unset: none is known
     dialog:
       - bot: [safety.welcome, report.consent]       # what the start said, by text key
       - click: agree                                 # or `say: text`, or `files: 2`
@@ -42,7 +44,7 @@ TEST_GLOB = "*.test.yaml"
 _ROW_KEYS = frozenset(
     {"say", "click", "files", "bot", "slots", "effects", "state", "ended", "flags", "after_s"}
 )
-_TEST_KEYS = frozenset({"name", "language", "open", "channel", "dialog"})
+_TEST_KEYS = frozenset({"name", "language", "open", "channel", "receipt_known", "dialog"})
 _WHO = Pseudonym("flow-test")
 
 
@@ -137,6 +139,7 @@ def run_test(bundle: Bundle, test: Any, where: str, coverage: Coverage) -> Failu
     open_now = bool(test.get("open", True))
     channel = str(test.get("channel", "test"))
     files = "channel" not in test or channel in FILE_CHANNELS
+    receipt_known = bool(test.get("receipt_known", False))
     now_s = 1_700_000_000
     language = str(test.get("language", "ko"))
     session: Session | None = None
@@ -152,6 +155,8 @@ def run_test(bundle: Bundle, test: Any, where: str, coverage: Coverage) -> Failu
             inbound = _inbound(row, None)
             if inbound is None:
                 raise FlowError(f"{where}: row {number} needs `say`, `click` or `files`")
+            if inbound.text and engine.waits_for_receipt(bundle, session):
+                ctx = Context(now_s, open_now, files=files, receipt_known=receipt_known)
             result = engine.step(bundle, session, inbound, ctx)
         coverage.record(result)
         problem = _check(row, result)
