@@ -1,0 +1,138 @@
+"""`/metrics`: the counters move with real traffic, and nothing in them says who or what.
+
+A canary conversation goes the whole way through the composed app (a report with the marker in
+its answers, a handoff, a counselor's live line with the marker) and the node's `/metrics` is
+scraped: the marker, the case ids, the receipt code, the web chat token and its pseudonym are
+absent, every label is one of a few fixed words, and the counts match what was done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backend import streams
+from backend.cases import CaseStore
+from backend.metrics import (
+    CHANNELS,
+    DELIVERY_OUTCOMES,
+    OTHER,
+    RETRY_REASONS,
+    SEND_RESULTS,
+    TURN_OUTCOMES,
+)
+from backend.pseudonyms import Purpose
+from bot.webchat import pseudonymizer_key
+from tests.conftest import RunningHotline
+from tests.test_live_chat_through_the_bot import TOKEN, claimed_case, open_desk, poll, turn
+
+pytestmark = pytest.mark.crypto
+
+MARKER = "CANARY-91c4-협박범"
+REPORTER = "r" * 43
+# Label names and the words each may carry; `le` is a histogram bucket bound.
+ALLOWED_LABELS: dict[str, frozenset[str]] = {
+    "channel": CHANNELS | {OTHER},
+    "outcome": TURN_OUTCOMES | DELIVERY_OUTCOMES | {OTHER},
+    "result": SEND_RESULTS | {OTHER},
+    "reason": RETRY_REASONS | {OTHER},
+    "priority": frozenset({"0", "1", "2", "3"}),
+}
+
+
+async def scrape(hotline: RunningHotline) -> tuple[str, dict[str, float]]:
+    async with TestClient(TestServer(hotline.node.metrics_app())) as client:
+        response = await client.get("/metrics")
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        body = await response.text()
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if not sample.name.startswith("hotline_"):
+                continue
+            for name, value in sample.labels.items():
+                if name == "le":
+                    float(value)  # a number, nothing else
+                else:
+                    assert value in ALLOWED_LABELS[name], f"{sample.name}: {name}={value!r}"
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}"] = sample.value
+    return body, samples
+
+
+def total(samples: dict[str, float], prefix: str) -> float:
+    return sum(v for k, v in samples.items() if k.startswith(prefix))
+
+
+async def report(hotline: RunningHotline) -> list[str]:
+    """A whole report through the web chat, the marker in the victim's words; the receipt
+    codes the bot showed."""
+    receipts: list[str] = []
+    for step in (
+        {"text": "/start", "language": "en"},
+        {"button": "agree"},
+        {"button": "filming"},
+        {"button": "18_plus"},
+        {"text": f"he threatens me {MARKER}"},
+        {"button": "send_now"},
+    ):
+        response = await hotline.client.post("/chat/api/turn", json={"token": REPORTER, **step})
+        assert response.status == 200, await response.text()
+        answer: dict[str, Any] = await response.json()
+        receipts += [m["receipt"] for m in answer["messages"] if m.get("receipt")]
+    return receipts
+
+
+async def test_metrics_count_a_canary_conversation_and_never_name_it(
+    hotline: RunningHotline, redis: Redis, engine: AsyncEngine
+) -> None:
+    desk = await open_desk(hotline)
+    before = (await scrape(hotline))[1]
+    assert before["hotline_counselors_on_shift{}"] == 1
+
+    await turn(hotline, "/start")
+    await turn(hotline, "/human")
+    await turn(hotline, f"my words for the counselor {MARKER}")
+    case_id = await claimed_case(hotline, desk)
+    assert (await desk.chat(case_id, "start"))[0] == 200
+    await poll(hotline)
+    status, sent = await desk.chat(case_id, "lines", text=f"we are here {MARKER}")
+    assert status == 200, sent
+    await poll(hotline)
+
+    receipts = await report(hotline)
+    cases = CaseStore(engine)
+    for _ in range(500):  # the intake stores the report in the background
+        if await redis.xlen(streams.REPORTS_STREAM) == 0 and len(await cases.list_open()) > 1:
+            break
+        await asyncio.sleep(0.02)
+    body, after = await scrape(hotline)
+    queued = len(await cases.list_waiting())
+    assert queued >= 1, "the report waits; the handoff is claimed"
+    assert total(after, "hotline_queue_depth{") == queued
+    assert total(after, "hotline_queue_sla_missed{") == 0
+    assert after["hotline_intake_lag_entries{}"] == 0, "the intake stored everything"
+    assert after["hotline_dead_letters{}"] == 0
+    assert after["hotline_centre_gauges_readable{}"] == 1
+
+    turns = 3 + 6  # the handoff conversation and the report; the page's polls are not turns
+    assert after["hotline_updates_total{channel=web}"] == turns
+    assert after["hotline_turns_total{channel=web,outcome=answered}"] == turns
+    assert after["hotline_turn_seconds_count{channel=web}"] == turns
+    assert after["hotline_flow_step_seconds_count{}"] >= 6
+    assert after["hotline_live_delivery_seconds_count{outcome=held}"] == 1, "the line, held"
+
+    pseudonymizer = hotline.client.app[pseudonymizer_key]
+    needles = [MARKER, TOKEN, REPORTER, *receipts]
+    needles += [c.id for c in await cases.list_open()]
+    needles += [pseudonymizer.pseudonym(Purpose.SESSION, "web", t) for t in (TOKEN, REPORTER)]
+    assert receipts, "the report's receipt was shown, so its absence below means something"
+    for needle in needles:
+        assert needle not in body
