@@ -16,7 +16,7 @@ from types import ModuleType
 from backend.errors import SettingsError
 from backend.json_logs import JsonLinesFormatter
 from backend.settings import Settings
-from bot import cli_audit, cli_counselor, cli_flows, cli_keys, cli_serve
+from bot import cli_audit, cli_counselor, cli_flows, cli_keys, cli_migrate, cli_serve
 
 EXIT_SETTINGS = 2
 
@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     cli_keys,
     cli_counselor,
     cli_audit,
+    cli_migrate,
 )
 
 
