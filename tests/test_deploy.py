@@ -39,6 +39,8 @@ DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
 CONTAINERFILE = DEPLOY / "Containerfile"
 KUSTOMIZATION = DEPLOY / "kubernetes"
+# The pod a person opens for `hotline keys init` and the other terminal steps.
+ADMIN_KUSTOMIZATION = KUSTOMIZATION / "admin"
 DASHBOARD = DEPLOY / "monitoring" / "grafana-dashboard.json"
 ALERTS = DEPLOY / "monitoring" / "prometheus-alerts.yaml"
 COMPOSE_SCHEMA = Path(__file__).resolve().parent / "schemas" / "compose-spec.json"
@@ -56,11 +58,11 @@ SECRET_SETTINGS = {
 }
 
 
-def rendered() -> list[dict[str, Any]]:
+def rendered(kustomization: Path = KUSTOMIZATION) -> list[dict[str, Any]]:
     kubectl = shutil.which("kubectl")
     assert kubectl is not None, "kubectl (with kustomize) is needed to render deploy/kubernetes"
     out = subprocess.run(
-        [kubectl, "kustomize", str(KUSTOMIZATION)],
+        [kubectl, "kustomize", str(kustomization)],
         capture_output=True,
         text=True,
         check=True,
@@ -73,11 +75,21 @@ def of_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any
     return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
 
 
+def pod_spec(obj: dict[str, Any]) -> dict[str, Any] | None:
+    if obj["kind"] == "Pod":
+        spec: dict[str, Any] = obj["spec"]
+        return spec
+    if obj["kind"] in {"Deployment", "Job"}:
+        template: dict[str, Any] = obj["spec"]["template"]["spec"]
+        return template
+    return None
+
+
 def containers(objects: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
     for obj in objects:
-        if obj["kind"] in {"Deployment", "Job"}:
-            for container in obj["spec"]["template"]["spec"]["containers"]:
-                yield obj["metadata"]["name"], container
+        spec = pod_spec(obj)
+        for container in spec["containers"] if spec is not None else []:
+            yield obj["metadata"]["name"], container
 
 
 def compose() -> dict[str, Any]:
@@ -91,7 +103,7 @@ def compose() -> dict[str, Any]:
 def test_the_manifests_render_and_pass_kubernetes_validate() -> None:
     objects = rendered()
     version = kubernetes_validate.latest_version()
-    for obj in objects:
+    for obj in [*objects, *rendered(ADMIN_KUSTOMIZATION)]:
         kubernetes_validate.validate(obj, version, strict=True)
     deployments = of_kind(objects, "Deployment")
     assert set(deployments) == {"hotline-backend", "hotline-bot"}
@@ -106,7 +118,7 @@ def test_the_manifests_render_and_pass_kubernetes_validate() -> None:
 
 def test_every_container_is_probed_bounded_and_locked_down() -> None:
     objects = rendered()
-    for name, container in containers(objects):
+    for name, container in containers([*objects, *rendered(ADMIN_KUSTOMIZATION)]):
         assert container["image"].endswith(":0.1.0"), name
         assert container["resources"]["requests"], name
         security = container["securityContext"]
@@ -237,18 +249,14 @@ def _passed_settings() -> dict[str, set[str]]:
             add(re.findall(r"(HOTLINE_[A-Z0-9_]+)=", line), "Containerfile")
     for name, service in compose()["services"].items():
         add(list(service.get("environment", {})), f"compose {name}")
-    for obj in rendered():
+    objects = [*rendered(), *rendered(ADMIN_KUSTOMIZATION)]
+    for obj in objects:
         if obj["kind"] == "ConfigMap":
             add(list(obj["data"]), f"ConfigMap {obj['metadata']['name']}")
-        for container in (
-            obj["spec"]["template"]["spec"]["containers"]
-            if obj["kind"] in {"Deployment", "Job"}
-            else []
-        ):
-            add([e["name"] for e in container.get("env", [])], obj["metadata"]["name"])
-            for ref in container.get("env", []):
-                picked = ref.get("valueFrom", {}).get("configMapKeyRef", {}).get("key", "")
-                add([picked], obj["metadata"]["name"])
+    for name, container in containers(objects):
+        add([e["name"] for e in container.get("env", [])], name)
+        for ref in container.get("env", []):
+            add([ref.get("valueFrom", {}).get("configMapKeyRef", {}).get("key", "")], name)
     return passed
 
 
@@ -285,7 +293,7 @@ def test_secrets_are_referenced_never_written() -> None:
     for obj in rendered():
         if obj["kind"] == "ConfigMap":
             assert not SECRET_SETTINGS & set(obj["data"])
-    for name, container in containers(rendered()):
+    for name, container in containers([*rendered(), *rendered(ADMIN_KUSTOMIZATION)]):
         for entry in container.get("env", []):
             if entry["name"] in SECRET_SETTINGS:
                 assert "secretKeyRef" in entry["valueFrom"], (name, entry["name"])
