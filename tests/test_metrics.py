@@ -13,12 +13,14 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import streams
 from backend.cases import CaseStore
+from backend.flows.registry import FlowRegistry
 from backend.metrics import (
     CHANNELS,
     DELIVERY_OUTCOMES,
@@ -29,10 +31,18 @@ from backend.metrics import (
 )
 from backend.pseudonyms import Purpose
 from bot.webchat import pseudonymizer_key
+from tests import telegram_support
 from tests.conftest import RunningHotline
+from tests.fake_telegram import FakeTelegram
+from tests.telegram_support import Victim, make_runtime, running_door
 from tests.test_live_chat_through_the_bot import TOKEN, claimed_case, open_desk, poll, turn
 
 pytestmark = pytest.mark.crypto
+
+center_key = telegram_support.center_key
+flows = telegram_support.flows
+mode = telegram_support.mode
+telegram = telegram_support.telegram
 
 MARKER = "CANARY-91c4-협박범"
 REPORTER = "r" * 43
@@ -136,3 +146,26 @@ async def test_metrics_count_a_canary_conversation_and_never_name_it(
     assert receipts, "the report's receipt was shown, so its absence below means something"
     for needle in needles:
         assert needle not in body
+
+
+async def test_telegram_updates_sends_429s_and_retries_are_counted(
+    mode: str,
+    redis: Redis,
+    telegram: FakeTelegram,
+    flows: FlowRegistry,
+    center_key: X25519PrivateKey,
+) -> None:
+    runtime, root_secret = make_runtime(redis, flows, center_key)
+    async with running_door(mode, redis, telegram, runtime, root_secret):
+        telegram.fail_next(
+            "sendMessage", 429, "Too Many Requests: retry after 1", {"retry_after": 1}
+        )
+        telegram.fail_next("sendMessage", 502, "Bad Gateway")
+        await Victim(telegram, "en").say("/start", replies=4)
+    value = runtime.metrics.registry.get_sample_value
+    assert value("hotline_updates_total", {"channel": "telegram"}) == 1
+    assert value("hotline_turns_total", {"channel": "telegram", "outcome": "answered"}) == 1
+    assert value("hotline_outbox_sends_total", {"result": "sent"}) == 2, "welcome, consent"
+    assert value("hotline_outbox_rate_limited_total") == 1
+    assert value("hotline_outbox_retries_total", {"reason": "rate_limited"}) == 1
+    assert value("hotline_outbox_retries_total", {"reason": "network"}) == 1
