@@ -9,18 +9,24 @@ absent, every label is one of a few fixed words, and the counts match what was d
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend import streams
+from backend import keys, streams
 from backend.cases import CaseStore
+from backend.centre_gauges import CentreGauges
+from backend.conversation import SubmitReport
 from backend.flows.registry import FlowRegistry
+from backend.intake import Intake, ensure_group
 from backend.metrics import (
     CHANNELS,
     DELIVERY_OUTCOMES,
@@ -30,6 +36,9 @@ from backend.metrics import (
     TURN_OUTCOMES,
 )
 from backend.pseudonyms import Purpose
+from backend.settings import SlaPolicy
+from backend.shifts import ShiftBoard
+from bot.reports import ReportSender
 from bot.webchat import pseudonymizer_key
 from tests import telegram_support
 from tests.conftest import RunningHotline
@@ -169,3 +178,51 @@ async def test_telegram_updates_sends_429s_and_retries_are_counted(
     assert value("hotline_outbox_rate_limited_total") == 1
     assert value("hotline_outbox_retries_total", {"reason": "rate_limited"}) == 1
     assert value("hotline_outbox_retries_total", {"reason": "network"}) == 1
+
+
+def _report(priority: int) -> SubmitReport:
+    return SubmitReport(
+        idempotency_key=f"{uuid.uuid4().hex}:3",
+        case_id=uuid.uuid4().hex,
+        category="sextortion",
+        priority=priority,
+        language="ko",
+        channel="web",
+        answers={"details": MARKER},
+    )
+
+
+async def test_the_centre_gauges_show_a_missed_sla_a_lagging_intake_and_dead_letters(
+    redis: Redis, engine: AsyncEngine
+) -> None:
+    sender = ReportSender(redis, keys.generate_private_key().public_key())
+    store = CaseStore(engine)
+    await ensure_group(redis)
+    await sender.send(_report(priority=3))
+    await redis.xadd(
+        streams.REPORTS_STREAM,
+        {streams.FIELD_IDEMPOTENCY_KEY: "e2", streams.FIELD_EVENT: "victim_sang"},
+    )
+    entries = await redis.xreadgroup(
+        streams.INTAKE_GROUP, "c", {streams.REPORTS_STREAM: ">"}, count=10
+    )
+    await Intake(redis, store, "c").handle(entries[0][1])  # type: ignore[index, arg-type]
+    await sender.send(_report(priority=0))  # not taken yet
+    registry = CollectorRegistry()
+    three_minutes_on = time.time() + 180  # past priority 3's 2 minutes, within priority 0's 60
+    gauges = CentreGauges(
+        registry, redis, store, ShiftBoard(redis), SlaPolicy(), clock=lambda: three_minutes_on
+    )
+    await gauges.refresh()
+    value = registry.get_sample_value
+    assert value("hotline_queue_depth", {"priority": "3"}) == 1
+    assert value("hotline_queue_depth", {"priority": "0"}) == 0
+    assert value("hotline_queue_sla_missed", {"priority": "3"}) == 1
+    assert (value("hotline_queue_oldest_wait_seconds", {"priority": "3"}) or 0) >= 179
+    assert value("hotline_intake_lag_entries") == 1
+    assert (value("hotline_intake_oldest_entry_seconds") or 0) >= 179
+    assert value("hotline_dead_letters") == 1
+    assert value("hotline_counselors_on_shift") == 0
+    assert value("hotline_centre_gauges_readable") == 1
+    body = generate_latest(registry).decode()
+    assert MARKER not in body
