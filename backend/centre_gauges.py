@@ -4,7 +4,7 @@ Every backend node reads the same shared Redis and database, so every one export
 values: dashboards and alerts take `max()` over the nodes. Read at scrape time rather than by a
 timer, so an idle node does no work and a scrape is never older than the data.
 
-Counts per priority only (0-3, `streams.HANDOFF_MAX_PRIORITY`): never a case id.
+Counts per priority only (0-3, `redis_keys.HANDOFF_MAX_PRIORITY`): never a case id.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from typing import cast
 from prometheus_client import CollectorRegistry, Gauge
 from redis.asyncio import Redis
 
-from backend import streams
 from backend.cases import CaseStore
-from backend.settings import SlaPolicy
-from backend.shifts import ShiftBoard
+from backend.core import redis_keys
+from backend.core.settings import SlaPolicy
+from backend.core.shifts import ShiftBoard
 
-PRIORITIES = tuple(str(p) for p in range(streams.HANDOFF_MAX_PRIORITY + 1))
+PRIORITIES = tuple(str(p) for p in range(redis_keys.HANDOFF_MAX_PRIORITY + 1))
 
 
 class CentreGauges:
@@ -93,7 +93,7 @@ class CentreGauges:
         oldest = dict.fromkeys(PRIORITIES, 0.0)
         missed = dict.fromkeys(PRIORITIES, 0)
         for case in await self._cases.list_waiting():
-            priority = str(max(0, min(case.priority, streams.HANDOFF_MAX_PRIORITY)))
+            priority = str(max(0, min(case.priority, redis_keys.HANDOFF_MAX_PRIORITY)))
             received = case.received_at
             if received.tzinfo is None:  # SQLite hands back naive datetimes; all are UTC
                 received = received.replace(tzinfo=UTC)
@@ -106,9 +106,9 @@ class CentreGauges:
             self._oldest.labels(priority).set(oldest[priority])
             self._sla_missed.labels(priority).set(missed[priority])
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.xlen(streams.REPORTS_STREAM)
-            pipe.xrange(streams.REPORTS_STREAM, count=1)
-            pipe.xlen(streams.DEAD_LETTER_STREAM)
+            pipe.xlen(redis_keys.REPORTS_STREAM)
+            pipe.xrange(redis_keys.REPORTS_STREAM, count=1)
+            pipe.xlen(redis_keys.DEAD_LETTER_STREAM)
             lag, first, dead = await pipe.execute()
         self._intake_lag.set(int(lag))
         entries = cast(list[tuple[bytes, object]], first)

@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import database
-from backend.settings import Settings
+from backend.core.settings import Settings
 from tests.conftest import RunningHotline
 
 ROOT = Path(__file__).resolve().parent.parent

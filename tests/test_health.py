@@ -14,10 +14,10 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backend.core.settings import Settings
 from backend.embedded_redis import EmbeddedRedis
 from backend.readiness import readiness_key
-from backend.settings import Settings
-from bot.node import BOT, Node
+from bot.cli.node import BOT, Node
 from tests.conftest import FAST_KDF_ENV, Pair, RunningHotline, start_hotline
 
 

@@ -21,13 +21,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend import keys, streams
 from backend.cases import CaseStore
 from backend.centre_gauges import CentreGauges
-from backend.conversation import SubmitReport
-from backend.flows.registry import FlowRegistry
-from backend.intake import Intake, ensure_group
-from backend.metrics import (
+from backend.core import keys, redis_keys
+from backend.core.conversation import SubmitReport
+from backend.core.metrics import (
     CHANNELS,
     DELIVERY_OUTCOMES,
     OTHER,
@@ -35,9 +33,11 @@ from backend.metrics import (
     SEND_RESULTS,
     TURN_OUTCOMES,
 )
-from backend.pseudonyms import Purpose
-from backend.settings import SlaPolicy
-from backend.shifts import ShiftBoard
+from backend.core.pseudonyms import Purpose
+from backend.core.settings import SlaPolicy
+from backend.core.shifts import ShiftBoard
+from backend.flows.registry import FlowRegistry
+from backend.intake import Intake, ensure_group
 from bot.reports import ReportSender
 from bot.webchat import pseudonymizer_key
 from tests import telegram_support
@@ -129,7 +129,7 @@ async def test_metrics_count_a_canary_conversation_and_never_name_it(
     receipts = await report(hotline)
     cases = CaseStore(engine)
     for _ in range(500):  # the intake stores the report in the background
-        if await redis.xlen(streams.REPORTS_STREAM) == 0 and len(await cases.list_open()) > 1:
+        if await redis.xlen(redis_keys.REPORTS_STREAM) == 0 and len(await cases.list_open()) > 1:
             break
         await asyncio.sleep(0.02)
     body, after = await scrape(hotline)
@@ -200,13 +200,13 @@ async def test_the_centre_gauges_show_a_missed_sla_a_lagging_intake_and_dead_let
     await ensure_group(redis)
     await sender.send(_report(priority=3))
     await redis.xadd(
-        streams.REPORTS_STREAM,
-        {streams.FIELD_IDEMPOTENCY_KEY: "e2", streams.FIELD_EVENT: "victim_sang"},
+        redis_keys.REPORTS_STREAM,
+        {redis_keys.FIELD_IDEMPOTENCY_KEY: "e2", redis_keys.FIELD_EVENT: "victim_sang"},
     )
     entries = await redis.xreadgroup(
-        streams.INTAKE_GROUP, "c", {streams.REPORTS_STREAM: ">"}, count=10
+        redis_keys.INTAKE_GROUP, "c", {redis_keys.REPORTS_STREAM: ">"}, count=10
     )
-    await Intake(redis, store, "c").handle(entries[0][1])  # type: ignore[index, arg-type]
+    await Intake(redis, store, "c").handle(entries[0][1])  # type: ignore[index, arg-type]  # redis-py types XREADGROUP loosely
     await sender.send(_report(priority=0))  # not taken yet
     registry = CollectorRegistry()
     three_minutes_on = time.time() + 180  # past priority 3's 2 minutes, within priority 0's 60

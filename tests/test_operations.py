@@ -16,7 +16,7 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.json_logs import JsonLinesFormatter
+from backend.core.json_logs import JsonLinesFormatter
 from tests.conftest import FAST_KDF_ENV, Pair
 from tests.test_e2e import HOTLINE, Up, Victim, _http
 
