@@ -183,6 +183,7 @@ def render_turn(messages: list[Outbound], effects: tuple[Effect, ...]) -> list[d
 
 
 async def turn(request: web.Request) -> web.Response:
+    request.app[runtime_key].metrics.update(CHANNEL)
     payload = await _json_body(request)
     inbound = parse_turn(payload, request.app[pseudonymizer_key])
     turn_id = payload.get("turn")

@@ -175,6 +175,10 @@ class Settings:
     # Where victims and counselors reach us (https://name); requests under another host name
     # than this one or the bound address are refused (backend/host_check.py).
     public_url: str | None = None
+    # Prometheus' `/metrics` on a port of its own (backend/core/metrics.py); None: not served.
+    metrics_port: int | None = None
+    # "text" for a person at a terminal, "json" (one object a line) for a log collector.
+    log_format: str = "text"
 
     @property
     def embedded_redis(self) -> bool:
@@ -265,6 +269,8 @@ class Settings:
                 ),
                 wait_ms=_int(env, "HOTLINE_REDIS_POOL_WAIT_MS", 5000, low=1, high=60_000),
             ),
+            metrics_port=_metrics_port(env),
+            log_format=_log_format(env.get("HOTLINE_LOG_FORMAT")),
         )
 
 
@@ -296,6 +302,25 @@ def _sla_minutes(raw: str | None) -> tuple[tuple[int, int], ...]:
             f"HOTLINE_SLA_MINUTES: no target for priority {', '.join(map(str, missing))}"
         )
     return tuple(sorted(pairs.items(), reverse=True))
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def _metrics_port(env: Mapping[str, str]) -> int | None:
+    if not env.get("HOTLINE_METRICS_PORT"):
+        return None
+    port = _int(env, "HOTLINE_METRICS_PORT", 0, low=0, high=65535)
+    if port == _int(env, "HOTLINE_HTTP_PORT", 8080, low=0, high=65535) and port != 0:
+        raise SettingsError("HOTLINE_METRICS_PORT: must differ from HOTLINE_HTTP_PORT")
+    return port
+
+
+def _log_format(raw: str | None) -> str:
+    value = (raw or "text").strip().lower()
+    if value not in LOG_FORMATS:
+        raise SettingsError(f"HOTLINE_LOG_FORMAT: must be one of {', '.join(LOG_FORMATS)}")
+    return value
 
 
 def _trusted_proxies(raw: str | None) -> tuple[Network, ...]:
