@@ -257,3 +257,10 @@ def telegram_cases_key(pseudonym: str) -> str:
     """The cases a Telegram conversation opened (one sealed entry each): flagged if the victim
     blocks the bot, also after the session ended."""
     return TELEGRAM_CHAT_PREFIX + pseudonym + ":cases_list"
+
+
+# Published flows (backend/flow_versions.py): a message on this pub/sub channel (the new
+# version's digest) tells every bot worker and backend node to follow the pointer now; each also
+# looks every FLOWS_CHECK_S, so a lost message only delays a publish.
+FLOWS_PUBLISHED_CHANNEL: Final = PREFIX + "flows:published"
+FLOWS_CHECK_S: Final = 10.0

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import bootstrap, database
 from backend.cases import CaseStore
+from backend.console import canned_responses
 from backend.console import views as console
 from backend.console.sessions import ConsoleSessionStore
 from backend.core import keys
@@ -34,11 +35,12 @@ from backend.core.settings import Settings
 from backend.core.shifts import ShiftBoard
 from backend.counselors import CounselorStore
 from backend.embedded_redis import EmbeddedRedis
-from backend.flows.registry import FlowRegistry
+from backend.flow_versions import FlowVersionStore
 from backend.flows.resources import Directory
 from backend.intake import Intake, dead_letter_count
 from backend.keyring import KeyRing
 from backend.login_guard import LoginGuard
+from backend.published_flows import PublishedFlows, stop_listening
 from backend.receipts import ReceiptBook
 from backend.retention import RetentionJob
 from backend.web import make_app
@@ -96,14 +98,30 @@ class Node:
     async def build(self) -> web.Application:
         """Start every dependency and return the HTTP app; `async with` the node to stop them."""
         redis = await self._redis()
-        engine = await self._engine() if BACKEND in self.roles else None
+        # Every role reads the published flows from the database (issue 15); only the
+        # backend's console and intake use the rest of it.
+        database_engine = await self._engine()
+        engine = database_engine if BACKEND in self.roles else None
         app = make_app(redis, engine, trusted_proxies=self.settings.trusted_proxies)
+        flows = await self._published_flows(redis, database_engine)
         published: tuple[X25519PublicKey, bytes] | None = None
         if engine is not None:
-            published = await self._backend(app, redis, engine)
+            published = await self._backend(app, redis, engine, flows)
         if BOT in self.roles:
-            await self._bot(app, redis, published)
+            await self._bot(app, redis, published, flows)
         return app
+
+    async def _published_flows(self, redis: Redis, engine: AsyncEngine) -> PublishedFlows:
+        """The published flows, followed; the shipped directory is the first version."""
+        store = FlowVersionStore(engine, redis)
+        try:
+            await store.seed(self.settings.flows_dir, canned_responses.shipped())
+            flows = await PublishedFlows.open(store)
+        except FlowError as exc:
+            raise SettingsError(f"HOTLINE_FLOWS_DIR: {exc}") from None
+        listening = asyncio.create_task(flows.listen(redis), name="flows")
+        self._stack.push_async_callback(stop_listening, flows, listening)
+        return flows
 
     async def run(self, listener: socket.socket, stop: asyncio.Event) -> None:
         async with self:
@@ -144,7 +162,7 @@ class Node:
         return engine
 
     async def _backend(
-        self, app: web.Application, redis: Redis, engine: AsyncEngine
+        self, app: web.Application, redis: Redis, engine: AsyncEngine, flows: PublishedFlows
     ) -> tuple[X25519PublicKey, bytes]:
         """Start the centre; what it publishes for the bot: the public key and receipt salt."""
         cases = CaseStore(engine)
@@ -190,7 +208,11 @@ class Node:
             raise SettingsError(f"HOTLINE_FLOWS_DIR: {exc}") from None
 
     async def _bot(
-        self, app: web.Application, redis: Redis, published: tuple[X25519PublicKey, bytes] | None
+        self,
+        app: web.Application,
+        redis: Redis,
+        published: tuple[X25519PublicKey, bytes] | None,
+        flows: PublishedFlows,
     ) -> None:
         center_key, salt = published if published is not None else (None, None)
         if salt is None:
@@ -208,10 +230,6 @@ class Node:
                 center_key = keys.decode_public_key(encoded)
             except ValueError:
                 raise SettingsError("HOTLINE_CENTER_PUBLIC_KEY: not a valid public key") from None
-        try:
-            flows = FlowRegistry.load(self.settings.flows_dir)
-        except FlowError as exc:
-            raise SettingsError(f"HOTLINE_FLOWS_DIR: {exc}") from None
         root_secret = load_root_secret(self.settings)
         pseudonymizer = Pseudonymizer(root_secret)
         victims = VictimSide(
