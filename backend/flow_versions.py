@@ -32,10 +32,12 @@ from sqlmodel import col
 
 from backend import audit
 from backend.audit import AuditAction
+from backend.console.published_bundle import canned_of
 from backend.core import redis_keys
 from backend.core.errors import FlowError
 from backend.flows import bundle_files
 from backend.flows.bundle_files import BundleFiles, Checked
+from backend.flows.lint import Problem
 from backend.models import FlowDraft, FlowPointer, FlowVersion, utcnow
 
 log = logging.getLogger(__name__)
@@ -144,7 +146,7 @@ class FlowVersionStore:
 
     async def publish(self, files: BundleFiles, author: str, message: str) -> VersionInfo:
         """Check, store as a new version and point at it; `PublishRefusedError` says why not."""
-        checked = bundle_files.check(files)
+        checked = check_bundle(files)
         if not checked.publishable:
             raise PublishRefusedError("the bundle does not pass its checks", checked.reasons())
         return await self.store_checked(files, checked, author, message)
@@ -267,6 +269,17 @@ class FlowVersionStore:
             await self._redis.publish(redis_keys.FLOWS_PUBLISHED_CHANNEL, digest)
         except RedisError:
             log.warning("flows published, but the workers were not told; they look on their own")
+
+
+def check_bundle(files: BundleFiles) -> Checked:
+    """`bundle_files.check`, and the console's canned responses read as the console reads them."""
+    checked = bundle_files.check(files)
+    try:
+        canned_of(files)
+    except ValueError as exc:
+        checked.problems.append(Problem("F000", "canned", 1, str(exc)))
+        checked.bundle = None
+    return checked
 
 
 async def _insert_version(

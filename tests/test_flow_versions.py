@@ -189,6 +189,10 @@ HOSTILE = {
     "a path with ..": (lambda f: {**f, "../outside.flow.yaml": "schema: 1\n"}, "not a bundle file"),
     "an absolute path": (lambda f: {**f, "/etc/report.flow.yaml": "x: 1\n"}, "not a bundle file"),
     "a flow that loops without input": (_loop_without_input, "F009"),
+    "broken canned responses": (
+        lambda f: {**f, "canned/en.yaml": "- {id: only_here, title: T, text: t}\n"},
+        "ids differ",
+    ),
 }
 
 

@@ -23,7 +23,9 @@ from backend.console.app_keys import (
     pending_key,
     require_totp_key,
 )
+from backend.console.canned_responses import load, shipped
 from backend.console.forms import read_form, render
+from backend.console.published_bundle import ConsoleBundle, bundle_key
 from backend.console.sessions import (
     ConsoleSession,
     ConsoleSessionStore,
@@ -150,7 +152,11 @@ def add_routes(
     sla: SlaPolicy,
     receipts: ReceiptBook,
     services: Directory | None = None,
+    bundle: ConsoleBundle | None = None,
 ) -> None:
+    """`bundle`: the published flows' resources and canned responses, followed; without it,
+    `services` and the shipped canned responses, fixed."""
+    app[bundle_key] = bundle or ConsoleBundle(services or Directory(), load(shipped()))
     app[cases_key] = cases
     app[dead_letters_key] = dead_letters
     app[counselors_key] = counselors
@@ -169,7 +175,7 @@ def add_routes(
         app.router.add_route(method, path, guard(rule, handler))
     sign_in.add_routes(app)
     queue.add_routes(app, sla=sla)
-    case_work.add_routes(app, services or Directory())
+    case_work.add_routes(app)
     live.add_routes(app, cases=cases, keyring=keyring)
     receipt_lookup.add_routes(app, receipts)
     openapi.add_routes(app)

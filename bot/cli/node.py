@@ -24,8 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import bootstrap, database
 from backend.cases import CaseStore
-from backend.console import canned_responses
+from backend.console import canned_responses, published_bundle
 from backend.console import views as console
+from backend.console.published_bundle import ConsoleBundle
 from backend.console.sessions import ConsoleSessionStore
 from backend.core import keys
 from backend.core.errors import FlowError, SettingsError
@@ -36,7 +37,6 @@ from backend.core.shifts import ShiftBoard
 from backend.counselors import CounselorStore
 from backend.embedded_redis import EmbeddedRedis
 from backend.flow_versions import FlowVersionStore
-from backend.flows.resources import Directory
 from backend.intake import Intake, dead_letter_count
 from backend.keyring import KeyRing
 from backend.login_guard import LoginGuard
@@ -186,7 +186,7 @@ class Node:
             dead_letters=functools.partial(dead_letter_count, redis),
             pending_sign_ins=ConsoleSessionStore(redis, pending=True),
             require_totp=self.settings.login.require_totp,
-            services=self._services(),
+            bundle=self._console_bundle(flows),
             sla=self.settings.sla,
             receipts=ReceiptBook(engine, self.settings.kdf),
         )
@@ -200,12 +200,18 @@ class Node:
         bootstrap.write_receipt_salt(self.settings.data_dir, salt)
         return active.public_key, salt
 
-    def _services(self) -> Directory:
-        """The resource directory referrals are recorded against (the flows' own)."""
+    def _console_bundle(self, flows: PublishedFlows) -> ConsoleBundle:
+        """The resource directory referrals are recorded against and the canned responses: the
+        published flows' own, followed when the pointer moves."""
         try:
-            return Directory.load(self.settings.flows_dir / "resources.yaml")
-        except FlowError as exc:
-            raise SettingsError(f"HOTLINE_FLOWS_DIR: {exc}") from None
+            canned = published_bundle.canned_of(flows.files)
+        except ValueError as exc:
+            raise SettingsError(f"published flows: {exc}") from None
+        bundle = ConsoleBundle(
+            flows.entry().directory, canned or canned_responses.load(canned_responses.shipped())
+        )
+        flows.listeners.append(lambda f: bundle.follow(f.files, f.entry().directory))
+        return bundle
 
     async def _bot(
         self,
