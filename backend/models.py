@@ -118,6 +118,8 @@ class Counselor(SQLModel, table=True):
     )
     # The last TOTP step accepted: a code is good once, and only for a later step.
     totp_last_step: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    # False once an administrator deactivated the account: no sign-in, no key wraps, no cases.
+    active: bool = Field(default=True)
 
 
 class CenterKey(SQLModel, table=True):

@@ -11,7 +11,16 @@ from aiohttp import web
 
 from backend.audit import AuditAction
 from backend.cases import CaseStore, envelope_of
-from backend.console import access, case_work, live, openapi, queue, receipt_lookup, sign_in
+from backend.console import (
+    access,
+    accounts,
+    case_work,
+    live,
+    openapi,
+    queue,
+    receipt_lookup,
+    sign_in,
+)
 from backend.console.access import Access, current_session, guard, sessions_key
 from backend.console.app_keys import (
     DeadLetterCount,
@@ -178,4 +187,5 @@ def add_routes(
     case_work.add_routes(app)
     live.add_routes(app, cases=cases, keyring=keyring)
     receipt_lookup.add_routes(app, receipts)
+    accounts.add_routes(app)
     openapi.add_routes(app)

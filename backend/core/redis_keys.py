@@ -205,6 +205,11 @@ def case_replies_key(case_id: str) -> str:
     return CASE_REPLIES_PREFIX + case_id
 
 
+def console_sessions_of_key(counselor_id: int) -> str:
+    """The set of one counselor's session keys, so deactivating them ends every one at once."""
+    return CONSOLE_SESSION_PREFIX + f"of:{counselor_id}"
+
+
 def console_session_key(session_id_hash: str) -> str:
     return CONSOLE_SESSION_PREFIX + session_id_hash
 

@@ -1,4 +1,5 @@
-"""Flow bundles as published versions: immutable versions, one pointer, drafts per administrator.
+"""Flow bundles as published versions: immutable versions, one pointer, drafts per administrator;
+and counselor accounts an administrator can deactivate.
 
 Revision ID: 0006
 Revises: 0005
@@ -14,6 +15,10 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("counselors") as batch:
+        batch.add_column(
+            sa.Column("active", sa.Boolean(), nullable=False, server_default=sa.true())
+        )
     op.create_table(
         "flow_versions",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -45,3 +50,5 @@ def downgrade() -> None:
     op.drop_table("flow_pointer")
     op.drop_index("ix_flow_versions_digest", table_name="flow_versions")
     op.drop_table("flow_versions")
+    with op.batch_alter_table("counselors") as batch:
+        batch.drop_column("active")
