@@ -102,9 +102,22 @@ async def test_every_endpoint_for_every_role_and_no_session(hotline: RunningHotl
         "/console/accounts/no-such-id/deactivate",
         "/console/accounts/no-such-id/reset",
         "/api/accounts",
+        "/console/studio",
+        "/console/studio/save",
+        "/console/studio/check",
+        "/console/studio/test",
+        "/console/studio/diff",
+        "/console/studio/try",
+        "/console/studio/publish",
+        "/console/studio/rollback/no-such-id",
+        "/console/studio/diagram",
+        "/console/studio/discard",
     }
     administer = {(m, p) for m, p, a in routes if a is Access.ADMINISTRATOR}
     assert ("POST", "/console/accounts") in administer and ("GET", "/api/accounts") in administer
+    assert {p for m, p in administer if p.startswith("/console/studio")} == {
+        p for _, p, _ in routes if p.startswith("/console/studio")
+    }, "every studio route is the administrator's"
     approve = ("POST", "/api/takedowns/no-such-id/approve", Access.SUPERVISOR)
     assert approve in routes, "a counselor may not approve a takedown request"
 

@@ -20,6 +20,7 @@ from backend.console import (
     queue,
     receipt_lookup,
     sign_in,
+    studio,
 )
 from backend.console.access import Access, current_session, guard, sessions_key
 from backend.console.app_keys import (
@@ -188,4 +189,5 @@ def add_routes(
     live.add_routes(app, cases=cases, keyring=keyring)
     receipt_lookup.add_routes(app, receipts)
     accounts.add_routes(app)
+    studio.add_routes(app)
     openapi.add_routes(app)

@@ -269,3 +269,12 @@ def telegram_cases_key(pseudonym: str) -> str:
 # looks every FLOWS_CHECK_S, so a lost message only delays a publish.
 FLOWS_PUBLISHED_CHANNEL: Final = PREFIX + "flows:published"
 FLOWS_CHECK_S: Final = 10.0
+
+# The flows studio's "Try it" panel: one administrator's sandbox conversation with their draft
+# (the engine's steps only: nothing is sealed, queued or handed off), kept an hour.
+STUDIO_TRY_PREFIX: Final = PREFIX + "studio:try:"
+STUDIO_TRY_TTL_S: Final = 3600
+
+
+def studio_try_key(counselor_id: int) -> str:
+    return STUDIO_TRY_PREFIX + str(counselor_id)
