@@ -152,6 +152,10 @@ class Settings:
     sla: SlaPolicy = field(default_factory=SlaPolicy)
     # Peers whose Forwarded / X-Forwarded-* headers are believed (backend/forwarded.py).
     trusted_proxies: tuple[Network, ...] = ()
+    # Prometheus' `/metrics` on a port of its own (backend/core/metrics.py); None: not served.
+    metrics_port: int | None = None
+    # "text" for a person at a terminal, "json" (one object a line) for a log collector.
+    log_format: str = "text"
 
     @property
     def embedded_redis(self) -> bool:
@@ -232,6 +236,8 @@ class Settings:
                 warning_percent=_int(env, "HOTLINE_SLA_WARNING_PERCENT", 75, low=1, high=99),
             ),
             trusted_proxies=_trusted_proxies(env.get("HOTLINE_TRUSTED_PROXIES")),
+            metrics_port=_metrics_port(env),
+            log_format=_log_format(env.get("HOTLINE_LOG_FORMAT")),
         )
 
 
@@ -263,6 +269,25 @@ def _sla_minutes(raw: str | None) -> tuple[tuple[int, int], ...]:
             f"HOTLINE_SLA_MINUTES: no target for priority {', '.join(map(str, missing))}"
         )
     return tuple(sorted(pairs.items(), reverse=True))
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def _metrics_port(env: Mapping[str, str]) -> int | None:
+    if not env.get("HOTLINE_METRICS_PORT"):
+        return None
+    port = _int(env, "HOTLINE_METRICS_PORT", 0, low=0, high=65535)
+    if port == _int(env, "HOTLINE_HTTP_PORT", 8080, low=0, high=65535) and port != 0:
+        raise SettingsError("HOTLINE_METRICS_PORT: must differ from HOTLINE_HTTP_PORT")
+    return port
+
+
+def _log_format(raw: str | None) -> str:
+    value = (raw or "text").strip().lower()
+    if value not in LOG_FORMATS:
+        raise SettingsError(f"HOTLINE_LOG_FORMAT: must be one of {', '.join(LOG_FORMATS)}")
+    return value
 
 
 def _trusted_proxies(raw: str | None) -> tuple[Network, ...]:

@@ -178,7 +178,7 @@ class TelegramDoor:
         if config.webhook_url is None:
             builder = builder.get_updates_request(SanitizingRequest(connection_pool_size=1))
         self.application: Application = builder.build()  # type: ignore[type-arg]  # PTB's six type parameters say nothing here
-        self.outbox = TelegramOutbox(self.application.bot, config.limits)
+        self.outbox = TelegramOutbox(self.application.bot, config.limits, runtime.metrics)
         self._runtime = runtime
         self._pseudonymizer = pseudonymizer
         self._chats = TelegramChatStore(redis, root_secret, session_ttl_s)
@@ -240,6 +240,7 @@ class TelegramDoor:
         A private text or button press is claimed by its turn, in the same round trip as the
         conversation lock (`_turn_only`); anything else here, before it is handled.
         """
+        self._runtime.metrics.update(CHANNEL)
         admission = _Admission(update.update_id)
 
         async def claimed() -> None:
