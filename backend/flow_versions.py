@@ -58,6 +58,10 @@ class VersionNotFoundError(FlowError):
     """No stored flow version has this number."""
 
 
+class ApprovalRefusedError(FlowError):
+    """A flow version cannot be approved: not waiting, or by the administrator who made it."""
+
+
 @dataclass(frozen=True)
 class VersionInfo:
     """One stored version, without its files."""
@@ -68,6 +72,7 @@ class VersionInfo:
     created_at: datetime
     message: str
     published: bool = False
+    pending: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,9 +98,13 @@ def decode_files(blob: bytes) -> dict[str, str]:
 class FlowVersionStore:
     """The versions table and its pointer; `redis` (optional) hears of every change at once."""
 
-    def __init__(self, engine: AsyncEngine, redis: Redis | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, redis: Redis | None = None, *, approval: bool = False
+    ) -> None:
+        """`approval`: a publish waits for a second administrator (`approve`)."""
         self._engine = engine
         self._redis = redis
+        self.approval = approval
 
     async def published(self) -> VersionInfo | None:
         async with self._engine.connect() as conn:
@@ -116,7 +125,9 @@ class FlowVersionStore:
             rows = (await conn.execute(select(*columns).order_by(col(FlowVersion.id).desc()))).all()
         current = published.number if published is not None else None
         return [
-            VersionInfo(r.id, r.digest, r.author, r.created_at, r.message, r.id == current)
+            VersionInfo(
+                r.id, r.digest, r.author, r.created_at, r.message, r.id == current, r.pending
+            )
             for r in rows
         ]
 
@@ -160,19 +171,53 @@ class FlowVersionStore:
             raise PublishRefusedError(f"identical to the published version {current.number}")
         message = message.strip()[:500]
         blob = encode_files(files)
+        waits = self.approval
 
         async def work(conn: AsyncConnection) -> int:
-            number = await _insert_version(conn, digest, author, message, blob)
-            await _point(conn, number, author)
-            await audit.append(
-                conn, author, AuditAction.FLOWS_PUBLISH, f"flows:{number}", digest[:16]
-            )
+            number = await _insert_version(conn, digest, author, message, blob, pending=waits)
+            if not waits:
+                await _point(conn, number, author)
+            detail = digest[:16] + (" awaiting approval" if waits else "")
+            await audit.append(conn, author, AuditAction.FLOWS_PUBLISH, f"flows:{number}", detail)
             return number
 
         number = await audit.with_audit(self._engine, work)
+        if waits:
+            log.info("flows version %d awaits a second administrator", number)
+            return VersionInfo(number, digest, author, utcnow(), message, False, True)
         log.info("flows version %d published", number)
         await self._notify(digest)
         return VersionInfo(number, digest, author, utcnow(), message, True)
+
+    async def approve(self, number: int, actor: str) -> VersionInfo:
+        """A second administrator publishes a version that waits; its author may not."""
+        target = {v.number: v for v in await self.versions()}.get(number)
+        if target is None:
+            raise VersionNotFoundError(f"no flow version {number}")
+        if not target.pending:
+            raise ApprovalRefusedError(f"version {number} is not waiting for approval")
+        if target.author == actor:
+            raise ApprovalRefusedError("a second administrator approves, not the author")
+
+        async def work(conn: AsyncConnection) -> None:
+            changed = await conn.execute(
+                update(FlowVersion)
+                .where(col(FlowVersion.id) == number, col(FlowVersion.pending).is_(True))
+                .values(pending=False, approved_by=actor)
+            )
+            if changed.rowcount != 1:
+                raise ApprovalRefusedError(f"version {number} is not waiting for approval")
+            await _point(conn, number, actor)
+            await audit.append(
+                conn, actor, AuditAction.FLOWS_APPROVE, f"flows:{number}", target.digest[:16]
+            )
+
+        await audit.with_audit(self._engine, work)
+        log.info("flows version %d approved and published", number)
+        await self._notify(target.digest)
+        return VersionInfo(
+            number, target.digest, target.author, target.created_at, target.message, True
+        )
 
     async def rollback(self, number: int, actor: str) -> VersionInfo:
         """Point at an earlier version again; it was checked when it was first published."""
@@ -182,6 +227,8 @@ class FlowVersionStore:
             raise VersionNotFoundError(f"no flow version {number}")
         if target.published:
             raise PublishRefusedError(f"version {number} is the published version already")
+        if target.pending:
+            raise PublishRefusedError(f"version {number} was never approved; approve it instead")
 
         async def work(conn: AsyncConnection) -> None:
             await _point(conn, number, actor)
@@ -283,11 +330,24 @@ def check_bundle(files: BundleFiles) -> Checked:
 
 
 async def _insert_version(
-    conn: AsyncConnection, digest: str, author: str, message: str, blob: bytes
+    conn: AsyncConnection,
+    digest: str,
+    author: str,
+    message: str,
+    blob: bytes,
+    *,
+    pending: bool = False,
 ) -> int:
     result = await conn.execute(
         insert(FlowVersion)
-        .values(digest=digest, author=author, created_at=utcnow(), message=message, files=blob)
+        .values(
+            digest=digest,
+            author=author,
+            created_at=utcnow(),
+            message=message,
+            files=blob,
+            pending=pending,
+        )
         .returning(col(FlowVersion.id))
     )
     number = result.scalar_one()

@@ -274,6 +274,10 @@ class FlowVersion(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     message: str = Field(default="", max_length=500)
     files: bytes = Field(sa_column=Column(LargeBinary, nullable=False), repr=False)
+    # Waiting for a second administrator's approval (HOTLINE_FLOWS_PUBLISH_APPROVAL); never
+    # published while it waits, never rolled back to if it was not approved.
+    pending: bool = Field(default=False)
+    approved_by: str | None = Field(default=None, max_length=80)
 
 
 class FlowPointer(SQLModel, table=True):

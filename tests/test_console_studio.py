@@ -5,16 +5,22 @@ only when it passes, and rolled back in one step."""
 from __future__ import annotations
 
 import hashlib
+import html
 import re
 from importlib import resources
+from pathlib import Path
 
 from redis.asyncio import Redis
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col
 
 from backend import totp
 from backend.console.app_keys import counselors_key
 from backend.core import redis_keys
-from backend.models import Role
-from tests.conftest import RunningHotline
+from backend.flow_versions import FlowVersionStore
+from backend.models import AuditEntry, Role
+from tests.conftest import Pair, RunningHotline, start_hotline
 from tests.live_chat_support import PASSWORD, add_counselor, sign_in
 from tests.test_console_access import sign_in_with_code
 
@@ -145,3 +151,48 @@ async def test_the_diagram_is_served_from_our_origin(hotline: RunningHotline) ->
     body = await script.read()
     table = (resources.files("backend.console") / "static" / "vendor" / "README.md").read_text()
     assert hashlib.sha256(body).hexdigest() in table, "the vendored file is the one recorded"
+
+
+async def test_with_approval_a_second_administrator_publishes(
+    pair: Pair, tmp_path: Path, redis: Redis, engine: AsyncEngine
+) -> None:
+    async with start_hotline(pair, tmp_path, {"HOTLINE_FLOWS_PUBLISH_APPROVAL": "true"}) as hotline:
+        client, app = hotline.client, hotline.client.app
+        await _administrator(hotline)
+        second = await add_counselor(hotline, "second", Role.ADMINISTRATOR)
+        second_secret = totp.new_secret()
+        await app[counselors_key].enable_totp(second, PASSWORD, second_secret, 0)
+        page = await (await client.get("/console/studio?file=locales/ko.yaml")).text()
+        csrf = _csrf(page)
+        area = re.search(r"<textarea[^>]*>(.*?)</textarea>", page, re.DOTALL)
+        assert area is not None
+        text = html.unescape(area.group(1)).replace(OLD_AGE_KO, NEW_AGE_KO)
+        await client.post(
+            "/console/studio/save", data={"csrf": csrf, "file": "locales/ko.yaml", "text": text}
+        )
+        asked = await client.post(
+            "/console/studio/publish", data={"csrf": csrf, "message": "kinder"}
+        )
+        assert "Version 2 waits for a second administrator" in await asked.text()
+        store = FlowVersionStore(engine)
+        published = await store.published()
+        assert published is not None and published.number == 1, "nothing live before approval"
+        own = await client.post("/console/studio/approve/2", data={"csrf": csrf})
+        assert own.status == 409 and "not the author" in await own.text()
+        refused = await client.post("/console/studio/rollback/2", data={"csrf": csrf})
+        assert refused.status == 409
+
+        await sign_in_with_code(client, "second", second_secret, PASSWORD)
+        page = await (await client.get("/console/studio")).text()
+        assert "Approve and publish 2" in page
+        done = await client.post("/console/studio/approve/2", data={"csrf": _csrf(page)})
+        assert "Version 2 approved and published" in await done.text()
+        published = await store.published()
+        assert published is not None and published.number == 2
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(AuditEntry).order_by(col(AuditEntry.seq)))).all()
+        assert [r.action for r in rows if r.action.startswith("flows-")] == [
+            "flows-publish",
+            "flows-publish",
+            "flows-approve",
+        ]

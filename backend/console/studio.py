@@ -241,8 +241,26 @@ async def publish(request: web.Request) -> web.Response:
     except FlowError as exc:
         return await _page(request, status=409, notice=str(exc))
     await request.app[store_key].discard_draft(session.counselor_id)
+    if published.pending:
+        log.info("counselor %d asked to publish version %d", session.counselor_id, published.number)
+        return await _page(
+            request,
+            notice=f"Version {published.number} waits for a second administrator's approval.",
+        )
     log.info("counselor %d published flows version %d", session.counselor_id, published.number)
     return await _page(request, notice=f"Published version {published.number}.")
+
+
+async def approve(request: web.Request) -> web.Response:
+    """A second administrator approves a waiting version: it is published."""
+    session = current_session(request)
+    await read_form(request, session)
+    try:
+        number = int(request.match_info["version"])
+        done = await request.app[store_key].approve(number, _actor(session))
+    except (ValueError, FlowError) as exc:
+        return await _page(request, status=409, notice=str(exc))
+    return await _page(request, notice=f"Version {done.number} approved and published.")
 
 
 async def rollback(request: web.Request) -> web.Response:
@@ -277,8 +295,9 @@ def _static(name: str, content_type: str) -> Any:
     return serve
 
 
-def add_routes(app: web.Application) -> None:
-    app[store_key] = FlowVersionStore(app[engine_key], app[redis_key])
+def add_routes(app: web.Application, *, approval: bool = False) -> None:
+    """`approval`: a publish waits for a second administrator (HOTLINE_FLOWS_PUBLISH_APPROVAL)."""
+    app[store_key] = FlowVersionStore(app[engine_key], app[redis_key], approval=approval)
     app[sandbox_key] = Sandbox(app[redis_key])
     admin = (
         ("GET", "/console/studio", studio_page),
@@ -290,6 +309,7 @@ def add_routes(app: web.Application) -> None:
         ("POST", "/console/studio/try", try_it),
         ("POST", "/console/studio/publish", publish),
         ("POST", "/console/studio/rollback/{version}", rollback),
+        ("POST", "/console/studio/approve/{version}", approve),
         ("GET", "/console/studio/diagram", diagram),
     )
     for method, path, handler in admin:

@@ -163,6 +163,7 @@ def add_routes(
     receipts: ReceiptBook,
     services: Directory | None = None,
     bundle: ConsoleBundle | None = None,
+    flows_publish_approval: bool = False,
 ) -> None:
     """`bundle`: the published flows' resources and canned responses, followed; without it,
     `services` and the shipped canned responses, fixed."""
@@ -189,5 +190,5 @@ def add_routes(
     live.add_routes(app, cases=cases, keyring=keyring)
     receipt_lookup.add_routes(app, receipts)
     accounts.add_routes(app)
-    studio.add_routes(app)
+    studio.add_routes(app, approval=flows_publish_approval)
     openapi.add_routes(app)

@@ -3,7 +3,7 @@
 - `import DIR --message ...` lints the directory, runs its dialog tables and publishes it as a
   new version (exit status 1, and nothing published, on any finding);
 - `export VERSION DIR` writes a version's files into a directory (to edit in git);
-- `versions` lists every version, the published one marked;
+- `versions` lists every version, the published one marked (`*`), one awaiting approval `?`;
 - `rollback VERSION` points back at an earlier version.
 
 Each publish and rollback writes an audit link with the author (`--author`, default the login
@@ -38,7 +38,7 @@ async def _store(settings: Settings) -> AsyncIterator[FlowVersionStore]:
     async with migrated_engine(settings) as engine:
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         try:
-            yield FlowVersionStore(engine, redis)
+            yield FlowVersionStore(engine, redis, approval=settings.flows_publish_approval)
         finally:
             if redis is not None:
                 await redis.aclose()
@@ -67,6 +67,12 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
             except FlowError as exc:
                 print(f"hotline: not published: {exc}", file=sys.stderr)
                 return EXIT_REFUSED
+        if published.pending:
+            print(
+                f"version {published.number} ({published.digest[:12]}) waits for a second "
+                "administrator's approval (HOTLINE_FLOWS_PUBLISH_APPROVAL)"
+            )
+            return 0
         print(f"published version {published.number} ({published.digest[:12]})")
         return 0
 
@@ -99,7 +105,7 @@ def _versions(settings: Settings, _args: argparse.Namespace) -> int:
     async def run() -> int:
         async with _store(settings) as store:
             for v in await store.versions():
-                mark = "*" if v.published else " "
+                mark = "*" if v.published else ("?" if v.pending else " ")
                 when = v.created_at.strftime("%Y-%m-%d %H:%M")
                 print(f"{mark} {v.number:>4}  {v.digest[:12]}  {when}  {v.author}  {v.message}")
         return 0

@@ -212,6 +212,7 @@ class Node:
             pending_sign_ins=ConsoleSessionStore(redis, pending=True),
             require_totp=self.settings.login.require_totp,
             bundle=self._console_bundle(flows),
+            flows_publish_approval=self.settings.flows_publish_approval,
             sla=self.settings.sla,
             receipts=ReceiptBook(engine, self.settings.kdf),
         )

@@ -27,6 +27,8 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("message", sa.String(length=500), nullable=False),
         sa.Column("files", sa.LargeBinary(), nullable=False),
+        sa.Column("pending", sa.Boolean(), nullable=False, server_default=sa.false()),
+        sa.Column("approved_by", sa.String(length=80), nullable=True),
     )
     op.create_index("ix_flow_versions_digest", "flow_versions", ["digest"])
     op.create_table(
