@@ -33,7 +33,7 @@ from sqlmodel import col
 from backend import audit
 from backend.audit import AuditAction
 from backend.console.published_bundle import canned_of
-from backend.core import redis_keys
+from backend.core import bundle_mirror, redis_keys
 from backend.core.errors import FlowError
 from backend.flows import bundle_files
 from backend.flows.bundle_files import BundleFiles, Checked
@@ -186,7 +186,7 @@ class FlowVersionStore:
             log.info("flows version %d awaits a second administrator", number)
             return VersionInfo(number, digest, author, utcnow(), message, False, True)
         log.info("flows version %d published", number)
-        await self._notify(digest)
+        await self._mirror(number, digest)
         return VersionInfo(number, digest, author, utcnow(), message, True)
 
     async def approve(self, number: int, actor: str) -> VersionInfo:
@@ -214,7 +214,7 @@ class FlowVersionStore:
 
         await audit.with_audit(self._engine, work)
         log.info("flows version %d approved and published", number)
-        await self._notify(target.digest)
+        await self._mirror(number, target.digest)
         return VersionInfo(
             number, target.digest, target.author, target.created_at, target.message, True
         )
@@ -238,7 +238,7 @@ class FlowVersionStore:
 
         await audit.with_audit(self._engine, work)
         log.info("flows rolled back to version %d", number)
-        await self._notify(target.digest)
+        await self._mirror(number, target.digest)
         return VersionInfo(
             number, target.digest, target.author, target.created_at, target.message, True
         )
@@ -280,6 +280,7 @@ class FlowVersionStore:
             # Another node seeded first (the pointer's primary key); theirs is as good.
             return None
         log.info("flows seeded from the shipped directory as version %d", number)
+        await self._mirror(number, digest)
         return VersionInfo(number, digest, SEED_AUTHOR, utcnow(), "seed", True)
 
     async def save_draft(self, counselor_id: int, files: BundleFiles, base: int | None) -> None:
@@ -309,13 +310,47 @@ class FlowVersionStore:
         async with self._engine.begin() as conn:
             await conn.execute(delete(FlowDraft).where(col(FlowDraft.counselor_id) == counselor_id))
 
-    async def _notify(self, digest: str) -> None:
+    async def _mirror(self, number: int, digest: str) -> None:
+        """Tell the workers (through Redis, which they read): the version's files, then the
+        pointer. Without Redis here, the backends' `sync_mirror` does it within seconds."""
         if self._redis is None:
             return
         try:
-            await self._redis.publish(redis_keys.FLOWS_PUBLISHED_CHANNEL, digest)
+            await bundle_mirror.write_version(self._redis, digest, await self._blob(number))
+            await bundle_mirror.point(self._redis, bundle_mirror.Pointer(digest, number))
         except RedisError:
-            log.warning("flows published, but the workers were not told; they look on their own")
+            log.warning("flows published, but not mirrored to Redis yet; the backends retry")
+
+    async def sync_mirror(self, keep: int = redis_keys.FLOWS_MIRROR_KEEP) -> bool:
+        """Make Redis hold the newest `keep` versions and the pointer SQL has; True when the
+        pointer changed (a publish made elsewhere, or a Redis that lost its data)."""
+        if self._redis is None:
+            return False
+        published = await self.published()
+        if published is None:
+            return False
+        wanted = [v for v in (await self.versions())[:keep] if not v.pending]
+        if published.number not in {v.number for v in wanted}:
+            wanted.append(published)
+        lacking = set(await bundle_mirror.missing(self._redis, [v.digest for v in wanted]))
+        for version in wanted:
+            if version.digest in lacking:
+                blob = await self._blob(version.number)
+                await bundle_mirror.write_version(self._redis, version.digest, blob)
+                lacking.discard(version.digest)
+        pointer = bundle_mirror.Pointer(published.digest, published.number)
+        return await bundle_mirror.point(self._redis, pointer)
+
+    async def _blob(self, number: int) -> bytes:
+        async with self._engine.connect() as conn:
+            blob = (
+                await conn.execute(
+                    select(col(FlowVersion.files)).where(col(FlowVersion.id) == number)
+                )
+            ).scalar_one_or_none()
+        if not isinstance(blob, bytes):
+            raise VersionNotFoundError(f"no flow version {number}")
+        return blob
 
 
 def check_bundle(files: BundleFiles) -> Checked:

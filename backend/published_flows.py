@@ -2,9 +2,10 @@
 
 Issue 15: a conversation was pinned to its flow version only in one process's memory, so a
 second bot worker, or the same one after a restart, answered a victim's next button with the
-welcome text and her answers were lost. Here the pin is a digest any process can look up in
-the versions table; compiled bundles are cached by digest, so a pinned turn costs one query the
-first time a process meets that version and nothing after.
+welcome text and her answers were lost. Here the pin is a content digest any process can look
+up in the versions the backend mirrors to Redis (`backend.core.bundle_mirror`; bot workers
+never reach the database); compiled bundles are cached by digest, so a pinned turn costs one
+read the first time a process meets that version and nothing after.
 
 The current version changes when the pointer does: a message on a Redis channel makes every
 process look at once, and each also looks on its own every `redis_keys.FLOWS_CHECK_S` (a lost
@@ -25,8 +26,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from backend.core import redis_keys
+from backend.core.bundle_mirror import MirrorReader
 from backend.core.errors import FlowError
-from backend.flow_versions import FlowVersionStore
 from backend.flows import bundle_files
 from backend.flows.engine import Bundle
 
@@ -41,7 +42,7 @@ class PublishedFlows:
 
     def __init__(
         self,
-        store: FlowVersionStore,
+        store: MirrorReader,
         current: Bundle,
         files: dict[str, str],
         number: int,
@@ -65,13 +66,13 @@ class PublishedFlows:
 
     @classmethod
     async def open(
-        cls, store: FlowVersionStore, *, check_s: float = redis_keys.FLOWS_CHECK_S
+        cls, store: MirrorReader, *, check_s: float = redis_keys.FLOWS_CHECK_S
     ) -> PublishedFlows:
         """The published version, compiled; `FlowError` if nothing is published or it fails."""
-        published = await store.published()
-        if published is None:
-            raise FlowError("no flow version is published (seed the flows first)")
-        files = await store.files(published.number)
+        published = await store.pointer()
+        files = None if published is None else await store.files(published.digest)
+        if published is None or files is None:
+            raise FlowError("no published flow version in Redis yet: start a backend first")
         bundle = _compile(files)
         return cls(store, bundle, files, published.number, check_s=check_s)
 
@@ -83,7 +84,7 @@ class PublishedFlows:
         if found is not None:
             self._compiled.move_to_end(version)
             return found
-        files = await self._store.files_by_digest(version)
+        files = await self._store.files(version)
         if files is None:
             return None
         try:
@@ -103,10 +104,13 @@ class PublishedFlows:
     async def follow_now(self) -> bool:
         async with self._lock:
             self._checked_at = self._clock()
-            published = await self._store.published()
+            published = await self._store.pointer()
             if published is None or published.digest == self.current.version:
                 return False
-            files = await self._store.files(published.number)
+            files = await self._store.files(published.digest)
+            if files is None:
+                log.warning("flow version %d is not mirrored yet", published.number)
+                return False
             try:
                 bundle = self._compiled.get(published.digest) or _compile(files)
             except FlowError as exc:

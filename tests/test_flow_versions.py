@@ -19,11 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backend import audit
 from backend.console import canned_responses
 from backend.core import keys
+from backend.core.bundle_mirror import MirrorReader
 from backend.core.conversation import Inbound, Pseudonym
 from backend.core.errors import FlowError
 from backend.core.receipt_codes import ReceiptHasher
 from backend.core.settings import SHIPPED_FLOWS_DIR
 from backend.flow_versions import FlowVersionStore, PublishRefusedError
+from backend.flows import bundle_files
 from backend.models import AuditEntry
 from backend.published_flows import PublishedFlows, stop_listening
 from bot.reports import ReportSender
@@ -52,8 +54,8 @@ async def store(engine: AsyncEngine, redis: Redis) -> FlowVersionStore:
 async def _worker(
     store: FlowVersionStore, redis: Redis, private_key: X25519PrivateKey
 ) -> ConversationRuntime:
-    """One bot worker: its own followed flows, the shared Redis and database."""
-    flows = await PublishedFlows.open(store, check_s=0)
+    """One bot worker: its own followed flows, from the shared Redis (never the database)."""
+    flows = await PublishedFlows.open(MirrorReader(redis), check_s=0)
     return ConversationRuntime(
         redis,
         flows,
@@ -111,7 +113,7 @@ async def test_a_conversation_stays_on_its_version_on_another_worker_and_after_a
 async def test_a_publish_is_heard_at_once_and_a_rollback_too(
     store: FlowVersionStore, redis: Redis
 ) -> None:
-    flows = await PublishedFlows.open(store, check_s=3600)
+    flows = await PublishedFlows.open(MirrorReader(redis), check_s=3600)
     listening = asyncio.create_task(flows.listen(redis))
     try:
         for _ in range(200):  # the listener subscribes before it hears anything
@@ -214,3 +216,23 @@ async def test_a_hostile_bundle_is_refused_and_the_published_version_stays(
 async def test_a_second_seed_changes_nothing(store: FlowVersionStore) -> None:
     assert await store.seed(SHIPPED_FLOWS_DIR) is None
     assert [v.number for v in await store.versions()] == [1]
+
+
+async def test_a_publish_made_without_redis_reaches_the_workers_through_a_backend(
+    store: FlowVersionStore, engine: AsyncEngine, redis: Redis
+) -> None:
+    """`hotline flows import` on a host without HOTLINE_REDIS_URL writes SQL only; a backend's
+    periodic check mirrors it, and a Redis that lost the versions gets them back."""
+    worker = await PublishedFlows.open(MirrorReader(redis), check_s=0)
+    cli = FlowVersionStore(engine)
+    await cli.publish(_edited(await cli.files(1)), "cli:ci", "from CI")
+    assert not await worker.follow(), "nothing in Redis yet"
+    assert await store.sync_mirror(), "the backend sees the new pointer"
+    assert await worker.follow() and worker.number == 2
+    await redis.flushdb()
+    assert await store.sync_mirror()
+    restarted = await PublishedFlows.open(MirrorReader(redis), check_s=0)
+    assert restarted.number == 2
+    assert await restarted.pinned(worker.entry().version) is not None
+    first = bundle_files.digest(await store.files(1))
+    assert await restarted.pinned(first) is not None, "older versions are mirrored too"

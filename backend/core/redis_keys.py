@@ -264,11 +264,23 @@ def telegram_cases_key(pseudonym: str) -> str:
     return TELEGRAM_CHAT_PREFIX + pseudonym + ":cases_list"
 
 
-# Published flows (backend/flow_versions.py): a message on this pub/sub channel (the new
-# version's digest) tells every bot worker and backend node to follow the pointer now; each also
-# looks every FLOWS_CHECK_S, so a lost message only delays a publish.
+# Published flows (backend/flow_versions.py keeps them in SQL; backend/core/bundle_mirror.py
+# mirrors them here, since bot workers never reach the database): a message on this pub/sub
+# channel (the new version's digest) tells every bot worker and backend node to follow the
+# pointer now; each also looks every FLOWS_CHECK_S, so a lost message only delays a publish.
 FLOWS_PUBLISHED_CHANNEL: Final = PREFIX + "flows:published"
 FLOWS_CHECK_S: Final = 10.0
+# {"digest": ..., "number": ...} of the published version.
+FLOWS_POINTER_KEY: Final = PREFIX + "flows:pointer"
+# How many of the newest versions a backend keeps mirrored (the ones live conversations may be
+# pinned to); a version is immutable, so its key never changes once written.
+FLOWS_MIRROR_KEEP: Final = 64
+
+
+def flows_version_key(digest: str) -> str:
+    """A published version's files (JSON), by content digest."""
+    return PREFIX + "flows:version:" + digest
+
 
 # The flows studio's "Try it" panel: one administrator's sandbox conversation with their draft
 # (the engine's steps only: nothing is sealed, queued or handed off), kept an hour.

@@ -20,6 +20,8 @@ from typing import TextIO
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import bootstrap, database
@@ -30,10 +32,12 @@ from backend.console import views as console
 from backend.console.published_bundle import ConsoleBundle
 from backend.console.sessions import ConsoleSessionStore
 from backend.core import keys
+from backend.core.bundle_mirror import MirrorReader
 from backend.core.errors import FlowError, SettingsError
 from backend.core.metrics import Metrics, Refresher, metrics_app
 from backend.core.pseudonyms import Pseudonymizer
 from backend.core.receipt_codes import ReceiptHasher
+from backend.core.redis_keys import FLOWS_CHECK_S
 from backend.core.settings import Settings
 from backend.core.shifts import ShiftBoard
 from backend.counselors import CounselorStore
@@ -108,12 +112,9 @@ class Node:
     async def build(self) -> web.Application:
         """Start every dependency and return the HTTP app; `async with` the node to stop them."""
         redis = await self._redis()
-        # Every role reads the published flows from the database (issue 15); only the
-        # backend's console and intake use the rest of it.
-        database_engine = await self._engine()
-        engine = database_engine if BACKEND in self.roles else None
+        engine = await self._engine() if BACKEND in self.roles else None
         app = make_app(redis, engine, trusted_proxies=self.settings.trusted_proxies)
-        flows = await self._published_flows(redis, database_engine)
+        flows = await self._published_flows(redis, engine)
         published: tuple[X25519PublicKey, bytes] | None = None
         if engine is not None:
             published = await self._backend(app, redis, engine, flows)
@@ -121,12 +122,19 @@ class Node:
             await self._bot(app, redis, published, flows)
         return app
 
-    async def _published_flows(self, redis: Redis, engine: AsyncEngine) -> PublishedFlows:
-        """The published flows, followed; the shipped directory is the first version."""
-        store = FlowVersionStore(engine, redis)
+    async def _published_flows(self, redis: Redis, engine: AsyncEngine | None) -> PublishedFlows:
+        """The published flows, followed. A backend keeps them (SQL, the shipped directory as
+        the first version) and mirrors them to Redis, which every role reads (issue 15)."""
         try:
-            await store.seed(self.settings.flows_dir, canned_responses.shipped())
-            flows = await PublishedFlows.open(store)
+            if engine is not None:
+                store = FlowVersionStore(
+                    engine, redis, approval=self.settings.flows_publish_approval
+                )
+                await store.seed(self.settings.flows_dir, canned_responses.shipped())
+                await store.sync_mirror()
+                mirroring = asyncio.create_task(_keep_mirrored(store), name="flows-mirror")
+                self._stack.push_async_callback(_cancel, mirroring)
+            flows = await PublishedFlows.open(MirrorReader(redis))
         except FlowError as exc:
             raise SettingsError(f"HOTLINE_FLOWS_DIR: {exc}") from None
         listening = asyncio.create_task(flows.listen(redis), name="flows")
@@ -359,6 +367,24 @@ async def _loaded(present: bool) -> bool:
 
 async def _flows_loaded(flows: PublishedFlows) -> bool:
     return bool(flows.entry().flows)
+
+
+async def _keep_mirrored(store: FlowVersionStore) -> None:
+    """The published versions in Redis as SQL has them: a publish made without Redis (the CLI
+    on another host) or a Redis that lost its data reaches the workers within seconds."""
+    while True:
+        await asyncio.sleep(FLOWS_CHECK_S)
+        try:
+            if await store.sync_mirror():
+                log.info("flows mirror brought up to date")
+        except (RedisError, OSError, SQLAlchemyError):
+            log.warning("flows mirror not checked (redis or the database unavailable)")
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _stop_intake(intake: Intake, task: asyncio.Task[None]) -> None:
