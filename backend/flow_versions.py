@@ -142,19 +142,6 @@ class FlowVersionStore:
             raise VersionNotFoundError(f"no flow version {number}")
         return decode_files(blob)
 
-    async def files_by_digest(self, digest: str) -> dict[str, str] | None:
-        """The files of a version a conversation is pinned to; None if none has this digest."""
-        async with self._engine.connect() as conn:
-            blob = (
-                await conn.execute(
-                    select(col(FlowVersion.files))
-                    .where(col(FlowVersion.digest) == digest)
-                    .order_by(col(FlowVersion.id))
-                    .limit(1)
-                )
-            ).scalar_one_or_none()
-        return None if blob is None else decode_files(blob)
-
     async def publish(self, files: BundleFiles, author: str, message: str) -> VersionInfo:
         """Check, store as a new version and point at it; `PublishRefusedError` says why not."""
         checked = check_bundle(files)

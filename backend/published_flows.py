@@ -140,8 +140,8 @@ class PublishedFlows:
             except (RedisError, OSError):
                 log.warning("flows: publishes unheard (redis); looking every %ss", self._check_s)
                 await asyncio.sleep(LISTEN_RETRY_S)
-            except FlowError as exc:
-                log.warning("flows: following failed: %s", exc)
+            except (FlowError, ValueError) as exc:  # ValueError: a mangled mirror entry
+                log.warning("flows: following failed: %s", type(exc).__name__)
                 await asyncio.sleep(LISTEN_RETRY_S)
 
     def stop(self) -> None:
