@@ -4,35 +4,44 @@ The code is 80 random bits written as 16 Crockford base32 characters in four gro
 (`K7QX-3M9D-V2TA-8HPE`): no I, L, O or U, so it survives being read aloud, copied by hand or
 typed on a phone; lookup forgives case, spaces, hyphens and the usual confusions (O→0, I/L→1).
 
-Stored only as a slow hash. Design:
-- Argon2id (cost from the KDF settings) of the normalised code, with one salt per deployment,
-  made at random on first use and kept in `deployment_secrets`. A per-row salt would make every
-  lookup an Argon2id per stored receipt (a scan, and a denial of service); a deployment-wide
-  salt keeps the hash deterministic, so the hash itself is the primary key and a lookup is one
-  Argon2id plus one index probe.
-- What the per-row salt would have bought, resistance to a dictionary shared across rows, is
-  not needed: the codes are uniformly random with 80 bits of entropy, so there is no
-  dictionary; the salt still stops tables precomputed for every deployment at once.
-- A database thief who wants a code back must guess 2^80 codes at Argon2id cost each. A
-  guesser at the front door pays one Argon2id per try too (and the flows rate-limit tries).
-A pepper outside the database was considered and left out: the backend has no secret outside
-the database (the private keys are wrapped inside it), and 80 bits do not need one.
+Stored only as a keyed hash. Design (issue 14; the slow hash before it is kept for old codes):
+- HMAC-SHA256 of the normalised code under a key derived from the deployment's receipt secret
+  (`backend.receipt_secret`: `HOTLINE_RECEIPT_SECRET`, which the bot and the backend share,
+  never in the database). The hash is deterministic, so it is the primary key and a lookup is
+  one HMAC (microseconds) plus one index probe.
+- No password hash is needed: the codes are uniformly random with 80 bits of entropy, so there
+  is no dictionary to speed up, and 2^80 guesses are out of reach at any per-guess cost. The key
+  adds what the slow hash never gave: a database or Redis thief without the secret cannot test
+  a single guess offline. A guesser at the front door is held back by the flows' rate limits and
+  the console's lookup limit, not by the hash.
+- Argon2id at password cost (the scheme before) made a submission turn cost 0.35-1.2 s of CPU
+  when 20 victims submitted at once, for no security the 80 bits did not already give.
+- Codes issued before keep working: their rows say `argon2id` (`Receipt.digest_scheme`, added by
+  migration 0006) and a lookup that finds nothing under the keyed hash tries the legacy Argon2id
+  digest (with the deployment's receipt salt), only while such rows exist (the backend) or
+  Redis may still hold one (the bot, at most `streams.RECEIPT_TTL_S`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import secrets
+from enum import StrEnum
 from typing import NewType
 
 from argon2.low_level import Type, hash_secret_raw
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import col, delete
+from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from backend import replies
 from backend.errors import ReceiptNotFoundError
 from backend.models import DeploymentSecret, Receipt
+from backend.pseudonyms import derive_key
 from backend.settings import KdfCost
 
 CaseCode = NewType("CaseCode", str)
@@ -44,6 +53,25 @@ CODE_LENGTH = GROUPS * GROUP_LENGTH  # 16 characters x 5 bits = 80 bits
 SALT_NAME = "receipt-salt"
 _SALT_BYTES = 16
 _CONFUSABLE = str.maketrans({"O": "0", "I": "1", "L": "1"})
+
+
+class DigestScheme(StrEnum):
+    """How a stored receipt digest was made (`Receipt.digest_scheme`, the receipt event)."""
+
+    KEYED = "hmac-sha256"  # under the deployment's receipt secret: every new code
+    LEGACY = "argon2id"  # under the (public) receipt salt: codes issued before issue 14
+
+
+class ReceiptKeys:
+    """The deployment's receipt secret, split by purpose: the digest key and the reply-key
+    key never meet, so a digest says nothing about a reply key and the reverse."""
+
+    def __init__(self, secret: bytes) -> None:
+        self.digest_key = derive_key(secret, "receipt/digest")
+        self.reply_key = derive_key(secret, "receipt/reply-key")
+
+    def __repr__(self) -> str:
+        return "ReceiptKeys(<keys hidden>)"
 
 
 def new_code() -> CaseCode:
@@ -61,7 +89,13 @@ def normalise(typed: str) -> str:
     return text
 
 
-def digest(code: str, salt: bytes, cost: KdfCost) -> str:
+def keyed_digest(code: str, keys: ReceiptKeys) -> str:
+    """The digest of every code issued now: HMAC-SHA256 under the deployment's digest key."""
+    return hmac.new(keys.digest_key, normalise(code).encode(), hashlib.sha256).hexdigest()
+
+
+def legacy_digest(code: str, salt: bytes, cost: KdfCost) -> str:
+    """The Argon2id digest codes were stored under before; only to find those codes again."""
     raw = hash_secret_raw(
         normalise(code).encode(),
         salt,
@@ -85,42 +119,61 @@ def code_from(seed: bytes) -> CaseCode:
 
 
 class ReceiptHasher:
-    """The slow hash of codes where there is no database: the bot, with the published salt.
+    """Digests and reply keys of codes where there is no database: the bot.
 
-    The salt is not secret (it only makes this deployment's hashes its own); the backend
-    publishes it as it publishes the centre's public key. Hashing runs in a thread, since
-    Argon2id at production cost takes a good part of a second of CPU.
+    New codes: the keyed digest and reply key, microseconds each, on the event loop. Codes
+    issued before issue 14 are still found (`legacy_digest`: Argon2id with the published salt,
+    in a thread) and open their replies with the reply key they were issued with.
     """
 
-    def __init__(self, salt: bytes, cost: KdfCost) -> None:
-        self._salt = salt
-        self._cost = cost
+    def __init__(self, secret: bytes, legacy_salt: bytes, legacy_cost: KdfCost) -> None:
+        self._keys = ReceiptKeys(secret)
+        self._salt = legacy_salt
+        self._cost = legacy_cost
 
     def __repr__(self) -> str:
-        return "ReceiptHasher(<salt hidden>)"
+        return "ReceiptHasher(<keys hidden>)"
 
-    @property
-    def salt(self) -> bytes:
-        return self._salt
+    def digest(self, code: str) -> str | None:
+        """The lookup key a code is issued under now; None when it cannot be a code at all."""
+        try:
+            return keyed_digest(code, self._keys)
+        except ReceiptNotFoundError:
+            return None
 
-    async def digest(self, code: str) -> str | None:
-        """The lookup key for a code as typed; None when it cannot be a code at all."""
+    async def legacy_digest(self, code: str) -> str | None:
+        """The lookup key of a code issued before issue 14 (Argon2id: in a thread)."""
         try:
             normalise(code)
         except ReceiptNotFoundError:
             return None
-        return await asyncio.to_thread(digest, code, self._salt, self._cost)
+        return await asyncio.to_thread(legacy_digest, code, self._salt, self._cost)
+
+    def reply_private_key(self, code: str, scheme: DigestScheme) -> X25519PrivateKey | None:
+        """The victim's reply key for a code issued under `scheme`; None if it is no code."""
+        try:
+            normalised = normalise(code)
+        except ReceiptNotFoundError:
+            return None
+        if scheme is DigestScheme.LEGACY:
+            return replies.legacy_reply_private_key(normalised, self._salt)
+        return replies.reply_private_key(normalised, self._keys.reply_key)
 
 
 class ReceiptBook:
     """Issue codes for cases and find a case by its code; the API flows and the console use."""
 
-    def __init__(self, engine: AsyncEngine, cost: KdfCost) -> None:
+    def __init__(self, engine: AsyncEngine, cost: KdfCost, secret: bytes) -> None:
         self._engine = engine
         self._cost = cost
+        self._keys = ReceiptKeys(secret)
         self._salt: bytes | None = None
 
+    def __repr__(self) -> str:
+        return "ReceiptBook(<keys hidden>)"
+
     async def salt(self) -> bytes:
+        """The legacy digests' salt, made on a first start and published for the bot."""
         if self._salt is None:
             async with AsyncSession(self._engine) as session:
                 row = await session.get(DeploymentSecret, SALT_NAME)
@@ -141,23 +194,41 @@ class ReceiptBook:
     async def issue(self, case_id: str) -> CaseCode:
         """A new code for a case; show it to the victim once, it is not stored anywhere."""
         code = new_code()
-        await self.attach(case_id, digest(code, await self.salt(), self._cost))
+        await self.attach(case_id, keyed_digest(code, self._keys))
         return code
 
-    async def attach(self, case_id: str, code_digest: str) -> None:
+    async def attach(
+        self, case_id: str, code_digest: str, scheme: DigestScheme = DigestScheme.KEYED
+    ) -> None:
         async with AsyncSession(self._engine) as session:
-            session.add(Receipt(digest=code_digest, case_id=case_id))
+            session.add(Receipt(digest=code_digest, case_id=case_id, digest_scheme=scheme.value))
             await session.commit()
 
     async def find(self, code: str) -> str:
         """The case id for a code; ReceiptNotFoundError for a wrong, mistyped or erased code."""
-        # Argon2id at production cost is a good part of a second of CPU: not on the event loop.
-        wanted = await asyncio.to_thread(digest, code, await self.salt(), self._cost)
-        async with AsyncSession(self._engine) as session:
-            row = await session.get(Receipt, wanted)
-        if row is None:
+        found = await self._case_of(keyed_digest(code, self._keys), DigestScheme.KEYED)
+        if found is None and await self._legacy_kept():
+            # Argon2id at production cost is a good part of a second of CPU: not on the loop.
+            wanted = await asyncio.to_thread(legacy_digest, code, await self.salt(), self._cost)
+            found = await self._case_of(wanted, DigestScheme.LEGACY)
+        if found is None:
             raise ReceiptNotFoundError("no case has this code")
-        return row.case_id
+        return found
+
+    async def _case_of(self, code_digest: str, scheme: DigestScheme) -> str | None:
+        async with AsyncSession(self._engine) as session:
+            row = await session.get(Receipt, code_digest)
+        return row.case_id if row is not None and row.digest_scheme == scheme.value else None
+
+    async def _legacy_kept(self) -> bool:
+        """Whether any code of the old scheme is still kept (they go with their cases)."""
+        statement = (
+            select(col(Receipt.digest))
+            .where(col(Receipt.digest_scheme) == DigestScheme.LEGACY.value)
+            .limit(1)
+        )
+        async with AsyncSession(self._engine) as session:
+            return (await session.exec(statement)).first() is not None
 
     async def revoke(self, case_id: str) -> None:
         async with AsyncSession(self._engine) as session:

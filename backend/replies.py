@@ -3,10 +3,13 @@
 The backend must be able to write a reply and must never be able to read it back out to anyone
 but the holder of the code, nor learn who that is. Design:
 - The reply key pair is derived from the receipt code: HKDF-SHA256 of the normalised code, with
-  the deployment's receipt salt, to an X25519 private key. Only someone who has the code (the
-  victim, typing it into any door) can derive the private key. The code has 80 random bits, so
-  the public key gives nothing away to a guesser.
-- When the bot issues a receipt it publishes the public key (and the code's slow digest) for the
+  a key derived from the deployment's receipt secret as HKDF's salt, to an X25519 private key.
+  Only someone who has the code (the victim, typing it into any door, through a bot that holds
+  the secret) can derive the private key. The code has 80 random bits, and the public key,
+  which sits in Redis, lets nobody without the secret test even one guess offline. Codes
+  issued before issue 14 used the public receipt salt instead
+  (`legacy_reply_private_key`); their replies still open with it.
+- When the bot issues a receipt it publishes the public key (and the code's digest) for the
   case in Redis (`streams.case_receipt_key`). Nothing in it names the victim or the chat.
 - A counselor's reply is sealed twice: to the centre (under the case's data key, for the console)
   and to the victim's reply key with HPKE, bound to the case id. The victim's copy is stored with
@@ -26,20 +29,23 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from redis.asyncio import Redis
 
-from backend import keys, receipts, streams
-from backend.errors import ReceiptNotFoundError
+from backend import keys, streams
 
 _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
 _KEY_INFO = b"hotline/v1/reply-key"
+_KEYED_KEY_INFO = b"hotline/v2/reply-key"
 _SEAL_INFO = b"hotline/v1/reply\x00"
 
 
-def reply_private_key(code: str, salt: bytes) -> X25519PrivateKey | None:
-    """The victim's reply key, from the code as typed; None if it cannot be a code."""
-    try:
-        normalised = receipts.normalise(code)
-    except ReceiptNotFoundError:
-        return None
+def reply_private_key(normalised: str, key: bytes) -> X25519PrivateKey:
+    """The victim's reply key from a normalised code (`receipts.normalise`), keyed by the
+    deployment's reply-key key (`receipts.ReceiptKeys`): HKDF's extract is an HMAC under it."""
+    seed = HKDF(hashes.SHA256(), 32, key, _KEYED_KEY_INFO).derive(normalised.encode())
+    return X25519PrivateKey.from_private_bytes(seed)
+
+
+def legacy_reply_private_key(normalised: str, salt: bytes) -> X25519PrivateKey:
+    """The reply key of a code issued before issue 14, under the public receipt salt."""
     seed = HKDF(hashes.SHA256(), 32, salt, _KEY_INFO).derive(normalised.encode())
     return X25519PrivateKey.from_private_bytes(seed)
 

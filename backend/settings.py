@@ -131,6 +131,8 @@ class Settings:
     node_name: str
     center_public_key: str | None = None
     receipt_salt: str | None = None
+    # Keys the receipt digests and reply keys; bot and backend must share it (receipt_secret.py).
+    receipt_secret: bytes | None = field(default=None, repr=False)
     kakao: KakaoSettings | None = None
     login: LoginPolicy = field(default_factory=LoginPolicy)
     retention: Retention = field(default_factory=Retention)
@@ -189,13 +191,14 @@ class Settings:
                 memory_kib=_int(env, "HOTLINE_KDF_MEMORY_KIB", 65536, low=8, high=4 * 1024 * 1024),
                 parallelism=_int(env, "HOTLINE_KDF_PARALLELISM", 1, low=1, high=64),
             ),
-            bot_secret=_secret(env.get("HOTLINE_BOT_SECRET")),
+            bot_secret=_secret("HOTLINE_BOT_SECRET", env.get("HOTLINE_BOT_SECRET")),
             session_ttl_s=_int(
                 env, "HOTLINE_SESSION_TTL_S", 24 * 3600, low=60, high=30 * 24 * 3600
             ),
             node_name=env.get("HOTLINE_NODE_NAME") or os.uname().nodename,
             center_public_key=env.get("HOTLINE_CENTER_PUBLIC_KEY") or None,
             receipt_salt=env.get("HOTLINE_RECEIPT_SALT") or None,
+            receipt_secret=_secret("HOTLINE_RECEIPT_SECRET", env.get("HOTLINE_RECEIPT_SECRET")),
             kakao=_kakao(env),
             login=LoginPolicy(
                 max_failures=_int(env, "HOTLINE_LOGIN_MAX_FAILURES", 5, low=1, high=100),
@@ -321,12 +324,12 @@ def _webhook_secret(raw: str | None, webhook_url: str | None) -> str | None:
     return raw
 
 
-def _secret(raw: str | None) -> bytes | None:
+def _secret(name: str, raw: str | None) -> bytes | None:
     if not raw:
         return None
     secret = raw.encode()
     if len(secret) < 32:
-        raise SettingsError("HOTLINE_BOT_SECRET: must be at least 32 characters")
+        raise SettingsError(f"{name}: must be at least 32 characters")
     return secret
 
 

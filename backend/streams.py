@@ -32,10 +32,12 @@ FIELD_EVENT: Final = "event"
 FIELD_CASE_IDS: Final = "case_ids"
 EVENT_VICTIM_UNREACHABLE: Final = "victim_unreachable"  # the victim blocked the bot
 # The bot issued a receipt code for a case: one case id, and FIELD_CODE_DIGEST, the code's
-# Argon2id digest (backend/receipts.py), which intake stores in the receipts table so the
+# digest (backend/receipts.py) made as FIELD_DIGEST_SCHEME says (absent: Argon2id, from a bot
+# of before issue 14), which intake stores in the receipts table so the
 # console can find a case by a code a victim reads out. The code itself never travels.
 EVENT_RECEIPT_ISSUED: Final = "receipt_issued"
 FIELD_CODE_DIGEST: Final = "code_digest"
+FIELD_DIGEST_SCHEME: Final = "digest_scheme"
 EVENTS: Final = frozenset({EVENT_VICTIM_UNREACHABLE, EVENT_RECEIPT_ISSUED})
 
 # Extra fields of one entry on DEAD_LETTER_STREAM.
@@ -103,10 +105,15 @@ TURN_REPLAY_PREFIX: Final = PREFIX + "turn-replay:"
 WEBCHAT_TURN_REPLAY_TTL_S: Final = 300
 # Kakao requests carry no id: an identical request body from one user this soon is a duplicate.
 KAKAO_DUPLICATE_WINDOW_S: Final = 10
-# Receipt codes a victim can come back with, for the bot: the code's slow hash (Argon2id with
-# the deployment's receipt salt, `backend.receipts`) -> case id. The code itself is never kept.
+# Receipt codes a victim can come back with, for the bot: the code's digest (keyed HMAC, or
+# Argon2id for codes of before issue 14, `backend.receipts`) -> case id. The code itself is
+# never kept.
 RECEIPT_KEY_PREFIX: Final = PREFIX + "receipt:"
 RECEIPT_TTL_S: Final = 180 * 86400
+# A check value of the deployment's receipt secret (string, no expiry), set by the first node
+# that starts: a node started with another secret would issue codes nobody else can find, so it
+# refuses to start (backend/receipt_secret.py).
+RECEIPT_SECRET_CHECK: Final = PREFIX + "receipt-secret-check"
 # What the centre needs to answer a receipt's case, set by the bot when it issues the code
 # (hash, `case-receipt:<case id>`): the victim's reply public key (derived from the code, see
 # backend/replies.py) and the code's digest, so erasing the case can cut the code too.

@@ -35,6 +35,7 @@ from backend.intake import Intake, dead_letter_count
 from backend.keyring import KeyRing
 from backend.login_guard import LoginGuard
 from backend.pseudonyms import Pseudonymizer
+from backend.receipt_secret import check_shared, load_receipt_secret
 from backend.receipts import ReceiptBook, ReceiptHasher
 from backend.retention import RetentionJob
 from backend.settings import Settings
@@ -94,6 +95,7 @@ class Node:
     async def build(self) -> web.Application:
         """Start every dependency and return the HTTP app; `async with` the node to stop them."""
         redis = await self._redis()
+        await check_shared(redis, load_receipt_secret(self.settings))
         engine = await self._engine() if BACKEND in self.roles else None
         app = make_app(redis, engine, trusted_proxies=self.settings.trusted_proxies)
         published: tuple[X25519PublicKey, bytes] | None = None
@@ -168,7 +170,7 @@ class Node:
             require_totp=self.settings.login.require_totp,
             services=self._services(),
             sla=self.settings.sla,
-            receipts=ReceiptBook(engine, self.settings.kdf),
+            receipts=self._receipt_book(engine),
         )
         intake = Intake(redis, cases, f"{self.settings.node_name}-intake")
         task = asyncio.create_task(intake.run(), name="intake")
@@ -176,9 +178,12 @@ class Node:
         retention = RetentionJob(cases, self.settings.retention, redis)
         purging = asyncio.create_task(retention.run(), name="retention")
         self._stack.push_async_callback(_stop_retention, retention, purging)
-        salt = await ReceiptBook(engine, self.settings.kdf).salt()
+        salt = await self._receipt_book(engine).salt()
         bootstrap.write_receipt_salt(self.settings.data_dir, salt)
         return active.public_key, salt
+
+    def _receipt_book(self, engine: AsyncEngine) -> ReceiptBook:
+        return ReceiptBook(engine, self.settings.kdf, load_receipt_secret(self.settings))
 
     def _services(self) -> Directory:
         """The resource directory referrals are recorded against (the flows' own)."""
@@ -224,7 +229,7 @@ class Node:
             flows,
             SessionStore(redis, root_secret, self.settings.session_ttl_s),
             ReportSender(redis, center_key),
-            receipts=ReceiptHasher(salt, self.settings.kdf),
+            receipts=ReceiptHasher(load_receipt_secret(self.settings), salt, self.settings.kdf),
             live=victims,
             shifts=ShiftBoard(redis),
         )

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from backend import keys, streams
 from backend.conversation import SubmitReport
+from backend.receipts import DigestScheme
 from backend.sealing import RoutingHeader, seal
 
 
@@ -64,8 +65,10 @@ class ReportSender:
         )
         return seal(bytes(data), header, self._center_key).to_bytes()
 
-    async def send_receipt(self, case_id: str, code_digest: str) -> None:
-        """Tell the backend a receipt was issued for a case: the code's slow digest only (the
+    async def send_receipt(
+        self, case_id: str, code_digest: str, scheme: DigestScheme = DigestScheme.KEYED
+    ) -> None:
+        """Tell the backend a receipt was issued for a case: the code's digest only (the
         code never leaves the victim's screen), so a counselor can find the case by a code the
         victim reads out. Sent after the case's own report, so intake finds the case."""
         key = "receipt:" + hashlib.sha256(f"{case_id}:{code_digest}".encode()).hexdigest()[:32]
@@ -76,6 +79,7 @@ class ReportSender:
                 streams.FIELD_EVENT: streams.EVENT_RECEIPT_ISSUED,
                 streams.FIELD_CASE_IDS: case_id,
                 streams.FIELD_CODE_DIGEST: code_digest,
+                streams.FIELD_DIGEST_SCHEME: scheme.value,
             },
         )
 

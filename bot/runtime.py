@@ -50,7 +50,7 @@ from backend.flows import engine
 from backend.flows.engine import BUILT_IN_EXITS, QUICK_EXIT_BUTTON, Bundle, Context
 from backend.flows.registry import FlowRegistry
 from backend.handoff import REPLY_KEY_ANSWER
-from backend.receipts import ReceiptHasher
+from backend.receipts import DigestScheme, ReceiptHasher
 from backend.shifts import ShiftBoard
 from bot.live import CHECK_BUTTON, VictimSide, how_replies_key
 from bot.reports import ReportSender
@@ -439,11 +439,11 @@ class ConversationRuntime:
         return 1 + (rank if isinstance(rank, int) else 0)
 
     async def _issue_receipt(self, effect: IssueReceipt) -> None:
-        """Remember the code's case by its slow hash, publish the reply key it derives, so
+        """Remember the code's case by its keyed digest, publish the reply key it derives, so
         counselors can leave replies only this code opens (backend/replies.py), and tell the
         backend the digest, so a counselor can find the case by a code read out to them."""
-        code_digest = await self._receipts.digest(effect.code)
-        reply_key = replies.reply_private_key(effect.code, self._receipts.salt)
+        code_digest = self._receipts.digest(effect.code)
+        reply_key = self._receipts.reply_private_key(effect.code, DigestScheme.KEYED)
         if code_digest is None or reply_key is None:  # pragma: no cover - the step makes codes
             raise ValueError("malformed receipt code")
         await self._redis.set(
@@ -454,23 +454,36 @@ class ConversationRuntime:
         )
         await self._reports.send_receipt(effect.case_id, code_digest)
 
+    async def _find_receipt(self, code: str) -> tuple[str, DigestScheme] | None:
+        """The case of a code and the scheme it was issued under: the keyed digest first; a
+        code issued before issue 14 only under its Argon2id digest (kept at most
+        `streams.RECEIPT_TTL_S`, so this second look ends with the last of them)."""
+        for scheme in DigestScheme:
+            if scheme is DigestScheme.KEYED:
+                code_digest = self._receipts.digest(code)
+            else:
+                code_digest = await self._receipts.legacy_digest(code)
+            if code_digest is None:
+                return None
+            found = await self._redis.get(streams.receipt_key(code_digest))
+            if isinstance(found, bytes):
+                return found.decode(), scheme
+        return None
+
     async def _case_request(self, effect: CaseRequest) -> list[str] | None:
         """A returning victim's request, sealed onto the reports stream for the case's
         counselors, linked to the case of the receipt; the counselors' replies for the victim,
         opened with the key only the code derives. None when the code is unknown (nothing is
         sent)."""
-        code_digest = await self._receipts.digest(effect.code)
-        if code_digest is None:
+        found = await self._find_receipt(effect.code)
+        if found is None:
             return None
-        found = await self._redis.get(streams.receipt_key(code_digest))
-        if not isinstance(found, bytes):
-            return None
-        case_id = found.decode()
+        case_id, scheme = found
         answers: dict[str, str | int] = {"request": effect.kind, "case": case_id}
         if effect.text:
             answers["addition"] = effect.text
         texts: list[str] = []
-        reply_key = replies.reply_private_key(effect.code, self._receipts.salt)
+        reply_key = self._receipts.reply_private_key(effect.code, scheme)
         if effect.kind == "read_replies" and reply_key is not None:
             for sealed in await replies.waiting(self._redis, case_id):
                 text = replies.open_for_victim(sealed, reply_key, case_id)
