@@ -9,6 +9,10 @@ class SettingsError(HotlineError):
     """A setting is missing, malformed or unusable; the message names the setting."""
 
 
+class NotInitialisedError(SettingsError):
+    """The database has no centre key pair, and this start may not make one (no terminal)."""
+
+
 class SealingError(HotlineError):
     """A sealed envelope could not be opened: wrong key, tampering or truncation."""
 

@@ -23,6 +23,14 @@ DATABASE_SCHEMES = {"sqlite", "sqlite+aiosqlite", "postgresql", "postgres", "pos
 REDIS_SCHEMES = {"redis", "rediss", "unix"}
 # getFile serves files up to 20 MB; nothing larger can be downloaded through the Bot API.
 TELEGRAM_DOWNLOAD_LIMIT_BYTES = 20 * 1024 * 1024
+# `HOTLINE_FIRST_START`: what `hotline up` / `backend` do on an empty database. "auto": create the
+# centre and print its one-time password and recovery key only when standard output is a
+# terminal, otherwise refuse (a container's output lands in a log collector); "print": always
+# (a person reading a pipe, the test harness); "refuse": never (`hotline keys init` does it).
+FIRST_START_AUTO = "auto"
+FIRST_START_PRINT = "print"
+FIRST_START_REFUSE = "refuse"
+FIRST_START_CHOICES = (FIRST_START_AUTO, FIRST_START_PRINT, FIRST_START_REFUSE)
 # Telegram's own rule for secret_token: 1-256 characters of A-Z, a-z, 0-9, _ and -.
 _WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{16,256}")
 
@@ -139,6 +147,8 @@ class Settings:
     sla: SlaPolicy = field(default_factory=SlaPolicy)
     # Peers whose Forwarded / X-Forwarded-* headers are believed (backend/forwarded.py).
     trusted_proxies: tuple[Network, ...] = ()
+    # Whether a server start may create the centre and print its secrets (FIRST_START_*).
+    first_start: str = "auto"
 
     @property
     def embedded_redis(self) -> bool:
@@ -220,6 +230,7 @@ class Settings:
                 warning_percent=_int(env, "HOTLINE_SLA_WARNING_PERCENT", 75, low=1, high=99),
             ),
             trusted_proxies=_trusted_proxies(env.get("HOTLINE_TRUSTED_PROXIES")),
+            first_start=_choice(env, "HOTLINE_FIRST_START", FIRST_START_CHOICES),
         )
 
 
@@ -300,6 +311,14 @@ def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int
     if not low <= value <= high:
         raise SettingsError(f"{name}: {value} is outside {low}..{high}")
     return value
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices`; the first when unset."""
+    raw = (env.get(name) or choices[0]).strip().lower()
+    if raw not in choices:
+        raise SettingsError(f"{name}: must be one of {', '.join(choices)}")
+    return raw
 
 
 def _bool(env: Mapping[str, str], name: str) -> bool:

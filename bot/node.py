@@ -38,7 +38,7 @@ from backend.pseudonyms import Pseudonymizer
 from backend.receipt_secret import check_shared, load_receipt_secret
 from backend.receipts import ReceiptBook, ReceiptHasher
 from backend.retention import RetentionJob
-from backend.settings import Settings
+from backend.settings import FIRST_START_AUTO, FIRST_START_PRINT, Settings
 from backend.shifts import ShiftBoard
 from backend.web import make_app
 from bot import kakao as kakao_channel
@@ -150,7 +150,9 @@ class Node:
         cases = CaseStore(engine)
         counselors = CounselorStore(engine, self.settings.kdf)
         keyring = KeyRing(engine, self.settings.kdf)
-        first = await bootstrap.ensure_initialised(counselors, keyring, self.settings.data_dir)
+        first = await bootstrap.ensure_initialised(
+            engine, self.settings.kdf, self.settings.data_dir, create=self._may_print_secrets()
+        )
         if first is not None:
             self._print_first_start(first)
         active = await keyring.active()
@@ -286,6 +288,13 @@ class Node:
         if BACKEND in self.roles:
             print(f"  counselor console: {base}/console", file=self.out)
         print("Press Ctrl-C to stop.", file=self.out, flush=True)
+
+    def _may_print_secrets(self) -> bool:
+        """Whether this start may create the centre, printing its secrets on `out` (issue 14:
+        in a container, standard output goes to the log collector)."""
+        if self.settings.first_start == FIRST_START_AUTO:
+            return self.out.isatty()
+        return self.settings.first_start == FIRST_START_PRINT
 
     def _print_first_start(self, first: bootstrap.FirstStart) -> None:
         print(bootstrap.announcement(first), file=self.out, flush=True)

@@ -32,7 +32,7 @@ from backend import keys, streams
 from backend.cases import CaseStore
 from backend.embedded_redis import EmbeddedRedis
 from backend.sealing import RoutingHeader, seal
-from tests.conftest import FAST_KDF_ENV, Pair
+from tests.conftest import FAST_KDF_ENV, FIRST_START_ENV, Pair
 
 pytestmark = pytest.mark.faults
 
@@ -94,6 +94,7 @@ class Backend:
             "HOTLINE_HTTP_PORT": "0",
             "HOTLINE_NODE_NAME": "fault-node",  # a restart drains its own pending entries
             **FAST_KDF_ENV,
+            **FIRST_START_ENV,
         }
         self.log_path = tmp_path / "backend.log"
         self.process: subprocess.Popen[bytes] | None = None

@@ -35,7 +35,7 @@ from bot.node import BACKEND, BOT, Node
 from bot.reports import ReportSender
 from bot.runtime import ConversationRuntime
 from bot.sessions import SessionStore
-from tests.conftest import FAST_KDF, FAST_KDF_ENV, Pair
+from tests.conftest import FAST_KDF, FAST_KDF_ENV, FIRST_START_ENV, Pair
 
 CODE = "K7QX-3M9D-V2TA-8HPE"
 SALT = b"u" * 16
@@ -238,6 +238,7 @@ def _settings(pair: Pair, data_dir: Path, secret: str) -> Settings:
             "HOTLINE_REDIS_URL": pair.redis_url,
             "HOTLINE_RECEIPT_SECRET": secret,
             **FAST_KDF_ENV,
+            **FIRST_START_ENV,
         }
     )
 
