@@ -11,11 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend import database, keys, passwords
-from backend.errors import NotInitialisedError
+from backend import database, passwords
+from backend.core import keys
+from backend.core.errors import NotInitialisedError
+from backend.core.settings import KdfCost
 from backend.keyring import KeyRing, add_first_key
 from backend.models import Counselor, Role
-from backend.settings import KdfCost
 
 FIRST_ADMIN = "admin"
 PUBLIC_KEY_FILE = "center-public-key"

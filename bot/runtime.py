@@ -23,13 +23,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import cast
 
 from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
 
-from backend import replies, streams
-from backend.conversation import (
+from backend.core import redis_keys, replies, waiting_line
+from backend.core.conversation import (
     CaseRequest,
     DeleteInbound,
     Effect,
@@ -46,12 +45,12 @@ from backend.conversation import (
     StepResult,
     SubmitReport,
 )
+from backend.core.live_chat import REPLY_KEY_ANSWER
+from backend.core.receipt_codes import DigestScheme, ReceiptHasher
+from backend.core.shifts import ShiftBoard
 from backend.flows import engine
 from backend.flows.engine import BUILT_IN_EXITS, QUICK_EXIT_BUTTON, Bundle, Context
 from backend.flows.registry import FlowRegistry
-from backend.handoff import REPLY_KEY_ANSWER
-from backend.receipts import DigestScheme, ReceiptHasher
-from backend.shifts import ShiftBoard
 from bot.live import CHECK_BUTTON, VictimSide, how_replies_key
 from bot.reports import ReportSender
 from bot.sessions import HeldSession, Once, OnceRefusedError, SessionStore
@@ -331,7 +330,7 @@ class ConversationRuntime:
         the bot): an event on the reports stream, stored as a flag on each case."""
         if case_ids:
             key = f"unreachable:{secrets.token_hex(16)}"
-            await self._reports.send_event(key, streams.EVENT_VICTIM_UNREACHABLE, case_ids)
+            await self._reports.send_event(key, redis_keys.EVENT_VICTIM_UNREACHABLE, case_ids)
 
     async def _act(
         self, bundle: Bundle, result: StepResult, now: float, pseudonym: Pseudonym
@@ -367,7 +366,7 @@ class ConversationRuntime:
                 if found is not None and effect.kind == "read_replies":
                     outcome.values["replies"] = _replies_text(bundle, language, found)
             elif isinstance(effect, RecordFeedback):
-                await self._redis.hincrby(streams.FEEDBACK_COUNTS, effect.rating[:32], 1)
+                await self._redis.hincrby(redis_keys.FEEDBACK_COUNTS, effect.rating[:32], 1)
             elif isinstance(effect, RaisePriority):
                 # The session keeps the level; every later report and handoff carries it.
                 log.info("conversation priority raised to %d (%s)", effect.priority, effect.reason)
@@ -424,30 +423,18 @@ class ConversationRuntime:
             )
         )
         log.info("handoff requested as case %s, priority %d", effect.case_id, effect.priority)
-        queue = streams.HANDOFF_QUEUE
-        oldest = now - streams.HANDOFF_QUEUE_WINDOW_S
-        # withscores=True answers (member, score) pairs; redis-py types every shape at once.
-        entries = cast(
-            list[tuple[bytes, float]], await self._redis.zrange(queue, 0, -1, withscores=True)
-        )
-        stale = [m for m, score in entries if score % streams.HANDOFF_QUEUE_SLOT < oldest]
-        if stale:
-            await self._redis.zrem(queue, *stale)
-        score = streams.handoff_queue_score(effect.priority, now)
-        await self._redis.zadd(queue, {effect.case_id: score}, nx=True)
-        rank = await self._redis.zrank(queue, effect.case_id)
-        return 1 + (rank if isinstance(rank, int) else 0)
+        return await waiting_line.enqueue(self._redis, effect.case_id, effect.priority, now)
 
     async def _issue_receipt(self, effect: IssueReceipt) -> None:
         """Remember the code's case by its keyed digest, publish the reply key it derives, so
-        counselors can leave replies only this code opens (backend/replies.py), and tell the
+        counselors can leave replies only this code opens (backend/core/replies.py), and tell the
         backend the digest, so a counselor can find the case by a code read out to them."""
         code_digest = self._receipts.digest(effect.code)
         reply_key = self._receipts.reply_private_key(effect.code, DigestScheme.KEYED)
         if code_digest is None or reply_key is None:  # pragma: no cover - the step makes codes
             raise ValueError("malformed receipt code")
         await self._redis.set(
-            streams.receipt_key(code_digest), effect.case_id, ex=streams.RECEIPT_TTL_S
+            redis_keys.receipt_key(code_digest), effect.case_id, ex=redis_keys.RECEIPT_TTL_S
         )
         await replies.publish_receipt(
             self._redis, effect.case_id, code_digest, reply_key.public_key()
@@ -457,7 +444,7 @@ class ConversationRuntime:
     async def _find_receipt(self, code: str) -> tuple[str, DigestScheme] | None:
         """The case of a code and the scheme it was issued under: the keyed digest first; a
         code issued before issue 14 only under its Argon2id digest (kept at most
-        `streams.RECEIPT_TTL_S`, so this second look ends with the last of them)."""
+        `redis_keys.RECEIPT_TTL_S`, so this second look ends with the last of them)."""
         for scheme in DigestScheme:
             if scheme is DigestScheme.KEYED:
                 code_digest = self._receipts.digest(code)
@@ -465,7 +452,7 @@ class ConversationRuntime:
                 code_digest = await self._receipts.legacy_digest(code)
             if code_digest is None:
                 return None
-            found = await self._redis.get(streams.receipt_key(code_digest))
+            found = await self._redis.get(redis_keys.receipt_key(code_digest))
             if isinstance(found, bytes):
                 return found.decode(), scheme
         return None

@@ -26,10 +26,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
 from backend import bootstrap
-from backend.errors import NotInitialisedError
-from backend.settings import Settings
+from backend.core.errors import NotInitialisedError
+from backend.core.settings import Settings
 from bot import cli
-from bot.node import BACKEND, BOT, Node
+from bot.cli.node import BACKEND, BOT, Node
 from tests.conftest import FAST_KDF_ENV, FIRST_START_ENV, Pair, first_start_secret
 
 HOTLINE = str(Path(sys.executable).parent / "hotline")

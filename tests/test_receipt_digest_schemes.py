@@ -22,16 +22,18 @@ from redis.asyncio import Redis
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend import database, keys, receipts, replies, streams
+from backend import database
 from backend.cases import CaseStore
-from backend.conversation import Inbound, Pseudonym
-from backend.errors import SettingsError
+from backend.core import keys, receipt_codes, redis_keys, replies
+from backend.core.conversation import Inbound, Pseudonym
+from backend.core.errors import SettingsError
+from backend.core.pseudonyms import derive_key
+from backend.core.receipt_codes import DigestScheme, ReceiptHasher
+from backend.core.sealing import Envelope, RoutingHeader, open_envelope, seal
+from backend.core.settings import SHIPPED_FLOWS_DIR, Settings
 from backend.flows.registry import FlowRegistry
-from backend.pseudonyms import derive_key
-from backend.receipts import DigestScheme, ReceiptBook, ReceiptHasher
-from backend.sealing import Envelope, RoutingHeader, open_envelope, seal
-from backend.settings import SHIPPED_FLOWS_DIR, Settings
-from bot.node import BACKEND, BOT, Node
+from backend.receipts import ReceiptBook
+from bot.cli.node import BACKEND, BOT, Node
 from bot.reports import ReportSender
 from bot.runtime import ConversationRuntime
 from bot.sessions import SessionStore
@@ -46,17 +48,19 @@ LEGACY_REPLY_PUBLIC_KEY = "6f409f2d6794daade3884048e5ba46eb6518bb31e48d739a52c87
 
 
 def test_the_legacy_scheme_is_the_one_codes_were_issued_under() -> None:
-    assert receipts.legacy_digest(CODE.lower(), SALT, FAST_KDF) == LEGACY_DIGEST
-    private = replies.legacy_reply_private_key(receipts.normalise(CODE), SALT)
+    assert receipt_codes.legacy_digest(CODE.lower(), SALT, FAST_KDF) == LEGACY_DIGEST
+    private = replies.legacy_reply_private_key(receipt_codes.normalise(CODE), SALT)
     assert keys.public_bytes(private.public_key()).hex() == LEGACY_REPLY_PUBLIC_KEY
 
 
 def test_new_digests_are_an_hmac_under_the_deployment_key() -> None:
     digest_key = derive_key(SECRET, "receipt/digest")
-    expected = hmac.new(digest_key, receipts.normalise(CODE).encode(), hashlib.sha256)
-    assert receipts.keyed_digest(CODE, receipts.ReceiptKeys(SECRET)) == expected.hexdigest()
-    other = receipts.ReceiptKeys(b"another deployment's secret....!")
-    assert receipts.keyed_digest(CODE, other) != expected.hexdigest(), "keyed, not salted"
+    expected = hmac.new(digest_key, receipt_codes.normalise(CODE).encode(), hashlib.sha256)
+    assert (
+        receipt_codes.keyed_digest(CODE, receipt_codes.ReceiptKeys(SECRET)) == expected.hexdigest()
+    )
+    other = receipt_codes.ReceiptKeys(b"another deployment's secret....!")
+    assert receipt_codes.keyed_digest(CODE, other) != expected.hexdigest(), "keyed, not salted"
     hasher = ReceiptHasher(SECRET, SALT, FAST_KDF)
     new_key = hasher.reply_private_key(CODE, DigestScheme.KEYED)
     old_key = hasher.reply_private_key(CODE, DigestScheme.LEGACY)
@@ -90,14 +94,16 @@ async def _say(runtime: ConversationRuntime, who: str, text: str = "", button: s
 
 
 async def _entries(redis: Redis) -> list[dict[bytes, bytes]]:
-    found = cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange(streams.REPORTS_STREAM))
+    found = cast(
+        list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange(redis_keys.REPORTS_STREAM)
+    )
     return [fields for _, fields in found]
 
 
 async def _follow_ups(redis: Redis, centre: X25519PrivateKey) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     for fields in await _entries(redis):
-        raw = fields.get(streams.FIELD_ENVELOPE.encode())
+        raw = fields.get(redis_keys.FIELD_ENVELOPE.encode())
         if raw is not None:
             envelope = Envelope.from_bytes(raw)
             if envelope.header.category == "follow_up":
@@ -110,7 +116,7 @@ async def test_a_code_issued_before_still_opens_its_case_and_its_replies(
 ) -> None:
     bot, centre = runtime
     # What a bot of before issue 14 left in Redis for a code, and a counselor's reply since.
-    await redis.set(streams.receipt_key(LEGACY_DIGEST), "case-old")
+    await redis.set(redis_keys.receipt_key(LEGACY_DIGEST), "case-old")
     old_public = keys.load_public_key(bytes.fromhex(LEGACY_REPLY_PUBLIC_KEY))
     await replies.publish_receipt(redis, "case-old", LEGACY_DIGEST, old_public)
     public = await replies.reply_key(redis, "case-old")
@@ -137,12 +143,12 @@ async def test_a_new_code_is_kept_under_its_keyed_digest_and_found(
     await _say(bot, "b", "Someone posted a fake video.")
     said = await _say(bot, "b", button="send_now")
     code = said.split("receipt code is ")[1].split(".")[0]
-    digest = receipts.keyed_digest(code, receipts.ReceiptKeys(SECRET))
-    case_id = await redis.get(streams.receipt_key(digest))
+    digest = receipt_codes.keyed_digest(code, receipt_codes.ReceiptKeys(SECRET))
+    case_id = await redis.get(redis_keys.receipt_key(digest))
     assert isinstance(case_id, bytes)
     event = (await _entries(redis))[-1]
-    assert event[streams.FIELD_DIGEST_SCHEME.encode()] == b"hmac-sha256"
-    assert event[streams.FIELD_CODE_DIGEST.encode()] == digest.encode()
+    assert event[redis_keys.FIELD_DIGEST_SCHEME.encode()] == b"hmac-sha256"
+    assert event[redis_keys.FIELD_CODE_DIGEST.encode()] == digest.encode()
 
     await _say(bot, "c", "/receipt")
     await _say(bot, "c", code)
@@ -171,7 +177,7 @@ async def test_the_console_finds_old_and_new_codes_after_the_migration(
     await _case(engine, "case-new")
     book = ReceiptBook(engine, FAST_KDF, SECRET)
     salt = await book.salt()
-    old_digest = receipts.legacy_digest(CODE, salt, FAST_KDF)
+    old_digest = receipt_codes.legacy_digest(CODE, salt, FAST_KDF)
     # The database as it was before migration 0006, with a receipt stored then.
     async with engine.begin() as conn:
         await conn.run_sync(_alembic, "0005")
@@ -200,15 +206,15 @@ async def test_intake_keeps_an_old_bots_receipt_as_argon2id(
         await node.build()
         await _case_via_stream(redis)
         book = ReceiptBook(engine, FAST_KDF, b"s" * 32)
-        digest = receipts.legacy_digest(CODE, await book.salt(), FAST_KDF)
+        digest = receipt_codes.legacy_digest(CODE, await book.salt(), FAST_KDF)
         # A bot of before issue 14 names no digest scheme.
         await redis.xadd(
-            streams.REPORTS_STREAM,
+            redis_keys.REPORTS_STREAM,
             {
-                streams.FIELD_IDEMPOTENCY_KEY: "receipt:old",
-                streams.FIELD_EVENT: streams.EVENT_RECEIPT_ISSUED,
-                streams.FIELD_CASE_IDS: "case-old",
-                streams.FIELD_CODE_DIGEST: digest,
+                redis_keys.FIELD_IDEMPOTENCY_KEY: "receipt:old",
+                redis_keys.FIELD_EVENT: redis_keys.EVENT_RECEIPT_ISSUED,
+                redis_keys.FIELD_CASE_IDS: "case-old",
+                redis_keys.FIELD_CODE_DIGEST: digest,
             },
         )
         for _ in range(250):
@@ -225,8 +231,11 @@ async def _case_via_stream(redis: Redis) -> None:
     header = RoutingHeader("case-old", 0, "ko", "web", "filming", "kid", "2026-11-21T00:00Z")
     envelope = seal(b"{}", header, keys.generate_private_key().public_key())
     await redis.xadd(
-        streams.REPORTS_STREAM,
-        {streams.FIELD_IDEMPOTENCY_KEY: "report:old", streams.FIELD_ENVELOPE: envelope.to_bytes()},
+        redis_keys.REPORTS_STREAM,
+        {
+            redis_keys.FIELD_IDEMPOTENCY_KEY: "report:old",
+            redis_keys.FIELD_ENVELOPE: envelope.to_bytes(),
+        },
     )
 
 
