@@ -50,7 +50,11 @@ async def main(redis_url: str, base_url: str, root_secret: bytes) -> None:
         receipts=ReceiptHasher(b"r" * 32, b"s" * 16, FAST_KDF),
     )
     config = TelegramConfig(
-        token=TOKEN, base_url=base_url, limits=FAST_LIMITS, update_lease_s=LEASE_S
+        token=TOKEN,
+        base_url=base_url,
+        limits=FAST_LIMITS,
+        update_lease_s=LEASE_S,
+        poll_lease_s=LEASE_S,
     )
     door = TelegramDoor(
         config,

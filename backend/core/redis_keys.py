@@ -150,6 +150,11 @@ TELEGRAM_UPDATE_PREFIX: Final = PREFIX + "telegram:update:"
 TELEGRAM_UPDATE_TTL_S: Final = 24 * 3600
 # How long a worker holds an update it is handling before another worker may take it over.
 TELEGRAM_UPDATE_LEASE_S: Final = 120
+# The one long poller of a bot (string: its holder, `telegram:poller:<bot id>`): Telegram serves
+# getUpdates to one consumer per token, so a second worker refuses to poll while the lease is
+# held. Renewed every third of the lease; a dead poller's lease runs out and another may start.
+TELEGRAM_POLLER_PREFIX: Final = PREFIX + "telegram:poller:"
+TELEGRAM_POLLER_LEASE_S: Final = 30
 # Telegram-only conversation state (reply address, message ids to erase on /exit), encrypted and
 # expiring like a session, keyed by the session pseudonym: `<prefix><pseudonym>` holds the chat,
 # `<prefix><pseudonym>:messages_list` one encrypted entry per message.
@@ -249,6 +254,10 @@ def console_hub_wake_stream(hub_id: str) -> str:
 
 def telegram_update_key(bot_id: int, update_id: int) -> str:
     return f"{TELEGRAM_UPDATE_PREFIX}{bot_id}:{update_id}"
+
+
+def telegram_poller_key(bot_id: int) -> str:
+    return f"{TELEGRAM_POLLER_PREFIX}{bot_id}"
 
 
 def telegram_chat_key(pseudonym: str) -> str:

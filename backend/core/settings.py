@@ -164,6 +164,8 @@ class Settings:
     trusted_proxies: tuple[Network, ...] = ()
     # Whether a server start may create the centre and print its secrets (FIRST_START_*).
     first_start: str = "auto"
+    # Long polling: how long this worker's claim on the bot's one poller lasts unrenewed.
+    telegram_poll_lease_s: int = 30
 
     @property
     def embedded_redis(self) -> bool:
@@ -246,6 +248,7 @@ class Settings:
             ),
             trusted_proxies=_trusted_proxies(env.get("HOTLINE_TRUSTED_PROXIES")),
             first_start=_choice(env, "HOTLINE_FIRST_START", FIRST_START_CHOICES),
+            telegram_poll_lease_s=_int(env, "HOTLINE_TELEGRAM_POLL_LEASE_S", 30, low=3, high=600),
         )
 
 
