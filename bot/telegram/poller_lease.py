@@ -76,9 +76,7 @@ class PollerLease:
         while True:
             await asyncio.sleep(self._lease_ms / 3000)
             try:
-                kept = await self._redis.eval(
-                    _RENEW, 1, self._key, self._holder, self._lease_ms
-                )
+                kept = await self._redis.eval(_RENEW, 1, self._key, self._holder, self._lease_ms)
             except RedisError as exc:
                 log.warning("telegram: poller lease not renewed (%s)", type(exc).__name__)
                 continue
