@@ -155,6 +155,9 @@ TELEGRAM_UPDATE_LEASE_S: Final = 120
 # held. Renewed every third of the lease; a dead poller's lease runs out and another may start.
 TELEGRAM_POLLER_PREFIX: Final = PREFIX + "telegram:poller:"
 TELEGRAM_POLLER_LEASE_S: Final = 30
+# Telegram's outbound limits across bot workers (bot/telegram/shared_limits.py): the `limits`
+# library's moving windows under this prefix, per bot and per chat (its rate-limit pseudonym).
+TELEGRAM_RATE_PREFIX: Final = PREFIX + "telegram:rate"
 # Telegram-only conversation state (reply address, message ids to erase on /exit), encrypted and
 # expiring like a session, keyed by the session pseudonym: `<prefix><pseudonym>` holds the chat,
 # `<prefix><pseudonym>:messages_list` one encrypted entry per message.

@@ -77,6 +77,7 @@ from bot.telegram.outbox import (
 )
 from bot.telegram.poller_lease import PollerLease
 from bot.telegram.polling import ConfirmingPoller, Outcome
+from bot.telegram.shared_limits import SharedRateLimits
 from bot.telegram.updates import ChatOrderProcessor, SanitizingRequest, parses_as_update
 
 # Logs under the package name, "bot.telegram", the name operators filter the door's records on.
@@ -182,7 +183,14 @@ class TelegramDoor:
         if config.webhook_url is None:
             builder = builder.get_updates_request(SanitizingRequest(connection_pool_size=1))
         self.application: Application = builder.build()  # type: ignore[type-arg]  # PTB's six type parameters say nothing here
-        self.outbox = TelegramOutbox(self.application.bot, config.limits)
+        bot_id = int(config.token.split(":", 1)[0])
+        shared = SharedRateLimits(
+            redis,
+            bot_id,
+            config.limits,
+            lambda chat_id: pseudonymizer.pseudonym(Purpose.RATE_LIMIT, CHANNEL, str(chat_id)),
+        )
+        self.outbox = TelegramOutbox(self.application.bot, config.limits, shared)
         self._runtime = runtime
         self._pseudonymizer = pseudonymizer
         self._chats = TelegramChatStore(redis, root_secret, session_ttl_s)
