@@ -158,6 +158,9 @@ TELEGRAM_POLLER_LEASE_S: Final = 30
 # Telegram's outbound limits across bot workers (bot/telegram/shared_limits.py): the `limits`
 # library's moving windows under this prefix, per bot and per chat (its rate-limit pseudonym).
 TELEGRAM_RATE_PREFIX: Final = PREFIX + "telegram:rate"
+# Under Sentinel, how long a report's XADD waits for a replica to have it (WAIT) before the
+# turn fails and the victim is asked to send again (bot/reports.py).
+REPORT_REPLICA_ACK_MS: Final = 2000
 # Telegram-only conversation state (reply address, message ids to erase on /exit), encrypted and
 # expiring like a session, keyed by the session pseudonym: `<prefix><pseudonym>` holds the chat,
 # `<prefix><pseudonym>:messages_list` one encrypted entry per message.

@@ -166,10 +166,13 @@ class Settings:
     first_start: str = "auto"
     # Long polling: how long this worker's claim on the bot's one poller lasts unrenewed.
     telegram_poll_lease_s: int = 30
+    # Redis through Sentinel: the sentinels' (host, port)s and the monitored service's name.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_service: str = "hotline"
 
     @property
     def embedded_redis(self) -> bool:
-        return self.redis_url is None
+        return self.redis_url is None and not self.redis_sentinels
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -249,6 +252,8 @@ class Settings:
             trusted_proxies=_trusted_proxies(env.get("HOTLINE_TRUSTED_PROXIES")),
             first_start=_choice(env, "HOTLINE_FIRST_START", FIRST_START_CHOICES),
             telegram_poll_lease_s=_int(env, "HOTLINE_TELEGRAM_POLL_LEASE_S", 30, low=3, high=600),
+            redis_sentinels=_sentinels(env.get("HOTLINE_REDIS_SENTINELS"), redis_url),
+            redis_sentinel_service=_sentinel_service(env.get("HOTLINE_REDIS_SENTINEL_SERVICE")),
         )
 
 
@@ -329,6 +334,36 @@ def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int
     if not low <= value <= high:
         raise SettingsError(f"{name}: {value} is outside {low}..{high}")
     return value
+
+
+def _sentinels(raw: str | None, redis_url: str | None) -> tuple[tuple[str, int], ...]:
+    """`HOTLINE_REDIS_SENTINELS`: "host:port" entries, comma-separated."""
+    if not raw:
+        return ()
+    if redis_url is not None:
+        raise SettingsError(
+            "HOTLINE_REDIS_SENTINELS: set either it or HOTLINE_REDIS_URL, not both "
+            "(with sentinels, they name the primary)"
+        )
+    found: list[tuple[str, int]] = []
+    for part in raw.split(","):
+        host, _, port = part.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(
+                f"HOTLINE_REDIS_SENTINELS: {part.strip()!r} is not host:port, "
+                'e.g. "10.0.0.5:26379, 10.0.0.6:26379, 10.0.0.7:26379"'
+            )
+        found.append((host.strip("[]"), int(port)))
+    return tuple(found)
+
+
+def _sentinel_service(raw: str | None) -> str:
+    name = (raw or "hotline").strip()
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", name):
+        raise SettingsError(
+            "HOTLINE_REDIS_SENTINEL_SERVICE: 1-64 characters of A-Z, a-z, 0-9, '.', '_', '-'"
+        )
+    return name
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:

@@ -20,6 +20,7 @@ from typing import TextIO
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from redis.asyncio import Redis
+from redis.asyncio.sentinel import Sentinel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import bootstrap, database
@@ -61,6 +62,8 @@ log = logging.getLogger(__name__)
 
 BACKEND = "backend"
 BOT = "bot"
+# How long to wait for a sentinel's answer before asking the next one.
+SENTINEL_TIMEOUT_S = 2.0
 
 
 def bind_listener(settings: Settings) -> socket.socket:
@@ -119,6 +122,8 @@ class Node:
             log.info("stopping")
 
     async def _redis(self) -> Redis:
+        if self.settings.redis_sentinels:
+            return await self._sentinel_redis()
         url = self.settings.redis_url
         if url is None:
             embedded = EmbeddedRedis(self.settings.data_dir / "redis")
@@ -131,6 +136,26 @@ class Node:
             await redis.ping()
         except Exception as exc:
             raise SettingsError(f"HOTLINE_REDIS_URL: cannot reach Redis ({exc})") from None
+        return redis
+
+    async def _sentinel_redis(self) -> Redis:
+        """The primary that the sentinels name, followed through failovers: redis-py's
+        Sentinel pool asks them again whenever a connection to the primary fails."""
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+            list(self.settings.redis_sentinels),
+            sentinel_kwargs={"socket_timeout": SENTINEL_TIMEOUT_S},
+        )
+        redis: Redis = sentinel.master_for(
+            self.settings.redis_sentinel_service, redis_class=Redis, health_check_interval=30
+        )
+        self._stack.push_async_callback(redis.aclose)
+        try:
+            await redis.ping()
+        except Exception as exc:
+            raise SettingsError(
+                f"HOTLINE_REDIS_SENTINELS: no primary for {self.settings.redis_sentinel_service!r}"
+                f" ({exc})"
+            ) from None
         return redis
 
     async def _engine(self) -> AsyncEngine:
@@ -232,7 +257,8 @@ class Node:
             redis,
             flows,
             SessionStore(redis, root_secret, self.settings.session_ttl_s),
-            ReportSender(redis, center_key),
+            # With sentinels there are replicas: "received" waits until one has the report.
+            ReportSender(redis, center_key, replicated=bool(self.settings.redis_sentinels)),
             receipts=ReceiptHasher(load_receipt_secret(self.settings), salt, self.settings.kdf),
             live=victims,
             shifts=ShiftBoard(redis),
