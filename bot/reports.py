@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
@@ -96,8 +97,20 @@ class ReportSender:
         """Tell the backend a receipt was issued for a case: the code's digest only (the
         code never leaves the victim's screen), so a counselor can find the case by a code the
         victim reads out. Sent after the case's own report, so intake finds the case."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            self.queue_receipt(pipe, case_id, code_digest, scheme)
+            await pipe.execute()
+
+    def queue_receipt(
+        self,
+        pipe: Pipeline,
+        case_id: str,
+        code_digest: str,
+        scheme: DigestScheme = DigestScheme.KEYED,
+    ) -> None:
+        """`send_receipt` as a command on a pipeline the caller executes with its own writes."""
         key = "receipt:" + hashlib.sha256(f"{case_id}:{code_digest}".encode()).hexdigest()[:32]
-        await self._redis.xadd(
+        pipe.xadd(
             redis_keys.REPORTS_STREAM,
             {
                 redis_keys.FIELD_IDEMPOTENCY_KEY: key,

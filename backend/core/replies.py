@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import hashes, hpke
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from backend.core import keys, redis_keys
 
@@ -66,17 +67,24 @@ async def publish_receipt(
     redis: Redis, case_id: str, code_digest: str, public_key: X25519PublicKey
 ) -> None:
     """The bot, on issuing a receipt: where replies for this case go, and its code's digest."""
-    key = redis_keys.case_receipt_key(case_id)
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(
-            key,
-            mapping={
-                redis_keys.FIELD_REPLY_KEY: keys.public_bytes(public_key),
-                redis_keys.FIELD_RECEIPT_DIGEST: code_digest,
-            },
-        )
-        pipe.expire(key, redis_keys.RECEIPT_TTL_S)
+        queue_receipt(pipe, case_id, code_digest, public_key)
         await pipe.execute()
+
+
+def queue_receipt(
+    pipe: Pipeline, case_id: str, code_digest: str, public_key: X25519PublicKey
+) -> None:
+    """`publish_receipt` as commands on a pipeline the caller executes with its own writes."""
+    key = redis_keys.case_receipt_key(case_id)
+    pipe.hset(
+        key,
+        mapping={
+            redis_keys.FIELD_REPLY_KEY: keys.public_bytes(public_key),
+            redis_keys.FIELD_RECEIPT_DIGEST: code_digest,
+        },
+    )
+    pipe.expire(key, redis_keys.RECEIPT_TTL_S)
 
 
 async def reply_key(redis: Redis, case_id: str) -> X25519PublicKey | None:
