@@ -1,10 +1,11 @@
-"""The HTTP application shell: health, error translation and security headers.
+"""The HTTP application shell: health and readiness, error translation and security headers.
 
 Both processes serve through it: the backend adds the console, the bot adds its doors.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,7 @@ from backend import database
 from backend.core.errors import ApprovalRequiredError, CaseNotFoundError, CaseWorkError
 from backend.core.settings import Network
 from backend.forwarded import forwarded_middleware
+from backend.readiness import Readiness, readiness_key, readyz
 from backend.web_security import security_middleware
 
 log = logging.getLogger(__name__)
@@ -67,19 +69,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
 
 
-async def healthz(request: web.Request) -> web.Response:
-    failing = []
-    try:
-        await request.app[redis_key].ping()
-    except Exception:
-        failing.append("redis")
-    if engine_key in request.app:
-        try:
-            await database.ping(request.app[engine_key])
-        except Exception:
-            failing.append("database")
-    if failing:
-        return web.json_response({"status": "unavailable", "failing": failing}, status=503)
+async def healthz(_request: web.Request) -> web.Response:
+    """Liveness: the process answers. Dependencies are `/readyz`'s (backend/readiness.py), so
+    a Redis outage takes nodes out of rotation instead of having them all restarted."""
     return web.json_response({"status": "ok"})
 
 
@@ -92,7 +84,22 @@ def make_app(
         client_max_size=MAX_REQUEST_BYTES,
     )
     app[redis_key] = redis
+    ready = Readiness()
+    ready.add("redis", functools.partial(_answers, redis))
     if engine is not None:
         app[engine_key] = engine
+        ready.add("database", functools.partial(_database_answers, engine))
+        ready.add("migrations", functools.partial(database.at_head, engine))
+    app[readiness_key] = ready
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     return app
+
+
+async def _answers(redis: Redis) -> bool:
+    return bool(await redis.ping())
+
+
+async def _database_answers(engine: AsyncEngine) -> bool:
+    await database.ping(engine)
+    return True

@@ -231,6 +231,7 @@ class KakaoDoor:
     async def skill(self, request: web.Request) -> web.Response:
         if not self._authentic(request):
             raise web.HTTPUnauthorized(text=json.dumps({"error": "missing or wrong secret"}))
+        self._runtime.metrics.update(CHANNEL)
         raw = await request.read()
         try:
             payload = json.loads(raw)

@@ -46,6 +46,7 @@ from backend.core.conversation import (
     SubmitReport,
 )
 from backend.core.live_chat import REPLY_KEY_ANSWER
+from backend.core.metrics import Metrics
 from backend.core.receipt_codes import DigestScheme, ReceiptHasher
 from backend.core.shifts import ShiftBoard
 from backend.flows import engine
@@ -111,8 +112,11 @@ class ConversationRuntime:
         reload_check_s: float = RELOAD_CHECK_S,
         live: VictimSide | None = None,
         shifts: ShiftBoard | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
-        """Without `live`, a handoff is a sealed request only: no reply key, no live chat."""
+        """Without `live`, a handoff is a sealed request only: no reply key, no live chat.
+        `metrics`: the node's instruments, which the doors count their updates on too."""
+        self.metrics = metrics if metrics is not None else Metrics()
         self._redis = redis
         self._live = live
         # Who is on shift, asked at each handoff; None: not asked (flow tests, benches), and
@@ -129,10 +133,14 @@ class ConversationRuntime:
     async def handle(self, inbound: Inbound, *, once: Once | None = None) -> Turn:
         """One turn. `once`: a claim on the input (a Telegram update) taken with the lock;
         `OnceRefusedError`, and nothing done, when it is someone else's."""
+        started = time.perf_counter()
         try:
             async with self._sessions.hold(inbound.pseudonym, once=once) as held:
-                return await self._handle_locked(inbound, held)
+                turn = await self._handle_locked(inbound, held)
+            self.metrics.turn(inbound.channel, "answered", time.perf_counter() - started)
+            return turn
         except OnceRefusedError:
+            self.metrics.turn(inbound.channel, "refused", time.perf_counter() - started)
             raise
         except (RedisError, LockError, OSError):
             log.warning("conversation turn failed: redis unavailable")
@@ -144,6 +152,7 @@ class ConversationRuntime:
                 frame = frame.tb_next
             where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
             log.error("conversation turn failed with %s at %s", type(exc).__name__, where)
+        self.metrics.turn(inbound.channel, "unavailable", time.perf_counter() - started)
         return Turn((self._unavailable(inbound),))
 
     def text(self, key: str, language_hint: str | None) -> str:
@@ -180,10 +189,13 @@ class ConversationRuntime:
             if session is not None:  # its flow version is gone; an open handoff is not
                 fresh.reply_key, fresh.handoff_case = session.reply_key, session.handoff_case
                 fresh.live = session.live
+            stepping = time.perf_counter()
             result = engine.start(bundle, fresh, ctx, inbound)
         else:
             ctx = Context(int(now), bundle.hours.is_open(datetime.fromtimestamp(now, UTC)))
+            stepping = time.perf_counter()
             result = engine.step(bundle, session, inbound, ctx)
+        self.metrics.flow_step(time.perf_counter() - stepping)
         outcome = await self._act(bundle, result, now, inbound.pseudonym)
         after = result.session
         waiting: list[Outbound] = []

@@ -133,6 +133,7 @@ def render_turn(messages: list[Outbound], effects: tuple[Effect, ...]) -> list[d
 
 
 async def turn(request: web.Request) -> web.Response:
+    request.app[runtime_key].metrics.update(CHANNEL)
     try:
         payload = await request.json()
     except (ValueError, UnicodeDecodeError):

@@ -122,6 +122,8 @@ class RunningHotline:
     first_password: str
     recovery_key: str
     output: str
+    # The composed node, for what it serves beside the app (its `/metrics`).
+    node: Node
 
 
 def first_start_secret(output: str, label: str) -> str:
@@ -167,6 +169,7 @@ async def start_hotline(
                 first_start_secret(output, "one-time password"),
                 first_start_secret(output, "recovery key"),
                 output,
+                node,
             )
 
 

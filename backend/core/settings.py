@@ -169,6 +169,10 @@ class Settings:
     # Redis through Sentinel: the sentinels' (host, port)s and the monitored service's name.
     redis_sentinels: tuple[tuple[str, int], ...] = ()
     redis_sentinel_service: str = "hotline"
+    # Prometheus' `/metrics` on a port of its own (backend/core/metrics.py); None: not served.
+    metrics_port: int | None = None
+    # "text" for a person at a terminal, "json" (one object a line) for a log collector.
+    log_format: str = "text"
 
     @property
     def embedded_redis(self) -> bool:
@@ -254,6 +258,8 @@ class Settings:
             telegram_poll_lease_s=_int(env, "HOTLINE_TELEGRAM_POLL_LEASE_S", 30, low=3, high=600),
             redis_sentinels=_sentinels(env.get("HOTLINE_REDIS_SENTINELS"), redis_url),
             redis_sentinel_service=_sentinel_service(env.get("HOTLINE_REDIS_SENTINEL_SERVICE")),
+            metrics_port=_metrics_port(env),
+            log_format=_log_format(env.get("HOTLINE_LOG_FORMAT")),
         )
 
 
@@ -285,6 +291,25 @@ def _sla_minutes(raw: str | None) -> tuple[tuple[int, int], ...]:
             f"HOTLINE_SLA_MINUTES: no target for priority {', '.join(map(str, missing))}"
         )
     return tuple(sorted(pairs.items(), reverse=True))
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def _metrics_port(env: Mapping[str, str]) -> int | None:
+    if not env.get("HOTLINE_METRICS_PORT"):
+        return None
+    port = _int(env, "HOTLINE_METRICS_PORT", 0, low=0, high=65535)
+    if port == _int(env, "HOTLINE_HTTP_PORT", 8080, low=0, high=65535) and port != 0:
+        raise SettingsError("HOTLINE_METRICS_PORT: must differ from HOTLINE_HTTP_PORT")
+    return port
+
+
+def _log_format(raw: str | None) -> str:
+    value = (raw or "text").strip().lower()
+    if value not in LOG_FORMATS:
+        raise SettingsError(f"HOTLINE_LOG_FORMAT: must be one of {', '.join(LOG_FORMATS)}")
+    return value
 
 
 def _trusted_proxies(raw: str | None) -> tuple[Network, ...]:

@@ -190,7 +190,9 @@ class TelegramDoor:
             config.limits,
             lambda chat_id: pseudonymizer.pseudonym(Purpose.RATE_LIMIT, CHANNEL, str(chat_id)),
         )
-        self.outbox = TelegramOutbox(self.application.bot, config.limits, shared)
+        self.outbox = TelegramOutbox(
+            self.application.bot, config.limits, runtime.metrics, gate=shared
+        )
         self._runtime = runtime
         self._pseudonymizer = pseudonymizer
         self._chats = TelegramChatStore(redis, root_secret, session_ttl_s)
@@ -256,6 +258,7 @@ class TelegramDoor:
         A private text or button press is claimed by its turn, in the same round trip as the
         conversation lock (`_turn_only`); anything else here, before it is handled.
         """
+        self._runtime.metrics.update(CHANNEL)
         admission = _Admission(update.update_id)
 
         async def claimed() -> None:
