@@ -51,8 +51,8 @@ class SharedRateLimits:
             "async+redis://",
             implementation="redispy",
             key_prefix=redis_keys.TELEGRAM_RATE_PREFIX,
-            # Documented by `limits`, though it types its options as scalars: our own pool.
-            connection_pool=redis.connection_pool,  # type: ignore[arg-type]
+            # Our own pool, so the windows follow the node's Redis (embedded, Sentinel).
+            connection_pool=redis.connection_pool,  # type: ignore[arg-type]  # documented option; `limits` types options as scalars
         )
         self._limiter = MovingWindowRateLimiter(storage)
         self._bot = _window(limits.per_bot_per_s, limits.per_bot_burst)
