@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from redis.asyncio.sentinel import Sentinel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend import bootstrap, database
+from backend import bootstrap, database, redis_pool
 from backend.cases import CaseStore
 from backend.centre_gauges import CentreGauges
 from backend.console import views as console
@@ -37,9 +37,11 @@ from backend.core.receipt_secret import check_shared, load_receipt_secret
 from backend.core.settings import FIRST_START_AUTO, FIRST_START_PRINT, Settings
 from backend.core.shifts import ShiftBoard
 from backend.counselors import CounselorStore
+from backend.data_dir_lock import DataDirLock
 from backend.embedded_redis import EmbeddedRedis
 from backend.flows.registry import FlowRegistry
 from backend.flows.resources import Directory
+from backend.host_check import AllowedHosts
 from backend.intake import Intake, dead_letter_count
 from backend.keyring import KeyRing
 from backend.login_guard import LoginGuard
@@ -112,7 +114,12 @@ class Node:
         redis = await self._redis()
         await check_shared(redis, load_receipt_secret(self.settings))
         engine = await self._engine() if BACKEND in self.roles else None
-        app = make_app(redis, engine, trusted_proxies=self.settings.trusted_proxies)
+        allowed = AllowedHosts.of(
+            self.settings.http_host, self.settings.public_url, self.settings.telegram_webhook_url
+        )
+        app = make_app(
+            redis, engine, trusted_proxies=self.settings.trusted_proxies, allowed_hosts=allowed
+        )
         published: tuple[X25519PublicKey, bytes] | None = None
         if engine is not None:
             published = await self._backend(app, redis, engine)
@@ -150,11 +157,15 @@ class Node:
             return await self._sentinel_redis()
         url = self.settings.redis_url
         if url is None:
+            # Before the embedded Redis starts: a second process would stop the first's.
+            lock = DataDirLock(self.settings.data_dir)
+            lock.acquire()
+            self._stack.callback(lock.release)
             embedded = EmbeddedRedis(self.settings.data_dir / "redis")
             await embedded.start()
             self._stack.push_async_callback(embedded.stop)
             url = embedded.url
-        redis = Redis.from_url(url, health_check_interval=30)
+        redis = redis_pool.connect(url, self.settings.redis_pool)
         self._stack.push_async_callback(redis.aclose)
         try:
             await redis.ping()
