@@ -89,7 +89,7 @@ class CaseRepository(Protocol):
     ) -> None: ...
     async def shred(self, case_id: str, actor: str, reason: str) -> bool: ...
     async def mark_victim_unreachable(self, case_ids: Sequence[str]) -> int: ...
-    async def attach_receipts(self, receipts: Sequence[tuple[str, str]]) -> int: ...
+    async def attach_receipts(self, receipts: Sequence[tuple[str, str, str]]) -> int: ...
 
 
 def _predecessors(to: CaseStatus) -> list[str]:
@@ -308,24 +308,26 @@ class CaseStore:
         async with self._engine.begin() as conn:
             return len((await conn.execute(statement)).all())
 
-    async def attach_receipts(self, receipts: Sequence[tuple[str, str]]) -> int:
-        """Keep (code digest, case id) pairs the bot issued, so the console finds a case by its
-        code; how many were kept. A case not stored (or purged) gets none. A digest already
+    async def attach_receipts(self, receipts: Sequence[tuple[str, str, str]]) -> int:
+        """Keep (code digest, case id, digest scheme) the bot issued, so the console finds a case
+        by its code; how many were kept. A case not stored (or purged) gets none. A digest already
         kept moves to the newer case, as the bot's own lookup does (a conversation's code names
         its latest case)."""
         kept = 0
         async with self._engine.begin() as conn:
-            for code_digest, case_id in receipts:
+            for code_digest, case_id, scheme in receipts:
                 status = (
                     await conn.execute(select(col(Case.status)).where(col(Case.id) == case_id))
                 ).scalar_one_or_none()
                 if status is None or status == CaseStatus.PURGED.value:
                     continue
-                statement = self._insert()(Receipt).values(digest=code_digest, case_id=case_id)
+                statement = self._insert()(Receipt).values(
+                    digest=code_digest, case_id=case_id, digest_scheme=scheme
+                )
                 await conn.execute(
                     statement.on_conflict_do_update(
                         index_elements=[col(Receipt.digest)],
-                        set_={"case_id": case_id, "issued_at": utcnow()},
+                        set_={"case_id": case_id, "issued_at": utcnow(), "digest_scheme": scheme},
                     )
                 )
                 kept += 1

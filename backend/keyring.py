@@ -34,6 +34,38 @@ class ActiveKey:
     public_key: X25519PublicKey
 
 
+async def add_first_key(
+    session: AsyncSession,
+    first_holder: int,
+    password: str,
+    recovery: keys.RecoveryKey,
+    cost: KdfCost,
+) -> ActiveKey:
+    """A new centre key pair, wrapped for one counselor and for the recovery key, added to
+    `session` (not committed: first start makes it in one transaction with the administrator)."""
+    private = keys.generate_private_key()
+    public = private.public_key()
+    kid = keys.key_id(public)
+    session.add(CenterKey(key_id=kid, public_key=keys.public_bytes(public)))
+    await session.flush()
+    session.add(
+        WrappedPrivateKey(
+            key_id=kid,
+            holder=counselor_holder(first_holder),
+            blob=keys.wrap_with_password(private, kid, password, cost).to_bytes(),
+        )
+    )
+    session.add(
+        WrappedPrivateKey(
+            key_id=kid,
+            holder=RECOVERY_HOLDER,
+            blob=keys.wrap_with_recovery(private, kid, recovery).to_bytes(),
+        )
+    )
+    await session.flush()
+    return ActiveKey(kid, public)
+
+
 class KeyRing:
     def __init__(self, engine: AsyncEngine, cost: KdfCost) -> None:
         self._engine = engine
@@ -55,28 +87,10 @@ class KeyRing:
         self, first_holder: int, password: str, recovery: keys.RecoveryKey
     ) -> ActiveKey:
         """Make a new centre key pair, wrapped for one counselor and for the recovery key."""
-        private = keys.generate_private_key()
-        public = private.public_key()
-        kid = keys.key_id(public)
         async with AsyncSession(self._engine) as session:
-            session.add(CenterKey(key_id=kid, public_key=keys.public_bytes(public)))
-            await session.flush()
-            session.add(
-                WrappedPrivateKey(
-                    key_id=kid,
-                    holder=counselor_holder(first_holder),
-                    blob=keys.wrap_with_password(private, kid, password, self._cost).to_bytes(),
-                )
-            )
-            session.add(
-                WrappedPrivateKey(
-                    key_id=kid,
-                    holder=RECOVERY_HOLDER,
-                    blob=keys.wrap_with_recovery(private, kid, recovery).to_bytes(),
-                )
-            )
+            active = await add_first_key(session, first_holder, password, recovery, self._cost)
             await session.commit()
-        return ActiveKey(kid, public)
+        return active
 
     async def unwrap_for(self, counselor_id: int, password: str) -> dict[str, X25519PrivateKey]:
         """Every centre private key this counselor holds, by key id; only ever kept in memory.

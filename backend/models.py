@@ -163,13 +163,19 @@ class AuditEntry(SQLModel, table=True):
 
 
 class Receipt(SQLModel, table=True):
-    """A case code, stored only as its slow hash (see backend/receipts.py)."""
+    """A case code, stored only as its digest (see backend/core/receipt_codes.py)."""
 
     __tablename__ = "receipts"
 
     digest: str = Field(primary_key=True, max_length=64)
     case_id: str = Field(foreign_key="cases.id", index=True, max_length=64)
     issued_at: datetime = Field(default_factory=utcnow)
+    # `receipts.DigestScheme`: rows from before migration 0006 are the Argon2id ones.
+    digest_scheme: str = Field(
+        default="hmac-sha256",
+        max_length=16,
+        sa_column_kwargs={"server_default": "argon2id"},
+    )
 
 
 class DeploymentSecret(SQLModel, table=True):

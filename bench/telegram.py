@@ -212,7 +212,7 @@ async def pipeline(raw: list[dict[str, Any]], redis: Redis) -> tuple[float, int]
         SessionStore(redis, root_secret, 3600),
         ReportSender(redis, keys.generate_private_key().public_key()),
         # The bench measures the pipeline, not the receipt's Argon2id: the cheapest cost.
-        receipts=ReceiptHasher(b"bench-salt-16byt", KdfCost(1, 8, 1)),
+        receipts=ReceiptHasher(b"bench-secret" * 3, b"bench-salt-16byt", KdfCost(1, 8, 1)),
     )
     api = InProcessBotApi()
     config = TelegramConfig(

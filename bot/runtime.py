@@ -47,7 +47,7 @@ from backend.core.conversation import (
 )
 from backend.core.live_chat import REPLY_KEY_ANSWER
 from backend.core.metrics import Metrics
-from backend.core.receipt_codes import ReceiptHasher
+from backend.core.receipt_codes import DigestScheme, ReceiptHasher
 from backend.core.shifts import ShiftBoard
 from backend.flows import engine
 from backend.flows.channels import FILE_CHANNELS
@@ -450,46 +450,58 @@ class ConversationRuntime:
         return await waiting_line.enqueue(self._redis, effect.case_id, effect.priority, now)
 
     async def _issue_receipt(self, effect: IssueReceipt) -> None:
-        """Remember the code's case by its slow hash, publish the reply key it derives, so
+        """Remember the code's case by its keyed digest, publish the reply key it derives, so
         counselors can leave replies only this code opens (backend/core/replies.py), and tell the
         backend the digest, so a counselor can find the case by a code read out to them."""
-        code_digest = await self._receipts.digest(effect.code)
-        reply_key = replies.reply_private_key(effect.code, self._receipts.salt)
+        code_digest = self._receipts.digest(effect.code)
+        reply_key = self._receipts.reply_private_key(effect.code, DigestScheme.KEYED)
         if code_digest is None or reply_key is None:  # pragma: no cover - the step makes codes
             raise ValueError("malformed receipt code")
-        await self._redis.set(
-            redis_keys.receipt_key(code_digest), effect.case_id, ex=redis_keys.RECEIPT_TTL_S
-        )
-        await replies.publish_receipt(
-            self._redis, effect.case_id, code_digest, reply_key.public_key()
-        )
-        await self._reports.send_receipt(effect.case_id, code_digest)
+        # One round trip for the three (each a write behind an fsync on the embedded Redis).
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(
+                redis_keys.receipt_key(code_digest), effect.case_id, ex=redis_keys.RECEIPT_TTL_S
+            )
+            replies.queue_receipt(pipe, effect.case_id, code_digest, reply_key.public_key())
+            self._reports.queue_receipt(pipe, effect.case_id, code_digest)
+            await pipe.execute()
+
+    async def _find_receipt(self, code: str) -> tuple[str, DigestScheme] | None:
+        """The case of a code and the scheme it was issued under: the keyed digest first; a
+        code issued before issue 14 only under its Argon2id digest (kept at most
+        `redis_keys.RECEIPT_TTL_S`, so this second look ends with the last of them)."""
+        for scheme in DigestScheme:
+            if scheme is DigestScheme.KEYED:
+                code_digest = self._receipts.digest(code)
+            else:
+                code_digest = await self._receipts.legacy_digest(code)
+            if code_digest is None:
+                return None
+            found = await self._redis.get(redis_keys.receipt_key(code_digest))
+            if isinstance(found, bytes):
+                return found.decode(), scheme
+        return None
 
     async def _receipt_known(self, typed: str) -> bool:
         """Whether a typed code is one the centre issued (and not erased since): its digest
-        has a case. Said at once when not, before the victim chooses what to do with it."""
-        code_digest = await self._receipts.digest(typed.strip())
-        if code_digest is None:
-            return False
-        return bool(await self._redis.exists(redis_keys.receipt_key(code_digest)))
+        has a case, under either digest scheme. Said at once when not, before the victim
+        chooses what to do with it."""
+        return await self._find_receipt(typed.strip()) is not None
 
     async def _case_request(self, effect: CaseRequest) -> list[str] | None:
         """A returning victim's request, sealed onto the reports stream for the case's
         counselors, linked to the case of the receipt; the counselors' replies for the victim,
         opened with the key only the code derives. None when the code is unknown (nothing is
         sent)."""
-        code_digest = await self._receipts.digest(effect.code)
-        if code_digest is None:
+        found = await self._find_receipt(effect.code)
+        if found is None:
             return None
-        found = await self._redis.get(redis_keys.receipt_key(code_digest))
-        if not isinstance(found, bytes):
-            return None
-        case_id = found.decode()
+        case_id, scheme = found
         answers: dict[str, str | int] = {"request": effect.kind, "case": case_id}
         if effect.text:
             answers["addition"] = effect.text
         texts: list[str] = []
-        reply_key = replies.reply_private_key(effect.code, self._receipts.salt)
+        reply_key = self._receipts.reply_private_key(effect.code, scheme)
         if effect.kind == "read_replies" and reply_key is not None:
             for sealed in await replies.waiting(self._redis, case_id):
                 text = replies.open_for_victim(sealed, reply_key, case_id)

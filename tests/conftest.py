@@ -64,6 +64,9 @@ FAST_KDF_ENV = {
     "HOTLINE_KDF_MEMORY_KIB": "8",
     "HOTLINE_LOGIN_DELAY_MS": "1",
 }
+# The harness reads the first start's secrets from the output, as a person at a terminal does;
+# its output is no terminal, so it says so (without it, a first start is refused).
+FIRST_START_ENV = {"HOTLINE_FIRST_START": "print"}
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,7 @@ async def start_hotline(
             "HOTLINE_DATABASE_URL": pair.database_url,
             "HOTLINE_REDIS_URL": pair.redis_url,
             **FAST_KDF_ENV,
+            **FIRST_START_ENV,
             **extra_env,
         }
     )

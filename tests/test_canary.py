@@ -114,7 +114,7 @@ async def test_marker_is_nowhere_in_plaintext(
     await LiveChat(redis).from_victim(
         case_id, new_line(Sender.VICTIM, MARKER), keys.decode_public_key(encoded)
     )
-    code = await ReceiptBook(engine, FAST_KDF).issue(case_id)
+    code = await ReceiptBook(engine, FAST_KDF, b"r" * 32).issue(case_id)
 
     for case in cases:
         page = await (await hotline.client.get(f"/console/cases/{case['id']}")).text()

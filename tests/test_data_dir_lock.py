@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import FAST_KDF_ENV
+from tests.conftest import FAST_KDF_ENV, FIRST_START_ENV
 from tests.test_e2e import HOTLINE, Up
 from tests.webchat_page import send_turn
 
@@ -27,7 +27,11 @@ async def test_a_second_up_on_the_same_data_directory_leaves_the_first_working(
 ) -> None:
     # The embedded default (the data directory's own Redis) is what a second process broke.
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
-    env |= FAST_KDF_ENV | {"HOTLINE_DATA_DIR": str(tmp_path / "data"), "HOTLINE_HTTP_PORT": "0"}
+    env |= (
+        FAST_KDF_ENV
+        | FIRST_START_ENV
+        | {"HOTLINE_DATA_DIR": str(tmp_path / "data"), "HOTLINE_HTTP_PORT": "0"}
+    )
     first = Up(env, tmp_path / "first.log")
     try:
         await first.wait_ready()

@@ -53,7 +53,7 @@ def runtime(redis: Redis, flows_dir: Path, private_key: X25519PrivateKey) -> Con
         FlowRegistry.load(flows_dir),
         SessionStore(redis, b"r" * 32, 3600),
         ReportSender(redis, private_key.public_key()),
-        receipts=ReceiptHasher(RECEIPT_SALT, FAST_KDF),
+        receipts=ReceiptHasher(RECEIPT_SECRET, RECEIPT_SALT, FAST_KDF),
         clock=Clock(),
         reload_check_s=0,
     )
@@ -223,10 +223,11 @@ async def test_self_harm_words_get_guidance_first_and_a_counselor(
 
 
 RECEIPT_SALT = b"s" * 16
+RECEIPT_SECRET = b"r" * 32
 
 
 def _digest(code: str) -> str:
-    return receipts.digest(code, RECEIPT_SALT, FAST_KDF)
+    return receipts.keyed_digest(code, receipts.ReceiptKeys(RECEIPT_SECRET))
 
 
 class _FailingSender(ReportSender):
@@ -247,7 +248,7 @@ async def test_a_failed_turn_logs_no_victim_words_and_says_try_again(
         FlowRegistry.load(flows_dir),
         SessionStore(redis, b"r" * 32, 3600),
         _FailingSender(redis, private_key.public_key()),
-        receipts=ReceiptHasher(RECEIPT_SALT, FAST_KDF),
+        receipts=ReceiptHasher(RECEIPT_SECRET, RECEIPT_SALT, FAST_KDF),
         reload_check_s=0,
     )
     victim = Victim(runtime, "h")

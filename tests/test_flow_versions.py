@@ -61,7 +61,7 @@ async def _worker(
         flows,
         SessionStore(redis, ROOT_SECRET, 3600),
         ReportSender(redis, private_key.public_key()),
-        receipts=ReceiptHasher(b"s" * 16, FAST_KDF),
+        receipts=ReceiptHasher(b"r" * 32, b"s" * 16, FAST_KDF),
         reload_check_s=0,
     )
 

@@ -319,7 +319,7 @@ async def telegram_relay(
         flows,
         SessionStore(redis, root_secret, SESSION_TTL_S),
         ReportSender(redis, centre.public_key()),
-        receipts=ReceiptHasher(b"s" * 16, FAST_KDF),
+        receipts=ReceiptHasher(b"r" * 32, b"s" * 16, FAST_KDF),
         live=victims,
     )
     async with running_door("polling", redis, telegram, runtime, root_secret) as door:
@@ -483,7 +483,7 @@ def _sender(redis: Redis, centre: X25519PrivateKey) -> ReportSender:
 
 
 def _hasher() -> ReceiptHasher:
-    return ReceiptHasher(b"s" * 16, FAST_KDF)
+    return ReceiptHasher(b"r" * 32, b"s" * 16, FAST_KDF)
 
 
 # -- KakaoTalk's callback: a counselor's line as soon as it is written ----------------------

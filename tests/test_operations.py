@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.core.json_logs import JsonLinesFormatter
-from tests.conftest import FAST_KDF_ENV, Pair
+from tests.conftest import FAST_KDF_ENV, FIRST_START_ENV, Pair
 from tests.test_e2e import HOTLINE, Up, Victim, _http
 
 pytestmark = pytest.mark.e2e
@@ -26,7 +26,11 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def up_env(pair: Pair, tmp_path: Path, redis: Redis, engine: AsyncEngine) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
-    env |= FAST_KDF_ENV | {"HOTLINE_DATA_DIR": str(tmp_path / "data"), "HOTLINE_HTTP_PORT": "0"}
+    env |= (
+        FAST_KDF_ENV
+        | FIRST_START_ENV
+        | {"HOTLINE_DATA_DIR": str(tmp_path / "data"), "HOTLINE_HTTP_PORT": "0"}
+    )
     if pair.name == "server":
         env |= {"HOTLINE_DATABASE_URL": pair.database_url, "HOTLINE_REDIS_URL": pair.redis_url}
     return env

@@ -9,6 +9,14 @@ class SettingsError(HotlineError):
     """A setting is missing, malformed or unusable; the message names the setting."""
 
 
+class NotInitialisedError(SettingsError):
+    """The database has no centre key pair, and this start may not make one (no terminal)."""
+
+
+class PollerTakenError(SettingsError):
+    """Another worker long-polls this bot token; Telegram allows one poller per token."""
+
+
 class SealingError(HotlineError):
     """A sealed envelope could not be opened: wrong key, tampering or truncation."""
 

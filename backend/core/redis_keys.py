@@ -32,10 +32,12 @@ FIELD_EVENT: Final = "event"
 FIELD_CASE_IDS: Final = "case_ids"
 EVENT_VICTIM_UNREACHABLE: Final = "victim_unreachable"  # the victim blocked the bot
 # The bot issued a receipt code for a case: one case id, and FIELD_CODE_DIGEST, the code's
-# Argon2id digest (backend/core/receipt_codes.py), which intake stores in the receipts table so the
-# console can find a case by a code a victim reads out. The code itself never travels.
+# digest (backend/core/receipt_codes.py) made as FIELD_DIGEST_SCHEME says (absent: Argon2id,
+# from a bot of before issue 14), which intake stores in the receipts table so the console can
+# find a case by a code a victim reads out. The code itself never travels.
 EVENT_RECEIPT_ISSUED: Final = "receipt_issued"
 FIELD_CODE_DIGEST: Final = "code_digest"
+FIELD_DIGEST_SCHEME: Final = "digest_scheme"
 EVENTS: Final = frozenset({EVENT_VICTIM_UNREACHABLE, EVENT_RECEIPT_ISSUED})
 
 # Extra fields of one entry on DEAD_LETTER_STREAM.
@@ -109,11 +111,15 @@ WEBCHAT_TURN_REPLAY_TTL_S: Final = 300
 WEBCHAT_TURN_REPLAY_LEASE_MS: Final = 3000
 # Kakao requests carry no id: an identical request body from one user this soon is a duplicate.
 KAKAO_DUPLICATE_WINDOW_S: Final = 10
-# Receipt codes a victim can come back with, for the bot: the code's slow hash (Argon2id with
-# the deployment's receipt salt, `backend.core.receipt_codes`) -> case id. The code itself is
-# never kept.
+# Receipt codes a victim can come back with, for the bot: the code's digest (keyed HMAC, or
+# Argon2id for codes of before issue 14, `backend.core.receipt_codes`) -> case id. The code
+# itself is never kept.
 RECEIPT_KEY_PREFIX: Final = PREFIX + "receipt:"
 RECEIPT_TTL_S: Final = 180 * 86400
+# A check value of the deployment's receipt secret (string, no expiry), set by the first node
+# that starts: a node started with another secret would issue codes nobody else can find, so it
+# refuses to start (backend/core/receipt_secret.py).
+RECEIPT_SECRET_CHECK: Final = PREFIX + "receipt-secret-check"
 # What the centre needs to answer a receipt's case, set by the bot when it issues the code
 # (hash, `case-receipt:<case id>`): the victim's reply public key (derived from the code, see
 # backend/core/replies.py) and the code's digest, so erasing the case can cut the code too.
@@ -149,6 +155,17 @@ TELEGRAM_UPDATE_PREFIX: Final = PREFIX + "telegram:update:"
 TELEGRAM_UPDATE_TTL_S: Final = 24 * 3600
 # How long a worker holds an update it is handling before another worker may take it over.
 TELEGRAM_UPDATE_LEASE_S: Final = 120
+# The one long poller of a bot (string: its holder, `telegram:poller:<bot id>`): Telegram serves
+# getUpdates to one consumer per token, so a second worker refuses to poll while the lease is
+# held. Renewed every third of the lease; a dead poller's lease runs out and another may start.
+TELEGRAM_POLLER_PREFIX: Final = PREFIX + "telegram:poller:"
+TELEGRAM_POLLER_LEASE_S: Final = 30
+# Telegram's outbound limits across bot workers (bot/telegram/shared_limits.py): the `limits`
+# library's moving windows under this prefix, per bot and per chat (its rate-limit pseudonym).
+TELEGRAM_RATE_PREFIX: Final = PREFIX + "telegram:rate"
+# Under Sentinel, how long a report's XADD waits for a replica to have it (WAIT) before the
+# turn fails and the victim is asked to send again (bot/reports.py).
+REPORT_REPLICA_ACK_MS: Final = 2000
 # Telegram-only conversation state (reply address, message ids to erase on /exit), encrypted and
 # expiring like a session, keyed by the session pseudonym: `<prefix><pseudonym>` holds the chat,
 # `<prefix><pseudonym>:messages_list` one encrypted entry per message.
@@ -253,6 +270,10 @@ def console_hub_wake_stream(hub_id: str) -> str:
 
 def telegram_update_key(bot_id: int, update_id: int) -> str:
     return f"{TELEGRAM_UPDATE_PREFIX}{bot_id}:{update_id}"
+
+
+def telegram_poller_key(bot_id: int) -> str:
+    return f"{TELEGRAM_POLLER_PREFIX}{bot_id}"
 
 
 def telegram_chat_key(pseudonym: str) -> str:

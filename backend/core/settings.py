@@ -24,6 +24,14 @@ DATABASE_SCHEMES = {"sqlite", "sqlite+aiosqlite", "postgresql", "postgres", "pos
 REDIS_SCHEMES = {"redis", "rediss", "unix"}
 # getFile serves files up to 20 MB; nothing larger can be downloaded through the Bot API.
 TELEGRAM_DOWNLOAD_LIMIT_BYTES = 20 * 1024 * 1024
+# `HOTLINE_FIRST_START`: what `hotline up` / `backend` do on an empty database. "auto": create the
+# centre and print its one-time password and recovery key only when standard output is a
+# terminal, otherwise refuse (a container's output lands in a log collector); "print": always
+# (a person reading a pipe, the test harness); "refuse": never (`hotline keys init` does it).
+FIRST_START_AUTO = "auto"
+FIRST_START_PRINT = "print"
+FIRST_START_REFUSE = "refuse"
+FIRST_START_CHOICES = (FIRST_START_AUTO, FIRST_START_PRINT, FIRST_START_REFUSE)
 # Where Kakao i Open Builder's one-time callback URLs point.
 KAKAO_CALLBACK_HOSTS = ("bot-api.kakao.com",)
 _HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
@@ -165,12 +173,21 @@ class Settings:
     node_name: str
     center_public_key: str | None = None
     receipt_salt: str | None = None
+    # Keys receipt digests and reply keys; bot and backend share it (core/receipt_secret.py).
+    receipt_secret: bytes | None = field(default=None, repr=False)
     kakao: KakaoSettings | None = None
     login: LoginPolicy = field(default_factory=LoginPolicy)
     retention: Retention = field(default_factory=Retention)
     sla: SlaPolicy = field(default_factory=SlaPolicy)
     # Peers whose Forwarded / X-Forwarded-* headers are believed (backend/forwarded.py).
     trusted_proxies: tuple[Network, ...] = ()
+    # Whether a server start may create the centre and print its secrets (FIRST_START_*).
+    first_start: str = "auto"
+    # Long polling: how long this worker's claim on the bot's one poller lasts unrenewed.
+    telegram_poll_lease_s: int = 30
+    # Redis through Sentinel: the sentinels' (host, port)s and the monitored service's name.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_service: str = "hotline"
     redis_pool: RedisPool = field(default_factory=RedisPool)
     # Where victims and counselors reach us (https://name); requests under another host name
     # than this one or the bound address are refused (backend/host_check.py).
@@ -184,7 +201,7 @@ class Settings:
 
     @property
     def embedded_redis(self) -> bool:
-        return self.redis_url is None
+        return self.redis_url is None and not self.redis_sentinels
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -236,13 +253,14 @@ class Settings:
                 memory_kib=_int(env, "HOTLINE_KDF_MEMORY_KIB", 65536, low=8, high=4 * 1024 * 1024),
                 parallelism=_int(env, "HOTLINE_KDF_PARALLELISM", 1, low=1, high=64),
             ),
-            bot_secret=_secret(env.get("HOTLINE_BOT_SECRET")),
+            bot_secret=_secret("HOTLINE_BOT_SECRET", env.get("HOTLINE_BOT_SECRET")),
             session_ttl_s=_int(
                 env, "HOTLINE_SESSION_TTL_S", 24 * 3600, low=60, high=30 * 24 * 3600
             ),
             node_name=env.get("HOTLINE_NODE_NAME") or os.uname().nodename,
             center_public_key=env.get("HOTLINE_CENTER_PUBLIC_KEY") or None,
             receipt_salt=env.get("HOTLINE_RECEIPT_SALT") or None,
+            receipt_secret=_secret("HOTLINE_RECEIPT_SECRET", env.get("HOTLINE_RECEIPT_SECRET")),
             kakao=_kakao(env),
             login=LoginPolicy(
                 max_failures=_int(env, "HOTLINE_LOGIN_MAX_FAILURES", 5, low=1, high=100),
@@ -264,6 +282,10 @@ class Settings:
                 warning_percent=_int(env, "HOTLINE_SLA_WARNING_PERCENT", 75, low=1, high=99),
             ),
             trusted_proxies=_trusted_proxies(env.get("HOTLINE_TRUSTED_PROXIES")),
+            first_start=_choice(env, "HOTLINE_FIRST_START", FIRST_START_CHOICES),
+            telegram_poll_lease_s=_int(env, "HOTLINE_TELEGRAM_POLL_LEASE_S", 30, low=3, high=600),
+            redis_sentinels=_sentinels(env.get("HOTLINE_REDIS_SENTINELS"), redis_url),
+            redis_sentinel_service=_sentinel_service(env.get("HOTLINE_REDIS_SENTINEL_SERVICE")),
             public_url=public_url,
             redis_pool=RedisPool(
                 max_connections=_int(
@@ -375,6 +397,44 @@ def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int
     return value
 
 
+def _sentinels(raw: str | None, redis_url: str | None) -> tuple[tuple[str, int], ...]:
+    """`HOTLINE_REDIS_SENTINELS`: "host:port" entries, comma-separated."""
+    if not raw:
+        return ()
+    if redis_url is not None:
+        raise SettingsError(
+            "HOTLINE_REDIS_SENTINELS: set either it or HOTLINE_REDIS_URL, not both "
+            "(with sentinels, they name the primary)"
+        )
+    found: list[tuple[str, int]] = []
+    for part in raw.split(","):
+        host, _, port = part.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(
+                f"HOTLINE_REDIS_SENTINELS: {part.strip()!r} is not host:port, "
+                'e.g. "10.0.0.5:26379, 10.0.0.6:26379, 10.0.0.7:26379"'
+            )
+        found.append((host.strip("[]"), int(port)))
+    return tuple(found)
+
+
+def _sentinel_service(raw: str | None) -> str:
+    name = (raw or "hotline").strip()
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", name):
+        raise SettingsError(
+            "HOTLINE_REDIS_SENTINEL_SERVICE: 1-64 characters of A-Z, a-z, 0-9, '.', '_', '-'"
+        )
+    return name
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices`; the first when unset."""
+    raw = (env.get(name) or choices[0]).strip().lower()
+    if raw not in choices:
+        raise SettingsError(f"{name}: must be one of {', '.join(choices)}")
+    return raw
+
+
 def _bool(env: Mapping[str, str], name: str) -> bool:
     raw = (env.get(name) or "false").strip().lower()
     if raw not in {"true", "false", "1", "0", "yes", "no"}:
@@ -397,12 +457,12 @@ def _webhook_secret(raw: str | None, webhook_url: str | None) -> str | None:
     return raw
 
 
-def _secret(raw: str | None) -> bytes | None:
+def _secret(name: str, raw: str | None) -> bytes | None:
     if not raw:
         return None
     secret = raw.encode()
     if len(secret) < 32:
-        raise SettingsError("HOTLINE_BOT_SECRET: must be at least 32 characters")
+        raise SettingsError(f"{name}: must be at least 32 characters")
     return secret
 
 

@@ -20,6 +20,7 @@ from typing import TextIO
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from redis.asyncio import Redis
+from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -37,8 +38,9 @@ from backend.core.errors import FlowError, SettingsError
 from backend.core.metrics import Metrics, Refresher, metrics_app
 from backend.core.pseudonyms import Pseudonymizer
 from backend.core.receipt_codes import ReceiptHasher
+from backend.core.receipt_secret import check_shared, load_receipt_secret
 from backend.core.redis_keys import FLOWS_CHECK_S
-from backend.core.settings import Settings
+from backend.core.settings import FIRST_START_AUTO, FIRST_START_PRINT, Settings
 from backend.core.shifts import ShiftBoard
 from backend.counselors import CounselorStore
 from backend.data_dir_lock import DataDirLock
@@ -71,6 +73,8 @@ log = logging.getLogger(__name__)
 
 BACKEND = "backend"
 BOT = "bot"
+# How long to wait for a sentinel's answer before asking the next one.
+SENTINEL_TIMEOUT_S = 2.0
 
 
 def bind_listener(
@@ -114,6 +118,7 @@ class Node:
     async def build(self) -> web.Application:
         """Start every dependency and return the HTTP app; `async with` the node to stop them."""
         redis = await self._redis()
+        await check_shared(redis, load_receipt_secret(self.settings))
         engine = await self._engine() if BACKEND in self.roles else None
         allowed = AllowedHosts.of(
             self.settings.http_host, self.settings.public_url, self.settings.telegram_webhook_url
@@ -174,6 +179,8 @@ class Node:
         await web.SockSite(runner, listener).start()
 
     async def _redis(self) -> Redis:
+        if self.settings.redis_sentinels:
+            return await self._sentinel_redis()
         url = self.settings.redis_url
         if url is None:
             # Before the embedded Redis starts: a second process would stop the first's.
@@ -190,6 +197,26 @@ class Node:
             await redis.ping()
         except Exception as exc:
             raise SettingsError(f"HOTLINE_REDIS_URL: cannot reach Redis ({exc})") from None
+        return redis
+
+    async def _sentinel_redis(self) -> Redis:
+        """The primary that the sentinels name, followed through failovers: redis-py's
+        Sentinel pool asks them again whenever a connection to the primary fails."""
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+            list(self.settings.redis_sentinels),
+            sentinel_kwargs={"socket_timeout": SENTINEL_TIMEOUT_S},
+        )
+        redis: Redis = sentinel.master_for(
+            self.settings.redis_sentinel_service, redis_class=Redis, health_check_interval=30
+        )
+        self._stack.push_async_callback(redis.aclose)
+        try:
+            await redis.ping()
+        except Exception as exc:
+            raise SettingsError(
+                f"HOTLINE_REDIS_SENTINELS: no primary for {self.settings.redis_sentinel_service!r}"
+                f" ({exc})"
+            ) from None
         return redis
 
     async def _engine(self) -> AsyncEngine:
@@ -211,7 +238,9 @@ class Node:
         cases = CaseStore(engine)
         counselors = CounselorStore(engine, self.settings.kdf)
         keyring = KeyRing(engine, self.settings.kdf)
-        first = await bootstrap.ensure_initialised(counselors, keyring, self.settings.data_dir)
+        first = await bootstrap.ensure_initialised(
+            engine, self.settings.kdf, self.settings.data_dir, create=self._may_print_secrets()
+        )
         if first is not None:
             self._print_first_start(first)
         active = await keyring.active()
@@ -233,7 +262,7 @@ class Node:
             bundle=self._console_bundle(flows),
             flows_publish_approval=self.settings.flows_publish_approval,
             sla=self.settings.sla,
-            receipts=ReceiptBook(engine, self.settings.kdf),
+            receipts=self._receipt_book(engine),
         )
         intake = Intake(redis, cases, f"{self.settings.node_name}-intake")
         task = asyncio.create_task(intake.run(), name="intake")
@@ -241,13 +270,16 @@ class Node:
         retention = RetentionJob(cases, self.settings.retention, redis)
         purging = asyncio.create_task(retention.run(), name="retention")
         self._stack.push_async_callback(_stop_retention, retention, purging)
-        salt = await ReceiptBook(engine, self.settings.kdf).salt()
+        salt = await self._receipt_book(engine).salt()
         bootstrap.write_receipt_salt(self.settings.data_dir, salt)
         gauges = CentreGauges(
             self.metrics.registry, redis, cases, ShiftBoard(redis), self.settings.sla
         )
         self._refreshers.append(gauges.refresh)
         return active.public_key, salt
+
+    def _receipt_book(self, engine: AsyncEngine) -> ReceiptBook:
+        return ReceiptBook(engine, self.settings.kdf, load_receipt_secret(self.settings))
 
     def _console_bundle(self, flows: PublishedFlows) -> ConsoleBundle:
         """The resource directory referrals are recorded against and the canned responses: the
@@ -298,8 +330,9 @@ class Node:
             redis,
             flows,
             SessionStore(redis, root_secret, self.settings.session_ttl_s),
-            ReportSender(redis, center_key),
-            receipts=ReceiptHasher(salt, self.settings.kdf),
+            # With sentinels there are replicas: "received" waits until one has the report.
+            ReportSender(redis, center_key, replicated=bool(self.settings.redis_sentinels)),
+            receipts=ReceiptHasher(load_receipt_secret(self.settings), salt, self.settings.kdf),
             live=victims,
             shifts=ShiftBoard(redis),
             metrics=self.metrics,
@@ -360,6 +393,13 @@ class Node:
         if metrics is not None:
             print(f"  metrics:           {_base_url(metrics)}/metrics", file=self.out)
         print("Press Ctrl-C to stop.", file=self.out, flush=True)
+
+    def _may_print_secrets(self) -> bool:
+        """Whether this start may create the centre, printing its secrets on `out` (issue 14:
+        in a container, standard output goes to the log collector)."""
+        if self.settings.first_start == FIRST_START_AUTO:
+            return self.out.isatty()
+        return self.settings.first_start == FIRST_START_PRINT
 
     def _print_first_start(self, first: bootstrap.FirstStart) -> None:
         print(bootstrap.announcement(first), file=self.out, flush=True)

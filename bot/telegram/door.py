@@ -76,7 +76,9 @@ from bot.telegram.outbox import (
     RecipientBlockedError,
     TelegramOutbox,
 )
+from bot.telegram.poller_lease import PollerLease
 from bot.telegram.polling import ConfirmingPoller, Outcome
+from bot.telegram.shared_limits import SharedRateLimits
 from bot.telegram.updates import ChatOrderProcessor, SanitizingRequest, parses_as_update
 
 # Logs under the package name, "bot.telegram", the name operators filter the door's records on.
@@ -120,6 +122,8 @@ class TelegramConfig:
     update_lease_s: int = redis_keys.TELEGRAM_UPDATE_LEASE_S
     # Polling: how often to ask again while updates are in flight or held by another worker.
     poll_recheck_s: float = 1.0
+    # Polling: how long this worker's claim on the bot's one poller lasts unrenewed.
+    poll_lease_s: int = redis_keys.TELEGRAM_POLLER_LEASE_S
     # How long the neutral "conversation ended" notice stays before it is deleted too.
     exit_notice_s: float = 5.0
     # Below the Redis client's connection pool (100 by default, shared with the rest of the
@@ -136,6 +140,7 @@ class TelegramConfig:
             webhook_url=settings.telegram_webhook_url,
             webhook_secret=settings.telegram_webhook_secret,
             max_file_bytes=settings.telegram_max_file_bytes,
+            poll_lease_s=settings.telegram_poll_lease_s,
         )
 
     @property
@@ -179,7 +184,16 @@ class TelegramDoor:
         if config.webhook_url is None:
             builder = builder.get_updates_request(SanitizingRequest(connection_pool_size=1))
         self.application: Application = builder.build()  # type: ignore[type-arg]  # PTB's six type parameters say nothing here
-        self.outbox = TelegramOutbox(self.application.bot, config.limits, runtime.metrics)
+        bot_id = int(config.token.split(":", 1)[0])
+        shared = SharedRateLimits(
+            redis,
+            bot_id,
+            config.limits,
+            lambda chat_id: pseudonymizer.pseudonym(Purpose.RATE_LIMIT, CHANNEL, str(chat_id)),
+        )
+        self.outbox = TelegramOutbox(
+            self.application.bot, config.limits, runtime.metrics, gate=shared
+        )
         self._runtime = runtime
         self._pseudonymizer = pseudonymizer
         self._chats = TelegramChatStore(redis, root_secret, session_ttl_s)
@@ -187,7 +201,11 @@ class TelegramDoor:
             redis, int(config.token.split(":", 1)[0]), lease_s=config.update_lease_s
         )
         self._poller: ConfirmingPoller | None = None
+        self._lease: PollerLease | None = None
         if config.webhook_url is None:
+            self._lease = PollerLease(
+                redis, int(config.token.split(":", 1)[0]), config.poll_lease_s
+            )
             self._poller = ConfirmingPoller(
                 self.application.bot,
                 self.admit,
@@ -631,6 +649,18 @@ class TelegramDoor:
     # Lifecycle.
 
     async def start(self) -> None:
+        if self._lease is not None:
+            # Before anything is asked of Telegram: a second poller would take the first's
+            # updates. PollerTakenError (a settings problem: one line, exit 2) if one runs.
+            await self._lease.acquire(on_lost=self._stop_polling)
+        try:
+            await self._start()
+        except BaseException:
+            if self._lease is not None:
+                await self._lease.release()
+            raise
+
+    async def _start(self) -> None:
         await self.application.initialize()
         if self._config.webhook_url is not None:
             await self.application.bot.set_webhook(
@@ -647,9 +677,14 @@ class TelegramDoor:
         await self._poller.start()
         log.info("telegram door started (long polling)")
 
-    async def stop(self) -> None:
+    async def _stop_polling(self) -> None:
         if self._poller is not None and self._poller.running:
             await self._poller.stop()
+
+    async def stop(self) -> None:
+        await self._stop_polling()
+        if self._lease is not None:
+            await self._lease.release()
         if self.application.running:
             await self.application.stop()
         # Exit notices still showing are deleted now, while the bot can still call Telegram.

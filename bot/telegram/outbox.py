@@ -2,7 +2,9 @@
 
 Telegram allows about one message a second per chat (short bursts tolerated) and about thirty a
 second per bot. Each send reserves a slot in two token buckets (its chat's and the bot's) and
-waits for it, so callers keep their own order and no one spins. A 429 waits the `retry_after`
+waits for it, so callers keep their own order and no one spins; then, when the outbox has a
+`SlotGate` (the door gives it `SharedRateLimits`), it waits for the same limits counted over
+every bot worker in Redis. A 429 waits the `retry_after`
 Telegram asked for; a network error or a 5xx (PTB raises both as `NetworkError`) retries with
 exponential back-off. What still fails is raised, never dropped: `RecipientBlockedError` when
 the victim blocked the bot (403), `DeliveryFailedError` after the last attempt.
@@ -20,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from telegram import Bot, InlineKeyboardMarkup
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
@@ -81,15 +83,26 @@ class _Bucket:
         return self._tokens + elapsed * self._rate >= self._burst
 
 
+class SlotGate(Protocol):
+    """Telegram's limits over every worker: returns when this one may send to the chat."""
+
+    async def wait(self, chat_id: int) -> None: ...
+
+
 class TelegramOutbox:
     _MAX_IDLE_BUCKETS = 10_000
 
     def __init__(
-        self, bot: Bot, limits: OutboxLimits | None = None, metrics: Metrics | None = None
+        self,
+        bot: Bot,
+        limits: OutboxLimits | None = None,
+        metrics: Metrics | None = None,
+        gate: SlotGate | None = None,
     ) -> None:
         self._bot = bot
         self._metrics = metrics if metrics is not None else Metrics()
         self._limits = limits or OutboxLimits()
+        self._gate = gate
         self._bot_bucket = _Bucket(self._limits.per_bot_per_s, self._limits.per_bot_burst)
         # Keyed by chat id in memory only, never stored or logged.
         self._chat_buckets: dict[int, _Bucket] = {}
@@ -185,6 +198,8 @@ class TelegramOutbox:
         wait_s = max(bucket.reserve(), self._bot_bucket.reserve())
         if wait_s > 0:
             await asyncio.sleep(wait_s)
+        if self._gate is not None:
+            await self._gate.wait(chat_id)
 
 
 def _seconds(value: int | float | timedelta) -> float:
