@@ -59,6 +59,10 @@ from bot.sessions import HeldSession, Once, OnceRefusedError, SessionStore
 
 log = logging.getLogger(__name__)
 
+# Placeholders the runtime fills after a step's effects (queue place, receipt lookups, who
+# reads a report); every other `{name}` is the engine's.
+RUNTIME_PLACEHOLDERS = ("position", "wait", "request_status", "reply_how", "who_reads", "replies")
+
 # How often a turn looks at the flows directory for a changed file (a few stat calls).
 RELOAD_CHECK_S = 2.0
 _COMMAND = re.compile(r"^/[a-z_]{1,32}(?:@\w+)?$", re.IGNORECASE)
@@ -552,7 +556,7 @@ def _fill(message: Outbound, values: dict[str, str]) -> Outbound:
         return message
     text = message.text
     # The replies last: a counselor's words are shown as written, never filled in themselves.
-    for name in ("position", "wait", "request_status", "reply_how", "who_reads", "replies"):
+    for name in RUNTIME_PLACEHOLDERS:
         default = "" if name == "replies" else "-"
         text = text.replace("{" + name + "}", values.get(name, default))
     text = re.sub(r"\n{3,}", "\n\n", text).strip() if "\n" in text else text
