@@ -147,7 +147,12 @@ async def test_password_change_reseals_the_secret_and_disable_turns_it_off(
     new = "the next long passphrase"
     changed = await hotline.client.post(
         "/console/password",
-        data={"csrf": csrf_of(page), "new_password": new, "repeat_password": new},
+        data={
+            "csrf": csrf_of(page),
+            "current_password": PASSWORD,
+            "new_password": new,
+            "repeat_password": new,
+        },
         allow_redirects=False,
     )
     assert changed.status == 303

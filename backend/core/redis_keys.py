@@ -152,13 +152,21 @@ TELEGRAM_CHAT_MAX_MESSAGES: Final = 1000
 
 # Counselor console sessions (the private key inside is encrypted under a secret in the cookie).
 CONSOLE_SESSION_PREFIX: Final = PREFIX + "console:session:"
-CONSOLE_SESSION_TTL_S: Final = 8 * 3600
 # A sign-in whose password was right, waiting for its TOTP code: not a session yet, and short.
 CONSOLE_PENDING_PREFIX: Final = PREFIX + "console:pending:"
 CONSOLE_PENDING_TTL_S: Final = 300
-# Failed console sign-ins per (hashed) username, and the lock after too many.
+# Console sign-in attempts (backend/login_guard.py), counted before they are verified: per
+# (hashed) username, and per client address as an HMAC under a random key that Redis keeps for
+# a day; each counter expires a window after its last attempt and is the lock while at its limit.
 LOGIN_FAILURES_PREFIX: Final = PREFIX + "console:login-failures:"
-LOGIN_LOCK_PREFIX: Final = PREFIX + "console:login-lock:"
+LOGIN_ADDRESS_PREFIX: Final = PREFIX + "console:login-address:"
+LOGIN_ADDRESS_KEY: Final = PREFIX + "console:login-address-key"
+LOGIN_ADDRESS_KEY_TTL_S: Final = 24 * 3600
+# Failures since a counselor's last good sign-in (per hashed username), told at the next one.
+LOGIN_TALLY_PREFIX: Final = PREFIX + "console:login-tally:"
+LOGIN_TALLY_TTL_S: Final = 30 * 24 * 3600
+# Every session of a counselor (their Redis key names), so a password change can end the others.
+CONSOLE_COUNSELOR_SESSIONS_PREFIX: Final = PREFIX + "console:counselor-sessions:"
 
 
 def session_key(pseudonym: str) -> str:
@@ -177,8 +185,16 @@ def login_failures_key(username_hash: str) -> str:
     return LOGIN_FAILURES_PREFIX + username_hash
 
 
-def login_lock_key(username_hash: str) -> str:
-    return LOGIN_LOCK_PREFIX + username_hash
+def login_address_key(address_hmac: str) -> str:
+    return LOGIN_ADDRESS_PREFIX + address_hmac
+
+
+def login_tally_key(username_hash: str) -> str:
+    return LOGIN_TALLY_PREFIX + username_hash
+
+
+def console_counselor_sessions_key(counselor_id: int) -> str:
+    return f"{CONSOLE_COUNSELOR_SESSIONS_PREFIX}{counselor_id}"
 
 
 # Receipt lookups in the console, counted per counselor (`receipt-lookups:<counselor id>`, a

@@ -37,6 +37,7 @@ from backend.embedded_redis import EmbeddedRedis
 from backend.flows.registry import FlowRegistry
 from backend.flows.resources import Directory
 from backend.intake import Intake, dead_letter_count
+from backend.kdf_slots import KdfSlots
 from backend.keyring import KeyRing
 from backend.login_guard import LoginGuard
 from backend.receipts import ReceiptBook
@@ -148,8 +149,9 @@ class Node:
     ) -> tuple[X25519PublicKey, bytes]:
         """Start the centre; what it publishes for the bot: the public key and receipt salt."""
         cases = CaseStore(engine)
-        counselors = CounselorStore(engine, self.settings.kdf)
-        keyring = KeyRing(engine, self.settings.kdf)
+        slots = KdfSlots(self.settings.kdf_concurrency)
+        counselors = CounselorStore(engine, self.settings.kdf, slots)
+        keyring = KeyRing(engine, self.settings.kdf, slots)
         first = await bootstrap.ensure_initialised(counselors, keyring, self.settings.data_dir)
         if first is not None:
             self._print_first_start(first)
@@ -163,7 +165,7 @@ class Node:
             cases=cases,
             counselors=counselors,
             keyring=keyring,
-            sessions=ConsoleSessionStore(redis),
+            sessions=ConsoleSessionStore(redis, lifetime=self.settings.login),
             login_guard=LoginGuard(redis, self.settings.login),
             dead_letters=functools.partial(dead_letter_count, redis),
             pending_sign_ins=ConsoleSessionStore(redis, pending=True),
