@@ -69,6 +69,7 @@ class AuditAction(StrEnum):
     SHIFT_START = "shift-start"
     SHIFT_END = "shift-end"
     RECEIPT_LOOKUP = "receipt-lookup"
+    LOGIN_UNLOCK = "login-unlock"
 
 
 def link_hash(entry: AuditEntry) -> str:
