@@ -3,9 +3,11 @@ enrolment; the password change. Every state change checks the CSRF token and the
 
 from __future__ import annotations
 
+import io
 import logging
 import secrets
 
+import segno
 from aiohttp import web
 
 from backend import password_policy, totp
@@ -170,6 +172,22 @@ async def two_factor_page(request: web.Request) -> web.Response:
     return _two_factor(request, session, None)
 
 
+async def two_factor_qr(request: web.Request) -> web.Response:
+    """The enrolment's otpauth:// URI as a QR code, drawn here (SVG, our own origin, never
+    cached): a third-party QR service would learn the secret."""
+    session = await _require(request)
+    if session.totp_setup is None:
+        raise web.HTTPNotFound(text="no enrolment is in progress")
+    uri = totp.provisioning_uri(session.totp_setup, session.username)
+    out = io.BytesIO()
+    segno.make(uri, error="m").save(out, kind="svg", scale=5, border=4, xmldecl=False)
+    return web.Response(
+        body=out.getvalue(),
+        content_type="image/svg+xml",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
 def _two_factor(
     request: web.Request, session: ConsoleSession, error: str | None, status: int = 200
 ) -> web.Response:
@@ -297,6 +315,7 @@ def add_routes(app: web.Application) -> None:
         ("POST", "/console/login/code", submit_code, Access.PUBLIC),
         ("GET", "/console/two-factor", two_factor_page, Access.PASSWORD_CHANGE),
         ("POST", "/console/two-factor", enable_two_factor, Access.PASSWORD_CHANGE),
+        ("GET", "/console/two-factor/qr.svg", two_factor_qr, Access.PASSWORD_CHANGE),
         ("POST", "/console/two-factor/disable", disable_two_factor, Access.COUNSELOR),
         ("GET", "/console/password", password_page, Access.PASSWORD_CHANGE),
         ("POST", "/console/password", change_password, Access.PASSWORD_CHANGE),

@@ -13,6 +13,7 @@ from backend.audit import AuditAction
 from backend.cases import CaseStore, envelope_of
 from backend.console import access, case_work, live, openapi, queue, receipt_lookup, sign_in
 from backend.console.access import Access, current_session, guard, sessions_key
+from backend.console.answers import readable
 from backend.console.app_keys import (
     DeadLetterCount,
     cases_key,
@@ -22,6 +23,7 @@ from backend.console.app_keys import (
     login_guard_key,
     pending_key,
     require_totp_key,
+    time_zone_key,
 )
 from backend.console.forms import read_form, render
 from backend.console.sessions import (
@@ -74,7 +76,15 @@ async def case_view(request: web.Request) -> web.Response:
         )
     log.info("counselor %d opened case %s", session.counselor_id, case.id)
     work = await case_work.view_context(request, session, case, answers)
-    return render("case.html", session=session, case=case, answers=answers, **work)
+    return render(
+        "case.html",
+        session=session,
+        case=case,
+        answers=answers,
+        readable_answers=readable(answers or {}),
+        time_zone=request.app[time_zone_key],
+        **work,
+    )
 
 
 async def case_status(request: web.Request) -> web.Response:
@@ -150,6 +160,7 @@ def add_routes(
     sla: SlaPolicy,
     receipts: ReceiptBook,
     services: Directory | None = None,
+    time_zone: str = "Asia/Seoul",
 ) -> None:
     app[cases_key] = cases
     app[dead_letters_key] = dead_letters
@@ -159,6 +170,7 @@ def add_routes(
     app[login_guard_key] = login_guard
     app[pending_key] = pending_sign_ins
     app[require_totp_key] = require_totp
+    app[time_zone_key] = time_zone
     routes = (
         ("GET", "/console/cases/{case_id}", case_view, Access.COUNSELOR),
         ("POST", "/console/cases/{case_id}/status", case_status, Access.COUNSELOR),

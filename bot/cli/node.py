@@ -173,6 +173,7 @@ class Node:
             services=self._services(),
             sla=self.settings.sla,
             receipts=ReceiptBook(engine, self.settings.kdf),
+            time_zone=self.settings.time_zone,
         )
         intake = Intake(redis, cases, f"{self.settings.node_name}-intake")
         task = asyncio.create_task(intake.run(), name="intake")
