@@ -70,6 +70,8 @@ class AuditAction(StrEnum):
     SHIFT_END = "shift-end"
     RECEIPT_LOOKUP = "receipt-lookup"
     LOGIN_UNLOCK = "login-unlock"
+    BLOCK = "block"
+    UNBLOCK = "unblock"
 
 
 def link_hash(entry: AuditEntry) -> str:

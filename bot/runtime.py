@@ -130,6 +130,8 @@ class ConversationRuntime:
         """One turn. `once`: a claim on the input (a Telegram update) taken with the lock;
         `OnceRefusedError`, and nothing done, when it is someone else's."""
         try:
+            if await self._blocked(inbound):
+                return Turn((Outbound(self.text("common.blocked", inbound.language)),))
             async with self._sessions.hold(inbound.pseudonym, once=once) as held:
                 return await self._handle_locked(inbound, held)
         except OnceRefusedError:
@@ -145,6 +147,16 @@ class ConversationRuntime:
             where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
             log.error("conversation turn failed with %s at %s", type(exc).__name__, where)
         return Turn((self._unavailable(inbound),))
+
+    async def _blocked(self, inbound: Inbound) -> bool:
+        """A counselor blocked this sender (`backend/blocks.py`): a neutral answer with the
+        emergency numbers, and nothing reaches the flow or the centre. The quick exit still
+        works, in case a victim was blocked by mistake."""
+        if inbound.blocking is None or inbound.button == QUICK_EXIT_BUTTON:
+            return False
+        if (inbound.text or "").strip().lower() in BUILT_IN_EXITS:
+            return False
+        return bool(await self._redis.exists(redis_keys.blocked_key(inbound.blocking)))
 
     def text(self, key: str, language_hint: str | None) -> str:
         """A shared `common.*` text for what a door says outside any flow step (a file it cannot
@@ -184,7 +196,7 @@ class ConversationRuntime:
         else:
             ctx = Context(int(now), bundle.hours.is_open(datetime.fromtimestamp(now, UTC)))
             result = engine.step(bundle, session, inbound, ctx)
-        outcome = await self._act(bundle, result, now, inbound.pseudonym)
+        outcome = await self._act(bundle, result, now, inbound.pseudonym, inbound.blocking)
         after = result.session
         waiting: list[Outbound] = []
         if outcome.quick_exit and after.handoff_case is not None and self._live is not None:
@@ -333,19 +345,24 @@ class ConversationRuntime:
             await self._reports.send_event(key, redis_keys.EVENT_VICTIM_UNREACHABLE, case_ids)
 
     async def _act(
-        self, bundle: Bundle, result: StepResult, now: float, pseudonym: Pseudonym
+        self,
+        bundle: Bundle,
+        result: StepResult,
+        now: float,
+        pseudonym: Pseudonym,
+        blocking: Pseudonym | None = None,
     ) -> _Outcome:
         """Carry out the step's effects before anything is said, so "received" is true."""
         outcome = _Outcome()
         language = result.session.language
         for effect in result.effects:
             if isinstance(effect, SubmitReport):
-                await self._reports.send(effect)
+                await self._reports.send(effect, blocking=blocking)
                 log.info("report sealed and queued as case %s", effect.case_id)
             elif isinstance(effect, RequestHandoff):
                 on_shift = 1 if self._shifts is None else await self._shifts.count()
                 position = await self._handoff(
-                    effect, now, result.session, pseudonym, on_shift=on_shift
+                    effect, now, result.session, pseudonym, on_shift=on_shift, blocking=blocking
                 )
                 outcome.values["position"] = str(position)
                 # Each counselor on shift takes one case at a time: more of them, shorter waits.
@@ -403,6 +420,7 @@ class ConversationRuntime:
         pseudonym: Pseudonym,
         *,
         on_shift: int,
+        blocking: Pseudonym | None = None,
     ) -> int:
         """Seal the request onto the reports stream with its priority; the queue position."""
         unattended = "; nobody was on shift" if on_shift == 0 else ""
@@ -420,7 +438,8 @@ class ConversationRuntime:
                 language=effect.language,
                 channel=effect.channel,
                 answers=answers,
-            )
+            ),
+            blocking=blocking,
         )
         log.info("handoff requested as case %s, priority %d", effect.case_id, effect.priority)
         return await waiting_line.enqueue(self._redis, effect.case_id, effect.priority, now)

@@ -35,9 +35,10 @@ async def test_the_case_page_speaks_words_in_the_centres_time(
     assert history and all(when.endswith(" KST") for when in history), history
     assert work["history"], "the history the page shows in KST"
 
-    claim = {"data": {"csrf": csrf_of(page)}, "allow_redirects": False}
-    assert (await hotline.client.post(f"{url}/claim", **claim)).status == 303
-    again = await hotline.client.post(f"{url}/claim", **claim)
+    form = {"csrf": csrf_of(page)}
+    first = await hotline.client.post(f"{url}/claim", data=form, allow_redirects=False)
+    assert first.status == 303
+    again = await hotline.client.post(f"{url}/claim", data=form, allow_redirects=False)
     assert again.status == 409
     body = await again.text()
     assert "You already hold this case" in body and "Another counselor" not in body

@@ -37,12 +37,15 @@ _templates = jinja2.Environment(
 )
 
 
-def local_time(value: datetime | str | None, zone: str) -> str:
-    """A stored time (UTC, naive or aware, or ISO text) in the centre's time zone, with the
-    zone's name: counselors work in local time, and a bare UTC time misleads (issue 18)."""
+def local_time(value: datetime | str | float | None, zone: str) -> str:
+    """A stored time (UTC: naive or aware, ISO text or Unix time) in the centre's time zone,
+    with the zone's name: counselors work in local time; a bare UTC time misleads (issue 18)."""
     if value is None or value == "":
         return ""
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if isinstance(value, int | float):
+        moment = datetime.fromtimestamp(value, UTC)
+    else:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else value
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     local = moment.astimezone(ZoneInfo(zone))

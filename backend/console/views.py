@@ -11,7 +11,16 @@ from aiohttp import web
 
 from backend.audit import AuditAction
 from backend.cases import CaseStore, envelope_of
-from backend.console import access, case_work, live, openapi, queue, receipt_lookup, sign_in
+from backend.console import (
+    access,
+    blocks,
+    case_work,
+    live,
+    openapi,
+    queue,
+    receipt_lookup,
+    sign_in,
+)
 from backend.console.access import Access, current_session, guard, sessions_key
 from backend.console.answers import readable
 from backend.console.app_keys import (
@@ -184,4 +193,5 @@ def add_routes(
     case_work.add_routes(app, services or Directory())
     live.add_routes(app, cases=cases, keyring=keyring)
     receipt_lookup.add_routes(app, receipts)
+    blocks.add_routes(app)
     openapi.add_routes(app)

@@ -165,6 +165,25 @@ LOGIN_ADDRESS_KEY_TTL_S: Final = 24 * 3600
 # Failures since a counselor's last good sign-in (per hashed username), told at the next one.
 LOGIN_TALLY_PREFIX: Final = PREFIX + "console:login-tally:"
 LOGIN_TALLY_TTL_S: Final = 30 * 24 * 3600
+# Blocks (issue 13; `backend/blocks.py` writes them, `bot/runtime.py` reads the first):
+# `blocked:<BLOCKING pseudonym>` -> block id, expiring with the block, so a blocked sender's
+# turn costs one EXISTS; `block:<id>` the block's record (case, reason, who, until) for the
+# supervisors' list, indexed by expiry in `blocks`.
+BLOCKED_PREFIX: Final = PREFIX + "blocked:"
+BLOCK_PREFIX: Final = PREFIX + "block:"
+BLOCKS_INDEX: Final = PREFIX + "blocks"
+BLOCK_DEFAULT_HOURS: Final = 24
+BLOCK_MAX_HOURS: Final = 24 * 90
+
+
+def blocked_key(blocking_pseudonym: str) -> str:
+    return BLOCKED_PREFIX + blocking_pseudonym
+
+
+def block_key(block_id: str) -> str:
+    return BLOCK_PREFIX + block_id
+
+
 # Every session of a counselor (their Redis key names), so a password change can end the others.
 CONSOLE_COUNSELOR_SESSIONS_PREFIX: Final = PREFIX + "console:counselor-sessions:"
 

@@ -45,6 +45,7 @@ ENGINE_KEYS = (
     "common.file_received",
     "common.retry_help",
     "common.unavailable",
+    "common.blocked",
     "resources.none",
     "safety.exit",
     "safety.no_images_minor",
