@@ -26,6 +26,7 @@ from telegram import Bot, InlineKeyboardMarkup
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
 
 from backend.core.errors import HotlineError
+from backend.core.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,11 @@ class _Bucket:
 class TelegramOutbox:
     _MAX_IDLE_BUCKETS = 10_000
 
-    def __init__(self, bot: Bot, limits: OutboxLimits | None = None) -> None:
+    def __init__(
+        self, bot: Bot, limits: OutboxLimits | None = None, metrics: Metrics | None = None
+    ) -> None:
         self._bot = bot
+        self._metrics = metrics if metrics is not None else Metrics()
         self._limits = limits or OutboxLimits()
         self._bot_bucket = _Bucket(self._limits.per_bot_per_s, self._limits.per_bot_burst)
         # Keyed by chat id in memory only, never stored or logged.
@@ -103,7 +107,15 @@ class TelegramOutbox:
         params: dict[str, object] = {"chat_id": chat_id, "text": text, "protect_content": True}
         if reply_markup is not None:
             params["reply_markup"] = reply_markup
-        sent = await self._deliver(chat_id, functools.partial(self._send_message, params))
+        try:
+            sent = await self._deliver(chat_id, functools.partial(self._send_message, params))
+        except RecipientBlockedError:
+            self._metrics.send("blocked")
+            raise
+        except Exception:
+            self._metrics.send("failed")
+            raise
+        self._metrics.send("sent")
         return sent
 
     async def _send_message(self, params: dict[str, object]) -> int:
@@ -148,8 +160,10 @@ class TelegramOutbox:
             except RetryAfter as exc:
                 wait_s = _seconds(exc.retry_after)
                 log.warning("telegram asked to slow down for %.1f s", wait_s)
+                self._metrics.rate_limited()
                 if attempt >= limits.max_attempts:
                     raise DeliveryFailedError("still rate limited after every attempt") from None
+                self._metrics.retry("rate_limited")
                 await asyncio.sleep(wait_s)
             except (TimedOut, NetworkError) as exc:
                 if attempt >= limits.max_attempts:
@@ -158,6 +172,7 @@ class TelegramOutbox:
                     ) from None
                 wait_s = min(limits.backoff_s * 2 ** (attempt - 1), limits.max_backoff_s)
                 log.warning("telegram send failed with %s; retrying", type(exc).__name__)
+                self._metrics.retry("network")
                 await asyncio.sleep(wait_s)
 
     async def _wait_for_slot(self, chat_id: int) -> None:
