@@ -75,6 +75,9 @@ class AuditAction(StrEnum):
     ACCOUNT_ADD = "account-add"
     ACCOUNT_ROLE = "account-role"
     ACCOUNT_DEACTIVATE = "account-deactivate"
+    LOGIN_UNLOCK = "login-unlock"
+    BLOCK = "block"
+    UNBLOCK = "unblock"
 
 
 def link_hash(entry: AuditEntry) -> str:

@@ -199,6 +199,7 @@ def parse(payload: Any, settings: KakaoSettings, pseudonymizer: Pseudonymizer) -
             text=None if button else utterance,
             button=button,
             language=language if isinstance(language, str) and len(language) <= 16 else None,
+            blocking=pseudonymizer.pseudonym(Purpose.BLOCKING, CHANNEL, user_key),
         ),
         callback_url,
     )

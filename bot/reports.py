@@ -40,7 +40,9 @@ class ReportSender:
         self._key_id = keys.key_id(center_key)
         self._replicated = replicated
 
-    async def send(self, report: SubmitReport) -> None:
+    async def send(self, report: SubmitReport, *, blocking: str | None = None) -> None:
+        """Seal and queue a report; `blocking` (the sender's BLOCKING pseudonym) goes inside
+        the seal, for a counselor who decides to block the sender (`backend/blocks.py`)."""
         header = RoutingHeader(
             case_id=report.case_id,
             priority=report.priority,
@@ -52,6 +54,8 @@ class ReportSender:
             follows=report.follows,
         )
         content: dict[str, object] = {"answers": report.answers}
+        if blocking is not None:
+            content["blocking"] = blocking
         if report.sealed_files:
             # Each sealed on its own at upload (`seal_file`); a counselor opens them with the
             # same centre key, inside this report's envelope.

@@ -144,6 +144,8 @@ class ConversationRuntime:
         `OnceRefusedError`, and nothing done, when it is someone else's."""
         started = time.perf_counter()
         try:
+            if await self._blocked(inbound):
+                return Turn((Outbound(self.text("common.blocked", inbound.language)),))
             async with self._sessions.hold(inbound.pseudonym, once=once) as held:
                 turn = await self._handle_locked(inbound, held)
             self.metrics.turn(inbound.channel, "answered", time.perf_counter() - started)
@@ -163,6 +165,16 @@ class ConversationRuntime:
             log.error("conversation turn failed with %s at %s", type(exc).__name__, where)
         self.metrics.turn(inbound.channel, "unavailable", time.perf_counter() - started)
         return Turn((self._unavailable(inbound),), failed=True)
+
+    async def _blocked(self, inbound: Inbound) -> bool:
+        """A counselor blocked this sender (`backend/blocks.py`): a neutral answer with the
+        emergency numbers, and nothing reaches the flow or the centre. The quick exit still
+        works, in case a victim was blocked by mistake."""
+        if inbound.blocking is None or inbound.button == QUICK_EXIT_BUTTON:
+            return False
+        if (inbound.text or "").strip().lower() in BUILT_IN_EXITS:
+            return False
+        return bool(await self._redis.exists(redis_keys.blocked_key(inbound.blocking)))
 
     def text(self, key: str, language_hint: str | None) -> str:
         """A shared `common.*` text for what a door says outside any flow step (a file it cannot
@@ -207,7 +219,7 @@ class ConversationRuntime:
             stepping = time.perf_counter()
             result = engine.step(bundle, session, inbound, ctx)
         self.metrics.flow_step(time.perf_counter() - stepping)
-        outcome = await self._act(bundle, result, now, inbound.pseudonym)
+        outcome = await self._act(bundle, result, now, inbound.pseudonym, inbound.blocking)
         after = result.session
         waiting: list[Outbound] = []
         if outcome.quick_exit and after.handoff_case is not None and self._live is not None:
@@ -356,14 +368,19 @@ class ConversationRuntime:
             await self._reports.send_event(key, redis_keys.EVENT_VICTIM_UNREACHABLE, case_ids)
 
     async def _act(
-        self, bundle: Bundle, result: StepResult, now: float, pseudonym: Pseudonym
+        self,
+        bundle: Bundle,
+        result: StepResult,
+        now: float,
+        pseudonym: Pseudonym,
+        blocking: Pseudonym | None = None,
     ) -> _Outcome:
         """Carry out the step's effects before anything is said, so "received" is true."""
         outcome = _Outcome()
         language = result.session.language
         for effect in result.effects:
             if isinstance(effect, SubmitReport):
-                await self._reports.send(effect)
+                await self._reports.send(effect, blocking=blocking)
                 log.info("report sealed and queued as case %s", effect.case_id)
                 # Who will read it, as true now: a counselor on duty, or the first one back
                 # (issue 18: "a counselor is looking at it" was said with nobody on shift).
@@ -373,7 +390,7 @@ class ConversationRuntime:
             elif isinstance(effect, RequestHandoff):
                 on_shift = 1 if self._shifts is None else await self._shifts.count()
                 position = await self._handoff(
-                    effect, now, result.session, pseudonym, on_shift=on_shift
+                    effect, now, result.session, pseudonym, on_shift=on_shift, blocking=blocking
                 )
                 outcome.values["position"] = str(position)
                 # Each counselor on shift takes one case at a time: more of them, shorter waits.
@@ -431,6 +448,7 @@ class ConversationRuntime:
         pseudonym: Pseudonym,
         *,
         on_shift: int,
+        blocking: Pseudonym | None = None,
     ) -> int:
         """Seal the request onto the reports stream with its priority; the queue position."""
         unattended = "; nobody was on shift" if on_shift == 0 else ""
@@ -448,7 +466,8 @@ class ConversationRuntime:
                 language=effect.language,
                 channel=effect.channel,
                 answers=answers,
-            )
+            ),
+            blocking=blocking,
         )
         log.info("handoff requested as case %s, priority %d", effect.case_id, effect.priority)
         return await waiting_line.enqueue(self._redis, effect.case_id, effect.priority, now)

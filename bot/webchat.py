@@ -149,6 +149,7 @@ def parse_turn(payload: Any, pseudonymizer: Pseudonymizer) -> Inbound:
         text=text,
         button=button,
         language=language,
+        blocking=pseudonymizer.pseudonym(Purpose.BLOCKING, CHANNEL, token),
     )
 
 

@@ -54,6 +54,8 @@ async def _redis_values(redis: Redis) -> bytes:
             seen.append(repr(await redis.lrange(key, 0, -1)).encode())
         elif kind == "set":  # a counselor's console sessions (issue 15)
             seen.append(repr(sorted(await redis.smembers(key))).encode())
+        elif kind == "zset":
+            seen.append(repr(await redis.zrange(key, 0, -1, withscores=True)).encode())
         else:
             raise AssertionError(f"a Redis {kind} this canary does not read yet")
     return b"\n".join(seen)

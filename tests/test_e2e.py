@@ -139,6 +139,7 @@ class Counselor:
             assert csrf is not None, page
             form = {
                 "csrf": csrf.group(1),
+                "current_password": password,
                 "new_password": new_password,
                 "repeat_password": new_password,
             }

@@ -119,6 +119,7 @@ async def test_behind_a_trusted_proxy_the_console_works_over_https(
         assert page.headers["Strict-Transport-Security"] == "max-age=31536000"
         form = {
             "csrf": csrf_of(await page.text()),
+            "current_password": hotline.first_password,
             "new_password": "a long new passphrase",
             "repeat_password": "a long new passphrase",
         }
@@ -165,6 +166,7 @@ async def test_without_trusted_proxies_forwarded_headers_change_nothing(
     assert "Strict-Transport-Security" not in page.headers
     form = {
         "csrf": csrf_of(await page.text()),
+        "current_password": hotline.first_password,
         "new_password": "a long new passphrase",
         "repeat_password": "a long new passphrase",
     }

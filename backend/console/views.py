@@ -14,6 +14,7 @@ from backend.cases import CaseStore, envelope_of
 from backend.console import (
     access,
     accounts,
+    blocks,
     case_work,
     live,
     openapi,
@@ -23,6 +24,7 @@ from backend.console import (
     studio,
 )
 from backend.console.access import Access, current_session, guard, sessions_key
+from backend.console.answers import readable
 from backend.console.app_keys import (
     DeadLetterCount,
     cases_key,
@@ -32,6 +34,7 @@ from backend.console.app_keys import (
     login_guard_key,
     pending_key,
     require_totp_key,
+    time_zone_key,
 )
 from backend.console.canned_responses import load, shipped
 from backend.console.forms import read_form, render
@@ -86,7 +89,15 @@ async def case_view(request: web.Request) -> web.Response:
         )
     log.info("counselor %d opened case %s", session.counselor_id, case.id)
     work = await case_work.view_context(request, session, case, answers)
-    return render("case.html", session=session, case=case, answers=answers, **work)
+    return render(
+        "case.html",
+        session=session,
+        case=case,
+        answers=answers,
+        readable_answers=readable(answers or {}),
+        time_zone=request.app[time_zone_key],
+        **work,
+    )
 
 
 async def case_status(request: web.Request) -> web.Response:
@@ -164,6 +175,7 @@ def add_routes(
     services: Directory | None = None,
     bundle: ConsoleBundle | None = None,
     flows_publish_approval: bool = False,
+    time_zone: str = "Asia/Seoul",
 ) -> None:
     """`bundle`: the published flows' resources and canned responses, followed; without it,
     `services` and the shipped canned responses, fixed."""
@@ -176,6 +188,7 @@ def add_routes(
     app[login_guard_key] = login_guard
     app[pending_key] = pending_sign_ins
     app[require_totp_key] = require_totp
+    app[time_zone_key] = time_zone
     routes = (
         ("GET", "/console/cases/{case_id}", case_view, Access.COUNSELOR),
         ("POST", "/console/cases/{case_id}/status", case_status, Access.COUNSELOR),
@@ -191,4 +204,5 @@ def add_routes(
     receipt_lookup.add_routes(app, receipts)
     accounts.add_routes(app)
     studio.add_routes(app, approval=flows_publish_approval)
+    blocks.add_routes(app)
     openapi.add_routes(app)

@@ -39,6 +39,9 @@ class Inbound:
     button: str | None = None
     language: str | None = None
     attachments: tuple[Attachment, ...] = ()
+    # The sender under the BLOCKING key (`Purpose.BLOCKING`): checked against blocks, and sealed
+    # into reports so a counselor can block it; never joined with `pseudonym`.
+    blocking: Pseudonym | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -174,13 +174,40 @@ TELEGRAM_CHAT_MAX_MESSAGES: Final = 1000
 
 # Counselor console sessions (the private key inside is encrypted under a secret in the cookie).
 CONSOLE_SESSION_PREFIX: Final = PREFIX + "console:session:"
-CONSOLE_SESSION_TTL_S: Final = 8 * 3600
 # A sign-in whose password was right, waiting for its TOTP code: not a session yet, and short.
 CONSOLE_PENDING_PREFIX: Final = PREFIX + "console:pending:"
 CONSOLE_PENDING_TTL_S: Final = 300
-# Failed console sign-ins per (hashed) username, and the lock after too many.
+# Console sign-in attempts (backend/login_guard.py), counted before they are verified: per
+# (hashed) username, and per client address as an HMAC under a random key that Redis keeps for
+# a day; each counter expires a window after its last attempt and is the lock while at its limit.
 LOGIN_FAILURES_PREFIX: Final = PREFIX + "console:login-failures:"
-LOGIN_LOCK_PREFIX: Final = PREFIX + "console:login-lock:"
+LOGIN_ADDRESS_PREFIX: Final = PREFIX + "console:login-address:"
+LOGIN_ADDRESS_KEY: Final = PREFIX + "console:login-address-key"
+LOGIN_ADDRESS_KEY_TTL_S: Final = 24 * 3600
+# Failures since a counselor's last good sign-in (per hashed username), told at the next one.
+LOGIN_TALLY_PREFIX: Final = PREFIX + "console:login-tally:"
+LOGIN_TALLY_TTL_S: Final = 30 * 24 * 3600
+# Blocks (issue 13; `backend/blocks.py` writes them, `bot/runtime.py` reads the first):
+# `blocked:<BLOCKING pseudonym>` -> block id, expiring with the block, so a blocked sender's
+# turn costs one EXISTS; `block:<id>` the block's record (case, reason, who, until) for the
+# supervisors' list, indexed by expiry in `blocks`.
+BLOCKED_PREFIX: Final = PREFIX + "blocked:"
+BLOCK_PREFIX: Final = PREFIX + "block:"
+BLOCKS_INDEX: Final = PREFIX + "blocks"
+BLOCK_DEFAULT_HOURS: Final = 24
+BLOCK_MAX_HOURS: Final = 24 * 90
+
+
+def blocked_key(blocking_pseudonym: str) -> str:
+    return BLOCKED_PREFIX + blocking_pseudonym
+
+
+def block_key(block_id: str) -> str:
+    return BLOCK_PREFIX + block_id
+
+
+# Every session of a counselor (their Redis key names), so a password change can end the others.
+CONSOLE_COUNSELOR_SESSIONS_PREFIX: Final = PREFIX + "console:counselor-sessions:"
 
 
 def session_key(pseudonym: str) -> str:
@@ -199,8 +226,16 @@ def login_failures_key(username_hash: str) -> str:
     return LOGIN_FAILURES_PREFIX + username_hash
 
 
-def login_lock_key(username_hash: str) -> str:
-    return LOGIN_LOCK_PREFIX + username_hash
+def login_address_key(address_hmac: str) -> str:
+    return LOGIN_ADDRESS_PREFIX + address_hmac
+
+
+def login_tally_key(username_hash: str) -> str:
+    return LOGIN_TALLY_PREFIX + username_hash
+
+
+def console_counselor_sessions_key(counselor_id: int) -> str:
+    return f"{CONSOLE_COUNSELOR_SESSIONS_PREFIX}{counselor_id}"
 
 
 # Receipt lookups in the console, counted per counselor (`receipt-lookups:<counselor id>`, a
@@ -225,11 +260,6 @@ def case_receipt_key(case_id: str) -> str:
 
 def case_replies_key(case_id: str) -> str:
     return CASE_REPLIES_PREFIX + case_id
-
-
-def console_sessions_of_key(counselor_id: int) -> str:
-    """The set of one counselor's session keys, so deactivating them ends every one at once."""
-    return CONSOLE_SESSION_PREFIX + f"of:{counselor_id}"
 
 
 def console_session_key(session_id_hash: str) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeAlias
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from backend.core.errors import SettingsError
 
@@ -64,13 +65,20 @@ class KdfCost:
 
 @dataclass(frozen=True)
 class LoginPolicy:
-    """How console sign-in resists guessing: growing delays, then a lock."""
+    """How console sign-in resists guessing (growing delays, then a lock per client address,
+    and a much higher one per username) and how long a console session lives."""
 
-    max_failures: int = 5
+    max_failures: int = 5  # per client address, within lock_s
     lock_s: int = 900
     delay_ms: int = 250
     # Every counselor must enrol a TOTP authenticator before doing anything else.
     require_totp: bool = False
+    username_max_failures: int = 50
+    username_lock_s: int = 3600
+    # A session ends after this long without a request, and in any case this long after the
+    # sign-in (an open console polls every few seconds, so idleness alone never ends it).
+    session_idle_s: int = 1800
+    session_max_s: int = 8 * 3600
 
 
 @dataclass(frozen=True)
@@ -168,6 +176,9 @@ class Settings:
     telegram_max_file_bytes: int
     flows_dir: Path
     kdf: KdfCost
+    # Password hashes (Argon2id) run in threads, at most this many at once: sign-in load must
+    # never hold up the event loop that serves victims.
+    kdf_concurrency: int
     bot_secret: bytes | None = field(repr=False)
     session_ttl_s: int
     node_name: str
@@ -188,6 +199,8 @@ class Settings:
     # Redis through Sentinel: the sentinels' (host, port)s and the monitored service's name.
     redis_sentinels: tuple[tuple[str, int], ...] = ()
     redis_sentinel_service: str = "hotline"
+    # The centre's time zone (IANA name): the console shows every time in it, with its name.
+    time_zone: str = "Asia/Seoul"
     redis_pool: RedisPool = field(default_factory=RedisPool)
     # Where victims and counselors reach us (https://name); requests under another host name
     # than this one or the bound address are refused (backend/host_check.py).
@@ -253,6 +266,7 @@ class Settings:
                 memory_kib=_int(env, "HOTLINE_KDF_MEMORY_KIB", 65536, low=8, high=4 * 1024 * 1024),
                 parallelism=_int(env, "HOTLINE_KDF_PARALLELISM", 1, low=1, high=64),
             ),
+            kdf_concurrency=_int(env, "HOTLINE_KDF_CONCURRENCY", 2, low=1, high=64),
             bot_secret=_secret("HOTLINE_BOT_SECRET", env.get("HOTLINE_BOT_SECRET")),
             session_ttl_s=_int(
                 env, "HOTLINE_SESSION_TTL_S", 24 * 3600, low=60, high=30 * 24 * 3600
@@ -267,6 +281,18 @@ class Settings:
                 lock_s=_int(env, "HOTLINE_LOGIN_LOCK_S", 900, low=1, high=7 * 24 * 3600),
                 delay_ms=_int(env, "HOTLINE_LOGIN_DELAY_MS", 250, low=0, high=5000),
                 require_totp=_bool(env, "HOTLINE_CONSOLE_REQUIRE_TOTP"),
+                username_max_failures=_int(
+                    env, "HOTLINE_LOGIN_USERNAME_MAX_FAILURES", 50, low=1, high=10_000
+                ),
+                username_lock_s=_int(
+                    env, "HOTLINE_LOGIN_USERNAME_LOCK_S", 3600, low=1, high=7 * 24 * 3600
+                ),
+                session_idle_s=_int(
+                    env, "HOTLINE_CONSOLE_SESSION_IDLE_S", 1800, low=1, high=24 * 3600
+                ),
+                session_max_s=_int(
+                    env, "HOTLINE_CONSOLE_SESSION_MAX_S", 8 * 3600, low=1, high=7 * 24 * 3600
+                ),
             ),
             retention=Retention(
                 **{
@@ -286,6 +312,7 @@ class Settings:
             telegram_poll_lease_s=_int(env, "HOTLINE_TELEGRAM_POLL_LEASE_S", 30, low=3, high=600),
             redis_sentinels=_sentinels(env.get("HOTLINE_REDIS_SENTINELS"), redis_url),
             redis_sentinel_service=_sentinel_service(env.get("HOTLINE_REDIS_SENTINEL_SERVICE")),
+            time_zone=_time_zone(env.get("HOTLINE_TIME_ZONE") or "Asia/Seoul"),
             public_url=public_url,
             redis_pool=RedisPool(
                 max_connections=_int(
@@ -327,6 +354,16 @@ def _sla_minutes(raw: str | None) -> tuple[tuple[int, int], ...]:
             f"HOTLINE_SLA_MINUTES: no target for priority {', '.join(map(str, missing))}"
         )
     return tuple(sorted(pairs.items(), reverse=True))
+
+
+def _time_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f"HOTLINE_TIME_ZONE: {name!r} is not a known time zone (e.g. Asia/Seoul)"
+        ) from None
+    return name
 
 
 LOG_FORMATS = ("text", "json")

@@ -48,6 +48,7 @@ ENGINE_KEYS = (
     "common.file_received",
     "common.retry_help",
     "common.unavailable",
+    "common.blocked",
     "resources.none",
     # Who will read a report just sent, filled into its `{who_reads}` (bot/runtime.py).
     "report.read_on_shift",

@@ -48,6 +48,7 @@ from backend.embedded_redis import EmbeddedRedis
 from backend.flow_versions import FlowVersionStore
 from backend.host_check import AllowedHosts
 from backend.intake import Intake, dead_letter_count
+from backend.kdf_slots import KdfSlots
 from backend.keyring import KeyRing
 from backend.login_guard import LoginGuard
 from backend.published_flows import PublishedFlows, stop_listening
@@ -236,8 +237,9 @@ class Node:
     ) -> tuple[X25519PublicKey, bytes]:
         """Start the centre; what it publishes for the bot: the public key and receipt salt."""
         cases = CaseStore(engine)
-        counselors = CounselorStore(engine, self.settings.kdf)
-        keyring = KeyRing(engine, self.settings.kdf)
+        slots = KdfSlots(self.settings.kdf_concurrency)
+        counselors = CounselorStore(engine, self.settings.kdf, slots)
+        keyring = KeyRing(engine, self.settings.kdf, slots)
         first = await bootstrap.ensure_initialised(
             engine, self.settings.kdf, self.settings.data_dir, create=self._may_print_secrets()
         )
@@ -254,7 +256,7 @@ class Node:
             cases=cases,
             counselors=counselors,
             keyring=keyring,
-            sessions=ConsoleSessionStore(redis),
+            sessions=ConsoleSessionStore(redis, lifetime=self.settings.login),
             login_guard=LoginGuard(redis, self.settings.login),
             dead_letters=functools.partial(dead_letter_count, redis),
             pending_sign_ins=ConsoleSessionStore(redis, pending=True),
@@ -263,6 +265,7 @@ class Node:
             flows_publish_approval=self.settings.flows_publish_approval,
             sla=self.settings.sla,
             receipts=self._receipt_book(engine),
+            time_zone=self.settings.time_zone,
         )
         intake = Intake(redis, cases, f"{self.settings.node_name}-intake")
         task = asyncio.create_task(intake.run(), name="intake")

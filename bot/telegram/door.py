@@ -613,6 +613,7 @@ class TelegramDoor:
             button=button,
             language=language,
             attachments=attachments,
+            blocking=self._pseudonymizer.pseudonym(Purpose.BLOCKING, CHANNEL, str(user_id)),
         )
 
     def _text(self, key: str, language: str | None) -> str:
