@@ -370,8 +370,21 @@ async def _reviewer(request: web.Request, row: TakedownRequest) -> str:
     return counselor.username if counselor is not None else f"#{row.approved_by}"
 
 
+async def _audit_takedown_unseal(
+    request: web.Request, session: ConsoleSession, draft: Draft
+) -> None:
+    """Showing a takedown request opens its sealed fields: an unseal like the case page's."""
+    await request.app[views.cases_key].record(
+        f"counselor:{session.counselor_id}",
+        AuditAction.UNSEAL,
+        draft.row.case_id,
+        f"takedown:{draft.row.id}",
+    )
+
+
 async def takedown_page(request: web.Request) -> web.Response:
     session, case, _, draft = await _takedown(request)
+    await _audit_takedown_unseal(request, session, draft)
     return forms.render(
         "takedown.html",
         session=session,
@@ -390,7 +403,8 @@ async def takedown_page(request: web.Request) -> web.Response:
 
 async def api_takedown(request: web.Request) -> web.Response:
     """A takedown request: its fields, its tracking and its text as it would be sent."""
-    _, _, _, draft = await _takedown(request)
+    session, _, _, draft = await _takedown(request)
+    await _audit_takedown_unseal(request, session, draft)
     return web.json_response(
         {
             **_takedown_summary(draft.row),
