@@ -89,6 +89,7 @@ class CaseRepository(Protocol):
     ) -> None: ...
     async def shred(self, case_id: str, actor: str, reason: str) -> bool: ...
     async def mark_victim_unreachable(self, case_ids: Sequence[str]) -> int: ...
+    async def raise_priority(self, case_ids: Sequence[str], priority: int) -> int: ...
     async def attach_receipts(self, receipts: Sequence[tuple[str, str]]) -> int: ...
 
 
@@ -303,6 +304,24 @@ class CaseStore:
                 col(Case.status) != CaseStatus.PURGED.value,
             )
             .values(victim_unreachable_at=utcnow())
+            .returning(col(Case.id))
+        )
+        async with self._engine.begin() as conn:
+            return len((await conn.execute(statement)).all())
+
+    async def raise_priority(self, case_ids: Sequence[str], priority: int) -> int:
+        """Raise cases to `priority` (triage read danger in the victim's later words); how many
+        rose. Never lowers one; purged and unknown cases are skipped."""
+        if not case_ids:
+            return 0
+        statement = (
+            update(Case)
+            .where(
+                col(Case.id).in_(list(case_ids)),
+                col(Case.priority) < priority,
+                col(Case.status) != CaseStatus.PURGED.value,
+            )
+            .values(priority=priority)
             .returning(col(Case.id))
         )
         async with self._engine.begin() as conn:

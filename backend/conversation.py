@@ -143,6 +143,17 @@ class RaisePriority:
 
 
 @dataclass(frozen=True)
+class TriageAlert:
+    """A triage rule matched the victim's words (every time, not only the first): the runtime
+    raises the conversation's open cases to `priority` and flags a counselor's live panel.
+    Names only the rule and its flag, never the words."""
+
+    flag: str
+    rule: str
+    priority: int
+
+
+@dataclass(frozen=True)
 class ShowResources:
     """The step listed these services to the victim (ids only, for counting)."""
 
@@ -167,6 +178,8 @@ class CaseRequest:
     language: str = "ko"
     channel: str = ""
     text: str = field(default="", repr=False)
+    # The conversation's priority (triage may have raised it): the request carries it.
+    priority: int = 0
 
 
 @dataclass(frozen=True)
@@ -192,6 +205,7 @@ Effect = (
     | DeleteInbound
     | RequestHandoff
     | RaisePriority
+    | TriageAlert
     | ShowResources
     | IssueReceipt
     | CaseRequest

@@ -69,6 +69,9 @@ class EventKind(StrEnum):
     FAILED = "failed"
     # The chat is over: the counselor ended it, or the victim left (quick exit).
     ENDED = "ended"
+    # Triage matched the victim's words (`ref` = the rule's flag: self_harm, threat, minor):
+    # the counselor's panel shows an alert; the case's priority rises with it.
+    TRIAGE = "triage"
 
 
 class OutboxKind(StrEnum):

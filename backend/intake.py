@@ -91,6 +91,7 @@ class Event:
     kind: str
     case_ids: list[str]
     code_digest: str | None = None  # receipt_issued only
+    priority: int = 0  # priority_raised only
 
 
 def parse_event(fields: dict[bytes, bytes]) -> Event:
@@ -100,7 +101,8 @@ def parse_event(fields: dict[bytes, bytes]) -> Event:
         case_ids = fields[streams.FIELD_CASE_IDS.encode()].decode().split()
         raw_digest = fields.get(streams.FIELD_CODE_DIGEST.encode())
         code_digest = None if raw_digest is None else raw_digest.decode()
-    except (KeyError, UnicodeDecodeError) as exc:
+        priority = int(fields.get(streams.FIELD_PRIORITY.encode(), b"0"))
+    except (KeyError, UnicodeDecodeError, ValueError) as exc:
         raise SealingError("event lacks a readable kind or case ids") from exc
     too_long = any(len(c) > _FIELD_LIMITS["case_id"] for c in case_ids)
     if kind not in streams.EVENTS or not case_ids or len(case_ids) > 100 or too_long:
@@ -109,7 +111,9 @@ def parse_event(fields: dict[bytes, bytes]) -> Event:
         len(case_ids) != 1 or code_digest is None or not _DIGEST.fullmatch(code_digest)
     ):
         raise SealingError("receipt event without one case id and a code digest")
-    return Event(kind, case_ids, code_digest)
+    if kind == streams.EVENT_PRIORITY_RAISED and not 0 < priority <= streams.HANDOFF_MAX_PRIORITY:
+        raise SealingError("priority event without a priority of 1 to 3")
+    return Event(kind, case_ids, code_digest, priority)
 
 
 async def dead_letter_count(redis: Redis) -> int:
@@ -254,6 +258,10 @@ class Intake:
         if issued:
             kept = await self._cases.attach_receipts(issued)
             log.info("intake: %d of %d receipt(s) kept", kept, len(issued))
+        for event in events:
+            if event.kind == streams.EVENT_PRIORITY_RAISED:
+                raised = await self._cases.raise_priority(event.case_ids, event.priority)
+                log.info("intake: %d case(s) raised to priority %d", raised, event.priority)
 
     async def _store(self, entries: Sequence[Entry]) -> None:
         good: list[tuple[bytes, str, Envelope]] = []

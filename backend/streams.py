@@ -36,7 +36,11 @@ EVENT_VICTIM_UNREACHABLE: Final = "victim_unreachable"  # the victim blocked the
 # console can find a case by a code a victim reads out. The code itself never travels.
 EVENT_RECEIPT_ISSUED: Final = "receipt_issued"
 FIELD_CODE_DIGEST: Final = "code_digest"
-EVENTS: Final = frozenset({EVENT_VICTIM_UNREACHABLE, EVENT_RECEIPT_ISSUED})
+# Triage read danger in a victim's later words (waiting, in a live chat, after a report): the
+# cases' priority rises to FIELD_PRIORITY (0-3; never lowered), so the console's queue reorders.
+EVENT_PRIORITY_RAISED: Final = "priority_raised"
+FIELD_PRIORITY: Final = "priority"
+EVENTS: Final = frozenset({EVENT_VICTIM_UNREACHABLE, EVENT_RECEIPT_ISSUED, EVENT_PRIORITY_RAISED})
 
 # Extra fields of one entry on DEAD_LETTER_STREAM.
 FIELD_DEAD_ENTRY_ID: Final = "entry_id"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
@@ -76,6 +77,19 @@ class ReportSender:
                 streams.FIELD_EVENT: streams.EVENT_RECEIPT_ISSUED,
                 streams.FIELD_CASE_IDS: case_id,
                 streams.FIELD_CODE_DIGEST: code_digest,
+            },
+        )
+
+    async def send_priority(self, case_ids: list[str], priority: int) -> None:
+        """Tell the backend these cases became more urgent (triage); content-free."""
+        key = f"priority:{secrets.token_hex(16)}"
+        await self._redis.xadd(
+            streams.REPORTS_STREAM,
+            {
+                streams.FIELD_IDEMPOTENCY_KEY: key,
+                streams.FIELD_EVENT: streams.EVENT_PRIORITY_RAISED,
+                streams.FIELD_CASE_IDS: " ".join(case_ids),
+                streams.FIELD_PRIORITY: str(priority),
             },
         )
 

@@ -45,6 +45,7 @@ from backend.conversation import (
     ShowResources,
     StepResult,
     SubmitReport,
+    TriageAlert,
 )
 from backend.flows import engine
 from backend.flows.engine import BUILT_IN_EXITS, QUICK_EXIT_BUTTON, Bundle, Context
@@ -241,14 +242,22 @@ class ConversationRuntime:
             said = [Outbound(bundle.texts.get("live.text_only", language))]
         else:
             text = (inbound.text or "").strip()
+            # Her words reach the counselor, and triage reads them first (issue 12: a victim
+            # waiting or chatting who wrote she wanted to die was told "saved" and no more).
+            ctx = Context(int(now), bundle.hours.is_open(datetime.fromtimestamp(now, UTC)))
+            read = engine.triage(bundle, session, text, ctx)
+            session = read.session
+            guidance = list(read.messages)
             try:
                 await live.from_victim(case_id, text)
             except ValueError:
                 key = "common.too_long" if text else "common.empty"
-                said = [Outbound(bundle.texts.get(key, language))]
+                said = [*guidance, Outbound(bundle.texts.get(key, language))]
             else:
                 accepted = True
-                said = [Outbound(bundle.texts.get("live.saved", language))] if waiting else []
+                saved = [Outbound(bundle.texts.get("live.saved", language))] if waiting else []
+                said = [*guidance, *saved]
+            await self._alert(session, read.effects)
         session.seen_s = int(now)
         hold.save(session)
         held = await self._held(inbound)
@@ -377,7 +386,45 @@ class ConversationRuntime:
                 outcome.quick_exit = True
             elif isinstance(effect, DeleteInbound):
                 outcome.delete_inbound = True
+        await self._alert(result.session, result.effects)
         return outcome
+
+    async def _alert(self, session: Session, effects: tuple[Effect, ...]) -> None:
+        """Triage matched: the conversation's open cases (its handoff, its report) rise to the
+        rule's priority, in the backend's store (an event intake applies) and in the handoff
+        queue victims are told their place from; a counselor's live panel gets the flag."""
+        alerts = [e for e in effects if isinstance(e, TriageAlert)]
+        if not alerts:
+            return
+        priority = max(a.priority for a in alerts)
+        handoff = session.handoff_case
+        report = session.slots.get("_case")
+        cases = [c for c in (handoff, report if isinstance(report, str) else None) if c]
+        if cases and priority > 0:
+            await self._reports.send_priority(cases, priority)
+        if handoff is not None and priority > 0:
+            await self._raise_in_queue(handoff, priority)
+        if handoff is not None and self._live is not None:
+            for alert in alerts:
+                await self._live.flag(handoff, alert.flag)
+        log.info("triage matched %d rule(s); priority %d", len(alerts), priority)
+
+    async def _raise_in_queue(self, case_id: str, priority: int) -> None:
+        """Move a waiting request up to `priority`, keeping its arrival time (the score's low
+        part), so it goes before every request of a lower priority; a claimed one's kept place
+        is moved too, for a release. Never moves one down (LT)."""
+        queue, slot = streams.HANDOFF_QUEUE, streams.HANDOFF_QUEUE_SLOT
+        score = await self._redis.zscore(queue, case_id)
+        if score is not None:
+            raised = streams.handoff_queue_score(priority, int(score) % slot)
+            await self._redis.zadd(queue, {case_id: raised}, lt=True)
+            return
+        taken_key = streams.handoff_taken_key(case_id)
+        taken = await self._redis.get(taken_key)
+        if isinstance(taken, bytes):
+            raised = streams.handoff_queue_score(priority, int(float(taken)) % slot)
+            if raised < float(taken):
+                await self._redis.set(taken_key, str(raised), keepttl=True)
 
     async def _unattended(self, bundle: Bundle, result: StepResult, effect: RequestHandoff) -> str:
         """What a victim is told when nobody is on shift: that honestly, the emergency numbers
@@ -482,7 +529,7 @@ class ConversationRuntime:
                 idempotency_key=effect.idempotency_key,
                 case_id=hashlib.sha256(effect.idempotency_key.encode()).hexdigest()[:32],
                 category="follow_up",
-                priority=1,
+                priority=max(1, effect.priority),
                 language=effect.language,
                 channel=effect.channel,
                 answers=answers,

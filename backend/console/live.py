@@ -14,7 +14,8 @@
 
 The socket sends one JSON object per message:
   {"type": "line", "id": <entry id>, "line_id", "sender": "victim"|"counselor", "text", "at"}
-  {"type": "event", "id", "kind": "joined"|"delivered"|"held"|"failed"|"ended", "by", "ref", "at"}
+  {"type": "event", "id", "kind": "joined"|"delivered"|"held"|"failed"|"ended"|"triage",
+   "by", "ref", "at"}
   {"type": "unreadable", "id"}  (a line this counselor's keys cannot open)
   {"type": "caught_up"}  (the history is sent; what follows is live)
 Close codes: 4403 signed out or the case is no longer theirs (do not reconnect); 4409 the page

@@ -39,6 +39,7 @@ from backend.conversation import (
     ShowResources,
     StepResult,
     SubmitReport,
+    TriageAlert,
 )
 from backend.flows.expressions import Scope
 from backend.flows.hours import ServiceHours
@@ -189,15 +190,27 @@ def step(
     s.seen_s = ctx.now_s or s.seen_s
     if text.startswith("/") and run.command(text):
         return run.result()
+    # Read before anything else: words typed after the end or after a long silence are
+    # words too (issue 12: a text that began the flow again was never triaged).
+    if text:
+        run.triage(text)
     if s.ended or s.state not in run.flow.spec.steps:  # an ended conversation: begin again
         run.restart()
         return run.result()
     if idle is not None and idle_for > idle.after_s:
         run.jump(IDLE)
         return run.result()
-    if text:
-        run.triage(text)
     run.answer(inbound, text)
+    return run.result()
+
+
+def triage(bundle: Bundle, session: Session, text: str, ctx: Context = Context()) -> StepResult:
+    """Triage alone, for words the flow does not take (a victim waiting for a counselor, or in
+    a live chat): the guidance, the raised priority and an alert per matched rule. Never asks
+    for another counselor while one is asked for already. Pure, like `step`."""
+    run = _Run(bundle, _copy(session), ctx)
+    run.session.seen_s = ctx.now_s or run.session.seen_s
+    run.triage(text.strip())
     return run.result()
 
 
@@ -474,11 +487,13 @@ class _Run:
 
     def triage(self, text: str) -> None:
         for rule in self.bundle.triage.scan(text):
+            # Every match, also a repeated one: a counselor in a live chat must see it each time.
+            self.effects.append(TriageAlert(rule.flag, rule.id, rule.priority))
             if not self.flag(rule.flag, rule.priority, rule.id):
                 continue
             if rule.say is not None:
                 self.say(rule.say)
-            if rule.handoff:
+            if rule.handoff and self.session.handoff_case is None:
                 self.effects.append(self.handoff(rule.id))
 
     # -- output and actions ----------------------------------------------------------------
@@ -523,6 +538,7 @@ class _Run:
                     language=s.language,
                     channel=s.channel,
                     text=str(s.slots.get("addition", "")),
+                    priority=s.priority,
                 )
             )
         elif action == "record_feedback":

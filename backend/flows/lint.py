@@ -14,6 +14,8 @@ Codes (a test in tests/test_flow_lint.py breaks each rule on purpose):
 - F010 a call to a flow that does not exist, or the entry flow missing
 - F011 a translation whose `{placeholders}` differ from the fallback language's text (a missing
   `{reply_how}` in `safety.handoff` leaves a victim untold how replies reach her)
+- F012 a triage rule without keywords in a language the locales speak (a victim writing in it
+  would not be read)
 - W100 (warning) a resource not yet verified: an administrator should confirm it
 """
 
@@ -107,6 +109,9 @@ def lint(
         for rule in triage.rules:
             if rule.say is not None:
                 used_keys.setdefault(rule.say, (triage.source, rule.line))
+            for language in sorted(set(texts.locales) - rule.languages):
+                message = f"triage rule {rule.id!r} has no keywords in {language!r}"
+                problems.append(Problem("F012", triage.source, rule.line, message))
     problems += _lint_texts(texts, used_keys)
     if directory is not None:
         problems += [
