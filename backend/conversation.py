@@ -116,6 +116,8 @@ class SubmitReport:
     follows: str = ""
     # Screenshots sealed to the centre key at upload (base64 of `Envelope.to_bytes()`).
     sealed_files: tuple[str, ...] = field(default=(), repr=False)
+    # One record per file given (backend/evidence.py), sealed with the report.
+    evidence: tuple[dict[str, Any], ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)

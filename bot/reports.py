@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from backend import keys, streams
 from backend.conversation import SubmitReport
+from backend.evidence import RECORDS_FIELD
 from backend.sealing import RoutingHeader, seal
 
 
@@ -41,6 +42,8 @@ class ReportSender:
             # Each sealed on its own at upload (`seal_file`); a counselor opens them with the
             # same centre key, inside this report's envelope.
             content["sealed_files"] = list(report.sealed_files)
+        if report.evidence:
+            content[RECORDS_FIELD] = list(report.evidence)
         body = json.dumps(content, ensure_ascii=False).encode()
         envelope = seal(body, header, self._center_key)
         await self._redis.xadd(

@@ -94,6 +94,7 @@ async def _exit_jumps_the_queue(telegram: FakeTelegram, victim: Victim, how: str
 @pytest.mark.parametrize("how", ["command", "button"])
 async def test_exit_drops_30_queued_replies_and_erases_at_once(
     mode: str,
+    *,
     redis: Redis,
     telegram: FakeTelegram,
     flows: FlowRegistry,

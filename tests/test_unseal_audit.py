@@ -114,6 +114,7 @@ async def test_every_route_that_shows_sealed_data_writes_an_audit_link(
                 "case_id": case_id,
                 "takedown_id": takedowns[case_id],
                 "name": "no-such-file",
+                "index": "0",
             }
             names = re.findall(r"{(\w+)}", pattern)
             if any(name not in values for name in names):

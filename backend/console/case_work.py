@@ -34,6 +34,7 @@ from backend.errors import (
     OutcomeRequiredError,
     SealingError,
 )
+from backend.evidence import records_of
 from backend.flows.resources import Directory
 from backend.handoff import EventKind, LiveChat, OutboxKind, Sender
 from backend.models import Case, CaseStatus, Outcome, TakedownRequest, TakedownStatus
@@ -47,7 +48,6 @@ from backend.takedown import (
     Draft,
     TakedownStore,
     draft_fields,
-    evidence_facts,
     missing,
     render,
 )
@@ -115,7 +115,8 @@ def _date(text: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _open_answers(case: Case, session: ConsoleSession) -> dict[str, Any] | None:
+def open_body(case: Case, session: ConsoleSession) -> dict[str, Any] | None:
+    """The case's report body opened in memory: answers, evidence records, sealed files."""
     private_key = session.private_keys.get(case.key_id)
     if private_key is None:
         return None
@@ -123,7 +124,12 @@ def _open_answers(case: Case, session: ConsoleSession) -> dict[str, Any] | None:
         body = json.loads(open_envelope(envelope_of(case), private_key))
     except (SealingError, CaseNotFoundError, ValueError):
         return None
-    found = body.get("answers") if isinstance(body, dict) else None
+    return body if isinstance(body, dict) else None
+
+
+def _open_answers(case: Case, session: ConsoleSession) -> dict[str, Any] | None:
+    body = open_body(case, session)
+    found = body.get("answers") if body is not None else None
     return found if isinstance(found, dict) else None
 
 
@@ -161,7 +167,7 @@ async def _work(
     can_reply = await replies.reply_key(app[redis_key], reply_case.id) is not None
     takedowns = app[takedowns_key]
     return {
-        "evidence": evidence_facts(answers or {}),
+        "evidence": [r.as_dict() for r in records_of(open_body(case, session) or {})],
         "notes": await work.notes(key),
         "referrals": await work.referrals(key),
         "replies": [] if reply_key is None else await work.replies(reply_key),
@@ -342,10 +348,14 @@ async def create_takedown(request: web.Request) -> web.StreamResponse:
     data = await _input(request, session)
     case = await _case(request)
     key = _key(request, session, case)
-    answers = _open_answers(case, session) or {}
+    body = open_body(case, session) or {}
+    answers = body.get("answers") if isinstance(body.get("answers"), dict) else {}
     try:
         request_id = await request.app[takedowns_key].create(
-            key, session.counselor_id, data.get("language", ""), draft_fields(answers)
+            key,
+            session.counselor_id,
+            data.get("language", ""),
+            draft_fields(answers or {}, records_of(body)),
         )
     except CaseWorkError as exc:
         raise _bad(request, exc) from None

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from backend import streams, totp
 from backend.audit import AuditAction
 from backend.cases import CaseStore, envelope_of
-from backend.console import case_work, live, openapi, queue, receipt_lookup
+from backend.console import case_work, evidence, live, openapi, queue, receipt_lookup
 from backend.console.access import ROLE_RANK, Access, current_session, guard, sessions_key
 from backend.console.forms import check_origin, read_form, render
 from backend.console.sessions import (
@@ -444,6 +444,7 @@ def add_routes(
         app.router.add_route(method, path, guard(access, handler))
     queue.add_routes(app, sla=sla)
     case_work.add_routes(app, services or Directory())
+    evidence.add_routes(app)
     live.add_routes(app, cases=cases, keyring=keyring)
     receipt_lookup.add_routes(app, receipts)
     openapi.add_routes(app)

@@ -21,9 +21,10 @@ from typing import Any
 
 from transitions import Machine
 
-from backend import receipts
+from backend import evidence, receipts
 from backend.conversation import (
     MAX_TEXT_CHARS,
+    Attachment,
     Button,
     CaseRequest,
     DeleteInbound,
@@ -58,6 +59,9 @@ EXHAUSTED = "exhausted"
 IDLE = "idle"
 # Screenshots sealed to the centre key, kept in the (encrypted) session until the report.
 SEALED_FILES_SLOT = "_sealed_files"
+# One evidence record per file (backend/evidence.py), hidden from the answers; the report
+# carries them sealed.
+EVIDENCE_SLOT = "_evidence"
 STAY = "\x00stay"  # accepted input that keeps the conversation on the same step (files)
 MINOR = "minor"
 HANDOFF = "handoff"
@@ -416,18 +420,7 @@ class _Run:
             if MINOR in s.flags:
                 self.say("safety.no_images_minor")
                 return None
-            kept = list(s.slots.get(slot.name, []))
-            for attachment in inbound.attachments[: max(0, slot.max_files - len(kept))]:
-                fact = f"{attachment.kind[:16]}:{attachment.sha256[:64]}"
-                if slot.keep == "match" and attachment.pdq:
-                    fact += f":pdq={attachment.pdq[:64]}"
-                kept.append(fact)
-                if slot.keep == "sealed" and attachment.sealed:
-                    # Hidden from the answers; the report carries it sealed as it came.
-                    sealed = list(s.slots.get(SEALED_FILES_SLOT, []))
-                    sealed.append(base64.b64encode(attachment.sealed).decode())
-                    s.slots[SEALED_FILES_SLOT] = sealed
-            s.slots[slot.name] = kept
+            self.keep_files(slot, inbound.attachments)
             self.say("common.file_received")
             return STAY
         if slot is None:
@@ -464,6 +457,29 @@ class _Run:
             return None
         self.say("common.use_buttons")
         return None
+
+    def keep_files(self, slot: SlotSpec, attachments: tuple[Attachment, ...]) -> None:
+        """The slot's facts, the sealed screenshots and one evidence record per file."""
+        s = self.session
+        kept = list(s.slots.get(slot.name, []))
+        records = list(s.slots.get(EVIDENCE_SLOT, []))
+        for attachment in attachments[: max(0, slot.max_files - len(kept))]:
+            fact = f"{attachment.kind[:16]}:{attachment.sha256[:64]}"
+            if slot.keep == "match" and attachment.pdq:
+                fact += f":pdq={attachment.pdq[:64]}"
+            kept.append(fact)
+            sealed_index = None
+            if slot.keep == "sealed" and attachment.sealed:
+                # Hidden from the answers; the report carries it sealed as it came.
+                sealed = list(s.slots.get(SEALED_FILES_SLOT, []))
+                sealed_index = len(sealed)
+                sealed.append(base64.b64encode(attachment.sealed).decode())
+                s.slots[SEALED_FILES_SLOT] = sealed
+            records.append(
+                evidence.record_for(attachment, slot.keep, s.channel, self.ctx.now_s, sealed_index)
+            )
+        s.slots[slot.name] = kept
+        s.slots[EVIDENCE_SLOT] = records
 
     def store(self, slot: SlotSpec, value: Any) -> str | None:
         self.session.slots[slot.name] = value
@@ -580,6 +596,7 @@ class _Run:
             channel=s.channel,
             answers=self.answers(),
             sealed_files=tuple(s.slots.get(SEALED_FILES_SLOT, [])),
+            evidence=tuple(s.slots.get(EVIDENCE_SLOT, [])),
         )
 
     def handoff(self, reason: str) -> RequestHandoff:
