@@ -16,10 +16,10 @@ from datetime import datetime, timedelta
 
 from redis.asyncio import Redis
 
-from backend import replies
 from backend.cases import CaseStore
+from backend.core import replies
+from backend.core.settings import Retention
 from backend.models import CaseStatus, utcnow
-from backend.settings import Retention
 
 log = logging.getLogger(__name__)
 

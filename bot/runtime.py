@@ -23,13 +23,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import cast
 
 from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
 
-from backend import replies, streams
-from backend.conversation import (
+from backend.core import redis_keys, replies, waiting_line
+from backend.core.conversation import (
     CaseRequest,
     DeleteInbound,
     Effect,
@@ -47,12 +46,12 @@ from backend.conversation import (
     SubmitReport,
     TriageAlert,
 )
+from backend.core.live_chat import REPLY_KEY_ANSWER
+from backend.core.receipt_codes import ReceiptHasher
+from backend.core.shifts import ShiftBoard
 from backend.flows import engine
 from backend.flows.engine import BUILT_IN_EXITS, QUICK_EXIT_BUTTON, Bundle, Context
 from backend.flows.registry import FlowRegistry
-from backend.handoff import REPLY_KEY_ANSWER
-from backend.receipts import ReceiptHasher
-from backend.shifts import ShiftBoard
 from bot.live import CHECK_BUTTON, VictimSide, how_replies_key
 from bot.reports import ReportSender
 from bot.sessions import HeldSession, Once, OnceRefusedError, SessionStore
@@ -340,7 +339,7 @@ class ConversationRuntime:
         the bot): an event on the reports stream, stored as a flag on each case."""
         if case_ids:
             key = f"unreachable:{secrets.token_hex(16)}"
-            await self._reports.send_event(key, streams.EVENT_VICTIM_UNREACHABLE, case_ids)
+            await self._reports.send_event(key, redis_keys.EVENT_VICTIM_UNREACHABLE, case_ids)
 
     async def _act(
         self, bundle: Bundle, result: StepResult, now: float, pseudonym: Pseudonym
@@ -376,7 +375,7 @@ class ConversationRuntime:
                 if found is not None and effect.kind == "read_replies":
                     outcome.values["replies"] = _replies_text(bundle, language, found)
             elif isinstance(effect, RecordFeedback):
-                await self._redis.hincrby(streams.FEEDBACK_COUNTS, effect.rating[:32], 1)
+                await self._redis.hincrby(redis_keys.FEEDBACK_COUNTS, effect.rating[:32], 1)
             elif isinstance(effect, RaisePriority):
                 # The session keeps the level; every later report and handoff carries it.
                 log.info("conversation priority raised to %d (%s)", effect.priority, effect.reason)
@@ -403,28 +402,11 @@ class ConversationRuntime:
         if cases and priority > 0:
             await self._reports.send_priority(cases, priority)
         if handoff is not None and priority > 0:
-            await self._raise_in_queue(handoff, priority)
+            await waiting_line.raise_priority(self._redis, handoff, priority)
         if handoff is not None and self._live is not None:
             for alert in alerts:
                 await self._live.flag(handoff, alert.flag)
         log.info("triage matched %d rule(s); priority %d", len(alerts), priority)
-
-    async def _raise_in_queue(self, case_id: str, priority: int) -> None:
-        """Move a waiting request up to `priority`, keeping its arrival time (the score's low
-        part), so it goes before every request of a lower priority; a claimed one's kept place
-        is moved too, for a release. Never moves one down (LT)."""
-        queue, slot = streams.HANDOFF_QUEUE, streams.HANDOFF_QUEUE_SLOT
-        score = await self._redis.zscore(queue, case_id)
-        if score is not None:
-            raised = streams.handoff_queue_score(priority, int(score) % slot)
-            await self._redis.zadd(queue, {case_id: raised}, lt=True)
-            return
-        taken_key = streams.handoff_taken_key(case_id)
-        taken = await self._redis.get(taken_key)
-        if isinstance(taken, bytes):
-            raised = streams.handoff_queue_score(priority, int(float(taken)) % slot)
-            if raised < float(taken):
-                await self._redis.set(taken_key, str(raised), keepttl=True)
 
     async def _unattended(self, bundle: Bundle, result: StepResult, effect: RequestHandoff) -> str:
         """What a victim is told when nobody is on shift: that honestly, the emergency numbers
@@ -471,30 +453,18 @@ class ConversationRuntime:
             )
         )
         log.info("handoff requested as case %s, priority %d", effect.case_id, effect.priority)
-        queue = streams.HANDOFF_QUEUE
-        oldest = now - streams.HANDOFF_QUEUE_WINDOW_S
-        # withscores=True answers (member, score) pairs; redis-py types every shape at once.
-        entries = cast(
-            list[tuple[bytes, float]], await self._redis.zrange(queue, 0, -1, withscores=True)
-        )
-        stale = [m for m, score in entries if score % streams.HANDOFF_QUEUE_SLOT < oldest]
-        if stale:
-            await self._redis.zrem(queue, *stale)
-        score = streams.handoff_queue_score(effect.priority, now)
-        await self._redis.zadd(queue, {effect.case_id: score}, nx=True)
-        rank = await self._redis.zrank(queue, effect.case_id)
-        return 1 + (rank if isinstance(rank, int) else 0)
+        return await waiting_line.enqueue(self._redis, effect.case_id, effect.priority, now)
 
     async def _issue_receipt(self, effect: IssueReceipt) -> None:
         """Remember the code's case by its slow hash, publish the reply key it derives, so
-        counselors can leave replies only this code opens (backend/replies.py), and tell the
+        counselors can leave replies only this code opens (backend/core/replies.py), and tell the
         backend the digest, so a counselor can find the case by a code read out to them."""
         code_digest = await self._receipts.digest(effect.code)
         reply_key = replies.reply_private_key(effect.code, self._receipts.salt)
         if code_digest is None or reply_key is None:  # pragma: no cover - the step makes codes
             raise ValueError("malformed receipt code")
         await self._redis.set(
-            streams.receipt_key(code_digest), effect.case_id, ex=streams.RECEIPT_TTL_S
+            redis_keys.receipt_key(code_digest), effect.case_id, ex=redis_keys.RECEIPT_TTL_S
         )
         await replies.publish_receipt(
             self._redis, effect.case_id, code_digest, reply_key.public_key()
@@ -509,7 +479,7 @@ class ConversationRuntime:
         code_digest = await self._receipts.digest(effect.code)
         if code_digest is None:
             return None
-        found = await self._redis.get(streams.receipt_key(code_digest))
+        found = await self._redis.get(redis_keys.receipt_key(code_digest))
         if not isinstance(found, bytes):
             return None
         case_id = found.decode()

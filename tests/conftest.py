@@ -28,9 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
 from backend import database
+from backend.core.settings import KdfCost, Settings
 from backend.embedded_redis import EmbeddedRedis
-from backend.settings import KdfCost, Settings
-from bot.node import BACKEND, BOT, Node
+from bot.cli.node import BACKEND, BOT, Node
 
 
 def _for_this_worker(

@@ -20,11 +20,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
-from backend import audit, bootstrap, keys, streams
+from backend import audit, bootstrap
 from backend.cases import CaseStore
-from backend.conversation import SubmitReport
+from backend.core import keys
+from backend.core import redis_keys as streams
+from backend.core.conversation import SubmitReport
+from backend.core.live_chat import LiveChat, Sender, new_line
 from backend.embedded_redis import EmbeddedRedis
-from backend.handoff import LiveChat, Sender, new_line
 from backend.receipts import ReceiptBook
 from bot.reports import ReportSender
 from tests.conftest import FAST_KDF, Pair, RunningHotline

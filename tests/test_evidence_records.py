@@ -18,8 +18,8 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import audit
-from backend.evidence import manifest_digest
-from bot.evidence import pdq_hex
+from backend.core.evidence_records import manifest_digest
+from bot.telegram.evidence import pdq_hex
 from tests.conftest import Pair, start_hotline
 from tests.fake_telegram import ApiCall, FakeTelegram
 from tests.live_chat_support import add_counselor, sign_in

@@ -8,11 +8,11 @@ from dataclasses import replace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backend.conversation import Attachment, Inbound, Pseudonym
+from backend.core.conversation import Attachment, Inbound, Pseudonym
+from backend.core.settings import SHIPPED_FLOWS_DIR
 from backend.flows import engine
 from backend.flows.engine import Bundle, Context
 from backend.flows.registry import FlowRegistry
-from backend.settings import SHIPPED_FLOWS_DIR
 
 BUNDLE: Bundle = FlowRegistry.load(SHIPPED_FLOWS_DIR).entry()
 WHO = Pseudonym("p" * 64)

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.console.views import counselors_key, keyring_key
-from backend.conversation import Attachment
-from backend.evidence import RECORDS_FIELD, record_for, records_of
+from backend.console.app_keys import counselors_key, keyring_key
+from backend.core.conversation import Attachment
+from backend.core.evidence_records import RECORDS_FIELD, record_for, records_of
 from backend.keyring import KeyRing
 from backend.models import Role, TakedownRequest
 from backend.takedown import FIELDS, LANGUAGES, Draft, draft_fields, render

@@ -17,11 +17,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from redis.asyncio import Redis
 
-from backend import keys
+from backend.core import keys
+from backend.core.live_chat import OutboxKind, Sender
 from backend.flows.registry import FlowRegistry
-from backend.handoff import OutboxKind, Sender
-from bot.outbox import OutboxLimits
-from bot.telegram import QUICK_EXIT_BUTTON
+from bot.telegram.door import QUICK_EXIT_BUTTON
+from bot.telegram.outbox import OutboxLimits
 from tests import telegram_support
 from tests.fake_telegram import ApiCall, FakeTelegram
 from tests.telegram_support import EXIT_NOTICE_S, USER_ID, Victim, make_runtime, running_door, say

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import pytest
 
-from backend import streams
+from backend.core import redis_keys as streams
 from backend.web import redis_key
 from tests.conftest import RunningHotline
 from tests.telegram_support import say

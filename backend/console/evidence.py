@@ -25,15 +25,15 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.audit import AuditAction
-from backend.console import views
+from backend.console import app_keys
 from backend.console.access import ROLE_RANK, Access, current_session, guard
 from backend.console.case_work import open_body
 from backend.console.forms import refusal
 from backend.console.sessions import ConsoleSession
-from backend.errors import CaseNotFoundError, SealingError
-from backend.evidence import VIEWABLE_MIME, manifest, records_of, sealed_file
+from backend.core.errors import CaseNotFoundError, SealingError
+from backend.core.evidence_records import VIEWABLE_MIME, manifest, records_of, sealed_file
+from backend.core.sealing import Envelope, open_envelope
 from backend.models import AuditEntry, Case, Role
-from backend.sealing import Envelope, open_envelope
 from backend.web import engine_key
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ EXPORT_DETAIL_PREFIX = "evidence manifest sha256="
 async def _own_case(request: web.Request, session: ConsoleSession) -> Case:
     """The case, if this counselor holds it (or is a supervisor); refused otherwise."""
     try:
-        case = await request.app[views.cases_key].get(request.match_info["case_id"])
+        case = await request.app[app_keys.cases_key].get(request.match_info["case_id"])
     except CaseNotFoundError:
         raise refusal(request, web.HTTPNotFound, "no such case") from None
     supervisor = ROLE_RANK.get(session.role, 0) >= ROLE_RANK[Role.SUPERVISOR.value]
@@ -76,7 +76,7 @@ async def screenshot(request: web.Request) -> web.Response:
         data = open_envelope(envelope, key)
     except SealingError:
         raise refusal(request, web.HTTPForbidden, "this file cannot be opened") from None
-    await request.app[views.cases_key].record(
+    await request.app[app_keys.cases_key].record(
         f"counselor:{session.counselor_id}", AuditAction.UNSEAL, case.id, f"evidence:{index}"
     )
     content_type = record.mime_type if record.mime_type in VIEWABLE_MIME else ""
@@ -122,7 +122,7 @@ async def export(request: web.Request) -> web.Response:
     document, digest = manifest(
         case.id, records_of(body), await _links(engine, case.id), datetime.now(UTC)
     )
-    await request.app[views.cases_key].record(
+    await request.app[app_keys.cases_key].record(
         f"counselor:{session.counselor_id}",
         AuditAction.EXPORT,
         case.id,

@@ -21,8 +21,8 @@ from typing import Any
 
 from transitions import Machine
 
-from backend import evidence, receipts
-from backend.conversation import (
+from backend.core import evidence_records, receipt_codes
+from backend.core.conversation import (
     MAX_TEXT_CHARS,
     Attachment,
     Button,
@@ -59,8 +59,8 @@ EXHAUSTED = "exhausted"
 IDLE = "idle"
 # Screenshots sealed to the centre key, kept in the (encrypted) session until the report.
 SEALED_FILES_SLOT = "_sealed_files"
-# One evidence record per file (backend/evidence.py), hidden from the answers; the report
-# carries them sealed.
+# One evidence record per file (backend/core/evidence_records.py), hidden from the answers;
+# the report carries them sealed.
 EVIDENCE_SLOT = "_evidence"
 STAY = "\x00stay"  # accepted input that keeps the conversation on the same step (files)
 MINOR = "minor"
@@ -295,7 +295,7 @@ class _Run:
         self.session.stack = []
         self.session.ended = True
 
-    def enter(self) -> None:  # noqa: PLR0912
+    def enter(self) -> None:  # noqa: PLR0912 - one branch per step kind
         """Run steps that need no input until one waits or the conversation ends."""
         for _ in range(MAX_AUTO_STEPS):
             s = self.session
@@ -396,7 +396,7 @@ class _Run:
             self.say(current.retry.say)
         self.prompt(current)
 
-    def accept(self, current: StepSpec, inbound: Inbound, text: str) -> str | None:  # noqa: PLR0911, PLR0912
+    def accept(self, current: StepSpec, inbound: Inbound, text: str) -> str | None:  # noqa: PLR0911, PLR0912 - one return per answer kind
         """Apply the victim's input to the waiting step; the next state, STAY, or None."""
         s = self.session
         slot = self.slot_of(current)
@@ -476,7 +476,9 @@ class _Run:
                 sealed.append(base64.b64encode(attachment.sealed).decode())
                 s.slots[SEALED_FILES_SLOT] = sealed
             records.append(
-                evidence.record_for(attachment, slot.keep, s.channel, self.ctx.now_s, sealed_index)
+                evidence_records.record_for(
+                    attachment, slot.keep, s.channel, self.ctx.now_s, sealed_index
+                )
             )
         s.slots[slot.name] = kept
         s.slots[EVIDENCE_SLOT] = records
@@ -646,7 +648,7 @@ def receipt_code(conversation_id: str) -> str:
     """The case code (80 bits, `backend.receipts` format): derived from the random conversation
     id, so a retried turn gives the same code, and the runtime can give the same one when it
     issues a receipt itself (a handoff while nobody is on shift)."""
-    return receipts.code_from(hashlib.sha256(f"receipt:{conversation_id}".encode()).digest())
+    return receipt_codes.code_from(hashlib.sha256(f"receipt:{conversation_id}".encode()).digest())
 
 
 def accepts_files(bundle: Bundle, session: Session) -> bool:
