@@ -69,6 +69,9 @@ class AuditAction(StrEnum):
     SHIFT_START = "shift-start"
     SHIFT_END = "shift-end"
     RECEIPT_LOOKUP = "receipt-lookup"
+    ERASE_REQUEST = "erase-request"
+    LEGAL_HOLD = "legal-hold"
+    HOLD_RELEASE = "hold-release"
 
 
 def link_hash(entry: AuditEntry) -> str:

@@ -245,6 +245,15 @@ class Intake(StreamConsumer):
         if issued:
             kept = await self._cases.attach_receipts(issued)
             log.info("intake: %d of %d receipt(s) kept", kept, len(issued))
+        erase = [
+            case_id
+            for event in events
+            if event.kind == redis_keys.EVENT_ERASE_REQUESTED
+            for case_id in event.case_ids
+        ]
+        if erase:
+            marked = await self._cases.mark_erase_requested(erase)
+            log.info("intake: %d case(s) marked: the victim asked to erase", marked)
         for event in events:
             if event.kind == redis_keys.EVENT_PRIORITY_RAISED:
                 raised = await self._cases.raise_priority(event.case_ids, event.priority)

@@ -101,6 +101,12 @@ class Case(SQLModel, table=True):
     # When the bot last found the victim unreachable (they blocked it): a counselor's cue that
     # replies will not arrive. None while they can be reached.
     victim_unreachable_at: datetime | None = Field(default=None)
+    # When the victim asked, with her receipt, to erase the case: supervisors see it listed
+    # until it is shredded (issue 12).
+    erase_requested_at: datetime | None = Field(default=None)
+    # A legal hold (who set it is in the audit log): nothing shreds the case, not even
+    # retention, until it is released. The reason is staff's words, never the victim's.
+    legal_hold_reason: str | None = Field(default=None, max_length=200)
 
 
 class Counselor(SQLModel, table=True):

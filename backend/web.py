@@ -15,7 +15,12 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import database
-from backend.core.errors import ApprovalRequiredError, CaseNotFoundError, CaseWorkError
+from backend.core.errors import (
+    ApprovalRequiredError,
+    CaseNotFoundError,
+    CaseWorkError,
+    LegalHoldError,
+)
 from backend.core.settings import Network
 from backend.forwarded import forwarded_middleware
 from backend.web_security import security_middleware
@@ -35,6 +40,7 @@ REFUSALS: Mapping[type[Exception], tuple[type[web.HTTPException], str | None]] =
     CaseNotFoundError: (web.HTTPNotFound, "no such case"),
     ApprovalRequiredError: (web.HTTPForbidden, None),
     CaseWorkError: (web.HTTPBadRequest, None),
+    LegalHoldError: (web.HTTPConflict, "the case is under a legal hold: release it first"),
 }
 
 

@@ -506,6 +506,11 @@ class ConversationRuntime:
                 follows=case_id,
             )
         )
+        if effect.kind == "erase":
+            # In clear (a case id is a routing fact), so the case is marked for supervisors
+            # without anyone opening the request (issue 12).
+            key = "erase:" + hashlib.sha256(effect.idempotency_key.encode()).hexdigest()[:32]
+            await self._reports.send_event(key, redis_keys.EVENT_ERASE_REQUESTED, [case_id])
         log.info("request %s on a receipt queued", effect.kind)
         return texts
 

@@ -14,6 +14,7 @@ from backend.cases import CaseStore, envelope_of
 from backend.console import (
     access,
     case_work,
+    erasure,
     evidence,
     live,
     openapi,
@@ -180,6 +181,7 @@ def add_routes(
     queue.add_routes(app, sla=sla)
     case_work.add_routes(app, services or Directory())
     evidence.add_routes(app)
+    erasure.add_routes(app)
     live.add_routes(app, cases=cases, keyring=keyring)
     receipt_lookup.add_routes(app, receipts)
     openapi.add_routes(app)

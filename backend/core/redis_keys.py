@@ -40,7 +40,12 @@ FIELD_CODE_DIGEST: Final = "code_digest"
 # cases' priority rises to FIELD_PRIORITY (0-3; never lowered), so the console's queue reorders.
 EVENT_PRIORITY_RAISED: Final = "priority_raised"
 FIELD_PRIORITY: Final = "priority"
-EVENTS: Final = frozenset({EVENT_VICTIM_UNREACHABLE, EVENT_RECEIPT_ISSUED, EVENT_PRIORITY_RAISED})
+# A returning victim asked, with her receipt, to erase the case: one case id. Intake marks the
+# case (`cases.erase_requested_at`); a supervisor shreds it (or a legal hold keeps it).
+EVENT_ERASE_REQUESTED: Final = "erase_requested"
+EVENTS: Final = frozenset(
+    {EVENT_VICTIM_UNREACHABLE, EVENT_RECEIPT_ISSUED, EVENT_PRIORITY_RAISED, EVENT_ERASE_REQUESTED}
+)
 
 # Extra fields of one entry on DEAD_LETTER_STREAM.
 FIELD_DEAD_ENTRY_ID: Final = "entry_id"

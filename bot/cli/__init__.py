@@ -18,7 +18,7 @@ from types import ModuleType
 
 from backend.core.errors import SettingsError
 from backend.core.settings import Settings
-from bot.cli import audit, counselor, flows, keys, serve
+from bot.cli import audit, case, counselor, flows, keys, serve
 
 EXIT_SETTINGS = 2
 
@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     flows,
     keys,
     counselor,
+    case,
     audit,
 )
 
