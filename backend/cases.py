@@ -42,6 +42,7 @@ from backend.models import (
     Outcome,
     Receipt,
     TakedownRequest,
+    TranscriptEntry,
     utcnow,
 )
 
@@ -463,7 +464,7 @@ class CaseStore:
                 return False
             await conn.execute(delete(Receipt).where(col(Receipt.case_id) == case_id))
             # Sealed under the data key just destroyed, so unreadable already; gone all the same.
-            for table in (CaseNote, CaseReferral, CaseReply, TakedownRequest):
+            for table in (CaseNote, CaseReferral, CaseReply, TakedownRequest, TranscriptEntry):
                 await conn.execute(delete(table).where(col(table.case_id) == case_id))
             await audit.append(conn, actor, AuditAction.PURGE, case_id, reason)
             return True

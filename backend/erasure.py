@@ -43,13 +43,20 @@ async def forget_in_redis(redis: Redis, case_id: str) -> None:
     await redis.delete(
         redis_keys.case_transcript_stream(case_id), redis_keys.relay_link_key(case_id)
     )
-    await _drop_relay_entries(redis, case_id)
+    await _drop_entries(redis, case_id, redis_keys.RELAY_OUTBOX_STREAM, redis_keys.RELAY_GROUP)
+    await _drop_entries(
+        redis,
+        case_id,
+        redis_keys.TRANSCRIPT_ARCHIVE_STREAM,
+        redis_keys.TRANSCRIPT_ARCHIVE_GROUP,
+    )
 
 
-async def _drop_relay_entries(redis: Redis, case_id: str) -> None:
-    """The relay outbox's entries for this case (lines sealed to the victim's reply key, and
-    joined/ended notices): acknowledged and deleted, so no worker carries them any more."""
-    stream, low = redis_keys.RELAY_OUTBOX_STREAM, "-"
+async def _drop_entries(redis: Redis, case_id: str, stream: str, group: str) -> None:
+    """A shared stream's entries for this case (the relay outbox's lines sealed to the victim's
+    reply key and joined/ended notices; transcript entries not yet archived): acknowledged and
+    deleted, so no worker carries or stores them any more."""
+    low = "-"
     wanted = case_id.encode()
     while True:
         page = cast(
@@ -60,7 +67,7 @@ async def _drop_relay_entries(redis: Redis, case_id: str) -> None:
         ours = [entry for entry, fields in page if fields.get(field) == wanted]
         if ours:
             pipe = redis.pipeline(transaction=True)
-            pipe.xack(stream, redis_keys.RELAY_GROUP, *ours)
+            pipe.xack(stream, group, *ours)
             pipe.xdel(stream, *ours)
             pipe.hdel(redis_keys.RELAY_FAILURES_KEY, *ours)
             await pipe.execute()

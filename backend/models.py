@@ -109,6 +109,22 @@ class Case(SQLModel, table=True):
     legal_hold_reason: str | None = Field(default=None, max_length=200)
 
 
+class TranscriptEntry(SQLModel, table=True):
+    """One entry of a case's live-chat transcript, kept in SQL as the chat runs (issue 12): a
+    line as it was sealed to the centre key, or a content-free event. Redis keeps the live
+    buffer only; a backup holds these, and a shred deletes them with the case."""
+
+    __tablename__ = "transcript_entries"
+    __table_args__ = (UniqueConstraint("case_id", "entry_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: str = Field(max_length=64, index=True)
+    entry_id: str = Field(max_length=40)  # the Redis stream id: the transcript's order
+    sealed: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    # An event's fields (kind, by, at, ref) as JSON; None for a line.
+    event: str | None = Field(default=None, max_length=400)
+
+
 class Counselor(SQLModel, table=True):
     __tablename__ = "counselors"
 

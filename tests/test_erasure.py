@@ -51,9 +51,9 @@ async def _a_handed_off_case_with_a_chat(hotline: RunningHotline) -> tuple[str, 
     asked = await turn(hotline, VICTIM, text="/human")
     found = CODE.search(str(asked))
     assert found is not None, asked
-    await turn(hotline, VICTIM, button="skip")  # the feedback question: her flow has ended
+    await turn(hotline, VICTIM, button="decline")  # no report: her flow ends, she waits
     saved = await turn(hotline, VICTIM, text="it started last week")
-    assert saved["relay"] is True
+    assert saved["relay"] is True and "saved for the counselor" in str(saved)
     await sign_in_and_change_password(hotline, PASSWORD)
     (case,) = await wait_for_cases(hotline, 1)
     case_id = str(case["id"])
@@ -188,4 +188,50 @@ async def test_hotline_case_shred_erases_a_case_and_respects_a_legal_hold(
     assert status == 0 and "shredded" in out, out
     case = await (await hotline.client.get("/api/cases")).json()
     assert case_id not in [c["id"] for c in case["cases"]]
+    assert await nothing_of(redis, case_id) == []
+
+
+async def _archived(engine: AsyncEngine, case_id: str, at_least: int) -> int:
+    for _ in range(250):
+        async with engine.connect() as conn:
+            count = (
+                await conn.execute(
+                    text("SELECT count(*) FROM transcript_entries WHERE case_id = :id"),
+                    {"id": case_id},
+                )
+            ).scalar_one()
+        if count >= at_least:
+            return int(count)
+        await asyncio.sleep(0.02)
+    return int(count)
+
+
+async def test_the_transcript_is_kept_sealed_in_sql_and_shredded_with_the_case(
+    hotline: RunningHotline, engine: AsyncEngine
+) -> None:
+    redis = hotline.client.app[redis_key]
+    case_id, _code, csrf = await _a_handed_off_case_with_a_chat(hotline)
+    buffer = redis_keys.case_transcript_stream(case_id)
+    # The victim's line, the joined event, the counselor's line, and its delivery.
+    assert await _archived(engine, case_id, 4) >= 4
+    async with engine.connect() as conn:
+        stored = repr((await conn.execute(text("SELECT * FROM transcript_entries"))).all())
+    assert "it started last week" not in stored, "lines are kept as they were sealed"
+    assert 0 < await redis.ttl(buffer) <= redis_keys.CASE_TRANSCRIPT_TTL_S, "a buffer expires"
+
+    await redis.delete(buffer)  # as its expiry would, or a Redis lost without its data
+    origin = str(hotline.client.make_url("/")).rstrip("/")
+    ws = await hotline.client.ws_connect(
+        f"/console/cases/{case_id}/live", headers={"Origin": origin}
+    )
+    seen: list[dict[str, Any]] = []
+    while not seen or seen[-1]["type"] != "caught_up":
+        seen.append(await ws.receive_json(timeout=10))
+    await ws.close()
+    lines = [(m["sender"], m["text"]) for m in seen if m["type"] == "line"]
+    assert lines == [("victim", "it started last week"), ("counselor", "hi")]
+
+    status, _ = await post(hotline, f"/api/cases/{case_id}/shred", csrf, {})
+    assert status == 200
+    assert await _archived(engine, case_id, 0) == 0, "shredded with the case"
     assert await nothing_of(redis, case_id) == []

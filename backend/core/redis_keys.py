@@ -57,6 +57,16 @@ FIELD_DEAD_REASON: Final = "reason"
 # many entries.
 CASE_STREAM_PREFIX: Final = PREFIX + "case:"
 CASE_STREAM_MAXLEN: Final = 1000
+# The transcript in Redis is the live buffer only (issue 12): every entry is also put on
+# TRANSCRIPT_ARCHIVE_STREAM, which the backend stores in SQL (sealed lines as they are), and
+# the buffer expires this long after its last entry.
+CASE_TRANSCRIPT_TTL_S: Final = 7 * 24 * 3600
+TRANSCRIPT_ARCHIVE_STREAM: Final = PREFIX + "transcripts:archive"
+TRANSCRIPT_ARCHIVE_GROUP: Final = "archive"
+TRANSCRIPT_ARCHIVE_BATCH: Final = 200
+TRANSCRIPT_ARCHIVE_BLOCK_MS: Final = 1000
+# An archive entry names its transcript entry: FIELD_CASE and FIELD_ENTRY (the stream id).
+FIELD_ENTRY: Final = "entry"
 RELAY_OUTBOX_STREAM: Final = PREFIX + "relay:outbox"
 RELAY_GROUP: Final = "relay"
 # An outbox entry a bot worker took this long ago without acknowledging is taken over.

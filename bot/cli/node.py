@@ -41,6 +41,7 @@ from backend.keyring import KeyRing
 from backend.login_guard import LoginGuard
 from backend.receipts import ReceiptBook
 from backend.retention import RetentionJob
+from backend.transcript_archive import TranscriptArchive
 from backend.web import make_app
 from bot import kakao as kakao_channel
 from bot import webchat
@@ -175,6 +176,9 @@ class Node:
         intake = Intake(redis, cases, f"{self.settings.node_name}-intake")
         task = asyncio.create_task(intake.run(), name="intake")
         self._stack.push_async_callback(_stop_intake, intake, task)
+        archive = TranscriptArchive(redis, engine, f"{self.settings.node_name}-archive")
+        archiving = asyncio.create_task(archive.run(), name="transcript-archive")
+        self._stack.push_async_callback(_stop_archive, archive, archiving)
         retention = RetentionJob(cases, self.settings.retention, redis)
         purging = asyncio.create_task(retention.run(), name="retention")
         self._stack.push_async_callback(_stop_retention, retention, purging)
@@ -290,6 +294,11 @@ class Node:
 
 async def _stop_intake(intake: Intake, task: asyncio.Task[None]) -> None:
     intake.stop()
+    await task
+
+
+async def _stop_archive(archive: TranscriptArchive, task: asyncio.Task[None]) -> None:
+    archive.stop()
     await task
 
 
