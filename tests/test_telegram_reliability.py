@@ -281,8 +281,10 @@ async def test_a_block_announced_by_my_chat_member_ends_the_session(
             }
         }
     )
-    for _ in range(100):
-        if not [k async for k in redis.scan_iter(match=streams.SESSION_KEY_PREFIX + "*")]:
+    # The session goes first, the chat record last (after the cases are flagged): wait for both.
+    prefixes = (streams.SESSION_KEY_PREFIX, streams.TELEGRAM_CHAT_PREFIX)
+    for _ in range(250):
+        if not [k for p in prefixes async for k in redis.scan_iter(match=p + "*")]:
             break
         await asyncio.sleep(0.02)
     assert not [k async for k in redis.scan_iter(match=streams.SESSION_KEY_PREFIX + "*")]

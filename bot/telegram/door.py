@@ -418,9 +418,10 @@ class TelegramDoor:
         key = "common.file_too_large" if too_large else "common.no_files"
         answer = (Outbound(self._text(key, language)),)
         exit_label = self._text("common.quick_exit", language)
-        await self._send_guarded(
-            pseudonym, message.chat.id, answer, exit_label, [message.message_id]
-        )
+        async with self._reply_order.place(message.chat.id):  # after earlier turns' replies
+            await self._send_guarded(
+                pseudonym, message.chat.id, answer, exit_label, [message.message_id]
+            )
 
     async def _turn(self, inbound: Inbound, chat_id: int, incoming_id: int | None) -> None:
         incoming = [] if incoming_id is None else [incoming_id]
@@ -618,7 +619,10 @@ class TelegramDoor:
         chat = change.chat
         status = change.new_chat_member.status
         if chat.type == ChatType.PRIVATE and status == ChatMember.BANNED:
-            await self._blocked(self._pseudonym(change.from_user.id))
+            # After the replies of earlier turns (their record write would bring the erased
+            # chat record back): turns release the chat's order once stepped.
+            async with self._reply_order.place(chat.id):
+                await self._blocked(self._pseudonym(change.from_user.id))
         elif chat.type in _GROUPS and status in {ChatMember.MEMBER, ChatMember.ADMINISTRATOR}:
             await self._refuse_group(chat.id)
         elif chat.type == ChatType.CHANNEL and status == ChatMember.ADMINISTRATOR:
