@@ -196,14 +196,12 @@ class LiveChat:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._append = redis.register_script(_APPEND)
 
     def _on_transcript(
         self, target: Redis | Pipeline, case_id: str, fields: Mapping[FieldT, EncodableT]
     ) -> Any:
-        """Queue (on a pipeline: await it all the same) or send one transcript entry: the
-        live buffer (trimmed, its expiry renewed) and the archive the backend keeps in SQL, in
-        one atomic script."""
+        """Queue (on a pipeline) or send one transcript entry: the live buffer (trimmed, its
+        expiry renewed) and the archive the backend keeps in SQL, in one atomic script."""
         args: list[EncodableT] = [
             redis_keys.CASE_STREAM_MAXLEN,
             redis_keys.CASE_TRANSCRIPT_TTL_S,
@@ -212,7 +210,10 @@ class LiveChat:
         for name, value in fields.items():
             args += [name, value]
         keys = [redis_keys.case_transcript_stream(case_id), redis_keys.TRANSCRIPT_ARCHIVE_STREAM]
-        return self._append(keys=keys, args=args, client=target)
+        # EVAL, not redis-py's Script: in a pipeline that asks SCRIPT EXISTS first, on another
+        # pooled connection, each time (a round trip more, and the pool ran dry at 200 chats),
+        # and an EVALSHA that met NOSCRIPT inside MULTI would leave the rest half done.
+        return target.eval(_APPEND, len(keys), *keys, *args)
 
     # -- bot side ---------------------------------------------------------------------------
 
@@ -228,7 +229,7 @@ class LiveChat:
         `keep_alive` (key, ttl_s): a key whose expiry the line renews, in the same round trip
         (the bot's link from the case to the conversation)."""
         pipe = self._redis.pipeline(transaction=False)
-        await self._on_transcript(
+        self._on_transcript(
             pipe, case_id, {redis_keys.FIELD_SEALED: _sealed(case_id, line, center_key)}
         )
         if keep_alive is not None:
@@ -321,7 +322,7 @@ class LiveChat:
         """A counselor's line: onto the transcript (sealed to the centre), the victim's stream
         (sealed to the reply key) and the relay outbox, all or nothing. Its transcript id."""
         pipe = self._redis.pipeline(transaction=True)
-        await self._on_transcript(
+        self._on_transcript(
             pipe, case_id, {redis_keys.FIELD_SEALED: _sealed(case_id, line, center_key)}
         )
         pipe.xadd(
@@ -342,7 +343,7 @@ class LiveChat:
             raise ValueError("a line is sent with from_counselor")
         event = EventKind.JOINED if kind is OutboxKind.JOINED else EventKind.ENDED
         pipe = self._redis.pipeline(transaction=True)
-        await self._on_transcript(pipe, case_id, _event_fields(Event(event, by, time.time())))
+        self._on_transcript(pipe, case_id, _event_fields(Event(event, by, time.time())))
         pipe.xadd(
             redis_keys.RELAY_OUTBOX_STREAM,
             {redis_keys.FIELD_CASE: case_id, redis_keys.FIELD_KIND: kind.value},
