@@ -119,6 +119,8 @@ class RunningHotline:
     first_password: str
     recovery_key: str
     output: str
+    # The composed node, for what it serves beside the app (its `/metrics`).
+    node: Node
 
 
 def first_start_secret(output: str, label: str) -> str:
@@ -163,6 +165,7 @@ async def start_hotline(
                 first_start_secret(output, "one-time password"),
                 first_start_secret(output, "recovery key"),
                 output,
+                node,
             )
 
 

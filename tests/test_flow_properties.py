@@ -107,6 +107,6 @@ def test_random_inbound_never_breaks_a_shipped_flow(
         for message in result.messages:
             # Only the runtime's own placeholders (filled after its effects) may remain.
             leftover = message.text
-            for name in ("{position}", "{wait}", "{request_status}", "{reply_how}"):
+            for name in ("{position}", "{wait}", "{request_status}", "{reply_how}", "{replies}"):
                 leftover = leftover.replace(name, "")
             assert message.text and "{" not in leftover, message.key

@@ -37,7 +37,7 @@ class Rule:
     keywords: tuple[str, ...]  # normalised, every language together
     age_below: int | None
     line: int = 0
-    # The languages that list keywords for this rule (the linter's F012 wants every locale's).
+    # The languages that list keywords for this rule (the linter's F013 wants every locale's).
     languages: frozenset[str] = frozenset()
 
     def matches(self, folded: str, squeezed: str) -> bool:

@@ -22,23 +22,28 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend import bootstrap, database
+from backend import bootstrap, database, redis_pool
 from backend.cases import CaseStore
+from backend.centre_gauges import CentreGauges
 from backend.console import views as console
 from backend.console.sessions import ConsoleSessionStore
 from backend.core import keys
 from backend.core.errors import FlowError, SettingsError
+from backend.core.metrics import Metrics, Refresher, metrics_app
 from backend.core.pseudonyms import Pseudonymizer
 from backend.core.receipt_codes import ReceiptHasher
 from backend.core.settings import Settings
 from backend.core.shifts import ShiftBoard
 from backend.counselors import CounselorStore
+from backend.data_dir_lock import DataDirLock
 from backend.embedded_redis import EmbeddedRedis
 from backend.flows.registry import FlowRegistry
 from backend.flows.resources import Directory
+from backend.host_check import AllowedHosts
 from backend.intake import Intake, dead_letter_count
 from backend.keyring import KeyRing
 from backend.login_guard import LoginGuard
+from backend.readiness import readiness_key
 from backend.receipts import ReceiptBook
 from backend.retention import RetentionJob
 from backend.transcript_archive import TranscriptArchive
@@ -63,18 +68,21 @@ BACKEND = "backend"
 BOT = "bot"
 
 
-def bind_listener(settings: Settings) -> socket.socket:
-    """Take the HTTP port before anything else starts, so a taken port is one clear line."""
+def bind_listener(
+    settings: Settings, port: int | None = None, name: str = "HOTLINE_HTTP_PORT"
+) -> socket.socket:
+    """Take the HTTP port (or `port`, named `name`) before anything else starts, so a taken
+    port is one clear line."""
+    port = settings.http_port if port is None else port
     family = socket.AF_INET6 if ":" in settings.http_host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((settings.http_host, settings.http_port))
+        sock.bind((settings.http_host, port))
     except OSError as exc:
         sock.close()
         raise SettingsError(
-            f"HOTLINE_HTTP_PORT: cannot listen on {settings.http_host}:{settings.http_port} "
-            f"({exc.strerror})"
+            f"{name}: cannot listen on {settings.http_host}:{port} ({exc.strerror})"
         ) from None
     sock.listen(128)
     sock.setblocking(False)
@@ -87,6 +95,10 @@ class Node:
     roles: frozenset[str]
     out: TextIO = field(default=sys.stdout)
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+    # This node's instruments on a registry of its own (no process-wide default registry).
+    metrics: Metrics = field(default_factory=Metrics)
+    # What a scrape reads first: the centre's gauges, on a backend node.
+    _refreshers: list[Refresher] = field(default_factory=list)
 
     async def __aenter__(self) -> Node:
         return self
@@ -98,7 +110,12 @@ class Node:
         """Start every dependency and return the HTTP app; `async with` the node to stop them."""
         redis = await self._redis()
         engine = await self._engine() if BACKEND in self.roles else None
-        app = make_app(redis, engine, trusted_proxies=self.settings.trusted_proxies)
+        allowed = AllowedHosts.of(
+            self.settings.http_host, self.settings.public_url, self.settings.telegram_webhook_url
+        )
+        app = make_app(
+            redis, engine, trusted_proxies=self.settings.trusted_proxies, allowed_hosts=allowed
+        )
         published: tuple[X25519PublicKey, bytes] | None = None
         if engine is not None:
             published = await self._backend(app, redis, engine)
@@ -106,25 +123,43 @@ class Node:
             await self._bot(app, redis, published)
         return app
 
-    async def run(self, listener: socket.socket, stop: asyncio.Event) -> None:
+    def metrics_app(self) -> web.Application:
+        """`/metrics` for Prometheus, served on `HOTLINE_METRICS_PORT` (after `build`)."""
+        return metrics_app(self.metrics.registry, self._refreshers)
+
+    async def run(
+        self,
+        listener: socket.socket,
+        stop: asyncio.Event,
+        metrics_listener: socket.socket | None = None,
+    ) -> None:
         async with self:
             app = await self.build()
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
-            await runner.setup()
-            self._stack.push_async_callback(runner.cleanup)
-            await web.SockSite(runner, listener).start()
-            self._announce(listener)
+            await self._serve(app, listener)
+            if metrics_listener is not None:
+                await self._serve(self.metrics_app(), metrics_listener)
+            self._announce(listener, metrics_listener)
             await stop.wait()
             log.info("stopping")
+
+    async def _serve(self, app: web.Application, listener: socket.socket) -> None:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        self._stack.push_async_callback(runner.cleanup)
+        await web.SockSite(runner, listener).start()
 
     async def _redis(self) -> Redis:
         url = self.settings.redis_url
         if url is None:
+            # Before the embedded Redis starts: a second process would stop the first's.
+            lock = DataDirLock(self.settings.data_dir)
+            lock.acquire()
+            self._stack.callback(lock.release)
             embedded = EmbeddedRedis(self.settings.data_dir / "redis")
             await embedded.start()
             self._stack.push_async_callback(embedded.stop)
             url = embedded.url
-        redis = Redis.from_url(url, health_check_interval=30)
+        redis = redis_pool.connect(url, self.settings.redis_pool)
         self._stack.push_async_callback(redis.aclose)
         try:
             await redis.ping()
@@ -159,6 +194,8 @@ class Node:
             raise SettingsError(
                 "HOTLINE_DATABASE_URL: the database has counselors but no centre key"
             )
+        services = self._services()
+        app[readiness_key].add("flows", functools.partial(_loaded, bool(services.resources)))
         console.add_routes(
             app,
             cases=cases,
@@ -169,7 +206,7 @@ class Node:
             dead_letters=functools.partial(dead_letter_count, redis),
             pending_sign_ins=ConsoleSessionStore(redis, pending=True),
             require_totp=self.settings.login.require_totp,
-            services=self._services(),
+            services=services,
             sla=self.settings.sla,
             receipts=ReceiptBook(engine, self.settings.kdf),
         )
@@ -184,6 +221,10 @@ class Node:
         self._stack.push_async_callback(_stop_retention, retention, purging)
         salt = await ReceiptBook(engine, self.settings.kdf).salt()
         bootstrap.write_receipt_salt(self.settings.data_dir, salt)
+        gauges = CentreGauges(
+            self.metrics.registry, redis, cases, ShiftBoard(redis), self.settings.sla
+        )
+        self._refreshers.append(gauges.refresh)
         return active.public_key, salt
 
     def _services(self) -> Directory:
@@ -233,7 +274,11 @@ class Node:
             receipts=ReceiptHasher(salt, self.settings.kdf),
             live=victims,
             shifts=ShiftBoard(redis),
+            metrics=self.metrics,
         )
+        ready = app[readiness_key]
+        ready.add("flows", functools.partial(_flows_loaded, flows))
+        ready.add("centre_key", functools.partial(_loaded, center_key is not None))
         replay = TurnReplay(redis, root_secret)
         webchat.add_routes(app, runtime, pseudonymizer, replay, victims.held)
         # Where the relay carries a counselor's words: doors that cannot push hold them.
@@ -277,19 +322,34 @@ class Node:
         except ValueError:
             raise SettingsError("HOTLINE_RECEIPT_SALT: not hexadecimal") from None
 
-    def _announce(self, listener: socket.socket) -> None:
-        host, port = listener.getsockname()[:2]
-        shown = f"[{host}]" if ":" in host else host
-        base = f"http://{shown}:{port}"
+    def _announce(self, listener: socket.socket, metrics: socket.socket | None) -> None:
+        base = _base_url(listener)
         print(f"hotline is running on {base}", file=self.out)
         if BOT in self.roles:
             print(f"  victim web chat:   {base}/chat", file=self.out)
         if BACKEND in self.roles:
             print(f"  counselor console: {base}/console", file=self.out)
+        if metrics is not None:
+            print(f"  metrics:           {_base_url(metrics)}/metrics", file=self.out)
         print("Press Ctrl-C to stop.", file=self.out, flush=True)
 
     def _print_first_start(self, first: bootstrap.FirstStart) -> None:
         print(bootstrap.announcement(first), file=self.out, flush=True)
+
+
+def _base_url(listener: socket.socket) -> str:
+    host, port = listener.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+async def _loaded(present: bool) -> bool:
+    """A readiness check for what this node loaded at start and keeps for its life."""
+    return present
+
+
+async def _flows_loaded(flows: FlowRegistry) -> bool:
+    return bool(flows.entry().flows)
 
 
 async def _stop_intake(intake: Intake, task: asyncio.Task[None]) -> None:
@@ -327,5 +387,8 @@ async def stop_on_signals() -> AsyncIterator[asyncio.Event]:
 
 async def serve(settings: Settings, roles: frozenset[str], out: TextIO = sys.stdout) -> None:
     listener = bind_listener(settings)
+    metrics_listener = None
+    if settings.metrics_port is not None:
+        metrics_listener = bind_listener(settings, settings.metrics_port, "HOTLINE_METRICS_PORT")
     async with stop_on_signals() as stop:
-        await Node(settings, roles, out).run(listener, stop)
+        await Node(settings, roles, out).run(listener, stop, metrics_listener)

@@ -62,6 +62,7 @@ from backend.core.errors import HotlineError
 from backend.core.live_chat import EventKind
 from backend.core.pseudonyms import Pseudonymizer, Purpose
 from backend.core.settings import TELEGRAM_DOWNLOAD_LIMIT_BYTES, Settings
+from backend.flows.channels import BUTTON_LABEL_LIMITS
 from bot.channel import Capabilities, fit
 from bot.runtime import ConversationRuntime, Turn
 from bot.sessions import Once, OnceRefusedError
@@ -111,7 +112,7 @@ CAPABILITIES = Capabilities(
     # One button a row: Telegram sets no count, a phone screen does. Flows stay far below.
     max_buttons=20,
     # Telegram documents no label limit; a phone shows about this much on one row.
-    max_button_label_chars=64,
+    max_button_label_chars=BUTTON_LABEL_LIMITS[CHANNEL],
     max_button_id_bytes=64,  # callback_data is 1-64 bytes
     delete_window_s=48 * 3600,  # bots delete messages in private chats within 48 hours
     verbatim_split=True,  # no parse mode: the parts of a long text join back to exactly it
@@ -190,7 +191,7 @@ class TelegramDoor:
         if config.webhook_url is None:
             builder = builder.get_updates_request(SanitizingRequest(connection_pool_size=1))
         self.application: Application = builder.build()  # type: ignore[type-arg]  # PTB's six type parameters say nothing here
-        self.outbox = TelegramOutbox(self.application.bot, config.limits)
+        self.outbox = TelegramOutbox(self.application.bot, config.limits, runtime.metrics)
         self._runtime = runtime
         self._pseudonymizer = pseudonymizer
         self._chats = TelegramChatStore(redis, root_secret, session_ttl_s)
@@ -272,6 +273,7 @@ class TelegramDoor:
         A private text or button press is claimed by its turn, in the same round trip as the
         conversation lock (`_turn_only`); anything else here, before it is handled.
         """
+        self._runtime.metrics.update(CHANNEL)
         admission = admission or _Admission(update.update_id)
         message = update.message
         if message is not None and message.chat.type == ChatType.PRIVATE:

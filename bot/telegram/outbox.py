@@ -33,6 +33,7 @@ from telegram import Bot, InlineKeyboardMarkup
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
 
 from backend.core.errors import HotlineError
+from backend.core.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,11 @@ class _Exits:
 class TelegramOutbox:
     _MAX_IDLE_BUCKETS = 10_000
 
-    def __init__(self, bot: Bot, limits: OutboxLimits | None = None) -> None:
+    def __init__(
+        self, bot: Bot, limits: OutboxLimits | None = None, metrics: Metrics | None = None
+    ) -> None:
         self._bot = bot
+        self._metrics = metrics if metrics is not None else Metrics()
         self._limits = limits or OutboxLimits()
         self._bot_bucket = _Bucket(self._limits.per_bot_per_s, self._limits.per_bot_burst)
         # Keyed by chat id in memory only, never stored or logged.
@@ -208,10 +212,19 @@ class TelegramOutbox:
                 exits=state,
                 exiting=exiting,
             )
+        except RecipientBlockedError:
+            self._metrics.send("blocked")
+            raise
+        except ChatExitedError:
+            raise  # dropped by an exit: never sent, not a failure
+        except Exception:
+            self._metrics.send("failed")
+            raise
         finally:
             state.in_flight -= 1
             if not state.in_flight:
                 state.settled.set()
+        self._metrics.send("sent")
         state.sent.append(sent)
         del state.sent[:-200]  # only the calls an exit may race with matter
         return sent
@@ -270,8 +283,10 @@ class TelegramOutbox:
             except RetryAfter as exc:
                 wait_s = _seconds(exc.retry_after)
                 log.warning("telegram asked to slow down for %.1f s", wait_s)
+                self._metrics.rate_limited()
                 if attempt >= limits.max_attempts:
                     raise DeliveryFailedError("still rate limited after every attempt") from None
+                self._metrics.retry("rate_limited")
                 await asyncio.sleep(wait_s)
             except (TimedOut, NetworkError) as exc:
                 if attempt >= limits.max_attempts:
@@ -280,6 +295,7 @@ class TelegramOutbox:
                     ) from None
                 wait_s = min(limits.backoff_s * 2 ** (attempt - 1), limits.max_backoff_s)
                 log.warning("telegram send failed with %s; retrying", type(exc).__name__)
+                self._metrics.retry("network")
                 await asyncio.sleep(wait_s)
 
     async def _wait_for_slot(
