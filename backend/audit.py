@@ -78,6 +78,9 @@ class AuditAction(StrEnum):
     LOGIN_UNLOCK = "login-unlock"
     BLOCK = "block"
     UNBLOCK = "unblock"
+    ERASE_REQUEST = "erase-request"
+    LEGAL_HOLD = "legal-hold"
+    HOLD_RELEASE = "hold-release"
 
 
 def link_hash(entry: AuditEntry) -> str:

@@ -87,6 +87,7 @@ class Event:
     case_ids: list[str]
     code_digest: str | None = None  # receipt_issued only
     digest_scheme: DigestScheme = DigestScheme.LEGACY  # receipt_issued only
+    priority: int = 0  # priority_raised only
 
 
 def parse_event(fields: dict[bytes, bytes]) -> Event:
@@ -96,6 +97,7 @@ def parse_event(fields: dict[bytes, bytes]) -> Event:
         case_ids = fields[redis_keys.FIELD_CASE_IDS.encode()].decode().split()
         raw_digest = fields.get(redis_keys.FIELD_CODE_DIGEST.encode())
         code_digest = None if raw_digest is None else raw_digest.decode()
+        priority = int(fields.get(redis_keys.FIELD_PRIORITY.encode(), b"0"))
         # A bot of before issue 14 names no scheme: its digests are Argon2id.
         raw_scheme = fields.get(redis_keys.FIELD_DIGEST_SCHEME.encode(), b"argon2id")
         scheme = DigestScheme(raw_scheme.decode())
@@ -108,7 +110,12 @@ def parse_event(fields: dict[bytes, bytes]) -> Event:
         len(case_ids) != 1 or code_digest is None or not _DIGEST.fullmatch(code_digest)
     ):
         raise SealingError("receipt event without one case id and a code digest")
-    return Event(kind, case_ids, code_digest, scheme)
+    if (
+        kind == redis_keys.EVENT_PRIORITY_RAISED
+        and not 0 < priority <= redis_keys.HANDOFF_MAX_PRIORITY
+    ):
+        raise SealingError("priority event without a priority of 1 to 3")
+    return Event(kind, case_ids, code_digest, scheme, priority)
 
 
 async def dead_letter_count(redis: Redis) -> int:
@@ -243,6 +250,19 @@ class Intake(StreamConsumer):
         if issued:
             kept = await self._cases.attach_receipts(issued)
             log.info("intake: %d of %d receipt(s) kept", kept, len(issued))
+        erase = [
+            case_id
+            for event in events
+            if event.kind == redis_keys.EVENT_ERASE_REQUESTED
+            for case_id in event.case_ids
+        ]
+        if erase:
+            marked = await self._cases.mark_erase_requested(erase)
+            log.info("intake: %d case(s) marked: the victim asked to erase", marked)
+        for event in events:
+            if event.kind == redis_keys.EVENT_PRIORITY_RAISED:
+                raised = await self._cases.raise_priority(event.case_ids, event.priority)
+                log.info("intake: %d case(s) raised to priority %d", raised, event.priority)
 
     async def _store(self, entries: Sequence[Entry]) -> None:
         good: list[tuple[bytes, str, Envelope]] = []

@@ -101,6 +101,28 @@ class Case(SQLModel, table=True):
     # When the bot last found the victim unreachable (they blocked it): a counselor's cue that
     # replies will not arrive. None while they can be reached.
     victim_unreachable_at: datetime | None = Field(default=None)
+    # When the victim asked, with her receipt, to erase the case: supervisors see it listed
+    # until it is shredded (issue 12).
+    erase_requested_at: datetime | None = Field(default=None)
+    # A legal hold (who set it is in the audit log): nothing shreds the case, not even
+    # retention, until it is released. The reason is staff's words, never the victim's.
+    legal_hold_reason: str | None = Field(default=None, max_length=200)
+
+
+class TranscriptEntry(SQLModel, table=True):
+    """One entry of a case's live-chat transcript, kept in SQL as the chat runs (issue 12): a
+    line as it was sealed to the centre key, or a content-free event. Redis keeps the live
+    buffer only; a backup holds these, and a shred deletes them with the case."""
+
+    __tablename__ = "transcript_entries"
+    __table_args__ = (UniqueConstraint("case_id", "entry_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: str = Field(max_length=64, index=True)
+    entry_id: str = Field(max_length=40)  # the Redis stream id: the transcript's order
+    sealed: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    # An event's fields (kind, by, at, ref) as JSON; None for a line.
+    event: str | None = Field(default=None, max_length=400)
 
 
 class Counselor(SQLModel, table=True):

@@ -17,7 +17,12 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import database
-from backend.core.errors import ApprovalRequiredError, CaseNotFoundError, CaseWorkError
+from backend.core.errors import (
+    ApprovalRequiredError,
+    CaseNotFoundError,
+    CaseWorkError,
+    LegalHoldError,
+)
 from backend.core.settings import Network
 from backend.forwarded import forwarded_middleware
 from backend.host_check import AllowedHosts, host_middleware
@@ -53,6 +58,7 @@ REFUSALS: Mapping[type[Exception], tuple[type[web.HTTPException], str | None]] =
     CaseNotFoundError: (web.HTTPNotFound, "no such case"),
     ApprovalRequiredError: (web.HTTPForbidden, None),
     CaseWorkError: (web.HTTPBadRequest, None),
+    LegalHoldError: (web.HTTPConflict, "the case is under a legal hold: release it first"),
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
@@ -23,6 +24,7 @@ from redis.typing import EncodableT, FieldT
 
 from backend.core import keys, redis_keys
 from backend.core.conversation import SubmitReport
+from backend.core.evidence_records import RECORDS_FIELD
 from backend.core.receipt_codes import DigestScheme
 from backend.core.sealing import RoutingHeader, seal
 
@@ -60,6 +62,8 @@ class ReportSender:
             # Each sealed on its own at upload (`seal_file`); a counselor opens them with the
             # same centre key, inside this report's envelope.
             content["sealed_files"] = list(report.sealed_files)
+        if report.evidence:
+            content[RECORDS_FIELD] = list(report.evidence)
         body = json.dumps(content, ensure_ascii=False).encode()
         envelope = seal(body, header, self._center_key)
         fields: dict[FieldT, EncodableT] = {
@@ -122,6 +126,19 @@ class ReportSender:
                 redis_keys.FIELD_CASE_IDS: case_id,
                 redis_keys.FIELD_CODE_DIGEST: code_digest,
                 redis_keys.FIELD_DIGEST_SCHEME: scheme.value,
+            },
+        )
+
+    async def send_priority(self, case_ids: list[str], priority: int) -> None:
+        """Tell the backend these cases became more urgent (triage); content-free."""
+        key = f"priority:{secrets.token_hex(16)}"
+        await self._redis.xadd(
+            redis_keys.REPORTS_STREAM,
+            {
+                redis_keys.FIELD_IDEMPOTENCY_KEY: key,
+                redis_keys.FIELD_EVENT: redis_keys.EVENT_PRIORITY_RAISED,
+                redis_keys.FIELD_CASE_IDS: " ".join(case_ids),
+                redis_keys.FIELD_PRIORITY: str(priority),
             },
         )
 

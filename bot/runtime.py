@@ -44,6 +44,7 @@ from backend.core.conversation import (
     ShowResources,
     StepResult,
     SubmitReport,
+    TriageAlert,
 )
 from backend.core.live_chat import REPLY_KEY_ANSWER
 from backend.core.metrics import Metrics
@@ -275,14 +276,22 @@ class ConversationRuntime:
             said = [Outbound(bundle.texts.get("live.text_only", language))]
         else:
             text = (inbound.text or "").strip()
+            # Her words reach the counselor, and triage reads them first (issue 12: a victim
+            # waiting or chatting who wrote she wanted to die was told "saved" and no more).
+            ctx = Context(int(now), bundle.hours.is_open(datetime.fromtimestamp(now, UTC)))
+            read = engine.triage(bundle, session, text, ctx)
+            session = read.session
+            guidance = list(read.messages)
             try:
                 await live.from_victim(case_id, text)
             except ValueError:
                 key = "common.too_long" if text else "common.empty"
-                said = [Outbound(bundle.texts.get(key, language))]
+                said = [*guidance, Outbound(bundle.texts.get(key, language))]
             else:
                 accepted = True
-                said = [Outbound(bundle.texts.get("live.saved", language))] if waiting else []
+                saved = [Outbound(bundle.texts.get("live.saved", language))] if waiting else []
+                said = [*guidance, *saved]
+            await self._alert(session, read.effects)
         session.seen_s = int(now)
         hold.save(session)
         held = await self._held(inbound)
@@ -421,7 +430,28 @@ class ConversationRuntime:
                 outcome.quick_exit = True
             elif isinstance(effect, DeleteInbound):
                 outcome.delete_inbound = True
+        await self._alert(result.session, result.effects)
         return outcome
+
+    async def _alert(self, session: Session, effects: tuple[Effect, ...]) -> None:
+        """Triage matched: the conversation's open cases (its handoff, its report) rise to the
+        rule's priority, in the backend's store (an event intake applies) and in the handoff
+        queue victims are told their place from; a counselor's live panel gets the flag."""
+        alerts = [e for e in effects if isinstance(e, TriageAlert)]
+        if not alerts:
+            return
+        priority = max(a.priority for a in alerts)
+        handoff = session.handoff_case
+        report = session.slots.get("_case")
+        cases = [c for c in (handoff, report if isinstance(report, str) else None) if c]
+        if cases and priority > 0:
+            await self._reports.send_priority(cases, priority)
+        if handoff is not None and priority > 0:
+            await waiting_line.raise_priority(self._redis, handoff, priority)
+        if handoff is not None and self._live is not None:
+            for alert in alerts:
+                await self._live.flag(handoff, alert.flag)
+        log.info("triage matched %d rule(s); priority %d", len(alerts), priority)
 
     async def _unattended(self, bundle: Bundle, result: StepResult, effect: RequestHandoff) -> str:
         """What a victim is told when nobody is on shift: that honestly, the emergency numbers
@@ -536,13 +566,18 @@ class ConversationRuntime:
                 idempotency_key=effect.idempotency_key,
                 case_id=hashlib.sha256(effect.idempotency_key.encode()).hexdigest()[:32],
                 category="follow_up",
-                priority=1,
+                priority=max(1, effect.priority),
                 language=effect.language,
                 channel=effect.channel,
                 answers=answers,
                 follows=case_id,
             )
         )
+        if effect.kind == "erase":
+            # In clear (a case id is a routing fact), so the case is marked for supervisors
+            # without anyone opening the request (issue 12).
+            key = "erase:" + hashlib.sha256(effect.idempotency_key.encode()).hexdigest()[:32]
+            await self._reports.send_event(key, redis_keys.EVENT_ERASE_REQUESTED, [case_id])
         log.info("request %s on a receipt queued", effect.kind)
         return texts
 

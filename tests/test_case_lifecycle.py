@@ -24,6 +24,7 @@ from backend.core import redis_keys as streams
 from backend.core.errors import (
     CaseNotFoundError,
     CaseTransitionError,
+    LegalHoldError,
     OutcomeRequiredError,
     ReceiptNotFoundError,
     SealingError,
@@ -194,6 +195,21 @@ async def test_retention_shreds_by_status_and_audits(engine: AsyncEngine) -> Non
     assert purges == [("closed", "retention expired"), ("old-closed", "retention expired")]
     assert await job.purge_expired(utcnow() + timedelta(days=400)) == 0, "open cases kept"
     assert (await audit.verify(engine)).intact
+
+
+async def test_a_legal_hold_keeps_a_case_from_retention_and_every_shred(
+    engine: AsyncEngine,
+) -> None:
+    store = await _store(engine, "held")
+    await store.set_legal_hold("held", "counselor:2", "court order 7")
+    job = RetentionJob(store, Retention(queued_days=1))
+    assert await job.purge_expired(utcnow() + timedelta(days=30)) == 0, "held: retention skips it"
+    with pytest.raises(LegalHoldError):
+        await store.shred("held", "counselor:2", "asked")
+    await store.release_legal_hold("held", "counselor:2")
+    assert await job.purge_expired(utcnow() + timedelta(days=30)) == 1
+    actions = [(a, d) for a, s, d in await _actions(engine) if s == "held"]
+    assert ("legal-hold", "court order 7") in actions and ("hold-release", "") in actions
 
 
 async def test_malformed_and_ever_failing_reports_go_to_dead_letters(

@@ -46,6 +46,9 @@ def test_every_shipped_flow_passes_with_no_errors() -> None:
         bundle.flows
     )
     assert {p.code for p in problems} <= {"W100"}
+    assert set(bundle.texts.locales) == {"ko", "en", "zh", "ja", "vi"}
+    for rule in bundle.triage.rules:
+        assert rule.languages == set(bundle.texts.locales), "F013 holds for the shipped rules"
 
 
 def _unknown_target(d: Path) -> None:
@@ -147,6 +150,13 @@ def _short_label_still_too_long(d: Path) -> None:
     )
 
 
+def _triage_rule_missing_a_language(d: Path) -> None:
+    (d / "triage.yaml").write_text(
+        "schema: 1\nrules:\n  - id: self_harm\n    flag: self_harm\n    priority: 3\n"
+        "    keywords:\n      ko: [죽고 싶]\n"
+    )
+
+
 def _missing_entry(d: Path) -> None:
     _edit(d, FLOW, "flow: report", "flow: other")
 
@@ -172,6 +182,7 @@ def _missing_entry(d: Path) -> None:
         (_translation_without_a_placeholder, "F011"),
         (_label_too_long_for_kakao, "F012"),
         (_short_label_still_too_long, "F012"),
+        (_triage_rule_missing_a_language, "F013"),
     ],
 )
 def test_each_rule_is_reported_with_its_code_file_and_line(

@@ -34,6 +34,7 @@ from backend.core.errors import (
     OutcomeRequiredError,
     SealingError,
 )
+from backend.core.evidence_records import records_of
 from backend.core.live_chat import EventKind, LiveChat, OutboxKind, Sender
 from backend.core.sealing import open_envelope
 from backend.models import Case, CaseStatus, Outcome, TakedownRequest, TakedownStatus
@@ -46,7 +47,6 @@ from backend.takedown import (
     Draft,
     TakedownStore,
     draft_fields,
-    evidence_facts,
     missing,
     render,
 )
@@ -104,7 +104,8 @@ def _date(text: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _open_answers(case: Case, session: ConsoleSession) -> dict[str, Any] | None:
+def open_body(case: Case, session: ConsoleSession) -> dict[str, Any] | None:
+    """The case's report body opened in memory: answers, evidence records, sealed files."""
     private_key = session.private_keys.get(case.key_id)
     if private_key is None:
         return None
@@ -112,7 +113,12 @@ def _open_answers(case: Case, session: ConsoleSession) -> dict[str, Any] | None:
         body = json.loads(open_envelope(envelope_of(case), private_key))
     except (SealingError, CaseNotFoundError, ValueError):
         return None
-    found = body.get("answers") if isinstance(body, dict) else None
+    return body if isinstance(body, dict) else None
+
+
+def _open_answers(case: Case, session: ConsoleSession) -> dict[str, Any] | None:
+    body = open_body(case, session)
+    found = body.get("answers") if body is not None else None
     return found if isinstance(found, dict) else None
 
 
@@ -150,7 +156,7 @@ async def _work(
     can_reply = await replies.reply_key(app[redis_key], reply_case.id) is not None
     takedowns = app[takedowns_key]
     return {
-        "evidence": evidence_facts(answers or {}),
+        "evidence": [r.as_dict() for r in records_of(open_body(case, session) or {})],
         "notes": await work.notes(key),
         "referrals": await work.referrals(key),
         "replies": [] if reply_key is None else await work.replies(reply_key),
@@ -320,9 +326,13 @@ async def create_takedown(request: web.Request) -> web.StreamResponse:
     data = await _input(request, session)
     case = await _case(request)
     key = _key(request, session, case)
-    answers = _open_answers(case, session) or {}
+    body = open_body(case, session) or {}
+    answers = body.get("answers") if isinstance(body.get("answers"), dict) else {}
     request_id = await request.app[takedowns_key].create(
-        key, session.counselor_id, data.get("language", ""), draft_fields(answers)
+        key,
+        session.counselor_id,
+        data.get("language", ""),
+        draft_fields(answers or {}, records_of(body)),
     )
     return _done(request, f"/console/takedowns/{request_id}", id=request_id)
 
@@ -345,8 +355,21 @@ async def _reviewer(request: web.Request, row: TakedownRequest) -> str:
     return counselor.username if counselor is not None else f"#{row.approved_by}"
 
 
+async def _audit_takedown_unseal(
+    request: web.Request, session: ConsoleSession, draft: Draft
+) -> None:
+    """Showing a takedown request opens its sealed fields: an unseal like the case page's."""
+    await request.app[app_keys.cases_key].record(
+        f"counselor:{session.counselor_id}",
+        AuditAction.UNSEAL,
+        draft.row.case_id,
+        f"takedown:{draft.row.id}",
+    )
+
+
 async def takedown_page(request: web.Request) -> web.Response:
     session, case, _, draft = await _takedown(request)
+    await _audit_takedown_unseal(request, session, draft)
     return forms.render(
         "takedown.html",
         session=session,
@@ -365,7 +388,8 @@ async def takedown_page(request: web.Request) -> web.Response:
 
 async def api_takedown(request: web.Request) -> web.Response:
     """A takedown request: its fields, its tracking and its text as it would be sent."""
-    _, _, _, draft = await _takedown(request)
+    session, _, _, draft = await _takedown(request)
+    await _audit_takedown_unseal(request, session, draft)
     return web.json_response(
         {
             **_takedown_summary(draft.row),

@@ -14,7 +14,8 @@
 
 The socket sends one JSON object per message:
   {"type": "line", "id": <entry id>, "line_id", "sender": "victim"|"counselor", "text", "at"}
-  {"type": "event", "id", "kind": "joined"|"delivered"|"held"|"failed"|"ended", "by", "ref", "at"}
+  {"type": "event", "id", "kind": "joined"|"delivered"|"held"|"failed"|"ended"|"triage",
+   "by", "ref", "at"}
   {"type": "unreadable", "id"}  (a line this counselor's keys cannot open)
   {"type": "caught_up"}  (the history is sent; what follows is live)
 Close codes: 4403 signed out or the case is no longer theirs (do not reconnect); 4409 the page
@@ -36,6 +37,7 @@ from aiohttp import WSCloseCode, web
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from redis.exceptions import RedisError
 
+from backend import transcript_archive
 from backend.audit import AuditAction
 from backend.cases import CaseStore, envelope_of
 from backend.console.access import (
@@ -66,7 +68,7 @@ from backend.core.sealing import open_envelope
 from backend.flows.resources import Directory
 from backend.keyring import KeyRing
 from backend.models import Case, CaseStatus, Role
-from backend.web import redis_key
+from backend.web import engine_key, redis_key
 
 log = logging.getLogger(__name__)
 
@@ -224,14 +226,17 @@ async def _stream(
             f"counselor:{session.counselor_id}", AuditAction.UNSEAL, case_id, "live chat"
         )
     low = "-" if after == "0-0" else f"({after}"
-    history = cast(
+    buffered = cast(
         list[tuple[bytes, dict[bytes, bytes]]],
         await request.app[redis_key].xrange(redis_keys.case_transcript_stream(case_id), min=low),
     )
+    # The history is in SQL (the Redis buffer is trimmed and expires); the newest entries may
+    # not be archived yet, so both, by stream id, each once.
+    history = dict(await transcript_archive.archived(request.app[engine_key], case_id, after))
+    history.update((raw_id.decode(), fields) for raw_id, fields in buffered)
     sent = after
-    for raw_id, fields in history:
-        entry_id = raw_id.decode()
-        await ws.send_str(_message(case_id, entry_id, fields, session.private_keys))
+    for entry_id in sorted(history, key=stream_id):
+        await ws.send_str(_message(case_id, entry_id, history[entry_id], session.private_keys))
         sent = entry_id
     await ws.send_str(json.dumps({"type": "caught_up"}))
     log.info("counselor %d watches the live chat of case %s", session.counselor_id, case_id)

@@ -175,9 +175,20 @@ async def _load(request: web.Request) -> dict[str, Any]:
         }
         for c in roster
     ]
+    erase = await request.app[app_keys.cases_key].erase_requests()
     return {
         "now": now.isoformat(),
         "counselors": counselors,
+        # Cases a victim asked to erase: a supervisor shreds each, or holds it with a reason.
+        "erase_requests": [
+            {
+                "id": c.id,
+                "status": c.status,
+                "requested_at": c.erase_requested_at.isoformat() if c.erase_requested_at else "",
+                "legal_hold": c.legal_hold_reason,
+            }
+            for c in erase
+        ],
         "queue": {
             "waiting": len(waiting),
             "longest_wait_s": max((c["waiting_s"] for c in waiting), default=0),

@@ -16,6 +16,8 @@ from backend.console import (
     accounts,
     blocks,
     case_work,
+    erasure,
+    evidence,
     live,
     openapi,
     queue,
@@ -200,6 +202,8 @@ def add_routes(
     sign_in.add_routes(app)
     queue.add_routes(app, sla=sla)
     case_work.add_routes(app)
+    evidence.add_routes(app)
+    erasure.add_routes(app)
     live.add_routes(app, cases=cases, keyring=keyring)
     receipt_lookup.add_routes(app, receipts)
     accounts.add_routes(app)

@@ -119,6 +119,8 @@ class SubmitReport:
     follows: str = ""
     # Screenshots sealed to the centre key at upload (base64 of `Envelope.to_bytes()`).
     sealed_files: tuple[str, ...] = field(default=(), repr=False)
+    # One record per file given (backend/core/evidence_records.py), sealed with the report.
+    evidence: tuple[dict[str, Any], ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,17 @@ class RaisePriority:
 
 
 @dataclass(frozen=True)
+class TriageAlert:
+    """A triage rule matched the victim's words (every time, not only the first): the runtime
+    raises the conversation's open cases to `priority` and flags a counselor's live panel.
+    Names only the rule and its flag, never the words."""
+
+    flag: str
+    rule: str
+    priority: int
+
+
+@dataclass(frozen=True)
 class ShowResources:
     """The step listed these services to the victim (ids only, for counting)."""
 
@@ -170,6 +183,8 @@ class CaseRequest:
     language: str = "ko"
     channel: str = ""
     text: str = field(default="", repr=False)
+    # The conversation's priority (triage may have raised it): the request carries it.
+    priority: int = 0
 
 
 @dataclass(frozen=True)
@@ -195,6 +210,7 @@ Effect = (
     | DeleteInbound
     | RequestHandoff
     | RaisePriority
+    | TriageAlert
     | ShowResources
     | IssueReceipt
     | CaseRequest

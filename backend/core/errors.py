@@ -53,5 +53,9 @@ class CaseWorkError(HotlineError):
     """A note, referral, reply or takedown request was refused: bad input or a wrong state."""
 
 
+class LegalHoldError(HotlineError):
+    """The case is under a legal hold: it cannot be shredded until the hold is released."""
+
+
 class ApprovalRequiredError(CaseWorkError):
     """A takedown request needs a supervisor's approval (not its author's) before this step."""

@@ -38,7 +38,16 @@ EVENT_VICTIM_UNREACHABLE: Final = "victim_unreachable"  # the victim blocked the
 EVENT_RECEIPT_ISSUED: Final = "receipt_issued"
 FIELD_CODE_DIGEST: Final = "code_digest"
 FIELD_DIGEST_SCHEME: Final = "digest_scheme"
-EVENTS: Final = frozenset({EVENT_VICTIM_UNREACHABLE, EVENT_RECEIPT_ISSUED})
+# Triage read danger in a victim's later words (waiting, in a live chat, after a report): the
+# cases' priority rises to FIELD_PRIORITY (0-3; never lowered), so the console's queue reorders.
+EVENT_PRIORITY_RAISED: Final = "priority_raised"
+FIELD_PRIORITY: Final = "priority"
+# A returning victim asked, with her receipt, to erase the case: one case id. Intake marks the
+# case (`cases.erase_requested_at`); a supervisor shreds it (or a legal hold keeps it).
+EVENT_ERASE_REQUESTED: Final = "erase_requested"
+EVENTS: Final = frozenset(
+    {EVENT_VICTIM_UNREACHABLE, EVENT_RECEIPT_ISSUED, EVENT_PRIORITY_RAISED, EVENT_ERASE_REQUESTED}
+)
 
 # Extra fields of one entry on DEAD_LETTER_STREAM.
 FIELD_DEAD_ENTRY_ID: Final = "entry_id"
@@ -50,6 +59,16 @@ FIELD_DEAD_REASON: Final = "reason"
 # many entries.
 CASE_STREAM_PREFIX: Final = PREFIX + "case:"
 CASE_STREAM_MAXLEN: Final = 1000
+# The transcript in Redis is the live buffer only (issue 12): every entry is also put on
+# TRANSCRIPT_ARCHIVE_STREAM, which the backend stores in SQL (sealed lines as they are), and
+# the buffer expires this long after its last entry.
+CASE_TRANSCRIPT_TTL_S: Final = 7 * 24 * 3600
+TRANSCRIPT_ARCHIVE_STREAM: Final = PREFIX + "transcripts:archive"
+TRANSCRIPT_ARCHIVE_GROUP: Final = "archive"
+TRANSCRIPT_ARCHIVE_BATCH: Final = 200
+TRANSCRIPT_ARCHIVE_BLOCK_MS: Final = 1000
+# An archive entry names its transcript entry: FIELD_CASE and FIELD_ENTRY (the stream id).
+FIELD_ENTRY: Final = "entry"
 RELAY_OUTBOX_STREAM: Final = PREFIX + "relay:outbox"
 RELAY_GROUP: Final = "relay"
 # An outbox entry a bot worker took this long ago without acknowledging is taken over.

@@ -16,6 +16,8 @@ Codes (a test in tests/test_flow_lint.py breaks each rule on purpose):
   `{reply_how}` in `safety.handoff` leaves a victim untold how replies reach her)
 - F012 a button label longer than a channel shows (KakaoTalk's quick replies: 14 characters),
   in the wording that channel gets: give it a short one under `labels.<channel>.<key>`
+- F013 a triage rule without keywords in a language the locales speak (a victim writing in it
+  would not be read)
 - W100 (warning) a resource not yet verified: an administrator should confirm it
 """
 
@@ -118,6 +120,9 @@ def lint(
         for rule in triage.rules:
             if rule.say is not None:
                 used_keys.setdefault(rule.say, (triage.source, rule.line))
+            for language in sorted(set(texts.locales) - rule.languages):
+                message = f"triage rule {rule.id!r} has no keywords in {language!r}"
+                problems.append(Problem("F013", triage.source, rule.line, message))
     problems += _lint_texts(texts, used_keys)
     problems += _lint_labels(texts, label_keys)
     if directory is not None:

@@ -20,7 +20,7 @@ from backend.core.errors import SettingsError
 from backend.core.json_logs import JsonLinesFormatter
 from backend.core.settings import Settings
 from backend.log_repeats import limit_repeats
-from bot.cli import audit, counselor, flows, keys, migrate, serve
+from bot.cli import audit, case, counselor, flows, keys, migrate, serve
 
 EXIT_SETTINGS = 2
 
@@ -34,6 +34,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     flows,
     keys,
     counselor,
+    case,
     audit,
     migrate,
 )

@@ -55,6 +55,7 @@ from backend.published_flows import PublishedFlows, stop_listening
 from backend.readiness import readiness_key
 from backend.receipts import ReceiptBook
 from backend.retention import RetentionJob
+from backend.transcript_archive import TranscriptArchive
 from backend.web import make_app
 from bot import kakao as kakao_channel
 from bot import webchat
@@ -270,6 +271,9 @@ class Node:
         intake = Intake(redis, cases, f"{self.settings.node_name}-intake")
         task = asyncio.create_task(intake.run(), name="intake")
         self._stack.push_async_callback(_stop_intake, intake, task)
+        archive = TranscriptArchive(redis, engine, f"{self.settings.node_name}-archive")
+        archiving = asyncio.create_task(archive.run(), name="transcript-archive")
+        self._stack.push_async_callback(_stop_archive, archive, archiving)
         retention = RetentionJob(cases, self.settings.retention, redis)
         purging = asyncio.create_task(retention.run(), name="retention")
         self._stack.push_async_callback(_stop_retention, retention, purging)
@@ -443,6 +447,11 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 async def _stop_intake(intake: Intake, task: asyncio.Task[None]) -> None:
     intake.stop()
+    await task
+
+
+async def _stop_archive(archive: TranscriptArchive, task: asyncio.Task[None]) -> None:
+    archive.stop()
     await task
 
 
