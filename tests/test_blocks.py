@@ -24,7 +24,15 @@ from backend.models import AuditEntry
 from tests import telegram_support
 from tests.conftest import Pair, start_hotline
 from tests.fake_telegram import FakeTelegram
-from tests.telegram_support import TOKEN, Victim, make_runtime, running_door, say, texts
+from tests.telegram_support import (
+    TOKEN,
+    Victim,
+    all_match,
+    make_runtime,
+    running_door,
+    say,
+    texts,
+)
 from tests.test_channels_dialogs import KAKAO_BOT_ID, KAKAO_SECRET, KakaoVictim, Row, WebVictim
 from tests.test_console import csrf_of, sign_in_and_change_password, wait_for_cases
 from tests.test_console_totp import PASSWORD
@@ -96,13 +104,27 @@ async def test_a_blocked_telegram_sender_hears_only_the_emergency_numbers(
         async with running_door("polling", redis, telegram, runtime, root_secret):
             victim = Victim(telegram, "en")
             await victim.say("/start", replies=2)
-            await victim.say("/human", replies=1)
+            # `/human` calls the counselor flow: the wait, then the question it interrupted
+            # again. Both are waited for, or the second, still in flight, would be taken for
+            # the blocked sender's reply below.
+            asked = await victim.say("/human", replies=2)
+            assert all_match(texts(asked), ["safety.handoff", "report.consent"]), texts(asked)
             (entry,) = await telegram_support.reports(redis)
             envelope = Envelope.from_bytes(entry[redis_keys.FIELD_ENVELOPE.encode()])
             body = json.loads(open_envelope(envelope, center_key))
             assert "blocking" not in body["answers"], "never shown as an answer"
             blocks = BlockBook(redis)
             block = await blocks.block(body["blocking"], envelope.header.case_id, "r", "c", 1)
+            seen = len(telegram.calls_to("sendMessage"))
             assert texts(await victim.say("hello", replies=1)) == [BLOCKED]
             await blocks.lift(block.id)
-            assert texts(await victim.say("/start", replies=2))[0] != BLOCKED
+            restarted = texts(await victim.say("/start", replies=2))
+            assert all_match(restarted, ["safety.welcome", "report.consent"]), restarted
+            # One chat's updates are handled in order: once /start is answered, anything else
+            # said to the blocked sender would be here.
+            since = [
+                call
+                for call in telegram.calls_to("sendMessage")[seen:]
+                if call.json("chat_id") == victim.chat["id"]
+            ]
+            assert texts(since) == [BLOCKED, *restarted], "a blocked sender hears only that"

@@ -10,12 +10,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backend.console import canned_responses
 from backend.core import keys
 from backend.core import redis_keys as streams
 from backend.core.pseudonyms import Pseudonymizer
+from backend.core.settings import SHIPPED_FLOWS_DIR
+from backend.flow_versions import FlowVersionStore
 from backend.flows.registry import FlowRegistry
 from bot.telegram.door import TelegramConfig, TelegramDoor
 from tests import telegram_dying_worker, telegram_support
@@ -124,14 +129,23 @@ async def _hotline_bot(env: dict[str, str]) -> asyncio.subprocess.Process:
 async def _until_running(process: asyncio.subprocess.Process) -> None:
     assert process.stdout is not None
     async with asyncio.timeout(30):
-        while b"Press Ctrl-C" not in await process.stdout.readline():
-            assert process.returncode is None, "hotline bot exited"
+        while b"Press Ctrl-C" not in (line := await process.stdout.readline()):
+            # The end of its output: it exited (its return code is not read until waited for).
+            assert line, "hotline bot exited"
+
+
+@pytest.fixture
+async def published(engine: AsyncEngine, redis: Redis) -> Redis:
+    """Redis with the shipped flows published, as a backend leaves it: a bot worker reads its
+    flows from there and will not start without them (issue 15)."""
+    await FlowVersionStore(engine, redis).seed(SHIPPED_FLOWS_DIR, canned_responses.shipped())
+    return redis
 
 
 async def test_a_second_poller_on_one_token_refuses_until_the_first_is_gone(
     pair: Pair,
     tmp_path: Path,
-    redis: Redis,
+    published: Redis,
     telegram: FakeTelegram,
     center_key: X25519PrivateKey,
 ) -> None:
@@ -164,7 +178,7 @@ async def test_a_second_poller_on_one_token_refuses_until_the_first_is_gone(
 
         first.send_signal(signal.SIGKILL)
         await first.wait()
-        await _until_gone(redis, streams.telegram_poller_key(BOT_ID))
+        await _until_gone(published, streams.telegram_poller_key(BOT_ID))
         third = await _hotline_bot(env)
         await _until_running(third)
         victim = Victim(telegram, "en")
