@@ -31,9 +31,10 @@ LIMITS = OutboxLimits(
 )
 CHATS = 10
 PER_DOOR = 25
-# Sends are counted where they arrive: HTTP jitter moves an arrival by milliseconds, so a window
-# is checked a little shorter than the limit's.
-JITTER_S = 0.1
+# Sends are counted where they arrive: HTTP jitter moves an arrival by milliseconds, and by
+# a few hundred on a loaded 2-core CI machine, so a window is checked shorter than the limit's.
+# Without the shared windows the two workers sent 28 in a bot window of 10, far past this slack.
+JITTER_S = 0.3
 
 
 def _most_in_any_window(calls: list[ApiCall], window_s: float) -> int:
