@@ -31,6 +31,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from backend import streams
 from backend.cases import CaseRepository
 from backend.errors import SealingError
+from backend.fingerprints import describe
 from backend.sealing import Envelope, RoutingHeader
 
 log = logging.getLogger(__name__)
@@ -157,8 +158,9 @@ class Intake:
                 log.warning("intake: redis or database unreachable; retrying")
                 self._recover = True
                 await self._pause()
-            except Exception:
-                log.exception("intake: unexpected error; retrying")
+            except Exception as exc:
+                # Never the message: a database error can echo the values it was given.
+                log.error("intake: unexpected error; retrying: %s", describe(exc))
                 self._recover = True
                 await self._pause()
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from limits import parse_many
+
 from backend.errors import SettingsError
 from backend.forwarded import Network, parse_networks
 
@@ -45,6 +47,23 @@ class LoginPolicy:
     delay_ms: int = 250
     # Every counselor must enrol a TOTP authenticator before doing anything else.
     require_totp: bool = False
+
+
+@dataclass(frozen=True)
+class InboundLimitPolicy:
+    """How much one sender, and one client address, may send to the bot (`bot/inbound_limits.py`).
+
+    Each is a rate in the `limits` library's notation ("20/minute", several joined by ";"), or
+    "" for no limit. Many victims share one address (a school, a shelter, a mobile carrier's
+    NAT), so the per-address limits sit well above one person's pace. KakaoTalk's requests come
+    from Kakao's servers, not from victims, so its per-address limit is a ceiling per Kakao
+    server, far higher than the web chat's.
+    """
+
+    per_pseudonym: str = "20/minute;200/hour"
+    per_address: str = "120/minute"
+    per_kakao_address: str = "6000/minute"
+    new_conversations_per_address: str = "10/minute;60/hour"
 
 
 @dataclass(frozen=True)
@@ -137,6 +156,7 @@ class Settings:
     sla: SlaPolicy = field(default_factory=SlaPolicy)
     # Peers whose Forwarded / X-Forwarded-* headers are believed (backend/forwarded.py).
     trusted_proxies: tuple[Network, ...] = ()
+    inbound_limits: InboundLimitPolicy = field(default_factory=InboundLimitPolicy)
 
     @property
     def embedded_redis(self) -> bool:
@@ -217,6 +237,14 @@ class Settings:
                 warning_percent=_int(env, "HOTLINE_SLA_WARNING_PERCENT", 75, low=1, high=99),
             ),
             trusted_proxies=_trusted_proxies(env.get("HOTLINE_TRUSTED_PROXIES")),
+            inbound_limits=InboundLimitPolicy(
+                per_pseudonym=_rate(env, "HOTLINE_LIMIT_PER_SENDER", "20/minute;200/hour"),
+                per_address=_rate(env, "HOTLINE_LIMIT_PER_ADDRESS", "120/minute"),
+                per_kakao_address=_rate(env, "HOTLINE_LIMIT_PER_KAKAO_ADDRESS", "6000/minute"),
+                new_conversations_per_address=_rate(
+                    env, "HOTLINE_LIMIT_NEW_CONVERSATIONS_PER_ADDRESS", "10/minute;60/hour"
+                ),
+            ),
         )
 
 
@@ -297,6 +325,24 @@ def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int
     if not low <= value <= high:
         raise SettingsError(f"{name}: {value} is outside {low}..{high}")
     return value
+
+
+def _rate(env: Mapping[str, str], name: str, default: str) -> str:
+    """A rate in the `limits` notation ("20/minute;200/hour"), or "off" for none."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    if raw.strip().lower() == "off":
+        return ""
+    try:
+        items = parse_many(raw)
+    except ValueError:
+        items = []
+    if not items or any(item.amount < 1 for item in items):
+        raise SettingsError(
+            f'{name}: {raw!r} is not a rate such as "20/minute" or "20/minute;200/hour" (or "off")'
+        )
+    return raw.strip()
 
 
 def _bool(env: Mapping[str, str], name: str) -> bool:

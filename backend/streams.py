@@ -156,6 +156,10 @@ CONSOLE_PENDING_TTL_S: Final = 300
 # Failed console sign-ins per (hashed) username, and the lock after too many.
 LOGIN_FAILURES_PREFIX: Final = PREFIX + "console:login-failures:"
 LOGIN_LOCK_PREFIX: Final = PREFIX + "console:login-lock:"
+# Inbound limits (bot/inbound_limits.py): the `limits` library's sliding-window counters, keyed
+# under this prefix by the rate-limiting pseudonym or a keyed hash of the client address; each
+# counter expires with its window.
+INBOUND_LIMITS_PREFIX: Final = PREFIX + "limits"
 
 
 def session_key(pseudonym: str) -> str:

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import database
+from backend.fingerprints import describe
 from backend.forwarded import Network, forwarded_middleware
 from backend.web_security import security_middleware
 
@@ -32,12 +33,19 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except web.HTTPException:
         raise
-    except Exception:
-        log.exception("request to %s failed", request.path)
+    except Exception as exc:
+        # The type and a fingerprint only: a message may quote a victim's words, and the
+        # route's pattern rather than the path, which a client chooses.
+        log.error("request to %s failed: %s", _route(request), describe(exc))
         return web.json_response(
             {"error": "Something went wrong on our side. Please try again in a moment."},
             status=500,
         )
+
+
+def _route(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "(no route)"
 
 
 async def healthz(request: web.Request) -> web.Response:

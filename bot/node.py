@@ -44,6 +44,7 @@ from bot import kakao as kakao_channel
 from bot import telegram as telegram_channel
 from bot import webchat
 from bot.channel import Delivery
+from bot.inbound_limits import InboundLimits
 from bot.kakao import KakaoDoor
 from bot.live import VictimSide
 from bot.relay import RelayWorker
@@ -227,6 +228,7 @@ class Node:
             receipts=ReceiptHasher(salt, self.settings.kdf),
             live=victims,
             shifts=ShiftBoard(redis),
+            limits=InboundLimits(redis, root_secret, self.settings.inbound_limits),
         )
         replay = TurnReplay(redis, root_secret)
         webchat.add_routes(app, runtime, pseudonymizer, replay, victims.held)

@@ -65,6 +65,14 @@ FAST_KDF_ENV = {
     "HOTLINE_LOGIN_DELAY_MS": "1",
 }
 
+# Inbound limits on, but far above what any test sends, so tests that walk many conversations
+# from 127.0.0.1 are not throttled; tests/test_inbound_limits.py sets its own.
+ROOMY_LIMITS_ENV = {
+    "HOTLINE_LIMIT_PER_SENDER": "10000/minute",
+    "HOTLINE_LIMIT_PER_ADDRESS": "10000/minute",
+    "HOTLINE_LIMIT_NEW_CONVERSATIONS_PER_ADDRESS": "10000/minute",
+}
+
 
 @dataclass(frozen=True)
 class Pair:
@@ -150,6 +158,7 @@ async def start_hotline(
             "HOTLINE_DATABASE_URL": pair.database_url,
             "HOTLINE_REDIS_URL": pair.redis_url,
             **FAST_KDF_ENV,
+            **ROOMY_LIMITS_ENV,
             **extra_env,
         }
     )
