@@ -17,6 +17,7 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -191,3 +192,37 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=browser)
         items[:] = [item for item in items if not item.get_closest_marker("browser")]
         print(f"\nhotline: {CHROMIUM} is missing; {len(browser)} browser tests deselected")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A pytest-xdist worker hands its fuzz counts to the controller."""
+    from tests import fuzzing  # noqa: PLC0415 - it imports this module
+
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["fuzz_counts"] = dict(fuzzing.COUNTS)
+        workeroutput["fuzz_seconds"] = dict(fuzzing.SECONDS)
+
+
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist's controller: add up a finished worker's fuzz counts."""
+    from tests import fuzzing  # noqa: PLC0415 - it imports this module
+
+    output = getattr(node, "workeroutput", {})
+    fuzzing.COUNTS.update(output.get("fuzz_counts", {}))
+    for door, seconds in output.get("fuzz_seconds", {}).items():
+        fuzzing.SECONDS[door] = fuzzing.SECONDS.get(door, 0.0) + seconds
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How many inputs the fuzz tests generated in this run, per door."""
+    from tests import fuzzing  # noqa: PLC0415 - it imports this module
+
+    if getattr(terminalreporter.config, "workeroutput", None) is not None or not fuzzing.COUNTS:
+        return
+    total = sum(fuzzing.COUNTS.values())
+    doors = ", ".join(
+        f"{door} {count:,} in {fuzzing.SECONDS[door]:.0f} s"
+        for door, count in sorted(fuzzing.COUNTS.items())
+    )
+    terminalreporter.write_sep("=", f"fuzz: {total:,} generated inputs ({doors})")
