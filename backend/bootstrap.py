@@ -6,7 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend import keys, passwords
+from backend import passwords
+from backend.core import keys
 from backend.counselors import CounselorStore
 from backend.keyring import KeyRing
 from backend.models import Role

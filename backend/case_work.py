@@ -24,12 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend import audit, replies
+from backend import audit
 from backend.audit import AuditAction
 from backend.cases import envelope_of
-from backend.errors import CaseWorkError, SealingError
+from backend.core import replies
+from backend.core.errors import CaseWorkError, SealingError
+from backend.core.sealing import NONCE_BYTES, unwrap_data_key
 from backend.models import AuditEntry, Case, CaseNote, CaseReferral, CaseReply, utcnow
-from backend.sealing import NONCE_BYTES, unwrap_data_key
 
 MAX_TEXT_CHARS = 8000
 # How the victim's consent to a referral was obtained.
@@ -144,8 +145,8 @@ class CaseWork:
     async def _rows(self, table: type[R], case_id: str) -> Sequence[R]:
         query = (
             select(table)
-            .where(col(table.case_id) == case_id)  # type: ignore[attr-defined]
-            .order_by(col(table.created_at))  # type: ignore[attr-defined]
+            .where(col(table.case_id) == case_id)  # type: ignore[attr-defined]  # R is bound to the tables
+            .order_by(col(table.created_at))  # type: ignore[attr-defined]  # R: every table has it
         )
         async with AsyncSession(self._engine) as session:
             return (await session.exec(query)).all()

@@ -24,7 +24,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend import audit
 from backend.audit import AuditAction
-from backend.errors import CaseNotFoundError, CaseTransitionError, OutcomeRequiredError
+from backend.core.errors import CaseNotFoundError, CaseTransitionError, OutcomeRequiredError
+from backend.core.sealing import Envelope, RoutingHeader
 from backend.models import (
     ALLOWED_TRANSITIONS,
     Case,
@@ -37,7 +38,6 @@ from backend.models import (
     TakedownRequest,
     utcnow,
 )
-from backend.sealing import Envelope, RoutingHeader
 
 
 @dataclass(frozen=True)

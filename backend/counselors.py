@@ -13,10 +13,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend import audit, passwords, totp
 from backend.audit import AuditAction
-from backend.errors import AuthenticationError
+from backend.core.errors import AuthenticationError
+from backend.core.settings import KdfCost
 from backend.keyring import counselor_holder
 from backend.models import Counselor, Role, WrappedPrivateKey
-from backend.settings import KdfCost
 
 # Verified against when the username is unknown, so both failures take the same time.
 _DUMMY_PASSWORD = "hotline-dummy-password"  # noqa: S105 - never a real credential

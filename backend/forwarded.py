@@ -27,25 +27,15 @@ from typing import NamedTuple, TypeAlias
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
+from backend.core.settings import Network
+
 log = logging.getLogger(__name__)
 
-Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _SCHEMES = frozenset({"http", "https"})
 # A host name or an address, with an optional port: what an Origin header can carry.
 _HOST = re.compile(r"(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?")
-
-
-def parse_networks(raw: str) -> tuple[Network, ...]:
-    """Comma- or space-separated addresses and CIDR blocks; ValueError names a bad one."""
-    networks = []
-    for part in raw.replace(",", " ").split():
-        try:
-            networks.append(ipaddress.ip_network(part, strict=False))
-        except ValueError:
-            raise ValueError(f"{part!r} is not an address or CIDR block") from None
-    return tuple(networks)
 
 
 def _address(text: str | None) -> Address | None:

@@ -13,8 +13,6 @@ An unreachable Redis or database is not the entry's fault: it is retried without
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import re
 from collections.abc import Sequence
@@ -22,24 +20,20 @@ from dataclasses import dataclass
 from typing import cast
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from backend import streams
 from backend.cases import CaseRepository
-from backend.errors import SealingError
-from backend.fingerprints import describe
-from backend.sealing import Envelope, RoutingHeader
+from backend.core import redis_keys
+from backend.core.errors import SealingError
+from backend.core.fingerprints import describe
+from backend.core.sealing import Envelope, RoutingHeader
+from backend.core.stream_consumer import REDIS_TRANSIENT, StreamConsumer
 
 log = logging.getLogger(__name__)
 
 Entry = tuple[bytes, dict[bytes, bytes]]
-RETRY_DELAY_S = 1.0
-# Errors that say "a service is away", not "this entry is bad".
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, OperationalError, InterfaceError, OSError)
 
 # The widest value each routing field may have (the store's column sizes), so a report the
 # database would refuse is refused here, the same way on SQLite and PostgreSQL.
@@ -53,7 +47,7 @@ _FIELD_LIMITS = {
     "follows": 64,
 }
 _MAX_IDEMPOTENCY_KEY = 128
-# A receipt code's Argon2id digest: 32 bytes in hex (backend/receipts.py).
+# A receipt code's Argon2id digest: 32 bytes in hex (backend/core/receipt_codes.py).
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _PRIORITY_RANGE = range(0, 101)
 
@@ -61,7 +55,7 @@ _PRIORITY_RANGE = range(0, 101)
 async def ensure_group(redis: Redis) -> None:
     try:
         await redis.xgroup_create(
-            streams.REPORTS_STREAM, streams.INTAKE_GROUP, id="0", mkstream=True
+            redis_keys.REPORTS_STREAM, redis_keys.INTAKE_GROUP, id="0", mkstream=True
         )
     except ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
@@ -76,8 +70,8 @@ def _routable(header: RoutingHeader) -> bool:
 def parse(fields: dict[bytes, bytes]) -> tuple[str, Envelope]:
     """An entry's idempotency key and envelope; SealingError if it cannot be stored as is."""
     try:
-        key = fields[streams.FIELD_IDEMPOTENCY_KEY.encode()].decode()
-        envelope = Envelope.from_bytes(fields[streams.FIELD_ENVELOPE.encode()])
+        key = fields[redis_keys.FIELD_IDEMPOTENCY_KEY.encode()].decode()
+        envelope = Envelope.from_bytes(fields[redis_keys.FIELD_ENVELOPE.encode()])
     except (KeyError, UnicodeDecodeError) as exc:
         raise SealingError("entry lacks a readable idempotency key or envelope") from exc
     if not 0 < len(key) <= _MAX_IDEMPOTENCY_KEY or not _routable(envelope.header):
@@ -87,7 +81,7 @@ def parse(fields: dict[bytes, bytes]) -> tuple[str, Envelope]:
 
 @dataclass(frozen=True)
 class Event:
-    """A content-free event about stored cases (`streams.EVENTS`)."""
+    """A content-free event about stored cases (`redis_keys.EVENTS`)."""
 
     kind: str
     case_ids: list[str]
@@ -97,16 +91,16 @@ class Event:
 def parse_event(fields: dict[bytes, bytes]) -> Event:
     """An event entry; SealingError if it is not a known, well-formed one."""
     try:
-        kind = fields[streams.FIELD_EVENT.encode()].decode()
-        case_ids = fields[streams.FIELD_CASE_IDS.encode()].decode().split()
-        raw_digest = fields.get(streams.FIELD_CODE_DIGEST.encode())
+        kind = fields[redis_keys.FIELD_EVENT.encode()].decode()
+        case_ids = fields[redis_keys.FIELD_CASE_IDS.encode()].decode().split()
+        raw_digest = fields.get(redis_keys.FIELD_CODE_DIGEST.encode())
         code_digest = None if raw_digest is None else raw_digest.decode()
     except (KeyError, UnicodeDecodeError) as exc:
         raise SealingError("event lacks a readable kind or case ids") from exc
     too_long = any(len(c) > _FIELD_LIMITS["case_id"] for c in case_ids)
-    if kind not in streams.EVENTS or not case_ids or len(case_ids) > 100 or too_long:
+    if kind not in redis_keys.EVENTS or not case_ids or len(case_ids) > 100 or too_long:
         raise SealingError("event of an unknown kind, or without fitting case ids")
-    if kind == streams.EVENT_RECEIPT_ISSUED and (
+    if kind == redis_keys.EVENT_RECEIPT_ISSUED and (
         len(case_ids) != 1 or code_digest is None or not _DIGEST.fullmatch(code_digest)
     ):
         raise SealingError("receipt event without one case id and a code digest")
@@ -115,19 +109,22 @@ def parse_event(fields: dict[bytes, bytes]) -> Event:
 
 async def dead_letter_count(redis: Redis) -> int:
     """How many reports wait in the dead-letter stream: the console's alert."""
-    return int(await redis.xlen(streams.DEAD_LETTER_STREAM))
+    return int(await redis.xlen(redis_keys.DEAD_LETTER_STREAM))
 
 
-class Intake:
+class Intake(StreamConsumer):
+    # An unreachable database is not the entry's fault either.
+    transient = (*REDIS_TRANSIENT, OperationalError, InterfaceError)
+
     def __init__(
         self,
         redis: Redis,
         cases: CaseRepository,
         consumer: str,
         *,
-        claim_idle_ms: int = streams.INTAKE_CLAIM_IDLE_MS,
-        max_failures: int = streams.INTAKE_MAX_FAILURES,
-        batch: int = streams.INTAKE_BATCH,
+        claim_idle_ms: int = redis_keys.INTAKE_CLAIM_IDLE_MS,
+        max_failures: int = redis_keys.INTAKE_MAX_FAILURES,
+        batch: int = redis_keys.INTAKE_BATCH,
     ) -> None:
         self._redis = redis
         self._cases = cases
@@ -135,41 +132,28 @@ class Intake:
         self._claim_idle_ms = claim_idle_ms
         self._max_failures = max_failures
         self._batch = batch
+        super().__init__()
         self.stored = 0
-        self._stopping = asyncio.Event()
         # Our own pending entries need a look: at start, and after anything failed.
         self._recover = True
 
-    async def run(self) -> None:
-        """Consume until `stop()`; between blocking reads of at most INTAKE_BLOCK_MS.
+    async def _step(self) -> None:
+        """One round, between blocking reads of at most INTAKE_BLOCK_MS."""
+        if self._recover:
+            await ensure_group(self._redis)
+            await self._drain_own_pending()
+        await self._reclaim_stale()
+        entries = await self._read(">", block_ms=redis_keys.INTAKE_BLOCK_MS)
+        await self.handle(entries)
 
-        Stopping is cooperative rather than by cancelling the task: redis-py can swallow a
-        cancellation that lands in a blocking XREADGROUP, and then shutdown hangs.
-        """
-        while not self._stopping.is_set():
-            try:
-                if self._recover:
-                    await ensure_group(self._redis)
-                    await self._drain_own_pending()
-                await self._reclaim_stale()
-                entries = await self._read(">", block_ms=streams.INTAKE_BLOCK_MS)
-                await self.handle(entries)
-            except TRANSIENT:
-                log.warning("intake: redis or database unreachable; retrying")
-                self._recover = True
-                await self._pause()
-            except Exception as exc:
-                # Never the message: a database error can echo the values it was given.
-                log.error("intake: unexpected error; retrying: %s", describe(exc))
-                self._recover = True
-                await self._pause()
+    def _service_away(self) -> None:
+        log.warning("intake: redis or database unreachable; retrying")
+        self._recover = True
 
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def _pause(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), RETRY_DELAY_S)
+    def _step_failed(self, exc: Exception) -> None:
+        # Never the message or a traceback: a database error can echo the values it was given.
+        log.error("intake: unexpected error; retrying: %s", describe(exc))
+        self._recover = True
 
     async def _drain_own_pending(self) -> None:
         self._recover = False
@@ -184,8 +168,8 @@ class Intake:
 
     async def _reclaim_stale(self) -> None:
         result = await self._redis.xautoclaim(
-            streams.REPORTS_STREAM,
-            streams.INTAKE_GROUP,
+            redis_keys.REPORTS_STREAM,
+            redis_keys.INTAKE_GROUP,
             self._consumer,
             min_idle_time=self._claim_idle_ms,
             start_id="0-0",
@@ -200,32 +184,32 @@ class Intake:
         self, start: str, *, block_ms: int | None, include_deleted: bool = False
     ) -> list[Entry]:
         response = await self._redis.xreadgroup(
-            streams.INTAKE_GROUP,
+            redis_keys.INTAKE_GROUP,
             self._consumer,
-            {streams.REPORTS_STREAM: start},
+            {redis_keys.REPORTS_STREAM: start},
             count=self._batch,
             block=block_ms,
         )
         if not response:
             return []
         # redis-py types XREADGROUP loosely; the reply is [[stream, [(id, fields), ...]]].
-        entries = cast(list[Entry], response[0][1])  # type: ignore[index]
+        entries = cast(list[Entry], response[0][1])  # type: ignore[index]  # the reply's shape is in the comment above
         if include_deleted:
             # A pending entry whose body was deleted reads as (id, None/{}); ack it away.
             gone = [e[0] for e in entries if not e[1]]
             if gone:
-                await self._redis.xack(streams.REPORTS_STREAM, streams.INTAKE_GROUP, *gone)
+                await self._redis.xack(redis_keys.REPORTS_STREAM, redis_keys.INTAKE_GROUP, *gone)
             return entries
         return [e for e in entries if e[1]]
 
     async def handle(self, entries: Sequence[Entry]) -> None:
         """Store a batch in one transaction, then acknowledge it; divert what cannot be stored.
-        Events (`streams.FIELD_EVENT`) are applied after the batch's reports are stored, so an
+        Events (`redis_keys.FIELD_EVENT`) are applied after the batch's reports are stored, so an
         event about a report in the same batch finds its case."""
         reports: list[Entry] = []
         events: list[tuple[bytes, Event]] = []
         for entry_id, fields in entries:
-            if streams.FIELD_EVENT.encode() not in fields:
+            if redis_keys.FIELD_EVENT.encode() not in fields:
                 reports.append((entry_id, fields))
                 continue
             try:
@@ -242,7 +226,7 @@ class Intake:
         unreachable = [
             case_id
             for event in events
-            if event.kind == streams.EVENT_VICTIM_UNREACHABLE
+            if event.kind == redis_keys.EVENT_VICTIM_UNREACHABLE
             for case_id in event.case_ids
         ]
         if unreachable:
@@ -251,7 +235,7 @@ class Intake:
         issued = [
             (event.code_digest, event.case_ids[0])
             for event in events
-            if event.kind == streams.EVENT_RECEIPT_ISSUED and event.code_digest is not None
+            if event.kind == redis_keys.EVENT_RECEIPT_ISSUED and event.code_digest is not None
         ]
         if issued:
             kept = await self._cases.attach_receipts(issued)
@@ -271,7 +255,7 @@ class Intake:
             return
         try:
             new = await self._cases.store_many([(k, e) for _, k, e in good])
-        except TRANSIENT:
+        except self.transient:
             raise
         except Exception:
             # Something in the batch is refused: store one by one to find it, keep the rest.
@@ -288,7 +272,7 @@ class Intake:
         for entry_id, key, envelope in good:
             try:
                 self.stored += len(await self._cases.store_many([(key, envelope)]))
-            except TRANSIENT:
+            except self.transient:
                 raise
             except Exception as exc:
                 await self._failed(entry_id, fields_of[entry_id], type(exc).__name__)
@@ -296,7 +280,7 @@ class Intake:
             await self._ack([entry_id])
 
     async def _failed(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> None:
-        failures = await self._redis.hincrby(streams.INTAKE_FAILURES_KEY, entry_id.decode(), 1)
+        failures = await self._redis.hincrby(redis_keys.INTAKE_FAILURES_KEY, entry_id.decode(), 1)
         self._recover = True  # try it again soon, from our own pending entries
         if failures >= self._max_failures:
             log.error(
@@ -312,20 +296,20 @@ class Intake:
     async def _dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> None:
         # One MULTI: the copy and the acknowledgement happen together or not at all.
         # Only the fields the bot writes (sealed); anything else on the entry is not kept.
-        known = (streams.FIELD_IDEMPOTENCY_KEY.encode(), streams.FIELD_ENVELOPE.encode())
+        known = (redis_keys.FIELD_IDEMPOTENCY_KEY.encode(), redis_keys.FIELD_ENVELOPE.encode())
         message: dict[FieldT, EncodableT] = {k: v for k, v in fields.items() if k in known}
-        message[streams.FIELD_DEAD_ENTRY_ID] = entry_id
-        message[streams.FIELD_DEAD_REASON] = reason
+        message[redis_keys.FIELD_DEAD_ENTRY_ID] = entry_id
+        message[redis_keys.FIELD_DEAD_REASON] = reason
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(streams.DEAD_LETTER_STREAM, message)
-            pipe.xack(streams.REPORTS_STREAM, streams.INTAKE_GROUP, entry_id)
-            pipe.xdel(streams.REPORTS_STREAM, entry_id)
-            pipe.hdel(streams.INTAKE_FAILURES_KEY, entry_id.decode())
+            pipe.xadd(redis_keys.DEAD_LETTER_STREAM, message)
+            pipe.xack(redis_keys.REPORTS_STREAM, redis_keys.INTAKE_GROUP, entry_id)
+            pipe.xdel(redis_keys.REPORTS_STREAM, entry_id)
+            pipe.hdel(redis_keys.INTAKE_FAILURES_KEY, entry_id.decode())
             await pipe.execute()
 
     async def _ack(self, entry_ids: list[bytes]) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xack(streams.REPORTS_STREAM, streams.INTAKE_GROUP, *entry_ids)
-            pipe.xdel(streams.REPORTS_STREAM, *entry_ids)
-            pipe.hdel(streams.INTAKE_FAILURES_KEY, *(i.decode() for i in entry_ids))
+            pipe.xack(redis_keys.REPORTS_STREAM, redis_keys.INTAKE_GROUP, *entry_ids)
+            pipe.xdel(redis_keys.REPORTS_STREAM, *entry_ids)
+            pipe.hdel(redis_keys.INTAKE_FAILURES_KEY, *(i.decode() for i in entry_ids))
             await pipe.execute()

@@ -15,10 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend import keys
-from backend.errors import KeyUnwrapError
+from backend.core import keys
+from backend.core.errors import KeyUnwrapError
+from backend.core.settings import KdfCost
 from backend.models import CenterKey, WrappedPrivateKey
-from backend.settings import KdfCost
 
 RECOVERY_HOLDER = "recovery"
 CHAIN_HOLDER_PREFIX = "chain:"

@@ -13,9 +13,9 @@ import hashlib
 
 from redis.asyncio import Redis
 
-from backend import streams
-from backend.errors import HotlineError
-from backend.settings import LoginPolicy
+from backend.core import redis_keys
+from backend.core.errors import HotlineError
+from backend.core.settings import LoginPolicy
 
 MAX_DELAY_S = 8.0
 
@@ -34,7 +34,7 @@ class LoginGuard:
         self._policy = policy
 
     async def check(self, username: str) -> None:
-        if await self._redis.exists(streams.login_lock_key(_name(username))):
+        if await self._redis.exists(redis_keys.login_lock_key(_name(username))):
             raise LoginLockedError("sign-in locked")
 
     def delay_s(self, failures: int) -> float:
@@ -44,16 +44,16 @@ class LoginGuard:
     async def failed(self, username: str) -> float:
         """Count a failure, lock at the limit, and wait the growing delay; return that delay."""
         name = _name(username)
-        key = streams.login_failures_key(name)
+        key = redis_keys.login_failures_key(name)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.incr(key)
             pipe.expire(key, self._policy.lock_s)
             failures, _ = await pipe.execute()
         if failures >= self._policy.max_failures:
-            await self._redis.set(streams.login_lock_key(name), b"1", ex=self._policy.lock_s)
+            await self._redis.set(redis_keys.login_lock_key(name), b"1", ex=self._policy.lock_s)
         delay_s = self.delay_s(int(failures))
         await asyncio.sleep(delay_s)
         return delay_s
 
     async def succeeded(self, username: str) -> None:
-        await self._redis.delete(streams.login_failures_key(_name(username)))
+        await self._redis.delete(redis_keys.login_failures_key(_name(username)))

@@ -212,7 +212,7 @@ class CaseReferral(SQLModel, table=True):
 
 
 class CaseReply(SQLModel, table=True):
-    """A counselor's reply for a victim who comes back with their receipt (backend/replies.py).
+    """A counselor's reply for a victim who comes back with their receipt (backend/core/replies.py).
 
     Two sealed copies: one under the case's data key for the console, one to the victim's reply
     key, which only the receipt code derives (the backend never holds it).

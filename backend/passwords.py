@@ -7,7 +7,7 @@ import secrets
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from backend.settings import KdfCost
+from backend.core.settings import KdfCost
 
 MIN_PASSWORD_LENGTH = 12
 

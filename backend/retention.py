@@ -16,11 +16,11 @@ from datetime import datetime, timedelta
 
 from redis.asyncio import Redis
 
-from backend import replies
 from backend.cases import CaseStore
-from backend.fingerprints import describe
+from backend.core import replies
+from backend.core.fingerprints import describe
+from backend.core.settings import Retention
 from backend.models import CaseStatus, utcnow
-from backend.settings import Retention
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from backend import audit
 from backend.audit import AuditAction
 from backend.case_work import CaseKey, actor_of, checked_text, new_record_id
-from backend.errors import ApprovalRequiredError, CaseWorkError
+from backend.core.errors import ApprovalRequiredError, CaseWorkError
 from backend.models import Role, TakedownRequest, TakedownStatus, utcnow
 
 LANGUAGES = ("ko", "en", "zh", "ja")
@@ -296,7 +296,7 @@ class TakedownStore:
         )
 
         async def work(conn: AsyncConnection) -> None:
-            await conn.execute(TakedownRequest.__table__.insert().values(**row.model_dump()))  # type: ignore[attr-defined]
+            await conn.execute(TakedownRequest.__table__.insert().values(**row.model_dump()))  # type: ignore[attr-defined]  # SQLModel types __table__ as a plain attribute
             await audit.append(
                 conn, actor_of(author_id), AuditAction.TAKEDOWN_DRAFT, key.case_id, request_id
             )

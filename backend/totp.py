@@ -2,7 +2,7 @@
 
 Where the secret lives, and why there:
 - In the database only sealed (ChaCha20-Poly1305) under a key derived with Argon2id from the
-  counselor's password, the same way their centre-key wraps are (`backend.keys`). A database
+  counselor's password, the same way their centre-key wraps are (`backend.core.keys`). A database
   dump alone therefore gives an attacker no second factor: they would have to crack the
   password first, and a cracked password already opens the sealed cases, so nothing is lost
   that was not lost already. A key kept on the server instead (a setting, a file) would sit
@@ -27,8 +27,8 @@ import struct
 import time
 from urllib.parse import quote, urlencode
 
-from backend import keys
-from backend.settings import KdfCost
+from backend.core import keys
+from backend.core.settings import KdfCost
 
 STEP_S = 30
 DIGITS = 6

@@ -1,12 +1,14 @@
-"""The HTTP application shell: health, error translation and security headers.
+"""The HTTP application shell: health and readiness, error translation and security headers.
 
 Both processes serve through it: the backend adds the console, the bot adds its doors.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -14,8 +16,11 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import database
-from backend.fingerprints import describe
-from backend.forwarded import Network, forwarded_middleware
+from backend.core.errors import ApprovalRequiredError, CaseNotFoundError, CaseWorkError
+from backend.core.fingerprints import describe
+from backend.core.settings import Network
+from backend.forwarded import forwarded_middleware
+from backend.readiness import Readiness, readiness_key, readyz
 from backend.web_security import security_middleware
 
 log = logging.getLogger(__name__)
@@ -26,14 +31,38 @@ engine_key = web.AppKey("engine", AsyncEngine)
 MAX_REQUEST_BYTES = 1024 * 1024
 
 
+# Core errors a handler lets through, and what they mean over HTTP (the reason None: the error's
+# own message, written for the counselor). A handler catches one itself only to say something
+# more specific than this. A subclass is looked up before its base.
+REFUSALS: Mapping[type[Exception], tuple[type[web.HTTPException], str | None]] = {
+    CaseNotFoundError: (web.HTTPNotFound, "no such case"),
+    ApprovalRequiredError: (web.HTTPForbidden, None),
+    CaseWorkError: (web.HTTPBadRequest, None),
+}
+
+
+def refused(
+    request: web.Request, status: type[web.HTTPException], reason: str
+) -> web.HTTPException:
+    """JSON for the API, plain text for pages."""
+    if request.path.startswith("/api/"):
+        return status(text=json.dumps({"error": reason}), content_type="application/json")
+    return status(text=reason)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The one boundary where unexpected errors become a calm answer, never a traceback."""
+    """The one boundary where core errors become their HTTP status, and unexpected errors a
+    calm answer, never a traceback."""
     try:
         return await handler(request)
     except web.HTTPException:
         raise
     except Exception as exc:
+        for kind in type(exc).__mro__:
+            if kind in REFUSALS:
+                status, reason = REFUSALS[kind]
+                raise refused(request, status, str(exc) if reason is None else reason) from None
         # The type and a fingerprint only: a message may quote a victim's words, and the
         # route's pattern rather than the path, which a client chooses.
         log.error("request to %s failed: %s", _route(request), describe(exc))
@@ -48,19 +77,9 @@ def _route(request: web.Request) -> str:
     return resource.canonical if resource is not None else "(no route)"
 
 
-async def healthz(request: web.Request) -> web.Response:
-    failing = []
-    try:
-        await request.app[redis_key].ping()
-    except Exception:
-        failing.append("redis")
-    if engine_key in request.app:
-        try:
-            await database.ping(request.app[engine_key])
-        except Exception:
-            failing.append("database")
-    if failing:
-        return web.json_response({"status": "unavailable", "failing": failing}, status=503)
+async def healthz(_request: web.Request) -> web.Response:
+    """Liveness: the process answers. Dependencies are `/readyz`'s (backend/readiness.py), so
+    a Redis outage takes nodes out of rotation instead of having them all restarted."""
     return web.json_response({"status": "ok"})
 
 
@@ -73,7 +92,22 @@ def make_app(
         client_max_size=MAX_REQUEST_BYTES,
     )
     app[redis_key] = redis
+    ready = Readiness()
+    ready.add("redis", functools.partial(_answers, redis))
     if engine is not None:
         app[engine_key] = engine
+        ready.add("database", functools.partial(_database_answers, engine))
+        ready.add("migrations", functools.partial(database.at_head, engine))
+    app[readiness_key] = ready
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     return app
+
+
+async def _answers(redis: Redis) -> bool:
+    return bool(await redis.ping())
+
+
+async def _database_answers(engine: AsyncEngine) -> bool:
+    await database.ping(engine)
+    return True

@@ -23,15 +23,15 @@ from pathlib import Path
 from redis.asyncio import Redis
 from transitions import Machine
 
-from backend import streams
-from backend.conversation import Inbound, Pseudonym, Session, StepResult
+from backend.core import redis_keys
+from backend.core.conversation import Inbound, Pseudonym, Session, StepResult
+from backend.core.keys import generate_private_key
+from backend.core.receipt_codes import ReceiptHasher
+from backend.core.settings import SHIPPED_FLOWS_DIR, KdfCost
 from backend.embedded_redis import EmbeddedRedis
 from backend.flows import engine
 from backend.flows.engine import Context
 from backend.flows.registry import FlowRegistry
-from backend.keys import generate_private_key
-from backend.receipts import ReceiptHasher
-from backend.settings import SHIPPED_FLOWS_DIR, KdfCost
 from bot.reports import ReportSender
 from bot.runtime import ConversationRuntime
 from bot.sessions import SessionStore
@@ -117,7 +117,7 @@ async def io_step_s(registry: FlowRegistry, redis_url: str) -> tuple[float, int,
         await runtime.handle(
             Inbound(WHO, "bench", text="모르는 사람이 제 얼굴로 합성 사진을 만들어 올렸어요. " * 3)
         )
-        stored = await redis.get(streams.session_key(WHO))
+        stored = await redis.get(redis_keys.session_key(WHO))
         session = await sessions.load(WHO)
         assert session is not None and isinstance(stored, bytes)
         json_bytes = len(session.to_json())
@@ -129,7 +129,7 @@ async def io_step_s(registry: FlowRegistry, redis_url: str) -> tuple[float, int,
             else:
                 await runtime.handle(Inbound(WHO, "bench", button="continue"))
         elapsed = (time.perf_counter() - started) / rounds
-        await redis.delete(streams.session_key(WHO))
+        await redis.delete(redis_keys.session_key(WHO))
         return elapsed, len(stored), json_bytes
     finally:
         await redis.aclose()

@@ -50,21 +50,22 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from redis.asyncio import Redis
 
-from backend import database, keys, streams
+from backend import database
 from backend.cases import CaseStore
 from backend.console import live
 from backend.console.access import sessions_key
 from backend.console.sessions import COOKIE_NAME, ConsoleSession, ConsoleSessionStore
-from backend.conversation import Inbound, Pseudonym
+from backend.core import keys, redis_keys
+from backend.core.conversation import Inbound, Pseudonym
+from backend.core.live_chat import LiveChat, Sender, new_line
+from backend.core.receipt_codes import ReceiptHasher
+from backend.core.sealing import RoutingHeader, seal
+from backend.core.settings import SHIPPED_FLOWS_DIR, KdfCost
 from backend.counselors import CounselorStore
 from backend.embedded_redis import EmbeddedRedis
 from backend.flows.registry import FlowRegistry
-from backend.handoff import LiveChat, Sender, new_line
 from backend.keyring import KeyRing
 from backend.models import CaseStatus, Role
-from backend.receipts import ReceiptHasher
-from backend.sealing import RoutingHeader, seal
-from backend.settings import SHIPPED_FLOWS_DIR, KdfCost
 from backend.web import make_app
 from bot import webchat
 from bot.live import VictimSide
@@ -152,7 +153,7 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
 async def bench_floor(redis_url: str) -> list[float]:
     """XADD on one connection until another connection's blocked XREAD returns it."""
     writer, reader = Redis.from_url(redis_url), Redis.from_url(redis_url)
-    stream = streams.PREFIX + "bench:floor"
+    stream = redis_keys.PREFIX + "bench:floor"
     samples: list[float] = []
     try:
         await writer.delete(stream)
@@ -304,7 +305,7 @@ async def bench_chats(
                         samples.append(arrived - sent_at.pop(data["text"]))
 
             async def victim(n: int) -> None:
-                await asyncio.sleep(random.random())  # noqa: S311 - a phase, not a secret
+                await asyncio.sleep(random.random())  # noqa: S311 - a think time, not a secret - a phase, not a secret
                 deadline = time.monotonic() + seconds
                 count = 0
                 while time.monotonic() < deadline:
@@ -312,7 +313,7 @@ async def bench_chats(
                     count += 1
                     sent_at[text] = time.perf_counter()
                     await entry.send(n, text)
-                    await asyncio.sleep(0.5 + random.random())  # noqa: S311
+                    await asyncio.sleep(0.5 + random.random())  # noqa: S311 - a think time, not a secret
 
             pages = [asyncio.create_task(counselor_page(ws)) for ws in sockets]
             await asyncio.gather(*(victim(n) for n in range(chats)))

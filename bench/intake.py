@@ -27,10 +27,11 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
-from backend import database, keys, streams
+from backend import database
 from backend.cases import CaseStore
+from backend.core import keys, redis_keys
+from backend.core.sealing import RoutingHeader, seal
 from backend.intake import Intake, ensure_group
-from backend.sealing import RoutingHeader, seal
 
 SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
 SEAL_TARGET_RATIO = 1.5
@@ -98,8 +99,11 @@ async def bench_intake(database_url: str, redis_url: str, reports: int) -> float
             for n in range(reports):
                 envelope = seal(body, _header(kid), public).to_bytes()
                 pipe.xadd(
-                    streams.REPORTS_STREAM,
-                    {streams.FIELD_IDEMPOTENCY_KEY: f"bench-{n}", streams.FIELD_ENVELOPE: envelope},
+                    redis_keys.REPORTS_STREAM,
+                    {
+                        redis_keys.FIELD_IDEMPOTENCY_KEY: f"bench-{n}",
+                        redis_keys.FIELD_ENVELOPE: envelope,
+                    },
                 )
             await pipe.execute()
         store = CaseStore(engine)
@@ -112,7 +116,7 @@ async def bench_intake(database_url: str, redis_url: str, reports: int) -> float
         intake.stop()
         await task
         assert await store.count() == reports
-        pending = await redis.xpending(streams.REPORTS_STREAM, streams.INTAKE_GROUP)
+        pending = await redis.xpending(redis_keys.REPORTS_STREAM, redis_keys.INTAKE_GROUP)
         assert pending["pending"] == 0
     finally:
         await redis.flushdb()

@@ -40,17 +40,17 @@ from telegram import Update
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
 from telegram.request import BaseRequest, RequestData
 
-from backend import keys
+from backend.core import keys
+from backend.core.pseudonyms import Pseudonymizer
+from backend.core.receipt_codes import ReceiptHasher
+from backend.core.settings import SHIPPED_FLOWS_DIR, KdfCost
 from backend.embedded_redis import EmbeddedRedis
 from backend.flows.registry import FlowRegistry
-from backend.pseudonyms import Pseudonymizer
-from backend.receipts import ReceiptHasher
-from backend.settings import SHIPPED_FLOWS_DIR, KdfCost
-from bot.outbox import OutboxLimits
 from bot.reports import ReportSender
 from bot.runtime import ConversationRuntime
 from bot.sessions import SessionStore
-from bot.telegram import TelegramConfig, TelegramDoor
+from bot.telegram.door import TelegramConfig, TelegramDoor
+from bot.telegram.outbox import OutboxLimits
 
 TOKEN = "123456:BENCH-token"  # noqa: S105 - never leaves this process
 BOT_ID = 123456
@@ -139,7 +139,7 @@ def updates(chats: int) -> list[dict[str, Any]]:
     return made
 
 
-async def run(application: Application, batch: list[Update]) -> float:  # type: ignore[type-arg]
+async def run(application: Application, batch: list[Update]) -> float:  # type: ignore[type-arg]  # PTB's type parameters
     started = time.perf_counter()
     cpu = time.process_time()
     for update in batch:
@@ -196,7 +196,7 @@ class RoundTrips:
         counter = self
         base: Any = pool.connection_class
 
-        class Counting(base):  # type: ignore[misc]
+        class Counting(base):  # type: ignore[misc]  # subclassing redis-py's Any-typed class
             async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
                 counter.count += 1
                 await super().send_packed_command(command, check_health)

@@ -1,1 +1,3 @@
-"""hotline's edge: channel adapters, the conversation runtime, sessions and the report sender."""
+"""hotline's edge: channel adapters, the conversation runtime, sessions, the relay and the report
+sender; it imports only `backend.core` and `backend.flows`. The CLI (`bot.cli`) is apart.
+"""

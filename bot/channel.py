@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from backend.conversation import Button, Outbound, Pseudonym
-from backend.handoff import EventKind
+from backend.core.conversation import Button, Outbound, Pseudonym
+from backend.core.live_chat import EventKind
 
 MORE_BUTTON_ID = "more"
 

@@ -29,10 +29,10 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from redis.asyncio import Redis
 
-from backend import streams
-from backend.conversation import Pseudonym
-from backend.pseudonyms import derive_key
-from backend.settings import InboundLimitPolicy
+from backend.core import redis_keys
+from backend.core.conversation import Pseudonym
+from backend.core.pseudonyms import derive_key
+from backend.core.settings import InboundLimitPolicy
 
 # Channels whose requests come with a client address worth counting, and which policy field
 # limits it: the web chat's page talks to us directly; KakaoTalk's requests come from Kakao.
@@ -58,7 +58,7 @@ class InboundLimits:
         storage = RedisStorage(
             "async+redis://",
             implementation="redispy",
-            key_prefix=streams.INBOUND_LIMITS_PREFIX,
+            key_prefix=redis_keys.INBOUND_LIMITS_PREFIX,
             connection_pool=redis.connection_pool,  # type: ignore[arg-type] # limits types options as scalars; it hands them to redis-py
         )
         self._limiter = SlidingWindowCounterRateLimiter(storage)

@@ -40,10 +40,10 @@ import aiohttp
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from backend import streams
-from backend.conversation import Button, Inbound, Outbound, Pseudonym
-from backend.pseudonyms import Pseudonymizer, Purpose
-from backend.settings import KakaoSettings
+from backend.core import redis_keys
+from backend.core.conversation import Button, Inbound, Outbound, Pseudonym
+from backend.core.pseudonyms import Pseudonymizer, Purpose
+from backend.core.settings import KakaoSettings
 from bot.channel import Capabilities, fit
 from bot.inbound_limits import Sender
 from bot.live import CHECK_BUTTON, HeldLine, VictimSide
@@ -235,6 +235,7 @@ class KakaoDoor:
     async def skill(self, request: web.Request) -> web.Response:
         if not self._authentic(request):
             raise web.HTTPUnauthorized(text=json.dumps({"error": "missing or wrong secret"}))
+        self._runtime.metrics.update(CHANNEL)
         raw = await request.read()
         try:
             payload = json.loads(raw)
@@ -293,7 +294,7 @@ class KakaoDoor:
         duplicate_id = hashlib.sha256(raw).hexdigest()
         try:
             return await self._replay.once(
-                inbound.pseudonym, duplicate_id, handle, ttl_s=streams.KAKAO_DUPLICATE_WINDOW_S
+                inbound.pseudonym, duplicate_id, handle, ttl_s=redis_keys.KAKAO_DUPLICATE_WINDOW_S
             )
         except TurnInProgressError:
             text = self._runtime.text("common.unavailable", inbound.language)

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from redis.asyncio import Redis
 
-from backend import keys, streams
-from backend.conversation import Outbound, Pseudonym, Session
-from backend.handoff import Event, EventKind, LiveChat, Sender, encode_reply_key, new_line
-from backend.record_cipher import RecordCipher
+from backend.core import keys, redis_keys
+from backend.core.conversation import Outbound, Pseudonym, Session
+from backend.core.live_chat import Event, EventKind, LiveChat, Sender, encode_reply_key, new_line
+from backend.core.record_cipher import RecordCipher
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +105,12 @@ class RelayLinks:
         return "RelayLinks(<key hidden>)"
 
     async def link(self, case_id: str, pseudonym: Pseudonym, channel: str) -> None:
-        key = streams.relay_link_key(case_id)
+        key = redis_keys.relay_link_key(case_id)
         plain = json.dumps([pseudonym, channel]).encode()
         await self._redis.set(key, self._cipher.seal(key, plain), ex=self._ttl_s)
 
     async def find(self, case_id: str) -> Link | None:
-        key = streams.relay_link_key(case_id)
+        key = redis_keys.relay_link_key(case_id)
         plain = self._cipher.open(key, await self._redis.get(key))
         if plain is None:
             return None
@@ -120,10 +120,10 @@ class RelayLinks:
     def keep_alive(self, case_id: str) -> tuple[str, int]:
         """A chat under way lives as long as the session it belongs to: the link's key and
         TTL, renewed with each of the victim's lines (`LiveChat.from_victim`)."""
-        return streams.relay_link_key(case_id), self._ttl_s
+        return redis_keys.relay_link_key(case_id), self._ttl_s
 
     async def forget(self, case_id: str) -> None:
-        await self._redis.delete(streams.relay_link_key(case_id))
+        await self._redis.delete(redis_keys.relay_link_key(case_id))
 
 
 class HeldLines:
@@ -150,20 +150,20 @@ class HeldLines:
         ref: str = "",
     ) -> EventKind:
         del language  # the texts are already in the victim's language
-        key = streams.held_lines_key(pseudonym)
+        key = redis_keys.held_lines_key(pseudonym)
         entries = [
             self._cipher.seal(key, json.dumps([case_id, m.text, ref], ensure_ascii=False).encode())
             for m in messages
         ]
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.rpush(key, *entries)
-            pipe.ltrim(key, -streams.HELD_LINES_MAX, -1)
+            pipe.ltrim(key, -redis_keys.HELD_LINES_MAX, -1)
             pipe.expire(key, self._ttl_s)
             await pipe.execute()
         return EventKind.HELD
 
     async def waiting(self, pseudonym: Pseudonym) -> bool:
-        return bool(await self._redis.exists(streams.held_lines_key(pseudonym)))
+        return bool(await self._redis.exists(redis_keys.held_lines_key(pseudonym)))
 
     async def take(self, pseudonym: Pseudonym) -> list[HeldLine]:
         """Every held line, oldest first, removed in the same script: two takers (the page's
@@ -176,7 +176,7 @@ class HeldLines:
         """For a KakaoTalk callback: every held line, moved aside under a lease while it is
         POSTed; then `sent` or `unsent`. Empty while another callback of this conversation is
         sending."""
-        lease_ms = streams.HELD_SENDING_LEASE_MS
+        lease_ms = redis_keys.HELD_SENDING_LEASE_MS
         found = await self._claim(keys=self._keys(pseudonym), args=[lease_ms, self._ttl_s])
         return self._opened(pseudonym, found)
 
@@ -191,14 +191,14 @@ class HeldLines:
 
     def _keys(self, pseudonym: Pseudonym) -> list[str]:
         return [
-            streams.held_lines_key(pseudonym),
-            streams.held_sending_key(pseudonym),
-            streams.held_sending_lease_key(pseudonym),
+            redis_keys.held_lines_key(pseudonym),
+            redis_keys.held_sending_key(pseudonym),
+            redis_keys.held_sending_lease_key(pseudonym),
         ]
 
     def _opened(self, pseudonym: Pseudonym, sealed: list[bytes]) -> list[HeldLine]:
         # Sealed under the held list's name, wherever they moved since.
-        key = streams.held_lines_key(pseudonym)
+        key = redis_keys.held_lines_key(pseudonym)
         lines = []
         for entry in sealed:
             plain = self._cipher.open(key, entry)

@@ -1,9 +1,9 @@
 """The relay worker: carries what the console sends (a counselor joined, a line, the chat ended)
 to the victim, through their door, and tells the console what became of each line.
 
-Bot workers share the relay outbox through a consumer group (`backend.handoff`), so each entry
-is carried by one worker. An entry is acknowledged only after it was carried out: a worker that
-dies holding entries leaves them pending, and another takes them over after
+Bot workers share the relay outbox through a consumer group (`backend.core.live_chat`), so each
+entry is carried by one worker. An entry is acknowledged only after it was carried out: a worker
+that dies holding entries leaves them pending, and another takes them over after
 `RELAY_CLAIM_IDLE_MS`. A worker that restarts first carries its own pending entries.
 
 What cannot be carried out is not retried for ever: a victim who cannot be reached (session
@@ -18,34 +18,29 @@ Logs carry case ids and kinds, never a line, a pseudonym or a platform id.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from backend import streams
-from backend.conversation import Outbound
-from backend.errors import SealingError
-from backend.handoff import Event, EventKind, OutboxItem, OutboxKind, Sender
+from backend.core import redis_keys
+from backend.core.conversation import Outbound
+from backend.core.errors import SealingError
+from backend.core.live_chat import Event, EventKind, OutboxItem, OutboxKind, Sender
+from backend.core.stream_consumer import StreamConsumer
 from bot.channel import Delivery
 from bot.live import VictimSide, how_replies_key, reply_key_of
 from bot.runtime import ConversationRuntime
 
 log = logging.getLogger(__name__)
 
-RETRY_DELAY_S = 1.0
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
-
 
 class VictimUnreachableError(Exception):
     """The victim of this entry cannot be reached any more: report FAILED, do not retry."""
 
 
-class RelayWorker:
+class RelayWorker(StreamConsumer):
     def __init__(
         self,
         redis: Redis,
@@ -54,9 +49,9 @@ class RelayWorker:
         doors: Mapping[str, Delivery],
         consumer: str,
         *,
-        claim_idle_ms: int = streams.RELAY_CLAIM_IDLE_MS,
-        max_failures: int = streams.RELAY_MAX_FAILURES,
-        block_ms: int = streams.RELAY_BLOCK_MS,
+        claim_idle_ms: int = redis_keys.RELAY_CLAIM_IDLE_MS,
+        max_failures: int = redis_keys.RELAY_MAX_FAILURES,
+        block_ms: int = redis_keys.RELAY_BLOCK_MS,
     ) -> None:
         self._redis = redis
         self._runtime = runtime
@@ -67,42 +62,31 @@ class RelayWorker:
         self._claim_idle_ms = claim_idle_ms
         self._max_failures = max_failures
         self._block_ms = block_ms
-        self._stopping = asyncio.Event()
+        super().__init__()
+        self._ready = False
         self.carried = 0
 
-    async def run(self) -> None:
-        """Carry entries until `stop()`. Cooperative, like the intake: redis-py can swallow a
-        cancellation that lands in a blocking XREADGROUP."""
-        ready = False
-        while not self._stopping.is_set():
-            try:
-                if not ready:
-                    await self._chat.ensure_relay_group()
-                    ready = True
-                items = await self._chat.take_over_stale(self._consumer, self._claim_idle_ms)
-                if items:
-                    log.info("relay: took over %d stale entries", len(items))
-                else:
-                    items = await self._chat.next_for_victims(
-                        self._consumer, count=streams.RELAY_BATCH, block_ms=self._block_ms
-                    )
-                if not await self.carry(items):
-                    await self._pause()  # an entry failed and stays pending: not in a tight loop
-            except TRANSIENT:
-                log.warning("relay: redis unreachable; retrying")
-                ready = False
-                await self._pause()
-            except Exception as exc:
-                log.error("relay: unexpected %s; retrying", type(exc).__name__)
-                ready = False
-                await self._pause()
+    async def _step(self) -> None:
+        if not self._ready:
+            await self._chat.ensure_relay_group()
+            self._ready = True
+        items = await self._chat.take_over_stale(self._consumer, self._claim_idle_ms)
+        if items:
+            log.info("relay: took over %d stale entries", len(items))
+        else:
+            items = await self._chat.next_for_victims(
+                self._consumer, count=redis_keys.RELAY_BATCH, block_ms=self._block_ms
+            )
+        if not await self.carry(items):
+            await self._pause()  # an entry failed and stays pending: not in a tight loop
 
-    def stop(self) -> None:
-        self._stopping.set()
+    def _service_away(self) -> None:
+        log.warning("relay: redis unreachable; retrying")
+        self._ready = False
 
-    async def _pause(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), RETRY_DELAY_S)
+    def _step_failed(self, exc: Exception) -> None:
+        log.error("relay: unexpected %s; retrying", type(exc).__name__)
+        self._ready = False
 
     async def carry(self, items: Sequence[OutboxItem]) -> bool:
         """Carry a batch: each case's entries in order, cases concurrently; False if an entry
@@ -122,7 +106,7 @@ class RelayWorker:
         for item in items:
             try:
                 await self._carry(item)
-            except TRANSIENT:
+            except self.transient:
                 raise
             except VictimUnreachableError as exc:
                 log.info("relay: %s for case %s not delivered: %s", item.kind, item.case_id, exc)
@@ -180,6 +164,7 @@ class RelayWorker:
             )
             event = Event(outcome, Sender.VICTIM, time.time(), line.id)
             await self._chat.event(item.case_id, event)
+            self._runtime.metrics.live_delivery(item.entry_id, outcome.value)
 
     async def _give_up(self, item: OutboxItem) -> None:
         """Tell the console this one will not arrive (a line by its id, a notice with none)."""
@@ -189,7 +174,7 @@ class RelayWorker:
 
     async def _failed(self, item: OutboxItem, reason: str) -> bool:
         """Count an unexpected failure; True once the entry is given up (FAILED, acked)."""
-        failures = await self._redis.hincrby(streams.RELAY_FAILURES_KEY, item.entry_id, 1)
+        failures = await self._redis.hincrby(redis_keys.RELAY_FAILURES_KEY, item.entry_id, 1)
         if failures < self._max_failures:
             log.warning("relay: entry %s failed (%s); will retry", item.entry_id, reason)
             return False
@@ -200,5 +185,5 @@ class RelayWorker:
 
     async def _done(self, item: OutboxItem) -> None:
         await self._chat.ack(item)
-        await self._redis.hdel(streams.RELAY_FAILURES_KEY, item.entry_id)
+        await self._redis.hdel(redis_keys.RELAY_FAILURES_KEY, item.entry_id)
         self.carried += 1

@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from redis.asyncio import Redis
 
-from backend import keys, streams
-from backend.conversation import SubmitReport
-from backend.sealing import RoutingHeader, seal
+from backend.core import keys, redis_keys
+from backend.core.conversation import SubmitReport
+from backend.core.sealing import RoutingHeader, seal
 
 
 class ReportSender:
@@ -43,10 +43,10 @@ class ReportSender:
         body = json.dumps(content, ensure_ascii=False).encode()
         envelope = seal(body, header, self._center_key)
         await self._redis.xadd(
-            streams.REPORTS_STREAM,
+            redis_keys.REPORTS_STREAM,
             {
-                streams.FIELD_IDEMPOTENCY_KEY: report.idempotency_key,
-                streams.FIELD_ENVELOPE: envelope.to_bytes(),
+                redis_keys.FIELD_IDEMPOTENCY_KEY: report.idempotency_key,
+                redis_keys.FIELD_ENVELOPE: envelope.to_bytes(),
             },
         )
 
@@ -70,23 +70,23 @@ class ReportSender:
         victim reads out. Sent after the case's own report, so intake finds the case."""
         key = "receipt:" + hashlib.sha256(f"{case_id}:{code_digest}".encode()).hexdigest()[:32]
         await self._redis.xadd(
-            streams.REPORTS_STREAM,
+            redis_keys.REPORTS_STREAM,
             {
-                streams.FIELD_IDEMPOTENCY_KEY: key,
-                streams.FIELD_EVENT: streams.EVENT_RECEIPT_ISSUED,
-                streams.FIELD_CASE_IDS: case_id,
-                streams.FIELD_CODE_DIGEST: code_digest,
+                redis_keys.FIELD_IDEMPOTENCY_KEY: key,
+                redis_keys.FIELD_EVENT: redis_keys.EVENT_RECEIPT_ISSUED,
+                redis_keys.FIELD_CASE_IDS: case_id,
+                redis_keys.FIELD_CODE_DIGEST: code_digest,
             },
         )
 
     async def send_event(self, idempotency_key: str, event: str, case_ids: list[str]) -> None:
-        """An event about stored cases (`streams.EVENTS`): no envelope, as it says nothing a
+        """An event about stored cases (`redis_keys.EVENTS`): no envelope, as it says nothing a
         victim said; the case ids are the routing facts a report's header carries in clear."""
         await self._redis.xadd(
-            streams.REPORTS_STREAM,
+            redis_keys.REPORTS_STREAM,
             {
-                streams.FIELD_IDEMPOTENCY_KEY: idempotency_key,
-                streams.FIELD_EVENT: event,
-                streams.FIELD_CASE_IDS: " ".join(case_ids),
+                redis_keys.FIELD_IDEMPOTENCY_KEY: idempotency_key,
+                redis_keys.FIELD_EVENT: event,
+                redis_keys.FIELD_CASE_IDS: " ".join(case_ids),
             },
         )

@@ -23,13 +23,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import cast
 
 from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
 
-from backend import replies, streams
-from backend.conversation import (
+from backend.core import redis_keys, replies, waiting_line
+from backend.core.conversation import (
     CaseRequest,
     DeleteInbound,
     Effect,
@@ -46,12 +45,13 @@ from backend.conversation import (
     StepResult,
     SubmitReport,
 )
+from backend.core.live_chat import REPLY_KEY_ANSWER
+from backend.core.metrics import Metrics
+from backend.core.receipt_codes import ReceiptHasher
+from backend.core.shifts import ShiftBoard
 from backend.flows import engine
 from backend.flows.engine import BUILT_IN_EXITS, QUICK_EXIT_BUTTON, Bundle, Context
 from backend.flows.registry import FlowRegistry
-from backend.handoff import REPLY_KEY_ANSWER
-from backend.receipts import ReceiptHasher
-from backend.shifts import ShiftBoard
 from bot.inbound_limits import InboundLimits, Sender
 from bot.live import CHECK_BUTTON, VictimSide, how_replies_key
 from bot.reports import ReportSender
@@ -116,9 +116,12 @@ class ConversationRuntime:
         live: VictimSide | None = None,
         shifts: ShiftBoard | None = None,
         limits: InboundLimits | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         """Without `live`, a handoff is a sealed request only: no reply key, no live chat.
-        Without `limits`, nothing is counted (flow tests, benches of the pipeline alone)."""
+        Without `limits`, nothing is counted (flow tests, benches of the pipeline alone).
+        `metrics`: the node's instruments, which the doors count their updates on too."""
+        self.metrics = metrics if metrics is not None else Metrics()
         self._redis = redis
         self._limits = limits
         self._live = live
@@ -174,9 +177,11 @@ class ConversationRuntime:
         `OnceRefusedError`, and nothing done, when it is someone else's. `sender`: whom the
         inbound limits count (`sender()`); over them, the victim is told calmly to slow down
         and nothing else happens, unless she wrote safety words or asked to leave."""
+        started = time.perf_counter()
         try:
             refused = await self.over_limit(inbound, sender)
             if refused is not None:
+                self.metrics.turn(inbound.channel, "limited", time.perf_counter() - started)
                 return refused
             async with self._sessions.hold(inbound.pseudonym, once=once) as held:
                 if (
@@ -184,9 +189,14 @@ class ConversationRuntime:
                     and sender is not None
                     and not await self._new_allowed(inbound, sender)
                 ):
-                    return self._slow_down(inbound)  # the hold ends without a write
-                return await self._handle_locked(inbound, held)
+                    turn = self._slow_down(inbound)  # the hold ends without a write
+                    self.metrics.turn(inbound.channel, "limited", time.perf_counter() - started)
+                    return turn
+                turn = await self._handle_locked(inbound, held)
+            self.metrics.turn(inbound.channel, "answered", time.perf_counter() - started)
+            return turn
         except OnceRefusedError:
+            self.metrics.turn(inbound.channel, "refused", time.perf_counter() - started)
             raise
         except (RedisError, LockError, OSError):
             log.warning("conversation turn failed: redis unavailable")
@@ -198,6 +208,7 @@ class ConversationRuntime:
                 frame = frame.tb_next
             where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
             log.error("conversation turn failed with %s at %s", type(exc).__name__, where)
+        self.metrics.turn(inbound.channel, "unavailable", time.perf_counter() - started)
         return Turn((self._unavailable(inbound),))
 
     async def _new_allowed(self, inbound: Inbound, sender: Sender) -> bool:
@@ -242,10 +253,13 @@ class ConversationRuntime:
             if session is not None:  # its flow version is gone; an open handoff is not
                 fresh.reply_key, fresh.handoff_case = session.reply_key, session.handoff_case
                 fresh.live = session.live
+            stepping = time.perf_counter()
             result = engine.start(bundle, fresh, ctx, inbound)
         else:
             ctx = Context(int(now), bundle.hours.is_open(datetime.fromtimestamp(now, UTC)))
+            stepping = time.perf_counter()
             result = engine.step(bundle, session, inbound, ctx)
+        self.metrics.flow_step(time.perf_counter() - stepping)
         outcome = await self._act(bundle, result, now, inbound.pseudonym)
         after = result.session
         waiting: list[Outbound] = []
@@ -392,7 +406,7 @@ class ConversationRuntime:
         the bot): an event on the reports stream, stored as a flag on each case."""
         if case_ids:
             key = f"unreachable:{secrets.token_hex(16)}"
-            await self._reports.send_event(key, streams.EVENT_VICTIM_UNREACHABLE, case_ids)
+            await self._reports.send_event(key, redis_keys.EVENT_VICTIM_UNREACHABLE, case_ids)
 
     async def _act(
         self, bundle: Bundle, result: StepResult, now: float, pseudonym: Pseudonym
@@ -428,7 +442,7 @@ class ConversationRuntime:
                 if found is not None and effect.kind == "read_replies":
                     outcome.values["replies"] = _replies_text(bundle, language, found)
             elif isinstance(effect, RecordFeedback):
-                await self._redis.hincrby(streams.FEEDBACK_COUNTS, effect.rating[:32], 1)
+                await self._redis.hincrby(redis_keys.FEEDBACK_COUNTS, effect.rating[:32], 1)
             elif isinstance(effect, RaisePriority):
                 # The session keeps the level; every later report and handoff carries it.
                 log.info("conversation priority raised to %d (%s)", effect.priority, effect.reason)
@@ -485,30 +499,18 @@ class ConversationRuntime:
             )
         )
         log.info("handoff requested as case %s, priority %d", effect.case_id, effect.priority)
-        queue = streams.HANDOFF_QUEUE
-        oldest = now - streams.HANDOFF_QUEUE_WINDOW_S
-        # withscores=True answers (member, score) pairs; redis-py types every shape at once.
-        entries = cast(
-            list[tuple[bytes, float]], await self._redis.zrange(queue, 0, -1, withscores=True)
-        )
-        stale = [m for m, score in entries if score % streams.HANDOFF_QUEUE_SLOT < oldest]
-        if stale:
-            await self._redis.zrem(queue, *stale)
-        score = streams.handoff_queue_score(effect.priority, now)
-        await self._redis.zadd(queue, {effect.case_id: score}, nx=True)
-        rank = await self._redis.zrank(queue, effect.case_id)
-        return 1 + (rank if isinstance(rank, int) else 0)
+        return await waiting_line.enqueue(self._redis, effect.case_id, effect.priority, now)
 
     async def _issue_receipt(self, effect: IssueReceipt) -> None:
         """Remember the code's case by its slow hash, publish the reply key it derives, so
-        counselors can leave replies only this code opens (backend/replies.py), and tell the
+        counselors can leave replies only this code opens (backend/core/replies.py), and tell the
         backend the digest, so a counselor can find the case by a code read out to them."""
         code_digest = await self._receipts.digest(effect.code)
         reply_key = replies.reply_private_key(effect.code, self._receipts.salt)
         if code_digest is None or reply_key is None:  # pragma: no cover - the step makes codes
             raise ValueError("malformed receipt code")
         await self._redis.set(
-            streams.receipt_key(code_digest), effect.case_id, ex=streams.RECEIPT_TTL_S
+            redis_keys.receipt_key(code_digest), effect.case_id, ex=redis_keys.RECEIPT_TTL_S
         )
         await replies.publish_receipt(
             self._redis, effect.case_id, code_digest, reply_key.public_key()
@@ -523,7 +525,7 @@ class ConversationRuntime:
         code_digest = await self._receipts.digest(effect.code)
         if code_digest is None:
             return None
-        found = await self._redis.get(streams.receipt_key(code_digest))
+        found = await self._redis.get(redis_keys.receipt_key(code_digest))
         if not isinstance(found, bytes):
             return None
         case_id = found.decode()

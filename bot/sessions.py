@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import LockError
 
-from backend import streams
-from backend.conversation import Pseudonym, Session
-from backend.errors import HotlineError
-from backend.record_cipher import RecordCipher
+from backend.core import redis_keys
+from backend.core.conversation import Pseudonym, Session
+from backend.core.errors import HotlineError
+from backend.core.record_cipher import RecordCipher
 
 # KEYS: lock, session[, once]. ARGV: token, lock ttl (ms)[, once token, once lease (s)].
 # {1, session} when the lock was taken; {0} when another turn holds it (wait and try again);
@@ -62,7 +62,7 @@ _LOCK_RETRY_S = 0.02
 
 @dataclass(frozen=True)
 class Once:
-    """A claim taken in the same step as the lock (a Telegram update, `bot.update_dedupe`):
+    """A claim taken in the same step as the lock (a Telegram update, `bot.telegram.dedupe`):
     `key` set to `token` unless it exists, for `lease_s`."""
 
     key: str
@@ -106,7 +106,7 @@ class SessionStore:
         root_secret: bytes,
         ttl_s: int,
         *,
-        lock_ttl_s: float = streams.CONVERSATION_LOCK_TTL_S,
+        lock_ttl_s: float = redis_keys.CONVERSATION_LOCK_TTL_S,
     ) -> None:
         self._redis = redis
         self._cipher = RecordCipher(root_secret, "session")
@@ -130,7 +130,7 @@ class SessionStore:
 
     async def load(self, pseudonym: Pseudonym) -> Session | None:
         """The session without the lock: for a look that changes nothing."""
-        key = streams.session_key(pseudonym)
+        key = redis_keys.session_key(pseudonym)
         return self._open(key, await self._redis.get(key))
 
     @asynccontextmanager
@@ -138,7 +138,7 @@ class SessionStore:
         self,
         pseudonym: Pseudonym,
         *,
-        wait_s: float = streams.CONVERSATION_LOCK_WAIT_S,
+        wait_s: float = redis_keys.CONVERSATION_LOCK_WAIT_S,
         once: Once | None = None,
     ) -> AsyncIterator[HeldSession]:
         """Lock the conversation and read its session; on a clean exit write what the holder
@@ -148,8 +148,8 @@ class SessionStore:
         With `once`, that claim is taken first, in the same round trip; `OnceRefusedError`
         (and no lock) when it is someone else's.
         """
-        key = streams.session_key(pseudonym)
-        keys = [streams.conversation_lock_key(pseudonym), key]
+        key = redis_keys.session_key(pseudonym)
+        keys = [redis_keys.conversation_lock_key(pseudonym), key]
         token = secrets.token_hex(16)
         args: list[str | bytes | int] = [token, int(self._lock_ttl_s * 1000)]
         if once is not None:
@@ -177,8 +177,8 @@ class SessionStore:
             raise LockError("conversation lock lost before the session was written")
 
     async def save(self, pseudonym: Pseudonym, session: Session) -> None:
-        key = streams.session_key(pseudonym)
+        key = redis_keys.session_key(pseudonym)
         await self._redis.set(key, self._cipher.seal(key, session.to_json()), ex=self._ttl_s)
 
     async def delete(self, pseudonym: Pseudonym) -> None:
-        await self._redis.delete(streams.session_key(pseudonym))
+        await self._redis.delete(redis_keys.session_key(pseudonym))

@@ -15,11 +15,11 @@ from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 
-from backend import streams
-from backend.conversation import Pseudonym
-from backend.errors import HotlineError
-from backend.pseudonyms import derive_key
-from backend.record_cipher import RecordCipher
+from backend.core import redis_keys
+from backend.core.conversation import Pseudonym
+from backend.core.errors import HotlineError
+from backend.core.pseudonyms import derive_key
+from backend.core.record_cipher import RecordCipher
 
 _PENDING = b""
 WAIT_FOR_FIRST_S = 10.0
@@ -41,7 +41,7 @@ class TurnReplay:
 
     def _key(self, pseudonym: Pseudonym, turn_id: str) -> str:
         digest = hmac.new(self._id_key, f"{pseudonym}:{turn_id}".encode(), hashlib.sha256)
-        return streams.turn_replay_key(digest.hexdigest())
+        return redis_keys.turn_replay_key(digest.hexdigest())
 
     async def once(
         self,
@@ -49,7 +49,7 @@ class TurnReplay:
         turn_id: str,
         handle: Callable[[], Awaitable[bytes]],
         *,
-        ttl_s: int = streams.WEBCHAT_TURN_REPLAY_TTL_S,
+        ttl_s: int = redis_keys.WEBCHAT_TURN_REPLAY_TTL_S,
     ) -> bytes:
         key = self._key(pseudonym, turn_id)
         if await self._redis.set(key, _PENDING, nx=True, ex=ttl_s):

@@ -24,8 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
-from backend.conversation import MAX_TEXT_CHARS, Effect, Inbound, IssueReceipt, Outbound
-from backend.pseudonyms import Pseudonymizer, Purpose
+from backend.core.conversation import MAX_TEXT_CHARS, Effect, Inbound, IssueReceipt, Outbound
+from backend.core.pseudonyms import Pseudonymizer, Purpose
 from bot.channel import Capabilities, fit
 from bot.live import HeldLines
 from bot.runtime import ConversationRuntime
@@ -133,6 +133,7 @@ def render_turn(messages: list[Outbound], effects: tuple[Effect, ...]) -> list[d
 
 
 async def turn(request: web.Request) -> web.Response:
+    request.app[runtime_key].metrics.update(CHANNEL)
     try:
         payload = await request.json()
     except (ValueError, UnicodeDecodeError):

@@ -29,9 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
 from backend import database
+from backend.core.settings import KdfCost, Settings
 from backend.embedded_redis import EmbeddedRedis
-from backend.settings import KdfCost, Settings
-from bot.node import BACKEND, BOT, Node
+from bot.cli.node import BACKEND, BOT, Node
 
 
 def _for_this_worker(
@@ -128,6 +128,8 @@ class RunningHotline:
     first_password: str
     recovery_key: str
     output: str
+    # The composed node, for what it serves beside the app (its `/metrics`).
+    node: Node
 
 
 def first_start_secret(output: str, label: str) -> str:
@@ -173,6 +175,7 @@ async def start_hotline(
                 first_start_secret(output, "one-time password"),
                 first_start_secret(output, "recovery key"),
                 output,
+                node,
             )
 
 

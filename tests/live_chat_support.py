@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from backend import keys
+from backend.console.app_keys import cases_key, counselors_key, keyring_key
 from backend.console.sessions import COOKIE_NAME
-from backend.console.views import cases_key, counselors_key, keyring_key
-from backend.handoff import REPLY_KEY_ANSWER, encode_reply_key
+from backend.core import keys
+from backend.core.live_chat import REPLY_KEY_ANSWER, encode_reply_key
+from backend.core.sealing import RoutingHeader, seal
 from backend.models import CaseStatus, Role
-from backend.sealing import RoutingHeader, seal
 from tests.conftest import RunningHotline
 
 PASSWORD = "a live chat test passphrase"  # noqa: S105 - test accounts only

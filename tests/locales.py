@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 
-from backend.settings import SHIPPED_FLOWS_DIR
+from backend.core.settings import SHIPPED_FLOWS_DIR
 
 
 def texts_of(language: str) -> dict[str, str]:

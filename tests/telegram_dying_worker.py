@@ -13,16 +13,16 @@ import sys
 
 from redis.asyncio import Redis
 
-from backend import keys
-from backend.conversation import Inbound
+from backend.core import keys
+from backend.core.conversation import Inbound
+from backend.core.pseudonyms import Pseudonymizer
+from backend.core.receipt_codes import ReceiptHasher
+from backend.core.settings import SHIPPED_FLOWS_DIR
 from backend.flows.registry import FlowRegistry
-from backend.pseudonyms import Pseudonymizer
-from backend.receipts import ReceiptHasher
-from backend.settings import SHIPPED_FLOWS_DIR
 from bot.reports import ReportSender
 from bot.runtime import ConversationRuntime, Turn
 from bot.sessions import HeldSession, SessionStore
-from bot.telegram import TelegramConfig, TelegramDoor
+from bot.telegram.door import TelegramConfig, TelegramDoor
 from tests.conftest import FAST_KDF
 from tests.telegram_support import FAST_LIMITS, SESSION_TTL_S, TOKEN
 

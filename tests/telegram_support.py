@@ -20,16 +20,17 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from redis.asyncio import Redis
 
-from backend import keys, streams
+from backend.core import keys
+from backend.core import redis_keys as streams
+from backend.core.pseudonyms import Pseudonymizer
+from backend.core.receipt_codes import ReceiptHasher
+from backend.core.settings import SHIPPED_FLOWS_DIR
 from backend.flows.registry import FlowRegistry
-from backend.pseudonyms import Pseudonymizer
-from backend.receipts import ReceiptHasher
-from backend.settings import SHIPPED_FLOWS_DIR
-from bot.outbox import OutboxLimits
 from bot.reports import ReportSender
 from bot.runtime import ConversationRuntime
 from bot.sessions import SessionStore
-from bot.telegram import QUICK_EXIT_BUTTON, TelegramConfig, TelegramDoor
+from bot.telegram.door import QUICK_EXIT_BUTTON, TelegramConfig, TelegramDoor
+from bot.telegram.outbox import OutboxLimits
 from tests.conftest import FAST_KDF
 from tests.fake_telegram import ApiCall, FakeTelegram, JSONDict
 

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, BrowserContext, Page
 from redis.asyncio import Redis
 
-from backend.console.views import cases_key, counselors_key, keyring_key
+from backend.console.app_keys import cases_key, counselors_key, keyring_key
 from backend.embedded_redis import EmbeddedRedis
 from backend.models import Role
 from tests.browser import chromium

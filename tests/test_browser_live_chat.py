@@ -17,9 +17,9 @@ from typing import cast
 import pytest
 from playwright.async_api import Browser, Page, Route, expect
 
-from backend import streams
 from backend.console import live
-from backend.shifts import ShiftBoard
+from backend.core import redis_keys as streams
+from backend.core.shifts import ShiftBoard
 from backend.web import redis_key
 from tests.browser import chromium
 from tests.conftest import RunningHotline

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, Page, Request, Route, ViewportSize
 
-from backend import receipts
+from backend.core import receipt_codes as receipts
 from tests.browser import chromium, up_env
 from tests.conftest import first_start_secret
 from tests.locales import texts_of

@@ -20,11 +20,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
-from backend import audit, bootstrap, keys, streams
+from backend import audit, bootstrap
 from backend.cases import CaseStore
-from backend.conversation import SubmitReport
+from backend.core import keys, redis_keys
+from backend.core.conversation import SubmitReport
+from backend.core.live_chat import LiveChat, Sender, new_line
 from backend.embedded_redis import EmbeddedRedis
-from backend.handoff import LiveChat, Sender, new_line
 from backend.receipts import ReceiptBook
 from bot.reports import ReportSender
 from tests.conftest import FAST_KDF, Pair, RunningHotline
@@ -122,7 +123,7 @@ async def test_marker_is_nowhere_in_plaintext(
         )
     )
     # The victim blocked the bot: the content-free event flags the case.
-    await sender.send_event(f"{case_id}:blocked", streams.EVENT_VICTIM_UNREACHABLE, [case_id])
+    await sender.send_event(f"{case_id}:blocked", redis_keys.EVENT_VICTIM_UNREACHABLE, [case_id])
     await sign_in_and_change_password(hotline, "a long new password")
     cases = await wait_for_cases(hotline, 2)
     await LiveChat(redis).from_victim(
@@ -160,7 +161,7 @@ async def test_marker_is_nowhere_in_plaintext(
     for where, haystack in haystacks.items():
         for needle in needles:
             assert needle not in haystack, f"plaintext in {where}"
-    assert await redis.xlen(streams.case_transcript_stream(case_id)) == 1
+    assert await redis.xlen(redis_keys.case_transcript_stream(case_id)) == 1
 
 
 async def test_the_walker_reads_every_redis_type(redis: Redis) -> None:

@@ -16,17 +16,19 @@ from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
-from backend import audit, database, keys, streams
+from backend import audit, database
 from backend.audit import AuditAction
 from backend.cases import CaseStore
-from backend.errors import (
+from backend.core import keys
+from backend.core import redis_keys as streams
+from backend.core.errors import (
     CaseNotFoundError,
     CaseTransitionError,
     OutcomeRequiredError,
     ReceiptNotFoundError,
     SealingError,
 )
-from backend.handoff import (
+from backend.core.live_chat import (
     Event,
     EventKind,
     LiveChat,
@@ -35,12 +37,13 @@ from backend.handoff import (
     Sender,
     new_line,
 )
+from backend.core.receipt_codes import ALPHABET, normalise
+from backend.core.sealing import RoutingHeader, seal
+from backend.core.settings import Retention
 from backend.intake import Entry, Intake, dead_letter_count, ensure_group
 from backend.models import CaseStatus, Outcome, utcnow
-from backend.receipts import ALPHABET, ReceiptBook, normalise
+from backend.receipts import ReceiptBook
 from backend.retention import RetentionJob
-from backend.sealing import RoutingHeader, seal
-from backend.settings import Retention
 from bot import cli
 from tests.conftest import FAST_KDF, Pair, RunningHotline
 from tests.test_console import sign_in_and_change_password
@@ -286,7 +289,7 @@ async def test_live_chat_is_sealed_both_ways_and_read_in_order(redis: Redis) -> 
         list[tuple[bytes, dict[bytes, bytes]]],
         await redis.xrange(streams.case_transcript_stream("case-1"), count=1),
     )
-    await redis.xadd(streams.case_transcript_stream("case-2"), dict(raw[0][1]))  # type: ignore[arg-type]
+    await redis.xadd(streams.case_transcript_stream("case-2"), dict(raw[0][1]))  # type: ignore[arg-type]  # bytes fields, as XRANGE gave them
     with pytest.raises(SealingError):
         await chat.transcript("case-2", ring)
     assert await chat.next_for_victims("bot-1") == [item], "unacknowledged: offered again"

@@ -10,14 +10,14 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend import streams
 from backend.cases import CaseStore
-from backend.console.views import keyring_key
-from backend.conversation import SubmitReport
+from backend.console.app_keys import keyring_key
+from backend.core import redis_keys as streams
+from backend.core.conversation import SubmitReport
+from backend.core.settings import Retention
 from backend.keyring import KeyRing
 from backend.models import utcnow
 from backend.retention import RetentionJob
-from backend.settings import Retention
 from backend.web import redis_key
 from bot.reports import ReportSender
 from tests.conftest import RunningHotline

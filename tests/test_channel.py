@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backend.conversation import Button, Outbound
+from backend.core.conversation import Button, Outbound
 from bot.channel import Capabilities, fit, split_text
 
 SMALL = Capabilities("test", False, False, 20, 3, 5, 64)

@@ -38,13 +38,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.conversation import Attachment, Inbound, Pseudonym, Session
+from backend.core.conversation import Attachment, Inbound, Pseudonym, Session
+from backend.core.settings import SHIPPED_FLOWS_DIR
+from backend.core.shifts import ShiftBoard
 from backend.flows import engine, source
 from backend.flows.dialogs import TEST_GLOB
 from backend.flows.engine import Bundle, Context
 from backend.flows.registry import FlowRegistry
-from backend.settings import SHIPPED_FLOWS_DIR
-from backend.shifts import ShiftBoard
 from bot.kakao import SECRET_HEADER
 from tests import telegram_support
 from tests.conftest import Pair, start_hotline

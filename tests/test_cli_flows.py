@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from backend.core.settings import SHIPPED_FLOWS_DIR
 from backend.flows.diagram import mermaid
 from backend.flows.dialogs import run_directory
 from backend.flows.registry import load_bundle
-from backend.settings import SHIPPED_FLOWS_DIR
 from bot.cli import main
 
 

@@ -13,9 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend import audit, bootstrap, keys, totp
+from backend import audit, bootstrap, totp
+from backend.core import keys
+from backend.core.errors import AuthenticationError, KeyUnwrapError
 from backend.counselors import CounselorStore
-from backend.errors import AuthenticationError, KeyUnwrapError
 from backend.keyring import KeyRing
 from backend.models import AuditEntry, Counselor
 from bot import cli

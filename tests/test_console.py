@@ -9,8 +9,8 @@ from typing import Any
 from aiohttp import ClientResponse
 from redis.asyncio import Redis
 
-from backend import streams
-from backend.shifts import ShiftBoard
+from backend.core import redis_keys as streams
+from backend.core.shifts import ShiftBoard
 from tests.conftest import RunningHotline
 
 TOKEN = "t" * 43

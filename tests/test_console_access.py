@@ -10,8 +10,8 @@ from redis.asyncio import Redis
 
 from backend import totp
 from backend.console.access import ROLE_RANK, Access, access_of, guard, sessions_key
+from backend.console.app_keys import counselors_key
 from backend.console.sessions import COOKIE_NAME, ConsoleSession, ConsoleSessionStore
-from backend.console.views import counselors_key
 from backend.models import Role
 from tests.conftest import RunningHotline
 

@@ -20,17 +20,18 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend import keys, streams
 from backend.console import hub as hub_module
 from backend.console import live
 from backend.console.access import Access
+from backend.console.app_keys import keyring_key
 from backend.console.canned_responses import in_order_for, load, shipped
 from backend.console.hub import TranscriptHub
-from backend.console.views import keyring_key
-from backend.handoff import Event, EventKind, LiveChat, OutboxKind, Sender, new_line
+from backend.core import keys
+from backend.core import redis_keys as streams
+from backend.core.live_chat import Event, EventKind, LiveChat, OutboxKind, Sender, new_line
 from backend.models import Role
 from backend.web import redis_key
-from bot.node import BACKEND
+from bot.cli.node import BACKEND
 from tests.conftest import Pair, RunningHotline, start_hotline
 from tests.live_chat_support import (
     Handoff,

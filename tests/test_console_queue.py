@@ -14,15 +14,15 @@ from redis.asyncio import Redis
 from sqlalchemy import update
 from sqlmodel import col, select
 
-from backend import streams
 from backend.console.access import Access
+from backend.console.app_keys import cases_key, counselors_key, keyring_key
 from backend.console.queue import CLAIM_LOST, sla_state
-from backend.console.views import cases_key, counselors_key, keyring_key
-from backend.errors import SettingsError
+from backend.core import redis_keys as streams
+from backend.core.errors import SettingsError
+from backend.core.sealing import RoutingHeader, seal
+from backend.core.settings import Settings, SlaPolicy
+from backend.core.shifts import ShiftBoard
 from backend.models import AuditEntry, Case, Role, utcnow
-from backend.sealing import RoutingHeader, seal
-from backend.settings import Settings, SlaPolicy
-from backend.shifts import ShiftBoard
 from backend.web import engine_key
 from tests.conftest import RunningHotline
 from tests.test_console import chat, csrf_of

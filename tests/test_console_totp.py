@@ -15,7 +15,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend import totp
-from backend.console.views import counselors_key
+from backend.console.app_keys import counselors_key
 from backend.models import AuditEntry, Counselor
 from tests.conftest import Pair, RunningHotline, start_hotline
 from tests.test_console import csrf_of, login, sign_in_and_change_password

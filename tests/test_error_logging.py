@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
-from backend.fingerprints import fingerprint
+from backend.core.fingerprints import fingerprint
 from backend.web import make_app
 
 CANARY = "CANARY-3c9e-피해자가 쓴 말"

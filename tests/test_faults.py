@@ -28,10 +28,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend import keys, streams
 from backend.cases import CaseStore
+from backend.core import keys
+from backend.core import redis_keys as streams
+from backend.core.sealing import RoutingHeader, seal
 from backend.embedded_redis import EmbeddedRedis
-from backend.sealing import RoutingHeader, seal
 from tests.conftest import FAST_KDF_ENV, Pair
 
 pytestmark = pytest.mark.faults

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.conversation import (
+from backend.core.conversation import (
     Attachment,
     Inbound,
     IssueReceipt,
@@ -19,11 +19,11 @@ from backend.conversation import (
     StepResult,
     SubmitReport,
 )
-from backend.errors import FlowError
+from backend.core.errors import FlowError
+from backend.core.settings import SHIPPED_FLOWS_DIR
 from backend.flows import engine
 from backend.flows.engine import Bundle, Context
 from backend.flows.registry import FlowRegistry
-from backend.settings import SHIPPED_FLOWS_DIR
 
 WHO = Pseudonym("p" * 64)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from backend import receipts
-from backend.conversation import Inbound, Pseudonym, QuickExit, Session
-from backend.errors import FlowError
+from backend.core import receipt_codes as receipts
+from backend.core.conversation import Inbound, Pseudonym, QuickExit, Session
+from backend.core.errors import FlowError
 from backend.flows import engine
 from backend.flows.engine import Bundle, Context
 from backend.flows.expressions import Scope, compile_condition

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from backend.core.settings import SHIPPED_FLOWS_DIR
 from backend.flows.lint import Problem
 from backend.flows.registry import load_bundle
-from backend.settings import SHIPPED_FLOWS_DIR
 
 MINIMAL = Path(__file__).parent / "flows_minimal"
 FLOW = "report.flow.yaml"

@@ -8,11 +8,11 @@ from dataclasses import replace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backend.conversation import Attachment, Inbound, Pseudonym
+from backend.core.conversation import Attachment, Inbound, Pseudonym
+from backend.core.settings import SHIPPED_FLOWS_DIR
 from backend.flows import engine
 from backend.flows.engine import Bundle, Context
 from backend.flows.registry import FlowRegistry
-from backend.settings import SHIPPED_FLOWS_DIR
 
 BUNDLE: Bundle = FlowRegistry.load(SHIPPED_FLOWS_DIR).entry()
 WHO = Pseudonym("p" * 64)
@@ -107,6 +107,6 @@ def test_random_inbound_never_breaks_a_shipped_flow(
         for message in result.messages:
             # Only the runtime's own placeholders (filled after its effects) may remain.
             leftover = message.text
-            for name in ("{position}", "{wait}", "{request_status}", "{reply_how}"):
+            for name in ("{position}", "{wait}", "{request_status}", "{reply_how}", "{replies}"):
                 leftover = leftover.replace(name, "")
             assert message.text and "{" not in leftover, message.key

@@ -12,12 +12,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from redis.asyncio import Redis
 
-from backend import keys, receipts, streams
-from backend.conversation import Inbound, Pseudonym, SubmitReport
+from backend.core import keys
+from backend.core import receipt_codes as receipts
+from backend.core import redis_keys as streams
+from backend.core.conversation import Inbound, Pseudonym, SubmitReport
+from backend.core.receipt_codes import ReceiptHasher
+from backend.core.sealing import Envelope, open_envelope
+from backend.core.settings import SHIPPED_FLOWS_DIR
 from backend.flows.registry import FlowRegistry
-from backend.receipts import ReceiptHasher
-from backend.sealing import Envelope, open_envelope
-from backend.settings import SHIPPED_FLOWS_DIR
 from bot.reports import ReportSender
 from bot.runtime import ConversationRuntime, Turn
 from bot.sessions import SessionStore

@@ -10,9 +10,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.errors import SettingsError
-from backend.forwarded import forwarded_middleware, parse_networks
-from backend.settings import Settings
+from backend.core.errors import SettingsError
+from backend.core.settings import Settings, parse_networks
+from backend.forwarded import forwarded_middleware
 from tests.conftest import Pair, RunningHotline, start_hotline
 from tests.test_console import csrf_of
 

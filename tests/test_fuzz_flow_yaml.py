@@ -18,8 +18,9 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backend.conversation import Inbound, Pseudonym
-from backend.errors import FlowError
+from backend.core.conversation import Inbound, Pseudonym
+from backend.core.errors import FlowError
+from backend.core.settings import SHIPPED_FLOWS_DIR
 from backend.flows import engine, source
 from backend.flows.engine import Bundle, CompiledFlow
 from backend.flows.hours import ServiceHours
@@ -29,7 +30,6 @@ from backend.flows.resources import Directory
 from backend.flows.spec import FlowSpec, parse_flow
 from backend.flows.texts import Texts
 from backend.flows.triage import Triage
-from backend.settings import SHIPPED_FLOWS_DIR
 from tests.fuzzing import FUZZ_TIMEOUT_S, counted, fuzz_settings, json_values
 
 FLOWS = {p.name: p.read_text() for p in sorted(SHIPPED_FLOWS_DIR.glob(FLOW_GLOB))}

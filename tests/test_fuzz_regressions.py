@@ -6,7 +6,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend import streams
+from backend.core import redis_keys
 from tests.conftest import RunningHotline
 from tests.test_console import csrf_of, sign_in_and_change_password
 
@@ -28,4 +28,4 @@ async def test_fuzz_a_receipt_lookup_of_what_cannot_be_a_code_writes_nothing(
     async with engine.connect() as conn:
         after = (await conn.execute(text("SELECT count(*) FROM audit_log"))).scalar_one()
     assert after == before
-    assert [k async for k in redis.scan_iter(match=streams.RECEIPT_LOOKUPS_PREFIX + "*")] == []
+    assert [k async for k in redis.scan_iter(match=redis_keys.RECEIPT_LOOKUPS_PREFIX + "*")] == []

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.telegram import SECRET_HEADER
-from bot.telegram_updates import parses_as_update
+from bot.telegram.door import SECRET_HEADER
+from bot.telegram.updates import parses_as_update
 from tests.conftest import Pair, RunningHotline, start_hotline
 from tests.fake_telegram import FakeTelegram
 from tests.fuzzing import (

@@ -15,9 +15,9 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend import streams
-from backend.errors import SettingsError
-from backend.settings import Settings
+from backend.core import redis_keys
+from backend.core.errors import SettingsError
+from backend.core.settings import Settings
 from tests.conftest import Pair, RunningHotline, start_hotline
 from tests.fake_telegram import FakeTelegram
 from tests.locales import texts_of
@@ -76,7 +76,7 @@ async def web_turn(
 
 
 async def session_records(redis: Redis) -> dict[bytes, bytes]:
-    keys = [k async for k in redis.scan_iter(match=streams.SESSION_KEY_PREFIX + "*")]
+    keys = [k async for k in redis.scan_iter(match=redis_keys.SESSION_KEY_PREFIX + "*")]
     return {k: v for k in keys if isinstance(v := await redis.get(k), bytes)}
 
 
@@ -118,7 +118,7 @@ async def test_a_web_chat_address_over_its_limit_is_refused_and_kept_only_hashed
 
     stored = [k async for k in redis.scan_iter()]
     values = [await redis.get(k) for k in stored if await redis.type(k) == b"string"]
-    limit_keys = [k for k in stored if k.startswith(streams.INBOUND_LIMITS_PREFIX.encode())]
+    limit_keys = [k for k in stored if k.startswith(redis_keys.INBOUND_LIMITS_PREFIX.encode())]
     assert limit_keys, "the counts live in Redis, shared by every bot worker"
     for key in limit_keys:
         assert 0 < await redis.ttl(key) <= 2 * 60, "a counter expires with its window"

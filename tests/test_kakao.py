@@ -14,9 +14,9 @@ from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend import streams
-from backend.console.views import cases_key
-from backend.conversation import Button, Outbound
+from backend.console.app_keys import cases_key
+from backend.core import redis_keys as streams
+from backend.core.conversation import Button, Outbound
 from bot.kakao import SECRET_HEADER, render
 from tests.conftest import Pair, RunningHotline, start_hotline
 from tests.locales import texts_of

@@ -6,13 +6,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend import keys
 from backend.cases import CaseStore, envelope_of
+from backend.core import keys
+from backend.core.errors import CaseNotFoundError, KeyUnwrapError, SealingError
+from backend.core.sealing import Envelope, RoutingHeader, open_envelope, seal
 from backend.counselors import CounselorStore
-from backend.errors import CaseNotFoundError, KeyUnwrapError, SealingError
 from backend.keyring import KeyRing
 from backend.models import Role
-from backend.sealing import Envelope, RoutingHeader, open_envelope, seal
 from tests.conftest import FAST_KDF
 
 pytestmark = pytest.mark.crypto

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from backend import keys
-from backend.errors import KeyUnwrapError
+from backend.core import keys
+from backend.core.errors import KeyUnwrapError
 from tests.conftest import FAST_KDF
 
 pytestmark = pytest.mark.crypto

@@ -23,11 +23,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend import keys, streams
 from backend.cases import CaseStore, envelope_of
-from backend.conversation import Inbound, Outbound, Pseudonym
-from backend.flows.registry import FlowRegistry
-from backend.handoff import (
+from backend.core import keys
+from backend.core import redis_keys as streams
+from backend.core.conversation import Inbound, Outbound, Pseudonym
+from backend.core.live_chat import (
     EventKind,
     LiveChat,
     OutboxKind,
@@ -36,16 +36,17 @@ from backend.handoff import (
     new_line,
     reply_key_of,
 )
+from backend.core.receipt_codes import ReceiptHasher
+from backend.core.sealing import Envelope, open_envelope
+from backend.flows.registry import FlowRegistry
 from backend.keyring import KeyRing
-from backend.receipts import ReceiptHasher
-from backend.sealing import Envelope, open_envelope
 from bot.kakao import SECRET_HEADER
 from bot.live import CHECK_BUTTON, HeldLine, HeldLines, VictimSide
 from bot.relay import RelayWorker
 from bot.reports import ReportSender
 from bot.runtime import ConversationRuntime
 from bot.sessions import SessionStore
-from bot.telegram import TelegramDoor
+from bot.telegram.door import TelegramDoor
 from tests import telegram_support
 from tests.conftest import FAST_KDF, Pair, RunningHotline, start_hotline
 from tests.fake_telegram import FakeTelegram

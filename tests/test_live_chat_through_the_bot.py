@@ -16,7 +16,7 @@ from typing import Any, cast
 import aiohttp
 import pytest
 
-from backend import streams
+from backend.core import redis_keys as streams
 from backend.web import redis_key
 from tests.conftest import RunningHotline
 from tests.live_chat_support import SignedIn, add_counselor, origin_of, sign_in

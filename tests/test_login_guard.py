@@ -9,8 +9,8 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backend.core.settings import LoginPolicy
 from backend.login_guard import MAX_DELAY_S, LoginGuard, LoginLockedError
-from backend.settings import LoginPolicy
 from tests.conftest import Pair, start_hotline
 
 
@@ -35,7 +35,7 @@ async def test_success_resets_the_count(redis: Redis) -> None:
 
 
 def test_the_delay_is_capped() -> None:
-    guard = LoginGuard(None, LoginPolicy(delay_ms=250))  # type: ignore[arg-type]
+    guard = LoginGuard(None, LoginPolicy(delay_ms=250))  # type: ignore[arg-type]  # delay_s reads no Redis
     assert guard.delay_s(1) == 0.25
     assert guard.delay_s(3) == 1.0
     assert guard.delay_s(40) == MAX_DELAY_S

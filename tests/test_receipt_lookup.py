@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend import streams
+from backend.core import redis_keys as streams
 from backend.intake import dead_letter_count
 from backend.models import AuditEntry, Receipt
 from backend.web import redis_key

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend.record_cipher import RecordCipher
+from backend.core.record_cipher import RecordCipher
 
 
 def test_a_record_opens_only_where_it_was_sealed() -> None:

@@ -4,9 +4,9 @@ import dataclasses
 
 import pytest
 
-from backend import keys
-from backend.errors import SealingError
-from backend.sealing import Envelope, RoutingHeader, open_envelope, seal
+from backend.core import keys
+from backend.core.errors import SealingError
+from backend.core.sealing import Envelope, RoutingHeader, open_envelope, seal
 
 pytestmark = pytest.mark.crypto
 
@@ -21,7 +21,7 @@ def _header(**changes: object) -> RoutingHeader:
         key_id="k" * 16,
         created_at="2026-11-21T00:00:00+00:00",
     )
-    return dataclasses.replace(header, **changes)  # type: ignore[arg-type]
+    return dataclasses.replace(header, **changes)  # type: ignore[arg-type]  # **changes is a test's field overrides
 
 
 @pytest.mark.parametrize("body", [b"", b"x", b"\xff" * (1024 * 1024)])

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.errors import SettingsError
-from backend.settings import Settings
+from backend.core.errors import SettingsError
+from backend.core.settings import Settings
 
 HOTLINE = str(Path(sys.executable).parent / "hotline")
 
@@ -123,7 +123,7 @@ def test_settings_are_frozen_and_hide_secrets(tmp_path: Path) -> None:
     assert "SECRET-TOKEN" not in repr(settings)
     assert "PASSWORD" not in repr(settings)
     with pytest.raises(AttributeError):
-        settings.http_port = 1  # type: ignore[misc]
+        settings.http_port = 1  # type: ignore[misc]  # the frozen assignment is what is tested
 
 
 def test_defaults(tmp_path: Path) -> None:

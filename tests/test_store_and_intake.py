@@ -10,11 +10,12 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend import keys, streams
 from backend.cases import CaseStore, envelope_of
-from backend.conversation import SubmitReport
+from backend.core import keys
+from backend.core import redis_keys as streams
+from backend.core.conversation import SubmitReport
+from backend.core.sealing import Envelope, RoutingHeader, open_envelope, seal
 from backend.intake import Intake, ensure_group
-from backend.sealing import Envelope, RoutingHeader, open_envelope, seal
 from bot.reports import ReportSender
 
 
@@ -129,7 +130,7 @@ async def test_malformed_entries_are_acknowledged_and_stored_nowhere(
     entries = await redis.xreadgroup(
         streams.INTAKE_GROUP, "c", {streams.REPORTS_STREAM: ">"}, count=10
     )
-    await Intake(redis, store, "c").handle(entries[0][1])  # type: ignore[index, arg-type]
+    await Intake(redis, store, "c").handle(entries[0][1])  # type: ignore[index, arg-type]  # redis-py types XREADGROUP loosely
     assert await store.count() == 0
     pending = await redis.xpending(streams.REPORTS_STREAM, streams.INTAKE_GROUP)
     assert pending["pending"] == 0
@@ -155,7 +156,7 @@ async def test_an_unreachable_event_flags_its_cases_after_the_batch_is_stored(
     entries = await redis.xreadgroup(
         streams.INTAKE_GROUP, "c", {streams.REPORTS_STREAM: ">"}, count=10
     )
-    await Intake(redis, store, "c").handle(entries[0][1])  # type: ignore[index, arg-type]
+    await Intake(redis, store, "c").handle(entries[0][1])  # type: ignore[index, arg-type]  # redis-py types XREADGROUP loosely
     flagged = {c.id: c.victim_unreachable_at for c in await store.list_open()}
     assert flagged[report.case_id] is not None
     assert flagged[other.case_id] is None

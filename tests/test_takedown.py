@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.console.views import counselors_key, keyring_key
+from backend.console.app_keys import counselors_key, keyring_key
 from backend.keyring import KeyRing
 from backend.models import Role, TakedownRequest
 from backend.takedown import FIELDS, LANGUAGES, Draft, draft_fields, render

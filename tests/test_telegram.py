@@ -15,12 +15,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from redis.asyncio import Redis
 
-from backend import streams
-from backend.conversation import Outbound
+from backend.core import redis_keys as streams
+from backend.core.conversation import Outbound
+from backend.core.sealing import Envelope, open_envelope
 from backend.flows.registry import FlowRegistry
-from backend.sealing import Envelope, open_envelope
 from bot.cli import configure_logging
-from bot.telegram import PRIVATE_ONLY, QUICK_EXIT_BUTTON, TelegramDoor
+from bot.telegram.door import PRIVATE_ONLY, QUICK_EXIT_BUTTON, TelegramDoor
 from tests import telegram_support
 from tests.fake_telegram import ATTACHMENT_KINDS, FakeTelegram, JSONDict
 from tests.telegram_support import (
@@ -395,7 +395,7 @@ def restored_logging() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("restored_logging")
-async def test_debug_logging_keeps_the_token_and_the_victim_out_of_the_logs(  # noqa: PLR0917
+async def test_debug_logging_keeps_the_token_and_the_victim_out_of_the_logs(  # noqa: PLR0917 - pytest fixtures
     mode: str,
     telegram: FakeTelegram,
     redis: Redis,

@@ -11,7 +11,7 @@ from typing import Any
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend import streams
+from backend.core import redis_keys as streams
 from tests.conftest import Pair, start_hotline
 from tests.fake_telegram import FakeTelegram
 from tests.telegram_support import TOKEN, USER_ID, Victim

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from backend.conversation import Button, Outbound
+from backend.core.conversation import Button, Outbound
 from bot.channel import fit
-from bot.outbox import MAX_MESSAGE_CHARS
-from bot.telegram import CAPABILITIES
+from bot.telegram.door import CAPABILITIES
+from bot.telegram.outbox import MAX_MESSAGE_CHARS
 
 
 def test_telegram_declares_its_platform_limits() -> None:

@@ -17,10 +17,10 @@ from PIL import Image
 from redis.asyncio import Redis
 from telegram import Bot
 
-from backend import streams
+from backend.core import redis_keys as streams
+from backend.core.sealing import Envelope, open_envelope
 from backend.flows.registry import FlowRegistry
-from backend.sealing import Envelope, open_envelope
-from bot.evidence import MAX_SEALED_FILE_BYTES, FileTooLargeError, collect, pdq_hex
+from bot.telegram.evidence import MAX_SEALED_FILE_BYTES, FileTooLargeError, collect, pdq_hex
 from tests import telegram_support
 from tests.fake_telegram import ApiCall, FakeTelegram
 from tests.telegram_support import (

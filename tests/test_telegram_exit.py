@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from redis.asyncio import Redis
 
-from backend import streams
-from backend.conversation import Pseudonym
-from bot.telegram import QUICK_EXIT_BUTTON, TelegramDoor
-from bot.telegram_chats import DELETABLE_FOR_S, TelegramChatStore
+from backend.core import redis_keys as streams
+from backend.core.conversation import Pseudonym
+from bot.telegram.chats import DELETABLE_FOR_S, TelegramChatStore
+from bot.telegram.door import QUICK_EXIT_BUTTON, TelegramDoor
 from tests import telegram_support
 from tests.fake_telegram import FakeTelegram
 from tests.telegram_support import EXIT_NOTICE_S, USER_ID, Victim, reports, say

@@ -11,10 +11,10 @@ import sys
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from redis.asyncio import Redis
 
-from backend import streams
+from backend.core import redis_keys as streams
+from backend.core.pseudonyms import Pseudonymizer
 from backend.flows.registry import FlowRegistry
-from backend.pseudonyms import Pseudonymizer
-from bot.telegram import TelegramConfig, TelegramDoor
+from bot.telegram.door import TelegramConfig, TelegramDoor
 from tests import telegram_dying_worker, telegram_support
 from tests.conftest import Pair
 from tests.fake_telegram import FakeTelegram

@@ -16,15 +16,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from redis.asyncio import Redis
 
-from backend import streams
-from backend.conversation import Inbound
+from backend.core import redis_keys as streams
+from backend.core.conversation import Inbound
 from backend.flows.registry import FlowRegistry
 from bot.inbound_limits import Sender
-from bot.outbox import OutboxLimits, TelegramOutbox, _Bucket
 from bot.runtime import ConversationRuntime, Turn
 from bot.sessions import Once
-from bot.telegram import SECRET_HEADER, TelegramDoor
-from bot.update_dedupe import Claim, UpdateDedupe
+from bot.telegram.dedupe import Claim, UpdateDedupe
+from bot.telegram.door import SECRET_HEADER, TelegramDoor
+from bot.telegram.outbox import OutboxLimits, TelegramOutbox, _Bucket
 from tests import telegram_support
 from tests.fake_telegram import FakeTelegram
 from tests.telegram_support import (

@@ -10,10 +10,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.errors import SettingsError
-from backend.settings import Settings
-from bot.node import BACKEND, BOT, Node
-from bot.telegram import SECRET_HEADER
+from backend.core.errors import SettingsError
+from backend.core.settings import Settings
+from bot.cli.node import BACKEND, BOT, Node
+from bot.telegram.door import SECRET_HEADER
 from tests import telegram_support
 from tests.conftest import FAST_KDF_ENV, Pair
 from tests.fake_telegram import FakeTelegram

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from backend import totp
-from backend.errors import KeyUnwrapError
+from backend.core.errors import KeyUnwrapError
 from tests.conftest import FAST_KDF
 
 # RFC 6238 appendix B: seeds and the 8-digit codes at each time, per hash.

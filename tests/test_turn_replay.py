@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
-from backend import streams
-from backend.conversation import Pseudonym
+from backend.core import redis_keys as streams
+from backend.core.conversation import Pseudonym
 from bot.turn_replay import TurnReplay
 from tests.conftest import RunningHotline
 

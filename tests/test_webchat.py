@@ -8,7 +8,8 @@ import re
 import pytest
 from redis.asyncio import Redis
 
-from backend import receipts, streams
+from backend.core import receipt_codes as receipts
+from backend.core import redis_keys as streams
 from tests.conftest import RunningHotline
 from tests.locales import texts_of
 

@@ -83,3 +83,10 @@ def guard(access: Access, handler: Handler) -> Handler:
 def access_of(handler: object) -> Access | None:
     found = getattr(handler, ACCESS_ATTRIBUTE, None)
     return found if isinstance(found, Access) else None
+
+
+def holder_rule(session: ConsoleSession) -> int | None:
+    """Whose cases this session may move: its own (or waiting ones), or any for a supervisor."""
+    if ROLE_RANK.get(session.role, 0) >= ROLE_RANK[Role.SUPERVISOR]:
+        return None
+    return session.counselor_id

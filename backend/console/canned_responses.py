@@ -14,7 +14,7 @@ from importlib.abc import Traversable
 
 import yaml
 
-from backend.conversation import MAX_TEXT_CHARS
+from backend.core.conversation import MAX_TEXT_CHARS
 
 
 @dataclass(frozen=True)

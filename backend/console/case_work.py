@@ -18,26 +18,25 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio import Redis
 
-from backend import replies
 from backend.audit import AuditAction
 from backend.case_work import CONSENT_METHODS, CaseKey, CaseWork, case_key
 from backend.cases import envelope_of
-from backend.console import forms, views
-from backend.console.access import Access, current_session, guard
+from backend.console import app_keys, forms
+from backend.console.access import Access, current_session, guard, holder_rule
 from backend.console.forms import is_api, json_error, read_form, read_json, refusal
 from backend.console.sessions import ConsoleSession
-from backend.errors import (
-    ApprovalRequiredError,
+from backend.core import replies, waiting_line
+from backend.core.errors import (
     CaseNotFoundError,
     CaseTransitionError,
     CaseWorkError,
     OutcomeRequiredError,
     SealingError,
 )
+from backend.core.live_chat import EventKind, LiveChat, OutboxKind, Sender
+from backend.core.sealing import open_envelope
 from backend.flows.resources import Directory
-from backend.handoff import EventKind, LiveChat, OutboxKind, Sender
 from backend.models import Case, CaseStatus, Outcome, TakedownRequest, TakedownStatus
-from backend.sealing import open_envelope
 from backend.takedown import (
     ANSWERS,
     CONTENT_TYPES,
@@ -83,10 +82,7 @@ def _done(request: web.Request, location: str, **answer: Any) -> web.StreamRespo
 
 
 async def _case(request: web.Request, case_id: str | None = None) -> Case:
-    try:
-        return await request.app[views.cases_key].get(case_id or request.match_info["case_id"])
-    except CaseNotFoundError:
-        raise refusal(request, web.HTTPNotFound, "no such case") from None
+    return await request.app[app_keys.cases_key].get(case_id or request.match_info["case_id"])
 
 
 def _key(request: web.Request, session: ConsoleSession, case: Case) -> CaseKey:
@@ -96,12 +92,6 @@ def _key(request: web.Request, session: ConsoleSession, case: Case) -> CaseKey:
         raise refusal(
             request, web.HTTPForbidden, "this case cannot be opened with your keys"
         ) from None
-
-
-def _bad(request: web.Request, exc: Exception) -> web.HTTPException:
-    if isinstance(exc, ApprovalRequiredError):
-        return refusal(request, web.HTTPForbidden, str(exc))
-    return refusal(request, web.HTTPBadRequest, str(exc))
 
 
 def _date(text: str) -> datetime | None:
@@ -142,7 +132,7 @@ async def _work(
     except (SealingError, CaseNotFoundError):
         return None
     app = request.app
-    work, cases = app[work_key], app[views.cases_key]
+    work, cases = app[work_key], app[app_keys.cases_key]
     actor = f"counselor:{session.counselor_id}"
     follow_ups = []
     for later in await work.follow_ups(case.id):
@@ -219,7 +209,7 @@ async def api_case_work(request: web.Request) -> web.Response:
     answers = _open_answers(case, session)
     if answers is None:
         raise json_error(web.HTTPForbidden, "this case cannot be opened with your keys")
-    await request.app[views.cases_key].record(
+    await request.app[app_keys.cases_key].record(
         f"counselor:{session.counselor_id}", AuditAction.UNSEAL, case.id
     )
     work = await _work(request, session, case, answers)
@@ -244,12 +234,9 @@ async def add_note(request: web.Request) -> web.StreamResponse:
     session = current_session(request)
     data = await _input(request, session)
     case = await _case(request)
-    try:
-        note_id = await request.app[work_key].add_note(
-            _key(request, session, case), session.counselor_id, data.get("text", "")
-        )
-    except CaseWorkError as exc:
-        raise _bad(request, exc) from None
+    note_id = await request.app[work_key].add_note(
+        _key(request, session, case), session.counselor_id, data.get("text", "")
+    )
     return _done(request, f"/console/cases/{case.id}#notes", id=note_id)
 
 
@@ -262,18 +249,15 @@ async def add_referral(request: web.Request) -> web.StreamResponse:
     if consent not in ("yes", "no", "true", "false"):
         raise refusal(request, web.HTTPBadRequest, "consent must be yes or no")
     services = frozenset(r.id for r in request.app[services_key].resources)
-    try:
-        referral_id = await request.app[work_key].add_referral(
-            _key(request, session, case),
-            session.counselor_id,
-            service_id=data.get("service", ""),
-            services=services,
-            consent=consent in ("yes", "true"),
-            consent_method=data.get("consent_method", ""),
-            detail=data.get("detail", ""),
-        )
-    except CaseWorkError as exc:
-        raise _bad(request, exc) from None
+    referral_id = await request.app[work_key].add_referral(
+        _key(request, session, case),
+        session.counselor_id,
+        service_id=data.get("service", ""),
+        services=services,
+        consent=consent in ("yes", "true"),
+        consent_method=data.get("consent_method", ""),
+        detail=data.get("detail", ""),
+    )
     return _done(request, f"/console/cases/{case.id}#referrals", id=referral_id)
 
 
@@ -292,12 +276,9 @@ async def add_reply(request: web.Request) -> web.StreamResponse:
             web.HTTPConflict,
             "this victim has no receipt code: a reply could not reach them",
         )
-    try:
-        sealed = await request.app[work_key].add_reply(
-            _key(request, session, target), session.counselor_id, data.get("text", ""), victim_key
-        )
-    except CaseWorkError as exc:
-        raise _bad(request, exc) from None
+    sealed = await request.app[work_key].add_reply(
+        _key(request, session, target), session.counselor_id, data.get("text", ""), victim_key
+    )
     await replies.deliver(redis, target.id, sealed)
     log.info("counselor %d replied on case %s", session.counselor_id, target.id)
     return _done(request, f"/console/cases/{case.id}#replies", case=target.id)
@@ -310,24 +291,22 @@ async def close_case(request: web.Request) -> web.StreamResponse:
     case_id = request.match_info["case_id"]
     try:
         outcome = Outcome(data.get("outcome", ""))
-        await request.app[views.cases_key].transition(
+        await request.app[app_keys.cases_key].transition(
             case_id,
             CaseStatus.CLOSED,
             f"counselor:{session.counselor_id}",
             counselor_id=session.counselor_id,
-            holder=views.holder_rule(session),
+            holder=holder_rule(session),
             outcome=outcome,
         )
     except (ValueError, OutcomeRequiredError):
         raise refusal(
             request, web.HTTPBadRequest, "choose an outcome: " + ", ".join(o.value for o in Outcome)
         ) from None
-    except CaseNotFoundError:
-        raise refusal(request, web.HTTPNotFound, "no such case") from None
     except CaseTransitionError:
         raise refusal(request, web.HTTPConflict, "the case cannot be closed now; reload") from None
     redis = request.app[redis_key]
-    await views.forget_queue_place(redis, case_id)
+    await waiting_line.forget(redis, case_id)
     # A chat still on ends with the case: the victim is told, and stops writing into a void.
     chat = LiveChat(redis)
     presence = await chat.presence(case_id)
@@ -343,12 +322,9 @@ async def create_takedown(request: web.Request) -> web.StreamResponse:
     case = await _case(request)
     key = _key(request, session, case)
     answers = _open_answers(case, session) or {}
-    try:
-        request_id = await request.app[takedowns_key].create(
-            key, session.counselor_id, data.get("language", ""), draft_fields(answers)
-        )
-    except CaseWorkError as exc:
-        raise _bad(request, exc) from None
+    request_id = await request.app[takedowns_key].create(
+        key, session.counselor_id, data.get("language", ""), draft_fields(answers)
+    )
     return _done(request, f"/console/takedowns/{request_id}", id=request_id)
 
 
@@ -366,7 +342,7 @@ async def _takedown(request: web.Request) -> tuple[ConsoleSession, Case, CaseKey
 async def _reviewer(request: web.Request, row: TakedownRequest) -> str:
     if row.approved_by is None:
         return ""
-    counselor = await request.app[views.counselors_key].get(row.approved_by)
+    counselor = await request.app[app_keys.counselors_key].get(row.approved_by)
     return counselor.username if counselor is not None else f"#{row.approved_by}"
 
 
@@ -415,10 +391,7 @@ def _takedown_action(
         session = current_session(request)
         data = await _input(request, session)
         _, _, key, draft = await _takedown(request)
-        try:
-            await step(request, session, key, draft, data)
-        except CaseWorkError as exc:
-            raise _bad(request, exc) from None
+        await step(request, session, key, draft, data)
         row = await request.app[takedowns_key].get(draft.row.id)
         return _done(request, f"/console/takedowns/{row.id}", status=row.status)
 

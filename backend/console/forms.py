@@ -21,6 +21,7 @@ import jinja2
 from aiohttp import web
 
 from backend.console.sessions import ConsoleSession
+from backend.web import refused
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,8 @@ def json_error(status: type[web.HTTPException], reason: str) -> web.HTTPExceptio
 def refusal(
     request: web.Request, status: type[web.HTTPException], reason: str
 ) -> web.HTTPException:
-    """JSON for the API, plain text for pages."""
-    if is_api(request):
-        return json_error(status, reason)
-    return status(text=reason)
+    """JSON for the API, plain text for pages: as the error middleware answers."""
+    return refused(request, status, reason)
 
 
 def own_origin(request: web.Request) -> str:

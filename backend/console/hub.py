@@ -2,7 +2,7 @@
 
 Every open case page holds a WebSocket; a blocking XREAD per socket would take a Redis
 connection per counselor. The hub runs one XREAD BLOCK over every watched transcript, plus a
-wake-up stream of its own (`streams.console_hub_wake_stream`): a newly watched case is added to
+wake-up stream of its own (`redis_keys.console_hub_wake_stream`): a newly watched case is added to
 the read at once by an XADD there, not after the block runs out. Entries stay sealed in the
 hub; each socket opens them with its own counselor's keys.
 
@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
-from backend import streams
+from backend.core import redis_keys
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +67,9 @@ class Subscription:
 
 
 class TranscriptHub:
-    def __init__(self, redis: Redis, *, block_ms: int = streams.CONSOLE_HUB_BLOCK_MS) -> None:
+    def __init__(self, redis: Redis, *, block_ms: int = redis_keys.CONSOLE_HUB_BLOCK_MS) -> None:
         self._redis = redis
-        self._wake = streams.console_hub_wake_stream(secrets.token_hex(8))
+        self._wake = redis_keys.console_hub_wake_stream(secrets.token_hex(8))
         self._wake_cursor = "0-0"
         self._command = _ReadCommand(self._wake, block_ms)
         # Per watched case: the highest id known to be on its stream and fanned out.
@@ -114,7 +114,7 @@ class TranscriptHub:
         if case_id not in self._cursors:
             newest = cast(
                 _Entries,
-                await self._redis.xrevrange(streams.case_transcript_stream(case_id), count=1),
+                await self._redis.xrevrange(redis_keys.case_transcript_stream(case_id), count=1),
             )
             # Another socket may have added the case while we waited; its cursor is as good.
             if case_id not in self._cursors:
@@ -139,7 +139,7 @@ class TranscriptHub:
     async def _nudge(self) -> None:
         pipe = self._redis.pipeline(transaction=False)
         pipe.xadd(self._wake, {"wake": "1"}, maxlen=1)
-        pipe.expire(self._wake, streams.CONSOLE_HUB_WAKE_TTL_S)
+        pipe.expire(self._wake, redis_keys.CONSOLE_HUB_WAKE_TTL_S)
         await pipe.execute()
 
     async def _run(self) -> None:
@@ -222,7 +222,7 @@ class _ReadCommand:
     """
 
     def __init__(self, wake: str, block_ms: int) -> None:
-        args = ("XREAD", "COUNT", str(streams.CONSOLE_HUB_BATCH), "BLOCK", str(block_ms))
+        args = ("XREAD", "COUNT", str(redis_keys.CONSOLE_HUB_BATCH), "BLOCK", str(block_ms))
         self._head = b"".join(_bulk(arg) for arg in args) + _bulk("STREAMS")
         self._wake = wake
         self._watched: tuple[str, ...] = ()
@@ -235,7 +235,7 @@ class _ReadCommand:
         watched = tuple(cursors)
         if watched != self._watched:
             self._watched = watched
-            self._cases = {streams.case_transcript_stream(c): c for c in watched}
+            self._cases = {redis_keys.case_transcript_stream(c): c for c in watched}
             self._names = b"".join(_bulk(name) for name in (self._wake, *self._cases))
             self._ids = {c: _bulk(cursors[c]) for c in watched}
         return self._cases

@@ -36,7 +36,6 @@ from aiohttp import WSCloseCode, web
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from redis.exceptions import RedisError
 
-from backend import streams
 from backend.audit import AuditAction
 from backend.cases import CaseStore, envelope_of
 from backend.console.access import (
@@ -51,8 +50,9 @@ from backend.console.canned_responses import CannedResponse, in_order_for, load,
 from backend.console.forms import check_json_post, check_upgrade_origin, read_json, refusal
 from backend.console.hub import Subscription, TranscriptHub, stream_id
 from backend.console.sessions import COOKIE_NAME, ConsoleSession
-from backend.errors import CaseNotFoundError, CaseTransitionError, SealingError
-from backend.handoff import (
+from backend.core import redis_keys
+from backend.core.errors import CaseNotFoundError, CaseTransitionError, SealingError
+from backend.core.live_chat import (
     EventKind,
     LiveChat,
     OutboxKind,
@@ -61,9 +61,9 @@ from backend.handoff import (
     reply_key_of,
     transcript_entry,
 )
+from backend.core.sealing import open_envelope
 from backend.keyring import KeyRing
 from backend.models import Case, CaseStatus, Role
-from backend.sealing import open_envelope
 from backend.web import redis_key
 
 log = logging.getLogger(__name__)
@@ -92,10 +92,7 @@ def _may_hold(session: ConsoleSession, case: Case) -> bool:
 
 
 async def _held_case(request: web.Request, session: ConsoleSession) -> Case:
-    try:
-        case = await request.app[_cases_key].get(request.match_info["case_id"])
-    except CaseNotFoundError:
-        raise refusal(request, web.HTTPNotFound, "no such case") from None
+    case = await request.app[_cases_key].get(request.match_info["case_id"])
     if not _may_hold(session, case):
         raise refusal(request, web.HTTPForbidden, "this case is not yours: claim it first")
     return case
@@ -228,7 +225,7 @@ async def _stream(
     low = "-" if after == "0-0" else f"({after}"
     history = cast(
         list[tuple[bytes, dict[bytes, bytes]]],
-        await request.app[redis_key].xrange(streams.case_transcript_stream(case_id), min=low),
+        await request.app[redis_key].xrange(redis_keys.case_transcript_stream(case_id), min=low),
     )
     sent = after
     for raw_id, fields in history:

@@ -22,19 +22,18 @@ from importlib import resources
 from typing import Any
 
 from aiohttp import web
-from redis.asyncio import Redis
 
-from backend import streams
 from backend.audit import AuditAction
 from backend.cases import CaseSummary
-from backend.console import views
+from backend.console import app_keys
 from backend.console.access import ROLE_RANK, Access, current_session, guard
 from backend.console.forms import check_json_post, json_error, read_form, render
 from backend.console.sessions import ConsoleSession
-from backend.errors import CaseNotFoundError, CaseTransitionError
+from backend.core import redis_keys, waiting_line
+from backend.core.errors import CaseTransitionError
+from backend.core.settings import SlaPolicy
+from backend.core.shifts import ShiftBoard
 from backend.models import CaseStatus, Role
-from backend.settings import SlaPolicy
-from backend.shifts import ShiftBoard
 from backend.web import redis_key
 
 log = logging.getLogger(__name__)
@@ -108,7 +107,7 @@ def _held(case: CaseSummary, now: datetime) -> dict[str, Any]:
 async def _queue(request: web.Request) -> list[dict[str, Any]]:
     now = datetime.now(UTC)
     sla = request.app[sla_key]
-    return [_waiting(c, now, sla) for c in await request.app[views.cases_key].list_waiting()]
+    return [_waiting(c, now, sla) for c in await request.app[app_keys.cases_key].list_waiting()]
 
 
 # -- pages and JSON to read -------------------------------------------------------------------
@@ -117,7 +116,7 @@ async def _queue(request: web.Request) -> list[dict[str, Any]]:
 async def queue_page(request: web.Request) -> web.Response:
     session = current_session(request)
     shifts = request.app[shifts_key]
-    mine = await request.app[views.cases_key].list_held(session.counselor_id)
+    mine = await request.app[app_keys.cases_key].list_held(session.counselor_id)
     now = datetime.now(UTC)
     return render(
         "queue.html",
@@ -127,9 +126,9 @@ async def queue_page(request: web.Request) -> web.Response:
         on_shift=await shifts.is_on(session.counselor_id),
         on_shift_count=await shifts.count(),
         supervises=_supervises(session),
-        dead_letters=await request.app[views.dead_letters_key](),
+        dead_letters=await request.app[app_keys.dead_letters_key](),
         poll_s=QUEUE_POLL_S,
-        heartbeat_s=streams.SHIFT_HEARTBEAT_S,
+        heartbeat_s=redis_keys.SHIFT_HEARTBEAT_S,
     )
 
 
@@ -149,10 +148,10 @@ async def api_queue(request: web.Request) -> web.Response:
 
 async def _load(request: web.Request) -> dict[str, Any]:
     now = datetime.now(UTC)
-    roster = await request.app[views.counselors_key].roster()
+    roster = await request.app[app_keys.counselors_key].roster()
     on_shift = await request.app[shifts_key].on_shift()
     held: dict[int | None, list[dict[str, Any]]] = {}
-    for case in await request.app[views.cases_key].list_held():
+    for case in await request.app[app_keys.cases_key].list_held():
         held.setdefault(case.claimed_by, []).append(_held(case, now))
     waiting = await _queue(request)
     by_priority: dict[str, dict[str, int]] = {}
@@ -213,37 +212,27 @@ async def _api_checked(request: web.Request) -> ConsoleSession:
 
 
 async def _claim(request: web.Request, session: ConsoleSession, case_id: str) -> None:
-    await request.app[views.cases_key].transition(
+    await request.app[app_keys.cases_key].transition(
         case_id, CaseStatus.CLAIMED, _actor(session), counselor_id=session.counselor_id
     )
-    # Taken: it no longer counts in the place the bot tells the next victim, until a release.
-    redis: Redis = request.app[redis_key]
-    score = await redis.zscore(streams.HANDOFF_QUEUE, case_id)
-    if score is not None:
-        await redis.set(
-            streams.handoff_taken_key(case_id), repr(score), ex=streams.HANDOFF_QUEUE_WINDOW_S
-        )
-        await redis.zrem(streams.HANDOFF_QUEUE, case_id)
+    await waiting_line.claim(request.app[redis_key], case_id)
     log.info("counselor %d claimed case %s", session.counselor_id, case_id)
 
 
 async def _release(request: web.Request, session: ConsoleSession, case_id: str) -> None:
-    await request.app[views.cases_key].release(case_id, _actor(session), holder=_holder(session))
-    redis: Redis = request.app[redis_key]
-    score = await redis.getdel(streams.handoff_taken_key(case_id))
-    if score is not None:
-        await redis.zadd(streams.HANDOFF_QUEUE, {case_id: float(score)}, nx=True)
+    await request.app[app_keys.cases_key].release(case_id, _actor(session), holder=_holder(session))
+    await waiting_line.release(request.app[redis_key], case_id)
     log.info("counselor %d released case %s", session.counselor_id, case_id)
 
 
 async def _transfer(request: web.Request, session: ConsoleSession, case_id: str, to: str) -> int:
     """Transfer to the counselor with id `to`; the id, or HTTP 400 for no such colleague."""
-    roster = {c.id: c for c in await request.app[views.counselors_key].roster()}
+    roster = {c.id: c for c in await request.app[app_keys.counselors_key].roster()}
     try:
         target = roster[int(to)]
     except (KeyError, ValueError):
         raise web.HTTPBadRequest(text="choose a colleague from the list") from None
-    await request.app[views.cases_key].transfer(
+    await request.app[app_keys.cases_key].transfer(
         case_id, target.id, _actor(session), holder=_holder(session)
     )
     log.info("counselor %d transferred case %s to %d", session.counselor_id, case_id, target.id)
@@ -256,8 +245,6 @@ async def claim_form(request: web.Request) -> web.Response:
     case_id = request.match_info["case_id"]
     try:
         await _claim(request, session, case_id)
-    except CaseNotFoundError:
-        raise web.HTTPNotFound(text="no such case") from None
     except CaseTransitionError:
         return render("claim_lost.html", status=409, session=session, case_id=case_id)
     raise web.HTTPSeeOther(f"/console/cases/{case_id}")
@@ -269,8 +256,6 @@ async def release_form(request: web.Request) -> web.Response:
     case_id = request.match_info["case_id"]
     try:
         await _release(request, session, case_id)
-    except CaseNotFoundError:
-        raise web.HTTPNotFound(text="no such case") from None
     except CaseTransitionError:
         raise web.HTTPConflict(
             text="Only a claimed case you hold can go back to the queue; reload the page."
@@ -281,11 +266,8 @@ async def release_form(request: web.Request) -> web.Response:
 async def transfer_page(request: web.Request) -> web.Response:
     session = current_session(request)
     case_id = request.match_info["case_id"]
-    try:
-        case = await request.app[views.cases_key].get(case_id)
-    except CaseNotFoundError:
-        raise web.HTTPNotFound(text="no such case") from None
-    roster = await request.app[views.counselors_key].roster()
+    case = await request.app[app_keys.cases_key].get(case_id)
+    roster = await request.app[app_keys.counselors_key].roster()
     on_shift = await request.app[shifts_key].on_shift()
     colleagues = [
         {"id": c.id, "username": c.username, "role": c.role, "on_shift": c.id in on_shift}
@@ -301,8 +283,6 @@ async def transfer_form(request: web.Request) -> web.Response:
     case_id = request.match_info["case_id"]
     try:
         await _transfer(request, session, case_id, form.get("to", ""))
-    except CaseNotFoundError:
-        raise web.HTTPNotFound(text="no such case") from None
     except CaseTransitionError:
         raise web.HTTPConflict(
             text="This case is not yours to transfer, or it changed hands; reload the page."
@@ -316,8 +296,6 @@ async def api_claim(request: web.Request) -> web.Response:
     case_id = request.match_info["case_id"]
     try:
         await _claim(request, session, case_id)
-    except CaseNotFoundError:
-        raise json_error(web.HTTPNotFound, "no such case") from None
     except CaseTransitionError:
         raise json_error(web.HTTPConflict, CLAIM_LOST) from None
     return web.json_response(
@@ -331,8 +309,6 @@ async def api_release(request: web.Request) -> web.Response:
     case_id = request.match_info["case_id"]
     try:
         await _release(request, session, case_id)
-    except CaseNotFoundError:
-        raise json_error(web.HTTPNotFound, "no such case") from None
     except CaseTransitionError:
         raise json_error(web.HTTPConflict, "only a claimed case you hold can be released") from None
     return web.json_response({"id": case_id, "status": "queued"})
@@ -351,8 +327,6 @@ async def api_transfer(request: web.Request) -> web.Response:
         target = await _transfer(request, session, case_id, to)
     except web.HTTPBadRequest:
         raise json_error(web.HTTPBadRequest, "choose a colleague by their id") from None
-    except CaseNotFoundError:
-        raise json_error(web.HTTPNotFound, "no such case") from None
     except CaseTransitionError:
         raise json_error(
             web.HTTPConflict, "this case is not yours to transfer, or it changed hands"
@@ -361,7 +335,7 @@ async def api_transfer(request: web.Request) -> web.Response:
 
 
 async def _set_shift(request: web.Request, session: ConsoleSession, on: bool) -> bool:
-    shifts, cases = request.app[shifts_key], request.app[views.cases_key]
+    shifts, cases = request.app[shifts_key], request.app[app_keys.cases_key]
     subject = _actor(session)
     if on and await shifts.start(session.counselor_id):
         await cases.record(subject, AuditAction.SHIFT_START, subject)
@@ -397,7 +371,7 @@ async def api_shift_heartbeat(request: web.Request) -> web.Response:
     state = await request.app[shifts_key].refresh(session.counselor_id)
     if state == "lapsed":
         subject = _actor(session)
-        await request.app[views.cases_key].record(
+        await request.app[app_keys.cases_key].record(
             subject, AuditAction.SHIFT_END, subject, "lapsed: the console stopped refreshing"
         )
         log.info("counselor %d's shift had lapsed", session.counselor_id)

@@ -5,7 +5,7 @@ keeps in the receipts table); the console computes the digest of what the counse
 (forgiving case, spaces, hyphens and O/0, I/L/1) and opens the case it names.
 
 A signed-in console must not become a machine for guessing codes: each counselor may look up
-`streams.RECEIPT_LOOKUP_LIMIT` codes per `RECEIPT_LOOKUP_WINDOW_S` (counted in Redis, so across
+`redis_keys.RECEIPT_LOOKUP_LIMIT` codes per `RECEIPT_LOOKUP_WINDOW_S` (counted in Redis, so across
 backend nodes), every lookup is audited (a miss under the counselor's own name, a hit on the
 case), and each costs one Argon2id in a thread. The typed code is never logged or stored.
 
@@ -22,14 +22,15 @@ import logging
 from aiohttp import web
 from redis.asyncio import Redis
 
-from backend import streams
 from backend.audit import AuditAction
-from backend.console import views
+from backend.console import app_keys
 from backend.console.access import Access, current_session, guard
 from backend.console.forms import read_form, read_json, refusal, render
 from backend.console.sessions import ConsoleSession
-from backend.errors import ReceiptNotFoundError
-from backend.receipts import ReceiptBook, normalise
+from backend.core import redis_keys
+from backend.core.errors import ReceiptNotFoundError
+from backend.core.receipt_codes import normalise
+from backend.receipts import ReceiptBook
 from backend.web import redis_key
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,10 @@ class LookupRefused(Exception):
 
 
 async def _count(redis: Redis, counselor_id: int) -> int:
-    key = streams.receipt_lookups_key(counselor_id)
+    key = redis_keys.receipt_lookups_key(counselor_id)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.incr(key)
-        pipe.expire(key, streams.RECEIPT_LOOKUP_WINDOW_S)
+        pipe.expire(key, redis_keys.RECEIPT_LOOKUP_WINDOW_S)
         count, _ = await pipe.execute()
     return int(count)
 
@@ -60,14 +61,14 @@ async def _count(redis: Redis, counselor_id: int) -> int:
 async def find_case(request: web.Request, session: ConsoleSession, typed: str) -> str:
     """The case id for a typed code; LookupRefused says why not."""
     actor = f"counselor:{session.counselor_id}"
-    cases = request.app[views.cases_key]
+    cases = request.app[app_keys.cases_key]
     # What cannot be a code is refused before anything is counted or written: it matches no
     # case and costs no Argon2id, so it guesses nothing (a refused input changes nothing).
     try:
         normalise(typed)
     except ReceiptNotFoundError:
         raise LookupRefused(web.HTTPBadRequest, NOT_A_CODE) from None
-    if await _count(request.app[redis_key], session.counselor_id) > streams.RECEIPT_LOOKUP_LIMIT:
+    if await _count(request.app[redis_key], session.counselor_id) > redis_keys.RECEIPT_LOOKUP_LIMIT:
         log.warning("counselor %d: receipt lookups over the limit", session.counselor_id)
         raise LookupRefused(web.HTTPTooManyRequests, TOO_MANY)
     try:

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from redis.asyncio import Redis
 
-from backend import keys, streams
-from backend.record_cipher import RecordCipher
+from backend.core import keys, redis_keys
+from backend.core.record_cipher import RecordCipher
 
 # Keyed by a secret that lives only in the cookie: a Redis snapshot opens no session.
 _LABEL = "console-session"
@@ -66,7 +66,9 @@ class ConsoleSessionStore:
     def __init__(self, redis: Redis, *, pending: bool = False) -> None:
         self._redis = redis
         self._pending = pending
-        self._ttl_s = streams.CONSOLE_PENDING_TTL_S if pending else streams.CONSOLE_SESSION_TTL_S
+        self._ttl_s = (
+            redis_keys.CONSOLE_PENDING_TTL_S if pending else redis_keys.CONSOLE_SESSION_TTL_S
+        )
 
     async def create(self, session: ConsoleSession) -> str:
         """Store a new session; the returned cookie value is the only way back into it."""
@@ -147,5 +149,5 @@ class ConsoleSessionStore:
     def _key(self, session_id: bytes) -> str:
         digest = hashlib.sha256(session_id).hexdigest()
         if self._pending:
-            return streams.console_pending_key(digest)
-        return streams.console_session_key(digest)
+            return redis_keys.console_pending_key(digest)
+        return redis_keys.console_session_key(digest)

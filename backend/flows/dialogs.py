@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backend.conversation import Attachment, Inbound, Pseudonym, Session, StepResult
-from backend.errors import FlowError
+from backend.core.conversation import Attachment, Inbound, Pseudonym, Session, StepResult
+from backend.core.errors import FlowError
 from backend.flows import engine, source
 from backend.flows.engine import Bundle, Context
 from backend.flows.spec import END

@@ -21,8 +21,8 @@ from typing import Any
 
 from transitions import Machine
 
-from backend import receipts
-from backend.conversation import (
+from backend.core import receipt_codes
+from backend.core.conversation import (
     MAX_TEXT_CHARS,
     Button,
     CaseRequest,
@@ -278,7 +278,7 @@ class _Run:
         self.session.stack = []
         self.session.ended = True
 
-    def enter(self) -> None:  # noqa: PLR0912
+    def enter(self) -> None:  # noqa: PLR0912 - one branch per step kind
         """Run steps that need no input until one waits or the conversation ends."""
         for _ in range(MAX_AUTO_STEPS):
             s = self.session
@@ -379,7 +379,7 @@ class _Run:
             self.say(current.retry.say)
         self.prompt(current)
 
-    def accept(self, current: StepSpec, inbound: Inbound, text: str) -> str | None:  # noqa: PLR0911, PLR0912
+    def accept(self, current: StepSpec, inbound: Inbound, text: str) -> str | None:  # noqa: PLR0911, PLR0912 - one return per answer kind
         """Apply the victim's input to the waiting step; the next state, STAY, or None."""
         s = self.session
         slot = self.slot_of(current)
@@ -613,7 +613,7 @@ def receipt_code(conversation_id: str) -> str:
     """The case code (80 bits, `backend.receipts` format): derived from the random conversation
     id, so a retried turn gives the same code, and the runtime can give the same one when it
     issues a receipt itself (a handoff while nobody is on shift)."""
-    return receipts.code_from(hashlib.sha256(f"receipt:{conversation_id}".encode()).digest())
+    return receipt_codes.code_from(hashlib.sha256(f"receipt:{conversation_id}".encode()).digest())
 
 
 def accepts_files(bundle: Bundle, session: Session) -> bool:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from backend.errors import FlowError
+from backend.core.errors import FlowError
 
 MAX_EXPRESSION_CHARS = 300
 CONTEXT_NAMES = frozenset({"open"})
@@ -88,7 +88,7 @@ def _contains(container: Any, item: Any) -> bool:
     return False
 
 
-def _compile(node: ast.expr, text: str, slots: set[str]) -> Evaluator:  # noqa: PLR0911, PLR0912
+def _compile(node: ast.expr, text: str, slots: set[str]) -> Evaluator:  # noqa: PLR0911, PLR0912 - one case per node type
     if isinstance(node, ast.Constant) and (
         node.value is None or isinstance(node.value, str | int | float | bool)
     ):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from backend.errors import FlowError
+from backend.core.errors import FlowError
 from backend.flows import source
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

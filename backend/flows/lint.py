@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from backend.errors import FlowError
+from backend.core.errors import FlowError
 from backend.flows.resources import Directory
 from backend.flows.spec import ACTIONS, AGE_BANDS, END, FlowSpec, StepSpec
 from backend.flows.texts import SAFETY_PREFIX, Texts, placeholders

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend.errors import FlowError
+from backend.core.errors import FlowError
 from backend.flows import source
 from backend.flows.engine import Bundle, CompiledFlow
 from backend.flows.hours import ServiceHours

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.errors import FlowError
+from backend.core.errors import FlowError
 from backend.flows import source
 
 ALL = "all"

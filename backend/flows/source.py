@@ -1,6 +1,8 @@
 """Reading administrators' YAML safely, keeping the line of every value for error messages.
 
-YAML from `flows/` may be wrong or hostile. Before anything is built, one pass over the parser's
+YAML from `flows/` may be wrong or hostile. Before any YAML library sees the text,
+`yaml_screen` refuses nesting and anchors on the characters alone, so our limits and messages
+hold whatever the library's own limits are (issue 11). Then one pass over the parser's
 event stream (the parser is iterative, so deep nesting cannot overflow the stack there) refuses
 what flows never need and what makes YAML expensive: aliases and anchors (alias bombs), nesting
 deeper than `MAX_DEPTH`, more than `MAX_EVENTS` nodes, and tags other than the plain ones. Only
@@ -16,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from backend.errors import FlowError
+from backend.core.errors import FlowError
+from backend.flows import yaml_screen
 
 MAX_FILE_BYTES = 256 * 1024
 MAX_DEPTH = 24
@@ -65,6 +68,9 @@ def read(path: Path) -> Document:
 def parse(text: str, source: str) -> Document:
     if len(text.encode("utf-8")) > MAX_FILE_BYTES:
         raise FlowError(f"{source}: over the {MAX_FILE_BYTES}-byte limit")
+    finding = yaml_screen.screen(text, MAX_DEPTH)
+    if finding is not None:
+        raise FlowError(f"{source}:{finding.line}: {finding.problem}")
     try:
         _screen(text, source)
         node = yaml.compose(text, Loader=_FAST_LOADER)
@@ -80,9 +86,9 @@ def parse(text: str, source: str) -> Document:
 def _screen(text: str, source: str) -> None:
     depth = 0
     for count, event in enumerate(yaml.parse(text, Loader=_FAST_LOADER)):
-        if count > MAX_EVENTS:
-            raise FlowError(f"{source}: more than {MAX_EVENTS} YAML nodes")
         line = _line_of(event)
+        if count > MAX_EVENTS:
+            raise FlowError(f"{source}:{line}: more than {MAX_EVENTS} YAML nodes")
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             raise FlowError(f"{source}:{line}: YAML anchors and aliases are not allowed")
         tag = getattr(event, "tag", None)

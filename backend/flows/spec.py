@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from backend.errors import FlowError
+from backend.core.errors import FlowError
 from backend.flows.expressions import Condition, compile_condition
 from backend.flows.source import Document, PathKey
 

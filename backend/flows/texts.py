@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backend.errors import FlowError
+from backend.core.errors import FlowError
 from backend.flows import source
 
 FALLBACK_LANGUAGE = "ko"

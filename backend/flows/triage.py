@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.errors import FlowError
+from backend.core.errors import FlowError
 from backend.flows import source
 
 _AGE = (

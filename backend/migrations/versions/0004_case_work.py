@@ -13,7 +13,7 @@ branch_labels = None
 depends_on = None
 
 
-def _record_columns() -> list[sa.Column]:  # type: ignore[type-arg]
+def _record_columns() -> list[sa.Column]:  # type: ignore[type-arg]  # sa.Column's type argument varies per column
     return [
         sa.Column("id", sa.String(32), primary_key=True),
         sa.Column("case_id", sa.String(64), sa.ForeignKey("cases.id"), nullable=False),
