@@ -19,7 +19,6 @@ business (`ConversationRuntime.handle`): this module only counts.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 from dataclasses import dataclass, field
@@ -81,26 +80,26 @@ class InboundLimits:
         return Sender(channel, pseudonym, address)
 
     async def admit(self, sender: Sender) -> bool:
-        """Count one message; False when the sender or its address is over a limit."""
-        hits = [
-            self._hit(item, "sender", sender.channel, sender.pseudonym)
-            for item in self._per_pseudonym
-        ]
+        """Count one message; False when the sender or its address is over a limit. One limit
+        after the other, stopping at the first refusal: one connection at a time per request,
+        and a refused flood costs one script call."""
+        for item in self._per_pseudonym:
+            if not await self._hit(item, "sender", sender.channel, sender.pseudonym):
+                return False
         if sender.address is not None:
-            hits += [
-                self._hit(item, "address", sender.channel, sender.address)
-                for item in self._per_address.get(sender.channel, ())
-            ]
-        return all(await asyncio.gather(*hits))
+            for item in self._per_address.get(sender.channel, ()):
+                if not await self._hit(item, "address", sender.channel, sender.address):
+                    return False
+        return True
 
     async def admit_new_conversation(self, sender: Sender) -> bool:
         """Count one new conversation from the sender's address; False when over the limit."""
         if sender.address is None or sender.channel not in _NEW_CONVERSATION_CHANNELS:
             return True
-        hits = [
-            self._hit(item, "new", sender.channel, sender.address) for item in self._new_per_address
-        ]
-        return all(await asyncio.gather(*hits))
+        for item in self._new_per_address:
+            if not await self._hit(item, "new", sender.channel, sender.address):
+                return False
+        return True
 
     async def _hit(self, item: RateLimitItem, *identifiers: str) -> bool:
         return await self._limiter.hit(item, *identifiers)

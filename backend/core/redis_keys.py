@@ -163,6 +163,9 @@ LOGIN_LOCK_PREFIX: Final = PREFIX + "console:login-lock:"
 # under this prefix by the rate-limiting pseudonym or a keyed hash of the client address; each
 # counter expires with its window.
 INBOUND_LIMITS_PREFIX: Final = PREFIX + "limits"
+# A node's Redis connections: a request beyond them waits this long for one to come free.
+REDIS_MAX_CONNECTIONS: Final = 100
+REDIS_CONNECTION_WAIT_S: Final = 5.0
 
 
 def session_key(pseudonym: str) -> str:

@@ -19,7 +19,7 @@ from typing import TextIO
 
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import bootstrap, database
@@ -27,7 +27,7 @@ from backend.cases import CaseStore
 from backend.centre_gauges import CentreGauges
 from backend.console import views as console
 from backend.console.sessions import ConsoleSessionStore
-from backend.core import keys
+from backend.core import keys, redis_keys
 from backend.core.errors import FlowError, SettingsError
 from backend.core.metrics import Metrics, Refresher, metrics_app
 from backend.core.pseudonyms import Pseudonymizer
@@ -148,7 +148,17 @@ class Node:
             await embedded.start()
             self._stack.push_async_callback(embedded.stop)
             url = embedded.url
-        redis = Redis.from_url(url, health_check_interval=30)
+        # A burst of requests beyond the pool waits for a connection instead of failing with
+        # "too many connections": a flood (refused by the inbound limits, each in one short
+        # script call) must not turn every victim's turn into "unavailable".
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=redis_keys.REDIS_MAX_CONNECTIONS,
+            timeout=redis_keys.REDIS_CONNECTION_WAIT_S,
+            health_check_interval=30,
+        )
+        redis = Redis(connection_pool=pool)
+        self._stack.push_async_callback(pool.disconnect)
         self._stack.push_async_callback(redis.aclose)
         try:
             await redis.ping()
