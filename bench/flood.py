@@ -151,7 +151,7 @@ async def ordinary(
         step += 1
         if step % len(CYCLE) == 0:
             conversation = token()  # she left with /exit; a new conversation next time
-        await asyncio.sleep(random.uniform(*THINK_S))  # noqa: S311
+        await asyncio.sleep(random.uniform(*THINK_S))  # noqa: S311 - think time, not secrets
 
 
 async def flood_sender(
