@@ -5,7 +5,7 @@ behind a "proxy" on 127.0.0.1 whose X-Forwarded-For gives every client its own a
 - ordinary: N web chat conversations (default 200), each from its own address, walking the
   report flow's first questions and leaving with /exit, then starting again, one turn every
   1.5-2.5 s (think time), for the whole run;
-- first the ordinary traffic alone, then the same with two floods at once: one conversation
+- the ordinary traffic alone, and the same with two floods at once: one conversation
   (one pseudonym) sending 1,000 messages a minute, and one address opening 50 new conversations
   a second.
 
@@ -15,13 +15,19 @@ calm `safety.slow_down`). Target: the floods are refused beyond their limits (th
 defaults: 20 a minute per sender, 120 turns a minute and 10 new conversations a minute per
 address), and the ordinary p99 with the floods stays within 2x of the p99 without.
 
-Usage:  python bench/flood.py [conversations] [seconds per phase]
+The two conditions alternate in rounds (default 3 rounds of 10 s each way), so both meet the
+same background load of a shared machine.
+
+Usage (on the embedded Redis; HOTLINE_BENCH_REDIS_URL runs it on that Redis server instead,
+whose db is written to: use a scratch one):
+    python bench/flood.py [conversations] [seconds each way] [rounds]
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import random
 import re
@@ -33,6 +39,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import aiohttp
@@ -93,6 +100,8 @@ async def hotline_up(directory: Path) -> AsyncIterator[str]:
     }
     for name in ("HOTLINE_DATABASE_URL", "HOTLINE_REDIS_URL", "HOTLINE_TELEGRAM_TOKEN"):
         env.pop(name, None)
+    if os.environ.get("HOTLINE_BENCH_REDIS_URL"):
+        env["HOTLINE_REDIS_URL"] = os.environ["HOTLINE_BENCH_REDIS_URL"]
     log = (directory / "hotline.log").open("wb")
     # Started once before the measuring begins; nothing else runs on the loop yet.
     process = subprocess.Popen(  # noqa: S603, ASYNC220 - our own CLI with fixed arguments
@@ -199,13 +208,14 @@ async def _paced(
     """Start `one(n)` at a steady rate, not waiting for answers (a flood does not wait)."""
     assert callable(one)
     started = time.perf_counter()
+    n = 0
     while not stop.is_set():
-        due = started + flood.sent / per_s
-        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        await asyncio.sleep(max(0.0, started + n / per_s - time.perf_counter()))
         task = asyncio.ensure_future(one(flood.sent))
         pending.add(task)
         task.add_done_callback(pending.discard)
         flood.sent += 1
+        n += 1
     if pending:
         await asyncio.gather(*pending, return_exceptions=True)
 
@@ -223,36 +233,74 @@ def _line(name: str, phase: Phase, seconds: float) -> str:
     )
 
 
-async def run(conversations: int, seconds: float) -> None:
+async def _flooding(base: str, commands: Connection) -> None:
+    """The attacker, in a process of its own (another machine, in life): floods while told to,
+    and reports its counts when told to stop."""
+    loop = asyncio.get_running_loop()
+    connector = aiohttp.TCPConnector(limit=400)
+    timeout = aiohttp.ClientTimeout(total=30)
+    sender, address = Flood(), Flood()
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        while (command := await loop.run_in_executor(None, commands.recv)) == "start":
+            stop = asyncio.Event()
+            floods = [
+                asyncio.create_task(flood_sender(http, base, sender, stop)),
+                asyncio.create_task(flood_address(http, base, address, stop)),
+            ]
+            await loop.run_in_executor(None, commands.recv)  # "stop"
+            stop.set()
+            await asyncio.gather(*floods, return_exceptions=True)
+            commands.send("stopped")
+        assert command == "report"
+        commands.send((sender, address))
+
+
+def _attacker(base: str, commands: Connection) -> None:
+    asyncio.run(_flooding(base, commands))
+
+
+async def run(conversations: int, seconds: float, rounds: int) -> None:
+    """`rounds` times: `seconds / rounds` without the floods, then as long with them, so both
+    conditions share whatever else the machine is doing during the run. The floods come from a
+    process of their own, so their sending does not delay the ordinary victims' client."""
+    loop = asyncio.get_running_loop()
     with tempfile.TemporaryDirectory() as scratch:
         async with hotline_up(Path(scratch)) as base:
-            connector = aiohttp.TCPConnector(limit=conversations + 200)
+            ours, theirs = multiprocessing.Pipe()
+            attacker = multiprocessing.get_context("spawn").Process(
+                target=_attacker, args=(base, theirs), daemon=True
+            )
+            attacker.start()
+            connector = aiohttp.TCPConnector(limit=conversations + 50)
             timeout = aiohttp.ClientTimeout(total=30)
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-                warmup, calm, flooded = Phase(), Phase(), Phase()
-                phases = [warmup]
+                calm, flooded = Phase(), Phase()
+                phases = [Phase()]  # the ordinary turns count toward phases[-1]
                 stop = asyncio.Event()
                 victims = [
                     asyncio.create_task(ordinary(http, base, n, phases, stop))
                     for n in range(conversations)
                 ]
                 await asyncio.sleep(THINK_S[1] + 1.0)  # every victim has started
-                phases.append(calm)
-                await asyncio.sleep(seconds)
-                phases.append(flooded)
-                floods_stop = asyncio.Event()
-                sender, address = Flood(), Flood()
-                floods = [
-                    asyncio.create_task(flood_sender(http, base, sender, floods_stop)),
-                    asyncio.create_task(flood_address(http, base, address, floods_stop)),
-                ]
-                await asyncio.sleep(seconds)
-                phases.append(Phase())  # turns still in flight are not counted
-                floods_stop.set()
+                for _ in range(rounds):
+                    phases.append(calm)
+                    await asyncio.sleep(seconds / rounds)
+                    phases.append(flooded)
+                    ours.send("start")
+                    await asyncio.sleep(seconds / rounds)
+                    phases.append(Phase())  # turns in flight as the floods stop: not counted
+                    ours.send("stop")
+                    await loop.run_in_executor(None, ours.recv)
+                ours.send("report")
+                sender, address = await loop.run_in_executor(None, ours.recv)
+                attacker.join(timeout=30)
                 stop.set()
-                await asyncio.gather(*floods, *victims, return_exceptions=True)
+                await asyncio.gather(*victims, return_exceptions=True)
     limits = InboundLimitPolicy()
-    print(f"ordinary web chat: {conversations} conversations, {seconds:.0f} s per phase")
+    print(
+        f"ordinary web chat: {conversations} conversations, {seconds:.0f} s without and "
+        f"{seconds:.0f} s with the floods, in {rounds} alternating rounds"
+    )
     print(_line("without flood", calm, seconds))
     print(_line("with flood", flooded, seconds))
     calm_p99 = _percentile(calm.latencies_s, 0.99)
@@ -273,8 +321,9 @@ async def run(conversations: int, seconds: float) -> None:
 
 def main() -> int:
     conversations = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 20.0
-    asyncio.run(run(conversations, seconds))
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 30.0
+    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+    asyncio.run(run(conversations, seconds, rounds))
     return 0
 
 
