@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import database
@@ -20,6 +21,7 @@ from backend.core.errors import ApprovalRequiredError, CaseNotFoundError, CaseWo
 from backend.core.fingerprints import describe
 from backend.core.settings import Network
 from backend.forwarded import forwarded_middleware
+from backend.host_check import AllowedHosts, host_middleware
 from backend.readiness import Readiness, readiness_key, readyz
 from backend.web_security import security_middleware
 
@@ -29,6 +31,20 @@ redis_key = web.AppKey("redis", Redis)
 engine_key = web.AppKey("engine", AsyncEngine)
 
 MAX_REQUEST_BYTES = 1024 * 1024
+# What an overloaded server asks a client to wait before sending the same request again.
+RETRY_AFTER_S = 1
+
+
+def unavailable(reason: str = "busy; send the same request again") -> web.HTTPServiceUnavailable:
+    """503 with Retry-After: the request was not served and may be sent again as it was.
+
+    Never a 200 that carries an error text: a client (the web chat page) retries only what it
+    can tell failed, so a 200 would lose the victim's message (issue 18)."""
+    return web.HTTPServiceUnavailable(
+        text=json.dumps({"error": reason}),
+        content_type="application/json",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 # Core errors a handler lets through, and what they mean over HTTP (the reason None: the error's
@@ -58,6 +74,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except web.HTTPException:
         raise
+    except RedisError as exc:
+        # Out of connections (the pool waited its `HOTLINE_REDIS_POOL_WAIT_MS`) or Redis away:
+        # nothing was done that a retry would repeat wrongly, and the client is told to retry.
+        log.warning("request to %s refused: redis %s", request.path, type(exc).__name__)
+        raise unavailable() from None
     except Exception as exc:
         for kind in type(exc).__mro__:
             if kind in REFUSALS:
@@ -84,12 +105,19 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 def make_app(
-    redis: Redis, engine: AsyncEngine | None, *, trusted_proxies: Sequence[Network] = ()
+    redis: Redis,
+    engine: AsyncEngine | None,
+    *,
+    trusted_proxies: Sequence[Network] = (),
+    allowed_hosts: AllowedHosts | None = None,
 ) -> web.Application:
+    """`allowed_hosts` None: any Host (a bench's in-process app)."""
     # The proxy's view first: every later middleware and handler sees the public request.
+    middlewares = [forwarded_middleware(trusted_proxies), security_middleware]
+    if allowed_hosts is not None:
+        middlewares.append(host_middleware(allowed_hosts))
     app = web.Application(
-        middlewares=[forwarded_middleware(trusted_proxies), security_middleware, error_middleware],
-        client_max_size=MAX_REQUEST_BYTES,
+        middlewares=[*middlewares, error_middleware], client_max_size=MAX_REQUEST_BYTES
     )
     app[redis_key] = redis
     ready = Readiness()

@@ -21,7 +21,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from redis.asyncio import Redis
@@ -50,6 +50,7 @@ from backend.core.metrics import Metrics
 from backend.core.receipt_codes import ReceiptHasher
 from backend.core.shifts import ShiftBoard
 from backend.flows import engine
+from backend.flows.channels import FILE_CHANNELS
 from backend.flows.engine import BUILT_IN_EXITS, QUICK_EXIT_BUTTON, Bundle, Context
 from backend.flows.registry import FlowRegistry
 from bot.inbound_limits import InboundLimits, Sender
@@ -93,6 +94,10 @@ class Turn:
     # A turn of the chat with (or the wait for) a counselor that handed out nothing from them:
     # a door that can keep the request open a while (Kakao's callback) may wait for their line.
     awaits_reply: bool = False
+    # The turn did not run (Redis unreachable or out of connections, an unexpected error): the
+    # one message says so. A door whose client retries (the web chat) answers 503 instead, so
+    # the same message is sent again rather than lost (issue 18).
+    failed: bool = False
 
 
 @dataclass
@@ -209,7 +214,7 @@ class ConversationRuntime:
             where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
             log.error("conversation turn failed with %s at %s", type(exc).__name__, where)
         self.metrics.turn(inbound.channel, "unavailable", time.perf_counter() - started)
-        return Turn((self._unavailable(inbound),))
+        return Turn((self._unavailable(inbound),), failed=True)
 
     async def _new_allowed(self, inbound: Inbound, sender: Sender) -> bool:
         if self._limits is None or await self._limits.admit_new_conversation(sender):
@@ -248,7 +253,7 @@ class ConversationRuntime:
                 return answered
         if session is None or bundle is None:
             bundle = self._flows.entry()
-            ctx = Context(int(now), bundle.hours.is_open(datetime.fromtimestamp(now, UTC)))
+            ctx = _context(bundle, now, inbound)
             fresh = bundle.new_session(inbound, secrets.token_hex(16))
             if session is not None:  # its flow version is gone; an open handoff is not
                 fresh.reply_key, fresh.handoff_case = session.reply_key, session.handoff_case
@@ -256,7 +261,9 @@ class ConversationRuntime:
             stepping = time.perf_counter()
             result = engine.start(bundle, fresh, ctx, inbound)
         else:
-            ctx = Context(int(now), bundle.hours.is_open(datetime.fromtimestamp(now, UTC)))
+            ctx = _context(bundle, now, inbound)
+            if inbound.text and engine.waits_for_receipt(bundle, session):
+                ctx = replace(ctx, receipt_known=await self._receipt_known(inbound.text))
             stepping = time.perf_counter()
             result = engine.step(bundle, session, inbound, ctx)
         self.metrics.flow_step(time.perf_counter() - stepping)
@@ -418,6 +425,11 @@ class ConversationRuntime:
             if isinstance(effect, SubmitReport):
                 await self._reports.send(effect)
                 log.info("report sealed and queued as case %s", effect.case_id)
+                # Who will read it, as true now: a counselor on duty, or the first one back
+                # (issue 18: "a counselor is looking at it" was said with nobody on shift).
+                on_shift = 1 if self._shifts is None else await self._shifts.count()
+                who = "report.read_on_shift" if on_shift else "report.read_no_shift"
+                outcome.values["who_reads"] = bundle.texts.get(who, language)
             elif isinstance(effect, RequestHandoff):
                 on_shift = 1 if self._shifts is None else await self._shifts.count()
                 position = await self._handoff(
@@ -517,6 +529,14 @@ class ConversationRuntime:
         )
         await self._reports.send_receipt(effect.case_id, code_digest)
 
+    async def _receipt_known(self, typed: str) -> bool:
+        """Whether a typed code is one the centre issued (and not erased since): its digest
+        has a case. Said at once when not, before the victim chooses what to do with it."""
+        code_digest = await self._receipts.digest(typed.strip())
+        if code_digest is None:
+            return False
+        return bool(await self._redis.exists(redis_keys.receipt_key(code_digest)))
+
     async def _case_request(self, effect: CaseRequest) -> list[str] | None:
         """A returning victim's request, sealed onto the reports stream for the case's
         counselors, linked to the case of the receipt; the counselors' replies for the victim,
@@ -570,6 +590,13 @@ def _is_command(text: str | None) -> bool:
     return bool(word) and (word[0].lower() in BUILT_IN_EXITS or _COMMAND.match(word[0]) is not None)
 
 
+def _context(bundle: Bundle, now: float, inbound: Inbound) -> Context:
+    """What the flow may know: the clock, the service hours, and whether this channel can carry
+    a file (a flow never asks for screenshots the victim cannot send: issue 18)."""
+    is_open = bundle.hours.is_open(datetime.fromtimestamp(now, UTC))
+    return Context(int(now), is_open, files=inbound.channel in FILE_CHANNELS)
+
+
 def _fill(message: Outbound, values: dict[str, str]) -> Outbound:
     if message.key in _HANDOFF_SAID and _UNATTENDED in values:
         return Outbound(values[_UNATTENDED], message.buttons, UNATTENDED_KEY)
@@ -577,7 +604,7 @@ def _fill(message: Outbound, values: dict[str, str]) -> Outbound:
         return message
     text = message.text
     # The replies last: a counselor's words are shown as written, never filled in themselves.
-    for name in ("position", "wait", "request_status", "reply_how", "replies"):
+    for name in ("position", "wait", "request_status", "reply_how", "who_reads", "replies"):
         default = "" if name == "replies" else "-"
         text = text.replace("{" + name + "}", values.get(name, default))
     text = re.sub(r"\n{3,}", "\n\n", text).strip() if "\n" in text else text

@@ -134,6 +134,19 @@ def _translation_without_a_placeholder(d: Path) -> None:
     _edit(d, "locales/en.yaml", 'no_counselor: "nobody now {receipt}"', "no_counselor: nobody now")
 
 
+def _label_too_long_for_kakao(d: Path) -> None:
+    _edit(d, "locales/en.yaml", "answer: {a: A, b: B}", "answer: {a: Fifteen letters!, b: B}")
+
+
+def _short_label_still_too_long(d: Path) -> None:
+    _edit(
+        d,
+        "locales/en.yaml",
+        "answer: {a: A, b: B}",
+        "answer: {a: A, b: B}\nlabels: {kakao: {answer: {a: Still fifteen!!}}}",
+    )
+
+
 def _missing_entry(d: Path) -> None:
     _edit(d, FLOW, "flow: report", "flow: other")
 
@@ -157,6 +170,8 @@ def _missing_entry(d: Path) -> None:
         (_unknown_subflow, "F010"),
         (_missing_entry, "F010"),
         (_translation_without_a_placeholder, "F011"),
+        (_label_too_long_for_kakao, "F012"),
+        (_short_label_still_too_long, "F012"),
     ],
 )
 def test_each_rule_is_reported_with_its_code_file_and_line(
@@ -178,6 +193,21 @@ def test_the_line_points_at_the_broken_step(tmp_path: Path) -> None:
     (error,) = _errors(directory)
     lines = (directory / FLOW).read_text().splitlines()
     assert "bye:" in lines[error.line - 1]
+
+
+def test_a_short_label_for_kakao_clears_f012(tmp_path: Path) -> None:
+    """Issue 18: a label is checked as each channel shows it."""
+    directory = _copy(tmp_path)
+    _label_too_long_for_kakao(directory)
+    (error,) = _errors(directory)
+    assert "over kakao's 14" in error.message and "labels.kakao.answer.a" in error.message
+    _edit(
+        directory,
+        "locales/en.yaml",
+        "answer: {a: Fifteen letters!, b: B}",
+        "answer: {a: Fifteen letters!, b: B}\nlabels: {kakao: {answer: {a: Fifteen}}}",
+    )
+    assert _errors(directory) == []
 
 
 def test_an_unverified_resource_is_a_warning_for_an_administrator(tmp_path: Path) -> None:

@@ -189,11 +189,11 @@ async def test_an_unknown_receipt_is_said_plainly_and_sends_nothing(
 ) -> None:
     back = Victim(runtime, "h")
     await back.text("/receipt")
-    await back.text("ZZZZ-ZZZZ-ZZZZ")
-    await back.click("erase")
-    turn = await back.click("erase_yes")
+    # Said at once (issue 18), not after the victim chose to erase what does not exist.
+    turn = await back.text("ZZZZ-ZZZZ-ZZZZ-ZZZZ")
     assert turn.messages[0].text.startswith("We could not find this receipt code.")
     assert "{" not in turn.messages[0].text
+    assert [b.id for b in turn.messages[-1].buttons] == ["try_again", "no_thanks"]
     assert await redis.xlen(streams.REPORTS_STREAM) == 0
 
 

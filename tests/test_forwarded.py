@@ -107,7 +107,8 @@ async def test_behind_a_trusted_proxy_the_console_works_over_https(
     pair: Pair, tmp_path: Path, redis: Redis, engine: AsyncEngine
 ) -> None:
     # `redis` and `engine` give this test a clean pair, as the `hotline` fixture's.
-    async with start_hotline(pair, tmp_path, {"HOTLINE_TRUSTED_PROXIES": "127.0.0.1"}) as hotline:
+    env = {"HOTLINE_TRUSTED_PROXIES": "127.0.0.1", "HOTLINE_PUBLIC_URL": PUBLIC}
+    async with start_hotline(pair, tmp_path, env) as hotline:
         signed_in = await _login(hotline, PROXIED | {"Origin": PUBLIC})
         assert signed_in.status == 303
         assert "Secure" in signed_in.headers["Set-Cookie"]

@@ -534,7 +534,11 @@ async def waiting_on_kakao(
     return case_id, console
 
 
-CALLBACK_WAIT = {"HOTLINE_KAKAO_CALLBACK_WAIT_MS": "3000"}
+# The fake Kakao callback server listens on 127.0.0.1: the one callback host allowed here.
+CALLBACK_WAIT = {
+    "HOTLINE_KAKAO_CALLBACK_WAIT_MS": "3000",
+    "HOTLINE_KAKAO_CALLBACK_HOSTS": "127.0.0.1",
+}
 
 
 async def test_kakao_counselor_line_comes_through_the_callback(

@@ -95,13 +95,18 @@ CONSOLE_HUB_BATCH: Final = 100
 SESSION_KEY_PREFIX: Final = PREFIX + "session:"
 # Per-conversation lock, so updates of one chat are processed in order.
 CONVERSATION_LOCK_PREFIX: Final = PREFIX + "lock:"
-CONVERSATION_LOCK_TTL_S: Final = 30
+# A lease, renewed every third of it while the turn runs (bot/leases.py): a process that died
+# mid-turn holds the conversation no longer than this.
+CONVERSATION_LOCK_TTL_S: Final = 5
 CONVERSATION_LOCK_WAIT_S: Final = 10
 
 # Answers to web chat turns, kept briefly so a client's retry after a lost connection gets the
 # same answer instead of a second step.
 TURN_REPLAY_PREFIX: Final = PREFIX + "turn-replay:"
 WEBCHAT_TURN_REPLAY_TTL_S: Final = 300
+# While its turn runs, the marker is a lease naming the running process, renewed every third of
+# it: a retry takes over the turn of a process that died within this.
+WEBCHAT_TURN_REPLAY_LEASE_MS: Final = 3000
 # Kakao requests carry no id: an identical request body from one user this soon is a duplicate.
 KAKAO_DUPLICATE_WINDOW_S: Final = 10
 # Receipt codes a victim can come back with, for the bot: the code's slow hash (Argon2id with
@@ -163,9 +168,6 @@ LOGIN_LOCK_PREFIX: Final = PREFIX + "console:login-lock:"
 # under this prefix by the rate-limiting pseudonym or a keyed hash of the client address; each
 # counter expires with its window.
 INBOUND_LIMITS_PREFIX: Final = PREFIX + "limits"
-# A node's Redis connections: a request beyond them waits this long for one to come free.
-REDIS_MAX_CONNECTIONS: Final = 100
-REDIS_CONNECTION_WAIT_S: Final = 5.0
 
 
 def session_key(pseudonym: str) -> str:

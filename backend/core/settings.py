@@ -26,6 +26,9 @@ DATABASE_SCHEMES = {"sqlite", "sqlite+aiosqlite", "postgresql", "postgres", "pos
 REDIS_SCHEMES = {"redis", "rediss", "unix"}
 # getFile serves files up to 20 MB; nothing larger can be downloaded through the Bot API.
 TELEGRAM_DOWNLOAD_LIMIT_BYTES = 20 * 1024 * 1024
+# Where Kakao i Open Builder's one-time callback URLs point.
+KAKAO_CALLBACK_HOSTS = ("bot-api.kakao.com",)
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 # Telegram's own rule for secret_token: 1-256 characters of A-Z, a-z, 0-9, _ and -.
 _WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{16,256}")
 
@@ -92,6 +95,22 @@ class KakaoSettings:
     # In a chat with (or waiting for) a counselor, how long a request with a callback URL is kept
     # open for their next line; Kakao takes a callback for a minute. 0: answer at once.
     callback_wait_ms: int = 45_000
+    # The only hosts a request's callbackUrl may name: Kakao's own. Anyone holding the secret
+    # could otherwise make the server POST to any address, inside the network too (issue 18).
+    callback_hosts: tuple[str, ...] = KAKAO_CALLBACK_HOSTS
+
+
+@dataclass(frozen=True)
+class RedisPool:
+    """How many Redis connections a process opens, and how long a request waits for a free one.
+
+    A burst of requests queues for a connection instead of failing at once (issue 18: 300
+    parallel web chat turns lost 203 messages to "Too many connections"); what still waits past
+    `wait_ms` is answered 503 with Retry-After, and the page sends the same turn again.
+    """
+
+    max_connections: int = 100
+    wait_ms: int = 5000
 
 
 @dataclass(frozen=True)
@@ -172,6 +191,10 @@ class Settings:
     # Peers whose Forwarded / X-Forwarded-* headers are believed (backend/forwarded.py).
     trusted_proxies: tuple[Network, ...] = ()
     inbound_limits: InboundLimitPolicy = field(default_factory=InboundLimitPolicy)
+    redis_pool: RedisPool = field(default_factory=RedisPool)
+    # Where victims and counselors reach us (https://name); requests under another host name
+    # than this one or the bound address are refused (backend/host_check.py).
+    public_url: str | None = None
     # Prometheus' `/metrics` on a port of its own (backend/core/metrics.py); None: not served.
     metrics_port: int | None = None
     # "text" for a person at a terminal, "json" (one object a line) for a log collector.
@@ -198,6 +221,9 @@ class Settings:
         webhook_url = env.get("HOTLINE_TELEGRAM_WEBHOOK_URL") or None
         if webhook_url is not None:
             _check_url("HOTLINE_TELEGRAM_WEBHOOK_URL", webhook_url, {"https"}, needs_host=True)
+        public_url = env.get("HOTLINE_PUBLIC_URL") or None
+        if public_url is not None:
+            _check_url("HOTLINE_PUBLIC_URL", public_url, {"http", "https"}, needs_host=True)
         webhook_secret = _webhook_secret(env.get("HOTLINE_TELEGRAM_WEBHOOK_SECRET"), webhook_url)
         token = env.get("HOTLINE_TELEGRAM_TOKEN") or None
         if token is not None and (":" not in token or any(c.isspace() for c in token)):
@@ -263,6 +289,13 @@ class Settings:
                 new_conversations_per_address=_rate(
                     env, "HOTLINE_LIMIT_NEW_CONVERSATIONS_PER_ADDRESS", "10/minute;60/hour"
                 ),
+            ),
+            public_url=public_url,
+            redis_pool=RedisPool(
+                max_connections=_int(
+                    env, "HOTLINE_REDIS_MAX_CONNECTIONS", 100, low=8, high=100_000
+                ),
+                wait_ms=_int(env, "HOTLINE_REDIS_POOL_WAIT_MS", 5000, low=1, high=60_000),
             ),
             metrics_port=_metrics_port(env),
             log_format=_log_format(env.get("HOTLINE_LOG_FORMAT")),
@@ -434,4 +467,19 @@ def _kakao(env: Mapping[str, str]) -> KakaoSettings | None:
         operator=operator in {"true", "1", "yes"},
         sync_budget_ms=_int(env, "HOTLINE_KAKAO_SYNC_BUDGET_MS", 3500, low=0, high=4500),
         callback_wait_ms=_int(env, "HOTLINE_KAKAO_CALLBACK_WAIT_MS", 45_000, low=0, high=50_000),
+        callback_hosts=_host_names(
+            "HOTLINE_KAKAO_CALLBACK_HOSTS", env.get("HOTLINE_KAKAO_CALLBACK_HOSTS")
+        )
+        or KAKAO_CALLBACK_HOSTS,
     )
+
+
+def _host_names(name: str, raw: str | None) -> tuple[str, ...]:
+    """Comma- or space-separated host names or addresses, lower-cased; empty when unset."""
+    hosts = []
+    for part in (raw or "").replace(",", " ").split():
+        host = part.strip("[]").lower()
+        if not (_HOST_NAME.fullmatch(host) or ":" in host):
+            raise SettingsError(f"{name}: {part!r} is not a host name (no scheme, port or path)")
+        hosts.append(host)
+    return tuple(hosts)

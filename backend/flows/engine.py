@@ -85,6 +85,10 @@ class Context:
 
     now_s: int = 0  # 0: no clock (idle time-outs off)
     open: bool = True  # counselors answer now
+    files: bool = True  # the victim's channel can carry files (`channels.FILE_CHANNELS`)
+    # Whether the receipt code this turn types (at a `receipt` slot) is one the centre issued;
+    # None when no code is typed or it was not looked up.
+    receipt_known: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -228,7 +232,17 @@ class _Run:
 
     def scope(self) -> Scope:
         s = self.session
-        return Scope(s.slots, frozenset(s.flags), s.priority, s.language, {"open": self.ctx.open})
+        return Scope(
+            s.slots,
+            frozenset(s.flags),
+            s.priority,
+            s.language,
+            {
+                "open": self.ctx.open,
+                "files": self.ctx.files,
+                "receipt_known": self.ctx.receipt_known,
+            },
+        )
 
     def say(self, key: str, buttons: tuple[Button, ...] = ()) -> None:
         values = {"receipt": str(self.session.slots.get("_receipt", ""))}
@@ -236,7 +250,8 @@ class _Run:
         self.messages.append(Outbound(text, buttons, key))
 
     def label(self, key: str) -> str:
-        return self.bundle.texts.get(key, self.session.language)
+        # The channel's own short wording where the flows give one (KakaoTalk's 14 characters).
+        return self.bundle.texts.label(key, self.session.language, self.session.channel)
 
     # -- moving ----------------------------------------------------------------------------
 
@@ -426,7 +441,7 @@ class _Run:
         if len(text) > min(slot.max_length, MAX_TEXT_CHARS):
             self.say("common.too_long")
             return None
-        if slot.type == "text":
+        if slot.type in ("text", "receipt"):
             return self.store(slot, text)
         number = _whole(text) if slot.type in ("number", "age_band") else None
         if slot.type == "age_band" and number is not None:
@@ -620,6 +635,17 @@ def accepts_files(bundle: Bundle, session: Session) -> bool:
     """Whether the conversation now waits on a files step (never for a minor): a door fetches
     a file only then, so nothing is downloaded that the flow would refuse."""
     return files_keep(bundle, session) is not None
+
+
+def waits_for_receipt(bundle: Bundle, session: Session) -> bool:
+    """Whether the conversation waits on a `receipt` slot: the runtime then looks up the code
+    the victim types before the step runs, for `ctx.receipt_known`."""
+    flow = bundle.flows.get(session.flow)
+    step = flow.spec.steps.get(session.state) if flow is not None else None
+    if flow is None or step is None or step.slot is None:
+        return False
+    slot = flow.spec.slots.get(step.slot)
+    return slot is not None and slot.type == "receipt"
 
 
 def files_keep(bundle: Bundle, session: Session) -> str | None:

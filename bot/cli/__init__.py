@@ -19,6 +19,7 @@ from types import ModuleType
 from backend.core.errors import SettingsError
 from backend.core.json_logs import JsonLinesFormatter
 from backend.core.settings import Settings
+from backend.log_repeats import limit_repeats
 from bot.cli import audit, counselor, flows, keys, migrate, serve
 
 EXIT_SETTINGS = 2
@@ -56,6 +57,8 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
+    # A flood must not turn one failing line into thousands (issue 18).
+    limit_repeats()
     # Set here too, not only through the root: basicConfig does nothing when the root logger
     # already has a handler (an embedding host, a test runner).
     for own in ("backend", "bot"):

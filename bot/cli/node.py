@@ -19,15 +19,15 @@ from typing import TextIO
 
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend import bootstrap, database
+from backend import bootstrap, database, redis_pool
 from backend.cases import CaseStore
 from backend.centre_gauges import CentreGauges
 from backend.console import views as console
 from backend.console.sessions import ConsoleSessionStore
-from backend.core import keys, redis_keys
+from backend.core import keys
 from backend.core.errors import FlowError, SettingsError
 from backend.core.metrics import Metrics, Refresher, metrics_app
 from backend.core.pseudonyms import Pseudonymizer
@@ -35,9 +35,11 @@ from backend.core.receipt_codes import ReceiptHasher
 from backend.core.settings import Settings
 from backend.core.shifts import ShiftBoard
 from backend.counselors import CounselorStore
+from backend.data_dir_lock import DataDirLock
 from backend.embedded_redis import EmbeddedRedis
 from backend.flows.registry import FlowRegistry
 from backend.flows.resources import Directory
+from backend.host_check import AllowedHosts
 from backend.intake import Intake, dead_letter_count
 from backend.keyring import KeyRing
 from backend.login_guard import LoginGuard
@@ -108,7 +110,12 @@ class Node:
         """Start every dependency and return the HTTP app; `async with` the node to stop them."""
         redis = await self._redis()
         engine = await self._engine() if BACKEND in self.roles else None
-        app = make_app(redis, engine, trusted_proxies=self.settings.trusted_proxies)
+        allowed = AllowedHosts.of(
+            self.settings.http_host, self.settings.public_url, self.settings.telegram_webhook_url
+        )
+        app = make_app(
+            redis, engine, trusted_proxies=self.settings.trusted_proxies, allowed_hosts=allowed
+        )
         published: tuple[X25519PublicKey, bytes] | None = None
         if engine is not None:
             published = await self._backend(app, redis, engine)
@@ -144,21 +151,15 @@ class Node:
     async def _redis(self) -> Redis:
         url = self.settings.redis_url
         if url is None:
+            # Before the embedded Redis starts: a second process would stop the first's.
+            lock = DataDirLock(self.settings.data_dir)
+            lock.acquire()
+            self._stack.callback(lock.release)
             embedded = EmbeddedRedis(self.settings.data_dir / "redis")
             await embedded.start()
             self._stack.push_async_callback(embedded.stop)
             url = embedded.url
-        # A burst of requests beyond the pool waits for a connection instead of failing with
-        # "too many connections": a flood (refused by the inbound limits, each in one short
-        # script call) must not turn every victim's turn into "unavailable".
-        pool = BlockingConnectionPool.from_url(
-            url,
-            max_connections=redis_keys.REDIS_MAX_CONNECTIONS,
-            timeout=redis_keys.REDIS_CONNECTION_WAIT_S,
-            health_check_interval=30,
-        )
-        redis = Redis(connection_pool=pool)
-        self._stack.push_async_callback(pool.disconnect)
+        redis = redis_pool.connect(url, self.settings.redis_pool)
         self._stack.push_async_callback(redis.aclose)
         try:
             await redis.ping()

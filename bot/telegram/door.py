@@ -62,6 +62,7 @@ from backend.core.errors import HotlineError
 from backend.core.live_chat import EventKind
 from backend.core.pseudonyms import Pseudonymizer, Purpose
 from backend.core.settings import TELEGRAM_DOWNLOAD_LIMIT_BYTES, Settings
+from backend.flows.channels import BUTTON_LABEL_LIMITS
 from bot.channel import Capabilities, fit
 from bot.inbound_limits import Sender
 from bot.runtime import ConversationRuntime
@@ -101,7 +102,7 @@ CAPABILITIES = Capabilities(
     # One button a row: Telegram sets no count, a phone screen does. Flows stay far below.
     max_buttons=20,
     # Telegram documents no label limit; a phone shows about this much on one row.
-    max_button_label_chars=64,
+    max_button_label_chars=BUTTON_LABEL_LIMITS[CHANNEL],
     max_button_id_bytes=64,  # callback_data is 1-64 bytes
     delete_window_s=48 * 3600,  # bots delete messages in private chats within 48 hours
     verbatim_split=True,  # no parse mode: the parts of a long text join back to exactly it
