@@ -56,7 +56,7 @@ class CounselorStore:
             found = (
                 await session.exec(select(Counselor).where(Counselor.username == username))
             ).first()
-        if found is None:
+        if found is None or not found.active:  # a deactivated account signs in no more
             passwords.verify(self._hasher, self._dummy_hash, password)
             raise AuthenticationError("login failed")
         if not passwords.verify(self._hasher, found.password_hash, password):
@@ -186,9 +186,11 @@ class CounselorStore:
         return bool(result.rowcount == 1)
 
     async def roster(self) -> list[Colleague]:
-        """Every counselor's id, username and role, by username: who a case can go to."""
-        query = select(col(Counselor.id), col(Counselor.username), col(Counselor.role)).order_by(
-            col(Counselor.username)
+        """Every active counselor's id, username and role, by username: who a case can go to."""
+        query = (
+            select(col(Counselor.id), col(Counselor.username), col(Counselor.role))
+            .where(col(Counselor.active).is_(True))
+            .order_by(col(Counselor.username))
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()

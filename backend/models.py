@@ -118,6 +118,8 @@ class Counselor(SQLModel, table=True):
     )
     # The last TOTP step accepted: a code is good once, and only for a later step.
     totp_last_step: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    # False once an administrator deactivated the account: no sign-in, no key wraps, no cases.
+    active: bool = Field(default=True)
 
 
 class CenterKey(SQLModel, table=True):
@@ -254,3 +256,47 @@ class TakedownRequest(SQLModel, table=True):
     sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False), repr=False)
     # The platform's answer, sealed; None until one is recorded.
     answer: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+
+class FlowVersion(SQLModel, table=True):
+    """One published bundle of flows (backend/flow_versions.py): immutable once written.
+
+    `files` is the bundle's text files as JSON (`{"report.flow.yaml": "...", ...}`), `digest` the
+    SHA-256 of their paths and bytes: a conversation is pinned to the digest, so any worker can
+    load the version it started on, after a restart too.
+    """
+
+    __tablename__ = "flow_versions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    digest: str = Field(index=True, max_length=64)
+    author: str = Field(max_length=80)
+    created_at: datetime = Field(default_factory=utcnow)
+    message: str = Field(default="", max_length=500)
+    files: bytes = Field(sa_column=Column(LargeBinary, nullable=False), repr=False)
+    # Waiting for a second administrator's approval (HOTLINE_FLOWS_PUBLISH_APPROVAL); never
+    # published while it waits, never rolled back to if it was not approved.
+    pending: bool = Field(default=False)
+    approved_by: str | None = Field(default=None, max_length=80)
+
+
+class FlowPointer(SQLModel, table=True):
+    """The one published version every worker follows (name "published")."""
+
+    __tablename__ = "flow_pointer"
+
+    name: str = Field(primary_key=True, max_length=16)
+    version: int = Field(foreign_key="flow_versions.id")
+    changed_at: datetime = Field(default_factory=utcnow)
+    changed_by: str = Field(max_length=80)
+
+
+class FlowDraft(SQLModel, table=True):
+    """An administrator's unpublished edit of the bundle: never seen by a victim."""
+
+    __tablename__ = "flow_drafts"
+
+    counselor_id: int = Field(primary_key=True, foreign_key="counselors.id")
+    base_version: int | None = Field(default=None)
+    files: bytes = Field(sa_column=Column(LargeBinary, nullable=False), repr=False)
+    updated_at: datetime = Field(default_factory=utcnow)

@@ -52,7 +52,7 @@ from backend.core.shifts import ShiftBoard
 from backend.flows import engine
 from backend.flows.channels import FILE_CHANNELS
 from backend.flows.engine import BUILT_IN_EXITS, QUICK_EXIT_BUTTON, Bundle, Context
-from backend.flows.registry import FlowRegistry
+from backend.flows.flow_source import FlowSource
 from bot.inbound_limits import InboundLimits, Sender
 from bot.live import CHECK_BUTTON, VictimSide, how_replies_key
 from bot.reports import ReportSender
@@ -111,7 +111,7 @@ class ConversationRuntime:
     def __init__(
         self,
         redis: Redis,
-        flows: FlowRegistry,
+        flows: FlowSource,
         sessions: SessionStore,
         reports: ReportSender,
         *,
@@ -235,17 +235,17 @@ class ConversationRuntime:
     def _unavailable(self, inbound: Inbound) -> Outbound:
         return Outbound(self.text("common.unavailable", inbound.language))
 
-    def _refresh_flows(self) -> None:
+    async def _refresh_flows(self) -> None:
         now = self._clock()
         if now - self._checked_at >= self._reload_check_s:
             self._checked_at = now
-            if self._flows.refresh():
+            if await self._flows.follow():
                 log.info("flows reloaded: version %s", self._flows.entry().version)
 
     async def _handle_locked(self, inbound: Inbound, held: HeldSession) -> Turn:
-        self._refresh_flows()
+        await self._refresh_flows()
         session = held.session
-        bundle = self._flows.for_session(session.version) if session is not None else None
+        bundle = await self._flows.pinned(session.version) if session is not None else None
         now = self._clock()
         if session is not None and bundle is not None and session.handoff_case is not None:
             answered = await self._relay_turn(session, bundle, inbound, now, held)
@@ -391,7 +391,7 @@ class ConversationRuntime:
         session = await self._sessions.load(pseudonym)
         if session is None:
             return None
-        bundle = self._flows.for_session(session.version)
+        bundle = await self._flows.pinned(session.version)
         return None if bundle is None else engine.files_keep(bundle, session)
 
     def seal_file(self, data: bytes | bytearray) -> bytes:

@@ -60,7 +60,7 @@ async def redis_values(redis: Redis) -> bytes:
                 seen += [field, value]
         elif kind == "list":
             seen += await redis.lrange(key, 0, -1)
-        elif kind == "set":
+        elif kind == "set":  # e.g. a counselor's console sessions (issue 15)
             seen += await redis.smembers(key)
         elif kind == "zset":
             seen += [pair[0] for pair in await redis.zrange(key, 0, -1, withscores=True)]
@@ -143,8 +143,10 @@ async def test_marker_is_nowhere_in_plaintext(
     assert (await audit.verify(engine)).intact
     async with engine.connect() as conn:
         actions = [r[0] for r in await conn.execute(text("SELECT action FROM audit_log"))]
-    # Each page view unseals (the claim redirects back to the page): all audited.
-    assert sorted(set(actions)) == ["claim", "unseal"] and actions.count("claim") == 2
+    # Each page view unseals (the claim redirects back to the page): all audited. The first
+    # start also published the shipped flows as version 1 (issue 15).
+    assert actions[0] == "flows-publish"
+    assert sorted(set(actions[1:])) == ["claim", "unseal"] and actions.count("claim") == 2
 
     needles = (MARKER.encode(), MARKER.encode("utf-16-le"), code.encode())
     haystacks = {

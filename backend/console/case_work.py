@@ -24,6 +24,7 @@ from backend.cases import envelope_of
 from backend.console import app_keys, forms
 from backend.console.access import Access, current_session, guard, holder_rule
 from backend.console.forms import is_api, json_error, read_form, read_json, refusal
+from backend.console.published_bundle import bundle_key
 from backend.console.sessions import ConsoleSession
 from backend.core import replies, waiting_line
 from backend.core.errors import (
@@ -35,7 +36,6 @@ from backend.core.errors import (
 )
 from backend.core.live_chat import EventKind, LiveChat, OutboxKind, Sender
 from backend.core.sealing import open_envelope
-from backend.flows.resources import Directory
 from backend.models import Case, CaseStatus, Outcome, TakedownRequest, TakedownStatus
 from backend.takedown import (
     ANSWERS,
@@ -56,7 +56,6 @@ log = logging.getLogger(__name__)
 
 work_key = web.AppKey("console_case_work", CaseWork)
 takedowns_key = web.AppKey("console_takedowns", TakedownStore)
-services_key = web.AppKey("console_services", Directory)
 
 
 @dataclass(frozen=True)
@@ -161,7 +160,7 @@ async def _work(
         "follows": case.follows,
         "follow_ups": follow_ups,
         "takedowns": await takedowns.for_case(case.id),
-        "services": [(r.id, r.name.get("en") or r.id) for r in app[services_key].resources],
+        "services": [(r.id, r.name.get("en") or r.id) for r in app[bundle_key].services.resources],
         "consent_methods": CONSENT_METHODS,
         "outcomes": [o.value for o in Outcome],
         "languages": LANGUAGES,
@@ -248,7 +247,7 @@ async def add_referral(request: web.Request) -> web.StreamResponse:
     consent = data.get("consent", "")
     if consent not in ("yes", "no", "true", "false"):
         raise refusal(request, web.HTTPBadRequest, "consent must be yes or no")
-    services = frozenset(r.id for r in request.app[services_key].resources)
+    services = frozenset(r.id for r in request.app[bundle_key].services.resources)
     referral_id = await request.app[work_key].add_referral(
         _key(request, session, case),
         session.counselor_id,
@@ -458,10 +457,10 @@ async def _withdraw(
     await request.app[takedowns_key].withdraw(draft.row, session.counselor_id)
 
 
-def add_routes(app: web.Application, services: Directory) -> None:
+def add_routes(app: web.Application) -> None:
+    """The resource directory comes from `published_bundle.bundle_key`, set before."""
     app[work_key] = CaseWork(app[engine_key])
     app[takedowns_key] = TakedownStore(app[engine_key])
-    app[services_key] = services
     edit = _takedown_action(_edit, "Change a takedown request's fields; any approval is undone.")
     submit = _takedown_action(_submit, "Ask a supervisor to approve a takedown request.")
     approve = _takedown_action(

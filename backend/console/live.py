@@ -49,6 +49,7 @@ from backend.console.access import (
 from backend.console.canned_responses import CannedResponse, in_order_for, load, shipped
 from backend.console.forms import check_json_post, check_upgrade_origin, read_json, refusal
 from backend.console.hub import Subscription, TranscriptHub, stream_id
+from backend.console.published_bundle import ConsoleBundle, bundle_key
 from backend.console.sessions import COOKIE_NAME, ConsoleSession
 from backend.core import redis_keys
 from backend.core.errors import CaseNotFoundError, CaseTransitionError, SealingError
@@ -62,6 +63,7 @@ from backend.core.live_chat import (
     transcript_entry,
 )
 from backend.core.sealing import open_envelope
+from backend.flows.resources import Directory
 from backend.keyring import KeyRing
 from backend.models import Case, CaseStatus, Role
 from backend.web import redis_key
@@ -72,7 +74,6 @@ hub_key = web.AppKey("console_transcript_hub", TranscriptHub)
 _cases_key = web.AppKey("console_live_cases", CaseStore)
 _keyring_key = web.AppKey("console_live_keyring", KeyRing)
 _chat_key = web.AppKey("console_live_chat", LiveChat)
-_canned_key: web.AppKey[tuple[CannedResponse, ...]] = web.AppKey("console_canned_responses")
 _sockets_key: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey(
     "console_live_sockets"
 )
@@ -327,7 +328,7 @@ async def end_chat(request: web.Request) -> web.Response:
 async def canned_responses(request: web.Request) -> web.Response:
     """The canned responses for the live chat, the victim's language (`?language=`) first."""
     language = request.query.get("language", "")
-    responses: tuple[CannedResponse, ...] = request.app[_canned_key]
+    responses: tuple[CannedResponse, ...] = request.app[bundle_key].canned
     ordered = in_order_for(responses, language)
     return web.json_response(
         {
@@ -373,7 +374,10 @@ def add_routes(
     app[_cases_key] = cases
     app[_keyring_key] = keyring
     app[_chat_key] = LiveChat(redis)
-    app[_canned_key] = tuple(load(shipped()) if canned is None else canned)
+    if bundle_key not in app:  # the console sets it from the published flows
+        app[bundle_key] = ConsoleBundle(
+            Directory(), tuple(load(shipped()) if canned is None else canned)
+        )
     app[_sockets_key] = weakref.WeakSet()
     app.cleanup_ctx.append(_run_hub)
     app.on_shutdown.append(close_sockets)

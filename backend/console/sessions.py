@@ -75,7 +75,23 @@ class ConsoleSessionStore:
         session_id = secrets.token_bytes(16)
         secret = secrets.token_bytes(32)
         await self._write(session_id, secret, session)
+        if not self._pending:
+            # Indexed by counselor, so an administrator can end them all at once.
+            index = redis_keys.console_sessions_of_key(session.counselor_id)
+            await self._redis.sadd(index, self._key(session_id))
+            await self._redis.expire(index, self._ttl_s)
         return f"{_b64(session_id)}.{_b64(secret)}"
+
+    async def end_all(self, counselor_id: int) -> int:
+        """End every session of one counselor (deactivated, or their role changed); how many."""
+        index = redis_keys.console_sessions_of_key(counselor_id)
+        keys_of = [
+            k.decode() if isinstance(k, bytes) else str(k)
+            for k in await self._redis.smembers(index)
+        ]
+        ended = int(await self._redis.delete(*keys_of)) if keys_of else 0
+        await self._redis.delete(index)
+        return ended
 
     async def update(self, cookie: str, session: ConsoleSession) -> None:
         session_id, secret = self._split(cookie)
@@ -97,6 +113,8 @@ class ConsoleSessionStore:
         data = json.loads(plain)
         if touch and not self._pending:  # a pending sign-in never outlives its five minutes
             await self._redis.expire(key, self._ttl_s)
+            index = redis_keys.console_sessions_of_key(data["counselor_id"])
+            await self._redis.expire(index, self._ttl_s)
         return ConsoleSession(
             counselor_id=data["counselor_id"],
             username=data["username"],

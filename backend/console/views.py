@@ -11,7 +11,17 @@ from aiohttp import web
 
 from backend.audit import AuditAction
 from backend.cases import CaseStore, envelope_of
-from backend.console import access, case_work, live, openapi, queue, receipt_lookup, sign_in
+from backend.console import (
+    access,
+    accounts,
+    case_work,
+    live,
+    openapi,
+    queue,
+    receipt_lookup,
+    sign_in,
+    studio,
+)
 from backend.console.access import Access, current_session, guard, sessions_key
 from backend.console.app_keys import (
     DeadLetterCount,
@@ -23,7 +33,9 @@ from backend.console.app_keys import (
     pending_key,
     require_totp_key,
 )
+from backend.console.canned_responses import load, shipped
 from backend.console.forms import read_form, render
+from backend.console.published_bundle import ConsoleBundle, bundle_key
 from backend.console.sessions import (
     ConsoleSession,
     ConsoleSessionStore,
@@ -150,7 +162,12 @@ def add_routes(
     sla: SlaPolicy,
     receipts: ReceiptBook,
     services: Directory | None = None,
+    bundle: ConsoleBundle | None = None,
+    flows_publish_approval: bool = False,
 ) -> None:
+    """`bundle`: the published flows' resources and canned responses, followed; without it,
+    `services` and the shipped canned responses, fixed."""
+    app[bundle_key] = bundle or ConsoleBundle(services or Directory(), load(shipped()))
     app[cases_key] = cases
     app[dead_letters_key] = dead_letters
     app[counselors_key] = counselors
@@ -169,7 +186,9 @@ def add_routes(
         app.router.add_route(method, path, guard(rule, handler))
     sign_in.add_routes(app)
     queue.add_routes(app, sla=sla)
-    case_work.add_routes(app, services or Directory())
+    case_work.add_routes(app)
     live.add_routes(app, cases=cases, keyring=keyring)
     receipt_lookup.add_routes(app, receipts)
+    accounts.add_routes(app)
+    studio.add_routes(app, approval=flows_publish_approval)
     openapi.add_routes(app)

@@ -214,6 +214,11 @@ def case_replies_key(case_id: str) -> str:
     return CASE_REPLIES_PREFIX + case_id
 
 
+def console_sessions_of_key(counselor_id: int) -> str:
+    """The set of one counselor's session keys, so deactivating them ends every one at once."""
+    return CONSOLE_SESSION_PREFIX + f"of:{counselor_id}"
+
+
 def console_session_key(session_id_hash: str) -> str:
     return CONSOLE_SESSION_PREFIX + session_id_hash
 
@@ -266,3 +271,31 @@ def telegram_cases_key(pseudonym: str) -> str:
     """The cases a Telegram conversation opened (one sealed entry each): flagged if the victim
     blocks the bot, also after the session ended."""
     return TELEGRAM_CHAT_PREFIX + pseudonym + ":cases_list"
+
+
+# Published flows (backend/flow_versions.py keeps them in SQL; backend/core/bundle_mirror.py
+# mirrors them here, since bot workers never reach the database): a message on this pub/sub
+# channel (the new version's digest) tells every bot worker and backend node to follow the
+# pointer now; each also looks every FLOWS_CHECK_S, so a lost message only delays a publish.
+FLOWS_PUBLISHED_CHANNEL: Final = PREFIX + "flows:published"
+FLOWS_CHECK_S: Final = 10.0
+# {"digest": ..., "number": ...} of the published version.
+FLOWS_POINTER_KEY: Final = PREFIX + "flows:pointer"
+# How many of the newest versions a backend keeps mirrored (the ones live conversations may be
+# pinned to); a version is immutable, so its key never changes once written.
+FLOWS_MIRROR_KEEP: Final = 64
+
+
+def flows_version_key(digest: str) -> str:
+    """A published version's files (JSON), by content digest."""
+    return PREFIX + "flows:version:" + digest
+
+
+# The flows studio's "Try it" panel: one administrator's sandbox conversation with their draft
+# (the engine's steps only: nothing is sealed, queued or handed off), kept an hour.
+STUDIO_TRY_PREFIX: Final = PREFIX + "studio:try:"
+STUDIO_TRY_TTL_S: Final = 3600
+
+
+def studio_try_key(counselor_id: int) -> str:
+    return STUDIO_TRY_PREFIX + str(counselor_id)

@@ -199,6 +199,8 @@ class Settings:
     metrics_port: int | None = None
     # "text" for a person at a terminal, "json" (one object a line) for a log collector.
     log_format: str = "text"
+    # A published flow version goes live only once a second administrator approved it.
+    flows_publish_approval: bool = False
 
     @property
     def embedded_redis(self) -> bool:
@@ -299,6 +301,7 @@ class Settings:
             ),
             metrics_port=_metrics_port(env),
             log_format=_log_format(env.get("HOTLINE_LOG_FORMAT")),
+            flows_publish_approval=_bool(env, "HOTLINE_FLOWS_PUBLISH_APPROVAL"),
         )
 
 

@@ -20,29 +20,35 @@ from typing import TextIO
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import bootstrap, database, redis_pool
 from backend.cases import CaseStore
 from backend.centre_gauges import CentreGauges
+from backend.console import canned_responses, published_bundle
 from backend.console import views as console
+from backend.console.published_bundle import ConsoleBundle
 from backend.console.sessions import ConsoleSessionStore
 from backend.core import keys
+from backend.core.bundle_mirror import MirrorReader
 from backend.core.errors import FlowError, SettingsError
 from backend.core.metrics import Metrics, Refresher, metrics_app
 from backend.core.pseudonyms import Pseudonymizer
 from backend.core.receipt_codes import ReceiptHasher
+from backend.core.redis_keys import FLOWS_CHECK_S
 from backend.core.settings import Settings
 from backend.core.shifts import ShiftBoard
 from backend.counselors import CounselorStore
 from backend.data_dir_lock import DataDirLock
 from backend.embedded_redis import EmbeddedRedis
-from backend.flows.registry import FlowRegistry
-from backend.flows.resources import Directory
+from backend.flow_versions import FlowVersionStore
 from backend.host_check import AllowedHosts
 from backend.intake import Intake, dead_letter_count
 from backend.keyring import KeyRing
 from backend.login_guard import LoginGuard
+from backend.published_flows import PublishedFlows, stop_listening
 from backend.readiness import readiness_key
 from backend.receipts import ReceiptBook
 from backend.retention import RetentionJob
@@ -116,12 +122,32 @@ class Node:
         app = make_app(
             redis, engine, trusted_proxies=self.settings.trusted_proxies, allowed_hosts=allowed
         )
+        flows = await self._published_flows(redis, engine)
         published: tuple[X25519PublicKey, bytes] | None = None
         if engine is not None:
-            published = await self._backend(app, redis, engine)
+            published = await self._backend(app, redis, engine, flows)
         if BOT in self.roles:
-            await self._bot(app, redis, published)
+            await self._bot(app, redis, published, flows)
         return app
+
+    async def _published_flows(self, redis: Redis, engine: AsyncEngine | None) -> PublishedFlows:
+        """The published flows, followed. A backend keeps them (SQL, the shipped directory as
+        the first version) and mirrors them to Redis, which every role reads (issue 15)."""
+        try:
+            if engine is not None:
+                store = FlowVersionStore(
+                    engine, redis, approval=self.settings.flows_publish_approval
+                )
+                await store.seed(self.settings.flows_dir, canned_responses.shipped())
+                await store.sync_mirror()
+                mirroring = asyncio.create_task(_keep_mirrored(store), name="flows-mirror")
+                self._stack.push_async_callback(_cancel, mirroring)
+            flows = await PublishedFlows.open(MirrorReader(redis))
+        except FlowError as exc:
+            raise SettingsError(f"HOTLINE_FLOWS_DIR: {exc}") from None
+        listening = asyncio.create_task(flows.listen(redis), name="flows")
+        self._stack.push_async_callback(stop_listening, flows, listening)
+        return flows
 
     def metrics_app(self) -> web.Application:
         """`/metrics` for Prometheus, served on `HOTLINE_METRICS_PORT` (after `build`)."""
@@ -180,7 +206,7 @@ class Node:
         return engine
 
     async def _backend(
-        self, app: web.Application, redis: Redis, engine: AsyncEngine
+        self, app: web.Application, redis: Redis, engine: AsyncEngine, flows: PublishedFlows
     ) -> tuple[X25519PublicKey, bytes]:
         """Start the centre; what it publishes for the bot: the public key and receipt salt."""
         cases = CaseStore(engine)
@@ -194,8 +220,7 @@ class Node:
             raise SettingsError(
                 "HOTLINE_DATABASE_URL: the database has counselors but no centre key"
             )
-        services = self._services()
-        app[readiness_key].add("flows", functools.partial(_loaded, bool(services.resources)))
+        app[readiness_key].add("flows", functools.partial(_flows_loaded, flows))
         console.add_routes(
             app,
             cases=cases,
@@ -206,7 +231,8 @@ class Node:
             dead_letters=functools.partial(dead_letter_count, redis),
             pending_sign_ins=ConsoleSessionStore(redis, pending=True),
             require_totp=self.settings.login.require_totp,
-            services=services,
+            bundle=self._console_bundle(flows),
+            flows_publish_approval=self.settings.flows_publish_approval,
             sla=self.settings.sla,
             receipts=ReceiptBook(engine, self.settings.kdf),
         )
@@ -224,15 +250,25 @@ class Node:
         self._refreshers.append(gauges.refresh)
         return active.public_key, salt
 
-    def _services(self) -> Directory:
-        """The resource directory referrals are recorded against (the flows' own)."""
+    def _console_bundle(self, flows: PublishedFlows) -> ConsoleBundle:
+        """The resource directory referrals are recorded against and the canned responses: the
+        published flows' own, followed when the pointer moves."""
         try:
-            return Directory.load(self.settings.flows_dir / "resources.yaml")
-        except FlowError as exc:
-            raise SettingsError(f"HOTLINE_FLOWS_DIR: {exc}") from None
+            canned = published_bundle.canned_of(flows.files)
+        except ValueError as exc:
+            raise SettingsError(f"published flows: {exc}") from None
+        bundle = ConsoleBundle(
+            flows.entry().directory, canned or canned_responses.load(canned_responses.shipped())
+        )
+        flows.listeners.append(lambda f: bundle.follow(f.files, f.entry().directory))
+        return bundle
 
     async def _bot(
-        self, app: web.Application, redis: Redis, published: tuple[X25519PublicKey, bytes] | None
+        self,
+        app: web.Application,
+        redis: Redis,
+        published: tuple[X25519PublicKey, bytes] | None,
+        flows: PublishedFlows,
     ) -> None:
         center_key, salt = published if published is not None else (None, None)
         if salt is None:
@@ -250,10 +286,6 @@ class Node:
                 center_key = keys.decode_public_key(encoded)
             except ValueError:
                 raise SettingsError("HOTLINE_CENTER_PUBLIC_KEY: not a valid public key") from None
-        try:
-            flows = FlowRegistry.load(self.settings.flows_dir)
-        except FlowError as exc:
-            raise SettingsError(f"HOTLINE_FLOWS_DIR: {exc}") from None
         root_secret = load_root_secret(self.settings)
         pseudonymizer = Pseudonymizer(root_secret)
         victims = VictimSide(
@@ -346,8 +378,26 @@ async def _loaded(present: bool) -> bool:
     return present
 
 
-async def _flows_loaded(flows: FlowRegistry) -> bool:
+async def _flows_loaded(flows: PublishedFlows) -> bool:
     return bool(flows.entry().flows)
+
+
+async def _keep_mirrored(store: FlowVersionStore) -> None:
+    """The published versions in Redis as SQL has them: a publish made without Redis (the CLI
+    on another host) or a Redis that lost its data reaches the workers within seconds."""
+    while True:
+        await asyncio.sleep(FLOWS_CHECK_S)
+        try:
+            if await store.sync_mirror():
+                log.info("flows mirror brought up to date")
+        except (RedisError, OSError, SQLAlchemyError):
+            log.warning("flows mirror not checked (redis or the database unavailable)")
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _stop_intake(intake: Intake, task: asyncio.Task[None]) -> None:
