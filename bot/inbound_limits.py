@@ -31,7 +31,7 @@ from redis.asyncio import Redis
 from backend.core import redis_keys
 from backend.core.conversation import Pseudonym
 from backend.core.pseudonyms import derive_key
-from backend.core.settings import InboundLimitPolicy
+from backend.core.settings import InboundLimitPolicy, RedisPool
 
 # Channels whose requests come with a client address worth counting, and which policy field
 # limits it: the web chat's page talks to us directly; KakaoTalk's requests come from Kakao.
@@ -39,6 +39,11 @@ _ADDRESS_POLICY = {"web": "per_address", "kakao": "per_kakao_address"}
 # Where a new conversation is free to open (a fresh random token): the web chat only. A Kakao or
 # Telegram account is the platform's to make, and Kakao's address is Kakao's.
 _NEW_CONVERSATION_CHANNELS = frozenset({"web"})
+
+
+# The limits' own connections (bot/cli/node.py): one count at a time per request, so a few
+# serve many requests; a flood beyond them queues here rather than in the node's main pool.
+LIMITS_POOL = RedisPool(max_connections=16, wait_ms=5_000)
 
 
 @dataclass(frozen=True)
@@ -52,8 +57,8 @@ class Sender:
 
 class InboundLimits:
     def __init__(self, redis: Redis, root_secret: bytes, policy: InboundLimitPolicy) -> None:
-        # The node's own connection pool: no second client, and the embedded Redis' Unix socket
-        # works as any other URL does (the URI is not used when a pool is given).
+        # `redis`'s own pool (the node gives the limits a client of their own, `LIMITS_POOL`);
+        # the URI below is not used when a pool is given, so a Unix socket works as any URL.
         storage = RedisStorage(
             "async+redis://",
             implementation="redispy",
