@@ -27,6 +27,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from backend.cases import CaseRepository
 from backend.core import redis_keys
 from backend.core.errors import SealingError
+from backend.core.fingerprints import describe
 from backend.core.receipt_codes import DigestScheme
 from backend.core.sealing import Envelope, RoutingHeader
 from backend.core.stream_consumer import REDIS_TRANSIENT, StreamConsumer
@@ -162,7 +163,8 @@ class Intake(StreamConsumer):
         self._recover = True
 
     def _step_failed(self, exc: Exception) -> None:
-        log.error("intake: unexpected error; retrying", exc_info=exc)
+        # Never the message or a traceback: a database error can echo the values it was given.
+        log.error("intake: unexpected error; retrying: %s", describe(exc))
         self._recover = True
 
     async def _drain_own_pending(self) -> None:

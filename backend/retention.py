@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from backend import erasure
 from backend.cases import CaseStore
+from backend.core.fingerprints import describe
 from backend.core.settings import Retention
 from backend.models import CaseStatus, utcnow
 
@@ -59,8 +60,10 @@ class RetentionJob:
         while not self._stopping.is_set():
             try:
                 await self.purge_expired()
-            except Exception:
-                log.exception("retention: purge failed; retrying at the next interval")
+            except Exception as exc:
+                log.error(
+                    "retention: purge failed; retrying at the next interval: %s", describe(exc)
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self._interval_s)
 

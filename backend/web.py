@@ -23,6 +23,7 @@ from backend.core.errors import (
     CaseWorkError,
     LegalHoldError,
 )
+from backend.core.fingerprints import describe
 from backend.core.settings import Network
 from backend.forwarded import forwarded_middleware
 from backend.host_check import AllowedHosts, host_middleware
@@ -89,11 +90,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             if kind in REFUSALS:
                 status, reason = REFUSALS[kind]
                 raise refused(request, status, str(exc) if reason is None else reason) from None
-        log.exception("request to %s failed", request.path)
+        # The type and a fingerprint only: a message may quote a victim's words, and the
+        # route's pattern rather than the path, which a client chooses.
+        log.error("request to %s failed: %s", _route(request), describe(exc))
         return web.json_response(
             {"error": "Something went wrong on our side. Please try again in a moment."},
             status=500,
         )
+
+
+def _route(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "(no route)"
 
 
 async def healthz(_request: web.Request) -> web.Response:

@@ -32,7 +32,7 @@ import json
 import logging
 import secrets
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -46,6 +46,7 @@ from backend.core.pseudonyms import Pseudonymizer, Purpose
 from backend.core.settings import KakaoSettings
 from backend.flows.channels import BUTTON_LABEL_LIMITS
 from bot.channel import Capabilities, fit
+from bot.inbound_limits import Sender
 from bot.live import CHECK_BUTTON, HeldLine, VictimSide
 from bot.runtime import NO_REPLIES_KEY, ConversationRuntime, Turn
 from bot.turn_replay import TurnInProgressError, TurnReplay
@@ -82,6 +83,8 @@ class KakaoRequestError(web.HTTPBadRequest):
 class SkillRequest:
     inbound: Inbound
     callback_url: str | None
+    # The user's `Purpose.RATE_LIMIT` pseudonym, which the inbound limits count.
+    rate_pseudonym: Pseudonym = field(repr=False)
 
 
 @dataclass
@@ -202,6 +205,7 @@ def parse(payload: Any, settings: KakaoSettings, pseudonymizer: Pseudonymizer) -
             blocking=pseudonymizer.pseudonym(Purpose.BLOCKING, CHANNEL, user_key),
         ),
         callback_url,
+        pseudonymizer.pseudonym(Purpose.RATE_LIMIT, CHANNEL, user_key),
     )
 
 
@@ -257,7 +261,9 @@ class KakaoDoor:
             raise KakaoRequestError("body must be JSON") from None
         parsed = parse(payload, self._settings, self._pseudonymizer)
         callback = _Callback(parsed.callback_url)
-        answer = asyncio.ensure_future(self._answer(parsed.inbound, raw, callback))
+        # Kakao's requests come from Kakao's servers: its address limit is a ceiling per server.
+        sender = self._runtime.sender(CHANNEL, parsed.rate_pseudonym, request.remote)
+        answer = asyncio.ensure_future(self._answer(parsed.inbound, raw, callback, sender))
         budget_s = self._settings.sync_budget_ms / 1000
         if parsed.callback_url is None:
             budget_s = max(budget_s, 4.5)  # no callback: all we have is Kakao's 5 s
@@ -284,9 +290,11 @@ class KakaoDoor:
         self._callbacks.add(task)
         task.add_done_callback(self._callbacks.discard)
 
-    async def _answer(self, inbound: Inbound, raw: bytes, callback: _Callback) -> bytes:
+    async def _answer(
+        self, inbound: Inbound, raw: bytes, callback: _Callback, sender: Sender | None = None
+    ) -> bytes:
         async def handle() -> bytes:
-            turn = await self._runtime.handle(inbound)
+            turn = await self._runtime.handle(inbound, sender=sender)
             messages = self._with_relay(turn, inbound.language)
             if turn.awaits_reply and self._victims is not None and self._settings.callback_wait_ms:
                 url = callback.take()

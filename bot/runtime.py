@@ -54,6 +54,7 @@ from backend.flows import engine
 from backend.flows.channels import FILE_CHANNELS
 from backend.flows.engine import BUILT_IN_EXITS, QUICK_EXIT_BUTTON, Bundle, Context
 from backend.flows.flow_source import FlowSource
+from bot.inbound_limits import InboundLimits, Sender
 from bot.live import CHECK_BUTTON, VictimSide, how_replies_key
 from bot.reports import ReportSender
 from bot.sessions import HeldSession, Once, OnceRefusedError, SessionStore
@@ -72,6 +73,8 @@ _COMMAND = re.compile(r"^/[a-z_]{1,32}(?:@\w+)?$", re.IGNORECASE)
 UNATTENDED_KEY = "safety.no_counselor"
 # "No new replies yet": a door that waits for the counselor's line says it only if none came.
 NO_REPLIES_KEY = "live.no_replies"
+# Said to a sender over an inbound limit (`bot.inbound_limits`): calm, with the emergency numbers.
+OVER_LIMIT_KEY = "safety.slow_down"
 _HANDOFF_SAID = frozenset({"safety.handoff", "counselor.left"})
 _UNATTENDED = "unattended"
 
@@ -122,12 +125,15 @@ class ConversationRuntime:
         reload_check_s: float = RELOAD_CHECK_S,
         live: VictimSide | None = None,
         shifts: ShiftBoard | None = None,
+        limits: InboundLimits | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         """Without `live`, a handoff is a sealed request only: no reply key, no live chat.
+        Without `limits`, nothing is counted (flow tests, benches of the pipeline alone).
         `metrics`: the node's instruments, which the doors count their updates on too."""
         self.metrics = metrics if metrics is not None else Metrics()
         self._redis = redis
+        self._limits = limits
         self._live = live
         # Who is on shift, asked at each handoff; None: not asked (flow tests, benches), and
         # a handoff is answered as if a counselor were there.
@@ -140,14 +146,64 @@ class ConversationRuntime:
         self._reload_check_s = reload_check_s
         self._checked_at = clock()
 
-    async def handle(self, inbound: Inbound, *, once: Once | None = None) -> Turn:
+    def sender(
+        self, channel: str, pseudonym: Pseudonym, remote: str | None = None
+    ) -> Sender | None:
+        """Whom the inbound limits count for a request: `pseudonym` is the sender's
+        `Purpose.RATE_LIMIT` one, `remote` the client address (hashed at once); None: no
+        limits."""
+        if self._limits is None:
+            return None
+        return self._limits.sender(channel, pseudonym, remote)
+
+    async def over_limit(self, inbound: Inbound, sender: Sender | None) -> Turn | None:
+        """Count one inbound against the sender's limits: the calm answer when it is over them,
+        None when it may go on. Safety words and the way out always go on."""
+        if sender is None or self._limits is None or await self._limits.admit(sender):
+            return None
+        if self._urgent(inbound):
+            return None
+        log.info("inbound refused: over the %s limits", sender.channel)
+        return self._slow_down(inbound)
+
+    def _urgent(self, inbound: Inbound) -> bool:
+        """What is answered whatever the limits: words triage acts on, and the way out."""
+        if inbound.button == QUICK_EXIT_BUTTON:
+            return True
+        text = inbound.text or ""
+        word = text.strip().split(maxsplit=1)[0:1]
+        if word and word[0].lower() in BUILT_IN_EXITS:
+            return True
+        return bool(self._flows.entry().triage.scan(text))
+
+    def _slow_down(self, inbound: Inbound) -> Turn:
+        text = self.text(OVER_LIMIT_KEY, inbound.language)
+        return Turn((Outbound(text, (), OVER_LIMIT_KEY),))
+
+    async def handle(
+        self, inbound: Inbound, *, once: Once | None = None, sender: Sender | None = None
+    ) -> Turn:
         """One turn. `once`: a claim on the input (a Telegram update) taken with the lock;
-        `OnceRefusedError`, and nothing done, when it is someone else's."""
+        `OnceRefusedError`, and nothing done, when it is someone else's. `sender`: whom the
+        inbound limits count (`sender()`); over them, the victim is told calmly to slow down
+        and nothing else happens, unless she wrote safety words or asked to leave."""
         started = time.perf_counter()
         try:
             if await self._blocked(inbound):
                 return Turn((Outbound(self.text("common.blocked", inbound.language)),))
+            refused = await self.over_limit(inbound, sender)
+            if refused is not None:
+                self.metrics.turn(inbound.channel, "limited", time.perf_counter() - started)
+                return refused
             async with self._sessions.hold(inbound.pseudonym, once=once) as held:
+                if (
+                    held.session is None
+                    and sender is not None
+                    and not await self._new_allowed(inbound, sender)
+                ):
+                    turn = self._slow_down(inbound)  # the hold ends without a write
+                    self.metrics.turn(inbound.channel, "limited", time.perf_counter() - started)
+                    return turn
                 turn = await self._handle_locked(inbound, held)
             self.metrics.turn(inbound.channel, "answered", time.perf_counter() - started)
             return turn
@@ -176,6 +232,14 @@ class ConversationRuntime:
         if (inbound.text or "").strip().lower() in BUILT_IN_EXITS:
             return False
         return bool(await self._redis.exists(redis_keys.blocked_key(inbound.blocking)))
+
+    async def _new_allowed(self, inbound: Inbound, sender: Sender) -> bool:
+        if self._limits is None or await self._limits.admit_new_conversation(sender):
+            return True
+        if self._urgent(inbound):
+            return True
+        log.info("new conversation refused: over the %s limit per address", sender.channel)
+        return False
 
     def text(self, key: str, language_hint: str | None) -> str:
         """A shared `common.*` text for what a door says outside any flow step (a file it cannot

@@ -191,8 +191,15 @@ async def turn(request: web.Request) -> web.Response:
     if turn_id is not None and (not isinstance(turn_id, str) or not _TURN_ID.match(turn_id)):
         raise BadTurnError("turn must be 16 to 43 URL-safe characters")
 
+    runtime = request.app[runtime_key]
+    rate_pseudonym = request.app[pseudonymizer_key].pseudonym(
+        Purpose.RATE_LIMIT, CHANNEL, payload["token"]
+    )
+    # The client address as the trusted proxy gave it (`backend.forwarded`), hashed at once.
+    sender = runtime.sender(CHANNEL, rate_pseudonym, request.remote)
+
     async def handle() -> bytes:
-        result = await request.app[runtime_key].handle(inbound)
+        result = await runtime.handle(inbound, sender=sender)
         if result.failed:
             # Not stored as the turn's answer: the retry runs the turn again.
             raise TurnFailedError("the turn did not run")

@@ -17,6 +17,7 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -67,6 +68,14 @@ FAST_KDF_ENV = {
 # The harness reads the first start's secrets from the output, as a person at a terminal does;
 # its output is no terminal, so it says so (without it, a first start is refused).
 FIRST_START_ENV = {"HOTLINE_FIRST_START": "print"}
+
+# Inbound limits on, but far above what any test sends, so tests that walk many conversations
+# from 127.0.0.1 are not throttled; tests/test_inbound_limits.py sets its own.
+ROOMY_LIMITS_ENV = {
+    "HOTLINE_LIMIT_PER_SENDER": "10000/minute",
+    "HOTLINE_LIMIT_PER_ADDRESS": "10000/minute",
+    "HOTLINE_LIMIT_NEW_CONVERSATIONS_PER_ADDRESS": "10000/minute",
+}
 
 
 @dataclass(frozen=True)
@@ -156,6 +165,7 @@ async def start_hotline(
             "HOTLINE_REDIS_URL": pair.redis_url,
             **FAST_KDF_ENV,
             **FIRST_START_ENV,
+            **ROOMY_LIMITS_ENV,
             **extra_env,
         }
     )
@@ -189,3 +199,37 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=browser)
         items[:] = [item for item in items if not item.get_closest_marker("browser")]
         print(f"\nhotline: {CHROMIUM} is missing; {len(browser)} browser tests deselected")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A pytest-xdist worker hands its fuzz counts to the controller."""
+    from tests import fuzzing  # noqa: PLC0415 - it imports this module
+
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["fuzz_counts"] = dict(fuzzing.COUNTS)
+        workeroutput["fuzz_seconds"] = dict(fuzzing.SECONDS)
+
+
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist's controller: add up a finished worker's fuzz counts."""
+    from tests import fuzzing  # noqa: PLC0415 - it imports this module
+
+    output = getattr(node, "workeroutput", {})
+    fuzzing.COUNTS.update(output.get("fuzz_counts", {}))
+    for door, seconds in output.get("fuzz_seconds", {}).items():
+        fuzzing.SECONDS[door] = fuzzing.SECONDS.get(door, 0.0) + seconds
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How many inputs the fuzz tests generated in this run, per door."""
+    from tests import fuzzing  # noqa: PLC0415 - it imports this module
+
+    if getattr(terminalreporter.config, "workeroutput", None) is not None or not fuzzing.COUNTS:
+        return
+    total = sum(fuzzing.COUNTS.values())
+    doors = ", ".join(
+        f"{door} {count:,} in {fuzzing.SECONDS[door]:.0f} s"
+        for door, count in sorted(fuzzing.COUNTS.items())
+    )
+    terminalreporter.write_sep("=", f"fuzz: {total:,} generated inputs ({doors})")

@@ -226,6 +226,10 @@ class FakeTelegram:
     def group_chat(chat_id: int, title: str, *, supergroup: bool = False) -> JSONDict:
         return {"id": chat_id, "type": "supergroup" if supergroup else "group", "title": title}
 
+    def open_chat(self, chat: JSONDict) -> None:
+        """A chat the bot may write to, for updates a test POSTs to a webhook itself."""
+        self._chats.setdefault(chat["id"], _Chat(chat))
+
     async def send_text(self, user: JSONDict, chat: JSONDict, text: str) -> JSONDict:
         """The user sends `text` in `chat`; a leading /command is marked as Telegram does."""
         message = self._message(chat, user, text)

@@ -22,8 +22,7 @@ from sqlmodel import SQLModel
 
 from backend import audit, bootstrap
 from backend.cases import CaseStore
-from backend.core import keys
-from backend.core import redis_keys as streams
+from backend.core import keys, redis_keys
 from backend.core.conversation import SubmitReport
 from backend.core.live_chat import LiveChat, Sender, new_line
 from backend.embedded_redis import EmbeddedRedis
@@ -39,26 +38,40 @@ MARKER = "CANARY-5be1-가해자"
 FIELDS = ("details", "platform", "offender", "url", "contact", "age", "evidence_note")
 
 
-async def _redis_values(redis: Redis) -> bytes:
-    seen = []
+def _raw(value: object) -> bytes:
+    # The client runs without decode_responses: every item is bytes.
+    assert isinstance(value, bytes), type(value)
+    return value
+
+
+async def redis_values(redis: Redis) -> bytes:
+    """Every key and every value of every Redis type, as raw bytes joined (not `repr`, which
+    would hide a UTF-8 marker behind escapes); a type it cannot read fails the canary."""
+    seen: list[object] = []
     async for key in redis.scan_iter(count=500):
         seen.append(key)
         kind = cast(bytes, await redis.type(key)).decode()
-        if kind == "stream":
-            seen.append(repr(await redis.xrange(key)).encode())
+        if kind == "none":  # expired between the scan and the look
+            continue
+        if kind == "string":
+            seen.append(await redis.get(key))
         elif kind == "hash":
-            seen.append(repr(await redis.hgetall(key)).encode())
-        elif kind == "string":
-            seen.append(cast(bytes, await redis.get(key)))
+            for field, value in (await redis.hgetall(key)).items():
+                seen += [field, value]
         elif kind == "list":
-            seen.append(repr(await redis.lrange(key, 0, -1)).encode())
-        elif kind == "set":  # a counselor's console sessions (issue 15)
-            seen.append(repr(sorted(await redis.smembers(key))).encode())
+            seen += await redis.lrange(key, 0, -1)
+        elif kind == "set":  # e.g. a counselor's console sessions (issue 15)
+            seen += await redis.smembers(key)
         elif kind == "zset":
-            seen.append(repr(await redis.zrange(key, 0, -1, withscores=True)).encode())
+            seen += [pair[0] for pair in await redis.zrange(key, 0, -1, withscores=True)]
+        elif kind == "stream":
+            for entry_id, fields in await redis.xrange(key) or []:
+                seen.append(entry_id)
+                for field, value in (fields or {}).items():
+                    seen += [field, value]
         else:
             raise AssertionError(f"a Redis {kind} this canary does not read yet")
-    return b"\n".join(seen)
+    return b"\n".join(_raw(item) for item in seen)
 
 
 async def _database_rows(engine: AsyncEngine) -> str:
@@ -110,7 +123,7 @@ async def test_marker_is_nowhere_in_plaintext(
         )
     )
     # The victim blocked the bot: the content-free event flags the case.
-    await sender.send_event(f"{case_id}:blocked", streams.EVENT_VICTIM_UNREACHABLE, [case_id])
+    await sender.send_event(f"{case_id}:blocked", redis_keys.EVENT_VICTIM_UNREACHABLE, [case_id])
     await sign_in_and_change_password(hotline, "a long new password")
     cases = await wait_for_cases(hotline, 2)
     await LiveChat(redis).from_victim(
@@ -138,7 +151,7 @@ async def test_marker_is_nowhere_in_plaintext(
     needles = (MARKER.encode(), MARKER.encode("utf-16-le"), code.encode())
     haystacks = {
         "database rows": (await _database_rows(engine)).encode(),
-        "redis values": await _redis_values(redis),
+        "redis values": await redis_values(redis),
         "logs": "\n".join(r.getMessage() for r in caplog.records).encode(),
     }
     directories = [tmp_path]
@@ -150,4 +163,23 @@ async def test_marker_is_nowhere_in_plaintext(
     for where, haystack in haystacks.items():
         for needle in needles:
             assert needle not in haystack, f"plaintext in {where}"
-    assert await redis.xlen(streams.case_transcript_stream(case_id)) == 1
+    assert await redis.xlen(redis_keys.case_transcript_stream(case_id)) == 1
+
+
+async def test_the_walker_reads_every_redis_type(redis: Redis) -> None:
+    """A marker hidden in any Redis type is found: a walker that skipped one would pass a leak."""
+    marker = MARKER.encode()
+    writes = {
+        "string": redis.set("c:string", marker),
+        "hash": redis.hset("c:hash", "field", marker),
+        "hash field": redis.hset("c:hash-field", marker, b"value"),
+        "list": redis.rpush("c:list", b"x", marker),
+        "set": redis.sadd("c:set", marker),
+        "sorted set": redis.zadd("c:zset", {marker: 1.0}),
+        "stream": redis.xadd("c:stream", {"f": marker}),
+        "stream field": redis.xadd("c:stream-field", {marker: b"v"}),
+    }
+    for where, write in writes.items():
+        await redis.flushdb()
+        await write
+        assert marker in await redis_values(redis), where

@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import FAST_KDF_ENV, FIRST_START_ENV, Pair, first_start_secret
+from tests.conftest import FAST_KDF_ENV, FIRST_START_ENV, ROOMY_LIMITS_ENV, Pair, first_start_secret
 from tests.fake_telegram import FakeTelegram
 from tests.telegram_support import CANARY_TEXT, say
 from tests.telegram_support import DETAILS as TELEGRAM_DETAILS
@@ -89,6 +89,7 @@ async def up_env(
     env |= (
         FAST_KDF_ENV
         | FIRST_START_ENV
+        | ROOMY_LIMITS_ENV
         | {"HOTLINE_DATA_DIR": str(tmp_path / "data"), "HOTLINE_HTTP_PORT": "0"}
     )
     if pair.name == "server":

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from backend.core import redis_keys as streams
 from backend.core.conversation import Inbound
 from backend.flows.registry import FlowRegistry
+from bot.inbound_limits import Sender
 from bot.runtime import ConversationRuntime, Turn
 from bot.sessions import Once
 from bot.telegram.dedupe import Claim, UpdateDedupe
@@ -59,13 +60,15 @@ class _WatchedRuntime(ConversationRuntime):
         self.most_per_chat = 0
         self.most_overall = 0
 
-    async def handle(self, inbound: Inbound, *, once: Once | None = None) -> Turn:
+    async def handle(
+        self, inbound: Inbound, *, once: Once | None = None, sender: Sender | None = None
+    ) -> Turn:
         self.running[inbound.pseudonym] = self.running.get(inbound.pseudonym, 0) + 1
         self.most_per_chat = max(self.most_per_chat, self.running[inbound.pseudonym])
         self.most_overall = max(self.most_overall, sum(self.running.values()))
         try:
             await asyncio.sleep(0.05)
-            return await super().handle(inbound, once=once)
+            return await super().handle(inbound, once=once, sender=sender)
         finally:
             self.running[inbound.pseudonym] -= 1
 

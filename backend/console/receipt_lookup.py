@@ -63,14 +63,15 @@ async def find_case(request: web.Request, session: ConsoleSession, typed: str) -
     """The case id for a typed code; LookupRefused says why not."""
     actor = f"counselor:{session.counselor_id}"
     cases = request.app[app_keys.cases_key]
-    if await _count(request.app[redis_key], session.counselor_id) > redis_keys.RECEIPT_LOOKUP_LIMIT:
-        log.warning("counselor %d: receipt lookups over the limit", session.counselor_id)
-        raise LookupRefused(web.HTTPTooManyRequests, TOO_MANY)
+    # What cannot be a code is refused before anything is counted or written: it matches no
+    # case and costs no Argon2id, so it guesses nothing (a refused input changes nothing).
     try:
         normalise(typed)
     except ReceiptNotFoundError:
-        await cases.record(actor, AuditAction.RECEIPT_LOOKUP, actor, "not a code")
         raise LookupRefused(web.HTTPBadRequest, NOT_A_CODE) from None
+    if await _count(request.app[redis_key], session.counselor_id) > redis_keys.RECEIPT_LOOKUP_LIMIT:
+        log.warning("counselor %d: receipt lookups over the limit", session.counselor_id)
+        raise LookupRefused(web.HTTPTooManyRequests, TOO_MANY)
     try:
         case_id = await request.app[receipts_key].find(typed)
     except ReceiptNotFoundError:

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # The doors' channel names (bot/webchat.py, bot/telegram.py, bot/kakao.py).
 CHANNELS = frozenset({"web", "telegram", "kakao"})
-TURN_OUTCOMES = frozenset({"answered", "unavailable", "refused"})
+TURN_OUTCOMES = frozenset({"answered", "unavailable", "refused", "limited"})
 SEND_RESULTS = frozenset({"sent", "blocked", "failed"})
 RETRY_REASONS = frozenset({"rate_limited", "network"})
 DELIVERY_OUTCOMES = frozenset({"delivered", "held", "failed"})
@@ -60,7 +60,8 @@ class Metrics:
         )
         self._turns = Counter(
             "hotline_turns",
-            "Conversation turns by channel and outcome (unavailable: a dependency failed)",
+            "Conversation turns by channel and outcome (unavailable: a dependency failed; limited: "
+            "over an inbound limit, told to wait)",
             ["channel", "outcome"],
             registry=r,
         )

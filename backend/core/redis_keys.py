@@ -227,6 +227,10 @@ def block_key(block_id: str) -> str:
 
 # Every session of a counselor (their Redis key names), so a password change can end the others.
 CONSOLE_COUNSELOR_SESSIONS_PREFIX: Final = PREFIX + "console:counselor-sessions:"
+# Inbound limits (bot/inbound_limits.py): the `limits` library's sliding-window counters, keyed
+# under this prefix by the rate-limiting pseudonym or a keyed hash of the client address; each
+# counter expires with its window.
+INBOUND_LIMITS_PREFIX: Final = PREFIX + "limits"
 
 
 def session_key(pseudonym: str) -> str:

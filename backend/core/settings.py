@@ -17,6 +17,8 @@ from typing import TypeAlias
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from limits import parse_many
+
 from backend.core.errors import SettingsError
 
 SHIPPED_FLOWS_DIR = Path(__file__).resolve().parent.parent.parent / "flows"
@@ -79,6 +81,23 @@ class LoginPolicy:
     # sign-in (an open console polls every few seconds, so idleness alone never ends it).
     session_idle_s: int = 1800
     session_max_s: int = 8 * 3600
+
+
+@dataclass(frozen=True)
+class InboundLimitPolicy:
+    """How much one sender, and one client address, may send to the bot (`bot/inbound_limits.py`).
+
+    Each is a rate in the `limits` library's notation ("20/minute", several joined by ";"), or
+    "" for no limit. Many victims share one address (a school, a shelter, a mobile carrier's
+    NAT), so the per-address limits sit well above one person's pace. KakaoTalk's requests come
+    from Kakao's servers, not from victims, so its per-address limit is a ceiling per Kakao
+    server, far higher than the web chat's.
+    """
+
+    per_pseudonym: str = "20/minute;200/hour"
+    per_address: str = "120/minute"
+    per_kakao_address: str = "6000/minute"
+    new_conversations_per_address: str = "10/minute;60/hour"
 
 
 @dataclass(frozen=True)
@@ -201,6 +220,7 @@ class Settings:
     redis_sentinel_service: str = "hotline"
     # The centre's time zone (IANA name): the console shows every time in it, with its name.
     time_zone: str = "Asia/Seoul"
+    inbound_limits: InboundLimitPolicy = field(default_factory=InboundLimitPolicy)
     redis_pool: RedisPool = field(default_factory=RedisPool)
     # Where victims and counselors reach us (https://name); requests under another host name
     # than this one or the bound address are refused (backend/host_check.py).
@@ -313,6 +333,14 @@ class Settings:
             redis_sentinels=_sentinels(env.get("HOTLINE_REDIS_SENTINELS"), redis_url),
             redis_sentinel_service=_sentinel_service(env.get("HOTLINE_REDIS_SENTINEL_SERVICE")),
             time_zone=_time_zone(env.get("HOTLINE_TIME_ZONE") or "Asia/Seoul"),
+            inbound_limits=InboundLimitPolicy(
+                per_pseudonym=_rate(env, "HOTLINE_LIMIT_PER_SENDER", "20/minute;200/hour"),
+                per_address=_rate(env, "HOTLINE_LIMIT_PER_ADDRESS", "120/minute"),
+                per_kakao_address=_rate(env, "HOTLINE_LIMIT_PER_KAKAO_ADDRESS", "6000/minute"),
+                new_conversations_per_address=_rate(
+                    env, "HOTLINE_LIMIT_NEW_CONVERSATIONS_PER_ADDRESS", "10/minute;60/hour"
+                ),
+            ),
             public_url=public_url,
             redis_pool=RedisPool(
                 max_connections=_int(
@@ -470,6 +498,24 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     if raw not in choices:
         raise SettingsError(f"{name}: must be one of {', '.join(choices)}")
     return raw
+
+
+def _rate(env: Mapping[str, str], name: str, default: str) -> str:
+    """A rate in the `limits` notation ("20/minute;200/hour"), or "off" for none."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    if raw.strip().lower() == "off":
+        return ""
+    try:
+        items = parse_many(raw)
+    except ValueError:
+        items = []
+    if not items or any(item.amount < 1 for item in items):
+        raise SettingsError(
+            f'{name}: {raw!r} is not a rate such as "20/minute" or "20/minute;200/hour" (or "off")'
+        )
+    return raw.strip()
 
 
 def _bool(env: Mapping[str, str], name: str) -> bool:

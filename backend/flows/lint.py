@@ -73,6 +73,8 @@ ENGINE_KEYS = (
     "live.saved",
     "live.waiting_reply",
     "safety.no_counselor",
+    # Said to a sender over an inbound limit (bot/inbound_limits.py, bot/runtime.py).
+    "safety.slow_down",
 )
 _LOCATED = re.compile(r"^(?P<source>[^:\n]+?):(?P<line>\d+): (?P<message>.*)$", re.DOTALL)
 

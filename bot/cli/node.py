@@ -61,6 +61,7 @@ from bot import kakao as kakao_channel
 from bot import webchat
 from bot.channel import Delivery
 from bot.cli.root_secret import load_root_secret
+from bot.inbound_limits import LIMITS_POOL, InboundLimits
 from bot.kakao import KakaoDoor
 from bot.live import VictimSide
 from bot.relay import RelayWorker
@@ -110,6 +111,8 @@ class Node:
     metrics: Metrics = field(default_factory=Metrics)
     # What a scrape reads first: the centre's gauges, on a backend node.
     _refreshers: list[Refresher] = field(default_factory=list)
+    # Where this node's Redis is (the embedded one's socket once started).
+    _redis_url: str = ""
 
     async def __aenter__(self) -> Node:
         return self
@@ -193,6 +196,7 @@ class Node:
             await embedded.start()
             self._stack.push_async_callback(embedded.stop)
             url = embedded.url
+        self._redis_url = url
         redis = redis_pool.connect(url, self.settings.redis_pool)
         self._stack.push_async_callback(redis.aclose)
         try:
@@ -333,6 +337,10 @@ class Node:
             center_key,
             holding_channels={webchat.CHANNEL, kakao_channel.CHANNEL},
         )
+        # The inbound limits count on a small pool of their own: a flood's refusals wait there,
+        # never for the connections victims' turns need, and a turn's count never starves them.
+        limits_redis = redis_pool.connect(self._redis_url, LIMITS_POOL)
+        self._stack.push_async_callback(limits_redis.aclose)
         runtime = ConversationRuntime(
             redis,
             flows,
@@ -342,6 +350,7 @@ class Node:
             receipts=ReceiptHasher(load_receipt_secret(self.settings), salt, self.settings.kdf),
             live=victims,
             shifts=ShiftBoard(redis),
+            limits=InboundLimits(limits_redis, root_secret, self.settings.inbound_limits),
             metrics=self.metrics,
         )
         ready = app[readiness_key]

@@ -64,6 +64,7 @@ from backend.core.pseudonyms import Pseudonymizer, Purpose
 from backend.core.settings import TELEGRAM_DOWNLOAD_LIMIT_BYTES, Settings
 from backend.flows.channels import BUTTON_LABEL_LIMITS
 from bot.channel import Capabilities, fit
+from bot.inbound_limits import Sender
 from bot.runtime import ConversationRuntime, Turn
 from bot.sessions import Once, OnceRefusedError
 from bot.telegram import evidence
@@ -376,7 +377,7 @@ class TelegramDoor:
             return  # a pinned message, shared access: not the victim speaking
         if message.text is not None:
             inbound = self._inbound(user.id, user.language_code, text=message.text)
-            await self._turn(inbound, chat.id, message.message_id)
+            await self._turn(inbound, chat.id, message.message_id, self._sender(user.id))
             return
         await self._on_file(message, user.id, user.language_code)
 
@@ -392,7 +393,7 @@ class TelegramDoor:
             return
         user = query.from_user
         inbound = self._inbound(user.id, user.language_code, button=query.data)
-        await self._turn(inbound, message.chat.id, None)
+        await self._turn(inbound, message.chat.id, None, self._sender(user.id))
 
     async def _on_file(self, message: Message, user_id: int, language: str | None) -> None:
         """A photo, document, sticker, voice message or anything else that is not text.
@@ -406,6 +407,16 @@ class TelegramDoor:
         limit, that it is too large. The message is remembered, so /exit erases it with the rest.
         """
         pseudonym = self._pseudonym(user_id)
+        # Counted before anything is fetched: a flood of files must not become downloads.
+        refused = await self._runtime.over_limit(
+            self._inbound(user_id, language), self._sender(user_id)
+        )
+        if refused is not None:
+            exit_label = self._text("common.quick_exit", language)
+            await self._send_guarded(
+                pseudonym, message.chat.id, refused.messages, exit_label, [message.message_id]
+            )
+            return
         declared = _declared_bytes(message)
         too_large = declared is not None and declared > self._config.max_file_bytes
         wanted = _evidence_file(message)
@@ -443,14 +454,21 @@ class TelegramDoor:
                 pseudonym, message.chat.id, answer, exit_label, [message.message_id]
             )
 
-    async def _turn(self, inbound: Inbound, chat_id: int, incoming_id: int | None) -> None:
+    async def _turn(
+        self,
+        inbound: Inbound,
+        chat_id: int,
+        incoming_id: int | None,
+        sender: Sender | None = None,
+    ) -> None:
+        """`sender`: whom the inbound limits count; None when already counted (a file)."""
         incoming = [] if incoming_id is None else [incoming_id]
         # The chat's epoch as the turn begins: a quick exit meanwhile drops its replies.
         epoch = self.outbox.epoch(chat_id)
         handling = _handling.get(None)
         once = None if handling is None else handling.once
         try:
-            turn = await self._runtime.handle(inbound, once=once)
+            turn = await self._runtime.handle(inbound, once=once, sender=sender)
         except OnceRefusedError as refused:
             if handling is not None:
                 handling.refused = self._dedupe.refused(refused.holder)
@@ -696,6 +714,10 @@ class TelegramDoor:
 
     def _pseudonym(self, user_id: int) -> Pseudonym:
         return self._pseudonymizer.pseudonym(Purpose.SESSION, CHANNEL, str(user_id))
+
+    def _sender(self, user_id: int) -> Sender | None:
+        rate_pseudonym = self._pseudonymizer.pseudonym(Purpose.RATE_LIMIT, CHANNEL, str(user_id))
+        return self._runtime.sender(CHANNEL, rate_pseudonym)  # no client address: Telegram's
 
     def _inbound(
         self,
