@@ -7,17 +7,14 @@ new conversation while one begun before keeps the old; the administrator rolls b
 
 from __future__ import annotations
 
-import base64
 import re
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from backend import totp
-from tests.browser import chromium, up_env
+from tests.browser import chromium, replace_one_time_password, turn_on_two_factor, up_env
 from tests.conftest import first_start_secret
 from tests.locales import texts_of
 from tests.test_e2e import Up
@@ -39,21 +36,9 @@ async def browser() -> AsyncIterator[Browser]:
 
 async def _administrator(page: Page, up: Up) -> None:
     """The first administrator: new password, two-factor turned on (the studio needs it)."""
-    await page.goto(up.base + "/console")
-    await page.get_by_label("Username").fill("admin")
-    await page.get_by_label("Password").fill(first_start_secret(up.output, "one-time password"))
-    await page.get_by_role("button", name="Sign in").click()
-    await page.wait_for_url("**/console/password")
-    await page.get_by_label("New password").fill(PASSWORD)
-    await page.get_by_label("Repeat it").fill(PASSWORD)
-    await page.get_by_role("button", name="Save").click()
-    await page.wait_for_url("**/console/two-factor")
-    text = (await page.locator("#totp-secret").inner_text()).strip()
-    secret = base64.b32decode(text + "=" * (-len(text) % 8))
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_label("Code").fill(totp.code_at_step(secret, totp.step_at(time.time())))
-    await page.get_by_role("button", name="Turn on").click()
-    await page.wait_for_url(up.base + "/console")
+    one_time = first_start_secret(up.output, "one-time password")
+    await replace_one_time_password(page, up.base, one_time, PASSWORD)
+    await turn_on_two_factor(page, up.base, PASSWORD)
 
 
 async def _victim_at_category(browser: Browser, base: str) -> Page:

@@ -7,16 +7,19 @@ password and a fresh code, reaching the case list.
 
 from __future__ import annotations
 
-import base64
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser
 
-from backend import totp
-from tests.browser import chromium, up_env
+from tests.browser import (
+    chromium,
+    replace_one_time_password,
+    totp_code,
+    turn_on_two_factor,
+    up_env,
+)
 from tests.conftest import first_start_secret
 from tests.test_e2e import Up
 
@@ -35,33 +38,14 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return up_env(tmp_path, {"HOTLINE_CONSOLE_REQUIRE_TOTP": "true"})
 
 
-def _code(secret: bytes, steps_ahead: int = 0) -> str:
-    return totp.code_at_step(secret, totp.step_at(time.time()) + steps_ahead)
-
-
 async def test_sign_in_with_two_factor(browser: Browser, tmp_path: Path) -> None:
     up = Up(_env(tmp_path), tmp_path / "hotline.log")
     try:
         await up.wait_ready()
         first_password = first_start_secret(up.output, "one-time password")
         page = await browser.new_page()
-        await page.goto(up.base + "/console")
-        await page.get_by_label("Username").fill("admin")
-        await page.get_by_label("Password").fill(first_password)
-        await page.get_by_role("button", name="Sign in").click()
-        await page.wait_for_url("**/console/password")
-        await page.get_by_label("Current password").fill(first_password)
-        await page.get_by_label("New password").fill(PASSWORD)
-        await page.get_by_label("Repeat it").fill(PASSWORD)
-        await page.get_by_role("button", name="Save").click()
-
-        await page.wait_for_url("**/console/two-factor")
-        text = (await page.locator("#totp-secret").inner_text()).strip()
-        secret = base64.b32decode(text + "=" * (-len(text) % 8))
-        await page.get_by_label("Password").fill(PASSWORD)
-        await page.get_by_label("Code").fill(_code(secret))
-        await page.get_by_role("button", name="Turn on").click()
-        await page.wait_for_url(up.base + "/console")
+        await replace_one_time_password(page, up.base, first_password, PASSWORD)
+        secret = await turn_on_two_factor(page, up.base, PASSWORD)
         await page.get_by_role("button", name="Sign out").click()
         await page.wait_for_url("**/console/login")
 
@@ -70,7 +54,7 @@ async def test_sign_in_with_two_factor(browser: Browser, tmp_path: Path) -> None
         await page.get_by_role("button", name="Sign in").click()
         await page.wait_for_url("**/console/login/code")
         # The enrolment used this step's code; the next step's is good and not yet used.
-        await page.get_by_label("Code").fill(_code(secret, 1))
+        await page.get_by_label("Code").fill(totp_code(secret, 1))
         await page.get_by_role("button", name="Continue").click()
         await page.wait_for_url(up.base + "/console")
         assert await page.get_by_role("button", name="Sign out").is_visible()
