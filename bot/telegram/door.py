@@ -266,7 +266,15 @@ class TelegramDoor:
         # chat's updates one after another, so a 200 held back until the turn's replies went
         # out at one a second would hold her /exit back as long (issue 12). A redelivery after
         # the step would only meet the claim its turn took, so nothing is lost by answering.
-        if await self._admit_until_stepped(update) is Outcome.HELD:
+        try:
+            held = await self._admit_until_stepped(update) is Outcome.HELD
+        except TelegramError as exc:
+            # Telegram refused a call this update made (a callback query id it does not know,
+            # say): delivering the update again would meet the same refusal, so it is
+            # acknowledged and dropped, like one that cannot be parsed. Found by fuzzing.
+            log.warning("telegram update dropped: the Bot API refused it (%s)", type(exc).__name__)
+            held = False
+        if held:
             return web.Response(status=503, headers={"Retry-After": "5"})
         return web.Response(status=200)
 
