@@ -187,4 +187,3 @@ async def test_the_telegram_webhook_survives_any_body(
             parsed = False
         refused = response.status >= 400 or secret != WEBHOOK_SECRET or not parsed
         await stored.after(before, refused=refused)
-
