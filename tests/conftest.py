@@ -65,6 +65,10 @@ FAST_KDF_ENV = {
     "HOTLINE_LOGIN_DELAY_MS": "1",
 }
 
+# The console speaks Korean unless a counselor chooses otherwise; the tests that read its English
+# texts choose English as the centre's language (the Korean console has tests of its own).
+ENGLISH_CONSOLE_ENV = {"HOTLINE_CONSOLE_LANGUAGE": "en"}
+
 
 @dataclass(frozen=True)
 class Pair:
@@ -150,6 +154,7 @@ async def start_hotline(
             "HOTLINE_DATABASE_URL": pair.database_url,
             "HOTLINE_REDIS_URL": pair.redis_url,
             **FAST_KDF_ENV,
+            **ENGLISH_CONSOLE_ENV,
             **extra_env,
         }
     )

@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import FAST_KDF_ENV, Pair, first_start_secret
+from tests.conftest import ENGLISH_CONSOLE_ENV, FAST_KDF_ENV, Pair, first_start_secret
 from tests.fake_telegram import FakeTelegram
 from tests.telegram_support import CANARY_TEXT, say
 from tests.telegram_support import DETAILS as TELEGRAM_DETAILS
@@ -86,7 +86,11 @@ async def up_env(
     pair: Pair, tmp_path: Path, redis: Redis, engine: AsyncEngine
 ) -> AsyncIterator[dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
-    env |= FAST_KDF_ENV | {"HOTLINE_DATA_DIR": str(tmp_path / "data"), "HOTLINE_HTTP_PORT": "0"}
+    env |= (
+        FAST_KDF_ENV
+        | ENGLISH_CONSOLE_ENV
+        | {"HOTLINE_DATA_DIR": str(tmp_path / "data"), "HOTLINE_HTTP_PORT": "0"}
+    )
     if pair.name == "server":
         env |= {"HOTLINE_DATABASE_URL": pair.database_url, "HOTLINE_REDIS_URL": pair.redis_url}
     yield env

@@ -49,6 +49,7 @@ from backend.console.access import (
 from backend.console.canned_responses import CannedResponse, in_order_for, load, shipped
 from backend.console.forms import check_json_post, check_upgrade_origin, read_json, refusal
 from backend.console.hub import Subscription, TranscriptHub, stream_id
+from backend.console.i18n import gettext as _
 from backend.console.sessions import COOKIE_NAME, ConsoleSession
 from backend.core import redis_keys
 from backend.core.errors import CaseNotFoundError, CaseTransitionError, SealingError
@@ -94,7 +95,7 @@ def _may_hold(session: ConsoleSession, case: Case) -> bool:
 async def _held_case(request: web.Request, session: ConsoleSession) -> Case:
     case = await request.app[_cases_key].get(request.match_info["case_id"])
     if not _may_hold(session, case):
-        raise refusal(request, web.HTTPForbidden, "this case is not yours: claim it first")
+        raise refusal(request, web.HTTPForbidden, _("this case is not yours: claim it first"))
     return case
 
 
@@ -180,11 +181,11 @@ async def live_socket(request: web.Request) -> web.StreamResponse:
     check_upgrade_origin(request)
     after = request.query.get("after", "0-0")
     if not _ENTRY_ID.fullmatch(after):
-        raise web.HTTPBadRequest(text="after: not a transcript entry id")
+        raise web.HTTPBadRequest(text=_("after: not a transcript entry id"))
     case = await _held_case(request, session)
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S)
     if not ws.can_prepare(request).ok:
-        raise web.HTTPBadRequest(text="a WebSocket upgrade is expected here")
+        raise web.HTTPBadRequest(text=_("a WebSocket upgrade is expected here"))
     await ws.prepare(request)
     request.app[_sockets_key].add(ws)
     hub = request.app[hub_key]
@@ -252,29 +253,31 @@ async def send_line(request: web.Request) -> web.Response:
     body = await read_json(request, session)
     text = body.get("text")
     if not isinstance(text, str):
-        raise refusal(request, web.HTTPBadRequest, "text: a string is expected")
+        raise refusal(request, web.HTTPBadRequest, _("text: a string is expected"))
     try:
         line = new_line(Sender.COUNSELOR, text)
     except ValueError as exc:
-        raise refusal(request, web.HTTPBadRequest, f"text: {exc}") from None
+        raise refusal(
+            request, web.HTTPBadRequest, _("text: %(reason)s") % {"reason": exc}
+        ) from None
     case = await _held_case(request, session)
     reply_key = reply_key_of(_answers(case, session.private_keys))
     if reply_key is None:
         raise refusal(
             request,
             web.HTTPConflict,
-            "this case carries no reply key: the victim's app cannot receive messages",
+            _("this case carries no reply key: the victim's app cannot receive messages"),
         )
     chat = request.app[_chat_key]
     presence = await chat.presence(case.id)
     if case.status != CaseStatus.ACTIVE.value or presence is None:
-        raise refusal(request, web.HTTPConflict, "start the chat first")
+        raise refusal(request, web.HTTPConflict, _("start the chat first"))
     if presence.kind is not EventKind.JOINED:
-        who = "the victim left" if presence.by is Sender.VICTIM else "you ended it"
-        raise refusal(request, web.HTTPConflict, f"the chat is over ({who})")
+        who = _("the victim left") if presence.by is Sender.VICTIM else _("you ended it")
+        raise refusal(request, web.HTTPConflict, _("the chat is over (%(who)s)") % {"who": who})
     centre = await request.app[_keyring_key].active()
     if centre is None:  # pragma: no cover - the node does not start without a centre key
-        raise refusal(request, web.HTTPServiceUnavailable, "no centre key")
+        raise refusal(request, web.HTTPServiceUnavailable, _("no centre key"))
     entry_id = await chat.from_counselor(case.id, line, centre.public_key, reply_key)
     log.info("counselor %d sent a line in case %s", session.counselor_id, case.id)
     return web.json_response({"entry_id": entry_id, "line_id": line.id})
@@ -295,15 +298,15 @@ async def start_chat(request: web.Request) -> web.Response:
             )
         except CaseTransitionError:
             raise refusal(
-                request, web.HTTPConflict, "the case's status changed meanwhile; reload the page"
+                request, web.HTTPConflict, _("the case's status changed meanwhile; reload the page")
             ) from None
     elif case.status != CaseStatus.ACTIVE.value:
-        raise refusal(request, web.HTTPConflict, "claim the case first")
+        raise refusal(request, web.HTTPConflict, _("claim the case first"))
     chat = request.app[_chat_key]
     presence = await chat.presence(case.id)
     if presence is not None and presence.kind is EventKind.ENDED and presence.by is Sender.VICTIM:
         # They left, maybe with a quick exit because someone was watching: do not call them back.
-        raise refusal(request, web.HTTPConflict, "the victim left this chat")
+        raise refusal(request, web.HTTPConflict, _("the victim left this chat"))
     if presence is None or presence.kind is not EventKind.JOINED:
         await chat.notify_victim(case.id, OutboxKind.JOINED, Sender.COUNSELOR)
         log.info("counselor %d started the live chat of case %s", session.counselor_id, case.id)
@@ -318,7 +321,7 @@ async def end_chat(request: web.Request) -> web.Response:
     chat = request.app[_chat_key]
     presence = await chat.presence(case.id)
     if presence is None or presence.kind is not EventKind.JOINED:
-        raise refusal(request, web.HTTPConflict, "the chat is not on")
+        raise refusal(request, web.HTTPConflict, _("the chat is not on"))
     await chat.notify_victim(case.id, OutboxKind.ENDED, Sender.COUNSELOR)
     log.info("counselor %d ended the live chat of case %s", session.counselor_id, case.id)
     return web.json_response({"chat": "ended"})

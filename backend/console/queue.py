@@ -28,6 +28,7 @@ from backend.cases import CaseSummary
 from backend.console import app_keys
 from backend.console.access import ROLE_RANK, Access, current_session, guard
 from backend.console.forms import check_json_post, json_error, read_form, render
+from backend.console.i18n import gettext as _
 from backend.console.sessions import ConsoleSession
 from backend.core import redis_keys, waiting_line
 from backend.core.errors import CaseTransitionError
@@ -231,7 +232,7 @@ async def _transfer(request: web.Request, session: ConsoleSession, case_id: str,
     try:
         target = roster[int(to)]
     except (KeyError, ValueError):
-        raise web.HTTPBadRequest(text="choose a colleague from the list") from None
+        raise web.HTTPBadRequest(text=_("choose a colleague from the list")) from None
     await request.app[app_keys.cases_key].transfer(
         case_id, target.id, _actor(session), holder=_holder(session)
     )
@@ -258,7 +259,7 @@ async def release_form(request: web.Request) -> web.Response:
         await _release(request, session, case_id)
     except CaseTransitionError:
         raise web.HTTPConflict(
-            text="Only a claimed case you hold can go back to the queue; reload the page."
+            text=_("Only a claimed case you hold can go back to the queue; reload the page.")
         ) from None
     raise web.HTTPSeeOther("/console")
 
@@ -285,7 +286,7 @@ async def transfer_form(request: web.Request) -> web.Response:
         await _transfer(request, session, case_id, form.get("to", ""))
     except CaseTransitionError:
         raise web.HTTPConflict(
-            text="This case is not yours to transfer, or it changed hands; reload the page."
+            text=_("This case is not yours to transfer, or it changed hands; reload the page.")
         ) from None
     raise web.HTTPSeeOther("/console")
 
@@ -310,7 +311,9 @@ async def api_release(request: web.Request) -> web.Response:
     try:
         await _release(request, session, case_id)
     except CaseTransitionError:
-        raise json_error(web.HTTPConflict, "only a claimed case you hold can be released") from None
+        raise json_error(
+            web.HTTPConflict, _("only a claimed case you hold can be released")
+        ) from None
     return web.json_response({"id": case_id, "status": "queued"})
 
 
@@ -326,10 +329,10 @@ async def api_transfer(request: web.Request) -> web.Response:
     try:
         target = await _transfer(request, session, case_id, to)
     except web.HTTPBadRequest:
-        raise json_error(web.HTTPBadRequest, "choose a colleague by their id") from None
+        raise json_error(web.HTTPBadRequest, _("choose a colleague by their id")) from None
     except CaseTransitionError:
         raise json_error(
-            web.HTTPConflict, "this case is not yours to transfer, or it changed hands"
+            web.HTTPConflict, _("this case is not yours to transfer, or it changed hands")
         ) from None
     return web.json_response({"id": case_id, "claimed_by": target})
 

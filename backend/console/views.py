@@ -11,8 +11,24 @@ from aiohttp import web
 
 from backend.audit import AuditAction
 from backend.cases import CaseStore, envelope_of
-from backend.console import access, case_work, live, openapi, queue, receipt_lookup, sign_in
-from backend.console.access import Access, current_session, guard, sessions_key
+from backend.console import (
+    access,
+    case_work,
+    i18n,
+    language,
+    live,
+    openapi,
+    queue,
+    receipt_lookup,
+    sign_in,
+)
+from backend.console.access import (
+    Access,
+    current_session,
+    default_language_key,
+    guard,
+    sessions_key,
+)
 from backend.console.app_keys import (
     DeadLetterCount,
     cases_key,
@@ -24,6 +40,7 @@ from backend.console.app_keys import (
     require_totp_key,
 )
 from backend.console.forms import read_form, render
+from backend.console.i18n import gettext as _
 from backend.console.sessions import (
     ConsoleSession,
     ConsoleSessionStore,
@@ -86,9 +103,9 @@ async def case_status(request: web.Request) -> web.Response:
     try:
         target = CaseStatus(form.get("to", ""))
     except ValueError:
-        raise web.HTTPBadRequest(text="unknown status") from None
+        raise web.HTTPBadRequest(text=_("unknown status")) from None
     if target not in _SETTABLE:
-        raise web.HTTPBadRequest(text="this status cannot be set from the console")
+        raise web.HTTPBadRequest(text=_("this status cannot be set from the console"))
     try:
         await request.app[cases_key].transition(
             case_id,
@@ -97,10 +114,12 @@ async def case_status(request: web.Request) -> web.Response:
             holder=access.holder_rule(session),
         )
     except OutcomeRequiredError:
-        raise web.HTTPBadRequest(text="close a case with an outcome (the closing form)") from None
+        raise web.HTTPBadRequest(
+            text=_("close a case with an outcome (the closing form)")
+        ) from None
     except CaseTransitionError:
         raise web.HTTPConflict(
-            text="the case's status changed meanwhile (or does not allow this); reload the page"
+            text=_("the case's status changed meanwhile (or does not allow this); reload the page")
         ) from None
     if target is CaseStatus.CLOSED:
         await waiting_line.forget(request.app[redis_key], case_id)
@@ -150,8 +169,10 @@ def add_routes(
     sla: SlaPolicy,
     receipts: ReceiptBook,
     services: Directory | None = None,
+    default_language: str = i18n.DEFAULT_LANGUAGE,
 ) -> None:
     app[cases_key] = cases
+    app[default_language_key] = default_language
     app[dead_letters_key] = dead_letters
     app[counselors_key] = counselors
     app[keyring_key] = keyring
@@ -168,6 +189,7 @@ def add_routes(
     for method, path, handler, rule in routes:
         app.router.add_route(method, path, guard(rule, handler))
     sign_in.add_routes(app)
+    language.add_routes(app)
     queue.add_routes(app, sla=sla)
     case_work.add_routes(app, services or Directory())
     live.add_routes(app, cases=cases, keyring=keyring)

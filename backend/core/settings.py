@@ -152,6 +152,8 @@ class Settings:
     sla: SlaPolicy = field(default_factory=SlaPolicy)
     # Peers whose Forwarded / X-Forwarded-* headers are believed (backend/forwarded.py).
     trusted_proxies: tuple[Network, ...] = ()
+    # The console's language for a counselor who has not chosen one on their browser.
+    console_language: str = "ko"
 
     @property
     def embedded_redis(self) -> bool:
@@ -232,6 +234,7 @@ class Settings:
                 warning_percent=_int(env, "HOTLINE_SLA_WARNING_PERCENT", 75, low=1, high=99),
             ),
             trusted_proxies=_trusted_proxies(env.get("HOTLINE_TRUSTED_PROXIES")),
+            console_language=_console_language(env.get("HOTLINE_CONSOLE_LANGUAGE")),
         )
 
 
@@ -312,6 +315,20 @@ def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int
     if not low <= value <= high:
         raise SettingsError(f"{name}: {value} is outside {low}..{high}")
     return value
+
+
+CONSOLE_LANGUAGES = ("ko", "en")
+
+
+def _console_language(raw: str | None) -> str:
+    """`HOTLINE_CONSOLE_LANGUAGE`: a language the console has a catalog for."""
+    if not raw:
+        return "ko"
+    if raw not in CONSOLE_LANGUAGES:
+        raise SettingsError(
+            f"HOTLINE_CONSOLE_LANGUAGE: {raw!r} is not one of {', '.join(CONSOLE_LANGUAGES)}"
+        )
+    return raw
 
 
 def _bool(env: Mapping[str, str], name: str) -> bool:

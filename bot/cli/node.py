@@ -171,6 +171,7 @@ class Node:
             services=self._services(),
             sla=self.settings.sla,
             receipts=ReceiptBook(engine, self.settings.kdf),
+            default_language=self.settings.console_language,
         )
         intake = Intake(redis, cases, f"{self.settings.node_name}-intake")
         task = asyncio.create_task(intake.run(), name="intake")
