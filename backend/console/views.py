@@ -14,6 +14,7 @@ from backend.cases import CaseStore, envelope_of
 from backend.console import (
     access,
     case_work,
+    dashboard,
     i18n,
     language,
     live,
@@ -191,6 +192,7 @@ def add_routes(
     sign_in.add_routes(app)
     language.add_routes(app)
     queue.add_routes(app, sla=sla)
+    dashboard.add_routes(app, sla)
     case_work.add_routes(app, services or Directory())
     live.add_routes(app, cases=cases, keyring=keyring)
     receipt_lookup.add_routes(app, receipts)
