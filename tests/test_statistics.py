@@ -17,7 +17,7 @@ from tests.live_chat_support import add_counselor, sign_in
 from tests.test_console import report
 
 
-async def _open_cases(hotline: RunningHotline, cookie: str, count: int) -> list[dict[str, Any]]:
+async def open_cases(hotline: RunningHotline, cookie: str, count: int) -> list[dict[str, Any]]:
     for _ in range(250):
         response = await hotline.client.get("/api/cases", headers={"Cookie": cookie})
         cases: list[dict[str, Any]] = (await response.json())["cases"]
@@ -47,7 +47,7 @@ async def test_counts_under_five_are_shown_as_under_five(hotline: RunningHotline
 
     for n in range(2):
         await report(hotline, f"filming report {n}", category="filming")
-    await _open_cases(hotline, headers["Cookie"], 2)
+    await open_cases(hotline, headers["Cookie"], 2)
     # A day with fewer than 5 cases is a hollow bar drawn at 5, labelled "<5".
     month = await (await client.get(f"/console/statistics?to={today}", headers=headers)).text()
     chart = month.split("<svg", 1)[1].split("</svg>", 1)[0]
@@ -56,7 +56,7 @@ async def test_counts_under_five_are_shown_as_under_five(hotline: RunningHotline
 
     for n in range(6):
         await report(hotline, f"deepfake report {n}", category="deepfake")
-    cases = await _open_cases(hotline, headers["Cookie"], 8)
+    cases = await open_cases(hotline, headers["Cookie"], 8)
     for case in cases[:2]:
         claimed = await client.post(
             f"/api/cases/{case['id']}/claim", headers=supervisor.api_headers()

@@ -13,6 +13,7 @@ from backend.audit import AuditAction
 from backend.cases import CaseStore, envelope_of
 from backend.console import (
     access,
+    archive,
     case_work,
     dashboard,
     i18n,
@@ -193,6 +194,7 @@ def add_routes(
     language.add_routes(app)
     queue.add_routes(app, sla=sla)
     dashboard.add_routes(app, sla)
+    archive.add_routes(app)
     case_work.add_routes(app, services or Directory())
     live.add_routes(app, cases=cases, keyring=keyring)
     receipt_lookup.add_routes(app, receipts)
