@@ -23,6 +23,7 @@ from backend.console import (
     queue,
     receipt_lookup,
     sign_in,
+    takedown_tracking,
 )
 from backend.console.access import (
     Access,
@@ -195,6 +196,7 @@ def add_routes(
     queue.add_routes(app, sla=sla)
     dashboard.add_routes(app, sla)
     archive.add_routes(app)
+    takedown_tracking.add_routes(app)
     case_work.add_routes(app, services or Directory())
     live.add_routes(app, cases=cases, keyring=keyring)
     receipt_lookup.add_routes(app, receipts)
