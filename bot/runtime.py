@@ -51,6 +51,7 @@ from backend.core.shifts import ShiftBoard
 from backend.flows import engine
 from backend.flows.engine import BUILT_IN_EXITS, QUICK_EXIT_BUTTON, Bundle, Context
 from backend.flows.registry import FlowRegistry
+from backend.flows.texts import SAFETY_PREFIX
 from bot.live import CHECK_BUTTON, VictimSide, how_replies_key
 from bot.reports import ReportSender
 from bot.sessions import HeldSession, Once, OnceRefusedError, SessionStore
@@ -153,6 +154,18 @@ class ConversationRuntime:
         """
         texts = self._flows.entry().texts
         return texts.get(key, texts.language_for(language_hint))
+
+    def offered_languages(self) -> list[str]:
+        """The languages a victim may choose: those whose locale holds every safety text the
+        fallback language has (what to do in danger, how to leave, where help is), whatever
+        else falls back to English."""
+        texts = self._flows.entry().texts
+        safety = {k for k in texts.locales[texts.fallback].texts if k.startswith(SAFETY_PREFIX)}
+        return [
+            language
+            for language, locale in texts.locales.items()
+            if safety <= {k for k, v in locale.texts.items() if v}
+        ]
 
     def _unavailable(self, inbound: Inbound) -> Outbound:
         return Outbound(self.text("common.unavailable", inbound.language))

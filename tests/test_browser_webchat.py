@@ -39,7 +39,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 async def _open_chat(browser: Browser, base: str) -> Page:
-    page = await browser.new_page()
+    page = await browser.new_page(locale="ko-KR")
     await page.goto(base + "/chat")
     await page.get_by_role("button", name=KO["common.agree"]).wait_for()
     return page
@@ -124,7 +124,7 @@ async def test_a_whole_report_on_a_phone_with_the_receipt_copied(
     try:
         await up.wait_ready()
         context = await browser.new_context(
-            viewport=PHONE, permissions=["clipboard-read", "clipboard-write"]
+            viewport=PHONE, locale="ko-KR", permissions=["clipboard-read", "clipboard-write"]
         )
         requested: list[str] = []
 
