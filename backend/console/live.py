@@ -63,6 +63,7 @@ from backend.core.live_chat import (
     transcript_entry,
 )
 from backend.core.sealing import open_envelope
+from backend.flows.triage import Triage
 from backend.keyring import KeyRing
 from backend.models import Case, CaseStatus, Role
 from backend.web import redis_key
@@ -73,6 +74,9 @@ hub_key = web.AppKey("console_transcript_hub", TranscriptHub)
 _cases_key = web.AppKey("console_live_cases", CaseStore)
 _keyring_key = web.AppKey("console_live_keyring", KeyRing)
 _chat_key = web.AppKey("console_live_chat", LiveChat)
+# The flows' risk triage, read again on each victim line of a live chat: the counselor's page
+# raises an alert on a self-harm flag (static/alerts.js). Only the flag names travel.
+_triage_key = web.AppKey("console_live_triage", Triage)
 _canned_key: web.AppKey[tuple[CannedResponse, ...]] = web.AppKey("console_canned_responses")
 _sockets_key: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey(
     "console_live_sockets"
@@ -116,6 +120,7 @@ def _message(
     entry_id: str,
     fields: dict[bytes, bytes],
     private_keys: Mapping[str, X25519PrivateKey],
+    triage: Triage,
 ) -> str:
     try:
         entry = transcript_entry(case_id, entry_id, fields, private_keys)
@@ -132,6 +137,8 @@ def _message(
             "text": line.text,
             "at": line.at,
         }
+        if line.sender is Sender.VICTIM:
+            data["flags"] = sorted({rule.flag for rule in triage.scan(line.text)})
     else:
         assert entry.event is not None  # noqa: S101 - a transcript entry is a line or an event
         event = entry.event
@@ -229,9 +236,10 @@ async def _stream(
         await request.app[redis_key].xrange(redis_keys.case_transcript_stream(case_id), min=low),
     )
     sent = after
+    triage = request.app[_triage_key]
     for raw_id, fields in history:
         entry_id = raw_id.decode()
-        await ws.send_str(_message(case_id, entry_id, fields, session.private_keys))
+        await ws.send_str(_message(case_id, entry_id, fields, session.private_keys, triage))
         sent = entry_id
     await ws.send_str(json.dumps({"type": "caught_up"}))
     log.info("counselor %d watches the live chat of case %s", session.counselor_id, case_id)
@@ -239,7 +247,7 @@ async def _stream(
         entry_id, fields = item
         if stream_id(entry_id) <= stream_id(sent):
             continue
-        await ws.send_str(_message(case_id, entry_id, fields, session.private_keys))
+        await ws.send_str(_message(case_id, entry_id, fields, session.private_keys, triage))
         sent = entry_id
     if not ws.closed:
         await ws.close(
@@ -370,8 +378,10 @@ def add_routes(
     cases: CaseStore,
     keyring: KeyRing,
     canned: Sequence[CannedResponse] | None = None,
+    triage: Triage | None = None,
 ) -> None:
     redis = app[redis_key]
+    app[_triage_key] = triage or Triage()
     app[hub_key] = TranscriptHub(redis)
     app[_cases_key] = cases
     app[_keyring_key] = keyring

@@ -13,6 +13,7 @@ from backend.audit import AuditAction
 from backend.cases import CaseStore, envelope_of
 from backend.console import (
     access,
+    alerts,
     archive,
     case_work,
     dashboard,
@@ -59,6 +60,7 @@ from backend.core.sealing import open_envelope
 from backend.core.settings import SlaPolicy
 from backend.counselors import CounselorStore
 from backend.flows.resources import Directory
+from backend.flows.triage import Triage
 from backend.keyring import KeyRing
 from backend.login_guard import LoginGuard
 from backend.models import CaseStatus
@@ -173,6 +175,7 @@ def add_routes(
     receipts: ReceiptBook,
     services: Directory | None = None,
     default_language: str = i18n.DEFAULT_LANGUAGE,
+    triage: Triage | None = None,
 ) -> None:
     app[cases_key] = cases
     app[default_language_key] = default_language
@@ -197,7 +200,8 @@ def add_routes(
     dashboard.add_routes(app, sla)
     archive.add_routes(app)
     takedown_tracking.add_routes(app)
+    alerts.add_routes(app)
     case_work.add_routes(app, services or Directory())
-    live.add_routes(app, cases=cases, keyring=keyring)
+    live.add_routes(app, cases=cases, keyring=keyring, triage=triage)
     receipt_lookup.add_routes(app, receipts)
     openapi.add_routes(app)

@@ -36,6 +36,7 @@ from backend.counselors import CounselorStore
 from backend.embedded_redis import EmbeddedRedis
 from backend.flows.registry import FlowRegistry
 from backend.flows.resources import Directory
+from backend.flows.triage import Triage
 from backend.intake import Intake, dead_letter_count
 from backend.keyring import KeyRing
 from backend.login_guard import LoginGuard
@@ -172,6 +173,7 @@ class Node:
             sla=self.settings.sla,
             receipts=ReceiptBook(engine, self.settings.kdf),
             default_language=self.settings.console_language,
+            triage=self._triage(),
         )
         intake = Intake(redis, cases, f"{self.settings.node_name}-intake")
         task = asyncio.create_task(intake.run(), name="intake")
@@ -182,6 +184,13 @@ class Node:
         salt = await ReceiptBook(engine, self.settings.kdf).salt()
         bootstrap.write_receipt_salt(self.settings.data_dir, salt)
         return active.public_key, salt
+
+    def _triage(self) -> Triage:
+        """The flows' risk triage, for the alerts of the console's live chat."""
+        try:
+            return Triage.load(self.settings.flows_dir / "triage.yaml")
+        except FlowError as exc:
+            raise SettingsError(f"HOTLINE_FLOWS_DIR: {exc}") from None
 
     def _services(self) -> Directory:
         """The resource directory referrals are recorded against (the flows' own)."""

@@ -145,6 +145,13 @@
       return;
     }
     lastId = entry.id;
+    if (entry.type === "line" && (entry.flags || []).includes("self_harm") && window.hotlineAlert) {
+      window.hotlineAlert(
+        "self-harm:" + entry.id,
+        _("Self-harm risk in the live chat of case %(id)s", { id: caseId.slice(0, 8) }),
+        null,
+      );
+    }
     if (entry.type === "line") {
       showLine(entry);
     } else if (entry.type === "event") {
