@@ -129,6 +129,7 @@ async def test_the_korean_console(korean: RunningHotline, tmp_path: Path) -> Non
             "/console/archive",
             "/console/takedowns",
             "/console/supervision",
+            "/chat",
         ):
             await _no_sideways_scroll(page, base + path)
         await context.close()
