@@ -9,6 +9,8 @@ import re
 from pathlib import Path
 
 from jinja2 import Environment
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.console import catalog_extract
 from backend.console.i18n import COOKIE_NAME
@@ -68,7 +70,7 @@ def test_templates_show_no_text_outside_the_catalog() -> None:
 
 
 async def test_the_console_speaks_korean_until_a_counselor_chooses(
-    pair: Pair, tmp_path: Path
+    pair: Pair, tmp_path: Path, redis: Redis, engine: AsyncEngine
 ) -> None:
     # The centre's default as shipped (no HOTLINE_CONSOLE_LANGUAGE).
     async with start_hotline(pair, tmp_path, {"HOTLINE_CONSOLE_LANGUAGE": ""}) as hotline:
@@ -108,7 +110,9 @@ async def test_the_console_speaks_korean_until_a_counselor_chooses(
         assert json.loads(embedded.group(1))["%(n)s min"] == "%(n)s분"
 
 
-async def test_the_language_switch_stays_on_the_console(pair: Pair, tmp_path: Path) -> None:
+async def test_the_language_switch_stays_on_the_console(
+    pair: Pair, tmp_path: Path, redis: Redis, engine: AsyncEngine
+) -> None:
     async with start_hotline(pair, tmp_path, {}) as hotline:
         origin = {"Origin": origin_of(hotline)}
         for target in ("https://elsewhere.example/", "//elsewhere.example/console", "/chat"):

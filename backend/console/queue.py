@@ -25,7 +25,7 @@ from aiohttp import web
 
 from backend.audit import AuditAction
 from backend.cases import CaseSummary
-from backend.console import app_keys
+from backend.console import app_keys, caseload
 from backend.console.access import ROLE_RANK, Access, current_session, guard
 from backend.console.forms import check_json_post, json_error, read_form, render
 from backend.console.i18n import gettext as _
@@ -213,6 +213,7 @@ async def _api_checked(request: web.Request) -> ConsoleSession:
 
 
 async def _claim(request: web.Request, session: ConsoleSession, case_id: str) -> None:
+    await caseload.check_room(request, session)
     await request.app[app_keys.cases_key].transition(
         case_id, CaseStatus.CLAIMED, _actor(session), counselor_id=session.counselor_id
     )

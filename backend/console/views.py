@@ -16,6 +16,7 @@ from backend.console import (
     alerts,
     archive,
     case_work,
+    caseload,
     dashboard,
     i18n,
     language,
@@ -176,9 +177,11 @@ def add_routes(
     services: Directory | None = None,
     default_language: str = i18n.DEFAULT_LANGUAGE,
     triage: Triage | None = None,
+    caseload_cap: int = caseload.DEFAULT_CAP,
 ) -> None:
     app[cases_key] = cases
     app[default_language_key] = default_language
+    app[caseload.caseload_cap_key] = caseload_cap
     app[dead_letters_key] = dead_letters
     app[counselors_key] = counselors
     app[keyring_key] = keyring

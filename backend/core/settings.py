@@ -154,6 +154,8 @@ class Settings:
     trusted_proxies: tuple[Network, ...] = ()
     # The console's language for a counselor who has not chosen one on their browser.
     console_language: str = "ko"
+    # Cases (claimed or active) one counselor may hold at once; a claim beyond is refused.
+    caseload_cap: int = 5
 
     @property
     def embedded_redis(self) -> bool:
@@ -235,6 +237,7 @@ class Settings:
             ),
             trusted_proxies=_trusted_proxies(env.get("HOTLINE_TRUSTED_PROXIES")),
             console_language=_console_language(env.get("HOTLINE_CONSOLE_LANGUAGE")),
+            caseload_cap=_int(env, "HOTLINE_CASELOAD_CAP", 5, low=1, high=1000),
         )
 
 

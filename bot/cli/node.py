@@ -174,6 +174,7 @@ class Node:
             receipts=ReceiptBook(engine, self.settings.kdf),
             default_language=self.settings.console_language,
             triage=self._triage(),
+            caseload_cap=self.settings.caseload_cap,
         )
         intake = Intake(redis, cases, f"{self.settings.node_name}-intake")
         task = asyncio.create_task(intake.run(), name="intake")
