@@ -25,7 +25,7 @@ from aiohttp import web
 
 from backend.audit import AuditAction
 from backend.cases import CaseSummary
-from backend.console import app_keys, caseload
+from backend.console import app_keys, away, caseload
 from backend.console.access import ROLE_RANK, Access, current_session, guard
 from backend.console.forms import check_json_post, json_error, read_form, render
 from backend.console.i18n import gettext as _
@@ -126,6 +126,7 @@ async def queue_page(request: web.Request) -> web.Response:
         mine=[_held(c, now) for c in mine],
         on_shift=await shifts.is_on(session.counselor_id),
         on_shift_count=await shifts.count(),
+        away=await away.is_away(request, session.counselor_id),
         supervises=_supervises(session),
         dead_letters=await request.app[app_keys.dead_letters_key](),
         poll_s=QUEUE_POLL_S,
@@ -234,6 +235,7 @@ async def _transfer(request: web.Request, session: ConsoleSession, case_id: str,
         target = roster[int(to)]
     except (KeyError, ValueError):
         raise web.HTTPBadRequest(text=_("choose a colleague from the list")) from None
+    await away.check_available(request, target.id, target.username)
     await request.app[app_keys.cases_key].transfer(
         case_id, target.id, _actor(session), holder=_holder(session)
     )
@@ -271,8 +273,15 @@ async def transfer_page(request: web.Request) -> web.Response:
     case = await request.app[app_keys.cases_key].get(case_id)
     roster = await request.app[app_keys.counselors_key].roster()
     on_shift = await request.app[shifts_key].on_shift()
+    stepped_away = await away.away_ids(request)
     colleagues = [
-        {"id": c.id, "username": c.username, "role": c.role, "on_shift": c.id in on_shift}
+        {
+            "id": c.id,
+            "username": c.username,
+            "role": c.role,
+            "on_shift": c.id in on_shift,
+            "away": c.id in stepped_away,
+        }
         for c in roster
         if c.id != case.claimed_by
     ]

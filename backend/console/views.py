@@ -15,6 +15,7 @@ from backend.console import (
     access,
     alerts,
     archive,
+    away,
     case_work,
     caseload,
     dashboard,
@@ -204,6 +205,7 @@ def add_routes(
     archive.add_routes(app)
     takedown_tracking.add_routes(app)
     alerts.add_routes(app)
+    away.add_routes(app)
     case_work.add_routes(app, services or Directory())
     live.add_routes(app, cases=cases, keyring=keyring, triage=triage)
     receipt_lookup.add_routes(app, receipts)
