@@ -3,6 +3,7 @@ their cases, but a colleague cannot transfer a new case to them until they are b
 
 from __future__ import annotations
 
+from backend.models import Role
 from tests.conftest import RunningHotline
 from tests.live_chat_support import SignedIn, add_counselor, origin_of, sign_in
 from tests.test_console import report
@@ -32,6 +33,11 @@ async def test_an_away_counselor_takes_no_new_case(hotline: RunningHotline) -> N
         await client.get("/console", headers={"Cookie": minji.headers("")["Cookie"]})
     ).text()
     assert "You are away: colleagues cannot hand you new cases." in page
+    await add_counselor(hotline, "boss", Role.SUPERVISOR)
+    boss = await sign_in(hotline, "boss")
+    load = await (await client.get("/api/supervision", headers=boss.api_headers())).json()
+    by_name = {c["username"]: c for c in load["counselors"]}
+    assert by_name["minji"]["away"] and not by_name["jisu"]["away"]
     queue = await (await client.get("/api/queue", headers=jisu.api_headers())).json()
     assert queue["counselors_on_shift"] == 2, "away is still on shift for victims"
 

@@ -152,6 +152,7 @@ async def _load(request: web.Request) -> dict[str, Any]:
     now = datetime.now(UTC)
     roster = await request.app[app_keys.counselors_key].roster()
     on_shift = await request.app[shifts_key].on_shift()
+    stepped_away = await away.away_ids(request)
     held: dict[int | None, list[dict[str, Any]]] = {}
     for case in await request.app[app_keys.cases_key].list_held():
         held.setdefault(case.claimed_by, []).append(_held(case, now))
@@ -170,6 +171,7 @@ async def _load(request: web.Request) -> dict[str, Any]:
             "username": c.username,
             "role": c.role,
             "on_shift": c.id in on_shift,
+            "away": c.id in on_shift and c.id in stepped_away,
             "claimed": sum(1 for x in held.get(c.id, []) if x["status"] == "claimed"),
             "active": sum(1 for x in held.get(c.id, []) if x["status"] == "active"),
             "cases": held.get(c.id, []),
