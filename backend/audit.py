@@ -69,6 +69,18 @@ class AuditAction(StrEnum):
     SHIFT_START = "shift-start"
     SHIFT_END = "shift-end"
     RECEIPT_LOOKUP = "receipt-lookup"
+    FLOWS_PUBLISH = "flows-publish"
+    FLOWS_ROLLBACK = "flows-rollback"
+    FLOWS_APPROVE = "flows-approve"
+    ACCOUNT_ADD = "account-add"
+    ACCOUNT_ROLE = "account-role"
+    ACCOUNT_DEACTIVATE = "account-deactivate"
+    LOGIN_UNLOCK = "login-unlock"
+    BLOCK = "block"
+    UNBLOCK = "unblock"
+    ERASE_REQUEST = "erase-request"
+    LEGAL_HOLD = "legal-hold"
+    HOLD_RELEASE = "hold-release"
 
 
 def link_hash(entry: AuditEntry) -> str:

@@ -6,11 +6,17 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend import passwords
+from sqlalchemy import func
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend import database, passwords
 from backend.core import keys
-from backend.counselors import CounselorStore
-from backend.keyring import KeyRing
-from backend.models import Role
+from backend.core.errors import NotInitialisedError
+from backend.core.settings import KdfCost
+from backend.keyring import KeyRing, add_first_key
+from backend.models import Counselor, Role
 
 FIRST_ADMIN = "admin"
 PUBLIC_KEY_FILE = "center-public-key"
@@ -27,23 +33,50 @@ class FirstStart:
 
 
 async def ensure_initialised(
-    counselors: CounselorStore, keyring: KeyRing, data_dir: Path
+    engine: AsyncEngine, cost: KdfCost, data_dir: Path, *, create: bool
 ) -> FirstStart | None:
-    """Create the centre on an empty database; do nothing (return None) on later starts."""
-    if await counselors.count() > 0:
-        active = await keyring.active()
-        if active is not None:
-            write_public_key(data_dir, keys.encode_public_key(active.public_key))
+    """Create the centre on an empty database; do nothing (return None) on later starts.
+
+    Several backend nodes may start at once on one empty database: the check and the creation
+    run in one transaction under `database.first_start_lock`, so one node creates the key pair
+    and the first administrator and the others, waiting for the lock, find them made. One
+    transaction also means a start that dies half-way leaves nothing half-made.
+
+    `create=False` (a start nobody watches, whose output may land in a log collector): an empty
+    database is refused with `NotInitialisedError` rather than have its recovery key printed;
+    `hotline keys init`, run once by a person, makes it.
+    """
+    async with database.first_start_lock(engine) as conn, AsyncSession(bind=conn) as session:
+        first = await _create_if_empty(session, cost, create=create)
+    active = await KeyRing(engine, cost).active()
+    if active is not None:
+        write_public_key(data_dir, keys.encode_public_key(active.public_key))
+    return first
+
+
+async def _create_if_empty(
+    session: AsyncSession, cost: KdfCost, *, create: bool
+) -> FirstStart | None:
+    if (await session.exec(select(func.count()).select_from(Counselor))).one() > 0:
         return None
+    if not create:
+        raise NotInitialisedError(
+            "this centre has no key pair yet, and a start without a terminal never prints its "
+            "recovery key; run `hotline keys init` once, in a terminal, and keep what it prints"
+        )
     password = passwords.one_time_password()
-    admin = await counselors.add(
-        FIRST_ADMIN, password, Role.ADMINISTRATOR, must_change_password=True
+    admin = Counselor(
+        username=FIRST_ADMIN,
+        password_hash=passwords.hasher(cost).hash(password),
+        role=Role.ADMINISTRATOR.value,
+        must_change_password=True,
     )
-    if admin.id is None:  # pragma: no cover - the database assigns it on commit
+    session.add(admin)
+    await session.flush()
+    if admin.id is None:  # pragma: no cover - the database assigns it on flush
         raise RuntimeError("first administrator was not stored")
     recovery = keys.new_recovery_key()
-    active = await keyring.create(admin.id, password, recovery)
-    write_public_key(data_dir, keys.encode_public_key(active.public_key))
+    await add_first_key(session, admin.id, password, recovery, cost)
     return FirstStart(FIRST_ADMIN, password, recovery)
 
 

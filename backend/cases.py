@@ -24,7 +24,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend import audit
 from backend.audit import AuditAction
-from backend.core.errors import CaseNotFoundError, CaseTransitionError, OutcomeRequiredError
+from backend.core.errors import (
+    CaseNotFoundError,
+    CaseTransitionError,
+    CaseWorkError,
+    LegalHoldError,
+    OutcomeRequiredError,
+)
 from backend.core.sealing import Envelope, RoutingHeader
 from backend.models import (
     ALLOWED_TRANSITIONS,
@@ -36,6 +42,7 @@ from backend.models import (
     Outcome,
     Receipt,
     TakedownRequest,
+    TranscriptEntry,
     utcnow,
 )
 
@@ -89,7 +96,9 @@ class CaseRepository(Protocol):
     ) -> None: ...
     async def shred(self, case_id: str, actor: str, reason: str) -> bool: ...
     async def mark_victim_unreachable(self, case_ids: Sequence[str]) -> int: ...
-    async def attach_receipts(self, receipts: Sequence[tuple[str, str]]) -> int: ...
+    async def raise_priority(self, case_ids: Sequence[str], priority: int) -> int: ...
+    async def mark_erase_requested(self, case_ids: Sequence[str]) -> int: ...
+    async def attach_receipts(self, receipts: Sequence[tuple[str, str, str]]) -> int: ...
 
 
 def _predecessors(to: CaseStatus) -> list[str]:
@@ -308,24 +317,110 @@ class CaseStore:
         async with self._engine.begin() as conn:
             return len((await conn.execute(statement)).all())
 
-    async def attach_receipts(self, receipts: Sequence[tuple[str, str]]) -> int:
-        """Keep (code digest, case id) pairs the bot issued, so the console finds a case by its
-        code; how many were kept. A case not stored (or purged) gets none. A digest already
+    async def raise_priority(self, case_ids: Sequence[str], priority: int) -> int:
+        """Raise cases to `priority` (triage read danger in the victim's later words); how many
+        rose. Never lowers one; purged and unknown cases are skipped."""
+        if not case_ids:
+            return 0
+        statement = (
+            update(Case)
+            .where(
+                col(Case.id).in_(list(case_ids)),
+                col(Case.priority) < priority,
+                col(Case.status) != CaseStatus.PURGED.value,
+            )
+            .values(priority=priority)
+            .returning(col(Case.id))
+        )
+        async with self._engine.begin() as conn:
+            return len((await conn.execute(statement)).all())
+
+    async def mark_erase_requested(self, case_ids: Sequence[str]) -> int:
+        """The victim asked to erase these cases (with her receipt); how many were marked now.
+        Audited, so the request shows in the case's history; purged ones are skipped."""
+        marked = 0
+
+        async def work(conn: AsyncConnection) -> int:
+            found = await conn.execute(
+                update(Case)
+                .where(
+                    col(Case.id).in_(list(case_ids)),
+                    col(Case.erase_requested_at).is_(None),
+                    col(Case.status) != CaseStatus.PURGED.value,
+                )
+                .values(erase_requested_at=utcnow())
+                .returning(col(Case.id))
+            )
+            ids = [row[0] for row in found.all()]
+            for case_id in ids:
+                await audit.append(conn, "victim", AuditAction.ERASE_REQUEST, case_id)
+            return len(ids)
+
+        if case_ids:
+            marked = await audit.with_audit(self._engine, work)
+        return marked
+
+    async def set_legal_hold(self, case_id: str, actor: str, reason: str) -> None:
+        """Keep the case from any shredding (a supervisor's, the CLI's, retention's) until
+        released; audited with the reason."""
+        reason = " ".join(reason.split())[:200]
+        if not reason:
+            raise CaseWorkError("a legal hold needs a reason")
+
+        async def work(conn: AsyncConnection) -> None:
+            status = await self._status_of(conn, case_id)
+            if status == CaseStatus.PURGED.value:
+                raise CaseTransitionError("the case is already shredded")
+            await conn.execute(
+                update(Case).where(col(Case.id) == case_id).values(legal_hold_reason=reason)
+            )
+            await audit.append(conn, actor, AuditAction.LEGAL_HOLD, case_id, reason)
+
+        await audit.with_audit(self._engine, work)
+
+    async def release_legal_hold(self, case_id: str, actor: str) -> None:
+        async def work(conn: AsyncConnection) -> None:
+            await self._status_of(conn, case_id)
+            await conn.execute(
+                update(Case).where(col(Case.id) == case_id).values(legal_hold_reason=None)
+            )
+            await audit.append(conn, actor, AuditAction.HOLD_RELEASE, case_id)
+
+        await audit.with_audit(self._engine, work)
+
+    async def erase_requests(self) -> Sequence[Case]:
+        """Cases a victim asked to erase that are not shredded yet, oldest request first."""
+        query = (
+            select(Case)
+            .where(
+                col(Case.erase_requested_at).is_not(None),
+                col(Case.status) != CaseStatus.PURGED.value,
+            )
+            .order_by(col(Case.erase_requested_at))
+        )
+        async with AsyncSession(self._engine) as session:
+            return (await session.exec(query)).all()
+
+    async def attach_receipts(self, receipts: Sequence[tuple[str, str, str]]) -> int:
+        """Keep (code digest, case id, digest scheme) the bot issued, so the console finds a case
+        by its code; how many were kept. A case not stored (or purged) gets none. A digest already
         kept moves to the newer case, as the bot's own lookup does (a conversation's code names
         its latest case)."""
         kept = 0
         async with self._engine.begin() as conn:
-            for code_digest, case_id in receipts:
+            for code_digest, case_id, scheme in receipts:
                 status = (
                     await conn.execute(select(col(Case.status)).where(col(Case.id) == case_id))
                 ).scalar_one_or_none()
                 if status is None or status == CaseStatus.PURGED.value:
                     continue
-                statement = self._insert()(Receipt).values(digest=code_digest, case_id=case_id)
+                statement = self._insert()(Receipt).values(
+                    digest=code_digest, case_id=case_id, digest_scheme=scheme
+                )
                 await conn.execute(
                     statement.on_conflict_do_update(
                         index_elements=[col(Receipt.digest)],
-                        set_={"case_id": case_id, "issued_at": utcnow()},
+                        set_={"case_id": case_id, "issued_at": utcnow(), "digest_scheme": scheme},
                     )
                 )
                 kept += 1
@@ -347,7 +442,11 @@ class CaseStore:
         async def work(conn: AsyncConnection) -> bool:
             result = await conn.execute(
                 update(Case)
-                .where(col(Case.id) == case_id, col(Case.status) != CaseStatus.PURGED.value)
+                .where(
+                    col(Case.id) == case_id,
+                    col(Case.status) != CaseStatus.PURGED.value,
+                    col(Case.legal_hold_reason).is_(None),
+                )
                 .values(
                     status=CaseStatus.PURGED.value,
                     status_changed_at=utcnow(),
@@ -359,10 +458,15 @@ class CaseStore:
             )
             if result.first() is None:
                 await self._status_of(conn, case_id)  # CaseNotFoundError if there is none
+                held = await conn.execute(
+                    select(col(Case.legal_hold_reason)).where(col(Case.id) == case_id)
+                )
+                if held.scalar_one_or_none() is not None:
+                    raise LegalHoldError(case_id)
                 return False
             await conn.execute(delete(Receipt).where(col(Receipt.case_id) == case_id))
             # Sealed under the data key just destroyed, so unreadable already; gone all the same.
-            for table in (CaseNote, CaseReferral, CaseReply, TakedownRequest):
+            for table in (CaseNote, CaseReferral, CaseReply, TakedownRequest, TranscriptEntry):
                 await conn.execute(delete(table).where(col(table.case_id) == case_id))
             await audit.append(conn, actor, AuditAction.PURGE, case_id, reason)
             return True
@@ -384,7 +488,9 @@ class CaseStore:
         ]
         if not clauses:
             return []
-        query = select(col(Case.id)).where(or_(*clauses)).limit(limit)
+        # A case under a legal hold stays, whatever its age.
+        held = col(Case.legal_hold_reason).is_(None)
+        query = select(col(Case.id)).where(or_(*clauses), held).limit(limit)
         async with self._engine.connect() as conn:
             return [row[0] for row in await conn.execute(query)]
 

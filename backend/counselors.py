@@ -15,6 +15,7 @@ from backend import audit, passwords, totp
 from backend.audit import AuditAction
 from backend.core.errors import AuthenticationError
 from backend.core.settings import KdfCost
+from backend.kdf_slots import KdfSlots
 from backend.keyring import counselor_holder
 from backend.models import Counselor, Role, WrappedPrivateKey
 
@@ -23,9 +24,10 @@ _DUMMY_PASSWORD = "hotline-dummy-password"  # noqa: S105 - never a real credenti
 
 
 class CounselorStore:
-    def __init__(self, engine: AsyncEngine, cost: KdfCost) -> None:
+    def __init__(self, engine: AsyncEngine, cost: KdfCost, slots: KdfSlots | None = None) -> None:
         self._engine = engine
         self._cost = cost
+        self._slots = slots or KdfSlots(2)
         self._hasher: PasswordHasher = passwords.hasher(cost)
         self._dummy_hash = self._hasher.hash(_DUMMY_PASSWORD)
 
@@ -56,10 +58,11 @@ class CounselorStore:
             found = (
                 await session.exec(select(Counselor).where(Counselor.username == username))
             ).first()
-        if found is None:
-            passwords.verify(self._hasher, self._dummy_hash, password)
-            raise AuthenticationError("login failed")
-        if not passwords.verify(self._hasher, found.password_hash, password):
+        # A deactivated account signs in no more; it costs a hash all the same.
+        usable = found is not None and found.active
+        stored = found.password_hash if found is not None and usable else self._dummy_hash
+        right = await self._slots.run(passwords.verify, self._hasher, stored, password)
+        if found is None or not usable or not right:
             raise AuthenticationError("login failed")
         return found
 
@@ -76,16 +79,22 @@ class CounselorStore:
         the counselor out of every sealed case, or out of their second factor.
         """
         holder = counselor_holder(counselor_id)
+        password_hash = await self._slots.run(self._hasher.hash, password)
+        sealed_totp = (
+            None
+            if totp_secret is None
+            else await self._slots.run(
+                totp.seal_secret, totp_secret, counselor_id, password, self._cost
+            )
+        )
         async with AsyncSession(self._engine) as session:
             counselor = await session.get(Counselor, counselor_id)
             if counselor is None:
                 raise AuthenticationError("no such counselor")
-            counselor.password_hash = self._hasher.hash(password)
+            counselor.password_hash = password_hash
             counselor.must_change_password = False
-            if totp_secret is not None:
-                counselor.totp_secret = totp.seal_secret(
-                    totp_secret, counselor_id, password, self._cost
-                )
+            if sealed_totp is not None:
+                counselor.totp_secret = sealed_totp
             session.add(counselor)
             existing = {
                 row.key_id: row
@@ -103,7 +112,7 @@ class CounselorStore:
 
     async def enable_totp(self, counselor_id: int, password: str, secret: bytes, step: int) -> None:
         """Store the secret sealed under `password`, with the confirming step already used."""
-        sealed = totp.seal_secret(secret, counselor_id, password, self._cost)
+        sealed = await self._slots.run(totp.seal_secret, secret, counselor_id, password, self._cost)
 
         async def work(conn: AsyncConnection) -> None:
             await conn.execute(
@@ -143,7 +152,7 @@ class CounselorStore:
         stolen). The second factor goes too: its secret is sealed under the old password.
         """
         holder = counselor_holder(counselor_id)
-        password_hash = self._hasher.hash(password)
+        password_hash = await self._slots.run(self._hasher.hash, password)
 
         async def work(conn: AsyncConnection) -> None:
             changed = await conn.execute(
@@ -169,6 +178,14 @@ class CounselorStore:
 
         await audit.with_audit(self._engine, work)
 
+    async def open_totp_secret(self, counselor: Counselor, password: str) -> bytes | None:
+        """The counselor's TOTP secret, opened with their password off the event loop."""
+        if counselor.totp_secret is None or counselor.id is None:
+            return None
+        return await self._slots.run(
+            totp.open_secret, counselor.totp_secret, counselor.id, password
+        )
+
     async def use_totp_step(self, counselor_id: int, step: int) -> bool:
         """Mark `step` used; False if it (or a later one) was used already: a replayed code."""
         async with self._engine.begin() as conn:
@@ -186,9 +203,11 @@ class CounselorStore:
         return bool(result.rowcount == 1)
 
     async def roster(self) -> list[Colleague]:
-        """Every counselor's id, username and role, by username: who a case can go to."""
-        query = select(col(Counselor.id), col(Counselor.username), col(Counselor.role)).order_by(
-            col(Counselor.username)
+        """Every active counselor's id, username and role, by username: who a case can go to."""
+        query = (
+            select(col(Counselor.id), col(Counselor.username), col(Counselor.role))
+            .where(col(Counselor.active).is_(True))
+            .order_by(col(Counselor.username))
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()

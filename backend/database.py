@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from backend import models  # noqa: F401 - registers the tables on SQLModel.metadata
@@ -19,6 +24,12 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BASELINE_REVISION = "0001"
 # Any constant: serialises concurrent starts of several backend nodes on one PostgreSQL.
 _MIGRATION_LOCK_ID = 0x686F746C  # "hotl"
+# Another: serialises their first start (the key pair and the first administrator).
+_FIRST_START_LOCK_ID = _MIGRATION_LOCK_ID + 1
+# How long a node waits for another's first start or migration on SQLite (Argon2id at
+# production cost, twice, is about a second; several nodes queue behind each other).
+SQLITE_LOCK_WAIT_MS = 120_000
+SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
 def async_url(url: str) -> str:
@@ -53,19 +64,49 @@ def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEn
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
 
 async def migrate(engine: AsyncEngine) -> None:
     """Bring the schema to the newest revision; safe to run at every start, on every node."""
-    async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            await conn.execute(
-                text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID}
-            )
+    async with exclusive(engine, _MIGRATION_LOCK_ID) as conn:
         await conn.run_sync(_upgrade)
+
+
+@contextlib.asynccontextmanager
+async def first_start_lock(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A transaction that one node at a time holds, for a first start's check-and-create."""
+    async with exclusive(engine, _FIRST_START_LOCK_ID) as conn:
+        yield conn
+
+
+@contextlib.asynccontextmanager
+async def exclusive(engine: AsyncEngine, lock_id: int) -> AsyncIterator[AsyncConnection]:
+    """A transaction, committed at the end, that no other node runs at the same time.
+
+    PostgreSQL: a transaction-level advisory lock on `lock_id` (other work goes on). SQLite: an
+    exclusive transaction, so the work must happen on this connection (another connection's
+    write would wait for it); readers go on under WAL. A waiting node waits its turn, up to
+    `SQLITE_LOCK_WAIT_MS`, instead of failing after the usual busy timeout.
+    """
+    async with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            await conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_LOCK_WAIT_MS}")
+            try:
+                # pysqlite opens no transaction before this statement, so it is the BEGIN.
+                await conn.exec_driver_sql("BEGIN EXCLUSIVE")
+                yield conn
+                await conn.commit()
+            finally:
+                await conn.rollback()
+                await conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            return
+        async with conn.begin():
+            if conn.dialect.name == "postgresql":
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
+            yield conn
 
 
 def _upgrade(conn: Connection) -> None:
@@ -82,3 +123,22 @@ def _upgrade(conn: Connection) -> None:
 async def ping(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
+
+
+async def at_head(engine: AsyncEngine) -> bool:
+    """The schema is at the newest revision this code knows (readiness: a node whose
+    database is behind, or ahead after a rollback of the code, must not take traffic)."""
+    async with engine.connect() as conn:
+        current = await conn.run_sync(_current_heads)
+    return current == _script_heads()
+
+
+def _current_heads(conn: Connection) -> set[str]:
+    return set(MigrationContext.configure(conn).get_current_heads())
+
+
+@functools.cache  # the scripts ship with the code: read once
+def _script_heads() -> frozenset[str]:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return frozenset(ScriptDirectory.from_config(config).get_heads())

@@ -27,6 +27,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from backend.cases import CaseRepository
 from backend.core import redis_keys
 from backend.core.errors import SealingError
+from backend.core.receipt_codes import DigestScheme
 from backend.core.sealing import Envelope, RoutingHeader
 from backend.core.stream_consumer import REDIS_TRANSIENT, StreamConsumer
 
@@ -46,7 +47,7 @@ _FIELD_LIMITS = {
     "follows": 64,
 }
 _MAX_IDEMPOTENCY_KEY = 128
-# A receipt code's Argon2id digest: 32 bytes in hex (backend/core/receipt_codes.py).
+# A receipt code's digest, either scheme: 32 bytes in hex (backend/core/receipt_codes.py).
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _PRIORITY_RANGE = range(0, 101)
 
@@ -85,6 +86,8 @@ class Event:
     kind: str
     case_ids: list[str]
     code_digest: str | None = None  # receipt_issued only
+    digest_scheme: DigestScheme = DigestScheme.LEGACY  # receipt_issued only
+    priority: int = 0  # priority_raised only
 
 
 def parse_event(fields: dict[bytes, bytes]) -> Event:
@@ -94,8 +97,12 @@ def parse_event(fields: dict[bytes, bytes]) -> Event:
         case_ids = fields[redis_keys.FIELD_CASE_IDS.encode()].decode().split()
         raw_digest = fields.get(redis_keys.FIELD_CODE_DIGEST.encode())
         code_digest = None if raw_digest is None else raw_digest.decode()
-    except (KeyError, UnicodeDecodeError) as exc:
-        raise SealingError("event lacks a readable kind or case ids") from exc
+        priority = int(fields.get(redis_keys.FIELD_PRIORITY.encode(), b"0"))
+        # A bot of before issue 14 names no scheme: its digests are Argon2id.
+        raw_scheme = fields.get(redis_keys.FIELD_DIGEST_SCHEME.encode(), b"argon2id")
+        scheme = DigestScheme(raw_scheme.decode())
+    except (KeyError, UnicodeDecodeError, ValueError) as exc:
+        raise SealingError("event lacks a readable kind, case ids or digest scheme") from exc
     too_long = any(len(c) > _FIELD_LIMITS["case_id"] for c in case_ids)
     if kind not in redis_keys.EVENTS or not case_ids or len(case_ids) > 100 or too_long:
         raise SealingError("event of an unknown kind, or without fitting case ids")
@@ -103,7 +110,12 @@ def parse_event(fields: dict[bytes, bytes]) -> Event:
         len(case_ids) != 1 or code_digest is None or not _DIGEST.fullmatch(code_digest)
     ):
         raise SealingError("receipt event without one case id and a code digest")
-    return Event(kind, case_ids, code_digest)
+    if (
+        kind == redis_keys.EVENT_PRIORITY_RAISED
+        and not 0 < priority <= redis_keys.HANDOFF_MAX_PRIORITY
+    ):
+        raise SealingError("priority event without a priority of 1 to 3")
+    return Event(kind, case_ids, code_digest, scheme, priority)
 
 
 async def dead_letter_count(redis: Redis) -> int:
@@ -231,13 +243,26 @@ class Intake(StreamConsumer):
             flagged = await self._cases.mark_victim_unreachable(unreachable)
             log.info("intake: %d case(s) flagged: victim unreachable", flagged)
         issued = [
-            (event.code_digest, event.case_ids[0])
+            (event.code_digest, event.case_ids[0], event.digest_scheme)
             for event in events
             if event.kind == redis_keys.EVENT_RECEIPT_ISSUED and event.code_digest is not None
         ]
         if issued:
             kept = await self._cases.attach_receipts(issued)
             log.info("intake: %d of %d receipt(s) kept", kept, len(issued))
+        erase = [
+            case_id
+            for event in events
+            if event.kind == redis_keys.EVENT_ERASE_REQUESTED
+            for case_id in event.case_ids
+        ]
+        if erase:
+            marked = await self._cases.mark_erase_requested(erase)
+            log.info("intake: %d case(s) marked: the victim asked to erase", marked)
+        for event in events:
+            if event.kind == redis_keys.EVENT_PRIORITY_RAISED:
+                raised = await self._cases.raise_priority(event.case_ids, event.priority)
+                log.info("intake: %d case(s) raised to priority %d", raised, event.priority)
 
     async def _store(self, entries: Sequence[Entry]) -> None:
         good: list[tuple[bytes, str, Envelope]] = []

@@ -18,6 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from backend.core import keys
 from backend.core.errors import KeyUnwrapError
 from backend.core.settings import KdfCost
+from backend.kdf_slots import KdfSlots
 from backend.models import CenterKey, WrappedPrivateKey
 
 RECOVERY_HOLDER = "recovery"
@@ -34,10 +35,43 @@ class ActiveKey:
     public_key: X25519PublicKey
 
 
+async def add_first_key(
+    session: AsyncSession,
+    first_holder: int,
+    password: str,
+    recovery: keys.RecoveryKey,
+    cost: KdfCost,
+) -> ActiveKey:
+    """A new centre key pair, wrapped for one counselor and for the recovery key, added to
+    `session` (not committed: first start makes it in one transaction with the administrator)."""
+    private = keys.generate_private_key()
+    public = private.public_key()
+    kid = keys.key_id(public)
+    session.add(CenterKey(key_id=kid, public_key=keys.public_bytes(public)))
+    await session.flush()
+    session.add(
+        WrappedPrivateKey(
+            key_id=kid,
+            holder=counselor_holder(first_holder),
+            blob=keys.wrap_with_password(private, kid, password, cost).to_bytes(),
+        )
+    )
+    session.add(
+        WrappedPrivateKey(
+            key_id=kid,
+            holder=RECOVERY_HOLDER,
+            blob=keys.wrap_with_recovery(private, kid, recovery).to_bytes(),
+        )
+    )
+    await session.flush()
+    return ActiveKey(kid, public)
+
+
 class KeyRing:
-    def __init__(self, engine: AsyncEngine, cost: KdfCost) -> None:
+    def __init__(self, engine: AsyncEngine, cost: KdfCost, slots: KdfSlots | None = None) -> None:
         self._engine = engine
         self._cost = cost
+        self._slots = slots or KdfSlots(2)
 
     async def active(self) -> ActiveKey | None:
         query = (
@@ -55,28 +89,10 @@ class KeyRing:
         self, first_holder: int, password: str, recovery: keys.RecoveryKey
     ) -> ActiveKey:
         """Make a new centre key pair, wrapped for one counselor and for the recovery key."""
-        private = keys.generate_private_key()
-        public = private.public_key()
-        kid = keys.key_id(public)
         async with AsyncSession(self._engine) as session:
-            session.add(CenterKey(key_id=kid, public_key=keys.public_bytes(public)))
-            await session.flush()
-            session.add(
-                WrappedPrivateKey(
-                    key_id=kid,
-                    holder=counselor_holder(first_holder),
-                    blob=keys.wrap_with_password(private, kid, password, self._cost).to_bytes(),
-                )
-            )
-            session.add(
-                WrappedPrivateKey(
-                    key_id=kid,
-                    holder=RECOVERY_HOLDER,
-                    blob=keys.wrap_with_recovery(private, kid, recovery).to_bytes(),
-                )
-            )
+            active = await add_first_key(session, first_holder, password, recovery, self._cost)
             await session.commit()
-        return ActiveKey(kid, public)
+        return active
 
     async def unwrap_for(self, counselor_id: int, password: str) -> dict[str, X25519PrivateKey]:
         """Every centre private key this counselor holds, by key id; only ever kept in memory.
@@ -87,10 +103,14 @@ class KeyRing:
         query = select(WrappedPrivateKey).where(WrappedPrivateKey.holder == holder)
         async with AsyncSession(self._engine) as session:
             rows = (await session.exec(query)).all()
-        held = {
-            row.key_id: keys.unwrap(keys.WrappedKey.from_bytes(row.blob), row.key_id, password)
-            for row in rows
-        }
+
+        def unwrap_all() -> dict[str, X25519PrivateKey]:
+            return {
+                row.key_id: keys.unwrap(keys.WrappedKey.from_bytes(row.blob), row.key_id, password)
+                for row in rows
+            }
+
+        held = await self._slots.run(unwrap_all)
         reached = await self._follow_chain(held)
         if reached:
             await self.grant(counselor_id, password, reached)
@@ -130,7 +150,8 @@ class KeyRing:
                     )
                 ).all()
             )
-            for kid, blob in self.wraps_for(private_keys, password).items():
+            wraps = await self.wraps_for_async(private_keys, password)
+            for kid, blob in wraps.items():
                 if kid not in existing:
                     session.add(WrappedPrivateKey(key_id=kid, holder=holder, blob=blob))
             await session.commit()
@@ -179,6 +200,12 @@ class KeyRing:
             kid: keys.wrap_with_password(private, kid, password, self._cost).to_bytes()
             for kid, private in private_keys.items()
         }
+
+    async def wraps_for_async(
+        self, private_keys: dict[str, X25519PrivateKey], password: str
+    ) -> dict[str, bytes]:
+        """`wraps_for` in a KDF slot, off the event loop."""
+        return await self._slots.run(self.wraps_for, private_keys, password)
 
     async def unwrap_with_recovery(self, recovery: str) -> dict[str, X25519PrivateKey]:
         query = select(WrappedPrivateKey).where(WrappedPrivateKey.holder == RECOVERY_HOLDER)

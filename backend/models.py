@@ -101,6 +101,28 @@ class Case(SQLModel, table=True):
     # When the bot last found the victim unreachable (they blocked it): a counselor's cue that
     # replies will not arrive. None while they can be reached.
     victim_unreachable_at: datetime | None = Field(default=None)
+    # When the victim asked, with her receipt, to erase the case: supervisors see it listed
+    # until it is shredded (issue 12).
+    erase_requested_at: datetime | None = Field(default=None)
+    # A legal hold (who set it is in the audit log): nothing shreds the case, not even
+    # retention, until it is released. The reason is staff's words, never the victim's.
+    legal_hold_reason: str | None = Field(default=None, max_length=200)
+
+
+class TranscriptEntry(SQLModel, table=True):
+    """One entry of a case's live-chat transcript, kept in SQL as the chat runs (issue 12): a
+    line as it was sealed to the centre key, or a content-free event. Redis keeps the live
+    buffer only; a backup holds these, and a shred deletes them with the case."""
+
+    __tablename__ = "transcript_entries"
+    __table_args__ = (UniqueConstraint("case_id", "entry_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: str = Field(max_length=64, index=True)
+    entry_id: str = Field(max_length=40)  # the Redis stream id: the transcript's order
+    sealed: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    # An event's fields (kind, by, at, ref) as JSON; None for a line.
+    event: str | None = Field(default=None, max_length=400)
 
 
 class Counselor(SQLModel, table=True):
@@ -118,6 +140,8 @@ class Counselor(SQLModel, table=True):
     )
     # The last TOTP step accepted: a code is good once, and only for a later step.
     totp_last_step: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    # False once an administrator deactivated the account: no sign-in, no key wraps, no cases.
+    active: bool = Field(default=True)
 
 
 class CenterKey(SQLModel, table=True):
@@ -161,13 +185,19 @@ class AuditEntry(SQLModel, table=True):
 
 
 class Receipt(SQLModel, table=True):
-    """A case code, stored only as its slow hash (see backend/receipts.py)."""
+    """A case code, stored only as its digest (see backend/core/receipt_codes.py)."""
 
     __tablename__ = "receipts"
 
     digest: str = Field(primary_key=True, max_length=64)
     case_id: str = Field(foreign_key="cases.id", index=True, max_length=64)
     issued_at: datetime = Field(default_factory=utcnow)
+    # `receipts.DigestScheme`: rows from before migration 0006 are the Argon2id ones.
+    digest_scheme: str = Field(
+        default="hmac-sha256",
+        max_length=16,
+        sa_column_kwargs={"server_default": "argon2id"},
+    )
 
 
 class DeploymentSecret(SQLModel, table=True):
@@ -254,3 +284,47 @@ class TakedownRequest(SQLModel, table=True):
     sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False), repr=False)
     # The platform's answer, sealed; None until one is recorded.
     answer: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+
+class FlowVersion(SQLModel, table=True):
+    """One published bundle of flows (backend/flow_versions.py): immutable once written.
+
+    `files` is the bundle's text files as JSON (`{"report.flow.yaml": "...", ...}`), `digest` the
+    SHA-256 of their paths and bytes: a conversation is pinned to the digest, so any worker can
+    load the version it started on, after a restart too.
+    """
+
+    __tablename__ = "flow_versions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    digest: str = Field(index=True, max_length=64)
+    author: str = Field(max_length=80)
+    created_at: datetime = Field(default_factory=utcnow)
+    message: str = Field(default="", max_length=500)
+    files: bytes = Field(sa_column=Column(LargeBinary, nullable=False), repr=False)
+    # Waiting for a second administrator's approval (HOTLINE_FLOWS_PUBLISH_APPROVAL); never
+    # published while it waits, never rolled back to if it was not approved.
+    pending: bool = Field(default=False)
+    approved_by: str | None = Field(default=None, max_length=80)
+
+
+class FlowPointer(SQLModel, table=True):
+    """The one published version every worker follows (name "published")."""
+
+    __tablename__ = "flow_pointer"
+
+    name: str = Field(primary_key=True, max_length=16)
+    version: int = Field(foreign_key="flow_versions.id")
+    changed_at: datetime = Field(default_factory=utcnow)
+    changed_by: str = Field(max_length=80)
+
+
+class FlowDraft(SQLModel, table=True):
+    """An administrator's unpublished edit of the bundle: never seen by a victim."""
+
+    __tablename__ = "flow_drafts"
+
+    counselor_id: int = Field(primary_key=True, foreign_key="counselors.id")
+    base_version: int | None = Field(default=None)
+    files: bytes = Field(sa_column=Column(LargeBinary, nullable=False), repr=False)
+    updated_at: datetime = Field(default_factory=utcnow)

@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 
 from redis.asyncio import Redis
 
+from backend import erasure
 from backend.cases import CaseStore
-from backend.core import replies
 from backend.core.settings import Retention
 from backend.models import CaseStatus, utcnow
 
@@ -45,10 +45,10 @@ class RetentionJob:
         purged = 0
         while ids := await self._cases.expired(self._policy, now, PURGE_BATCH):
             for case_id in ids:
-                if await self._cases.shred(case_id, ACTOR, "retention expired"):
+                if await erasure.shred(
+                    self._cases, self._redis, case_id, ACTOR, "retention expired"
+                ):
                     purged += 1
-                    if self._redis is not None:
-                        await replies.forget(self._redis, case_id)
             if len(ids) < PURGE_BATCH:
                 break
         if purged:

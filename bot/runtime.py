@@ -21,7 +21,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from redis.asyncio import Redis
@@ -44,19 +44,26 @@ from backend.core.conversation import (
     ShowResources,
     StepResult,
     SubmitReport,
+    TriageAlert,
 )
 from backend.core.live_chat import REPLY_KEY_ANSWER
-from backend.core.receipt_codes import ReceiptHasher
+from backend.core.metrics import Metrics
+from backend.core.receipt_codes import DigestScheme, ReceiptHasher
 from backend.core.shifts import ShiftBoard
 from backend.flows import engine
+from backend.flows.channels import FILE_CHANNELS
 from backend.flows.engine import BUILT_IN_EXITS, QUICK_EXIT_BUTTON, Bundle, Context
-from backend.flows.registry import FlowRegistry
+from backend.flows.flow_source import FlowSource
 from backend.flows.texts import SAFETY_PREFIX
 from bot.live import CHECK_BUTTON, VictimSide, how_replies_key
 from bot.reports import ReportSender
 from bot.sessions import HeldSession, Once, OnceRefusedError, SessionStore
 
 log = logging.getLogger(__name__)
+
+# Placeholders the runtime fills after a step's effects (queue place, receipt lookups, who
+# reads a report); every other `{name}` is the engine's.
+RUNTIME_PLACEHOLDERS = ("position", "wait", "request_status", "reply_how", "who_reads", "replies")
 
 # How often a turn looks at the flows directory for a changed file (a few stat calls).
 RELOAD_CHECK_S = 2.0
@@ -90,6 +97,10 @@ class Turn:
     # A turn of the chat with (or the wait for) a counselor that handed out nothing from them:
     # a door that can keep the request open a while (Kakao's callback) may wait for their line.
     awaits_reply: bool = False
+    # The turn did not run (Redis unreachable or out of connections, an unexpected error): the
+    # one message says so. A door whose client retries (the web chat) answers 503 instead, so
+    # the same message is sent again rather than lost (issue 18).
+    failed: bool = False
 
 
 @dataclass
@@ -103,7 +114,7 @@ class ConversationRuntime:
     def __init__(
         self,
         redis: Redis,
-        flows: FlowRegistry,
+        flows: FlowSource,
         sessions: SessionStore,
         reports: ReportSender,
         *,
@@ -112,8 +123,11 @@ class ConversationRuntime:
         reload_check_s: float = RELOAD_CHECK_S,
         live: VictimSide | None = None,
         shifts: ShiftBoard | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
-        """Without `live`, a handoff is a sealed request only: no reply key, no live chat."""
+        """Without `live`, a handoff is a sealed request only: no reply key, no live chat.
+        `metrics`: the node's instruments, which the doors count their updates on too."""
+        self.metrics = metrics if metrics is not None else Metrics()
         self._redis = redis
         self._live = live
         # Who is on shift, asked at each handoff; None: not asked (flow tests, benches), and
@@ -130,10 +144,16 @@ class ConversationRuntime:
     async def handle(self, inbound: Inbound, *, once: Once | None = None) -> Turn:
         """One turn. `once`: a claim on the input (a Telegram update) taken with the lock;
         `OnceRefusedError`, and nothing done, when it is someone else's."""
+        started = time.perf_counter()
         try:
+            if await self._blocked(inbound):
+                return Turn((Outbound(self.text("common.blocked", inbound.language)),))
             async with self._sessions.hold(inbound.pseudonym, once=once) as held:
-                return await self._handle_locked(inbound, held)
+                turn = await self._handle_locked(inbound, held)
+            self.metrics.turn(inbound.channel, "answered", time.perf_counter() - started)
+            return turn
         except OnceRefusedError:
+            self.metrics.turn(inbound.channel, "refused", time.perf_counter() - started)
             raise
         except (RedisError, LockError, OSError):
             log.warning("conversation turn failed: redis unavailable")
@@ -145,7 +165,18 @@ class ConversationRuntime:
                 frame = frame.tb_next
             where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
             log.error("conversation turn failed with %s at %s", type(exc).__name__, where)
-        return Turn((self._unavailable(inbound),))
+        self.metrics.turn(inbound.channel, "unavailable", time.perf_counter() - started)
+        return Turn((self._unavailable(inbound),), failed=True)
+
+    async def _blocked(self, inbound: Inbound) -> bool:
+        """A counselor blocked this sender (`backend/blocks.py`): a neutral answer with the
+        emergency numbers, and nothing reaches the flow or the centre. The quick exit still
+        works, in case a victim was blocked by mistake."""
+        if inbound.blocking is None or inbound.button == QUICK_EXIT_BUTTON:
+            return False
+        if (inbound.text or "").strip().lower() in BUILT_IN_EXITS:
+            return False
+        return bool(await self._redis.exists(redis_keys.blocked_key(inbound.blocking)))
 
     def text(self, key: str, language_hint: str | None) -> str:
         """A shared `common.*` text for what a door says outside any flow step (a file it cannot
@@ -170,17 +201,17 @@ class ConversationRuntime:
     def _unavailable(self, inbound: Inbound) -> Outbound:
         return Outbound(self.text("common.unavailable", inbound.language))
 
-    def _refresh_flows(self) -> None:
+    async def _refresh_flows(self) -> None:
         now = self._clock()
         if now - self._checked_at >= self._reload_check_s:
             self._checked_at = now
-            if self._flows.refresh():
+            if await self._flows.follow():
                 log.info("flows reloaded: version %s", self._flows.entry().version)
 
     async def _handle_locked(self, inbound: Inbound, held: HeldSession) -> Turn:
-        self._refresh_flows()
+        await self._refresh_flows()
         session = held.session
-        bundle = self._flows.for_session(session.version) if session is not None else None
+        bundle = await self._flows.pinned(session.version) if session is not None else None
         now = self._clock()
         if session is not None and bundle is not None and session.handoff_case is not None:
             answered = await self._relay_turn(session, bundle, inbound, now, held)
@@ -188,16 +219,21 @@ class ConversationRuntime:
                 return answered
         if session is None or bundle is None:
             bundle = self._flows.entry()
-            ctx = Context(int(now), bundle.hours.is_open(datetime.fromtimestamp(now, UTC)))
+            ctx = _context(bundle, now, inbound)
             fresh = bundle.new_session(inbound, secrets.token_hex(16))
             if session is not None:  # its flow version is gone; an open handoff is not
                 fresh.reply_key, fresh.handoff_case = session.reply_key, session.handoff_case
                 fresh.live = session.live
+            stepping = time.perf_counter()
             result = engine.start(bundle, fresh, ctx, inbound)
         else:
-            ctx = Context(int(now), bundle.hours.is_open(datetime.fromtimestamp(now, UTC)))
+            ctx = _context(bundle, now, inbound)
+            if inbound.text and engine.waits_for_receipt(bundle, session):
+                ctx = replace(ctx, receipt_known=await self._receipt_known(inbound.text))
+            stepping = time.perf_counter()
             result = engine.step(bundle, session, inbound, ctx)
-        outcome = await self._act(bundle, result, now, inbound.pseudonym)
+        self.metrics.flow_step(time.perf_counter() - stepping)
+        outcome = await self._act(bundle, result, now, inbound.pseudonym, inbound.blocking)
         after = result.session
         waiting: list[Outbound] = []
         if outcome.quick_exit and after.handoff_case is not None and self._live is not None:
@@ -253,14 +289,22 @@ class ConversationRuntime:
             said = [Outbound(bundle.texts.get("live.text_only", language))]
         else:
             text = (inbound.text or "").strip()
+            # Her words reach the counselor, and triage reads them first (issue 12: a victim
+            # waiting or chatting who wrote she wanted to die was told "saved" and no more).
+            ctx = Context(int(now), bundle.hours.is_open(datetime.fromtimestamp(now, UTC)))
+            read = engine.triage(bundle, session, text, ctx)
+            session = read.session
+            guidance = list(read.messages)
             try:
                 await live.from_victim(case_id, text)
             except ValueError:
                 key = "common.too_long" if text else "common.empty"
-                said = [Outbound(bundle.texts.get(key, language))]
+                said = [*guidance, Outbound(bundle.texts.get(key, language))]
             else:
                 accepted = True
-                said = [Outbound(bundle.texts.get("live.saved", language))] if waiting else []
+                saved = [Outbound(bundle.texts.get("live.saved", language))] if waiting else []
+                said = [*guidance, *saved]
+            await self._alert(session, read.effects)
         session.seen_s = int(now)
         hold.save(session)
         held = await self._held(inbound)
@@ -321,7 +365,7 @@ class ConversationRuntime:
         session = await self._sessions.load(pseudonym)
         if session is None:
             return None
-        bundle = self._flows.for_session(session.version)
+        bundle = await self._flows.pinned(session.version)
         return None if bundle is None else engine.files_keep(bundle, session)
 
     def seal_file(self, data: bytes | bytearray) -> bytes:
@@ -346,19 +390,29 @@ class ConversationRuntime:
             await self._reports.send_event(key, redis_keys.EVENT_VICTIM_UNREACHABLE, case_ids)
 
     async def _act(
-        self, bundle: Bundle, result: StepResult, now: float, pseudonym: Pseudonym
+        self,
+        bundle: Bundle,
+        result: StepResult,
+        now: float,
+        pseudonym: Pseudonym,
+        blocking: Pseudonym | None = None,
     ) -> _Outcome:
         """Carry out the step's effects before anything is said, so "received" is true."""
         outcome = _Outcome()
         language = result.session.language
         for effect in result.effects:
             if isinstance(effect, SubmitReport):
-                await self._reports.send(effect)
+                await self._reports.send(effect, blocking=blocking)
                 log.info("report sealed and queued as case %s", effect.case_id)
+                # Who will read it, as true now: a counselor on duty, or the first one back
+                # (issue 18: "a counselor is looking at it" was said with nobody on shift).
+                on_shift = 1 if self._shifts is None else await self._shifts.count()
+                who = "report.read_on_shift" if on_shift else "report.read_no_shift"
+                outcome.values["who_reads"] = bundle.texts.get(who, language)
             elif isinstance(effect, RequestHandoff):
                 on_shift = 1 if self._shifts is None else await self._shifts.count()
                 position = await self._handoff(
-                    effect, now, result.session, pseudonym, on_shift=on_shift
+                    effect, now, result.session, pseudonym, on_shift=on_shift, blocking=blocking
                 )
                 outcome.values["position"] = str(position)
                 # Each counselor on shift takes one case at a time: more of them, shorter waits.
@@ -389,7 +443,28 @@ class ConversationRuntime:
                 outcome.quick_exit = True
             elif isinstance(effect, DeleteInbound):
                 outcome.delete_inbound = True
+        await self._alert(result.session, result.effects)
         return outcome
+
+    async def _alert(self, session: Session, effects: tuple[Effect, ...]) -> None:
+        """Triage matched: the conversation's open cases (its handoff, its report) rise to the
+        rule's priority, in the backend's store (an event intake applies) and in the handoff
+        queue victims are told their place from; a counselor's live panel gets the flag."""
+        alerts = [e for e in effects if isinstance(e, TriageAlert)]
+        if not alerts:
+            return
+        priority = max(a.priority for a in alerts)
+        handoff = session.handoff_case
+        report = session.slots.get("_case")
+        cases = [c for c in (handoff, report if isinstance(report, str) else None) if c]
+        if cases and priority > 0:
+            await self._reports.send_priority(cases, priority)
+        if handoff is not None and priority > 0:
+            await waiting_line.raise_priority(self._redis, handoff, priority)
+        if handoff is not None and self._live is not None:
+            for alert in alerts:
+                await self._live.flag(handoff, alert.flag)
+        log.info("triage matched %d rule(s); priority %d", len(alerts), priority)
 
     async def _unattended(self, bundle: Bundle, result: StepResult, effect: RequestHandoff) -> str:
         """What a victim is told when nobody is on shift: that honestly, the emergency numbers
@@ -416,6 +491,7 @@ class ConversationRuntime:
         pseudonym: Pseudonym,
         *,
         on_shift: int,
+        blocking: Pseudonym | None = None,
     ) -> int:
         """Seal the request onto the reports stream with its priority; the queue position."""
         unattended = "; nobody was on shift" if on_shift == 0 else ""
@@ -433,44 +509,65 @@ class ConversationRuntime:
                 language=effect.language,
                 channel=effect.channel,
                 answers=answers,
-            )
+            ),
+            blocking=blocking,
         )
         log.info("handoff requested as case %s, priority %d", effect.case_id, effect.priority)
         return await waiting_line.enqueue(self._redis, effect.case_id, effect.priority, now)
 
     async def _issue_receipt(self, effect: IssueReceipt) -> None:
-        """Remember the code's case by its slow hash, publish the reply key it derives, so
+        """Remember the code's case by its keyed digest, publish the reply key it derives, so
         counselors can leave replies only this code opens (backend/core/replies.py), and tell the
         backend the digest, so a counselor can find the case by a code read out to them."""
-        code_digest = await self._receipts.digest(effect.code)
-        reply_key = replies.reply_private_key(effect.code, self._receipts.salt)
+        code_digest = self._receipts.digest(effect.code)
+        reply_key = self._receipts.reply_private_key(effect.code, DigestScheme.KEYED)
         if code_digest is None or reply_key is None:  # pragma: no cover - the step makes codes
             raise ValueError("malformed receipt code")
-        await self._redis.set(
-            redis_keys.receipt_key(code_digest), effect.case_id, ex=redis_keys.RECEIPT_TTL_S
-        )
-        await replies.publish_receipt(
-            self._redis, effect.case_id, code_digest, reply_key.public_key()
-        )
-        await self._reports.send_receipt(effect.case_id, code_digest)
+        # One round trip for the three (each a write behind an fsync on the embedded Redis).
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(
+                redis_keys.receipt_key(code_digest), effect.case_id, ex=redis_keys.RECEIPT_TTL_S
+            )
+            replies.queue_receipt(pipe, effect.case_id, code_digest, reply_key.public_key())
+            self._reports.queue_receipt(pipe, effect.case_id, code_digest)
+            await pipe.execute()
+
+    async def _find_receipt(self, code: str) -> tuple[str, DigestScheme] | None:
+        """The case of a code and the scheme it was issued under: the keyed digest first; a
+        code issued before issue 14 only under its Argon2id digest (kept at most
+        `redis_keys.RECEIPT_TTL_S`, so this second look ends with the last of them)."""
+        for scheme in DigestScheme:
+            if scheme is DigestScheme.KEYED:
+                code_digest = self._receipts.digest(code)
+            else:
+                code_digest = await self._receipts.legacy_digest(code)
+            if code_digest is None:
+                return None
+            found = await self._redis.get(redis_keys.receipt_key(code_digest))
+            if isinstance(found, bytes):
+                return found.decode(), scheme
+        return None
+
+    async def _receipt_known(self, typed: str) -> bool:
+        """Whether a typed code is one the centre issued (and not erased since): its digest
+        has a case, under either digest scheme. Said at once when not, before the victim
+        chooses what to do with it."""
+        return await self._find_receipt(typed.strip()) is not None
 
     async def _case_request(self, effect: CaseRequest) -> list[str] | None:
         """A returning victim's request, sealed onto the reports stream for the case's
         counselors, linked to the case of the receipt; the counselors' replies for the victim,
         opened with the key only the code derives. None when the code is unknown (nothing is
         sent)."""
-        code_digest = await self._receipts.digest(effect.code)
-        if code_digest is None:
+        found = await self._find_receipt(effect.code)
+        if found is None:
             return None
-        found = await self._redis.get(redis_keys.receipt_key(code_digest))
-        if not isinstance(found, bytes):
-            return None
-        case_id = found.decode()
+        case_id, scheme = found
         answers: dict[str, str | int] = {"request": effect.kind, "case": case_id}
         if effect.text:
             answers["addition"] = effect.text
         texts: list[str] = []
-        reply_key = replies.reply_private_key(effect.code, self._receipts.salt)
+        reply_key = self._receipts.reply_private_key(effect.code, scheme)
         if effect.kind == "read_replies" and reply_key is not None:
             for sealed in await replies.waiting(self._redis, case_id):
                 text = replies.open_for_victim(sealed, reply_key, case_id)
@@ -482,13 +579,18 @@ class ConversationRuntime:
                 idempotency_key=effect.idempotency_key,
                 case_id=hashlib.sha256(effect.idempotency_key.encode()).hexdigest()[:32],
                 category="follow_up",
-                priority=1,
+                priority=max(1, effect.priority),
                 language=effect.language,
                 channel=effect.channel,
                 answers=answers,
                 follows=case_id,
             )
         )
+        if effect.kind == "erase":
+            # In clear (a case id is a routing fact), so the case is marked for supervisors
+            # without anyone opening the request (issue 12).
+            key = "erase:" + hashlib.sha256(effect.idempotency_key.encode()).hexdigest()[:32]
+            await self._reports.send_event(key, redis_keys.EVENT_ERASE_REQUESTED, [case_id])
         log.info("request %s on a receipt queued", effect.kind)
         return texts
 
@@ -507,6 +609,13 @@ def _is_command(text: str | None) -> bool:
     return bool(word) and (word[0].lower() in BUILT_IN_EXITS or _COMMAND.match(word[0]) is not None)
 
 
+def _context(bundle: Bundle, now: float, inbound: Inbound) -> Context:
+    """What the flow may know: the clock, the service hours, and whether this channel can carry
+    a file (a flow never asks for screenshots the victim cannot send: issue 18)."""
+    is_open = bundle.hours.is_open(datetime.fromtimestamp(now, UTC))
+    return Context(int(now), is_open, files=inbound.channel in FILE_CHANNELS)
+
+
 def _fill(message: Outbound, values: dict[str, str]) -> Outbound:
     if message.key in _HANDOFF_SAID and _UNATTENDED in values:
         return Outbound(values[_UNATTENDED], message.buttons, UNATTENDED_KEY)
@@ -514,7 +623,7 @@ def _fill(message: Outbound, values: dict[str, str]) -> Outbound:
         return message
     text = message.text
     # The replies last: a counselor's words are shown as written, never filled in themselves.
-    for name in ("position", "wait", "request_status", "reply_how", "replies"):
+    for name in RUNTIME_PLACEHOLDERS:
         default = "" if name == "replies" else "-"
         text = text.replace("{" + name + "}", values.get(name, default))
     text = re.sub(r"\n{3,}", "\n\n", text).strip() if "\n" in text else text

@@ -10,14 +10,15 @@ time, across bot workers) is taken and the session read in one round trip, and t
 is written and the lock released in one more. The write happens only while the lock is still
 this turn's: a turn that outlived its lock (`CONVERSATION_LOCK_TTL_S`) writes nothing and fails
 with `LockError`, rather than overwrite what the next holder wrote. The lock is a plain
-`SET NX PX` holding a random token, the same shape as redis-py's `Lock`, so code that takes the
-lock with redis-py on the same key excludes a turn and is excluded by it.
+`SET NX PX` holding a token that names this process (`bot.leases`), the same shape as
+redis-py's `Lock`, so code that takes the lock with redis-py on the same key excludes a turn and
+is excluded by it. Its lease is short and renewed while the turn runs, so the lock of a process
+that died mid-turn is free again within seconds (issue 18).
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -30,6 +31,7 @@ from backend.core import redis_keys
 from backend.core.conversation import Pseudonym, Session
 from backend.core.errors import HotlineError
 from backend.core.record_cipher import RecordCipher
+from bot.leases import holder_token, renewed
 
 # KEYS: lock, session[, once]. ARGV: token, lock ttl (ms)[, once token, once lease (s)].
 # {1, session} when the lock was taken; {0} when another turn holds it (wait and try again);
@@ -150,7 +152,7 @@ class SessionStore:
         """
         key = redis_keys.session_key(pseudonym)
         keys = [redis_keys.conversation_lock_key(pseudonym), key]
-        token = secrets.token_hex(16)
+        token = holder_token()
         args: list[str | bytes | int] = [token, int(self._lock_ttl_s * 1000)]
         if once is not None:
             keys.append(once.key)
@@ -168,7 +170,8 @@ class SessionStore:
         sealed = taken[1] if len(taken) > 1 else None
         held = HeldSession(self._open(key, sealed), lambda s: self._cipher.seal(key, s.to_json()))
         try:
-            yield held
+            async with renewed(self._redis, keys[0], token, int(self._lock_ttl_s * 1000)):
+                yield held
         except BaseException:
             await self._release(keys[:2], [token, "keep", b"", self._ttl_s])
             raise

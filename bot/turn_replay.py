@@ -4,6 +4,11 @@ A client that lost its connection cannot know whether the server took its messag
 the same turn again with the same turn id. The first request with an id claims it (SET NX) and
 stores its answer, encrypted, for `WEBCHAT_TURN_REPLAY_TTL_S`; a retry gets that answer instead
 of running the step twice. A retry that arrives while the first is still running waits for it.
+
+While the turn runs, the claim is a marker naming the process that runs it, on a lease of
+`WEBCHAT_TURN_REPLAY_LEASE_MS` renewed while it runs (`bot.leases`). A process killed mid-turn
+stops renewing, the marker expires within seconds, and the victim's retry runs the turn afresh
+(issue 18: it used to wait out the whole five minutes).
 """
 
 from __future__ import annotations
@@ -20,8 +25,11 @@ from backend.core.conversation import Pseudonym
 from backend.core.errors import HotlineError
 from backend.core.pseudonyms import derive_key
 from backend.core.record_cipher import RecordCipher
+from bot.leases import holder_token, renewed
 
-_PENDING = b""
+# A running turn's marker starts with this, then its holder; an answer is sealed after _ANSWER.
+_PENDING = b"pending:"
+_ANSWER = b"answer:"
 WAIT_FOR_FIRST_S = 10.0
 POLL_S = 0.05
 
@@ -50,27 +58,31 @@ class TurnReplay:
         handle: Callable[[], Awaitable[bytes]],
         *,
         ttl_s: int = redis_keys.WEBCHAT_TURN_REPLAY_TTL_S,
+        lease_ms: int = redis_keys.WEBCHAT_TURN_REPLAY_LEASE_MS,
     ) -> bytes:
         key = self._key(pseudonym, turn_id)
-        if await self._redis.set(key, _PENDING, nx=True, ex=ttl_s):
+        marker = _PENDING + holder_token().encode()
+        if await self._redis.set(key, marker, nx=True, px=lease_ms):
             try:
-                answer = await handle()
+                async with renewed(self._redis, key, marker, lease_ms):
+                    answer = await handle()
             except BaseException:
                 # Nothing was answered: let a retry run the turn afresh.
                 await self._redis.delete(key)
                 raise
-            await self._redis.set(key, self._cipher.seal(key, answer), xx=True, ex=ttl_s)
+            sealed = _ANSWER + self._cipher.seal(key, answer)
+            await self._redis.set(key, sealed, xx=True, ex=ttl_s)
             return answer
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WAIT_FOR_FIRST_S
         while loop.time() < deadline:
             stored = await self._redis.get(key)
-            if isinstance(stored, bytes) and stored != _PENDING:
-                replayed = self._cipher.open(key, stored)
+            if isinstance(stored, bytes) and stored.startswith(_ANSWER):
+                replayed = self._cipher.open(key, stored[len(_ANSWER) :])
                 if replayed is None:
                     break
                 return replayed
-            if stored is None:  # the first attempt failed and released the id
-                return await self.once(pseudonym, turn_id, handle, ttl_s=ttl_s)
+            if stored is None:  # the first attempt failed, or its process died: run it here
+                return await self.once(pseudonym, turn_id, handle, ttl_s=ttl_s, lease_ms=lease_ms)
             await asyncio.sleep(POLL_S)
         raise TurnInProgressError("the same turn is still being handled")

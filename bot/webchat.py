@@ -26,7 +26,9 @@ from typing import Any
 from aiohttp import web
 
 from backend.core.conversation import MAX_TEXT_CHARS, Effect, Inbound, IssueReceipt, Outbound
+from backend.core.errors import HotlineError
 from backend.core.pseudonyms import Pseudonymizer, Purpose
+from backend.flows.channels import BUTTON_LABEL_LIMITS
 from bot import chat_languages
 from bot.channel import Capabilities, fit
 from bot.live import HeldLines
@@ -45,7 +47,11 @@ STATIC_FILES = {
     "index.html": "text/html",
     "icon.svg": "image/svg+xml",  # a plain note, so the tab shows nothing alarming
 }
+# A turn is a token, a few ids and at most MAX_TEXT_CHARS of text: far below this. The app's
+# own cap (1 MiB, for the console) is too generous for a door anyone can reach (issue 18).
 MAX_BODY_BYTES = 64 * 1024
+# What a busy server asks the page to wait before sending the same turn again.
+RETRY_AFTER_S = 1
 # A long poll answers within this (well under common proxy time-outs), empty if nothing came.
 POLL_WAIT_S = 20.0
 POLL_CHECK_S = 0.25
@@ -61,9 +67,53 @@ def _static(name: str) -> bytes:
     return (resources.files("bot") / "webchat_static" / name).read_bytes()
 
 
+def unavailable(reason: str) -> web.HTTPServiceUnavailable:
+    """503 with Retry-After: the turn was not handled, and the page sends it again with the
+    same turn id. Never a 200 carrying an error text, which the page would show and forget
+    (issue 18)."""
+    return web.HTTPServiceUnavailable(
+        text=json.dumps({"error": reason}),
+        content_type="application/json",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+class TurnFailedError(HotlineError):
+    """The runtime could not run the turn (Redis out of reach or out of connections)."""
+
+
 class BadTurnError(web.HTTPBadRequest):
     def __init__(self, reason: str) -> None:
         super().__init__(text=json.dumps({"error": reason}), content_type="application/json")
+
+
+class TurnTooLargeError(web.HTTPRequestEntityTooLarge):
+    def __init__(self, size: int) -> None:
+        super().__init__(
+            max_size=MAX_BODY_BYTES,
+            actual_size=size,
+            text=json.dumps(
+                {"error": f"a message may be at most {MAX_BODY_BYTES // 1024} KiB; send less"}
+            ),
+            content_type="application/json",
+        )
+
+
+async def _json_body(request: web.Request) -> Any:
+    """The body as JSON, read no further than `MAX_BODY_BYTES` whatever the request declares
+    (a chunked body declares nothing)."""
+    declared = request.content_length
+    if declared is not None and declared > MAX_BODY_BYTES:
+        raise TurnTooLargeError(declared)
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(16 * 1024):
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise TurnTooLargeError(len(body))
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadTurnError("body must be JSON") from None
 
 
 async def page(request: web.Request) -> web.Response:
@@ -107,6 +157,7 @@ def parse_turn(payload: Any, pseudonymizer: Pseudonymizer) -> Inbound:
         text=text,
         button=button,
         language=language,
+        blocking=pseudonymizer.pseudonym(Purpose.BLOCKING, CHANNEL, token),
     )
 
 
@@ -116,7 +167,7 @@ CAPABILITIES = Capabilities(
     pushes=False,  # the page asks; a counselor's reply waits for its next request
     max_text_chars=MAX_TEXT_CHARS,
     max_buttons=20,
-    max_button_label_chars=80,
+    max_button_label_chars=BUTTON_LABEL_LIMITS[CHANNEL],
     max_button_id_bytes=64,
 )
 
@@ -141,10 +192,8 @@ def render_turn(messages: list[Outbound], effects: tuple[Effect, ...]) -> list[d
 
 
 async def turn(request: web.Request) -> web.Response:
-    try:
-        payload = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise BadTurnError("body must be JSON") from None
+    request.app[runtime_key].metrics.update(CHANNEL)
+    payload = await _json_body(request)
     inbound = parse_turn(payload, request.app[pseudonymizer_key])
     turn_id = payload.get("turn")
     if turn_id is not None and (not isinstance(turn_id, str) or not _TURN_ID.match(turn_id)):
@@ -152,6 +201,9 @@ async def turn(request: web.Request) -> web.Response:
 
     async def handle() -> bytes:
         result = await request.app[runtime_key].handle(inbound)
+        if result.failed:
+            # Not stored as the turn's answer: the retry runs the turn again.
+            raise TurnFailedError("the turn did not run")
         messages = fit(result.messages, CAPABILITIES)
         answer = {
             "messages": render_turn(messages, result.effects),
@@ -160,27 +212,22 @@ async def turn(request: web.Request) -> web.Response:
         }
         return json.dumps(answer, ensure_ascii=False).encode()
 
-    if turn_id is None:
-        body = await handle()
-    else:
-        try:
+    try:
+        if turn_id is None:
+            body = await handle()
+        else:
             body = await request.app[replay_key].once(inbound.pseudonym, turn_id, handle)
-        except TurnInProgressError:
-            raise web.HTTPServiceUnavailable(
-                text=json.dumps({"error": "still working on this message; retry"}),
-                content_type="application/json",
-                headers={"Retry-After": "1"},
-            ) from None
+    except TurnInProgressError:
+        raise unavailable("still working on this message; retry") from None
+    except TurnFailedError:
+        raise unavailable("the message was not handled; send it again") from None
     return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 async def poll(request: web.Request) -> web.Response:
     """Held replies for this tab's conversation, waiting up to `POLL_WAIT_S` for one;
     `relay: false` once no handoff is open (the page stops asking)."""
-    try:
-        payload = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise BadTurnError("body must be JSON") from None
+    payload = await _json_body(request)
     if isinstance(payload, dict) and set(payload) - {"token", "language"}:
         raise BadTurnError("a poll carries only the token")
     pseudonym = parse_turn(payload, request.app[pseudonymizer_key]).pseudonym

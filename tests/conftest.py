@@ -64,6 +64,9 @@ FAST_KDF_ENV = {
     "HOTLINE_KDF_MEMORY_KIB": "8",
     "HOTLINE_LOGIN_DELAY_MS": "1",
 }
+# The harness reads the first start's secrets from the output, as a person at a terminal does;
+# its output is no terminal, so it says so (without it, a first start is refused).
+FIRST_START_ENV = {"HOTLINE_FIRST_START": "print"}
 
 # The console speaks Korean unless a counselor chooses otherwise; the tests that read its English
 # texts choose English as the centre's language (the Korean console has tests of its own).
@@ -123,6 +126,8 @@ class RunningHotline:
     first_password: str
     recovery_key: str
     output: str
+    # The composed node, for what it serves beside the app (its `/metrics`).
+    node: Node
 
 
 def first_start_secret(output: str, label: str) -> str:
@@ -155,6 +160,7 @@ async def start_hotline(
             "HOTLINE_REDIS_URL": pair.redis_url,
             **FAST_KDF_ENV,
             **ENGLISH_CONSOLE_ENV,
+            **FIRST_START_ENV,
             **extra_env,
         }
     )
@@ -168,6 +174,7 @@ async def start_hotline(
                 first_start_secret(output, "one-time password"),
                 first_start_secret(output, "recovery key"),
                 output,
+                node,
             )
 
 

@@ -47,10 +47,14 @@ async def main(redis_url: str, base_url: str, root_secret: bytes) -> None:
         # (30 s) does long before the real lease (120 s).
         SessionStore(redis, root_secret, SESSION_TTL_S, lock_ttl_s=LEASE_S),
         ReportSender(redis, keys.generate_private_key().public_key()),
-        receipts=ReceiptHasher(b"s" * 16, FAST_KDF),
+        receipts=ReceiptHasher(b"r" * 32, b"s" * 16, FAST_KDF),
     )
     config = TelegramConfig(
-        token=TOKEN, base_url=base_url, limits=FAST_LIMITS, update_lease_s=LEASE_S
+        token=TOKEN,
+        base_url=base_url,
+        limits=FAST_LIMITS,
+        update_lease_s=LEASE_S,
+        poll_lease_s=LEASE_S,
     )
     door = TelegramDoor(
         config,

@@ -117,7 +117,7 @@ def make_runtime(
             flows,
             SessionStore(redis, root_secret, SESSION_TTL_S),
             ReportSender(redis, center_key.public_key()),
-            receipts=ReceiptHasher(b"s" * 16, FAST_KDF),
+            receipts=ReceiptHasher(b"r" * 32, b"s" * 16, FAST_KDF),
         ),
         root_secret,
     )

@@ -9,6 +9,7 @@ own origin, so it runs under the console's unchanged CSP.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ import pytest
 from playwright.async_api import Page, Route
 from redis.asyncio import Redis
 
-from backend.console.app_keys import cases_key
+from backend import totp
+from backend.console.app_keys import cases_key, counselors_key
 from backend.core.shifts import ShiftBoard
 from backend.embedded_redis import EmbeddedRedis
 from backend.models import Role
@@ -109,6 +111,7 @@ async def test_no_serious_violation_on_any_page(korean: RunningHotline) -> None:
             "/console/archive",
             "/console/takedowns",
             "/console/supervision",
+            "/console/blocks",
             "/console/receipts/lookup",
             "/console/two-factor",
             "/console/password",
@@ -117,6 +120,30 @@ async def test_no_serious_violation_on_any_page(korean: RunningHotline) -> None:
         await page.get_by_role("button", name="English").click()
         await check("/console", "/console (English)")
         await check(f"/console/cases/{held}", "/console/cases/<claimed> (English)")
+        await context.close()
+        # The administrators' pages, behind a two-factor sign-in.
+        await _account(korean, "admin-park", Role.ADMINISTRATOR)
+        admin = await korean.client.app[counselors_key].by_username("admin-park")
+        assert admin is not None and admin.id is not None
+        secret = totp.new_secret()
+        await korean.client.app[counselors_key].enable_totp(admin.id, PASSWORD, secret, 0)
+        context = await browser.new_context(locale="ko-KR")
+        await context.route(base + AXE_PATH, _serve_axe)
+        page = await context.new_page()
+        await page.goto(base + "/console/login")
+        await page.get_by_label("사용자 이름").fill("admin-park")
+        await page.get_by_label("비밀번호").fill(PASSWORD)
+        await page.get_by_role("button", name="로그인").click()
+        await page.get_by_label("코드").fill(totp.code_at_step(secret, totp.step_at(time.time())))
+        await page.get_by_role("button", name="계속").click()
+        await page.wait_for_url(base + "/console")
+        for path in (
+            "/console/accounts",
+            "/console/studio",
+            "/console/studio?file=locales/ko.yaml",
+            "/console/studio/diagram?flow=report",
+        ):
+            await check(path)
         await context.close()
     assert not found, found
 

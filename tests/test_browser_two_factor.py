@@ -50,6 +50,7 @@ async def test_sign_in_with_two_factor(browser: Browser, tmp_path: Path) -> None
         await page.get_by_label("Password").fill(first_password)
         await page.get_by_role("button", name="Sign in").click()
         await page.wait_for_url("**/console/password")
+        await page.get_by_label("Current password").fill(first_password)
         await page.get_by_label("New password").fill(PASSWORD)
         await page.get_by_label("Repeat it").fill(PASSWORD)
         await page.get_by_role("button", name="Save").click()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from PIL import Image
 from playwright.async_api import Browser, Page, Request, Route, ViewportSize
 
 from backend.core import receipt_codes as receipts
@@ -206,3 +207,51 @@ async def test_a_whole_report_on_a_phone_with_the_receipt_copied(
     for path in (tmp_path / "data").rglob("*"):
         if path.is_file():
             assert DETAILS.encode() not in path.read_bytes(), path
+
+
+WIDE_PHONE = ViewportSize(width=412, height=780)
+EXIT_RED = (0xB3, 0x26, 0x1E)
+
+
+async def test_the_exit_button_stays_on_screen_in_a_long_conversation(
+    browser: Browser, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Issue 18: on a phone the header scrolled away after about five messages, and with it
+    the only visible way out."""
+    up = Up(env, tmp_path / "hotline.log")
+    try:
+        await up.wait_ready()
+        page = await browser.new_page(viewport=WIDE_PHONE)
+        await page.goto(up.base + "/chat")
+        await page.get_by_role("button", name=KO["common.agree"]).wait_for()
+        box = page.locator("#message")
+        for n in range(12):  # each is answered: the log grows far past one screen
+            await box.fill(f"message {n}: still here, and the page is long now")
+            await box.press("Enter")
+            await page.locator("#log li.bot").nth(n + 2).wait_for()
+        assert await page.evaluate("document.documentElement.scrollHeight") > 3 * 780
+        assert await page.evaluate("window.scrollY") > 0, "scrolled down to the newest message"
+        exit_button = page.get_by_role("button", name="나가기 / Exit")
+        where = await exit_button.bounding_box()
+        assert where is not None
+        assert where["y"] >= 0 and where["y"] + where["height"] <= 780, where
+        assert where["x"] + where["width"] <= 412, "no sideways scroll needed to reach it"
+        centre = (where["x"] + where["width"] / 2, where["y"] + where["height"] / 2)
+        on_top = await page.evaluate(
+            "([x, y]) => document.elementFromPoint(x, y)?.id", list(centre)
+        )
+        assert on_top == "quick-exit", "nothing covers it"
+        shot = tmp_path / "long-conversation-412px.png"
+        await page.screenshot(path=str(shot))
+        with Image.open(shot) as image:
+            pixel = image.convert("RGB").getpixel((int(where["x"]) + 5, int(centre[1])))
+        assert pixel == EXIT_RED, f"the screenshot shows the red Exit button there: {pixel}"
+
+        async def harmless(route: Route) -> None:
+            await route.fulfill(body="<title>날씨</title>weather", content_type="text/html")
+
+        await page.route(SAFE_PAGE_PREFIX + "**", harmless)
+        await page.keyboard.press("Escape")
+        await page.wait_for_url(SAFE_PAGE_PREFIX + "**")
+    finally:
+        assert up.stop() == 0

@@ -52,6 +52,10 @@ async def _redis_values(redis: Redis) -> bytes:
             seen.append(cast(bytes, await redis.get(key)))
         elif kind == "list":
             seen.append(repr(await redis.lrange(key, 0, -1)).encode())
+        elif kind == "set":  # a counselor's console sessions (issue 15)
+            seen.append(repr(sorted(await redis.smembers(key))).encode())
+        elif kind == "zset":
+            seen.append(repr(await redis.zrange(key, 0, -1, withscores=True)).encode())
         else:
             raise AssertionError(f"a Redis {kind} this canary does not read yet")
     return b"\n".join(seen)
@@ -112,7 +116,7 @@ async def test_marker_is_nowhere_in_plaintext(
     await LiveChat(redis).from_victim(
         case_id, new_line(Sender.VICTIM, MARKER), keys.decode_public_key(encoded)
     )
-    code = await ReceiptBook(engine, FAST_KDF).issue(case_id)
+    code = await ReceiptBook(engine, FAST_KDF, b"r" * 32).issue(case_id)
 
     for case in cases:
         page = await (await hotline.client.get(f"/console/cases/{case['id']}")).text()
@@ -126,8 +130,10 @@ async def test_marker_is_nowhere_in_plaintext(
     assert (await audit.verify(engine)).intact
     async with engine.connect() as conn:
         actions = [r[0] for r in await conn.execute(text("SELECT action FROM audit_log"))]
-    # Each page view unseals (the claim redirects back to the page): all audited.
-    assert sorted(set(actions)) == ["claim", "unseal"] and actions.count("claim") == 2
+    # Each page view unseals (the claim redirects back to the page): all audited. The first
+    # start also published the shipped flows as version 1 (issue 15).
+    assert actions[0] == "flows-publish"
+    assert sorted(set(actions[1:])) == ["claim", "unseal"] and actions.count("claim") == 2
 
     needles = (MARKER.encode(), MARKER.encode("utf-16-le"), code.encode())
     haystacks = {

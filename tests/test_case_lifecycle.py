@@ -24,6 +24,7 @@ from backend.core import redis_keys as streams
 from backend.core.errors import (
     CaseNotFoundError,
     CaseTransitionError,
+    LegalHoldError,
     OutcomeRequiredError,
     ReceiptNotFoundError,
     SealingError,
@@ -154,14 +155,15 @@ async def test_audit_verify_names_the_first_broken_link(
 
 async def test_receipts_find_the_case_however_the_code_is_typed(engine: AsyncEngine) -> None:
     store = await _store(engine, "c1", "c2")
-    book = ReceiptBook(engine, FAST_KDF)
+    book = ReceiptBook(engine, FAST_KDF, b"r" * 32)
     code = await book.issue("c1")
     await book.issue("c2")
     groups = code.split("-")
     assert len(groups) == 4 and all(len(g) == 4 and set(g) <= set(ALPHABET) for g in groups)
     typed = " ".join(groups).lower().replace("0", "o").replace("1", "l")
     assert await book.find(typed) == "c1"
-    assert await ReceiptBook(engine, FAST_KDF).find(code) == "c1", "salt is per deployment"
+    again = ReceiptBook(engine, FAST_KDF, b"r" * 32)
+    assert await again.find(code) == "c1", "the key is per deployment, not per book"
     async with engine.connect() as conn:
         stored = repr((await conn.execute(text("SELECT * FROM receipts"))).all())
     assert normalise(code) not in stored and code not in stored
@@ -193,6 +195,21 @@ async def test_retention_shreds_by_status_and_audits(engine: AsyncEngine) -> Non
     assert purges == [("closed", "retention expired"), ("old-closed", "retention expired")]
     assert await job.purge_expired(utcnow() + timedelta(days=400)) == 0, "open cases kept"
     assert (await audit.verify(engine)).intact
+
+
+async def test_a_legal_hold_keeps_a_case_from_retention_and_every_shred(
+    engine: AsyncEngine,
+) -> None:
+    store = await _store(engine, "held")
+    await store.set_legal_hold("held", "counselor:2", "court order 7")
+    job = RetentionJob(store, Retention(queued_days=1))
+    assert await job.purge_expired(utcnow() + timedelta(days=30)) == 0, "held: retention skips it"
+    with pytest.raises(LegalHoldError):
+        await store.shred("held", "counselor:2", "asked")
+    await store.release_legal_hold("held", "counselor:2")
+    assert await job.purge_expired(utcnow() + timedelta(days=30)) == 1
+    actions = [(a, d) for a, s, d in await _actions(engine) if s == "held"]
+    assert ("legal-hold", "court order 7") in actions and ("hold-release", "") in actions
 
 
 async def test_malformed_and_ever_failing_reports_go_to_dead_letters(

@@ -54,7 +54,12 @@ async def sign_in_and_change_password(hotline: RunningHotline, new_password: str
     page = await (await hotline.client.get("/console/password")).text()
     response = await hotline.client.post(
         "/console/password",
-        data={"csrf": csrf_of(page), "new_password": new_password, "repeat_password": new_password},
+        data={
+            "csrf": csrf_of(page),
+            "current_password": hotline.first_password,
+            "new_password": new_password,
+            "repeat_password": new_password,
+        },
         allow_redirects=False,
     )
     assert response.status == 303, await response.text()
@@ -99,7 +104,12 @@ async def test_first_login_must_change_the_one_time_password(hotline: RunningHot
     page = await (await hotline.client.get("/console/password")).text()
     short = await hotline.client.post(
         "/console/password",
-        data={"csrf": csrf_of(page), "new_password": "short", "repeat_password": "short"},
+        data={
+            "csrf": csrf_of(page),
+            "current_password": hotline.first_password,
+            "new_password": "short",
+            "repeat_password": "short",
+        },
     )
     assert short.status == 400
     new = await sign_in_and_change_password(hotline, "another long passphrase")

@@ -42,7 +42,11 @@ async def enrol(hotline: RunningHotline, *, probe: bool = True) -> bytes:
     assert "otpauth://totp/hotline:admin?secret=" in page
     again = await (await hotline.client.get("/console/two-factor")).text()
     assert secret_of(again) == secret, "a reload shows the same secret"
-    assert "<img" not in page, "no QR image from anywhere"
+    assert '<img id="totp-qr" src="/console/two-factor/qr.svg"' in page, "a QR code from our origin"
+    qr = await hotline.client.get("/console/two-factor/qr.svg")
+    assert qr.status == 200 and qr.content_type == "image/svg+xml"
+    assert qr.headers["Cache-Control"] == "no-store"
+    assert (await qr.text()).startswith("<svg")
     form = {"csrf": csrf_of(page), "password": PASSWORD, "code": code(secret)}
     if probe:
         await _probe(hotline, form, secret)
@@ -147,7 +151,12 @@ async def test_password_change_reseals_the_secret_and_disable_turns_it_off(
     new = "the next long passphrase"
     changed = await hotline.client.post(
         "/console/password",
-        data={"csrf": csrf_of(page), "new_password": new, "repeat_password": new},
+        data={
+            "csrf": csrf_of(page),
+            "current_password": PASSWORD,
+            "new_password": new,
+            "repeat_password": new,
+        },
         allow_redirects=False,
     )
     assert changed.status == 303

@@ -23,7 +23,13 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import ENGLISH_CONSOLE_ENV, FAST_KDF_ENV, Pair, first_start_secret
+from tests.conftest import (
+    ENGLISH_CONSOLE_ENV,
+    FAST_KDF_ENV,
+    FIRST_START_ENV,
+    Pair,
+    first_start_secret,
+)
 from tests.fake_telegram import FakeTelegram
 from tests.telegram_support import CANARY_TEXT, say
 from tests.telegram_support import DETAILS as TELEGRAM_DETAILS
@@ -89,6 +95,7 @@ async def up_env(
     env |= (
         FAST_KDF_ENV
         | ENGLISH_CONSOLE_ENV
+        | FIRST_START_ENV
         | {"HOTLINE_DATA_DIR": str(tmp_path / "data"), "HOTLINE_HTTP_PORT": "0"}
     )
     if pair.name == "server":
@@ -139,6 +146,7 @@ class Counselor:
             assert csrf is not None, page
             form = {
                 "csrf": csrf.group(1),
+                "current_password": password,
                 "new_password": new_password,
                 "repeat_password": new_password,
             }

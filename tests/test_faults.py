@@ -33,7 +33,7 @@ from backend.core import keys
 from backend.core import redis_keys as streams
 from backend.core.sealing import RoutingHeader, seal
 from backend.embedded_redis import EmbeddedRedis
-from tests.conftest import FAST_KDF_ENV, Pair
+from tests.conftest import FAST_KDF_ENV, FIRST_START_ENV, Pair
 
 pytestmark = pytest.mark.faults
 
@@ -95,6 +95,7 @@ class Backend:
             "HOTLINE_HTTP_PORT": "0",
             "HOTLINE_NODE_NAME": "fault-node",  # a restart drains its own pending entries
             **FAST_KDF_ENV,
+            **FIRST_START_ENV,
         }
         self.log_path = tmp_path / "backend.log"
         self.process: subprocess.Popen[bytes] | None = None

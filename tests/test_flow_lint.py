@@ -46,6 +46,9 @@ def test_every_shipped_flow_passes_with_no_errors() -> None:
         bundle.flows
     )
     assert {p.code for p in problems} <= {"W100"}
+    assert set(bundle.texts.locales) == {"ko", "en", "zh", "ja", "vi"}
+    for rule in bundle.triage.rules:
+        assert rule.languages == set(bundle.texts.locales), "F013 holds for the shipped rules"
 
 
 def _unknown_target(d: Path) -> None:
@@ -134,6 +137,26 @@ def _translation_without_a_placeholder(d: Path) -> None:
     _edit(d, "locales/en.yaml", 'no_counselor: "nobody now {receipt}"', "no_counselor: nobody now")
 
 
+def _label_too_long_for_kakao(d: Path) -> None:
+    _edit(d, "locales/en.yaml", "answer: {a: A, b: B}", "answer: {a: Fifteen letters!, b: B}")
+
+
+def _short_label_still_too_long(d: Path) -> None:
+    _edit(
+        d,
+        "locales/en.yaml",
+        "answer: {a: A, b: B}",
+        "answer: {a: A, b: B}\nlabels: {kakao: {answer: {a: Still fifteen!!}}}",
+    )
+
+
+def _triage_rule_missing_a_language(d: Path) -> None:
+    (d / "triage.yaml").write_text(
+        "schema: 1\nrules:\n  - id: self_harm\n    flag: self_harm\n    priority: 3\n"
+        "    keywords:\n      ko: [죽고 싶]\n"
+    )
+
+
 def _missing_entry(d: Path) -> None:
     _edit(d, FLOW, "flow: report", "flow: other")
 
@@ -157,6 +180,9 @@ def _missing_entry(d: Path) -> None:
         (_unknown_subflow, "F010"),
         (_missing_entry, "F010"),
         (_translation_without_a_placeholder, "F011"),
+        (_label_too_long_for_kakao, "F012"),
+        (_short_label_still_too_long, "F012"),
+        (_triage_rule_missing_a_language, "F013"),
     ],
 )
 def test_each_rule_is_reported_with_its_code_file_and_line(
@@ -178,6 +204,21 @@ def test_the_line_points_at_the_broken_step(tmp_path: Path) -> None:
     (error,) = _errors(directory)
     lines = (directory / FLOW).read_text().splitlines()
     assert "bye:" in lines[error.line - 1]
+
+
+def test_a_short_label_for_kakao_clears_f012(tmp_path: Path) -> None:
+    """Issue 18: a label is checked as each channel shows it."""
+    directory = _copy(tmp_path)
+    _label_too_long_for_kakao(directory)
+    (error,) = _errors(directory)
+    assert "over kakao's 14" in error.message and "labels.kakao.answer.a" in error.message
+    _edit(
+        directory,
+        "locales/en.yaml",
+        "answer: {a: Fifteen letters!, b: B}",
+        "answer: {a: Fifteen letters!, b: B}\nlabels: {kakao: {answer: {a: Fifteen}}}",
+    )
+    assert _errors(directory) == []
 
 
 def test_an_unverified_resource_is_a_warning_for_an_administrator(tmp_path: Path) -> None:

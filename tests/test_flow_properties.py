@@ -13,6 +13,7 @@ from backend.core.settings import SHIPPED_FLOWS_DIR
 from backend.flows import engine
 from backend.flows.engine import Bundle, Context
 from backend.flows.registry import FlowRegistry
+from bot.runtime import RUNTIME_PLACEHOLDERS
 
 BUNDLE: Bundle = FlowRegistry.load(SHIPPED_FLOWS_DIR).entry()
 WHO = Pseudonym("p" * 64)
@@ -107,6 +108,6 @@ def test_random_inbound_never_breaks_a_shipped_flow(
         for message in result.messages:
             # Only the runtime's own placeholders (filled after its effects) may remain.
             leftover = message.text
-            for name in ("{position}", "{wait}", "{request_status}", "{reply_how}"):
-                leftover = leftover.replace(name, "")
+            for name in RUNTIME_PLACEHOLDERS:
+                leftover = leftover.replace("{" + name + "}", "")
             assert message.text and "{" not in leftover, message.key

@@ -53,7 +53,7 @@ def runtime(redis: Redis, flows_dir: Path, private_key: X25519PrivateKey) -> Con
         FlowRegistry.load(flows_dir),
         SessionStore(redis, b"r" * 32, 3600),
         ReportSender(redis, private_key.public_key()),
-        receipts=ReceiptHasher(RECEIPT_SALT, FAST_KDF),
+        receipts=ReceiptHasher(RECEIPT_SECRET, RECEIPT_SALT, FAST_KDF),
         clock=Clock(),
         reload_check_s=0,
     )
@@ -189,11 +189,11 @@ async def test_an_unknown_receipt_is_said_plainly_and_sends_nothing(
 ) -> None:
     back = Victim(runtime, "h")
     await back.text("/receipt")
-    await back.text("ZZZZ-ZZZZ-ZZZZ")
-    await back.click("erase")
-    turn = await back.click("erase_yes")
+    # Said at once (issue 18), not after the victim chose to erase what does not exist.
+    turn = await back.text("ZZZZ-ZZZZ-ZZZZ-ZZZZ")
     assert turn.messages[0].text.startswith("We could not find this receipt code.")
     assert "{" not in turn.messages[0].text
+    assert [b.id for b in turn.messages[-1].buttons] == ["try_again", "no_thanks"]
     assert await redis.xlen(streams.REPORTS_STREAM) == 0
 
 
@@ -223,16 +223,17 @@ async def test_self_harm_words_get_guidance_first_and_a_counselor(
 
 
 RECEIPT_SALT = b"s" * 16
+RECEIPT_SECRET = b"r" * 32
 
 
 def _digest(code: str) -> str:
-    return receipts.digest(code, RECEIPT_SALT, FAST_KDF)
+    return receipts.keyed_digest(code, receipts.ReceiptKeys(RECEIPT_SECRET))
 
 
 class _FailingSender(ReportSender):
     """A sender that fails the way a bug would, quoting what it was given."""
 
-    async def send(self, report: SubmitReport) -> None:
+    async def send(self, report: SubmitReport, *, blocking: str | None = None) -> None:
         raise ValueError(f"cannot send {report.answers}")
 
 
@@ -247,7 +248,7 @@ async def test_a_failed_turn_logs_no_victim_words_and_says_try_again(
         FlowRegistry.load(flows_dir),
         SessionStore(redis, b"r" * 32, 3600),
         _FailingSender(redis, private_key.public_key()),
-        receipts=ReceiptHasher(RECEIPT_SALT, FAST_KDF),
+        receipts=ReceiptHasher(RECEIPT_SECRET, RECEIPT_SALT, FAST_KDF),
         reload_check_s=0,
     )
     victim = Victim(runtime, "h")

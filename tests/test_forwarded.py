@@ -107,7 +107,8 @@ async def test_behind_a_trusted_proxy_the_console_works_over_https(
     pair: Pair, tmp_path: Path, redis: Redis, engine: AsyncEngine
 ) -> None:
     # `redis` and `engine` give this test a clean pair, as the `hotline` fixture's.
-    async with start_hotline(pair, tmp_path, {"HOTLINE_TRUSTED_PROXIES": "127.0.0.1"}) as hotline:
+    env = {"HOTLINE_TRUSTED_PROXIES": "127.0.0.1", "HOTLINE_PUBLIC_URL": PUBLIC}
+    async with start_hotline(pair, tmp_path, env) as hotline:
         signed_in = await _login(hotline, PROXIED | {"Origin": PUBLIC})
         assert signed_in.status == 303
         assert "Secure" in signed_in.headers["Set-Cookie"]
@@ -118,6 +119,7 @@ async def test_behind_a_trusted_proxy_the_console_works_over_https(
         assert page.headers["Strict-Transport-Security"] == "max-age=31536000"
         form = {
             "csrf": csrf_of(await page.text()),
+            "current_password": hotline.first_password,
             "new_password": "a long new passphrase",
             "repeat_password": "a long new passphrase",
         }
@@ -164,6 +166,7 @@ async def test_without_trusted_proxies_forwarded_headers_change_nothing(
     assert "Strict-Transport-Security" not in page.headers
     form = {
         "csrf": csrf_of(await page.text()),
+        "current_password": hotline.first_password,
         "new_password": "a long new passphrase",
         "repeat_password": "a long new passphrase",
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -162,8 +163,9 @@ async def test_a_duplicate_request_is_answered_once(kakao: RunningHotline) -> No
     assert texts(first) == [EN["report.category"]]
 
 
-@pytest.mark.parametrize("kakao", [{"HOTLINE_KAKAO_SYNC_BUDGET_MS": "0"}], indirect=True)
-async def test_a_slow_step_answers_through_the_callback(kakao: RunningHotline) -> None:
+@contextlib.asynccontextmanager
+async def callback_server() -> AsyncIterator[tuple[str, asyncio.Queue[dict[str, Any]]]]:
+    """A stand-in for Kakao's callback endpoint on 127.0.0.1: its URL and what it received."""
     received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
     async def callback(request: web.Request) -> web.Response:
@@ -173,7 +175,17 @@ async def test_a_slow_step_answers_through_the_callback(kakao: RunningHotline) -
     app = web.Application()
     app.router.add_post("/callback", callback)
     async with TestServer(app) as server:
-        url = str(server.make_url("/callback"))
+        yield str(server.make_url("/callback")), received
+
+
+SLOW_STEPS = {"HOTLINE_KAKAO_SYNC_BUDGET_MS": "0"}
+
+
+@pytest.mark.parametrize(
+    "kakao", [SLOW_STEPS | {"HOTLINE_KAKAO_CALLBACK_HOSTS": "127.0.0.1"}], indirect=True
+)
+async def test_a_slow_step_answers_through_the_callback(kakao: RunningHotline) -> None:
+    async with callback_server() as (url, received):
         first = await post(kakao, skill_request("hello", callback_url=url))
         assert first["useCallback"] is True
         assert first["data"]["text"] == EN["common.one_moment"]
@@ -181,6 +193,21 @@ async def test_a_slow_step_answers_through_the_callback(kakao: RunningHotline) -
     assert EN["safety.welcome"] in texts(answer)[0]
     assert quick(answer) == ["agree", "decline"]
     assert received.empty(), "the callback is POSTed once"
+
+
+@pytest.mark.parametrize("kakao", [SLOW_STEPS], indirect=True)
+async def test_a_callback_url_off_kakaos_hosts_is_never_fetched(kakao: RunningHotline) -> None:
+    """Issue 18: with the skill secret, anyone could make the server POST to any address."""
+    async with callback_server() as (url, received):
+        answer = await post(kakao, skill_request("hello", callback_url=url))
+        assert "useCallback" not in answer, "answered within the request instead"
+        assert EN["safety.welcome"] in texts(answer)[0]
+        disguised = url.replace("127.0.0.1", "bot-api.kakao.com@127.0.0.1")
+        answer = await post(kakao, skill_request("agree", button="agree", callback_url=disguised))
+        assert "useCallback" not in answer
+        assert texts(answer) == [EN["report.category"]]
+        await asyncio.sleep(0.5)  # a callback, had one been made, would be here by now
+        assert received.empty()
 
 
 @pytest.mark.parametrize("kakao", [{"HOTLINE_KAKAO_OPERATOR": "true"}], indirect=True)
@@ -220,3 +247,18 @@ def test_each_offer_of_buttons_is_marked_apart() -> None:
     (b,) = second["template"]["quickReplies"]
     assert a["extra"]["button"] == b["extra"]["button"] == "no"
     assert a["extra"]["offer"] != b["extra"]["offer"]
+
+
+async def test_quick_reply_labels_are_kakaos_short_ones_never_cut(kakao: RunningHotline) -> None:
+    """Issue 18: labels were cut at Kakao's 14 characters ("Illegal filmi…", "Deepfake or s…");
+    the flows now give KakaoTalk short labels of its own."""
+    await post(kakao, skill_request("hello"))
+    answer = await post(kakao, skill_request("Agree", button="agree"))
+    labels = {r["label"] for r in answer["template"]["quickReplies"]}
+    assert {"Secret filming", "Deepfake", "Someone else"} <= labels
+    assert all(len(label) <= 14 and "…" not in label for label in labels), labels
+    # The label is what the victim appears to say: the short wording, and it still counts.
+    (filming,) = [r for r in answer["template"]["quickReplies"] if r["label"] == "Secret filming"]
+    assert filming["messageText"] == "Secret filming"
+    press = skill_request(filming["messageText"], button=filming["extra"]["button"])
+    assert texts(await post(kakao, press)) == [EN["report.age"]]

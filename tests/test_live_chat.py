@@ -47,10 +47,12 @@ from bot.reports import ReportSender
 from bot.runtime import ConversationRuntime
 from bot.sessions import SessionStore
 from bot.telegram.door import TelegramDoor
+from bot.telegram.outbox import OutboxLimits
 from tests import telegram_support
 from tests.conftest import FAST_KDF, Pair, RunningHotline, start_hotline
 from tests.fake_telegram import FakeTelegram
 from tests.telegram_support import (
+    FAST_LIMITS,
     SESSION_TTL_S,
     Victim,
     plaintext_in_redis,
@@ -310,7 +312,11 @@ def _victims(redis: Redis, root_secret: bytes, centre: X25519PrivateKey) -> Vict
 
 @asynccontextmanager
 async def telegram_relay(
-    redis: Redis, telegram: FakeTelegram, flows: FlowRegistry, centre: X25519PrivateKey
+    redis: Redis,
+    telegram: FakeTelegram,
+    flows: FlowRegistry,
+    centre: X25519PrivateKey,
+    limits: OutboxLimits = FAST_LIMITS,
 ) -> AsyncIterator[tuple[TelegramDoor, RelayWorker, VictimSide]]:
     root_secret = b"r" * 32
     victims = _victims(redis, root_secret, centre)
@@ -319,10 +325,12 @@ async def telegram_relay(
         flows,
         SessionStore(redis, root_secret, SESSION_TTL_S),
         ReportSender(redis, centre.public_key()),
-        receipts=ReceiptHasher(b"s" * 16, FAST_KDF),
+        receipts=ReceiptHasher(b"r" * 32, b"s" * 16, FAST_KDF),
         live=victims,
     )
-    async with running_door("polling", redis, telegram, runtime, root_secret) as door:
+    async with running_door(
+        "polling", redis, telegram, runtime, root_secret, limits=limits
+    ) as door:
         relay = RelayWorker(
             redis, runtime, victims, {"telegram": door, "web": victims.held}, "bot-test"
         )
@@ -483,7 +491,7 @@ def _sender(redis: Redis, centre: X25519PrivateKey) -> ReportSender:
 
 
 def _hasher() -> ReceiptHasher:
-    return ReceiptHasher(b"s" * 16, FAST_KDF)
+    return ReceiptHasher(b"r" * 32, b"s" * 16, FAST_KDF)
 
 
 # -- KakaoTalk's callback: a counselor's line as soon as it is written ----------------------
@@ -534,7 +542,11 @@ async def waiting_on_kakao(
     return case_id, console
 
 
-CALLBACK_WAIT = {"HOTLINE_KAKAO_CALLBACK_WAIT_MS": "3000"}
+# The fake Kakao callback server listens on 127.0.0.1: the one callback host allowed here.
+CALLBACK_WAIT = {
+    "HOTLINE_KAKAO_CALLBACK_WAIT_MS": "3000",
+    "HOTLINE_KAKAO_CALLBACK_HOSTS": "127.0.0.1",
+}
 
 
 async def test_kakao_counselor_line_comes_through_the_callback(

@@ -51,6 +51,12 @@ def taken_port() -> Iterator[int]:
         ("HOTLINE_FLOWS_DIR", "/nonexistent/flows"),
         ("HOTLINE_KDF_MEMORY_KIB", "1"),
         ("HOTLINE_BOT_SECRET", "short"),
+        ("HOTLINE_RECEIPT_SECRET", "short"),
+        ("HOTLINE_FIRST_START", "sometimes"),
+        ("HOTLINE_TELEGRAM_POLL_LEASE_S", "1"),
+        ("HOTLINE_REDIS_SENTINELS", "10.0.0.5"),
+        ("HOTLINE_REDIS_SENTINELS", "10.0.0.5:26379,:1"),
+        ("HOTLINE_REDIS_SENTINEL_SERVICE", "two words"),
     ],
 )
 def test_each_bad_setting_is_one_line_and_exit_2(tmp_path: Path, setting: str, value: str) -> None:
@@ -182,3 +188,24 @@ def test_require_totp_is_a_yes_or_no(tmp_path: Path) -> None:
     assert Settings.from_env(base | {"HOTLINE_CONSOLE_REQUIRE_TOTP": "true"}).login.require_totp
     with pytest.raises(SettingsError, match=r"^HOTLINE_CONSOLE_REQUIRE_TOTP: must be true or"):
         Settings.from_env(base | {"HOTLINE_CONSOLE_REQUIRE_TOTP": "maybe"})
+
+
+def test_sentinels_are_parsed_and_exclude_a_redis_url(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "HOTLINE_DATA_DIR": str(tmp_path),
+            "HOTLINE_REDIS_SENTINELS": "10.0.0.5:26379, [::1]:26380",
+            "HOTLINE_REDIS_SENTINEL_SERVICE": "centre-1",
+        }
+    )
+    assert settings.redis_sentinels == (("10.0.0.5", 26379), ("::1", 26380))
+    assert settings.redis_sentinel_service == "centre-1"
+    assert not settings.embedded_redis
+    with pytest.raises(SettingsError, match="HOTLINE_REDIS_SENTINELS: set either"):
+        Settings.from_env(
+            {
+                "HOTLINE_DATA_DIR": str(tmp_path),
+                "HOTLINE_REDIS_SENTINELS": "10.0.0.5:26379",
+                "HOTLINE_REDIS_URL": "redis://10.0.0.5:6379/0",
+            }
+        )

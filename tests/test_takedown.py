@@ -11,6 +11,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.console.app_keys import counselors_key, keyring_key
+from backend.core.conversation import Attachment
+from backend.core.evidence_records import RECORDS_FIELD, record_for, records_of
 from backend.keyring import KeyRing
 from backend.models import Role, TakedownRequest
 from backend.takedown import FIELDS, LANGUAGES, Draft, draft_fields, render
@@ -87,14 +89,32 @@ def test_a_field_cannot_pass_for_another_line() -> None:
 
 
 def test_the_first_draft_comes_from_the_case_facts() -> None:
+    # The records as the engine makes them of two uploads (tests/test_evidence_records.py
+    # takes one from a Telegram upload to the draft).
+    records = records_of(
+        {
+            RECORDS_FIELD: [
+                record_for(
+                    Attachment("photo", 10, SHA, None, "image/jpeg"), "hashes", "web", 1, None
+                ),
+                record_for(
+                    Attachment("document", 20, "cd" * 32, "f0" * 32, "image/png"),
+                    "match",
+                    "web",
+                    1,
+                    None,
+                ),
+            ]
+        }
+    )
     fields = draft_fields(
         {
             "category": "deepfake",
             "platform": "x_twitter",
             "url": "https://x.example/post/1",
             "flags": ["minor"],
-            "evidence": [f"photo:{SHA}", "document:" + "cd" * 32 + ":" + "f0" * 32],
-        }
+        },
+        records,
     )
     assert fields["platform"] == "X (Twitter)"
     assert fields["post_url"] == "https://x.example/post/1"
@@ -103,6 +123,7 @@ def test_the_first_draft_comes_from_the_case_facts() -> None:
     assert fields["legal_basis"].startswith("아동·청소년의 성보호에 관한 법률 제11조")
     assert "제7조의3" in fields["legal_basis"]
     assert f"photo SHA-256 {SHA}" in fields["hashes"] and "PDQ " + "f0" * 32 in fields["hashes"]
+    assert "received 1970-01-01T00:00:01Z via web" in fields["hashes"]
     adult = draft_fields({"category": "deepfake"})
     assert adult["content_type"] == "deepfake"
     assert "제14조의2" in adult["legal_basis"]
@@ -141,9 +162,7 @@ async def test_nothing_is_sent_without_a_supervisors_approval(
     await _account(hotline, "supervisor-kim", Role.SUPERVISOR)
     await _account(hotline, "supervisor-park", Role.SUPERVISOR)
     url = "https://leak.example/post/takedown-marker-443"
-    await inject_report(
-        hotline, "case-takedown", {"category": "filming", "url": url, "evidence": [f"photo:{SHA}"]}
-    )
+    await inject_report(hotline, "case-takedown", {"category": "filming", "url": url})
     (case,) = await wait_for_cases(hotline, 1)
     csrf = await _as(hotline, "counselor-lee", case["id"])
     base = "/api/takedowns/"
@@ -158,7 +177,7 @@ async def test_nothing_is_sent_without_a_supervisors_approval(
     request_id = body["id"]
     draft = await (await hotline.client.get(base + request_id)).json()
     assert draft["fields"]["post_url"] == url and draft["status"] == "draft"
-    assert "불법촬영물" in draft["text"] and SHA in draft["text"]
+    assert "불법촬영물" in draft["text"]
     status, body = await post(hotline, base + request_id + "/submit", csrf, {})
     assert status == 400 and "abuse_contact" in body["error"], "required fields first"
 

@@ -15,7 +15,7 @@ from backend.core.settings import Settings
 from bot.cli.node import BACKEND, BOT, Node
 from bot.telegram.door import SECRET_HEADER
 from tests import telegram_support
-from tests.conftest import FAST_KDF_ENV, Pair
+from tests.conftest import FAST_KDF_ENV, FIRST_START_ENV, Pair
 from tests.fake_telegram import FakeTelegram
 from tests.telegram_support import TOKEN, WEBHOOK_SECRET, Victim, say
 
@@ -78,6 +78,7 @@ async def test_the_node_serves_the_webhook_path_and_checks_the_secret(
             "HOTLINE_TELEGRAM_WEBHOOK_URL": "https://bot.example/telegram/hook-7",
             "HOTLINE_TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET,
             **FAST_KDF_ENV,
+            **FIRST_START_ENV,
         }
     )
     async with Node(settings, frozenset({BACKEND, BOT}), io.StringIO()) as node:

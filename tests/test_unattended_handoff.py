@@ -31,6 +31,7 @@ from tests.conftest import FAST_KDF
 from tests.locales import texts_of
 
 SALT = b"u" * 16
+RECEIPT_SECRET = b"r" * 32
 EN = texts_of("en")
 CODE = re.compile(r"[0-9A-Z]{4}(?:-[0-9A-Z]{4}){3}")
 
@@ -63,7 +64,7 @@ def runtime(
         FlowRegistry.load(tmp_path / "flows"),
         SessionStore(redis, b"r" * 32, 3600),
         ReportSender(redis, private_key.public_key()),
-        receipts=ReceiptHasher(SALT, FAST_KDF),
+        receipts=ReceiptHasher(RECEIPT_SECRET, SALT, FAST_KDF),
         shifts=ShiftBoard(redis),
         clock=clock,
     )
@@ -91,7 +92,7 @@ async def _handoff_answers(redis: Redis, private_key: X25519PrivateKey) -> list[
 
 
 async def _case_of(redis: Redis, code: str) -> str | None:
-    digest = receipts.digest(code, SALT, FAST_KDF)
+    digest = receipts.keyed_digest(code, receipts.ReceiptKeys(RECEIPT_SECRET))
     assert digest is not None
     found = await redis.get(streams.receipt_key(digest))
     return found.decode() if isinstance(found, bytes) else None
@@ -111,14 +112,14 @@ async def test_nobody_on_shift_is_said_honestly_with_numbers_and_a_receipt(
     (request,) = await _handoff_answers(redis, private_key)
     assert request["request"] == "counselor (counselor; nobody was on shift)"
     assert await _case_of(redis, match.group()) == request["case_id"], "the receipt opens it"
-    # The backend learns the code's slow digest for the case (so the console can find it by
+    # The backend learns the code's digest for the case (so the console can find it by
     # the code), after the request itself, and never the code.
     found = await redis.xrange(streams.REPORTS_STREAM)
     entries = cast(list[tuple[bytes, dict[bytes, bytes]]], found)
     event = entries[-1][1]
     assert event[streams.FIELD_EVENT.encode()] == streams.EVENT_RECEIPT_ISSUED.encode()
     assert event[streams.FIELD_CASE_IDS.encode()] == request["case_id"].encode()
-    digest = receipts.digest(match.group(), SALT, FAST_KDF)
+    digest = receipts.keyed_digest(match.group(), receipts.ReceiptKeys(RECEIPT_SECRET))
     assert event[streams.FIELD_CODE_DIGEST.encode()] == digest.encode()
     assert match.group().encode() not in repr(entries).encode()
     assert await redis.zscore(streams.HANDOFF_QUEUE, request["case_id"]) is not None
@@ -173,7 +174,7 @@ async def test_after_hours_a_left_request_gets_the_receipt_when_nobody_is_there(
         FlowRegistry.load(flows),
         SessionStore(redis, b"r" * 32, 3600),
         ReportSender(redis, private_key.public_key()),
-        receipts=ReceiptHasher(SALT, FAST_KDF),
+        receipts=ReceiptHasher(RECEIPT_SECRET, SALT, FAST_KDF),
         shifts=ShiftBoard(redis),
     )
     await _say(closed, "e", "/start")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -109,6 +110,31 @@ async def test_an_oversized_body_is_refused(hotline: RunningHotline) -> None:
     assert response.status == 413
 
 
+@pytest.mark.parametrize("path", ["/chat/api/turn", "/chat/api/poll"])
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+async def test_a_body_over_the_web_chats_own_cap_is_refused_with_413(
+    hotline: RunningHotline, redis: Redis, path: str, *, declared: bool
+) -> None:
+    """Issue 18: `MAX_BODY_BYTES` (64 KiB) was defined but unused; only the app's 1 MiB held."""
+    body = b'{"token": "' + TOKEN.encode() + b'", "text": "' + b"x" * (200 * 1024) + b'"}'
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 8192):
+            yield body[start : start + 8192]
+
+    response = await hotline.client.post(
+        path,
+        data=body if declared else chunks(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status == 413
+    assert "at most 64 KiB" in (await response.json())["error"]
+    assert [k async for k in redis.scan_iter(match=streams.SESSION_KEY_PREFIX + "*")] == []
+    # Just under the cap is read and judged on its fields, as before.
+    response = await hotline.client.post(path, data=body[: 60 * 1024] + b'"}')
+    assert response.status == 400
+
+
 async def test_a_conversation_keeps_its_place_across_turns(hotline: RunningHotline) -> None:
     first = await hotline.client.post("/chat/api/turn", json={"token": TOKEN, "text": "/start"})
     buttons = (await first.json())["messages"][-1]["buttons"]
@@ -131,3 +157,40 @@ async def test_exit_ends_the_conversation_and_forgets_it(
     response = await hotline.client.post("/chat/api/turn", json={"token": TOKEN, "text": "/exit"})
     assert (await response.json())["ended"] is True
     assert [k async for k in redis.scan_iter(match=streams.SESSION_KEY_PREFIX + "*")] == []
+
+
+async def test_the_web_chat_never_asks_for_screenshots_it_cannot_take(
+    hotline: RunningHotline,
+) -> None:
+    """Issue 18: the page has no file input, yet the report asked for "up to 3 screenshots"."""
+    token = "f" * 43
+    said: list[str] = []
+    for body in (
+        {"text": "/start", "language": "en"},
+        {"button": "agree"},
+        {"button": "filming"},
+        {"button": "18_plus"},
+        {"text": "Someone filmed me."},
+        {"button": "today"},
+        {"button": "telegram"},
+        {"button": "skip"},
+        {"button": "yes"},
+    ):
+        said += [str(m["text"]) for m in await _turn(hotline, token, **body)]
+    asks = [EN[k] for k in ("report.evidence_choice", "report.screenshots", "report.evidence")]
+    assert not any(ask in text for ask in asks for text in said)
+    assert EN["report.evidence_no_upload"] in said
+    assert said[-1] == EN["report.refer_center"], "the report goes on to the next question"
+
+
+async def test_a_wrong_receipt_code_is_said_at_once(hotline: RunningHotline) -> None:
+    """Issue 18: a wrong code was reported only after the victim had chosen what to do."""
+    token = "q" * 43
+    await _turn(hotline, token, text="/receipt", language="en")
+    (said,) = await _turn(hotline, token, text="ABCD-EFGH-JKMN-PQRS")
+    assert said["text"] == EN["receipt.unknown_code"]
+    buttons = said["buttons"]
+    assert isinstance(buttons, list)
+    assert [b["id"] for b in buttons] == ["try_again", "no_thanks"]
+    (again,) = await _turn(hotline, token, button="try_again")
+    assert again["text"] == EN["receipt.ask_code"]

@@ -2,7 +2,8 @@
 
 `guard` wraps a handler with its access rule before it is routed; a route under `/console` or
 `/api` without one is a bug the authorization-matrix test catches. Roles are ordered
-(counselor < supervisor < administrator): a higher role may do what a lower one may.
+(counselor < supervisor < administrator): a higher role may do what a lower one may. The
+administrator's routes also need a session signed in with a second factor.
 """
 
 from __future__ import annotations
@@ -57,6 +58,17 @@ def _refuse(request: web.Request, status: type[web.HTTPException], page: str) ->
     return web.HTTPSeeOther(page)
 
 
+def _without_two_factor(request: web.Request) -> web.HTTPException:
+    """Administrators' pages (accounts, the flows studio) need a two-factor sign-in, whatever
+    HOTLINE_CONSOLE_REQUIRE_TOTP says: they change who may read cases and what victims are told."""
+    if _is_api(request):
+        return web.HTTPForbidden(
+            text=json.dumps({"error": "two-factor sign-in required"}),
+            content_type="application/json",
+        )
+    return web.HTTPSeeOther("/console/two-factor")
+
+
 def current_session(request: web.Request) -> ConsoleSession:
     """The session `guard` checked for this request; only valid inside a guarded handler."""
     if SESSION not in request:  # pragma: no cover - a handler that was not guarded
@@ -83,6 +95,8 @@ def guard(access: Access, handler: Handler) -> Handler:
                 raise _refuse(request, web.HTTPUnauthorized, "/console/two-factor")
             if ROLE_RANK.get(session.role, 0) < access.minimum_rank:
                 raise _refuse(request, web.HTTPForbidden, "/console")
+            if access is Access.ADMINISTRATOR and session.totp_secret is None:
+                raise _without_two_factor(request)
             request[SESSION] = session
         return await handler(request)
 

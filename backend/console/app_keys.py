@@ -19,5 +19,7 @@ keyring_key = web.AppKey("console_keyring", KeyRing)
 login_guard_key = web.AppKey("console_login_guard", LoginGuard)
 pending_key = web.AppKey("console_pending_sign_ins", ConsoleSessionStore)
 require_totp_key = web.AppKey("console_require_totp", bool)
+# The centre's IANA time zone: every time a page shows is in it, with its name.
+time_zone_key = web.AppKey("console_time_zone", str)
 DeadLetterCount = Callable[[], Awaitable[int]]
 dead_letters_key: web.AppKey[DeadLetterCount] = web.AppKey("console_dead_letters")

@@ -7,7 +7,7 @@ files are checked when the console starts, so a broken one stops the start, not 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from importlib.abc import Traversable
@@ -31,20 +31,33 @@ def shipped() -> Traversable:
 
 def load(directory: Traversable) -> tuple[CannedResponse, ...]:
     """Every language file in `directory`, checked (ValueError naming the file and entry)."""
+    texts = {
+        path.name.removesuffix(".yaml"): path.read_text(encoding="utf-8")
+        for path in directory.iterdir()
+        if path.name.endswith(".yaml")
+    }
+    return parse(texts)
+
+
+def parse(texts: Mapping[str, str]) -> tuple[CannedResponse, ...]:
+    """The canned responses of `{language: YAML text}` (a published flow bundle's `canned/`),
+    checked as `load` does."""
     found: list[CannedResponse] = []
     ids_by_language: dict[str, list[str]] = {}
-    for path in sorted((p for p in directory.iterdir() if p.name.endswith(".yaml")), key=str):
-        language = path.name.removesuffix(".yaml")
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for language in sorted(texts):
+        data = yaml.safe_load(texts[language])
+        name = f"{language}.yaml"
         if not isinstance(data, list):
-            raise ValueError(f"{path.name}: expected a list of canned responses")
+            raise ValueError(f"{name}: expected a list of canned responses")
         for n, item in enumerate(data, 1):
             if not isinstance(item, dict) or not all(
                 isinstance(item.get(k), str) and item[k].strip() for k in ("id", "title", "text")
             ):
-                raise ValueError(f"{path.name}, entry {n}: needs a non-empty id, title and text")
+                raise ValueError(
+                    f"{language}.yaml, entry {n}: needs a non-empty id, title and text"
+                )
             if len(item["text"]) > MAX_TEXT_CHARS:
-                raise ValueError(f"{path.name}, {item['id']}: longer than a chat line may be")
+                raise ValueError(f"{language}.yaml, {item['id']}: longer than a chat line may be")
             found.append(CannedResponse(item["id"], language, item["title"], item["text"]))
             ids_by_language.setdefault(language, []).append(item["id"])
     id_sets = {lang: sorted(ids) for lang, ids in ids_by_language.items()}

@@ -25,6 +25,7 @@ from backend.console import app_keys, forms
 from backend.console.access import Access, current_session, guard, holder_rule
 from backend.console.forms import is_api, json_error, read_form, read_json, refusal
 from backend.console.i18n import gettext as _
+from backend.console.published_bundle import bundle_key
 from backend.console.sessions import ConsoleSession
 from backend.core import replies, waiting_line
 from backend.core.errors import (
@@ -34,9 +35,9 @@ from backend.core.errors import (
     OutcomeRequiredError,
     SealingError,
 )
+from backend.core.evidence_records import records_of
 from backend.core.live_chat import EventKind, LiveChat, OutboxKind, Sender
 from backend.core.sealing import open_envelope
-from backend.flows.resources import Directory
 from backend.models import Case, CaseStatus, Outcome, TakedownRequest, TakedownStatus
 from backend.takedown import (
     ANSWERS,
@@ -47,7 +48,6 @@ from backend.takedown import (
     Draft,
     TakedownStore,
     draft_fields,
-    evidence_facts,
     missing,
     render,
 )
@@ -57,7 +57,6 @@ log = logging.getLogger(__name__)
 
 work_key = web.AppKey("console_case_work", CaseWork)
 takedowns_key = web.AppKey("console_takedowns", TakedownStore)
-services_key = web.AppKey("console_services", Directory)
 
 
 @dataclass(frozen=True)
@@ -106,7 +105,8 @@ def _date(text: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _open_answers(case: Case, session: ConsoleSession) -> dict[str, Any] | None:
+def open_body(case: Case, session: ConsoleSession) -> dict[str, Any] | None:
+    """The case's report body opened in memory: answers, evidence records, sealed files."""
     private_key = session.private_keys.get(case.key_id)
     if private_key is None:
         return None
@@ -114,7 +114,12 @@ def _open_answers(case: Case, session: ConsoleSession) -> dict[str, Any] | None:
         body = json.loads(open_envelope(envelope_of(case), private_key))
     except (SealingError, CaseNotFoundError, ValueError):
         return None
-    found = body.get("answers") if isinstance(body, dict) else None
+    return body if isinstance(body, dict) else None
+
+
+def _open_answers(case: Case, session: ConsoleSession) -> dict[str, Any] | None:
+    body = open_body(case, session)
+    found = body.get("answers") if body is not None else None
     return found if isinstance(found, dict) else None
 
 
@@ -152,7 +157,7 @@ async def _work(
     can_reply = await replies.reply_key(app[redis_key], reply_case.id) is not None
     takedowns = app[takedowns_key]
     return {
-        "evidence": evidence_facts(answers or {}),
+        "evidence": [r.as_dict() for r in records_of(open_body(case, session) or {})],
         "notes": await work.notes(key),
         "referrals": await work.referrals(key),
         "replies": [] if reply_key is None else await work.replies(reply_key),
@@ -162,7 +167,7 @@ async def _work(
         "follows": case.follows,
         "follow_ups": follow_ups,
         "takedowns": await takedowns.for_case(case.id),
-        "services": [(r.id, r.name.get("en") or r.id) for r in app[services_key].resources],
+        "services": [(r.id, r.name.get("en") or r.id) for r in app[bundle_key].services.resources],
         "consent_methods": CONSENT_METHODS,
         "outcomes": [o.value for o in Outcome],
         "languages": LANGUAGES,
@@ -249,7 +254,7 @@ async def add_referral(request: web.Request) -> web.StreamResponse:
     consent = data.get("consent", "")
     if consent not in ("yes", "no", "true", "false"):
         raise refusal(request, web.HTTPBadRequest, _("consent must be yes or no"))
-    services = frozenset(r.id for r in request.app[services_key].resources)
+    services = frozenset(r.id for r in request.app[bundle_key].services.resources)
     referral_id = await request.app[work_key].add_referral(
         _key(request, session, case),
         session.counselor_id,
@@ -327,9 +332,13 @@ async def create_takedown(request: web.Request) -> web.StreamResponse:
     data = await _input(request, session)
     case = await _case(request)
     key = _key(request, session, case)
-    answers = _open_answers(case, session) or {}
+    body = open_body(case, session) or {}
+    answers = body.get("answers") if isinstance(body.get("answers"), dict) else {}
     request_id = await request.app[takedowns_key].create(
-        key, session.counselor_id, data.get("language", ""), draft_fields(answers)
+        key,
+        session.counselor_id,
+        data.get("language", ""),
+        draft_fields(answers or {}, records_of(body)),
     )
     return _done(request, f"/console/takedowns/{request_id}", id=request_id)
 
@@ -352,8 +361,21 @@ async def _reviewer(request: web.Request, row: TakedownRequest) -> str:
     return counselor.username if counselor is not None else f"#{row.approved_by}"
 
 
+async def _audit_takedown_unseal(
+    request: web.Request, session: ConsoleSession, draft: Draft
+) -> None:
+    """Showing a takedown request opens its sealed fields: an unseal like the case page's."""
+    await request.app[app_keys.cases_key].record(
+        f"counselor:{session.counselor_id}",
+        AuditAction.UNSEAL,
+        draft.row.case_id,
+        f"takedown:{draft.row.id}",
+    )
+
+
 async def takedown_page(request: web.Request) -> web.Response:
     session, case, _, draft = await _takedown(request)
+    await _audit_takedown_unseal(request, session, draft)
     return forms.render(
         "takedown.html",
         session=session,
@@ -372,7 +394,8 @@ async def takedown_page(request: web.Request) -> web.Response:
 
 async def api_takedown(request: web.Request) -> web.Response:
     """A takedown request: its fields, its tracking and its text as it would be sent."""
-    _, _, _, draft = await _takedown(request)
+    session, _, _, draft = await _takedown(request)
+    await _audit_takedown_unseal(request, session, draft)
     return web.json_response(
         {
             **_takedown_summary(draft.row),
@@ -464,10 +487,10 @@ async def _withdraw(
     await request.app[takedowns_key].withdraw(draft.row, session.counselor_id)
 
 
-def add_routes(app: web.Application, services: Directory) -> None:
+def add_routes(app: web.Application) -> None:
+    """The resource directory comes from `published_bundle.bundle_key`, set before."""
     app[work_key] = CaseWork(app[engine_key])
     app[takedowns_key] = TakedownStore(app[engine_key])
-    app[services_key] = services
     edit = _takedown_action(_edit, "Change a takedown request's fields; any approval is undone.")
     submit = _takedown_action(_submit, "Ask a supervisor to approve a takedown request.")
     approve = _takedown_action(

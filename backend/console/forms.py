@@ -15,7 +15,9 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import jinja2
 from aiohttp import web
@@ -46,6 +48,24 @@ _templates.globals.update(
     language_names=i18n.LANGUAGE_NAMES,
     script_messages=i18n.script_messages,
 )
+
+
+def local_time(value: datetime | str | float | None, zone: str) -> str:
+    """A stored time (UTC: naive or aware, ISO text or Unix time) in the centre's time zone,
+    with the zone's name: counselors work in local time; a bare UTC time misleads (issue 18)."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, int | float):
+        moment = datetime.fromtimestamp(value, UTC)
+    else:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    local = moment.astimezone(ZoneInfo(zone))
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
+
+
+_templates.filters["local"] = local_time
 
 
 def render(name: str, status: int = 200, **context: Any) -> web.Response:

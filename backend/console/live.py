@@ -14,7 +14,8 @@
 
 The socket sends one JSON object per message:
   {"type": "line", "id": <entry id>, "line_id", "sender": "victim"|"counselor", "text", "at"}
-  {"type": "event", "id", "kind": "joined"|"delivered"|"held"|"failed"|"ended", "by", "ref", "at"}
+  {"type": "event", "id", "kind": "joined"|"delivered"|"held"|"failed"|"ended"|"triage",
+   "by", "ref", "at"}
   {"type": "unreadable", "id"}  (a line this counselor's keys cannot open)
   {"type": "caught_up"}  (the history is sent; what follows is live)
 Close codes: 4403 signed out or the case is no longer theirs (do not reconnect); 4409 the page
@@ -36,6 +37,7 @@ from aiohttp import WSCloseCode, web
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from redis.exceptions import RedisError
 
+from backend import transcript_archive
 from backend.audit import AuditAction
 from backend.cases import CaseStore, envelope_of
 from backend.console.access import (
@@ -50,6 +52,7 @@ from backend.console.canned_responses import CannedResponse, in_order_for, load,
 from backend.console.forms import check_json_post, check_upgrade_origin, read_json, refusal
 from backend.console.hub import Subscription, TranscriptHub, stream_id
 from backend.console.i18n import gettext as _
+from backend.console.published_bundle import ConsoleBundle, bundle_key
 from backend.console.sessions import COOKIE_NAME, ConsoleSession
 from backend.core import redis_keys
 from backend.core.errors import CaseNotFoundError, CaseTransitionError, SealingError
@@ -63,10 +66,11 @@ from backend.core.live_chat import (
     transcript_entry,
 )
 from backend.core.sealing import open_envelope
+from backend.flows.resources import Directory
 from backend.flows.triage import Triage
 from backend.keyring import KeyRing
 from backend.models import Case, CaseStatus, Role
-from backend.web import redis_key
+from backend.web import engine_key, redis_key
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +81,6 @@ _chat_key = web.AppKey("console_live_chat", LiveChat)
 # The flows' risk triage, read again on each victim line of a live chat: the counselor's page
 # raises an alert on a self-harm flag (static/alerts.js). Only the flag names travel.
 _triage_key = web.AppKey("console_live_triage", Triage)
-_canned_key: web.AppKey[tuple[CannedResponse, ...]] = web.AppKey("console_canned_responses")
 _sockets_key: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey(
     "console_live_sockets"
 )
@@ -231,15 +234,20 @@ async def _stream(
             f"counselor:{session.counselor_id}", AuditAction.UNSEAL, case_id, "live chat"
         )
     low = "-" if after == "0-0" else f"({after}"
-    history = cast(
+    buffered = cast(
         list[tuple[bytes, dict[bytes, bytes]]],
         await request.app[redis_key].xrange(redis_keys.case_transcript_stream(case_id), min=low),
     )
+    # The history is in SQL (the Redis buffer is trimmed and expires); the newest entries may
+    # not be archived yet, so both, by stream id, each once.
+    history = dict(await transcript_archive.archived(request.app[engine_key], case_id, after))
+    history.update((raw_id.decode(), fields) for raw_id, fields in buffered)
     sent = after
     triage = request.app[_triage_key]
-    for raw_id, fields in history:
-        entry_id = raw_id.decode()
-        await ws.send_str(_message(case_id, entry_id, fields, session.private_keys, triage))
+    for entry_id in sorted(history, key=stream_id):
+        await ws.send_str(
+            _message(case_id, entry_id, history[entry_id], session.private_keys, triage)
+        )
         sent = entry_id
     await ws.send_str(json.dumps({"type": "caught_up"}))
     log.info("counselor %d watches the live chat of case %s", session.counselor_id, case_id)
@@ -338,7 +346,7 @@ async def end_chat(request: web.Request) -> web.Response:
 async def canned_responses(request: web.Request) -> web.Response:
     """The canned responses for the live chat, the victim's language (`?language=`) first."""
     language = request.query.get("language", "")
-    responses: tuple[CannedResponse, ...] = request.app[_canned_key]
+    responses: tuple[CannedResponse, ...] = request.app[bundle_key].canned
     ordered = in_order_for(responses, language)
     return web.json_response(
         {
@@ -386,7 +394,10 @@ def add_routes(
     app[_cases_key] = cases
     app[_keyring_key] = keyring
     app[_chat_key] = LiveChat(redis)
-    app[_canned_key] = tuple(load(shipped()) if canned is None else canned)
+    if bundle_key not in app:  # the console sets it from the published flows
+        app[bundle_key] = ConsoleBundle(
+            Directory(), tuple(load(shipped()) if canned is None else canned)
+        )
     app[_sockets_key] = weakref.WeakSet()
     app.cleanup_ctx.append(_run_hub)
     app.on_shutdown.append(close_sockets)

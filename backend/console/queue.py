@@ -31,7 +31,7 @@ from backend.console.forms import check_json_post, json_error, read_form, render
 from backend.console.i18n import gettext as _
 from backend.console.sessions import ConsoleSession
 from backend.core import redis_keys, waiting_line
-from backend.core.errors import CaseTransitionError
+from backend.core.errors import CaseNotFoundError, CaseTransitionError
 from backend.core.settings import SlaPolicy
 from backend.core.shifts import ShiftBoard
 from backend.models import CaseStatus, Role
@@ -44,6 +44,7 @@ shifts_key = web.AppKey("console_shifts", ShiftBoard)
 # How often the open queue page asks for the queue again.
 QUEUE_POLL_S = 5
 CLAIM_LOST = "another counselor took this case"
+ALREADY_YOURS = "you already hold this case"
 
 
 def _actor(session: ConsoleSession) -> str:
@@ -178,9 +179,20 @@ async def _load(request: web.Request) -> dict[str, Any]:
         }
         for c in roster
     ]
+    erase = await request.app[app_keys.cases_key].erase_requests()
     return {
         "now": now.isoformat(),
         "counselors": counselors,
+        # Cases a victim asked to erase: a supervisor shreds each, or holds it with a reason.
+        "erase_requests": [
+            {
+                "id": c.id,
+                "status": c.status,
+                "requested_at": c.erase_requested_at.isoformat() if c.erase_requested_at else "",
+                "legal_hold": c.legal_hold_reason,
+            }
+            for c in erase
+        ],
         "queue": {
             "waiting": len(waiting),
             "longest_wait_s": max((c["waiting_s"] for c in waiting), default=0),
@@ -224,6 +236,17 @@ async def _claim(request: web.Request, session: ConsoleSession, case_id: str) ->
     log.info("counselor %d claimed case %s", session.counselor_id, case_id)
 
 
+async def _already_yours(request: web.Request, session: ConsoleSession, case_id: str) -> bool:
+    """A refused claim of a case this counselor holds (a second click, another tab): say so,
+    rather than that someone else took it (issue 18)."""
+    try:
+        case = await request.app[app_keys.cases_key].get(case_id)
+    except CaseNotFoundError:
+        return False
+    held = {CaseStatus.CLAIMED.value, CaseStatus.ACTIVE.value}
+    return case.claimed_by == session.counselor_id and case.status in held
+
+
 async def _release(request: web.Request, session: ConsoleSession, case_id: str) -> None:
     await request.app[app_keys.cases_key].release(case_id, _actor(session), holder=_holder(session))
     await waiting_line.release(request.app[redis_key], case_id)
@@ -252,7 +275,8 @@ async def claim_form(request: web.Request) -> web.Response:
     try:
         await _claim(request, session, case_id)
     except CaseTransitionError:
-        return render("claim_lost.html", status=409, session=session, case_id=case_id)
+        yours = await _already_yours(request, session, case_id)
+        return render("claim_lost.html", status=409, session=session, case_id=case_id, yours=yours)
     raise web.HTTPSeeOther(f"/console/cases/{case_id}")
 
 
@@ -310,7 +334,8 @@ async def api_claim(request: web.Request) -> web.Response:
     try:
         await _claim(request, session, case_id)
     except CaseTransitionError:
-        raise json_error(web.HTTPConflict, CLAIM_LOST) from None
+        yours = await _already_yours(request, session, case_id)
+        raise json_error(web.HTTPConflict, ALREADY_YOURS if yours else CLAIM_LOST) from None
     return web.json_response(
         {"id": case_id, "status": "claimed", "claimed_by": session.counselor_id}
     )

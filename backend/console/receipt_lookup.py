@@ -1,13 +1,14 @@
 """Finding a case by the receipt code a victim reads out (on the phone, or in another channel).
 
-The bot tells the backend each code's Argon2id digest (a `receipt_issued` event that intake
+The bot tells the backend each code's keyed digest (a `receipt_issued` event that intake
 keeps in the receipts table); the console computes the digest of what the counselor typed
 (forgiving case, spaces, hyphens and O/0, I/L/1) and opens the case it names.
 
 A signed-in console must not become a machine for guessing codes: each counselor may look up
-`redis_keys.RECEIPT_LOOKUP_LIMIT` codes per `RECEIPT_LOOKUP_WINDOW_S` (counted in Redis, so across
-backend nodes), every lookup is audited (a miss under the counselor's own name, a hit on the
-case), and each costs one Argon2id in a thread. The typed code is never logged or stored.
+`redis_keys.RECEIPT_LOOKUP_LIMIT` codes per `RECEIPT_LOOKUP_WINDOW_S` (counted in Redis, so
+across backend nodes) and every lookup is audited (a miss under the counselor's own name, a hit
+on the case); a miss costs one Argon2id in a thread while codes of the old scheme are kept.
+The typed code is never logged or stored.
 
 - `POST /console/receipts/lookup` (form: `code`, `csrf`): to the case page, or the queue page's
   search box with an error.

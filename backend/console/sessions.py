@@ -5,6 +5,12 @@ counselor and the centre private keys encrypted with a key derived from the secr
 Redis snapshot therefore opens nothing; a stolen cookie is as good as the login (as with any
 session), which is why cookies are HttpOnly, SameSite=Strict and short-lived.
 
+A session ends after `session_idle_s` without a request and, whatever it does, `session_max_s`
+after its sign-in (issue 18: an open console polls every 5 s, so an idle timeout alone let a
+session slide forever). The sign-in time is inside the encrypted record, and the Redis expiry
+is never set past it. Every session's key is listed under its counselor, so a password change
+ends all the others (`end_others`).
+
 A sign-in waiting for its TOTP code is kept the same way but in a store of its own
 (`pending=True`: other key names, five minutes, another cookie), so it is never a session:
 `guard` cannot load it, and only the code page reads it.
@@ -16,6 +22,7 @@ import base64
 import hashlib
 import json
 import secrets
+import time
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -23,6 +30,7 @@ from redis.asyncio import Redis
 
 from backend.core import keys, redis_keys
 from backend.core.record_cipher import RecordCipher
+from backend.core.settings import LoginPolicy
 
 # Keyed by a secret that lives only in the cookie: a Redis snapshot opens no session.
 _LABEL = "console-session"
@@ -44,6 +52,10 @@ class ConsoleSession:
     needs_totp: bool = False
     # A secret shown on the enrolment page, not yet confirmed by a code.
     totp_setup: bytes | None = field(default=None, repr=False)
+    # Failed sign-ins for this username since the previous good one, told once after sign-in.
+    failed_sign_ins: int = 0
+    # When the counselor signed in (Unix time); set by the store on `create`.
+    signed_in_at: float = 0.0
 
 
 def _b64(raw: bytes) -> str:
@@ -63,19 +75,58 @@ def _from_hex(text: str | None) -> bytes | None:
 
 
 class ConsoleSessionStore:
-    def __init__(self, redis: Redis, *, pending: bool = False) -> None:
+    def __init__(
+        self, redis: Redis, *, pending: bool = False, lifetime: LoginPolicy | None = None
+    ) -> None:
         self._redis = redis
         self._pending = pending
-        self._ttl_s = (
-            redis_keys.CONSOLE_PENDING_TTL_S if pending else redis_keys.CONSOLE_SESSION_TTL_S
-        )
+        policy = lifetime or LoginPolicy()
+        self._ttl_s = redis_keys.CONSOLE_PENDING_TTL_S if pending else policy.session_idle_s
+        self._max_s = redis_keys.CONSOLE_PENDING_TTL_S if pending else policy.session_max_s
 
     async def create(self, session: ConsoleSession) -> str:
         """Store a new session; the returned cookie value is the only way back into it."""
         session_id = secrets.token_bytes(16)
         secret = secrets.token_bytes(32)
+        session.signed_in_at = time.time()
         await self._write(session_id, secret, session)
+        if not self._pending:
+            # Indexed by counselor: a password change ends the others, a deactivation all.
+            index = redis_keys.console_counselor_sessions_key(session.counselor_id)
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.sadd(index, self._key(session_id))
+                pipe.expire(index, self._max_s)
+                await pipe.execute()
         return f"{_b64(session_id)}.{_b64(secret)}"
+
+    async def end_all(self, counselor_id: int) -> int:
+        """End every session of one counselor (deactivated, or their role changed); how many."""
+        index = redis_keys.console_counselor_sessions_key(counselor_id)
+        members = await self._redis.smembers(index)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            if members:
+                pipe.delete(*members)
+            pipe.delete(index)
+            results = await pipe.execute()
+        return int(results[0]) if members else 0
+
+    async def end_others(self, counselor_id: int, keep: str) -> int:
+        """End every session of this counselor but the one of cookie `keep`; how many ended."""
+        _id, _secret = self._split(keep)
+        kept = self._key(_id)
+        index = redis_keys.console_counselor_sessions_key(counselor_id)
+        members = await self._redis.smembers(index)
+        others = [k for k in members if (k if isinstance(k, str) else k.decode()) != kept]
+        if others:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(*others)
+                pipe.srem(index, *others)
+                await pipe.execute()
+        return len(others)
+
+    def _left_s(self, session: ConsoleSession) -> int:
+        """Seconds of life left: the idle timeout, never past the absolute lifetime."""
+        return min(self._ttl_s, int(session.signed_in_at + self._max_s - time.time()))
 
     async def update(self, cookie: str, session: ConsoleSession) -> None:
         session_id, secret = self._split(cookie)
@@ -95,9 +146,7 @@ class ConsoleSessionStore:
         if plain is None:
             return None
         data = json.loads(plain)
-        if touch and not self._pending:  # a pending sign-in never outlives its five minutes
-            await self._redis.expire(key, self._ttl_s)
-        return ConsoleSession(
+        session = ConsoleSession(
             counselor_id=data["counselor_id"],
             username=data["username"],
             role=data["role"],
@@ -110,7 +159,16 @@ class ConsoleSessionStore:
             totp_secret=_from_hex(data.get("totp_secret")),
             needs_totp=data.get("needs_totp", False),
             totp_setup=_from_hex(data.get("totp_setup")),
+            failed_sign_ins=data.get("failed_sign_ins", 0),
+            signed_in_at=data.get("signed_in_at", 0.0),
         )
+        left_s = self._left_s(session)
+        if left_s <= 0:
+            await self._redis.delete(key)
+            return None
+        if touch and not self._pending:  # a pending sign-in never outlives its five minutes
+            await self._redis.expire(key, left_s)
+        return session
 
     async def delete(self, cookie: str) -> None:
         try:
@@ -134,9 +192,12 @@ class ConsoleSessionStore:
                 "totp_secret": _to_hex(session.totp_secret),
                 "needs_totp": session.needs_totp,
                 "totp_setup": _to_hex(session.totp_setup),
+                "failed_sign_ins": session.failed_sign_ins,
+                "signed_in_at": session.signed_in_at,
             }
         ).encode()
-        await self._redis.set(key, RecordCipher(secret, _LABEL).seal(key, plain), ex=self._ttl_s)
+        ex = max(self._left_s(session), 1)
+        await self._redis.set(key, RecordCipher(secret, _LABEL).seal(key, plain), ex=ex)
 
     @staticmethod
     def _split(cookie: str) -> tuple[bytes, bytes]:

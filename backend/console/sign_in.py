@@ -3,12 +3,14 @@ enrolment; the password change. Every state change checks the CSRF token and the
 
 from __future__ import annotations
 
+import io
 import logging
 import secrets
 
+import segno
 from aiohttp import web
 
-from backend import totp
+from backend import password_policy, totp
 from backend.console.access import Access, current_session, guard, sessions_key
 from backend.console.app_keys import (
     counselors_key,
@@ -23,7 +25,6 @@ from backend.console.sessions import COOKIE_NAME, PENDING_COOKIE_NAME, ConsoleSe
 from backend.core.errors import AuthenticationError, KeyUnwrapError
 from backend.keyring import counselor_holder
 from backend.login_guard import LoginLockedError
-from backend.passwords import MIN_PASSWORD_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -53,27 +54,27 @@ async def login_page(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     form = await read_form(request, None)
     username, password = form.get("username", ""), form.get("password", "")
+    if not username or not password:  # no guess was made: nothing to count or to hash
+        return render("login.html", status=401, error="login_failed")
     guard = request.app[login_guard_key]
     try:
-        await guard.check(username)
+        # Counted before the password is checked, so parallel guesses each cost an attempt.
+        attempt = await guard.reserve(username, request.remote)
     except LoginLockedError:
         log.warning("console login refused: locked after repeated failures")
         return render("login.html", status=429, error="locked")
+    counselors = request.app[counselors_key]
     try:
-        counselor = await request.app[counselors_key].authenticate(username, password)
+        counselor = await counselors.authenticate(username, password)
         if counselor.id is None:  # pragma: no cover - stored rows always have an id
             raise AuthenticationError("counselor without id")
         private_keys = await request.app[keyring_key].unwrap_for(counselor.id, password)
     except (AuthenticationError, KeyUnwrapError):
         log.info("console login failed")
-        await guard.failed(username)
+        await guard.failed(attempt)
         return render("login.html", status=401, error="login_failed")
     try:
-        secret = (
-            None
-            if counselor.totp_secret is None
-            else totp.open_secret(counselor.totp_secret, counselor.id, password)
-        )
+        secret = await counselors.open_totp_secret(counselor, password)
     except KeyUnwrapError:  # pragma: no cover - sealed under this very password
         log.error("console login: counselor %d's TOTP secret does not open", counselor.id)
         return render("login.html", status=500, error="login_failed")
@@ -88,14 +89,15 @@ async def login(request: web.Request) -> web.Response:
         needs_totp=secret is None and request.app[require_totp_key],
     )
     if secret is not None:
-        # The password was right; the failure count stays until the code is right too, so
+        # The password was right; the username's count stays until the code is right too, so
         # wrong codes keep counting toward the lock.
+        await guard.password_passed(attempt)
         pending = await request.app[pending_key].create(session)
         log.info("console login for counselor %d waits for a TOTP code", counselor.id)
         response = web.HTTPSeeOther("/console/login/code")
         _set_cookie(request, response, pending, PENDING_COOKIE_NAME)
         raise response
-    await guard.succeeded(username)
+    session.failed_sign_ins = await guard.succeeded(attempt)
     raise await _start_session(request, session)
 
 
@@ -138,7 +140,8 @@ async def submit_code(request: web.Request) -> web.Response:
     cookie = request.cookies[PENDING_COOKIE_NAME]
     guard = request.app[login_guard_key]
     try:
-        await guard.check(pending.username)
+        # Counted before the code is checked: 300 codes sent at once cost 300 attempts.
+        attempt = await guard.reserve(pending.username, request.remote)
     except LoginLockedError:
         await request.app[pending_key].delete(cookie)
         log.warning("console login refused at the code: locked after repeated failures")
@@ -152,9 +155,9 @@ async def submit_code(request: web.Request) -> web.Response:
         log.info(
             "console login: wrong or replayed TOTP code for counselor %d", pending.counselor_id
         )
-        await guard.failed(pending.username)
+        await guard.failed(attempt)
         return render("code.html", status=401, csrf=pending.csrf_token, error="wrong_code")
-    await guard.succeeded(pending.username)
+    pending.failed_sign_ins = await guard.succeeded(attempt)
     await request.app[pending_key].delete(cookie)
     response = await _start_session(request, pending)
     response.del_cookie(PENDING_COOKIE_NAME, path="/")
@@ -168,6 +171,22 @@ async def two_factor_page(request: web.Request) -> web.Response:
         session.totp_setup = totp.new_secret()
         await request.app[sessions_key].update(request.cookies[COOKIE_NAME], session)
     return _two_factor(request, session, None)
+
+
+async def two_factor_qr(request: web.Request) -> web.Response:
+    """The enrolment's otpauth:// URI as a QR code, drawn here (SVG, our own origin, never
+    cached): a third-party QR service would learn the secret."""
+    session = await _require(request)
+    if session.totp_setup is None:
+        raise web.HTTPNotFound(text=_("no enrolment is in progress"))
+    uri = totp.provisioning_uri(session.totp_setup, session.username)
+    out = io.BytesIO()
+    segno.make(uri, error="m").save(out, kind="svg", scale=5, border=4, xmldecl=False)
+    return web.Response(
+        body=out.getvalue(),
+        content_type="image/svg+xml",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 def _two_factor(
@@ -187,13 +206,19 @@ def _two_factor(
 
 async def _recheck_password(request: web.Request, session: ConsoleSession, password: str) -> bool:
     """The password again, for a change to the second factor; failures count as sign-in ones."""
+    if not password:  # no guess was made: nothing to count or to hash
+        return False
     guard = request.app[login_guard_key]
     try:
-        await guard.check(session.username)
-        await request.app[counselors_key].authenticate(session.username, password)
-    except (LoginLockedError, AuthenticationError):
-        await guard.failed(session.username)
+        attempt = await guard.reserve(session.username, request.remote)
+    except LoginLockedError:
         return False
+    try:
+        await request.app[counselors_key].authenticate(session.username, password)
+    except AuthenticationError:
+        await guard.failed(attempt)
+        return False
+    await guard.succeeded(attempt)
     return True
 
 
@@ -238,27 +263,36 @@ async def password_page(request: web.Request) -> web.Response:
 
 
 async def change_password(request: web.Request) -> web.Response:
+    """A new password, only with the current one (a session left open on a shared computer
+    must not be enough); every other session of the counselor ends (issue 18)."""
     session = await _require(request)
     form = await read_form(request, session)
     new, repeat = form.get("new_password", ""), form.get("repeat_password", "")
-    error = None
-    if len(new) < MIN_PASSWORD_LENGTH:
-        error = "too_short"
-    elif new != repeat:
+    found = password_policy.problem(new, session.username)
+    error = None if found is None else found.value
+    if error is None and new != repeat:
         error = "mismatch"
+    if error is None and not await _recheck_password(
+        request, session, form.get("current_password", "")
+    ):
+        error = "current"
     if error is not None:
-        return render("password.html", status=400, session=session, error=error)
-    wraps = request.app[keyring_key].wraps_for(session.private_keys, new)
+        status = 401 if error == "current" else 400
+        return render("password.html", status=status, session=session, error=error)
+    wraps = await request.app[keyring_key].wraps_for_async(session.private_keys, new)
     await request.app[counselors_key].change_password(
         session.counselor_id, new, wraps, session.totp_secret
     )
     session.must_change_password = False
     session.csrf_token = secrets.token_urlsafe(32)
-    # A password change starts a new session id, as a login does.
+    # A password change starts a new session id, as a login does, and ends every other one.
     store = request.app[sessions_key]
     await store.delete(request.cookies[COOKIE_NAME])
     cookie = await store.create(session)
-    log.info("counselor %d changed their password", session.counselor_id)
+    ended = await store.end_others(session.counselor_id, keep=cookie)
+    log.info(
+        "counselor %d changed their password; %d other sessions ended", session.counselor_id, ended
+    )
     response = web.HTTPSeeOther("/console")
     _set_cookie(request, response, cookie)
     raise response
@@ -282,6 +316,7 @@ def add_routes(app: web.Application) -> None:
         ("POST", "/console/login/code", submit_code, Access.PUBLIC),
         ("GET", "/console/two-factor", two_factor_page, Access.PASSWORD_CHANGE),
         ("POST", "/console/two-factor", enable_two_factor, Access.PASSWORD_CHANGE),
+        ("GET", "/console/two-factor/qr.svg", two_factor_qr, Access.PASSWORD_CHANGE),
         ("POST", "/console/two-factor/disable", disable_two_factor, Access.COUNSELOR),
         ("GET", "/console/password", password_page, Access.PASSWORD_CHANGE),
         ("POST", "/console/password", change_password, Access.PASSWORD_CHANGE),

@@ -13,12 +13,16 @@ from backend.audit import AuditAction
 from backend.cases import CaseStore, envelope_of
 from backend.console import (
     access,
+    accounts,
     alerts,
     archive,
     away,
+    blocks,
     case_work,
     caseload,
     dashboard,
+    erasure,
+    evidence,
     i18n,
     language,
     live,
@@ -26,6 +30,7 @@ from backend.console import (
     queue,
     receipt_lookup,
     sign_in,
+    studio,
     takedown_tracking,
 )
 from backend.console.access import (
@@ -35,6 +40,7 @@ from backend.console.access import (
     guard,
     sessions_key,
 )
+from backend.console.answers import readable
 from backend.console.app_keys import (
     DeadLetterCount,
     cases_key,
@@ -44,9 +50,12 @@ from backend.console.app_keys import (
     login_guard_key,
     pending_key,
     require_totp_key,
+    time_zone_key,
 )
+from backend.console.canned_responses import load, shipped
 from backend.console.forms import read_form, render
 from backend.console.i18n import gettext as _
+from backend.console.published_bundle import ConsoleBundle, bundle_key
 from backend.console.sessions import (
     ConsoleSession,
     ConsoleSessionStore,
@@ -98,7 +107,15 @@ async def case_view(request: web.Request) -> web.Response:
         )
     log.info("counselor %d opened case %s", session.counselor_id, case.id)
     work = await case_work.view_context(request, session, case, answers)
-    return render("case.html", session=session, case=case, answers=answers, **work)
+    return render(
+        "case.html",
+        session=session,
+        case=case,
+        answers=answers,
+        readable_answers=readable(answers or {}),
+        time_zone=request.app[time_zone_key],
+        **work,
+    )
 
 
 async def case_status(request: web.Request) -> web.Response:
@@ -176,10 +193,16 @@ def add_routes(
     sla: SlaPolicy,
     receipts: ReceiptBook,
     services: Directory | None = None,
+    bundle: ConsoleBundle | None = None,
+    flows_publish_approval: bool = False,
+    time_zone: str = "Asia/Seoul",
     default_language: str = i18n.DEFAULT_LANGUAGE,
     triage: Triage | None = None,
     caseload_cap: int = caseload.DEFAULT_CAP,
 ) -> None:
+    """`bundle`: the published flows' resources and canned responses, followed; without it,
+    `services` and the shipped canned responses, fixed."""
+    app[bundle_key] = bundle or ConsoleBundle(services or Directory(), load(shipped()))
     app[cases_key] = cases
     app[default_language_key] = default_language
     app[caseload.caseload_cap_key] = caseload_cap
@@ -190,6 +213,7 @@ def add_routes(
     app[login_guard_key] = login_guard
     app[pending_key] = pending_sign_ins
     app[require_totp_key] = require_totp
+    app[time_zone_key] = time_zone
     routes = (
         ("GET", "/console/cases/{case_id}", case_view, Access.COUNSELOR),
         ("POST", "/console/cases/{case_id}/status", case_status, Access.COUNSELOR),
@@ -206,7 +230,12 @@ def add_routes(
     takedown_tracking.add_routes(app)
     alerts.add_routes(app)
     away.add_routes(app)
-    case_work.add_routes(app, services or Directory())
+    case_work.add_routes(app)
+    evidence.add_routes(app)
+    erasure.add_routes(app)
     live.add_routes(app, cases=cases, keyring=keyring, triage=triage)
     receipt_lookup.add_routes(app, receipts)
+    accounts.add_routes(app)
+    studio.add_routes(app, approval=flows_publish_approval)
+    blocks.add_routes(app)
     openapi.add_routes(app)

@@ -39,6 +39,9 @@ class Inbound:
     button: str | None = None
     language: str | None = None
     attachments: tuple[Attachment, ...] = ()
+    # The sender under the BLOCKING key (`Purpose.BLOCKING`): checked against blocks, and sealed
+    # into reports so a counselor can block it; never joined with `pseudonym`.
+    blocking: Pseudonym | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,8 @@ class SubmitReport:
     follows: str = ""
     # Screenshots sealed to the centre key at upload (base64 of `Envelope.to_bytes()`).
     sealed_files: tuple[str, ...] = field(default=(), repr=False)
+    # One record per file given (backend/core/evidence_records.py), sealed with the report.
+    evidence: tuple[dict[str, Any], ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,17 @@ class RaisePriority:
 
 
 @dataclass(frozen=True)
+class TriageAlert:
+    """A triage rule matched the victim's words (every time, not only the first): the runtime
+    raises the conversation's open cases to `priority` and flags a counselor's live panel.
+    Names only the rule and its flag, never the words."""
+
+    flag: str
+    rule: str
+    priority: int
+
+
+@dataclass(frozen=True)
 class ShowResources:
     """The step listed these services to the victim (ids only, for counting)."""
 
@@ -167,6 +183,8 @@ class CaseRequest:
     language: str = "ko"
     channel: str = ""
     text: str = field(default="", repr=False)
+    # The conversation's priority (triage may have raised it): the request carries it.
+    priority: int = 0
 
 
 @dataclass(frozen=True)
@@ -192,6 +210,7 @@ Effect = (
     | DeleteInbound
     | RequestHandoff
     | RaisePriority
+    | TriageAlert
     | ShowResources
     | IssueReceipt
     | CaseRequest

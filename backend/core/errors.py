@@ -9,6 +9,14 @@ class SettingsError(HotlineError):
     """A setting is missing, malformed or unusable; the message names the setting."""
 
 
+class NotInitialisedError(SettingsError):
+    """The database has no centre key pair, and this start may not make one (no terminal)."""
+
+
+class PollerTakenError(SettingsError):
+    """Another worker long-polls this bot token; Telegram allows one poller per token."""
+
+
 class SealingError(HotlineError):
     """A sealed envelope could not be opened: wrong key, tampering or truncation."""
 
@@ -43,6 +51,10 @@ class OutcomeRequiredError(HotlineError):
 
 class CaseWorkError(HotlineError):
     """A note, referral, reply or takedown request was refused: bad input or a wrong state."""
+
+
+class LegalHoldError(HotlineError):
+    """The case is under a legal hold: it cannot be shredded until the hold is released."""
 
 
 class ApprovalRequiredError(CaseWorkError):

@@ -34,10 +34,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import cast
+from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT
 
@@ -69,6 +70,9 @@ class EventKind(StrEnum):
     FAILED = "failed"
     # The chat is over: the counselor ended it, or the victim left (quick exit).
     ENDED = "ended"
+    # Triage matched the victim's words (`ref` = the rule's flag: self_harm, threat, minor):
+    # the counselor's panel shows an alert; the case's priority rises with it.
+    TRIAGE = "triage"
 
 
 class OutboxKind(StrEnum):
@@ -174,11 +178,42 @@ def _text(value: bytes | str) -> str:
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
+# KEYS: the case's transcript, the archive. ARGV: maxlen, ttl_s, case id, then field/value
+# pairs. The entry goes onto the live buffer (trimmed, expiry renewed) and, under the id it got,
+# onto the archive the backend stores in SQL: one round trip, all or nothing.
+_APPEND = """
+local fields = {}
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(fields))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('XADD', KEYS[2], '*', 'case', ARGV[3], 'entry', id, unpack(fields))
+return id
+"""
+
+
 class LiveChat:
     """Both ends of the protocol; the bot uses the victim's side, the console the counselor's."""
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+
+    def _on_transcript(
+        self, target: Redis | Pipeline, case_id: str, fields: Mapping[FieldT, EncodableT]
+    ) -> Any:
+        """Queue (on a pipeline) or send one transcript entry: the live buffer (trimmed, its
+        expiry renewed) and the archive the backend keeps in SQL, in one atomic script."""
+        args: list[EncodableT] = [
+            redis_keys.CASE_STREAM_MAXLEN,
+            redis_keys.CASE_TRANSCRIPT_TTL_S,
+            case_id,
+        ]
+        for name, value in fields.items():
+            args += [name, value]
+        keys = [redis_keys.case_transcript_stream(case_id), redis_keys.TRANSCRIPT_ARCHIVE_STREAM]
+        # EVAL, not redis-py's Script: in a pipeline that asks SCRIPT EXISTS first, on another
+        # pooled connection, each time (a round trip more, and the pool ran dry at 200 chats),
+        # and an EVALSHA that met NOSCRIPT inside MULTI would leave the rest half done.
+        return target.eval(_APPEND, len(keys), *keys, *args)
 
     # -- bot side ---------------------------------------------------------------------------
 
@@ -194,11 +229,8 @@ class LiveChat:
         `keep_alive` (key, ttl_s): a key whose expiry the line renews, in the same round trip
         (the bot's link from the case to the conversation)."""
         pipe = self._redis.pipeline(transaction=False)
-        pipe.xadd(
-            redis_keys.case_transcript_stream(case_id),
-            {redis_keys.FIELD_SEALED: _sealed(case_id, line, center_key)},
-            maxlen=redis_keys.CASE_STREAM_MAXLEN,
-            approximate=True,
+        self._on_transcript(
+            pipe, case_id, {redis_keys.FIELD_SEALED: _sealed(case_id, line, center_key)}
         )
         if keep_alive is not None:
             pipe.expire(*keep_alive)
@@ -207,12 +239,7 @@ class LiveChat:
 
     async def event(self, case_id: str, event: Event) -> str:
         """A content-free delivery or presence event onto the transcript."""
-        entry_id = await self._redis.xadd(
-            redis_keys.case_transcript_stream(case_id),
-            _event_fields(event),
-            maxlen=redis_keys.CASE_STREAM_MAXLEN,
-            approximate=True,
-        )
+        entry_id = await self._on_transcript(self._redis, case_id, _event_fields(event))
         return _text(entry_id)
 
     async def ensure_relay_group(self) -> None:
@@ -295,11 +322,8 @@ class LiveChat:
         """A counselor's line: onto the transcript (sealed to the centre), the victim's stream
         (sealed to the reply key) and the relay outbox, all or nothing. Its transcript id."""
         pipe = self._redis.pipeline(transaction=True)
-        pipe.xadd(
-            redis_keys.case_transcript_stream(case_id),
-            {redis_keys.FIELD_SEALED: _sealed(case_id, line, center_key)},
-            maxlen=redis_keys.CASE_STREAM_MAXLEN,
-            approximate=True,
+        self._on_transcript(
+            pipe, case_id, {redis_keys.FIELD_SEALED: _sealed(case_id, line, center_key)}
         )
         pipe.xadd(
             redis_keys.RELAY_OUTBOX_STREAM,
@@ -319,12 +343,7 @@ class LiveChat:
             raise ValueError("a line is sent with from_counselor")
         event = EventKind.JOINED if kind is OutboxKind.JOINED else EventKind.ENDED
         pipe = self._redis.pipeline(transaction=True)
-        pipe.xadd(
-            redis_keys.case_transcript_stream(case_id),
-            _event_fields(Event(event, by, time.time())),
-            maxlen=redis_keys.CASE_STREAM_MAXLEN,
-            approximate=True,
-        )
+        self._on_transcript(pipe, case_id, _event_fields(Event(event, by, time.time())))
         pipe.xadd(
             redis_keys.RELAY_OUTBOX_STREAM,
             {redis_keys.FIELD_CASE: case_id, redis_keys.FIELD_KIND: kind.value},

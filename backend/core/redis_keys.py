@@ -32,11 +32,22 @@ FIELD_EVENT: Final = "event"
 FIELD_CASE_IDS: Final = "case_ids"
 EVENT_VICTIM_UNREACHABLE: Final = "victim_unreachable"  # the victim blocked the bot
 # The bot issued a receipt code for a case: one case id, and FIELD_CODE_DIGEST, the code's
-# Argon2id digest (backend/core/receipt_codes.py), which intake stores in the receipts table so the
-# console can find a case by a code a victim reads out. The code itself never travels.
+# digest (backend/core/receipt_codes.py) made as FIELD_DIGEST_SCHEME says (absent: Argon2id,
+# from a bot of before issue 14), which intake stores in the receipts table so the console can
+# find a case by a code a victim reads out. The code itself never travels.
 EVENT_RECEIPT_ISSUED: Final = "receipt_issued"
 FIELD_CODE_DIGEST: Final = "code_digest"
-EVENTS: Final = frozenset({EVENT_VICTIM_UNREACHABLE, EVENT_RECEIPT_ISSUED})
+FIELD_DIGEST_SCHEME: Final = "digest_scheme"
+# Triage read danger in a victim's later words (waiting, in a live chat, after a report): the
+# cases' priority rises to FIELD_PRIORITY (0-3; never lowered), so the console's queue reorders.
+EVENT_PRIORITY_RAISED: Final = "priority_raised"
+FIELD_PRIORITY: Final = "priority"
+# A returning victim asked, with her receipt, to erase the case: one case id. Intake marks the
+# case (`cases.erase_requested_at`); a supervisor shreds it (or a legal hold keeps it).
+EVENT_ERASE_REQUESTED: Final = "erase_requested"
+EVENTS: Final = frozenset(
+    {EVENT_VICTIM_UNREACHABLE, EVENT_RECEIPT_ISSUED, EVENT_PRIORITY_RAISED, EVENT_ERASE_REQUESTED}
+)
 
 # Extra fields of one entry on DEAD_LETTER_STREAM.
 FIELD_DEAD_ENTRY_ID: Final = "entry_id"
@@ -48,6 +59,16 @@ FIELD_DEAD_REASON: Final = "reason"
 # many entries.
 CASE_STREAM_PREFIX: Final = PREFIX + "case:"
 CASE_STREAM_MAXLEN: Final = 1000
+# The transcript in Redis is the live buffer only (issue 12): every entry is also put on
+# TRANSCRIPT_ARCHIVE_STREAM, which the backend stores in SQL (sealed lines as they are), and
+# the buffer expires this long after its last entry.
+CASE_TRANSCRIPT_TTL_S: Final = 7 * 24 * 3600
+TRANSCRIPT_ARCHIVE_STREAM: Final = PREFIX + "transcripts:archive"
+TRANSCRIPT_ARCHIVE_GROUP: Final = "archive"
+TRANSCRIPT_ARCHIVE_BATCH: Final = 200
+TRANSCRIPT_ARCHIVE_BLOCK_MS: Final = 1000
+# An archive entry names its transcript entry: FIELD_CASE and FIELD_ENTRY (the stream id).
+FIELD_ENTRY: Final = "entry"
 RELAY_OUTBOX_STREAM: Final = PREFIX + "relay:outbox"
 RELAY_GROUP: Final = "relay"
 # An outbox entry a bot worker took this long ago without acknowledging is taken over.
@@ -95,20 +116,29 @@ CONSOLE_HUB_BATCH: Final = 100
 SESSION_KEY_PREFIX: Final = PREFIX + "session:"
 # Per-conversation lock, so updates of one chat are processed in order.
 CONVERSATION_LOCK_PREFIX: Final = PREFIX + "lock:"
-CONVERSATION_LOCK_TTL_S: Final = 30
+# A lease, renewed every third of it while the turn runs (bot/leases.py): a process that died
+# mid-turn holds the conversation no longer than this.
+CONVERSATION_LOCK_TTL_S: Final = 5
 CONVERSATION_LOCK_WAIT_S: Final = 10
 
 # Answers to web chat turns, kept briefly so a client's retry after a lost connection gets the
 # same answer instead of a second step.
 TURN_REPLAY_PREFIX: Final = PREFIX + "turn-replay:"
 WEBCHAT_TURN_REPLAY_TTL_S: Final = 300
+# While its turn runs, the marker is a lease naming the running process, renewed every third of
+# it: a retry takes over the turn of a process that died within this.
+WEBCHAT_TURN_REPLAY_LEASE_MS: Final = 3000
 # Kakao requests carry no id: an identical request body from one user this soon is a duplicate.
 KAKAO_DUPLICATE_WINDOW_S: Final = 10
-# Receipt codes a victim can come back with, for the bot: the code's slow hash (Argon2id with
-# the deployment's receipt salt, `backend.core.receipt_codes`) -> case id. The code itself is
-# never kept.
+# Receipt codes a victim can come back with, for the bot: the code's digest (keyed HMAC, or
+# Argon2id for codes of before issue 14, `backend.core.receipt_codes`) -> case id. The code
+# itself is never kept.
 RECEIPT_KEY_PREFIX: Final = PREFIX + "receipt:"
 RECEIPT_TTL_S: Final = 180 * 86400
+# A check value of the deployment's receipt secret (string, no expiry), set by the first node
+# that starts: a node started with another secret would issue codes nobody else can find, so it
+# refuses to start (backend/core/receipt_secret.py).
+RECEIPT_SECRET_CHECK: Final = PREFIX + "receipt-secret-check"
 # What the centre needs to answer a receipt's case, set by the bot when it issues the code
 # (hash, `case-receipt:<case id>`): the victim's reply public key (derived from the code, see
 # backend/core/replies.py) and the code's digest, so erasing the case can cut the code too.
@@ -147,6 +177,17 @@ TELEGRAM_UPDATE_PREFIX: Final = PREFIX + "telegram:update:"
 TELEGRAM_UPDATE_TTL_S: Final = 24 * 3600
 # How long a worker holds an update it is handling before another worker may take it over.
 TELEGRAM_UPDATE_LEASE_S: Final = 120
+# The one long poller of a bot (string: its holder, `telegram:poller:<bot id>`): Telegram serves
+# getUpdates to one consumer per token, so a second worker refuses to poll while the lease is
+# held. Renewed every third of the lease; a dead poller's lease runs out and another may start.
+TELEGRAM_POLLER_PREFIX: Final = PREFIX + "telegram:poller:"
+TELEGRAM_POLLER_LEASE_S: Final = 30
+# Telegram's outbound limits across bot workers (bot/telegram/shared_limits.py): the `limits`
+# library's moving windows under this prefix, per bot and per chat (its rate-limit pseudonym).
+TELEGRAM_RATE_PREFIX: Final = PREFIX + "telegram:rate"
+# Under Sentinel, how long a report's XADD waits for a replica to have it (WAIT) before the
+# turn fails and the victim is asked to send again (bot/reports.py).
+REPORT_REPLICA_ACK_MS: Final = 2000
 # Telegram-only conversation state (reply address, message ids to erase on /exit), encrypted and
 # expiring like a session, keyed by the session pseudonym: `<prefix><pseudonym>` holds the chat,
 # `<prefix><pseudonym>:messages_list` one encrypted entry per message.
@@ -155,13 +196,40 @@ TELEGRAM_CHAT_MAX_MESSAGES: Final = 1000
 
 # Counselor console sessions (the private key inside is encrypted under a secret in the cookie).
 CONSOLE_SESSION_PREFIX: Final = PREFIX + "console:session:"
-CONSOLE_SESSION_TTL_S: Final = 8 * 3600
 # A sign-in whose password was right, waiting for its TOTP code: not a session yet, and short.
 CONSOLE_PENDING_PREFIX: Final = PREFIX + "console:pending:"
 CONSOLE_PENDING_TTL_S: Final = 300
-# Failed console sign-ins per (hashed) username, and the lock after too many.
+# Console sign-in attempts (backend/login_guard.py), counted before they are verified: per
+# (hashed) username, and per client address as an HMAC under a random key that Redis keeps for
+# a day; each counter expires a window after its last attempt and is the lock while at its limit.
 LOGIN_FAILURES_PREFIX: Final = PREFIX + "console:login-failures:"
-LOGIN_LOCK_PREFIX: Final = PREFIX + "console:login-lock:"
+LOGIN_ADDRESS_PREFIX: Final = PREFIX + "console:login-address:"
+LOGIN_ADDRESS_KEY: Final = PREFIX + "console:login-address-key"
+LOGIN_ADDRESS_KEY_TTL_S: Final = 24 * 3600
+# Failures since a counselor's last good sign-in (per hashed username), told at the next one.
+LOGIN_TALLY_PREFIX: Final = PREFIX + "console:login-tally:"
+LOGIN_TALLY_TTL_S: Final = 30 * 24 * 3600
+# Blocks (issue 13; `backend/blocks.py` writes them, `bot/runtime.py` reads the first):
+# `blocked:<BLOCKING pseudonym>` -> block id, expiring with the block, so a blocked sender's
+# turn costs one EXISTS; `block:<id>` the block's record (case, reason, who, until) for the
+# supervisors' list, indexed by expiry in `blocks`.
+BLOCKED_PREFIX: Final = PREFIX + "blocked:"
+BLOCK_PREFIX: Final = PREFIX + "block:"
+BLOCKS_INDEX: Final = PREFIX + "blocks"
+BLOCK_DEFAULT_HOURS: Final = 24
+BLOCK_MAX_HOURS: Final = 24 * 90
+
+
+def blocked_key(blocking_pseudonym: str) -> str:
+    return BLOCKED_PREFIX + blocking_pseudonym
+
+
+def block_key(block_id: str) -> str:
+    return BLOCK_PREFIX + block_id
+
+
+# Every session of a counselor (their Redis key names), so a password change can end the others.
+CONSOLE_COUNSELOR_SESSIONS_PREFIX: Final = PREFIX + "console:counselor-sessions:"
 
 
 def session_key(pseudonym: str) -> str:
@@ -180,8 +248,16 @@ def login_failures_key(username_hash: str) -> str:
     return LOGIN_FAILURES_PREFIX + username_hash
 
 
-def login_lock_key(username_hash: str) -> str:
-    return LOGIN_LOCK_PREFIX + username_hash
+def login_address_key(address_hmac: str) -> str:
+    return LOGIN_ADDRESS_PREFIX + address_hmac
+
+
+def login_tally_key(username_hash: str) -> str:
+    return LOGIN_TALLY_PREFIX + username_hash
+
+
+def console_counselor_sessions_key(counselor_id: int) -> str:
+    return f"{CONSOLE_COUNSELOR_SESSIONS_PREFIX}{counselor_id}"
 
 
 # Receipt lookups in the console, counted per counselor (`receipt-lookups:<counselor id>`, a
@@ -248,6 +324,10 @@ def telegram_update_key(bot_id: int, update_id: int) -> str:
     return f"{TELEGRAM_UPDATE_PREFIX}{bot_id}:{update_id}"
 
 
+def telegram_poller_key(bot_id: int) -> str:
+    return f"{TELEGRAM_POLLER_PREFIX}{bot_id}"
+
+
 def telegram_chat_key(pseudonym: str) -> str:
     return TELEGRAM_CHAT_PREFIX + pseudonym
 
@@ -260,3 +340,31 @@ def telegram_cases_key(pseudonym: str) -> str:
     """The cases a Telegram conversation opened (one sealed entry each): flagged if the victim
     blocks the bot, also after the session ended."""
     return TELEGRAM_CHAT_PREFIX + pseudonym + ":cases_list"
+
+
+# Published flows (backend/flow_versions.py keeps them in SQL; backend/core/bundle_mirror.py
+# mirrors them here, since bot workers never reach the database): a message on this pub/sub
+# channel (the new version's digest) tells every bot worker and backend node to follow the
+# pointer now; each also looks every FLOWS_CHECK_S, so a lost message only delays a publish.
+FLOWS_PUBLISHED_CHANNEL: Final = PREFIX + "flows:published"
+FLOWS_CHECK_S: Final = 10.0
+# {"digest": ..., "number": ...} of the published version.
+FLOWS_POINTER_KEY: Final = PREFIX + "flows:pointer"
+# How many of the newest versions a backend keeps mirrored (the ones live conversations may be
+# pinned to); a version is immutable, so its key never changes once written.
+FLOWS_MIRROR_KEEP: Final = 64
+
+
+def flows_version_key(digest: str) -> str:
+    """A published version's files (JSON), by content digest."""
+    return PREFIX + "flows:version:" + digest
+
+
+# The flows studio's "Try it" panel: one administrator's sandbox conversation with their draft
+# (the engine's steps only: nothing is sealed, queued or handed off), kept an hour.
+STUDIO_TRY_PREFIX: Final = PREFIX + "studio:try:"
+STUDIO_TRY_TTL_S: Final = 3600
+
+
+def studio_try_key(counselor_id: int) -> str:
+    return STUDIO_TRY_PREFIX + str(counselor_id)

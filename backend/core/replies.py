@@ -3,10 +3,13 @@
 The backend must be able to write a reply and must never be able to read it back out to anyone
 but the holder of the code, nor learn who that is. Design:
 - The reply key pair is derived from the receipt code: HKDF-SHA256 of the normalised code, with
-  the deployment's receipt salt, to an X25519 private key. Only someone who has the code (the
-  victim, typing it into any door) can derive the private key. The code has 80 random bits, so
-  the public key gives nothing away to a guesser.
-- When the bot issues a receipt it publishes the public key (and the code's slow digest) for the
+  a key derived from the deployment's receipt secret as HKDF's salt, to an X25519 private key.
+  Only someone who has the code (the victim, typing it into any door, through a bot that holds
+  the secret) can derive the private key. The code has 80 random bits, and the public key,
+  which sits in Redis, lets nobody without the secret test even one guess offline. Codes
+  issued before issue 14 used the public receipt salt instead
+  (`legacy_reply_private_key`); their replies still open with it.
+- When the bot issues a receipt it publishes the public key (and the code's digest) for the
   case in Redis (`redis_keys.case_receipt_key`). Nothing in it names the victim or the chat.
 - A counselor's reply is sealed twice: to the centre (under the case's data key, for the console)
   and to the victim's reply key with HPKE, bound to the case id. The victim's copy is stored with
@@ -25,21 +28,25 @@ from cryptography.hazmat.primitives import hashes, hpke
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
-from backend.core import keys, receipt_codes, redis_keys
-from backend.core.errors import ReceiptNotFoundError
+from backend.core import keys, redis_keys
 
 _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
 _KEY_INFO = b"hotline/v1/reply-key"
+_KEYED_KEY_INFO = b"hotline/v2/reply-key"
 _SEAL_INFO = b"hotline/v1/reply\x00"
 
 
-def reply_private_key(code: str, salt: bytes) -> X25519PrivateKey | None:
-    """The victim's reply key, from the code as typed; None if it cannot be a code."""
-    try:
-        normalised = receipt_codes.normalise(code)
-    except ReceiptNotFoundError:
-        return None
+def reply_private_key(normalised: str, key: bytes) -> X25519PrivateKey:
+    """The victim's reply key from a normalised code (`receipt_codes.normalise`), keyed by the
+    deployment's reply-key key (`receipt_codes.ReceiptKeys`): HKDF's extract is an HMAC under it."""
+    seed = HKDF(hashes.SHA256(), 32, key, _KEYED_KEY_INFO).derive(normalised.encode())
+    return X25519PrivateKey.from_private_bytes(seed)
+
+
+def legacy_reply_private_key(normalised: str, salt: bytes) -> X25519PrivateKey:
+    """The reply key of a code issued before issue 14, under the public receipt salt."""
     seed = HKDF(hashes.SHA256(), 32, salt, _KEY_INFO).derive(normalised.encode())
     return X25519PrivateKey.from_private_bytes(seed)
 
@@ -60,17 +67,24 @@ async def publish_receipt(
     redis: Redis, case_id: str, code_digest: str, public_key: X25519PublicKey
 ) -> None:
     """The bot, on issuing a receipt: where replies for this case go, and its code's digest."""
-    key = redis_keys.case_receipt_key(case_id)
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(
-            key,
-            mapping={
-                redis_keys.FIELD_REPLY_KEY: keys.public_bytes(public_key),
-                redis_keys.FIELD_RECEIPT_DIGEST: code_digest,
-            },
-        )
-        pipe.expire(key, redis_keys.RECEIPT_TTL_S)
+        queue_receipt(pipe, case_id, code_digest, public_key)
         await pipe.execute()
+
+
+def queue_receipt(
+    pipe: Pipeline, case_id: str, code_digest: str, public_key: X25519PublicKey
+) -> None:
+    """`publish_receipt` as commands on a pipeline the caller executes with its own writes."""
+    key = redis_keys.case_receipt_key(case_id)
+    pipe.hset(
+        key,
+        mapping={
+            redis_keys.FIELD_REPLY_KEY: keys.public_bytes(public_key),
+            redis_keys.FIELD_RECEIPT_DIGEST: code_digest,
+        },
+    )
+    pipe.expire(key, redis_keys.RECEIPT_TTL_S)
 
 
 async def reply_key(redis: Redis, case_id: str) -> X25519PublicKey | None:

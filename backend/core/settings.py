@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeAlias
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from backend.core.errors import SettingsError
 
@@ -24,6 +25,17 @@ DATABASE_SCHEMES = {"sqlite", "sqlite+aiosqlite", "postgresql", "postgres", "pos
 REDIS_SCHEMES = {"redis", "rediss", "unix"}
 # getFile serves files up to 20 MB; nothing larger can be downloaded through the Bot API.
 TELEGRAM_DOWNLOAD_LIMIT_BYTES = 20 * 1024 * 1024
+# `HOTLINE_FIRST_START`: what `hotline up` / `backend` do on an empty database. "auto": create the
+# centre and print its one-time password and recovery key only when standard output is a
+# terminal, otherwise refuse (a container's output lands in a log collector); "print": always
+# (a person reading a pipe, the test harness); "refuse": never (`hotline keys init` does it).
+FIRST_START_AUTO = "auto"
+FIRST_START_PRINT = "print"
+FIRST_START_REFUSE = "refuse"
+FIRST_START_CHOICES = (FIRST_START_AUTO, FIRST_START_PRINT, FIRST_START_REFUSE)
+# Where Kakao i Open Builder's one-time callback URLs point.
+KAKAO_CALLBACK_HOSTS = ("bot-api.kakao.com",)
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 # Telegram's own rule for secret_token: 1-256 characters of A-Z, a-z, 0-9, _ and -.
 _WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{16,256}")
 
@@ -53,13 +65,20 @@ class KdfCost:
 
 @dataclass(frozen=True)
 class LoginPolicy:
-    """How console sign-in resists guessing: growing delays, then a lock."""
+    """How console sign-in resists guessing (growing delays, then a lock per client address,
+    and a much higher one per username) and how long a console session lives."""
 
-    max_failures: int = 5
+    max_failures: int = 5  # per client address, within lock_s
     lock_s: int = 900
     delay_ms: int = 250
     # Every counselor must enrol a TOTP authenticator before doing anything else.
     require_totp: bool = False
+    username_max_failures: int = 50
+    username_lock_s: int = 3600
+    # A session ends after this long without a request, and in any case this long after the
+    # sign-in (an open console polls every few seconds, so idleness alone never ends it).
+    session_idle_s: int = 1800
+    session_max_s: int = 8 * 3600
 
 
 @dataclass(frozen=True)
@@ -73,6 +92,22 @@ class KakaoSettings:
     # In a chat with (or waiting for) a counselor, how long a request with a callback URL is kept
     # open for their next line; Kakao takes a callback for a minute. 0: answer at once.
     callback_wait_ms: int = 45_000
+    # The only hosts a request's callbackUrl may name: Kakao's own. Anyone holding the secret
+    # could otherwise make the server POST to any address, inside the network too (issue 18).
+    callback_hosts: tuple[str, ...] = KAKAO_CALLBACK_HOSTS
+
+
+@dataclass(frozen=True)
+class RedisPool:
+    """How many Redis connections a process opens, and how long a request waits for a free one.
+
+    A burst of requests queues for a connection instead of failing at once (issue 18: 300
+    parallel web chat turns lost 203 messages to "Too many connections"); what still waits past
+    `wait_ms` is answered 503 with Retry-After, and the page sends the same turn again.
+    """
+
+    max_connections: int = 100
+    wait_ms: int = 5000
 
 
 @dataclass(frozen=True)
@@ -141,11 +176,16 @@ class Settings:
     telegram_max_file_bytes: int
     flows_dir: Path
     kdf: KdfCost
+    # Password hashes (Argon2id) run in threads, at most this many at once: sign-in load must
+    # never hold up the event loop that serves victims.
+    kdf_concurrency: int
     bot_secret: bytes | None = field(repr=False)
     session_ttl_s: int
     node_name: str
     center_public_key: str | None = None
     receipt_salt: str | None = None
+    # Keys receipt digests and reply keys; bot and backend share it (core/receipt_secret.py).
+    receipt_secret: bytes | None = field(default=None, repr=False)
     kakao: KakaoSettings | None = None
     login: LoginPolicy = field(default_factory=LoginPolicy)
     retention: Retention = field(default_factory=Retention)
@@ -156,10 +196,29 @@ class Settings:
     console_language: str = "ko"
     # Cases (claimed or active) one counselor may hold at once; a claim beyond is refused.
     caseload_cap: int = 5
+    # Whether a server start may create the centre and print its secrets (FIRST_START_*).
+    first_start: str = "auto"
+    # Long polling: how long this worker's claim on the bot's one poller lasts unrenewed.
+    telegram_poll_lease_s: int = 30
+    # Redis through Sentinel: the sentinels' (host, port)s and the monitored service's name.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_service: str = "hotline"
+    # The centre's time zone (IANA name): the console shows every time in it, with its name.
+    time_zone: str = "Asia/Seoul"
+    redis_pool: RedisPool = field(default_factory=RedisPool)
+    # Where victims and counselors reach us (https://name); requests under another host name
+    # than this one or the bound address are refused (backend/host_check.py).
+    public_url: str | None = None
+    # Prometheus' `/metrics` on a port of its own (backend/core/metrics.py); None: not served.
+    metrics_port: int | None = None
+    # "text" for a person at a terminal, "json" (one object a line) for a log collector.
+    log_format: str = "text"
+    # A published flow version goes live only once a second administrator approved it.
+    flows_publish_approval: bool = False
 
     @property
     def embedded_redis(self) -> bool:
-        return self.redis_url is None
+        return self.redis_url is None and not self.redis_sentinels
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -178,6 +237,9 @@ class Settings:
         webhook_url = env.get("HOTLINE_TELEGRAM_WEBHOOK_URL") or None
         if webhook_url is not None:
             _check_url("HOTLINE_TELEGRAM_WEBHOOK_URL", webhook_url, {"https"}, needs_host=True)
+        public_url = env.get("HOTLINE_PUBLIC_URL") or None
+        if public_url is not None:
+            _check_url("HOTLINE_PUBLIC_URL", public_url, {"http", "https"}, needs_host=True)
         webhook_secret = _webhook_secret(env.get("HOTLINE_TELEGRAM_WEBHOOK_SECRET"), webhook_url)
         token = env.get("HOTLINE_TELEGRAM_TOKEN") or None
         if token is not None and (":" not in token or any(c.isspace() for c in token)):
@@ -208,19 +270,33 @@ class Settings:
                 memory_kib=_int(env, "HOTLINE_KDF_MEMORY_KIB", 65536, low=8, high=4 * 1024 * 1024),
                 parallelism=_int(env, "HOTLINE_KDF_PARALLELISM", 1, low=1, high=64),
             ),
-            bot_secret=_secret(env.get("HOTLINE_BOT_SECRET")),
+            kdf_concurrency=_int(env, "HOTLINE_KDF_CONCURRENCY", 2, low=1, high=64),
+            bot_secret=_secret("HOTLINE_BOT_SECRET", env.get("HOTLINE_BOT_SECRET")),
             session_ttl_s=_int(
                 env, "HOTLINE_SESSION_TTL_S", 24 * 3600, low=60, high=30 * 24 * 3600
             ),
             node_name=env.get("HOTLINE_NODE_NAME") or os.uname().nodename,
             center_public_key=env.get("HOTLINE_CENTER_PUBLIC_KEY") or None,
             receipt_salt=env.get("HOTLINE_RECEIPT_SALT") or None,
+            receipt_secret=_secret("HOTLINE_RECEIPT_SECRET", env.get("HOTLINE_RECEIPT_SECRET")),
             kakao=_kakao(env),
             login=LoginPolicy(
                 max_failures=_int(env, "HOTLINE_LOGIN_MAX_FAILURES", 5, low=1, high=100),
                 lock_s=_int(env, "HOTLINE_LOGIN_LOCK_S", 900, low=1, high=7 * 24 * 3600),
                 delay_ms=_int(env, "HOTLINE_LOGIN_DELAY_MS", 250, low=0, high=5000),
                 require_totp=_bool(env, "HOTLINE_CONSOLE_REQUIRE_TOTP"),
+                username_max_failures=_int(
+                    env, "HOTLINE_LOGIN_USERNAME_MAX_FAILURES", 50, low=1, high=10_000
+                ),
+                username_lock_s=_int(
+                    env, "HOTLINE_LOGIN_USERNAME_LOCK_S", 3600, low=1, high=7 * 24 * 3600
+                ),
+                session_idle_s=_int(
+                    env, "HOTLINE_CONSOLE_SESSION_IDLE_S", 1800, low=1, high=24 * 3600
+                ),
+                session_max_s=_int(
+                    env, "HOTLINE_CONSOLE_SESSION_MAX_S", 8 * 3600, low=1, high=7 * 24 * 3600
+                ),
             ),
             retention=Retention(
                 **{
@@ -238,6 +314,21 @@ class Settings:
             trusted_proxies=_trusted_proxies(env.get("HOTLINE_TRUSTED_PROXIES")),
             console_language=_console_language(env.get("HOTLINE_CONSOLE_LANGUAGE")),
             caseload_cap=_int(env, "HOTLINE_CASELOAD_CAP", 5, low=1, high=1000),
+            first_start=_choice(env, "HOTLINE_FIRST_START", FIRST_START_CHOICES),
+            telegram_poll_lease_s=_int(env, "HOTLINE_TELEGRAM_POLL_LEASE_S", 30, low=3, high=600),
+            redis_sentinels=_sentinels(env.get("HOTLINE_REDIS_SENTINELS"), redis_url),
+            redis_sentinel_service=_sentinel_service(env.get("HOTLINE_REDIS_SENTINEL_SERVICE")),
+            time_zone=_time_zone(env.get("HOTLINE_TIME_ZONE") or "Asia/Seoul"),
+            public_url=public_url,
+            redis_pool=RedisPool(
+                max_connections=_int(
+                    env, "HOTLINE_REDIS_MAX_CONNECTIONS", 100, low=8, high=100_000
+                ),
+                wait_ms=_int(env, "HOTLINE_REDIS_POOL_WAIT_MS", 5000, low=1, high=60_000),
+            ),
+            metrics_port=_metrics_port(env),
+            log_format=_log_format(env.get("HOTLINE_LOG_FORMAT")),
+            flows_publish_approval=_bool(env, "HOTLINE_FLOWS_PUBLISH_APPROVAL"),
         )
 
 
@@ -269,6 +360,35 @@ def _sla_minutes(raw: str | None) -> tuple[tuple[int, int], ...]:
             f"HOTLINE_SLA_MINUTES: no target for priority {', '.join(map(str, missing))}"
         )
     return tuple(sorted(pairs.items(), reverse=True))
+
+
+def _time_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f"HOTLINE_TIME_ZONE: {name!r} is not a known time zone (e.g. Asia/Seoul)"
+        ) from None
+    return name
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def _metrics_port(env: Mapping[str, str]) -> int | None:
+    if not env.get("HOTLINE_METRICS_PORT"):
+        return None
+    port = _int(env, "HOTLINE_METRICS_PORT", 0, low=0, high=65535)
+    if port == _int(env, "HOTLINE_HTTP_PORT", 8080, low=0, high=65535) and port != 0:
+        raise SettingsError("HOTLINE_METRICS_PORT: must differ from HOTLINE_HTTP_PORT")
+    return port
+
+
+def _log_format(raw: str | None) -> str:
+    value = (raw or "text").strip().lower()
+    if value not in LOG_FORMATS:
+        raise SettingsError(f"HOTLINE_LOG_FORMAT: must be one of {', '.join(LOG_FORMATS)}")
+    return value
 
 
 def _trusted_proxies(raw: str | None) -> tuple[Network, ...]:
@@ -334,6 +454,44 @@ def _console_language(raw: str | None) -> str:
     return raw
 
 
+def _sentinels(raw: str | None, redis_url: str | None) -> tuple[tuple[str, int], ...]:
+    """`HOTLINE_REDIS_SENTINELS`: "host:port" entries, comma-separated."""
+    if not raw:
+        return ()
+    if redis_url is not None:
+        raise SettingsError(
+            "HOTLINE_REDIS_SENTINELS: set either it or HOTLINE_REDIS_URL, not both "
+            "(with sentinels, they name the primary)"
+        )
+    found: list[tuple[str, int]] = []
+    for part in raw.split(","):
+        host, _, port = part.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(
+                f"HOTLINE_REDIS_SENTINELS: {part.strip()!r} is not host:port, "
+                'e.g. "10.0.0.5:26379, 10.0.0.6:26379, 10.0.0.7:26379"'
+            )
+        found.append((host.strip("[]"), int(port)))
+    return tuple(found)
+
+
+def _sentinel_service(raw: str | None) -> str:
+    name = (raw or "hotline").strip()
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", name):
+        raise SettingsError(
+            "HOTLINE_REDIS_SENTINEL_SERVICE: 1-64 characters of A-Z, a-z, 0-9, '.', '_', '-'"
+        )
+    return name
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices`; the first when unset."""
+    raw = (env.get(name) or choices[0]).strip().lower()
+    if raw not in choices:
+        raise SettingsError(f"{name}: must be one of {', '.join(choices)}")
+    return raw
+
+
 def _bool(env: Mapping[str, str], name: str) -> bool:
     raw = (env.get(name) or "false").strip().lower()
     if raw not in {"true", "false", "1", "0", "yes", "no"}:
@@ -356,12 +514,12 @@ def _webhook_secret(raw: str | None, webhook_url: str | None) -> str | None:
     return raw
 
 
-def _secret(raw: str | None) -> bytes | None:
+def _secret(name: str, raw: str | None) -> bytes | None:
     if not raw:
         return None
     secret = raw.encode()
     if len(secret) < 32:
-        raise SettingsError("HOTLINE_BOT_SECRET: must be at least 32 characters")
+        raise SettingsError(f"{name}: must be at least 32 characters")
     return secret
 
 
@@ -383,4 +541,19 @@ def _kakao(env: Mapping[str, str]) -> KakaoSettings | None:
         operator=operator in {"true", "1", "yes"},
         sync_budget_ms=_int(env, "HOTLINE_KAKAO_SYNC_BUDGET_MS", 3500, low=0, high=4500),
         callback_wait_ms=_int(env, "HOTLINE_KAKAO_CALLBACK_WAIT_MS", 45_000, low=0, high=50_000),
+        callback_hosts=_host_names(
+            "HOTLINE_KAKAO_CALLBACK_HOSTS", env.get("HOTLINE_KAKAO_CALLBACK_HOSTS")
+        )
+        or KAKAO_CALLBACK_HOSTS,
     )
+
+
+def _host_names(name: str, raw: str | None) -> tuple[str, ...]:
+    """Comma- or space-separated host names or addresses, lower-cased; empty when unset."""
+    hosts = []
+    for part in (raw or "").replace(",", " ").split():
+        host = part.strip("[]").lower()
+        if not (_HOST_NAME.fullmatch(host) or ":" in host):
+            raise SettingsError(f"{name}: {part!r} is not a host name (no scheme, port or path)")
+        hosts.append(host)
+    return tuple(hosts)

@@ -35,6 +35,24 @@ async def enqueue(redis: Redis, case_id: str, priority: int, now: float) -> int:
     return 1 + (rank if isinstance(rank, int) else 0)
 
 
+async def raise_priority(redis: Redis, case_id: str, priority: int) -> None:
+    """Triage read danger in a waiting victim's words (issue 12): her request moves up to
+    `priority`, keeping its arrival time (the score's low part), so it goes before every request
+    of a lower priority; a claimed one's kept place moves too, for a release. Never down."""
+    slot = redis_keys.HANDOFF_QUEUE_SLOT
+    waiting = await redis.zscore(redis_keys.HANDOFF_QUEUE, case_id)
+    if waiting is not None:
+        raised = score(priority, int(waiting) % slot)
+        await redis.zadd(redis_keys.HANDOFF_QUEUE, {case_id: raised}, lt=True)
+        return
+    taken_key = redis_keys.handoff_taken_key(case_id)
+    taken = await redis.get(taken_key)
+    if isinstance(taken, bytes) and score(priority, int(float(taken)) % slot) < float(taken):
+        await redis.set(
+            taken_key, repr(float(score(priority, int(float(taken)) % slot))), keepttl=True
+        )
+
+
 async def claim(redis: Redis, case_id: str) -> None:
     """Taken: it no longer counts in the place the bot tells the next victim, until a release."""
     taken = await redis.zscore(redis_keys.HANDOFF_QUEUE, case_id)

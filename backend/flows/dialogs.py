@@ -6,6 +6,10 @@ tests:
   - name: a whole report in English
     language: en          # the door's language hint (default ko)
     open: true            # whether counselors answer now (ctx.open)
+    channel: web          # optional: played as this channel (its labels; ctx.files). Unset:
+                          # a channel that takes files, and every door plays the table
+    receipt_known: true   # optional: whether receipt codes typed are the centre's (a door
+                          # looks them up; here the table says). Unset: none is known
     dialog:
       - bot: [safety.welcome, report.consent]       # what the start said, by text key
       - click: agree                                 # or `say: text`, or `files: 2`
@@ -32,6 +36,7 @@ from typing import Any
 from backend.core.conversation import Attachment, Inbound, Pseudonym, Session, StepResult
 from backend.core.errors import FlowError
 from backend.flows import engine, source
+from backend.flows.channels import FILE_CHANNELS
 from backend.flows.engine import Bundle, Context
 from backend.flows.spec import END
 
@@ -39,7 +44,7 @@ TEST_GLOB = "*.test.yaml"
 _ROW_KEYS = frozenset(
     {"say", "click", "files", "bot", "slots", "effects", "state", "ended", "flags", "after_s"}
 )
-_TEST_KEYS = frozenset({"name", "language", "open", "dialog"})
+_TEST_KEYS = frozenset({"name", "language", "open", "channel", "receipt_known", "dialog"})
 _WHO = Pseudonym("flow-test")
 
 
@@ -132,6 +137,9 @@ def run_test(bundle: Bundle, test: Any, where: str, coverage: Coverage) -> Failu
     if not isinstance(rows, list) or not rows:
         raise FlowError(f"{where}: `dialog` must be a non-empty list")
     open_now = bool(test.get("open", True))
+    channel = str(test.get("channel", "test"))
+    files = "channel" not in test or channel in FILE_CHANNELS
+    receipt_known = bool(test.get("receipt_known", False))
     now_s = 1_700_000_000
     language = str(test.get("language", "ko"))
     session: Session | None = None
@@ -139,14 +147,16 @@ def run_test(bundle: Bundle, test: Any, where: str, coverage: Coverage) -> Failu
         if not isinstance(row, dict) or set(row) - _ROW_KEYS:
             raise FlowError(f"{where}: row {number} takes only {sorted(_ROW_KEYS)}")
         now_s += int(row.get("after_s", 5))
-        ctx = Context(now_s, open_now)
+        ctx = Context(now_s, open_now, files=files)
         if session is None:
-            session = bundle.new_session(Inbound(_WHO, "test", language=language), "flow-test")
+            session = bundle.new_session(Inbound(_WHO, channel, language=language), "flow-test")
             result = engine.start(bundle, session, ctx, _inbound(row, language))
         else:
             inbound = _inbound(row, None)
             if inbound is None:
                 raise FlowError(f"{where}: row {number} needs `say`, `click` or `files`")
+            if inbound.text and engine.waits_for_receipt(bundle, session):
+                ctx = Context(now_s, open_now, files=files, receipt_known=receipt_known)
             result = engine.step(bundle, session, inbound, ctx)
         coverage.record(result)
         problem = _check(row, result)

@@ -21,9 +21,10 @@ from typing import Any
 
 from transitions import Machine
 
-from backend.core import receipt_codes
+from backend.core import evidence_records, receipt_codes
 from backend.core.conversation import (
     MAX_TEXT_CHARS,
+    Attachment,
     Button,
     CaseRequest,
     DeleteInbound,
@@ -39,6 +40,7 @@ from backend.core.conversation import (
     ShowResources,
     StepResult,
     SubmitReport,
+    TriageAlert,
 )
 from backend.flows.expressions import Scope
 from backend.flows.hours import ServiceHours
@@ -57,6 +59,9 @@ EXHAUSTED = "exhausted"
 IDLE = "idle"
 # Screenshots sealed to the centre key, kept in the (encrypted) session until the report.
 SEALED_FILES_SLOT = "_sealed_files"
+# One evidence record per file (backend/core/evidence_records.py), hidden from the answers;
+# the report carries them sealed.
+EVIDENCE_SLOT = "_evidence"
 STAY = "\x00stay"  # accepted input that keeps the conversation on the same step (files)
 MINOR = "minor"
 HANDOFF = "handoff"
@@ -85,6 +90,10 @@ class Context:
 
     now_s: int = 0  # 0: no clock (idle time-outs off)
     open: bool = True  # counselors answer now
+    files: bool = True  # the victim's channel can carry files (`channels.FILE_CHANNELS`)
+    # Whether the receipt code this turn types (at a `receipt` slot) is one the centre issued;
+    # None when no code is typed or it was not looked up.
+    receipt_known: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -189,15 +198,27 @@ def step(
     s.seen_s = ctx.now_s or s.seen_s
     if text.startswith("/") and run.command(text):
         return run.result()
+    # Read before anything else: words typed after the end or after a long silence are
+    # words too (issue 12: a text that began the flow again was never triaged).
+    if text:
+        run.triage(text)
     if s.ended or s.state not in run.flow.spec.steps:  # an ended conversation: begin again
         run.restart()
         return run.result()
     if idle is not None and idle_for > idle.after_s:
         run.jump(IDLE)
         return run.result()
-    if text:
-        run.triage(text)
     run.answer(inbound, text)
+    return run.result()
+
+
+def triage(bundle: Bundle, session: Session, text: str, ctx: Context = Context()) -> StepResult:
+    """Triage alone, for words the flow does not take (a victim waiting for a counselor, or in
+    a live chat): the guidance, the raised priority and an alert per matched rule. Never asks
+    for another counselor while one is asked for already. Pure, like `step`."""
+    run = _Run(bundle, _copy(session), ctx)
+    run.session.seen_s = ctx.now_s or run.session.seen_s
+    run.triage(text.strip())
     return run.result()
 
 
@@ -228,7 +249,17 @@ class _Run:
 
     def scope(self) -> Scope:
         s = self.session
-        return Scope(s.slots, frozenset(s.flags), s.priority, s.language, {"open": self.ctx.open})
+        return Scope(
+            s.slots,
+            frozenset(s.flags),
+            s.priority,
+            s.language,
+            {
+                "open": self.ctx.open,
+                "files": self.ctx.files,
+                "receipt_known": self.ctx.receipt_known,
+            },
+        )
 
     def say(self, key: str, buttons: tuple[Button, ...] = ()) -> None:
         values = {"receipt": str(self.session.slots.get("_receipt", ""))}
@@ -236,7 +267,8 @@ class _Run:
         self.messages.append(Outbound(text, buttons, key))
 
     def label(self, key: str) -> str:
-        return self.bundle.texts.get(key, self.session.language)
+        # The channel's own short wording where the flows give one (KakaoTalk's 14 characters).
+        return self.bundle.texts.label(key, self.session.language, self.session.channel)
 
     # -- moving ----------------------------------------------------------------------------
 
@@ -403,18 +435,7 @@ class _Run:
             if MINOR in s.flags:
                 self.say("safety.no_images_minor")
                 return None
-            kept = list(s.slots.get(slot.name, []))
-            for attachment in inbound.attachments[: max(0, slot.max_files - len(kept))]:
-                fact = f"{attachment.kind[:16]}:{attachment.sha256[:64]}"
-                if slot.keep == "match" and attachment.pdq:
-                    fact += f":pdq={attachment.pdq[:64]}"
-                kept.append(fact)
-                if slot.keep == "sealed" and attachment.sealed:
-                    # Hidden from the answers; the report carries it sealed as it came.
-                    sealed = list(s.slots.get(SEALED_FILES_SLOT, []))
-                    sealed.append(base64.b64encode(attachment.sealed).decode())
-                    s.slots[SEALED_FILES_SLOT] = sealed
-            s.slots[slot.name] = kept
+            self.keep_files(slot, inbound.attachments)
             self.say("common.file_received")
             return STAY
         if slot is None:
@@ -426,7 +447,7 @@ class _Run:
         if len(text) > min(slot.max_length, MAX_TEXT_CHARS):
             self.say("common.too_long")
             return None
-        if slot.type == "text":
+        if slot.type in ("text", "receipt"):
             return self.store(slot, text)
         number = _whole(text) if slot.type in ("number", "age_band") else None
         if slot.type == "age_band" and number is not None:
@@ -452,6 +473,31 @@ class _Run:
         self.say("common.use_buttons")
         return None
 
+    def keep_files(self, slot: SlotSpec, attachments: tuple[Attachment, ...]) -> None:
+        """The slot's facts, the sealed screenshots and one evidence record per file."""
+        s = self.session
+        kept = list(s.slots.get(slot.name, []))
+        records = list(s.slots.get(EVIDENCE_SLOT, []))
+        for attachment in attachments[: max(0, slot.max_files - len(kept))]:
+            fact = f"{attachment.kind[:16]}:{attachment.sha256[:64]}"
+            if slot.keep == "match" and attachment.pdq:
+                fact += f":pdq={attachment.pdq[:64]}"
+            kept.append(fact)
+            sealed_index = None
+            if slot.keep == "sealed" and attachment.sealed:
+                # Hidden from the answers; the report carries it sealed as it came.
+                sealed = list(s.slots.get(SEALED_FILES_SLOT, []))
+                sealed_index = len(sealed)
+                sealed.append(base64.b64encode(attachment.sealed).decode())
+                s.slots[SEALED_FILES_SLOT] = sealed
+            records.append(
+                evidence_records.record_for(
+                    attachment, slot.keep, s.channel, self.ctx.now_s, sealed_index
+                )
+            )
+        s.slots[slot.name] = kept
+        s.slots[EVIDENCE_SLOT] = records
+
     def store(self, slot: SlotSpec, value: Any) -> str | None:
         self.session.slots[slot.name] = value
         if slot.type == "age_band" and value in MINOR_AGE_BANDS:
@@ -474,11 +520,13 @@ class _Run:
 
     def triage(self, text: str) -> None:
         for rule in self.bundle.triage.scan(text):
+            # Every match, also a repeated one: a counselor in a live chat must see it each time.
+            self.effects.append(TriageAlert(rule.flag, rule.id, rule.priority))
             if not self.flag(rule.flag, rule.priority, rule.id):
                 continue
             if rule.say is not None:
                 self.say(rule.say)
-            if rule.handoff:
+            if rule.handoff and self.session.handoff_case is None:
                 self.effects.append(self.handoff(rule.id))
 
     # -- output and actions ----------------------------------------------------------------
@@ -523,6 +571,7 @@ class _Run:
                     language=s.language,
                     channel=s.channel,
                     text=str(s.slots.get("addition", "")),
+                    priority=s.priority,
                 )
             )
         elif action == "record_feedback":
@@ -564,6 +613,7 @@ class _Run:
             channel=s.channel,
             answers=self.answers(),
             sealed_files=tuple(s.slots.get(SEALED_FILES_SLOT, [])),
+            evidence=tuple(s.slots.get(EVIDENCE_SLOT, [])),
         )
 
     def handoff(self, reason: str) -> RequestHandoff:
@@ -620,6 +670,17 @@ def accepts_files(bundle: Bundle, session: Session) -> bool:
     """Whether the conversation now waits on a files step (never for a minor): a door fetches
     a file only then, so nothing is downloaded that the flow would refuse."""
     return files_keep(bundle, session) is not None
+
+
+def waits_for_receipt(bundle: Bundle, session: Session) -> bool:
+    """Whether the conversation waits on a `receipt` slot: the runtime then looks up the code
+    the victim types before the step runs, for `ctx.receipt_known`."""
+    flow = bundle.flows.get(session.flow)
+    step = flow.spec.steps.get(session.state) if flow is not None else None
+    if flow is None or step is None or step.slot is None:
+        return False
+    slot = flow.spec.slots.get(step.slot)
+    return slot is not None and slot.type == "receipt"
 
 
 def files_keep(bundle: Bundle, session: Session) -> str | None:

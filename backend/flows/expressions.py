@@ -18,7 +18,7 @@ from typing import Any
 from backend.core.errors import FlowError
 
 MAX_EXPRESSION_CHARS = 300
-CONTEXT_NAMES = frozenset({"open"})
+CONTEXT_NAMES = frozenset({"open", "files", "receipt_known"})
 ROOT_NAMES = frozenset({"flags", "priority", "language"})
 
 

@@ -14,6 +14,10 @@ Codes (a test in tests/test_flow_lint.py breaks each rule on purpose):
 - F010 a call to a flow that does not exist, or the entry flow missing
 - F011 a translation whose `{placeholders}` differ from the fallback language's text (a missing
   `{reply_how}` in `safety.handoff` leaves a victim untold how replies reach her)
+- F012 a button label longer than a channel shows (KakaoTalk's quick replies: 14 characters),
+  in the wording that channel gets: give it a short one under `labels.<channel>.<key>`
+- F013 a triage rule without keywords in a language the locales speak (a victim writing in it
+  would not be read)
 - W100 (warning) a resource not yet verified: an administrator should confirm it
 """
 
@@ -24,6 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from backend.core.errors import FlowError
+from backend.flows.channels import BUTTON_LABEL_LIMITS, channel_key
 from backend.flows.resources import Directory
 from backend.flows.spec import ACTIONS, AGE_BANDS, END, FlowSpec, StepSpec
 from backend.flows.texts import SAFETY_PREFIX, Texts, placeholders
@@ -45,7 +50,11 @@ ENGINE_KEYS = (
     "common.file_received",
     "common.retry_help",
     "common.unavailable",
+    "common.blocked",
     "resources.none",
+    # Who will read a report just sent, filled into its `{who_reads}` (bot/runtime.py).
+    "report.read_on_shift",
+    "report.read_no_shift",
     "safety.exit",
     "safety.no_images_minor",
     # What the bot says in a live chat with a counselor (bot/live.py, bot/relay.py).
@@ -101,13 +110,21 @@ def lint(
     if entry not in flows:
         problems.append(Problem("F010", "flows", 1, f"the entry flow {entry!r} is missing"))
     used_keys: dict[str, tuple[str, int]] = {key: ("engine", 1) for key in ENGINE_KEYS}
+    label_keys: dict[str, tuple[str, int]] = {}
     for flow in flows.values():
         problems += _lint_flow(flow, flows, used_keys)
+        for step in flow.steps.values():
+            for key in _labels_used(step, flow):
+                label_keys.setdefault(key, (flow.source, step.line))
     if triage is not None:
         for rule in triage.rules:
             if rule.say is not None:
                 used_keys.setdefault(rule.say, (triage.source, rule.line))
+            for language in sorted(set(texts.locales) - rule.languages):
+                message = f"triage rule {rule.id!r} has no keywords in {language!r}"
+                problems.append(Problem("F013", triage.source, rule.line, message))
     problems += _lint_texts(texts, used_keys)
+    problems += _lint_labels(texts, label_keys)
     if directory is not None:
         problems += [
             Problem("W100", directory.source, r.line, f"resource {r.id!r} is not verified yet")
@@ -240,13 +257,44 @@ def _slots_used(step: StepSpec) -> set[str]:
 
 def _keys_used(step: StepSpec, flow: FlowSpec) -> list[str]:
     keys = [k for k in (step.say, step.ask, step.retry.say) if k]
-    keys += [b.label for b in step.buttons]
+    return keys + _labels_used(step, flow)
+
+
+def _labels_used(step: StepSpec, flow: FlowSpec) -> list[str]:
+    """The text keys a step shows as button labels."""
+    keys = [b.label for b in step.buttons]
     slot = flow.slots.get(step.slot) if step.slot else None
     if slot is not None and slot.type == "choice":
         keys += [f"{slot.name}.{c}" for c in slot.choices]
     if slot is not None and slot.type == "age_band":
         keys += [f"age_band.{band}" for band in AGE_BANDS]
     return keys
+
+
+def _lint_labels(texts: Texts, used: Mapping[str, tuple[str, int]]) -> list[Problem]:
+    """F012: every label fits every channel, as that channel gets it. A language is checked
+    where it has its own wording; one that falls back is checked in the language it falls to."""
+    out: list[Problem] = []
+    for key, (_flow_source, line) in sorted(used.items()):
+        for channel, limit in BUTTON_LABEL_LIMITS.items():
+            short = channel_key(key, channel)
+            for locale in texts.locales.values():
+                if short not in locale.texts and key not in locale.texts:
+                    continue
+                label = texts.label(key, locale.language, channel)
+                if len(label) <= limit:
+                    continue
+                where = locale.lines.get(short, locale.lines.get(key, line))
+                out.append(
+                    Problem(
+                        "F012",
+                        locale.source,
+                        where,
+                        f"label {key!r} is {len(label)} characters, over {channel}'s {limit}: "
+                        f"add a shorter one as {short!r}",
+                    )
+                )
+    return out
 
 
 def _lint_texts(texts: Texts, used: Mapping[str, tuple[str, int]]) -> list[Problem]:

@@ -140,6 +140,14 @@ class FlowRegistry:
     def for_session(self, version: str) -> Bundle | None:
         return self.versions.get(version)
 
+    async def pinned(self, version: str) -> Bundle | None:
+        """`flow_source.FlowSource`: only the versions this process has loaded itself."""
+        return self.versions.get(version)
+
+    async def follow(self) -> bool:
+        """`flow_source.FlowSource`: the directory's files, looked at again."""
+        return self.refresh()
+
 
 def _must(directory: Path) -> Bundle:
     bundle, problems = load_bundle(directory)

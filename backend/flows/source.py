@@ -75,7 +75,10 @@ def parse(text: str, source: str) -> Document:
         _screen(text, source)
         node = yaml.compose(text, Loader=_FAST_LOADER)
     except yaml.YAMLError as exc:
-        raise FlowError(f"{source}: not valid YAML ({_one_line(exc)})") from None
+        # At the line where the parser gave up, so an editor can show it there (issue 15).
+        mark = getattr(exc, "problem_mark", None)
+        where = source if mark is None else f"{source}:{mark.line + 1}"
+        raise FlowError(f"{where}: not valid YAML ({_one_line(exc)})") from None
     lines: dict[PathKey, int] = {}
     # A fresh loader per document: its constructor caches every node it has built.
     scalars = yaml.SafeLoader("")

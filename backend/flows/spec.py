@@ -21,7 +21,9 @@ END = "END"
 DEFAULT_RETRIES = 3
 AGE_BANDS = ("under_14", "14_17", "18_plus", "no_say")
 MINOR_AGE_BANDS = frozenset({"under_14", "14_17"})
-SLOT_TYPES = frozenset({"choice", "text", "number", "age_band", "url", "files"})
+# `receipt`: a receipt code a returning victim types; stored as text, and looked up by the
+# runtime as it arrives (`ctx.receipt_known`), so a wrong code is said at once (issue 18).
+SLOT_TYPES = frozenset({"choice", "text", "number", "age_band", "url", "files", "receipt"})
 # What a files slot keeps of each file: its SHA-256 only ("hashes"), also the PDQ of images so
 # platforms' hash lists can find copies ("match", only when the victim chose it), or the bytes
 # sealed to the centre key and carried with the report ("sealed": non-intimate screenshots,

@@ -16,6 +16,7 @@ from typing import Any
 
 from backend.core.errors import FlowError
 from backend.flows import source
+from backend.flows.channels import channel_key
 
 FALLBACK_LANGUAGE = "ko"
 SAFETY_PREFIX = "safety."
@@ -77,6 +78,26 @@ class Texts:
         if found is None:
             raise FlowError(f"text key {key!r} is missing in {self.fallback!r}")
         return found
+
+    def label(self, key: str, language: str, channel: str | None) -> str:
+        """A button's label as `channel` shows it: the language's short wording for that
+        channel (`labels.<channel>.<key>`) if it has one, else its own label. A language's own
+        full label is preferred to a fallback language's short one."""
+        if channel is None:
+            return self.get(key, language)
+        short = channel_key(key, channel)
+        seen: set[str] = set()
+        current: str | None = language
+        while current is not None and current not in seen:
+            seen.add(current)
+            locale = self.locales.get(current)
+            if locale is None:
+                break
+            found = locale.texts.get(short) or locale.texts.get(key)
+            if found is not None:
+                return found
+            current = locale.fallback
+        return self.get(key, language)
 
     def render(self, key: str, language: str, values: Mapping[str, str]) -> str:
         """The text with `{name}` placeholders filled; unknown names are left as they are."""

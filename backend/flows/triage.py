@@ -4,7 +4,8 @@ A rule that matches sets a flag on the conversation (which flows branch on, e.g.
 flags`), raises its priority, says its safety guidance before anything else, and may ask for a
 counselor at once. Patterns are plain keywords (case-folded; Korean also compared without
 spaces), never administrator-written regular expressions, which could be made to backtrack
-for seconds. A minor's age is read by fixed patterns (`15살`, `I'm 15`, `15 years old`).
+for seconds. A minor's age is read by fixed patterns (`15살`, `15岁`, `15歳`, `15 tuổi`, `I'm 15`,
+`15 years old`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from backend.core.errors import FlowError
 from backend.flows import source
 
 _AGE = (
-    re.compile(r"(?<!\d)(\d{1,2})\s*(?:살|세)"),
+    re.compile(r"(?<!\d)(\d{1,2})\s*(?:살|세|岁|歲|歳|tuổi)"),
     re.compile(r"\b(?:i am|i'm|im)\s+(\d{1,2})\b"),
     re.compile(r"(?<!\d)(\d{1,2})\s*(?:years? old|y/?o)\b"),
 )
@@ -36,6 +37,8 @@ class Rule:
     keywords: tuple[str, ...]  # normalised, every language together
     age_below: int | None
     line: int = 0
+    # The languages that list keywords for this rule (the linter's F013 wants every locale's).
+    languages: frozenset[str] = frozenset()
 
     def matches(self, folded: str, squeezed: str) -> bool:
         if any(k in folded or k.replace(" ", "") in squeezed for k in self.keywords):
@@ -103,4 +106,5 @@ def _rule(raw: object, doc: source.Document, index: int) -> Rule:
         words += [" ".join(w.casefold().split()) for w in listed]
     if not words and age_below is None:
         raise FlowError(f"{where}: a rule needs keywords or `age_below`")
-    return Rule(rule_id, flag, priority, say, handoff, tuple(words), age_below, line)
+    languages = frozenset(str(language) for language, listed in keywords.items() if listed)
+    return Rule(rule_id, flag, priority, say, handoff, tuple(words), age_below, line, languages)

@@ -17,8 +17,10 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from backend.core.errors import SettingsError
+from backend.core.json_logs import JsonLinesFormatter
 from backend.core.settings import Settings
-from bot.cli import audit, counselor, flows, keys, serve
+from backend.log_repeats import limit_repeats
+from bot.cli import audit, case, counselor, flows, keys, migrate, serve
 
 EXIT_SETTINGS = 2
 
@@ -32,7 +34,9 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     flows,
     keys,
     counselor,
+    case,
     audit,
+    migrate,
 )
 
 
@@ -47,10 +51,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+def configure_logging(level: str, log_format: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonLinesFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+    # A flood must not turn one failing line into thousands (issue 18).
+    limit_repeats()
     # Set here too, not only through the root: basicConfig does nothing when the root logger
     # already has a handler (an embedding host, a test runner).
     for own in ("backend", "bot"):
@@ -69,9 +78,13 @@ def configure_logging(level: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    configure_logging(args.log_level)
     try:
         settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"hotline: {exc}", file=sys.stderr)
+        return EXIT_SETTINGS
+    configure_logging(args.log_level, settings.log_format)
+    try:
         status: int = args.handler(settings, args)
     except SettingsError as exc:
         print(f"hotline: {exc}", file=sys.stderr)

@@ -1,14 +1,18 @@
-"""`hotline counselor add|reset`: counselor accounts, with the centre keys wrapped for them."""
+"""`hotline counselor add|reset|unlock`: counselor accounts, with the centre keys wrapped for
+them, and lifting a username's sign-in lock."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -16,7 +20,9 @@ from backend import audit, passwords
 from backend.core.errors import AuthenticationError, KeyUnwrapError
 from backend.core.settings import Settings
 from backend.counselors import CounselorStore
+from backend.embedded_redis import EmbeddedRedis
 from backend.keyring import KeyRing
+from backend.login_guard import LoginGuard
 from backend.models import Role
 from bot.cli.keys import EXIT_REFUSED, migrated_engine, read_secret, sign_in_administrator
 
@@ -112,6 +118,54 @@ def _reset(settings: Settings, args: argparse.Namespace) -> int:
     return _as_administrator(settings, args, reset)
 
 
+@contextlib.asynccontextmanager
+async def _redis(settings: Settings) -> AsyncIterator[Redis]:
+    """The configured Redis; for `hotline up`'s embedded one, its socket while it runs, or the
+    server started here on its files for this command (never a second server beside it)."""
+    embedded = None
+    if settings.redis_url is None:
+        server = EmbeddedRedis(settings.data_dir / "redis")
+        probe = Redis.from_url(server.url)
+        try:
+            await probe.ping()  # `hotline up` is running: use its server
+        except (RedisError, OSError):
+            await server.start()
+            embedded = server
+        finally:
+            await probe.aclose()
+    redis = Redis.from_url(settings.redis_url or EmbeddedRedis(settings.data_dir / "redis").url)
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
+        if embedded is not None:
+            await embedded.stop()
+
+
+def _unlock(settings: Settings, args: argparse.Namespace) -> int:
+    async def unlock(
+        engine: AsyncEngine,
+        counselors: CounselorStore,
+        _keyring: KeyRing,
+        actor: str,
+        _private_keys: dict[str, X25519PrivateKey],
+    ) -> int:
+        counselor = await counselors.by_username(args.username)
+        if counselor is None or counselor.id is None:
+            print(f"hotline: no counselor named {args.username!r}", file=sys.stderr)
+            return EXIT_REFUSED
+        async with _redis(settings) as redis:
+            locked = await LoginGuard(redis, settings.login).unlock(args.username)
+        await audit.record(
+            engine, actor, audit.AuditAction.LOGIN_UNLOCK, f"counselor:{counselor.id}"
+        )
+        state = "its failed sign-ins are cleared" if locked else "it had no failed sign-ins"
+        print(f"Counselor {args.username} may sign in again: {state}.", flush=True)
+        return 0
+
+    return _as_administrator(settings, args, unlock)
+
+
 def _authorised_by(parser: argparse.ArgumentParser) -> None:
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--admin", help="an administrator's username")
@@ -144,3 +198,13 @@ def register(commands: Any) -> None:  # argparse's subparsers action has no publ
     reset.add_argument("username")
     _authorised_by(reset)
     reset.set_defaults(handler=_reset)
+    unlock = sub.add_parser(
+        "unlock",
+        help="lift the sign-in lock that failed guesses put on a username",
+        description="Clear the count of failed sign-ins for a username, which locks it after "
+        "HOTLINE_LOGIN_USERNAME_MAX_FAILURES; the per-address throttle is left as it is. "
+        "Audited. Authorised as for `add`.",
+    )
+    unlock.add_argument("username")
+    _authorised_by(unlock)
+    unlock.set_defaults(handler=_unlock)

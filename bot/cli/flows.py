@@ -6,6 +6,7 @@
   transition and step coverage of every flow; exit status 1 on a failed test or a flow under
   `--min-coverage` percent of its transitions.
 - `graph FLOW` prints the flow as a Mermaid state diagram.
+- `import`, `export`, `versions`, `rollback`: the published versions (`bot/cli/flow_versions.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from backend.core.settings import Settings
 from backend.flows.diagram import mermaid
 from backend.flows.dialogs import run_directory
 from backend.flows.registry import load_bundle
+from bot.cli import flow_versions
 
 DEFAULT_MIN_COVERAGE = 90.0
 
@@ -106,7 +108,8 @@ def register(commands: Any) -> None:  # argparse's subparsers action has no publ
         "flows",
         help="check, test and draw the conversation flows",
         description="Tools for the YAML flows under HOTLINE_FLOWS_DIR (default the shipped "
-        "flows/). Nothing here touches Redis or the database.",
+        "flows/): check, test and graph touch neither Redis nor the database; import, export, "
+        "versions and rollback work on the published versions in the database.",
     )
     sub = flows.add_subparsers(dest="flows_command", required=True, metavar="SUBCOMMAND")
     check = sub.add_parser(
@@ -140,3 +143,4 @@ def register(commands: Any) -> None:  # argparse's subparsers action has no publ
     graph.add_argument("flow", metavar="FLOW", help="the flow name, e.g. report")
     graph.add_argument("--dir", help="the flows directory (default HOTLINE_FLOWS_DIR)")
     graph.set_defaults(handler=_graph)
+    flow_versions.add_parsers(sub)

@@ -61,8 +61,11 @@ def _init(settings: Settings, _args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return EXIT_REFUSED
-            first = await bootstrap.ensure_initialised(counselors, keyring, settings.data_dir)
-            if first is None:  # pragma: no cover - checked just above
+            first = await bootstrap.ensure_initialised(
+                engine, settings.kdf, settings.data_dir, create=True
+            )
+            if first is None:  # another node made it meanwhile
+                print("hotline: this centre already has its key pair", file=sys.stderr)
                 return EXIT_REFUSED
             print(bootstrap.announcement(first), flush=True)
             return 0

@@ -29,9 +29,9 @@ def register(commands: Any) -> None:  # argparse's subparsers action has no publ
             "Run everything in one process: SQLite and an embedded Redis server under "
             "HOTLINE_DATA_DIR (default ./hotline-data) unless HOTLINE_DATABASE_URL and "
             "HOTLINE_REDIS_URL are set; the web chat at /chat, the console at /console, and "
-            "Telegram when HOTLINE_TELEGRAM_TOKEN is set. The first start creates the centre "
-            "key pair and prints a first administrator's one-time password and the recovery "
-            "key.",
+            "Telegram when HOTLINE_TELEGRAM_TOKEN is set. The first start in a terminal creates "
+            "the centre key pair and prints a first administrator's one-time password and the "
+            "recovery key; without a terminal it refuses and says to run `hotline keys init`.",
         ),
         (
             "backend",

@@ -62,21 +62,33 @@ from backend.core.errors import HotlineError
 from backend.core.live_chat import EventKind
 from backend.core.pseudonyms import Pseudonymizer, Purpose
 from backend.core.settings import TELEGRAM_DOWNLOAD_LIMIT_BYTES, Settings
+from backend.flows.channels import BUTTON_LABEL_LIMITS
 from bot.channel import Capabilities, fit
-from bot.runtime import ConversationRuntime
+from bot.runtime import ConversationRuntime, Turn
 from bot.sessions import Once, OnceRefusedError
 from bot.telegram import evidence
 from bot.telegram.chats import TelegramChatStore
 from bot.telegram.dedupe import Claim, UpdateDedupe
 from bot.telegram.outbox import (
     MAX_MESSAGE_CHARS,
+    ChatExitedError,
     DeliveryFailedError,
     OutboxLimits,
     RecipientBlockedError,
     TelegramOutbox,
 )
+from bot.telegram.poller_lease import PollerLease
 from bot.telegram.polling import ConfirmingPoller, Outcome
-from bot.telegram.updates import ChatOrderProcessor, SanitizingRequest, parses_as_update
+from bot.telegram.shared_limits import SharedRateLimits
+from bot.telegram.updates import (
+    ChatOrderProcessor,
+    ReplyOrder,
+    SanitizingRequest,
+    chat_of,
+    is_quick_exit,
+    parses_as_update,
+    release_chat,
+)
 
 # Logs under the package name, "bot.telegram", the name operators filter the door's records on.
 log = logging.getLogger(__package__)
@@ -90,6 +102,8 @@ PRIVATE_ONLY = "1:1 대화에서만 이용할 수 있어요. / This service work
 INLINE_REFUSAL = "1:1 대화 열기 / Open a private chat"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name
 QUICK_EXIT_BUTTON = "quick_exit"
+# How long a quick exit waits for replies already on the wire to the chat, to delete them too.
+SETTLE_S = 2.0
 _GROUPS = frozenset({ChatType.GROUP, ChatType.SUPERGROUP})
 
 CAPABILITIES = Capabilities(
@@ -100,7 +114,7 @@ CAPABILITIES = Capabilities(
     # One button a row: Telegram sets no count, a phone screen does. Flows stay far below.
     max_buttons=20,
     # Telegram documents no label limit; a phone shows about this much on one row.
-    max_button_label_chars=64,
+    max_button_label_chars=BUTTON_LABEL_LIMITS[CHANNEL],
     max_button_id_bytes=64,  # callback_data is 1-64 bytes
     delete_window_s=48 * 3600,  # bots delete messages in private chats within 48 hours
     verbatim_split=True,  # no parse mode: the parts of a long text join back to exactly it
@@ -118,7 +132,10 @@ class TelegramConfig:
     # How long a worker holds an update before another may take it over (it died mid-turn).
     update_lease_s: int = redis_keys.TELEGRAM_UPDATE_LEASE_S
     # Polling: how often to ask again while updates are in flight or held by another worker.
-    poll_recheck_s: float = 1.0
+    # Short, so a quick exit fetched behind slow updates waits at most this long (issue 12).
+    poll_recheck_s: float = 0.25
+    # Polling: how long this worker's claim on the bot's one poller lasts unrenewed.
+    poll_lease_s: int = redis_keys.TELEGRAM_POLLER_LEASE_S
     # How long the neutral "conversation ended" notice stays before it is deleted too.
     exit_notice_s: float = 5.0
     # Below the Redis client's connection pool (100 by default, shared with the rest of the
@@ -135,6 +152,7 @@ class TelegramConfig:
             webhook_url=settings.telegram_webhook_url,
             webhook_secret=settings.telegram_webhook_secret,
             max_file_bytes=settings.telegram_max_file_bytes,
+            poll_lease_s=settings.telegram_poll_lease_s,
         )
 
     @property
@@ -178,7 +196,16 @@ class TelegramDoor:
         if config.webhook_url is None:
             builder = builder.get_updates_request(SanitizingRequest(connection_pool_size=1))
         self.application: Application = builder.build()  # type: ignore[type-arg]  # PTB's six type parameters say nothing here
-        self.outbox = TelegramOutbox(self.application.bot, config.limits)
+        bot_id = int(config.token.split(":", 1)[0])
+        shared = SharedRateLimits(
+            redis,
+            bot_id,
+            config.limits,
+            lambda chat_id: pseudonymizer.pseudonym(Purpose.RATE_LIMIT, CHANNEL, str(chat_id)),
+        )
+        self.outbox = TelegramOutbox(
+            self.application.bot, config.limits, runtime.metrics, gate=shared
+        )
         self._runtime = runtime
         self._pseudonymizer = pseudonymizer
         self._chats = TelegramChatStore(redis, root_secret, session_ttl_s)
@@ -186,7 +213,11 @@ class TelegramDoor:
             redis, int(config.token.split(":", 1)[0]), lease_s=config.update_lease_s
         )
         self._poller: ConfirmingPoller | None = None
+        self._lease: PollerLease | None = None
         if config.webhook_url is None:
+            self._lease = PollerLease(
+                redis, int(config.token.split(":", 1)[0]), config.poll_lease_s
+            )
             self._poller = ConfirmingPoller(
                 self.application.bot,
                 self.admit,
@@ -195,6 +226,9 @@ class TelegramDoor:
             )
         self._stopping = asyncio.Event()
         self._later: set[asyncio.Task[None]] = set()
+        # Webhook updates answered once stepped, whose replies are still going out.
+        self._answered: set[asyncio.Task[Outcome]] = set()
+        self._reply_order = ReplyOrder()
         self.application.add_handler(TypeHandler(Update, self._dispatch))
         self.application.add_error_handler(self._on_error)
 
@@ -227,12 +261,29 @@ class TelegramDoor:
             return web.Response(status=200)
         update = Update.de_json(data, self.application.bot)
         # Acknowledged only once handled: a crash before the 200 makes Telegram deliver the
-        # update again (see `bot.telegram.dedupe`).
-        if await self.admit(update) is Outcome.HELD:
+        # update again (see `bot.telegram.dedupe`). Handled means stepped: Telegram sends one
+        # chat's updates one after another, so a 200 held back until the turn's replies went
+        # out at one a second would hold her /exit back as long (issue 12). A redelivery after
+        # the step would only meet the claim its turn took, so nothing is lost by answering.
+        if await self._admit_until_stepped(update) is Outcome.HELD:
             return web.Response(status=503, headers={"Retry-After": "5"})
         return web.Response(status=200)
 
-    async def admit(self, update: Update) -> Outcome:
+    async def _admit_until_stepped(self, update: Update) -> Outcome:
+        """`admit`, until the update was handled or its turn has stepped; the rest of its work
+        (the replies) goes on in the background."""
+        admission = _Admission(update.update_id)
+        handling = asyncio.create_task(self.admit(update, admission))
+        stepped = asyncio.create_task(admission.stepped.wait())
+        await asyncio.wait({handling, stepped}, return_when=asyncio.FIRST_COMPLETED)
+        stepped.cancel()
+        if handling.done():
+            return handling.result()
+        self._answered.add(handling)
+        handling.add_done_callback(self._answered.discard)
+        return Outcome.HANDLED
+
+    async def admit(self, update: Update, admission: _Admission | None = None) -> Outcome:
         """Claim the update and handle it in the door's per-chat order; HELD when another
         worker holds it. Its chat's place in line is taken before the claim's round trip, so
         updates handed over in Telegram's order are handled in that order.
@@ -240,7 +291,17 @@ class TelegramDoor:
         A private text or button press is claimed by its turn, in the same round trip as the
         conversation lock (`_turn_only`); anything else here, before it is handled.
         """
-        admission = _Admission(update.update_id)
+        self._runtime.metrics.update(CHANNEL)
+        admission = admission or _Admission(update.update_id)
+        message = update.message
+        if message is not None and message.chat.type == ChatType.PRIVATE:
+            self.outbox.note_incoming(message.chat.id, message.message_id)
+        exit_chat = chat_of(update) if is_quick_exit(update) else None
+        if exit_chat is not None:
+            # Before anything else: the chat's waiting replies are dropped now, not after the
+            # exit's turn (issue 12), and nothing else goes to it until the exit is done. The
+            # turn itself jumps the chat's queue.
+            self.outbox.abandon(exit_chat)
 
         async def claimed() -> None:
             # PTB runs the handler in this task, so `_dispatch` finds the admission.
@@ -253,7 +314,11 @@ class TelegramDoor:
                 admission.claimed = True
             await self.application.process_update(update)
 
-        await self.application.update_processor.process_update(update, claimed())
+        try:
+            await self.application.update_processor.process_update(update, claimed())
+        finally:
+            if exit_chat is not None:
+                self.outbox.reopen(exit_chat)
         return Outcome.HELD if admission.held else Outcome.HANDLED
 
     async def _dispatch(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -373,12 +438,15 @@ class TelegramDoor:
         key = "common.file_too_large" if too_large else "common.no_files"
         answer = (Outbound(self._text(key, language)),)
         exit_label = self._text("common.quick_exit", language)
-        await self._send_guarded(
-            pseudonym, message.chat.id, answer, exit_label, [message.message_id]
-        )
+        async with self._reply_order.place(message.chat.id):  # after earlier turns' replies
+            await self._send_guarded(
+                pseudonym, message.chat.id, answer, exit_label, [message.message_id]
+            )
 
     async def _turn(self, inbound: Inbound, chat_id: int, incoming_id: int | None) -> None:
         incoming = [] if incoming_id is None else [incoming_id]
+        # The chat's epoch as the turn begins: a quick exit meanwhile drops its replies.
+        epoch = self.outbox.epoch(chat_id)
         handling = _handling.get(None)
         once = None if handling is None else handling.once
         try:
@@ -390,8 +458,33 @@ class TelegramDoor:
         if handling is not None:
             handling.once = None
         if turn.quick_exit:
+            # Ahead of every reply still queued for the chat: those are dropped anyway.
+            self._stepped()
             await self._erase(inbound.pseudonym, chat_id, turn.messages, incoming)
             return
+        place = self._reply_order.place(chat_id)
+        self._stepped()
+        async with place:
+            await self._answer(inbound, chat_id, turn, incoming_id=incoming_id, epoch=epoch)
+
+    def _stepped(self) -> None:
+        """The turn has stepped: the chat's next update may begin, and a webhook update is
+        answered."""
+        release_chat()
+        admission = _admission.get(None)
+        if admission is not None:
+            admission.stepped.set()
+
+    async def _answer(
+        self,
+        inbound: Inbound,
+        chat_id: int,
+        turn: Turn,
+        *,
+        incoming_id: int | None,
+        epoch: int,
+    ) -> None:
+        incoming = [] if incoming_id is None else [incoming_id]
         # Offered after a finished report too: the chat is still on the phone, and someone may
         # be looking at it.
         exit_label = self._text("common.quick_exit", inbound.language)
@@ -408,6 +501,7 @@ class TelegramDoor:
             incoming,
             delete_incoming=delete_incoming,
             case_ids=opened,
+            epoch=epoch,
         )
 
     async def _send_guarded(
@@ -420,15 +514,24 @@ class TelegramDoor:
         *,
         delete_incoming: bool = False,
         case_ids: tuple[str, ...] = (),
+        epoch: int | None = None,
     ) -> None:
         try:
             if delete_incoming and incoming:
                 await self.outbox.delete(chat_id, incoming)
             await self._send(
-                pseudonym, chat_id, messages, exit_label, incoming or [], case_ids=case_ids
+                pseudonym,
+                chat_id,
+                messages,
+                exit_label,
+                incoming or [],
+                case_ids=case_ids,
+                epoch=epoch,
             )
         except RecipientBlockedError:
             await self._blocked(pseudonym)
+        except ChatExitedError:
+            log.info("telegram replies of a turn dropped: the victim left the chat")
 
     async def _send(
         self,
@@ -439,6 +542,7 @@ class TelegramDoor:
         incoming: list[int],
         *,
         case_ids: tuple[str, ...] = (),
+        epoch: int | None = None,
     ) -> None:
         """Send in order, fitted to Telegram's limits (long texts split, a message's buttons under
         its last part, the exit button under the last message); remember the victim's message
@@ -455,14 +559,18 @@ class TelegramDoor:
             for index, message in enumerate(fitted):
                 label = exit_label if index == len(fitted) - 1 else None
                 markup = _keyboard(message, label)
-                sent.append(await self.outbox.send(chat_id, message.text, markup))
+                sent.append(await self.outbox.send(chat_id, message.text, markup, epoch=epoch))
             finished = True
         finally:
+            # The victim left meanwhile: the exit erases what went out (the outbox tells it the
+            # ids), and a record written now would outlive the erased chat.
+            exited = epoch is not None and epoch != self.outbox.epoch(chat_id)
             done = handling.key if finished and handling is not None else None
-            await self._chats.remember(
-                pseudonym, chat_id, incoming + sent, case_ids=case_ids, done_update=done
-            )
-            if done is not None and handling is not None:
+            if not exited:
+                await self._chats.remember(
+                    pseudonym, chat_id, incoming + sent, case_ids=case_ids, done_update=done
+                )
+            if done is not None and handling is not None and not exited:
                 handling.marked = True
 
     async def _erase(
@@ -472,13 +580,22 @@ class TelegramDoor:
         notice: tuple[Outbound, ...],
         incoming: list[int],
     ) -> None:
-        """/exit: delete both sides of the chat, say a neutral word, and delete that too."""
-        deletable = sorted({*await self._chats.deletable(pseudonym), *incoming})
+        """/exit: delete both sides of the chat, say a neutral word, and delete that too.
+
+        The deletes jump every queue (`urgent`); then the replies a turn had on the wire when
+        the exit came are awaited and deleted too."""
+        known = {*await self._chats.deletable(pseudonym), *incoming}
+        known |= set(self.outbox.sent_recently(chat_id))
+        deletable = sorted(known)
         try:
-            await self.outbox.delete(chat_id, deletable)
+            await self.outbox.delete(chat_id, deletable, urgent=True)
+            late = sorted(set(await self.outbox.settle(chat_id, SETTLE_S)) - known)
+            if late:
+                await self.outbox.delete(chat_id, late, urgent=True)
+                deletable += late
             sent = []
             for message in fit(notice, CAPABILITIES):
-                sent.append(await self.outbox.send(chat_id, message.text))
+                sent.append(await self.outbox.send(chat_id, message.text, exiting=True))
         except RecipientBlockedError:
             await self._blocked(pseudonym)
             return
@@ -522,7 +639,10 @@ class TelegramDoor:
         chat = change.chat
         status = change.new_chat_member.status
         if chat.type == ChatType.PRIVATE and status == ChatMember.BANNED:
-            await self._blocked(self._pseudonym(change.from_user.id))
+            # After the replies of earlier turns (their record write would bring the erased
+            # chat record back): turns release the chat's order once stepped.
+            async with self._reply_order.place(chat.id):
+                await self._blocked(self._pseudonym(change.from_user.id))
         elif chat.type in _GROUPS and status in {ChatMember.MEMBER, ChatMember.ADMINISTRATOR}:
             await self._refuse_group(chat.id)
         elif chat.type == ChatType.CHANNEL and status == ChatMember.ADMINISTRATOR:
@@ -593,6 +713,7 @@ class TelegramDoor:
             button=button,
             language=language,
             attachments=attachments,
+            blocking=self._pseudonymizer.pseudonym(Purpose.BLOCKING, CHANNEL, str(user_id)),
         )
 
     def _text(self, key: str, language: str | None) -> str:
@@ -616,11 +737,14 @@ class TelegramDoor:
         if chat_id is None:
             return EventKind.FAILED  # the chat record expired or was erased
         exit_label = self._text("common.quick_exit", language)
+        epoch = self.outbox.epoch(chat_id)
         try:
-            await self._send(pseudonym, chat_id, tuple(messages), exit_label, [])
+            await self._send(pseudonym, chat_id, tuple(messages), exit_label, [], epoch=epoch)
         except RecipientBlockedError:
             await self._blocked(pseudonym)
             return EventKind.FAILED
+        except ChatExitedError:
+            return EventKind.FAILED  # she left (quick exit) while it waited for its slot
         except (DeliveryFailedError, TelegramError) as exc:
             log.warning("telegram: a live chat message was not delivered: %s", type(exc).__name__)
             return EventKind.FAILED
@@ -629,6 +753,18 @@ class TelegramDoor:
     # Lifecycle.
 
     async def start(self) -> None:
+        if self._lease is not None:
+            # Before anything is asked of Telegram: a second poller would take the first's
+            # updates. PollerTakenError (a settings problem: one line, exit 2) if one runs.
+            await self._lease.acquire(on_lost=self._stop_polling)
+        try:
+            await self._start()
+        except BaseException:
+            if self._lease is not None:
+                await self._lease.release()
+            raise
+
+    async def _start(self) -> None:
         await self.application.initialize()
         if self._config.webhook_url is not None:
             await self.application.bot.set_webhook(
@@ -645,9 +781,16 @@ class TelegramDoor:
         await self._poller.start()
         log.info("telegram door started (long polling)")
 
-    async def stop(self) -> None:
+    async def _stop_polling(self) -> None:
         if self._poller is not None and self._poller.running:
             await self._poller.stop()
+
+    async def stop(self) -> None:
+        await self._stop_polling()
+        if self._lease is not None:
+            await self._lease.release()
+        if self._answered:
+            await asyncio.gather(*self._answered, return_exceptions=True)
         if self.application.running:
             await self.application.stop()
         # Exit notices still showing are deleted now, while the bot can still call Telegram.
@@ -665,6 +808,8 @@ class _Admission:
     update_id: int
     claimed: bool = False
     held: bool = False
+    # Set once the update's turn has stepped (its replies may still wait for their slots).
+    stepped: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass

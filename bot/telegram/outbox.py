@@ -2,30 +2,40 @@
 
 Telegram allows about one message a second per chat (short bursts tolerated) and about thirty a
 second per bot. Each send reserves a slot in two token buckets (its chat's and the bot's) and
-waits for it, so callers keep their own order and no one spins. A 429 waits the `retry_after`
+waits for it, so callers keep their own order and no one spins; then, when the outbox has a
+`SlotGate` (the door gives it `SharedRateLimits`), it waits for the same limits counted over
+every bot worker in Redis. A 429 waits the `retry_after`
 Telegram asked for; a network error or a 5xx (PTB raises both as `NetworkError`) retries with
 exponential back-off. What still fails is raised, never dropped: `RecipientBlockedError` when
 the victim blocked the bot (403), `DeliveryFailedError` after the last attempt.
 
 Every message carries `protect_content` (no forwarding, no saving) and no parse mode, so no
 text, the victim's or an administrator's, can be read as markup.
+
+A quick exit jumps every queue (issue 12: /exit waited 10-20 s behind the replies of the
+victim's earlier clicks, paced at one a second). `abandon` starts a new epoch for the chat:
+every send of that chat waiting for a slot is dropped at once (`ChatExitedError`), and so is
+any later send of a turn that began before the exit; `delete(..., urgent=True)` waits for no
+bucket. Other chats' sends are untouched.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from telegram import Bot, InlineKeyboardMarkup
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
 
 from backend.core.errors import HotlineError
+from backend.core.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +49,10 @@ class RecipientBlockedError(HotlineError):
 
 class DeliveryFailedError(HotlineError):
     """A message could not be delivered after every retry."""
+
+
+class ChatExitedError(HotlineError):
+    """The victim left the chat (quick exit) after this send was asked for: it is dropped."""
 
 
 @dataclass(frozen=True)
@@ -80,30 +94,152 @@ class _Bucket:
         return self._tokens + elapsed * self._rate >= self._burst
 
 
+class SlotGate(Protocol):
+    """Telegram's limits over every worker: returns when this one may send to the chat."""
+
+    async def wait(self, chat_id: int) -> None: ...
+
+
+class _Exits:
+    """Per chat, the epoch (bumped by each quick exit), the event that wakes the epoch's
+    waiting sends to drop them, and the ids sent by calls still in flight (a turn that began
+    before the exit has not yet recorded them in the chat record, so the exit asks here)."""
+
+    __slots__ = ("closed", "epoch", "exited", "in_flight", "sent", "settled")
+
+    def __init__(self) -> None:
+        # While an exit is under way, only its own sends go out (a relay line, say, would
+        # otherwise slip in between the abandon and the end of the conversation).
+        self.closed = False
+        self.epoch = 0
+        self.exited = asyncio.Event()
+        self.in_flight = 0
+        self.settled = asyncio.Event()
+        self.settled.set()
+        self.sent: list[int] = []
+
+
 class TelegramOutbox:
     _MAX_IDLE_BUCKETS = 10_000
 
-    def __init__(self, bot: Bot, limits: OutboxLimits | None = None) -> None:
+    def __init__(
+        self,
+        bot: Bot,
+        limits: OutboxLimits | None = None,
+        metrics: Metrics | None = None,
+        gate: SlotGate | None = None,
+    ) -> None:
         self._bot = bot
+        self._metrics = metrics if metrics is not None else Metrics()
         self._limits = limits or OutboxLimits()
+        self._gate = gate
         self._bot_bucket = _Bucket(self._limits.per_bot_per_s, self._limits.per_bot_burst)
         # Keyed by chat id in memory only, never stored or logged.
         self._chat_buckets: dict[int, _Bucket] = {}
+        self._exits: dict[int, _Exits] = {}
+
+    def _exit_state(self, chat_id: int) -> _Exits:
+        state = self._exits.get(chat_id)
+        if state is None:
+            if len(self._exits) >= self._MAX_IDLE_BUCKETS:
+                self._exits = {k: v for k, v in self._exits.items() if v.in_flight}
+            state = self._exits[chat_id] = _Exits()
+        return state
+
+    def epoch(self, chat_id: int) -> int:
+        """The chat's current epoch: a turn passes it to its sends, which are dropped once a
+        quick exit has begun a newer one."""
+        state = self._exits.get(chat_id)
+        return 0 if state is None else state.epoch
+
+    def abandon(self, chat_id: int) -> None:
+        """A quick exit: drop every send of this chat that waits for a slot now or that a turn
+        begun before now asks for later; the chat's bucket starts afresh (nothing dropped was
+        sent). Synchronous: nothing else runs before the drop is decided."""
+        state = self._exit_state(chat_id)
+        state.epoch += 1
+        state.closed = True
+        state.exited.set()
+        state.exited = asyncio.Event()
+        self._chat_buckets.pop(chat_id, None)
+
+    def reopen(self, chat_id: int) -> None:
+        """The exit is done: the chat takes sends again (a victim may come back later)."""
+        state = self._exits.get(chat_id)
+        if state is not None:
+            state.closed = False
+
+    def note_incoming(self, chat_id: int, message_id: int) -> None:
+        """A victim's message as it arrives: an exit deletes it even if its update is dropped
+        unhandled (it came before the exit) and so never reached the chat record."""
+        state = self._exit_state(chat_id)
+        state.sent.append(message_id)
+        del state.sent[:-200]
+
+    def sent_recently(self, chat_id: int) -> list[int]:
+        """Ids of this chat's latest messages (up to 200, both sides) seen by this process,
+        recorded in the chat record or not yet."""
+        state = self._exits.get(chat_id)
+        return [] if state is None else list(state.sent)
+
+    async def settle(self, chat_id: int, timeout_s: float) -> list[int]:
+        """Wait (up to `timeout_s`) for this chat's calls already on the wire, and hand over
+        the ids they sent, so an exit can delete them too."""
+        state = self._exits.get(chat_id)
+        if state is None:
+            return []
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await state.settled.wait()
+        sent, state.sent = state.sent, []
+        return sent
 
     async def send(
         self,
         chat_id: int,
         text: str,
         reply_markup: InlineKeyboardMarkup | str | None = None,
+        *,
+        epoch: int | None = None,
+        exiting: bool = False,
     ) -> int:
         """Send one message (at most 4096 characters), protected, without parse mode; the
-        message id Telegram gave it. `reply_markup` as PTB's object or as its JSON text."""
+        message id Telegram gave it. `reply_markup` as PTB's object or as its JSON text.
+        `epoch`: the chat's epoch when the turn began; ChatExitedError if a quick exit came
+        since (also while waiting for a slot), or if an exit is under way and this is not its
+        own send (`exiting`)."""
         if not text or len(text) > MAX_MESSAGE_CHARS:
             raise ValueError("a Telegram message holds 1-4096 characters; fit it first")
         params: dict[str, object] = {"chat_id": chat_id, "text": text, "protect_content": True}
         if reply_markup is not None:
             params["reply_markup"] = reply_markup
-        sent = await self._deliver(chat_id, functools.partial(self._send_message, params))
+        state = self._exit_state(chat_id)
+        if (epoch is not None and epoch != state.epoch) or (state.closed and not exiting):
+            raise ChatExitedError("the victim left this chat")
+        state.in_flight += 1
+        state.settled.clear()
+        try:
+            sent = await self._deliver(
+                chat_id,
+                functools.partial(self._send_message, params),
+                exits=state,
+                exiting=exiting,
+            )
+        except RecipientBlockedError:
+            self._metrics.send("blocked")
+            raise
+        except ChatExitedError:
+            raise  # dropped by an exit: never sent, not a failure
+        except Exception:
+            self._metrics.send("failed")
+            raise
+        finally:
+            state.in_flight -= 1
+            if not state.in_flight:
+                state.settled.set()
+        self._metrics.send("sent")
+        state.sent.append(sent)
+        del state.sent[:-200]  # only the calls an exit may race with matter
         return sent
 
     async def _send_message(self, params: dict[str, object]) -> int:
@@ -116,8 +252,9 @@ class TelegramOutbox:
         message_id: int = result["message_id"]
         return message_id
 
-    async def delete(self, chat_id: int, message_ids: list[int]) -> None:
-        """Delete messages in batches of 100 (deleteMessages' limit), within the same limits.
+    async def delete(self, chat_id: int, message_ids: list[int], *, urgent: bool = False) -> None:
+        """Delete messages in batches of 100 (deleteMessages' limit), within the same limits;
+        `urgent` (a quick exit): at once, ahead of every queue (Telegram's 429 still waits).
 
         A batch Telegram refuses as a bad request (too old, already gone) is skipped: deletion
         is best effort by nature, and the rest of the chat must still go.
@@ -125,7 +262,9 @@ class TelegramOutbox:
         for start in range(0, len(message_ids), 100):
             batch = message_ids[start : start + 100]
             try:
-                await self._deliver(chat_id, functools.partial(self._delete, chat_id, batch))
+                await self._deliver(
+                    chat_id, functools.partial(self._delete, chat_id, batch), urgent=urgent
+                )
             except BadRequest:
                 log.warning("telegram refused to delete %d message(s)", len(batch))
 
@@ -133,12 +272,21 @@ class TelegramOutbox:
         deleted: bool = await self._bot.delete_messages(chat_id, message_ids)
         return deleted
 
-    async def _deliver(self, chat_id: int, call: Callable[[], Awaitable[_T]]) -> _T:
+    async def _deliver(
+        self,
+        chat_id: int,
+        call: Callable[[], Awaitable[_T]],
+        *,
+        urgent: bool = False,
+        exits: _Exits | None = None,
+        exiting: bool = False,
+    ) -> _T:
         limits = self._limits
         attempt = 0
         while True:
             attempt += 1
-            await self._wait_for_slot(chat_id)
+            if not urgent:
+                await self._wait_for_slot(chat_id, exits, exiting=exiting)
             try:
                 return await call()
             except BadRequest:  # a NetworkError subclass in PTB, but retrying cannot help
@@ -148,8 +296,10 @@ class TelegramOutbox:
             except RetryAfter as exc:
                 wait_s = _seconds(exc.retry_after)
                 log.warning("telegram asked to slow down for %.1f s", wait_s)
+                self._metrics.rate_limited()
                 if attempt >= limits.max_attempts:
                     raise DeliveryFailedError("still rate limited after every attempt") from None
+                self._metrics.retry("rate_limited")
                 await asyncio.sleep(wait_s)
             except (TimedOut, NetworkError) as exc:
                 if attempt >= limits.max_attempts:
@@ -158,9 +308,14 @@ class TelegramOutbox:
                     ) from None
                 wait_s = min(limits.backoff_s * 2 ** (attempt - 1), limits.max_backoff_s)
                 log.warning("telegram send failed with %s; retrying", type(exc).__name__)
+                self._metrics.retry("network")
                 await asyncio.sleep(wait_s)
 
-    async def _wait_for_slot(self, chat_id: int) -> None:
+    async def _wait_for_slot(
+        self, chat_id: int, exits: _Exits | None = None, *, exiting: bool = False
+    ) -> None:
+        if exits is not None:
+            epoch, exited = exits.epoch, exits.exited
         bucket = self._chat_buckets.get(chat_id)
         if bucket is None:
             if len(self._chat_buckets) >= self._MAX_IDLE_BUCKETS:
@@ -168,8 +323,17 @@ class TelegramOutbox:
             bucket = _Bucket(self._limits.per_chat_per_s, self._limits.per_chat_burst)
             self._chat_buckets[chat_id] = bucket
         wait_s = max(bucket.reserve(), self._bot_bucket.reserve())
-        if wait_s > 0:
+        if exits is not None:
+            if wait_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait_s):
+                        await exited.wait()
+            if exits.epoch != epoch or (exits.closed and not exiting):
+                raise ChatExitedError("the victim left this chat")
+        elif wait_s > 0:
             await asyncio.sleep(wait_s)
+        if self._gate is not None:
+            await self._gate.wait(chat_id)
 
 
 def _seconds(value: int | float | timedelta) -> float:

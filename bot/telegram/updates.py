@@ -11,20 +11,30 @@ offset moves on and nothing of its content reaches a log.
 after another, in the order Telegram sent them. PTB starts one task per update, in order; each
 task registers itself behind its chat's previous task before its first `await`, so the order is
 fixed at arrival and does not depend on how the concurrency semaphore wakes its waiters.
+A turn lets its chat's next update begin as soon as it has stepped and taken its place in
+`ReplyOrder` (`release_chat`): the next turn steps while the replies still go out one a
+second, and its replies follow them. So a webhook update is answered in milliseconds, and
+Telegram, which sends one chat's updates one after another, hands over the next at once.
+A quick exit (`is_quick_exit`) is the exception: it waits neither for its chat's earlier
+updates nor for the semaphore, and the earlier updates still waiting are never handled
+(issue 12: someone may be taking the phone from her hand).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from telegram import Update
 from telegram._utils.defaultvalue import DefaultValue
 from telegram.ext import BaseUpdateProcessor
 from telegram.request import HTTPXRequest, RequestData
+
+from backend.flows.engine import BUILT_IN_EXITS, QUICK_EXIT_BUTTON
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +110,94 @@ def chat_of(update: object) -> int | None:
     return None
 
 
+def is_quick_exit(update: object) -> bool:
+    """/exit, /stop (with or without the bot's name) or the quick-exit button, in a private
+    chat: the way out, whatever the flow says."""
+    if not isinstance(update, Update):
+        return False
+    query = update.callback_query
+    if query is not None:
+        return query.data == QUICK_EXIT_BUTTON
+    message = update.message
+    if message is None or message.text is None or message.chat.type != "private":
+        return False
+    words = message.text.strip().split(maxsplit=1)
+    return bool(words) and words[0].lower().split("@")[0] in BUILT_IN_EXITS
+
+
+_release: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "telegram_chat_release", default=None
+)
+
+
+def release_chat() -> None:
+    """The update being handled has stepped and taken its reply place: its chat's next update
+    may begin. Harmless outside `ChatOrderProcessor` or when called twice."""
+    release = _release.get()
+    if release is not None:
+        release()
+
+
+class ReplyOrder:
+    """One chat's replies go out in the order its turns stepped. A turn takes its place right
+    after its step (`place`, synchronous), then calls `release_chat`, then sends inside
+    `async with` the place; in memory only."""
+
+    def __init__(self) -> None:
+        self._tails: dict[int, asyncio.Future[None]] = {}
+
+    def place(self, chat: int) -> _Place:
+        previous = self._tails.get(chat)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._tails[chat] = mine
+        return _Place(self._tails, chat, previous, mine)
+
+
+class _Place:
+    """A turn's place in its chat's reply order: entered once the previous one is done."""
+
+    def __init__(
+        self,
+        tails: dict[int, asyncio.Future[None]],
+        chat: int,
+        previous: asyncio.Future[None] | None,
+        mine: asyncio.Future[None],
+    ) -> None:
+        self._tails, self._chat, self._previous, self._mine = tails, chat, previous, mine
+
+    async def __aenter__(self) -> None:
+        if self._previous is not None:
+            try:
+                await asyncio.shield(self._previous)
+            except BaseException:
+                self._done()
+                raise
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._done()
+
+    def _done(self) -> None:
+        if not self._mine.done():
+            self._mine.set_result(None)
+        if self._tails.get(self._chat) is self._mine:
+            del self._tails[self._chat]
+
+
+def _close(coroutine: Awaitable[Any]) -> None:
+    close = getattr(coroutine, "close", None)
+    if close is not None:
+        close()
+
+
 class ChatOrderProcessor(BaseUpdateProcessor):
     def __init__(self, max_concurrent_updates: int) -> None:
         super().__init__(max_concurrent_updates)
         # Chat id -> the future the chat's latest update completes; in memory only.
         self._tails: dict[int, asyncio.Future[None]] = {}
+        # Chat id -> how many quick exits it had while updates waited; an update that sees
+        # the count change while it waited came before an exit and is dropped.
+        self._exits: dict[int, int] = {}
+        self._pending: dict[int, int] = {}  # chat id -> its updates not yet finished
 
     # PTB marks process_update final, but the order must be fixed before its semaphore: a
     # saturated semaphore need not wake one chat's waiters in arrival order.
@@ -115,17 +208,39 @@ class ChatOrderProcessor(BaseUpdateProcessor):
         if chat is None:
             await super().process_update(update, coroutine)
             return
-        previous = self._tails.get(chat)
+        jump = is_quick_exit(update)
+        if jump:
+            self._exits[chat] = self._exits.get(chat, 0) + 1
+        exits = self._exits.get(chat, 0)
+        self._pending[chat] = self._pending.get(chat, 0) + 1
+        previous = None if jump else self._tails.get(chat)
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._tails[chat] = mine
+
+        def release() -> None:
+            if not mine.done():
+                mine.set_result(None)
+
+        token = _release.set(release)
         try:
             if previous is not None:
                 await asyncio.shield(previous)
-            await super().process_update(update, coroutine)
+            if self._exits.get(chat, 0) != exits:
+                log.info("telegram update from before a quick exit; dropped")
+                _close(coroutine)
+            elif jump:
+                await coroutine  # ahead of the semaphore too
+            else:
+                await super().process_update(update, coroutine)
         finally:
-            mine.set_result(None)
+            _release.reset(token)
+            release()
             if self._tails.get(chat) is mine:
                 del self._tails[chat]
+            self._pending[chat] -= 1
+            if not self._pending[chat]:
+                del self._pending[chat]
+                self._exits.pop(chat, None)
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
         await coroutine

@@ -146,7 +146,13 @@
       body: JSON.stringify(body),
       credentials: "omit"
     }).then(function (r) {
-      if (r.status >= 500) { throw new Error("retry"); }
+      if (r.status >= 500) {
+        // Not served (503 when the server is busy): the same turn id again after Retry-After,
+        // so the message is neither lost nor handled twice.
+        var failed = new Error("retry");
+        failed.afterS = parseFloat(r.headers.get("Retry-After"));
+        throw failed;
+      }
       return r.json();
     }).then(function (data) {
       queue.shift();
@@ -161,9 +167,14 @@
       if (data.ended) { sessionStorage.removeItem("t"); }
       document.dispatchEvent(new CustomEvent("hotline:turn", {detail: data}));  // chat_live.js
       drain(0);
-    }).catch(function () {
+    }).catch(function (failed) {
       setStatus("연결을 다시 잇는 중이에요. 보낸 메시지는 그대로 전해져요. / Reconnecting; your message will be delivered.");
       var delay = Math.min(1000 * Math.pow(2, attempt), 8000);
+      if (failed && failed.afterS > 0) {
+        // What the server asked for, spread a little so a crowd of pages does not come back
+        // in the same instant.
+        delay = Math.min(failed.afterS * 1000, 30000) * (1 + Math.random() / 2);
+      }
       setTimeout(function () { drain(attempt + 1); }, delay);
     });
   }

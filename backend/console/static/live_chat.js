@@ -28,12 +28,20 @@
   const input = panel.querySelector(".chat-input");
   const submit = panel.querySelector(".chat-submit");
   const errorText = panel.querySelector(".chat-error");
+  const alertText = panel.querySelector(".chat-alert");
 
   const DELIVERY = {
     sent: _("sent"),
     delivered: _("delivered"),
     held: _("waiting for the victim's app"),
     failed: _("failed to deliver"),
+  };
+  // Triage flags (flows/triage.yaml): what the victim's words matched; the bot has already
+  // given her the safety guidance, and the case's priority has risen.
+  const TRIAGE = {
+    self_harm: _("Self-harm risk: the victim's words match the self-harm rule. Call 119 with her if she is in danger now."),
+    threat: _("Threat in progress: the victim's words match the threat / deadline rule."),
+    minor: _("The victim may be a minor."),
   };
   const RETRY_FIRST_MS = 500;
   const RETRY_MAX_MS = 15000;
@@ -94,6 +102,14 @@
         delivery.textContent = DELIVERY[entry.kind];
         delivery.className = "delivery " + entry.kind;
       }
+      return;
+    }
+    if (entry.kind === "triage") {
+      const said = TRIAGE[entry.ref] || _("Safety flag: %(flag)s", { flag: entry.ref });
+      notice(said);
+      alertText.textContent = said;
+      alertText.hidden = false;
+      panel.classList.add("flagged");
       return;
     }
     if (entry.kind === "joined") {
