@@ -41,9 +41,11 @@ async def _administrator(page: Page, up: Up) -> None:
     """The first administrator: new password, two-factor turned on (the studio needs it)."""
     await page.goto(up.base + "/console")
     await page.get_by_label("Username").fill("admin")
-    await page.get_by_label("Password").fill(first_start_secret(up.output, "one-time password"))
+    one_time = first_start_secret(up.output, "one-time password")
+    await page.get_by_label("Password").fill(one_time)
     await page.get_by_role("button", name="Sign in").click()
     await page.wait_for_url("**/console/password")
+    await page.get_by_label("Current password").fill(one_time)
     await page.get_by_label("New password").fill(PASSWORD)
     await page.get_by_label("Repeat it").fill(PASSWORD)
     await page.get_by_role("button", name="Save").click()
@@ -57,7 +59,7 @@ async def _administrator(page: Page, up: Up) -> None:
 
 
 async def _victim_at_category(browser: Browser, base: str) -> Page:
-    page = await (await browser.new_context()).new_page()
+    page = await (await browser.new_context(locale="ko-KR")).new_page()
     await page.goto(base + "/chat")
     await page.get_by_role("button", name=KO["common.agree"]).click()
     await page.get_by_role("button", name=KO["category.filming"]).wait_for()

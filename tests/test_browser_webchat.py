@@ -221,7 +221,7 @@ async def test_the_exit_button_stays_on_screen_in_a_long_conversation(
     up = Up(env, tmp_path / "hotline.log")
     try:
         await up.wait_ready()
-        page = await browser.new_page(viewport=WIDE_PHONE)
+        page = await browser.new_page(viewport=WIDE_PHONE, locale="ko-KR")
         await page.goto(up.base + "/chat")
         await page.get_by_role("button", name=KO["common.agree"]).wait_for()
         box = page.locator("#message")
