@@ -54,6 +54,7 @@ from backend.flows import engine
 from backend.flows.channels import FILE_CHANNELS
 from backend.flows.engine import BUILT_IN_EXITS, QUICK_EXIT_BUTTON, Bundle, Context
 from backend.flows.flow_source import FlowSource
+from backend.flows.texts import SAFETY_PREFIX
 from bot.inbound_limits import InboundLimits, Sender
 from bot.live import CHECK_BUTTON, VictimSide, how_replies_key
 from bot.reports import ReportSender
@@ -248,6 +249,18 @@ class ConversationRuntime:
         """
         texts = self._flows.entry().texts
         return texts.get(key, texts.language_for(language_hint))
+
+    def offered_languages(self) -> list[str]:
+        """The languages a victim may choose: those whose locale holds every safety text the
+        fallback language has (what to do in danger, how to leave, where help is), whatever
+        else falls back to English."""
+        texts = self._flows.entry().texts
+        safety = {k for k in texts.locales[texts.fallback].texts if k.startswith(SAFETY_PREFIX)}
+        return [
+            language
+            for language, locale in texts.locales.items()
+            if safety <= {k for k, v in locale.texts.items() if v}
+        ]
 
     def _unavailable(self, inbound: Inbound) -> Outbound:
         return Outbound(self.text("common.unavailable", inbound.language))

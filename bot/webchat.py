@@ -17,6 +17,7 @@ so an open tab holds no Redis connection while it waits.
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import re
 from importlib import resources
@@ -28,6 +29,7 @@ from backend.core.conversation import MAX_TEXT_CHARS, Effect, Inbound, IssueRece
 from backend.core.errors import HotlineError
 from backend.core.pseudonyms import Pseudonymizer, Purpose
 from backend.flows.channels import BUTTON_LABEL_LIMITS
+from bot import chat_languages
 from bot.channel import Capabilities, fit
 from bot.live import HeldLines
 from bot.runtime import ConversationRuntime
@@ -114,9 +116,15 @@ async def _json_body(request: web.Request) -> Any:
         raise BadTurnError("body must be JSON") from None
 
 
-async def page(_request: web.Request) -> web.Response:
-    response = web.Response(body=_static("index.html"), content_type="text/html", charset="utf-8")
-    return response
+async def page(request: web.Request) -> web.Response:
+    """The chat page, offering every language with complete safety texts, the browser's own
+    preferred one chosen (each named in itself, so a victim finds theirs)."""
+    offered = request.app[runtime_key].offered_languages()
+    chosen = chat_languages.preferred(request.headers.get("Accept-Language", ""), offered)
+    body = _static("index.html").decode()
+    body = body.replace('<html lang="ko">', f'<html lang="{html.escape(chosen)}">', 1)
+    body = body.replace("<!-- languages -->", chat_languages.options(offered, chosen), 1)
+    return web.Response(text=body, content_type="text/html", charset="utf-8")
 
 
 async def static(request: web.Request) -> web.Response:

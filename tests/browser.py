@@ -17,7 +17,7 @@ from pathlib import Path
 from playwright.async_api import Browser, Page, async_playwright
 
 from backend import totp
-from tests.conftest import FAST_KDF_ENV, FIRST_START_ENV, ROOMY_LIMITS_ENV
+from tests.conftest import ENGLISH_CONSOLE_ENV, FAST_KDF_ENV, FIRST_START_ENV, ROOMY_LIMITS_ENV
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -48,7 +48,15 @@ def up_env(tmp_path: Path, extra: dict[str, str] | None = None) -> dict[str, str
         port = sock.getsockname()[1]
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
     fixed = {"HOTLINE_DATA_DIR": str(tmp_path / "data"), "HOTLINE_HTTP_PORT": str(port)}
-    return clean | FAST_KDF_ENV | FIRST_START_ENV | ROOMY_LIMITS_ENV | fixed | (extra or {})
+    return (
+        clean
+        | FAST_KDF_ENV
+        | ENGLISH_CONSOLE_ENV
+        | FIRST_START_ENV
+        | ROOMY_LIMITS_ENV
+        | fixed
+        | (extra or {})
+    )
 
 
 async def replace_one_time_password(page: Page, base: str, one_time: str, password: str) -> None:

@@ -77,6 +77,10 @@ ROOMY_LIMITS_ENV = {
     "HOTLINE_LIMIT_NEW_CONVERSATIONS_PER_ADDRESS": "10000/minute",
 }
 
+# The console speaks Korean unless a counselor chooses otherwise; the tests that read its English
+# texts choose English as the centre's language (the Korean console has tests of its own).
+ENGLISH_CONSOLE_ENV = {"HOTLINE_CONSOLE_LANGUAGE": "en"}
+
 
 @dataclass(frozen=True)
 class Pair:
@@ -164,6 +168,7 @@ async def start_hotline(
             "HOTLINE_DATABASE_URL": pair.database_url,
             "HOTLINE_REDIS_URL": pair.redis_url,
             **FAST_KDF_ENV,
+            **ENGLISH_CONSOLE_ENV,
             **FIRST_START_ENV,
             **ROOMY_LIMITS_ENV,
             **extra_env,

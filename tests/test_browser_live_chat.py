@@ -93,7 +93,7 @@ async def test_a_live_chat_both_ways_between_a_web_chat_page_and_the_console(
     problems: list[str] = []
 
     # Tab 1: the victim, in English, asks for a counselor the way the menu offers it.
-    victim = await (await browser.new_context()).new_page()
+    victim = await (await browser.new_context(locale="ko-KR")).new_page()
     _watch(victim, problems)
     await victim.goto(base + "/chat")
     await victim.get_by_role("button", name=KO["common.agree"]).wait_for()

@@ -42,7 +42,7 @@ async def _administrator(page: Page, up: Up) -> None:
 
 
 async def _victim_at_category(browser: Browser, base: str) -> Page:
-    page = await (await browser.new_context()).new_page()
+    page = await (await browser.new_context(locale="ko-KR")).new_page()
     await page.goto(base + "/chat")
     await page.get_by_role("button", name=KO["common.agree"]).click()
     await page.get_by_role("button", name=KO["category.filming"]).wait_for()

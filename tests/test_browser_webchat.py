@@ -40,7 +40,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 async def _open_chat(browser: Browser, base: str) -> Page:
-    page = await browser.new_page()
+    page = await browser.new_page(locale="ko-KR")
     await page.goto(base + "/chat")
     await page.get_by_role("button", name=KO["common.agree"]).wait_for()
     return page
@@ -125,7 +125,7 @@ async def test_a_whole_report_on_a_phone_with_the_receipt_copied(
     try:
         await up.wait_ready()
         context = await browser.new_context(
-            viewport=PHONE, permissions=["clipboard-read", "clipboard-write"]
+            viewport=PHONE, locale="ko-KR", permissions=["clipboard-read", "clipboard-write"]
         )
         requested: list[str] = []
 
@@ -221,7 +221,7 @@ async def test_the_exit_button_stays_on_screen_in_a_long_conversation(
     up = Up(env, tmp_path / "hotline.log")
     try:
         await up.wait_ready()
-        page = await browser.new_page(viewport=WIDE_PHONE)
+        page = await browser.new_page(viewport=WIDE_PHONE, locale="ko-KR")
         await page.goto(up.base + "/chat")
         await page.get_by_role("button", name=KO["common.agree"]).wait_for()
         box = page.locator("#message")

@@ -10,7 +10,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
 from backend import totp
-from backend.console.access import ROLE_RANK, Access, access_of, guard, sessions_key
+from backend.console.access import (
+    ROLE_RANK,
+    Access,
+    access_of,
+    default_language_key,
+    guard,
+    sessions_key,
+)
 from backend.console.app_keys import counselors_key
 from backend.console.sessions import COOKIE_NAME, ConsoleSession, ConsoleSessionStore
 from backend.models import Role
@@ -161,6 +168,7 @@ async def test_a_higher_role_may_do_what_a_lower_one_may(redis: Redis) -> None:
     store = ConsoleSessionStore(redis)
     app = web.Application()
     app[sessions_key] = store
+    app[default_language_key] = "en"
     app.router.add_get("/api/supervise", guard(Access.SUPERVISOR, ok))
     app.router.add_get("/console/administer", guard(Access.ADMINISTRATOR, ok))
     two_factor = b"s" * 20  # signed in with a second factor, as administrators' routes need

@@ -455,3 +455,23 @@ async def test_closing_a_case_ends_its_chat_for_the_victim(hotline: RunningHotli
         EventKind.ENDED,
         Sender.COUNSELOR,
     )
+
+
+async def test_a_victims_self_harm_words_flag_the_line(hotline: RunningHotline) -> None:
+    alice, handoff = await _desk(hotline)
+    chat = LiveChat(hotline.client.app[redis_key])
+    centre = await _centre_public(hotline)
+    for text in ("I want to die", "정말 죽고 싶어요", "thank you"):
+        await chat.from_victim(handoff.case_id, new_line(Sender.VICTIM, text), centre)
+    await chat.from_counselor(
+        handoff.case_id,
+        new_line(Sender.COUNSELOR, "suicide prevention line: 109"),
+        centre,
+        handoff.reply.public_key(),
+    )
+    ws = await _connect(hotline, alice, handoff.case_id)
+    history = await _until_caught_up(ws)
+    # The console page raises its alert on the flag (static/alerts.js); a counselor's own
+    # words are never flagged.
+    assert [m.get("flags") for m in history] == [["self_harm"], ["self_harm"], [], None]
+    await ws.close()

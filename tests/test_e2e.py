@@ -23,7 +23,14 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import FAST_KDF_ENV, FIRST_START_ENV, ROOMY_LIMITS_ENV, Pair, first_start_secret
+from tests.conftest import (
+    ENGLISH_CONSOLE_ENV,
+    FAST_KDF_ENV,
+    FIRST_START_ENV,
+    ROOMY_LIMITS_ENV,
+    Pair,
+    first_start_secret,
+)
 from tests.fake_telegram import FakeTelegram
 from tests.telegram_support import CANARY_TEXT, say
 from tests.telegram_support import DETAILS as TELEGRAM_DETAILS
@@ -88,6 +95,7 @@ async def up_env(
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
     env |= (
         FAST_KDF_ENV
+        | ENGLISH_CONSOLE_ENV
         | FIRST_START_ENV
         | ROOMY_LIMITS_ENV
         | {"HOTLINE_DATA_DIR": str(tmp_path / "data"), "HOTLINE_HTTP_PORT": "0"}

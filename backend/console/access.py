@@ -16,12 +16,16 @@ from typing import Final
 
 from aiohttp import web
 
+from backend.console import i18n
+from backend.console.i18n import gettext as _
 from backend.console.sessions import COOKIE_NAME, ConsoleSession, ConsoleSessionStore
 from backend.models import Role
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 sessions_key = web.AppKey("console_sessions", ConsoleSessionStore)
+# The centre's language for a counselor who has not chosen one (HOTLINE_CONSOLE_LANGUAGE).
+default_language_key = web.AppKey("console_default_language", str)
 SESSION = web.RequestKey("console_session", ConsoleSession)
 ACCESS_ATTRIBUTE: Final = "hotline_access"
 
@@ -47,10 +51,10 @@ def _is_api(request: web.Request) -> bool:
 
 def _refuse(request: web.Request, status: type[web.HTTPException], page: str) -> web.HTTPException:
     if _is_api(request):
-        reason = {401: "sign in first", 403: "your role may not do this"}[status.status_code]
+        reason = {401: _("sign in first"), 403: _("your role may not do this")}[status.status_code]
         return status(text=json.dumps({"error": reason}), content_type="application/json")
     if status is web.HTTPForbidden:
-        return status(text="Your role may not open this page.")
+        return status(text=_("Your role may not open this page."))
     return web.HTTPSeeOther(page)
 
 
@@ -75,6 +79,12 @@ def current_session(request: web.Request) -> ConsoleSession:
 def guard(access: Access, handler: Handler) -> Handler:
     @functools.wraps(handler)
     async def guarded(request: web.Request) -> web.StreamResponse:
+        default = request.app.get(default_language_key, i18n.DEFAULT_LANGUAGE)
+        language = i18n.chosen(request.cookies.get(i18n.COOKIE_NAME), default)
+        with i18n.speaking(language, request.path_qs):
+            return await _checked(request)
+
+    async def _checked(request: web.Request) -> web.StreamResponse:
         if access is not Access.PUBLIC:
             session = await request.app[sessions_key].load(request.cookies.get(COOKIE_NAME))
             if session is None:

@@ -17,6 +17,7 @@ from backend.accounts import AccountAdmin, AccountError
 from backend.console import app_keys
 from backend.console.access import Access, current_session, guard, sessions_key
 from backend.console.forms import read_form, render
+from backend.console.i18n import gettext as _
 from backend.console.sessions import ConsoleSession
 from backend.core import waiting_line
 from backend.models import Role
@@ -36,7 +37,7 @@ def _target(request: web.Request) -> int:
     try:
         return int(request.match_info["counselor_id"])
     except ValueError:
-        raise web.HTTPNotFound(text="no such account") from None
+        raise web.HTTPNotFound(text=_("no such account")) from None
 
 
 async def _page(
@@ -81,7 +82,7 @@ async def add_account(request: web.Request) -> web.Response:
     form = await read_form(request, session)
     role = form.get("role", "")
     if role not in ROLES:
-        return await _page(request, status=400, error="choose a role")
+        return await _page(request, status=400, error=_("choose a role"))
     try:
         account, password = await request.app[accounts_key].add(
             form.get("username", ""), Role(role), session.private_keys, _actor(session)
@@ -97,7 +98,7 @@ async def change_role(request: web.Request) -> web.Response:
     form = await read_form(request, session)
     target, role = _target(request), form.get("role", "")
     if role not in ROLES:
-        return await _page(request, status=400, error="choose a role")
+        return await _page(request, status=400, error=_("choose a role"))
     try:
         await request.app[accounts_key].change_role(target, Role(role), _actor(session))
     except AccountError as exc:

@@ -7,28 +7,36 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from backend.console.i18n import gettext as _
 from backend.core.live_chat import REPLY_KEY_ANSWER
 
 HIDDEN = frozenset({REPLY_KEY_ANSWER})
 
+
+def N_(message: str) -> str:
+    """gettext's marker: extracted into the catalog now, translated when shown."""
+    return message
+
+
 LABELS = {
-    "flags": "Signs noticed",
-    "request": "Request",
-    "addition": "Added later",
-    "replies_shown": "Replies shown to the victim",
+    "flags": N_("Signs noticed"),
+    "request": N_("Request"),
+    "addition": N_("Added later"),
+    "replies_shown": N_("Replies shown to the victim"),
 }
 
 # The triage and engine flags (flows/triage.yaml, backend/flows/engine.py).
 FLAG_WORDS = {
-    "handoff": "asked for a counselor",
-    "self_harm": "spoke of self-harm",
-    "threat": "is being threatened",
-    "minor": "may be a minor",
+    "handoff": N_("asked for a counselor"),
+    "self_harm": N_("spoke of self-harm"),
+    "threat": N_("is being threatened"),
+    "minor": N_("may be a minor"),
 }
 
 
 def label(name: str) -> str:
-    return LABELS.get(name) or name.replace("_", " ").strip().capitalize()
+    known = LABELS.get(name)
+    return _(known) if known else name.replace("_", " ").strip().capitalize()
 
 
 def words(value: Any, *, flags: bool = False) -> str:
@@ -36,12 +44,13 @@ def words(value: Any, *, flags: bool = False) -> str:
     if value is None or value in ("", [], {}):
         return "—"
     if isinstance(value, bool):
-        return "yes" if value else "no"
+        return _("yes") if value else _("no")
     if isinstance(value, Mapping):
         return "; ".join(f"{label(str(k))}: {words(v)}" for k, v in value.items())
     if isinstance(value, list | tuple):
         return ", ".join(
-            FLAG_WORDS.get(str(item), str(item)) if flags else words(item) for item in value
+            _(FLAG_WORDS[str(item)]) if flags and str(item) in FLAG_WORDS else words(item)
+            for item in value
         )
     return str(value)
 

@@ -18,6 +18,7 @@ from backend.cases import envelope_of
 from backend.console import app_keys
 from backend.console.access import Access, current_session, guard
 from backend.console.forms import read_form, render
+from backend.console.i18n import gettext as _
 from backend.core import redis_keys
 from backend.core.errors import SealingError
 from backend.core.sealing import open_envelope
@@ -33,10 +34,11 @@ def _hours(raw: str) -> int:
     try:
         hours = int(raw or redis_keys.BLOCK_DEFAULT_HOURS)
     except ValueError:
-        raise web.HTTPBadRequest(text="the expiry is a whole number of hours") from None
+        raise web.HTTPBadRequest(text=_("the expiry is a whole number of hours")) from None
     if not 1 <= hours <= redis_keys.BLOCK_MAX_HOURS:
         raise web.HTTPBadRequest(
-            text=f"a block lasts 1 to {redis_keys.BLOCK_MAX_HOURS} hours; it always ends"
+            text=_("a block lasts 1 to %(max)s hours; it always ends")
+            % {"max": redis_keys.BLOCK_MAX_HOURS}
         )
     return hours
 
@@ -46,20 +48,22 @@ async def block_sender(request: web.Request) -> web.Response:
     form = await read_form(request, session)
     reason = form.get("reason", "").strip()
     if not reason or len(reason) > MAX_REASON_CHARS:
-        raise web.HTTPBadRequest(text=f"give a reason of at most {MAX_REASON_CHARS} characters")
+        raise web.HTTPBadRequest(
+            text=_("give a reason of at most %(n)s characters") % {"n": MAX_REASON_CHARS}
+        )
     hours = _hours(form.get("hours", ""))
     cases = request.app[app_keys.cases_key]
     case = await cases.get(request.match_info["case_id"])
     private_key = session.private_keys.get(case.key_id)
     if private_key is None:
-        raise web.HTTPForbidden(text="This case cannot be opened with your keys.")
+        raise web.HTTPForbidden(text=_("This case cannot be opened with your keys."))
     try:
         body = json.loads(open_envelope(envelope_of(case), private_key))
     except (SealingError, ValueError):
-        raise web.HTTPForbidden(text="This case cannot be opened with your keys.") from None
+        raise web.HTTPForbidden(text=_("This case cannot be opened with your keys.")) from None
     blocking = body.get("blocking") if isinstance(body, dict) else None
     if not isinstance(blocking, str) or not blocking:
-        raise web.HTTPBadRequest(text="This case's report does not name a sender to block.")
+        raise web.HTTPBadRequest(text=_("This case's report does not name a sender to block."))
     actor = f"counselor:{session.counselor_id}"
     await cases.record(actor, AuditAction.UNSEAL, case.id)
     block = await request.app[blocks_key].block(blocking, case.id, reason, actor, hours)

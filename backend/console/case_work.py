@@ -24,6 +24,7 @@ from backend.cases import envelope_of
 from backend.console import app_keys, forms
 from backend.console.access import Access, current_session, guard, holder_rule
 from backend.console.forms import is_api, json_error, read_form, read_json, refusal
+from backend.console.i18n import gettext as _
 from backend.console.published_bundle import bundle_key
 from backend.console.sessions import ConsoleSession
 from backend.core import replies, waiting_line
@@ -89,7 +90,7 @@ def _key(request: web.Request, session: ConsoleSession, case: Case) -> CaseKey:
         return case_key(case, session.private_keys)
     except (SealingError, CaseNotFoundError):
         raise refusal(
-            request, web.HTTPForbidden, "this case cannot be opened with your keys"
+            request, web.HTTPForbidden, _("this case cannot be opened with your keys")
         ) from None
 
 
@@ -213,7 +214,7 @@ async def api_case_work(request: web.Request) -> web.Response:
     case = await _case(request)
     answers = _open_answers(case, session)
     if answers is None:
-        raise json_error(web.HTTPForbidden, "this case cannot be opened with your keys")
+        raise json_error(web.HTTPForbidden, _("this case cannot be opened with your keys"))
     await request.app[app_keys.cases_key].record(
         f"counselor:{session.counselor_id}", AuditAction.UNSEAL, case.id
     )
@@ -252,7 +253,7 @@ async def add_referral(request: web.Request) -> web.StreamResponse:
     case = await _case(request)
     consent = data.get("consent", "")
     if consent not in ("yes", "no", "true", "false"):
-        raise refusal(request, web.HTTPBadRequest, "consent must be yes or no")
+        raise refusal(request, web.HTTPBadRequest, _("consent must be yes or no"))
     services = frozenset(r.id for r in request.app[bundle_key].services.resources)
     referral_id = await request.app[work_key].add_referral(
         _key(request, session, case),
@@ -279,7 +280,7 @@ async def add_reply(request: web.Request) -> web.StreamResponse:
         raise refusal(
             request,
             web.HTTPConflict,
-            "this victim has no receipt code: a reply could not reach them",
+            _("this victim has no receipt code: a reply could not reach them"),
         )
     sealed = await request.app[work_key].add_reply(
         _key(request, session, target), session.counselor_id, data.get("text", ""), victim_key
@@ -306,10 +307,15 @@ async def close_case(request: web.Request) -> web.StreamResponse:
         )
     except (ValueError, OutcomeRequiredError):
         raise refusal(
-            request, web.HTTPBadRequest, "choose an outcome: " + ", ".join(o.value for o in Outcome)
+            request,
+            web.HTTPBadRequest,
+            _("choose an outcome: %(outcomes)s")
+            % {"outcomes": ", ".join(o.value for o in Outcome)},
         ) from None
     except CaseTransitionError:
-        raise refusal(request, web.HTTPConflict, "the case cannot be closed now; reload") from None
+        raise refusal(
+            request, web.HTTPConflict, _("the case cannot be closed now; reload")
+        ) from None
     redis = request.app[redis_key]
     await waiting_line.forget(redis, case_id)
     # A chat still on ends with the case: the victim is told, and stops writing into a void.
@@ -342,7 +348,7 @@ async def _takedown(request: web.Request) -> tuple[ConsoleSession, Case, CaseKey
     try:
         row = await request.app[takedowns_key].get(request.match_info["takedown_id"])
     except CaseWorkError:
-        raise refusal(request, web.HTTPNotFound, "no such takedown request") from None
+        raise refusal(request, web.HTTPNotFound, _("no such takedown request")) from None
     case = await _case(request, row.case_id)
     key = _key(request, session, case)
     return session, case, key, TakedownStore.open(key, row)

@@ -29,6 +29,7 @@ from backend.console import app_keys
 from backend.console.access import ROLE_RANK, Access, current_session, guard
 from backend.console.case_work import open_body
 from backend.console.forms import refusal
+from backend.console.i18n import gettext as _
 from backend.console.sessions import ConsoleSession
 from backend.core.errors import CaseNotFoundError, SealingError
 from backend.core.evidence_records import VIEWABLE_MIME, manifest, records_of, sealed_file
@@ -46,10 +47,10 @@ async def _own_case(request: web.Request, session: ConsoleSession) -> Case:
     try:
         case = await request.app[app_keys.cases_key].get(request.match_info["case_id"])
     except CaseNotFoundError:
-        raise refusal(request, web.HTTPNotFound, "no such case") from None
+        raise refusal(request, web.HTTPNotFound, _("no such case")) from None
     supervisor = ROLE_RANK.get(session.role, 0) >= ROLE_RANK[Role.SUPERVISOR.value]
     if not supervisor and case.claimed_by != session.counselor_id:
-        raise refusal(request, web.HTTPForbidden, "this case is not yours: claim it first")
+        raise refusal(request, web.HTTPForbidden, _("this case is not yours: claim it first"))
     return case
 
 
@@ -60,14 +61,14 @@ async def screenshot(request: web.Request) -> web.Response:
     try:
         index = int(request.match_info["index"])
     except ValueError:
-        raise refusal(request, web.HTTPNotFound, "no such file") from None
+        raise refusal(request, web.HTTPNotFound, _("no such file")) from None
     body = open_body(case, session)
     if body is None:
-        raise refusal(request, web.HTTPForbidden, "this case cannot be opened with your keys")
+        raise refusal(request, web.HTTPForbidden, _("this case cannot be opened with your keys"))
     record = next((r for r in records_of(body) if r.sealed_index == index), None)
     sealed = sealed_file(body, index)
     if record is None or sealed is None:
-        raise refusal(request, web.HTTPNotFound, "no such file")
+        raise refusal(request, web.HTTPNotFound, _("no such file"))
     try:
         envelope = Envelope.from_bytes(sealed)
         key = session.private_keys.get(envelope.header.key_id)
@@ -75,7 +76,7 @@ async def screenshot(request: web.Request) -> web.Response:
             raise SealingError("no key for this file")
         data = open_envelope(envelope, key)
     except SealingError:
-        raise refusal(request, web.HTTPForbidden, "this file cannot be opened") from None
+        raise refusal(request, web.HTTPForbidden, _("this file cannot be opened")) from None
     await request.app[app_keys.cases_key].record(
         f"counselor:{session.counselor_id}", AuditAction.UNSEAL, case.id, f"evidence:{index}"
     )
@@ -117,7 +118,7 @@ async def export(request: web.Request) -> web.Response:
     case = await _own_case(request, session)
     body = open_body(case, session)
     if body is None:
-        raise refusal(request, web.HTTPForbidden, "this case cannot be opened with your keys")
+        raise refusal(request, web.HTTPForbidden, _("this case cannot be opened with your keys"))
     engine = request.app[engine_key]
     document, digest = manifest(
         case.id, records_of(body), await _links(engine, case.id), datetime.now(UTC)

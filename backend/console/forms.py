@@ -22,6 +22,8 @@ from zoneinfo import ZoneInfo
 import jinja2
 from aiohttp import web
 
+from backend.console import i18n
+from backend.console.i18n import gettext as _
 from backend.console.sessions import ConsoleSession
 from backend.web import refused
 
@@ -34,6 +36,17 @@ _templates = jinja2.Environment(
     loader=jinja2.PackageLoader("backend.console", "templates"),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
+    extensions=["jinja2.ext.i18n"],
+)
+# Newstyle gettext: `_("... %(n)s", n=x)` escapes `x` like any other expression.
+_templates.install_gettext_callables(  # type: ignore[attr-defined]  # added by jinja2.ext.i18n
+    i18n.gettext, i18n.ngettext, newstyle=True
+)
+_templates.globals.update(
+    current_language=i18n.current,
+    current_page=i18n.current_page,
+    language_names=i18n.LANGUAGE_NAMES,
+    script_messages=i18n.script_messages,
 )
 
 
@@ -101,7 +114,7 @@ async def read_form(request: web.Request, session: ConsoleSession | None) -> dic
     check_origin(request)
     form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
     if session is not None and not hmac.compare_digest(form.get("csrf", ""), session.csrf_token):
-        raise web.HTTPForbidden(text="the form has expired; reload the page")
+        raise web.HTTPForbidden(text=_("the form has expired; reload the page"))
     return form
 
 
@@ -118,7 +131,9 @@ def check_json_post(request: web.Request, session: ConsoleSession) -> None:
     given = request.headers.get(CSRF_HEADER, "").encode()
     if not hmac.compare_digest(given, session.csrf_token.encode()):
         raise refusal(
-            request, web.HTTPForbidden, f"the {CSRF_HEADER} header is missing or stale; reload"
+            request,
+            web.HTTPForbidden,
+            _("the %(header)s header is missing or stale; reload") % {"header": CSRF_HEADER},
         )
 
 
@@ -128,9 +143,9 @@ async def read_json(request: web.Request, session: ConsoleSession) -> dict[str, 
     try:
         body = await request.json()
     except ValueError:
-        raise json_error(web.HTTPBadRequest, "body must be JSON") from None
+        raise json_error(web.HTTPBadRequest, _("body must be JSON")) from None
     if not isinstance(body, dict):
-        raise json_error(web.HTTPBadRequest, "body must be a JSON object")
+        raise json_error(web.HTTPBadRequest, _("body must be a JSON object"))
     return body
 
 

@@ -51,6 +51,7 @@ from backend.console.access import (
 from backend.console.canned_responses import CannedResponse, in_order_for, load, shipped
 from backend.console.forms import check_json_post, check_upgrade_origin, read_json, refusal
 from backend.console.hub import Subscription, TranscriptHub, stream_id
+from backend.console.i18n import gettext as _
 from backend.console.published_bundle import ConsoleBundle, bundle_key
 from backend.console.sessions import COOKIE_NAME, ConsoleSession
 from backend.core import redis_keys
@@ -66,6 +67,7 @@ from backend.core.live_chat import (
 )
 from backend.core.sealing import open_envelope
 from backend.flows.resources import Directory
+from backend.flows.triage import Triage
 from backend.keyring import KeyRing
 from backend.models import Case, CaseStatus, Role
 from backend.web import engine_key, redis_key
@@ -76,6 +78,9 @@ hub_key = web.AppKey("console_transcript_hub", TranscriptHub)
 _cases_key = web.AppKey("console_live_cases", CaseStore)
 _keyring_key = web.AppKey("console_live_keyring", KeyRing)
 _chat_key = web.AppKey("console_live_chat", LiveChat)
+# The flows' risk triage, read again on each victim line of a live chat: the counselor's page
+# raises an alert on a self-harm flag (static/alerts.js). Only the flag names travel.
+_triage_key = web.AppKey("console_live_triage", Triage)
 _sockets_key: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey(
     "console_live_sockets"
 )
@@ -97,7 +102,7 @@ def _may_hold(session: ConsoleSession, case: Case) -> bool:
 async def _held_case(request: web.Request, session: ConsoleSession) -> Case:
     case = await request.app[_cases_key].get(request.match_info["case_id"])
     if not _may_hold(session, case):
-        raise refusal(request, web.HTTPForbidden, "this case is not yours: claim it first")
+        raise refusal(request, web.HTTPForbidden, _("this case is not yours: claim it first"))
     return case
 
 
@@ -118,6 +123,7 @@ def _message(
     entry_id: str,
     fields: dict[bytes, bytes],
     private_keys: Mapping[str, X25519PrivateKey],
+    triage: Triage,
 ) -> str:
     try:
         entry = transcript_entry(case_id, entry_id, fields, private_keys)
@@ -134,6 +140,8 @@ def _message(
             "text": line.text,
             "at": line.at,
         }
+        if line.sender is Sender.VICTIM:
+            data["flags"] = sorted({rule.flag for rule in triage.scan(line.text)})
     else:
         assert entry.event is not None  # noqa: S101 - a transcript entry is a line or an event
         event = entry.event
@@ -183,11 +191,11 @@ async def live_socket(request: web.Request) -> web.StreamResponse:
     check_upgrade_origin(request)
     after = request.query.get("after", "0-0")
     if not _ENTRY_ID.fullmatch(after):
-        raise web.HTTPBadRequest(text="after: not a transcript entry id")
+        raise web.HTTPBadRequest(text=_("after: not a transcript entry id"))
     case = await _held_case(request, session)
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S)
     if not ws.can_prepare(request).ok:
-        raise web.HTTPBadRequest(text="a WebSocket upgrade is expected here")
+        raise web.HTTPBadRequest(text=_("a WebSocket upgrade is expected here"))
     await ws.prepare(request)
     request.app[_sockets_key].add(ws)
     hub = request.app[hub_key]
@@ -235,8 +243,11 @@ async def _stream(
     history = dict(await transcript_archive.archived(request.app[engine_key], case_id, after))
     history.update((raw_id.decode(), fields) for raw_id, fields in buffered)
     sent = after
+    triage = request.app[_triage_key]
     for entry_id in sorted(history, key=stream_id):
-        await ws.send_str(_message(case_id, entry_id, history[entry_id], session.private_keys))
+        await ws.send_str(
+            _message(case_id, entry_id, history[entry_id], session.private_keys, triage)
+        )
         sent = entry_id
     await ws.send_str(json.dumps({"type": "caught_up"}))
     log.info("counselor %d watches the live chat of case %s", session.counselor_id, case_id)
@@ -244,7 +255,7 @@ async def _stream(
         entry_id, fields = item
         if stream_id(entry_id) <= stream_id(sent):
             continue
-        await ws.send_str(_message(case_id, entry_id, fields, session.private_keys))
+        await ws.send_str(_message(case_id, entry_id, fields, session.private_keys, triage))
         sent = entry_id
     if not ws.closed:
         await ws.close(
@@ -258,29 +269,31 @@ async def send_line(request: web.Request) -> web.Response:
     body = await read_json(request, session)
     text = body.get("text")
     if not isinstance(text, str):
-        raise refusal(request, web.HTTPBadRequest, "text: a string is expected")
+        raise refusal(request, web.HTTPBadRequest, _("text: a string is expected"))
     try:
         line = new_line(Sender.COUNSELOR, text)
     except ValueError as exc:
-        raise refusal(request, web.HTTPBadRequest, f"text: {exc}") from None
+        raise refusal(
+            request, web.HTTPBadRequest, _("text: %(reason)s") % {"reason": exc}
+        ) from None
     case = await _held_case(request, session)
     reply_key = reply_key_of(_answers(case, session.private_keys))
     if reply_key is None:
         raise refusal(
             request,
             web.HTTPConflict,
-            "this case carries no reply key: the victim's app cannot receive messages",
+            _("this case carries no reply key: the victim's app cannot receive messages"),
         )
     chat = request.app[_chat_key]
     presence = await chat.presence(case.id)
     if case.status != CaseStatus.ACTIVE.value or presence is None:
-        raise refusal(request, web.HTTPConflict, "start the chat first")
+        raise refusal(request, web.HTTPConflict, _("start the chat first"))
     if presence.kind is not EventKind.JOINED:
-        who = "the victim left" if presence.by is Sender.VICTIM else "you ended it"
-        raise refusal(request, web.HTTPConflict, f"the chat is over ({who})")
+        who = _("the victim left") if presence.by is Sender.VICTIM else _("you ended it")
+        raise refusal(request, web.HTTPConflict, _("the chat is over (%(who)s)") % {"who": who})
     centre = await request.app[_keyring_key].active()
     if centre is None:  # pragma: no cover - the node does not start without a centre key
-        raise refusal(request, web.HTTPServiceUnavailable, "no centre key")
+        raise refusal(request, web.HTTPServiceUnavailable, _("no centre key"))
     entry_id = await chat.from_counselor(case.id, line, centre.public_key, reply_key)
     log.info("counselor %d sent a line in case %s", session.counselor_id, case.id)
     return web.json_response({"entry_id": entry_id, "line_id": line.id})
@@ -301,15 +314,15 @@ async def start_chat(request: web.Request) -> web.Response:
             )
         except CaseTransitionError:
             raise refusal(
-                request, web.HTTPConflict, "the case's status changed meanwhile; reload the page"
+                request, web.HTTPConflict, _("the case's status changed meanwhile; reload the page")
             ) from None
     elif case.status != CaseStatus.ACTIVE.value:
-        raise refusal(request, web.HTTPConflict, "claim the case first")
+        raise refusal(request, web.HTTPConflict, _("claim the case first"))
     chat = request.app[_chat_key]
     presence = await chat.presence(case.id)
     if presence is not None and presence.kind is EventKind.ENDED and presence.by is Sender.VICTIM:
         # They left, maybe with a quick exit because someone was watching: do not call them back.
-        raise refusal(request, web.HTTPConflict, "the victim left this chat")
+        raise refusal(request, web.HTTPConflict, _("the victim left this chat"))
     if presence is None or presence.kind is not EventKind.JOINED:
         await chat.notify_victim(case.id, OutboxKind.JOINED, Sender.COUNSELOR)
         log.info("counselor %d started the live chat of case %s", session.counselor_id, case.id)
@@ -324,7 +337,7 @@ async def end_chat(request: web.Request) -> web.Response:
     chat = request.app[_chat_key]
     presence = await chat.presence(case.id)
     if presence is None or presence.kind is not EventKind.JOINED:
-        raise refusal(request, web.HTTPConflict, "the chat is not on")
+        raise refusal(request, web.HTTPConflict, _("the chat is not on"))
     await chat.notify_victim(case.id, OutboxKind.ENDED, Sender.COUNSELOR)
     log.info("counselor %d ended the live chat of case %s", session.counselor_id, case.id)
     return web.json_response({"chat": "ended"})
@@ -373,8 +386,10 @@ def add_routes(
     cases: CaseStore,
     keyring: KeyRing,
     canned: Sequence[CannedResponse] | None = None,
+    triage: Triage | None = None,
 ) -> None:
     redis = app[redis_key]
+    app[_triage_key] = triage or Triage()
     app[hub_key] = TranscriptHub(redis)
     app[_cases_key] = cases
     app[_keyring_key] = keyring

@@ -25,9 +25,10 @@ from aiohttp import web
 
 from backend.audit import AuditAction
 from backend.cases import CaseSummary
-from backend.console import app_keys
+from backend.console import app_keys, away, caseload
 from backend.console.access import ROLE_RANK, Access, current_session, guard
 from backend.console.forms import check_json_post, json_error, read_form, render
+from backend.console.i18n import gettext as _
 from backend.console.sessions import ConsoleSession
 from backend.core import redis_keys, waiting_line
 from backend.core.errors import CaseNotFoundError, CaseTransitionError
@@ -126,6 +127,7 @@ async def queue_page(request: web.Request) -> web.Response:
         mine=[_held(c, now) for c in mine],
         on_shift=await shifts.is_on(session.counselor_id),
         on_shift_count=await shifts.count(),
+        away=await away.is_away(request, session.counselor_id),
         supervises=_supervises(session),
         dead_letters=await request.app[app_keys.dead_letters_key](),
         poll_s=QUEUE_POLL_S,
@@ -151,6 +153,7 @@ async def _load(request: web.Request) -> dict[str, Any]:
     now = datetime.now(UTC)
     roster = await request.app[app_keys.counselors_key].roster()
     on_shift = await request.app[shifts_key].on_shift()
+    stepped_away = await away.away_ids(request)
     held: dict[int | None, list[dict[str, Any]]] = {}
     for case in await request.app[app_keys.cases_key].list_held():
         held.setdefault(case.claimed_by, []).append(_held(case, now))
@@ -169,6 +172,7 @@ async def _load(request: web.Request) -> dict[str, Any]:
             "username": c.username,
             "role": c.role,
             "on_shift": c.id in on_shift,
+            "away": c.id in on_shift and c.id in stepped_away,
             "claimed": sum(1 for x in held.get(c.id, []) if x["status"] == "claimed"),
             "active": sum(1 for x in held.get(c.id, []) if x["status"] == "active"),
             "cases": held.get(c.id, []),
@@ -224,6 +228,7 @@ async def _api_checked(request: web.Request) -> ConsoleSession:
 
 
 async def _claim(request: web.Request, session: ConsoleSession, case_id: str) -> None:
+    await caseload.check_room(request, session)
     await request.app[app_keys.cases_key].transition(
         case_id, CaseStatus.CLAIMED, _actor(session), counselor_id=session.counselor_id
     )
@@ -254,7 +259,8 @@ async def _transfer(request: web.Request, session: ConsoleSession, case_id: str,
     try:
         target = roster[int(to)]
     except (KeyError, ValueError):
-        raise web.HTTPBadRequest(text="choose a colleague from the list") from None
+        raise web.HTTPBadRequest(text=_("choose a colleague from the list")) from None
+    await away.check_available(request, target.id, target.username)
     await request.app[app_keys.cases_key].transfer(
         case_id, target.id, _actor(session), holder=_holder(session)
     )
@@ -282,7 +288,7 @@ async def release_form(request: web.Request) -> web.Response:
         await _release(request, session, case_id)
     except CaseTransitionError:
         raise web.HTTPConflict(
-            text="Only a claimed case you hold can go back to the queue; reload the page."
+            text=_("Only a claimed case you hold can go back to the queue; reload the page.")
         ) from None
     raise web.HTTPSeeOther("/console")
 
@@ -293,8 +299,15 @@ async def transfer_page(request: web.Request) -> web.Response:
     case = await request.app[app_keys.cases_key].get(case_id)
     roster = await request.app[app_keys.counselors_key].roster()
     on_shift = await request.app[shifts_key].on_shift()
+    stepped_away = await away.away_ids(request)
     colleagues = [
-        {"id": c.id, "username": c.username, "role": c.role, "on_shift": c.id in on_shift}
+        {
+            "id": c.id,
+            "username": c.username,
+            "role": c.role,
+            "on_shift": c.id in on_shift,
+            "away": c.id in stepped_away,
+        }
         for c in roster
         if c.id != case.claimed_by
     ]
@@ -309,7 +322,7 @@ async def transfer_form(request: web.Request) -> web.Response:
         await _transfer(request, session, case_id, form.get("to", ""))
     except CaseTransitionError:
         raise web.HTTPConflict(
-            text="This case is not yours to transfer, or it changed hands; reload the page."
+            text=_("This case is not yours to transfer, or it changed hands; reload the page.")
         ) from None
     raise web.HTTPSeeOther("/console")
 
@@ -335,7 +348,9 @@ async def api_release(request: web.Request) -> web.Response:
     try:
         await _release(request, session, case_id)
     except CaseTransitionError:
-        raise json_error(web.HTTPConflict, "only a claimed case you hold can be released") from None
+        raise json_error(
+            web.HTTPConflict, _("only a claimed case you hold can be released")
+        ) from None
     return web.json_response({"id": case_id, "status": "queued"})
 
 
@@ -351,10 +366,10 @@ async def api_transfer(request: web.Request) -> web.Response:
     try:
         target = await _transfer(request, session, case_id, to)
     except web.HTTPBadRequest:
-        raise json_error(web.HTTPBadRequest, "choose a colleague by their id") from None
+        raise json_error(web.HTTPBadRequest, _("choose a colleague by their id")) from None
     except CaseTransitionError:
         raise json_error(
-            web.HTTPConflict, "this case is not yours to transfer, or it changed hands"
+            web.HTTPConflict, _("this case is not yours to transfer, or it changed hands")
         ) from None
     return web.json_response({"id": case_id, "claimed_by": target})
 

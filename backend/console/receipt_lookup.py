@@ -27,6 +27,8 @@ from backend.audit import AuditAction
 from backend.console import app_keys
 from backend.console.access import Access, current_session, guard
 from backend.console.forms import read_form, read_json, refusal, render
+from backend.console.i18n import N_
+from backend.console.i18n import gettext as _
 from backend.console.sessions import ConsoleSession
 from backend.core import redis_keys
 from backend.core.errors import ReceiptNotFoundError
@@ -38,9 +40,9 @@ log = logging.getLogger(__name__)
 
 receipts_key = web.AppKey("console_receipts", ReceiptBook)
 
-NOT_A_CODE = "not a receipt code: 16 letters and digits, e.g. K7QX-3M9D-V2TA-8HPE"
-NO_SUCH_CODE = "no case has this code (mistyped, or the case was erased)"
-TOO_MANY = "too many code lookups; wait a few minutes"
+NOT_A_CODE = N_("not a receipt code: 16 letters and digits, e.g. K7QX-3M9D-V2TA-8HPE")
+NO_SUCH_CODE = N_("no case has this code (mistyped, or the case was erased)")
+TOO_MANY = N_("too many code lookups; wait a few minutes")
 
 
 class LookupRefused(Exception):
@@ -93,7 +95,7 @@ async def lookup_form(request: web.Request) -> web.StreamResponse:
             "receipt_lookup.html",
             status=refused.status.status_code,
             session=session,
-            error=refused.reason,
+            error=_(refused.reason),
         )
     raise web.HTTPSeeOther(f"/console/cases/{case_id}")
 
@@ -108,7 +110,7 @@ async def api_lookup(request: web.Request) -> web.Response:
             raise LookupRefused(web.HTTPBadRequest, NOT_A_CODE)
         case_id = await find_case(request, session, code)
     except LookupRefused as refused:
-        raise refusal(request, refused.status, refused.reason) from None
+        raise refusal(request, refused.status, _(refused.reason)) from None
     return web.json_response({"case_id": case_id, "url": f"/console/cases/{case_id}"})
 
 

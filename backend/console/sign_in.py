@@ -20,6 +20,7 @@ from backend.console.app_keys import (
     require_totp_key,
 )
 from backend.console.forms import check_origin, read_form, render
+from backend.console.i18n import gettext as _
 from backend.console.sessions import COOKIE_NAME, PENDING_COOKIE_NAME, ConsoleSession
 from backend.core.errors import AuthenticationError, KeyUnwrapError
 from backend.keyring import counselor_holder
@@ -146,7 +147,7 @@ async def submit_code(request: web.Request) -> web.Response:
         log.warning("console login refused at the code: locked after repeated failures")
         return render("login.html", status=429, error="locked")
     if pending.totp_secret is None:  # pragma: no cover - only two-factor sign-ins wait here
-        raise web.HTTPBadRequest(text="no code is expected")
+        raise web.HTTPBadRequest(text=_("no code is expected"))
     step = totp.matching_step(pending.totp_secret, form.get("code", ""))
     if step is None or not await request.app[counselors_key].use_totp_step(
         pending.counselor_id, step
@@ -177,7 +178,7 @@ async def two_factor_qr(request: web.Request) -> web.Response:
     cached): a third-party QR service would learn the secret."""
     session = await _require(request)
     if session.totp_setup is None:
-        raise web.HTTPNotFound(text="no enrolment is in progress")
+        raise web.HTTPNotFound(text=_("no enrolment is in progress"))
     uri = totp.provisioning_uri(session.totp_setup, session.username)
     out = io.BytesIO()
     segno.make(uri, error="m").save(out, kind="svg", scale=5, border=4, xmldecl=False)
@@ -244,7 +245,7 @@ async def disable_two_factor(request: web.Request) -> web.Response:
     session = await _require(request)
     form = await read_form(request, session)
     if request.app[require_totp_key]:
-        raise web.HTTPForbidden(text="An administrator requires two-factor sign-in.")
+        raise web.HTTPForbidden(text=_("An administrator requires two-factor sign-in."))
     if not await _recheck_password(request, session, form.get("password", "")):
         return _two_factor(request, session, "password", 401)
     await request.app[counselors_key].disable_totp(

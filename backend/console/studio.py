@@ -21,6 +21,7 @@ from aiohttp import web
 
 from backend.console.access import Access, current_session, guard
 from backend.console.forms import read_form, render
+from backend.console.i18n import gettext as _
 from backend.console.sessions import ConsoleSession
 from backend.core.errors import FlowError
 from backend.flow_sandbox import Sandbox
@@ -102,7 +103,7 @@ async def save(request: web.Request) -> web.Response:
     path, text = form.get("file", ""), form.get("text", "").replace("\r\n", "\n")
     files, _is_draft, base = await _working_files(request, session)
     if path not in files and not form.get("new"):
-        raise web.HTTPBadRequest(text="no such file in the bundle")
+        raise web.HTTPBadRequest(text=_("no such file in the bundle"))
     files = {**files, path: text}
     try:
         await request.app[store_key].save_draft(session.counselor_id, files, base)
@@ -230,10 +231,10 @@ async def publish(request: web.Request) -> web.Response:
     form = await read_form(request, session)
     message = form.get("message", "").strip()
     if not message:
-        return await _page(request, status=400, notice="say why, in a message")
+        return await _page(request, status=400, notice=_("say why, in a message"))
     draft = await request.app[store_key].draft(session.counselor_id)
     if draft is None:
-        return await _page(request, status=400, notice="there is no draft to publish")
+        return await _page(request, status=400, notice=_("there is no draft to publish"))
     try:
         published = await request.app[store_key].publish(draft.files, _actor(session), message)
     except PublishRefusedError as exc:
@@ -245,10 +246,11 @@ async def publish(request: web.Request) -> web.Response:
         log.info("counselor %d asked to publish version %d", session.counselor_id, published.number)
         return await _page(
             request,
-            notice=f"Version {published.number} waits for a second administrator's approval.",
+            notice=_("Version %(n)s waits for a second administrator's approval.")
+            % {"n": published.number},
         )
     log.info("counselor %d published flows version %d", session.counselor_id, published.number)
-    return await _page(request, notice=f"Published version {published.number}.")
+    return await _page(request, notice=_("Published version %(n)s.") % {"n": published.number})
 
 
 async def approve(request: web.Request) -> web.Response:
@@ -260,7 +262,9 @@ async def approve(request: web.Request) -> web.Response:
         done = await request.app[store_key].approve(number, _actor(session))
     except (ValueError, FlowError) as exc:
         return await _page(request, status=409, notice=str(exc))
-    return await _page(request, notice=f"Version {done.number} approved and published.")
+    return await _page(
+        request, notice=_("Version %(n)s approved and published.") % {"n": done.number}
+    )
 
 
 async def rollback(request: web.Request) -> web.Response:
@@ -272,7 +276,7 @@ async def rollback(request: web.Request) -> web.Response:
         back = await request.app[store_key].rollback(number, _actor(session))
     except (ValueError, FlowError) as exc:
         return await _page(request, status=409, notice=str(exc))
-    return await _page(request, notice=f"Version {back.number} is published again.")
+    return await _page(request, notice=_("Version %(n)s is published again.") % {"n": back.number})
 
 
 async def diagram(request: web.Request) -> web.Response:

@@ -14,18 +14,32 @@ from backend.cases import CaseStore, envelope_of
 from backend.console import (
     access,
     accounts,
+    alerts,
+    archive,
+    away,
     blocks,
     case_work,
+    caseload,
+    dashboard,
     erasure,
     evidence,
+    i18n,
+    language,
     live,
     openapi,
     queue,
     receipt_lookup,
     sign_in,
     studio,
+    takedown_tracking,
 )
-from backend.console.access import Access, current_session, guard, sessions_key
+from backend.console.access import (
+    Access,
+    current_session,
+    default_language_key,
+    guard,
+    sessions_key,
+)
 from backend.console.answers import readable
 from backend.console.app_keys import (
     DeadLetterCount,
@@ -40,6 +54,7 @@ from backend.console.app_keys import (
 )
 from backend.console.canned_responses import load, shipped
 from backend.console.forms import read_form, render
+from backend.console.i18n import gettext as _
 from backend.console.published_bundle import ConsoleBundle, bundle_key
 from backend.console.sessions import (
     ConsoleSession,
@@ -56,6 +71,7 @@ from backend.core.sealing import open_envelope
 from backend.core.settings import SlaPolicy
 from backend.counselors import CounselorStore
 from backend.flows.resources import Directory
+from backend.flows.triage import Triage
 from backend.keyring import KeyRing
 from backend.login_guard import LoginGuard
 from backend.models import CaseStatus
@@ -111,9 +127,9 @@ async def case_status(request: web.Request) -> web.Response:
     try:
         target = CaseStatus(form.get("to", ""))
     except ValueError:
-        raise web.HTTPBadRequest(text="unknown status") from None
+        raise web.HTTPBadRequest(text=_("unknown status")) from None
     if target not in _SETTABLE:
-        raise web.HTTPBadRequest(text="this status cannot be set from the console")
+        raise web.HTTPBadRequest(text=_("this status cannot be set from the console"))
     try:
         await request.app[cases_key].transition(
             case_id,
@@ -122,10 +138,12 @@ async def case_status(request: web.Request) -> web.Response:
             holder=access.holder_rule(session),
         )
     except OutcomeRequiredError:
-        raise web.HTTPBadRequest(text="close a case with an outcome (the closing form)") from None
+        raise web.HTTPBadRequest(
+            text=_("close a case with an outcome (the closing form)")
+        ) from None
     except CaseTransitionError:
         raise web.HTTPConflict(
-            text="the case's status changed meanwhile (or does not allow this); reload the page"
+            text=_("the case's status changed meanwhile (or does not allow this); reload the page")
         ) from None
     if target is CaseStatus.CLOSED:
         await waiting_line.forget(request.app[redis_key], case_id)
@@ -178,11 +196,16 @@ def add_routes(
     bundle: ConsoleBundle | None = None,
     flows_publish_approval: bool = False,
     time_zone: str = "Asia/Seoul",
+    default_language: str = i18n.DEFAULT_LANGUAGE,
+    triage: Triage | None = None,
+    caseload_cap: int = caseload.DEFAULT_CAP,
 ) -> None:
     """`bundle`: the published flows' resources and canned responses, followed; without it,
     `services` and the shipped canned responses, fixed."""
     app[bundle_key] = bundle or ConsoleBundle(services or Directory(), load(shipped()))
     app[cases_key] = cases
+    app[default_language_key] = default_language
+    app[caseload.caseload_cap_key] = caseload_cap
     app[dead_letters_key] = dead_letters
     app[counselors_key] = counselors
     app[keyring_key] = keyring
@@ -200,11 +223,17 @@ def add_routes(
     for method, path, handler, rule in routes:
         app.router.add_route(method, path, guard(rule, handler))
     sign_in.add_routes(app)
+    language.add_routes(app)
     queue.add_routes(app, sla=sla)
+    dashboard.add_routes(app, sla)
+    archive.add_routes(app)
+    takedown_tracking.add_routes(app)
+    alerts.add_routes(app)
+    away.add_routes(app)
     case_work.add_routes(app)
     evidence.add_routes(app)
     erasure.add_routes(app)
-    live.add_routes(app, cases=cases, keyring=keyring)
+    live.add_routes(app, cases=cases, keyring=keyring, triage=triage)
     receipt_lookup.add_routes(app, receipts)
     accounts.add_routes(app)
     studio.add_routes(app, approval=flows_publish_approval)

@@ -166,6 +166,9 @@ SHIFT_PRESENCE: Final = PREFIX + "shift:presence"
 SHIFT_PRESENCE_TTL_S: Final = 120
 # How often the open console refreshes it: well inside the TTL, so one lost request is harmless.
 SHIFT_HEARTBEAT_S: Final = 30
+# Counselors on shift but away (set of counselor ids): still counted on shift for victims, but
+# taking no new cases (a colleague cannot transfer one to them) until they come back.
+SHIFT_AWAY: Final = PREFIX + "shift:away"
 # Counts of the closing feedback answers (hash: rating -> count); linked to no case.
 FEEDBACK_COUNTS: Final = PREFIX + "feedback:counts"
 # Telegram: each update_id is processed once, across restarts and bot workers (SET NX), and

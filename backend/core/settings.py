@@ -211,6 +211,10 @@ class Settings:
     sla: SlaPolicy = field(default_factory=SlaPolicy)
     # Peers whose Forwarded / X-Forwarded-* headers are believed (backend/forwarded.py).
     trusted_proxies: tuple[Network, ...] = ()
+    # The console's language for a counselor who has not chosen one on their browser.
+    console_language: str = "ko"
+    # Cases (claimed or active) one counselor may hold at once; a claim beyond is refused.
+    caseload_cap: int = 5
     # Whether a server start may create the centre and print its secrets (FIRST_START_*).
     first_start: str = "auto"
     # Long polling: how long this worker's claim on the bot's one poller lasts unrenewed.
@@ -328,6 +332,8 @@ class Settings:
                 warning_percent=_int(env, "HOTLINE_SLA_WARNING_PERCENT", 75, low=1, high=99),
             ),
             trusted_proxies=_trusted_proxies(env.get("HOTLINE_TRUSTED_PROXIES")),
+            console_language=_console_language(env.get("HOTLINE_CONSOLE_LANGUAGE")),
+            caseload_cap=_int(env, "HOTLINE_CASELOAD_CAP", 5, low=1, high=1000),
             first_start=_choice(env, "HOTLINE_FIRST_START", FIRST_START_CHOICES),
             telegram_poll_lease_s=_int(env, "HOTLINE_TELEGRAM_POLL_LEASE_S", 30, low=3, high=600),
             redis_sentinels=_sentinels(env.get("HOTLINE_REDIS_SENTINELS"), redis_url),
@@ -460,6 +466,20 @@ def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int
     if not low <= value <= high:
         raise SettingsError(f"{name}: {value} is outside {low}..{high}")
     return value
+
+
+CONSOLE_LANGUAGES = ("ko", "en")
+
+
+def _console_language(raw: str | None) -> str:
+    """`HOTLINE_CONSOLE_LANGUAGE`: a language the console has a catalog for."""
+    if not raw:
+        return "ko"
+    if raw not in CONSOLE_LANGUAGES:
+        raise SettingsError(
+            f"HOTLINE_CONSOLE_LANGUAGE: {raw!r} is not one of {', '.join(CONSOLE_LANGUAGES)}"
+        )
+    return raw
 
 
 def _sentinels(raw: str | None, redis_url: str | None) -> tuple[tuple[str, int], ...]:

@@ -271,6 +271,10 @@ class Node:
             sla=self.settings.sla,
             receipts=self._receipt_book(engine),
             time_zone=self.settings.time_zone,
+            default_language=self.settings.console_language,
+            # The published flows' triage as of this start (the alerts' self-harm flags).
+            triage=flows.entry().triage,
+            caseload_cap=self.settings.caseload_cap,
         )
         intake = Intake(redis, cases, f"{self.settings.node_name}-intake")
         task = asyncio.create_task(intake.run(), name="intake")

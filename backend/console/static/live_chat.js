@@ -12,6 +12,10 @@
   if (!panel) {
     return;
   }
+  // Translated through the console's catalog, embedded in every page (templates/base.html).
+  const catalog = JSON.parse(document.getElementById("console-messages").textContent || "{}");
+  const _ = (text, values) =>
+    (catalog[text] || text).replace(/%\((\w+)\)s/g, (whole, name) => String(values[name]));
   const caseId = panel.dataset.case;
   const csrf = panel.dataset.csrf;
   const canReply = panel.dataset.canReply === "yes";
@@ -27,17 +31,17 @@
   const alertText = panel.querySelector(".chat-alert");
 
   const DELIVERY = {
-    sent: "sent",
-    delivered: "delivered",
-    held: "waiting for the victim's app",
-    failed: "failed to deliver",
+    sent: _("sent"),
+    delivered: _("delivered"),
+    held: _("waiting for the victim's app"),
+    failed: _("failed to deliver"),
   };
   // Triage flags (flows/triage.yaml): what the victim's words matched; the bot has already
   // given her the safety guidance, and the case's priority has risen.
   const TRIAGE = {
-    self_harm: "Self-harm risk: the victim's words match the self-harm rule. Call 119 with her if she is in danger now.",
-    threat: "Threat in progress: the victim's words match the threat / deadline rule.",
-    minor: "The victim may be a minor.",
+    self_harm: _("Self-harm risk: the victim's words match the self-harm rule. Call 119 with her if she is in danger now."),
+    threat: _("Threat in progress: the victim's words match the threat / deadline rule."),
+    minor: _("The victim may be a minor."),
   };
   const RETRY_FIRST_MS = 500;
   const RETRY_MAX_MS = 15000;
@@ -74,7 +78,7 @@
     item.dataset.lineId = entry.line_id;
     const who = document.createElement("span");
     who.className = "who";
-    who.textContent = entry.sender === "victim" ? "Victim" : "Counselor";
+    who.textContent = entry.sender === "victim" ? _("Victim") : _("Counselor");
     const time = document.createElement("time");
     time.textContent = clock(entry.at);
     const text = document.createElement("div");
@@ -101,7 +105,7 @@
       return;
     }
     if (entry.kind === "triage") {
-      const said = TRIAGE[entry.ref] || `Safety flag: ${entry.ref}`;
+      const said = TRIAGE[entry.ref] || _("Safety flag: %(flag)s", { flag: entry.ref });
       notice(said);
       alertText.textContent = said;
       alertText.hidden = false;
@@ -111,13 +115,13 @@
     if (entry.kind === "joined") {
       chat = "on";
       status = "active";
-      notice("The chat started: the victim is told a counselor joined.");
+      notice(_("The chat started: the victim is told a counselor joined."));
     } else if (entry.kind === "ended" && entry.by === "victim") {
       chat = "left";
-      notice("The victim left the chat.");
+      notice(_("The victim left the chat."));
     } else if (entry.kind === "ended") {
       chat = "ended";
-      notice("The chat was ended.");
+      notice(_("The chat was ended."));
     }
   }
 
@@ -133,10 +137,10 @@
       return;
     }
     const said = {
-      none: "The chat has not started.",
-      on: "The chat is on.",
-      ended: "The chat has ended.",
-      left: "The victim left the chat. They cannot read anything sent now.",
+      none: _("The chat has not started."),
+      on: _("The chat is on."),
+      ended: _("The chat has ended."),
+      left: _("The victim left the chat. They cannot read anything sent now."),
     };
     stateText.textContent = said[chat];
   }
@@ -157,12 +161,19 @@
       return;
     }
     lastId = entry.id;
+    if (entry.type === "line" && (entry.flags || []).includes("self_harm") && window.hotlineAlert) {
+      window.hotlineAlert(
+        "self-harm:" + entry.id,
+        _("Self-harm risk in the live chat of case %(id)s", { id: caseId.slice(0, 8) }),
+        null,
+      );
+    }
     if (entry.type === "line") {
       showLine(entry);
     } else if (entry.type === "event") {
       applyEvent(entry);
     } else if (entry.type === "unreadable") {
-      notice("A message here cannot be opened with your keys.");
+      notice(_("A message here cannot be opened with your keys."));
     }
     refresh();
     list.scrollTop = list.scrollHeight;
@@ -178,12 +189,12 @@
       caughtUp = false;
       refresh();
       if (event.code === NOT_ALLOWED) {
-        stateText.textContent = "You are signed out, or the case is no longer yours. Reload the page.";
+        stateText.textContent = _("You are signed out, or the case is no longer yours. Reload the page.");
         return;
       }
       const delay = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** retries);
       retries += 1;
-      stateText.textContent = "Connection lost. Reconnecting…";
+      stateText.textContent = _("Connection lost. Reconnecting…");
       window.setTimeout(connect, delay / 2 + Math.random() * delay / 2);
     });
   }
@@ -197,10 +208,10 @@
       body: JSON.stringify(body || {}),
     });
     if (!response.ok) {
-      let reason = "The action failed; try again.";
+      let reason = _("The action failed; try again.");
       try {
         reason = (await response.json()).error || reason;
-      } catch (_) {
+      } catch (_error) {
         // not JSON: keep the general reason
       }
       showError(reason);

@@ -8,6 +8,10 @@
   if (!table) {
     return;
   }
+  // Translated through the console's catalog, embedded in every page (templates/base.html).
+  const catalog = JSON.parse(document.getElementById("console-messages").textContent || "{}");
+  const _ = (text, values) =>
+    (catalog[text] || text).replace(/%\((\w+)\)s/g, (whole, name) => String(values[name]));
   const body = table.tBodies[0];
   const note = document.getElementById("queue-note");
   const empty = document.getElementById("queue-empty");
@@ -16,18 +20,18 @@
   let fetchedAt = Date.now();
 
   function minutes(seconds) {
-    return Math.floor(seconds / 60) + " min";
+    return _("%(n)s min", { n: Math.floor(seconds / 60) });
   }
 
   // The same three states as backend/console/queue.py `sla_state`, in words as well as colour.
   function sla(waiting, item) {
     if (waiting >= item.sla_s) {
-      return ["missed", "SLA missed by " + minutes(waiting - item.sla_s)];
+      return ["missed", _("SLA missed by %(time)s", { time: minutes(waiting - item.sla_s) })];
     }
     if (waiting >= item.warning_s) {
-      return ["due", "SLA due soon: " + minutes(item.sla_s - waiting) + " left"];
+      return ["due", _("SLA due soon: %(time)s left", { time: minutes(item.sla_s - waiting) })];
     }
-    return ["ok", "on time: " + minutes(item.sla_s - waiting) + " left"];
+    return ["ok", _("on time: %(time)s left", { time: minutes(item.sla_s - waiting) })];
   }
 
   function cell(row, text, className) {
@@ -51,7 +55,7 @@
       cell(row, String(item.priority));
       cell(row, item.category);
       cell(row, item.language);
-      cell(row, item.channel + (item.unreachable ? " · victim unreachable" : ""));
+      cell(row, item.channel + (item.unreachable ? " · " + _("victim unreachable") : ""));
       cell(row, "", "waiting");
       cell(row, "", "sla");
       return row;
@@ -80,7 +84,7 @@
     try {
       const response = await fetch("/api/queue", { credentials: "same-origin", cache: "no-store" });
       if (response.status === 401) {
-        note.textContent = "You are signed out. Reload the page to sign in again.";
+        note.textContent = _("You are signed out. Reload the page to sign in again.");
         return;
       }
       if (!response.ok) {
@@ -96,7 +100,7 @@
       }
       render();
     } catch (error) {
-      note.textContent = "The queue could not be refreshed; retrying.";
+      note.textContent = _("The queue could not be refreshed; retrying.");
     }
   }
 
@@ -116,7 +120,7 @@
       if (!data.on_shift) {
         shift.dataset.onShift = "false";
         document.getElementById("shift-state").textContent =
-          "Your shift has lapsed while this page was closed or offline. Reload and go on shift again.";
+          _("Your shift has lapsed while this page was closed or offline. Reload and go on shift again.");
       }
     } catch (error) {
       // A lost heartbeat is harmless: the next one comes well inside the presence's expiry.
