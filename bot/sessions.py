@@ -46,7 +46,8 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
 end
 return {0}
 """
-# KEYS: lock, session. ARGV: token, action (save | delete | keep), sealed session, ttl (s).
+# KEYS: lock, session[, once]. ARGV: token, action (save | delete | keep), sealed session,
+# ttl (s)[, once's done value, its ttl (s)].
 # 1 when the lock was still the caller's (and the action done), 0 when it was lost.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -55,6 +56,7 @@ if ARGV[2] == 'save' then
 elseif ARGV[2] == 'delete' then
   redis.call('DEL', KEYS[2])
 end
+if KEYS[3] then redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[6]) end
 redis.call('DEL', KEYS[1])
 return 1
 """
@@ -65,11 +67,16 @@ _LOCK_RETRY_S = 0.02
 @dataclass(frozen=True)
 class Once:
     """A claim taken in the same step as the lock (a Telegram update, `bot.telegram.dedupe`):
-    `key` set to `token` unless it exists, for `lease_s`."""
+    `key` set to `token` unless it exists, for `lease_s`; set to `done` (kept `done_ttl_s`) in
+    the write that ends the hold, since a copy must not step the conversation again. What
+    comes after the step (the replies) no longer holds the claim: a copy arriving meanwhile is
+    refused as done, not as under way elsewhere."""
 
     key: str
     token: bytes
     lease_s: int
+    done: bytes
+    done_ttl_s: int
 
 
 class OnceRefusedError(HotlineError):
@@ -148,7 +155,7 @@ class SessionStore:
         cannot be had within `wait_s`, or was lost before the write.
 
         With `once`, that claim is taken first, in the same round trip; `OnceRefusedError`
-        (and no lock) when it is someone else's.
+        (and no lock) when it is someone else's. The clean exit's write marks it done.
         """
         key = redis_keys.session_key(pseudonym)
         keys = [redis_keys.conversation_lock_key(pseudonym), key]
@@ -175,8 +182,10 @@ class SessionStore:
         except BaseException:
             await self._release(keys[:2], [token, "keep", b"", self._ttl_s])
             raise
-        keys = keys[:2]
-        if not await self._release(keys, [token, held._action, held._sealed, self._ttl_s]):
+        args = [token, held._action, held._sealed, self._ttl_s]
+        if once is not None:
+            args += [once.done, once.done_ttl_s]
+        if not await self._release(keys, args):
             raise LockError("conversation lock lost before the session was written")
 
     async def save(self, pseudonym: Pseudonym, session: Session) -> None:

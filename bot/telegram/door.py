@@ -264,8 +264,9 @@ class TelegramDoor:
         # Acknowledged only once handled: a crash before the 200 makes Telegram deliver the
         # update again (see `bot.telegram.dedupe`). Handled means stepped: Telegram sends one
         # chat's updates one after another, so a 200 held back until the turn's replies went
-        # out at one a second would hold her /exit back as long (issue 12). A redelivery after
-        # the step would only meet the claim its turn took, so nothing is lost by answering.
+        # out at one a second would hold her /exit back as long (issue 12). The step's write
+        # marks the update done, so a redelivery after it, here or at another worker, is
+        # dropped as done and answered 200 even while the replies still go out.
         try:
             held = await self._admit_until_stepped(update) is Outcome.HELD
         except TelegramError as exc:

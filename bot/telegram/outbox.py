@@ -16,7 +16,12 @@ A quick exit jumps every queue (issue 12: /exit waited 10-20 s behind the replie
 victim's earlier clicks, paced at one a second). `abandon` starts a new epoch for the chat:
 every send of that chat waiting for a slot is dropped at once (`ChatExitedError`), and so is
 any later send of a turn that began before the exit; `delete(..., urgent=True)` waits for no
-bucket. Other chats' sends are untouched.
+bucket. Other chats' sends are untouched. "Waiting" is every wait before the call: the
+in-process buckets, the shared gate (which may hold a send for seconds, and may hand it a slot
+in the very moment of the exit, so the epoch is checked again after it) and a retry's back-off;
+a send's epoch is the one it was asked for under, never one read again on a retry. The exit's
+own sends (`exiting`) do not wait for the chat's shared window either: it was filled by the
+replies the exit drops, as the chat's in-process bucket is, which starts afresh.
 """
 
 from __future__ import annotations
@@ -95,9 +100,13 @@ class _Bucket:
 
 
 class SlotGate(Protocol):
-    """Telegram's limits over every worker: returns when this one may send to the chat."""
+    """Telegram's limits over every worker: True when this one may send to the chat; False,
+    without a slot, as soon as `abandoned` is set (a quick exit dropped the send). `urgent`:
+    a quick exit's own send, which takes the bot's slot but does not wait for the chat's."""
 
-    async def wait(self, chat_id: int) -> None: ...
+    async def wait(
+        self, chat_id: int, *, abandoned: asyncio.Event | None = None, urgent: bool = False
+    ) -> bool: ...
 
 
 class _Exits:
@@ -117,6 +126,30 @@ class _Exits:
         self.settled = asyncio.Event()
         self.settled.set()
         self.sent: list[int] = []
+
+
+@dataclass(frozen=True)
+class _Ticket:
+    """A send's standing against quick exits, fixed when it was asked for: its chat's state,
+    the epoch it belongs to and that epoch's event (set by the exit that ends it)."""
+
+    exits: _Exits
+    epoch: int
+    exited: asyncio.Event
+    exiting: bool
+
+    def check(self) -> None:
+        """ChatExitedError if an exit came since, or one is under way and this is not its own."""
+        if self.exits.epoch != self.epoch or (self.exits.closed and not self.exiting):
+            raise ChatExitedError("the victim left this chat")
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait `seconds`, or less: an exit meanwhile drops the send at once."""
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self.exited.wait()
+        self.check()
 
 
 class TelegramOutbox:
@@ -214,16 +247,13 @@ class TelegramOutbox:
         if reply_markup is not None:
             params["reply_markup"] = reply_markup
         state = self._exit_state(chat_id)
-        if (epoch is not None and epoch != state.epoch) or (state.closed and not exiting):
-            raise ChatExitedError("the victim left this chat")
+        ticket = _Ticket(state, state.epoch if epoch is None else epoch, state.exited, exiting)
+        ticket.check()
         state.in_flight += 1
         state.settled.clear()
         try:
             sent = await self._deliver(
-                chat_id,
-                functools.partial(self._send_message, params),
-                exits=state,
-                exiting=exiting,
+                chat_id, functools.partial(self._send_message, params), ticket=ticket
             )
         except RecipientBlockedError:
             self._metrics.send("blocked")
@@ -278,15 +308,14 @@ class TelegramOutbox:
         call: Callable[[], Awaitable[_T]],
         *,
         urgent: bool = False,
-        exits: _Exits | None = None,
-        exiting: bool = False,
+        ticket: _Ticket | None = None,
     ) -> _T:
         limits = self._limits
         attempt = 0
         while True:
             attempt += 1
             if not urgent:
-                await self._wait_for_slot(chat_id, exits, exiting=exiting)
+                await self._wait_for_slot(chat_id, ticket)
             try:
                 return await call()
             except BadRequest:  # a NetworkError subclass in PTB, but retrying cannot help
@@ -300,7 +329,7 @@ class TelegramOutbox:
                 if attempt >= limits.max_attempts:
                     raise DeliveryFailedError("still rate limited after every attempt") from None
                 self._metrics.retry("rate_limited")
-                await asyncio.sleep(wait_s)
+                await self._sleep(wait_s, ticket)
             except (TimedOut, NetworkError) as exc:
                 if attempt >= limits.max_attempts:
                     raise DeliveryFailedError(
@@ -309,31 +338,31 @@ class TelegramOutbox:
                 wait_s = min(limits.backoff_s * 2 ** (attempt - 1), limits.max_backoff_s)
                 log.warning("telegram send failed with %s; retrying", type(exc).__name__)
                 self._metrics.retry("network")
-                await asyncio.sleep(wait_s)
+                await self._sleep(wait_s, ticket)
 
-    async def _wait_for_slot(
-        self, chat_id: int, exits: _Exits | None = None, *, exiting: bool = False
-    ) -> None:
-        if exits is not None:
-            epoch, exited = exits.epoch, exits.exited
+    async def _wait_for_slot(self, chat_id: int, ticket: _Ticket | None = None) -> None:
         bucket = self._chat_buckets.get(chat_id)
         if bucket is None:
             if len(self._chat_buckets) >= self._MAX_IDLE_BUCKETS:
                 self._chat_buckets = {k: b for k, b in self._chat_buckets.items() if not b.idle()}
             bucket = _Bucket(self._limits.per_chat_per_s, self._limits.per_chat_burst)
             self._chat_buckets[chat_id] = bucket
-        wait_s = max(bucket.reserve(), self._bot_bucket.reserve())
-        if exits is not None:
-            if wait_s > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait_s):
-                        await exited.wait()
-            if exits.epoch != epoch or (exits.closed and not exiting):
-                raise ChatExitedError("the victim left this chat")
-        elif wait_s > 0:
-            await asyncio.sleep(wait_s)
-        if self._gate is not None:
+        await self._sleep(max(bucket.reserve(), self._bot_bucket.reserve()), ticket)
+        if self._gate is None:
+            return
+        if ticket is None:
             await self._gate.wait(chat_id)
+            return
+        await self._gate.wait(chat_id, abandoned=ticket.exited, urgent=ticket.exiting)
+        # Also when the gate gave a slot: the exit may have come during its last round trip.
+        ticket.check()
+
+    @staticmethod
+    async def _sleep(seconds: float, ticket: _Ticket | None) -> None:
+        if ticket is not None:
+            await ticket.sleep(seconds)
+        elif seconds > 0:
+            await asyncio.sleep(seconds)
 
 
 def _seconds(value: int | float | timedelta) -> float:

@@ -14,6 +14,11 @@ taking the chat's first and then waiting for the bot would let two sends to one 
 than its window says. A chat slot another worker took meanwhile leaves our bot slot unused
 (slower, never over), and we wait for the chat and try both again.
 
+A wait ends early, without a slot, when the outbox says the send was dropped (a quick exit,
+issue 12): a dropped reply must not go on waiting for, and then take, a slot the exit's notice
+needs. The exit's own send takes the bot's slot only: the chat's window was filled by replies
+the victim is to see no more.
+
 The chat is named by its rate-limit pseudonym (`Purpose.RATE_LIMIT`), never its id, as Redis
 keys are stored. Timestamps are the workers' clocks: keep them synchronised (NTP).
 """
@@ -21,6 +26,7 @@ keys are stored. Timestamps are the workers' clocks: keep them synchronised (NTP
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -63,17 +69,31 @@ class SharedRateLimits:
     def __repr__(self) -> str:
         return f"SharedRateLimits(bot={self._bot}, chat={self._chat})"
 
-    async def wait(self, chat_id: int) -> None:
-        """Until this worker may send one message to `chat_id` within both windows."""
+    async def wait(
+        self, chat_id: int, *, abandoned: asyncio.Event | None = None, urgent: bool = False
+    ) -> bool:
+        """Until this worker may send one message to `chat_id` within both windows (True); False,
+        without a slot, once `abandoned` is set. `urgent`: the bot's window only."""
         chat = self._chat_key(chat_id)
         while True:
             while not await self._limiter.hit(self._bot, self._bot_id):
-                await self._until_free(self._bot, self._bot_id)
-            if await self._limiter.hit(self._chat, self._bot_id, chat):
-                return
-            await self._until_free(self._chat, self._bot_id, chat)
+                if not await self._until_free(abandoned, self._bot, self._bot_id):
+                    return False
+            if urgent or await self._limiter.hit(self._chat, self._bot_id, chat):
+                return True
+            if not await self._until_free(abandoned, self._chat, self._bot_id, chat):
+                return False
 
-    async def _until_free(self, item: RateLimitItemPerSecond, *identifiers: str) -> None:
+    async def _until_free(
+        self, abandoned: asyncio.Event | None, item: RateLimitItemPerSecond, *identifiers: str
+    ) -> bool:
+        """Sleep until the window may have room: False (at once) if `abandoned` is set."""
         stats = await self._limiter.get_window_stats(item, *identifiers)
-        wait_s = min(stats.reset_time - time.time(), float(item.get_expiry()))
-        await asyncio.sleep(max(wait_s, _MIN_WAIT_S))
+        wait_s = max(min(stats.reset_time - time.time(), float(item.get_expiry())), _MIN_WAIT_S)
+        if abandoned is None:
+            await asyncio.sleep(wait_s)
+            return True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_s):
+                await abandoned.wait()
+        return not abandoned.is_set()
