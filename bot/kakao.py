@@ -257,7 +257,7 @@ class KakaoDoor:
         raw = await request.read()
         try:
             payload = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[...]]]]
             raise KakaoRequestError("body must be JSON") from None
         parsed = parse(payload, self._settings, self._pseudonymizer)
         callback = _Callback(parsed.callback_url)

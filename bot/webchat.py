@@ -112,7 +112,7 @@ async def _json_body(request: web.Request) -> Any:
             raise TurnTooLargeError(len(body))
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[...]]]]
         raise BadTurnError("body must be JSON") from None
 
 

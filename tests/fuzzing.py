@@ -38,13 +38,15 @@ FUZZ_TIMEOUT_S = 120
 COUNTS: Counter[str] = Counter()
 SECONDS: dict[str, float] = {}
 # Keys written by background work, not by a request: intake consumes and deletes reports, the
-# relay reads its outbox, the transcript archiver drains its stream into SQL. A refused input is
-# checked against everything else.
+# relay reads its outbox, the transcript archiver drains its stream into SQL, the Telegram outbox
+# fills its shared rate windows as earlier replies go out. A refused input is checked against
+# everything else.
 _BACKGROUND = (
     redis_keys.REPORTS_STREAM.encode(),
     b"hotline:intake",
     b"hotline:relay",
     redis_keys.TRANSCRIPT_ARCHIVE_STREAM.encode(),
+    redis_keys.TELEGRAM_RATE_PREFIX.encode(),
 )
 _REPOSITORY = str(Path(backend.__file__).resolve().parent.parent)
 _INTERNAL = re.compile(

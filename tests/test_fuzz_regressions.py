@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -29,3 +30,17 @@ async def test_fuzz_a_receipt_lookup_of_what_cannot_be_a_code_writes_nothing(
         after = (await conn.execute(text("SELECT count(*) FROM audit_log"))).scalar_one()
     assert after == before
     assert [k async for k in redis.scan_iter(match=redis_keys.RECEIPT_LOOKUPS_PREFIX + "*")] == []
+
+
+@pytest.mark.parametrize("path", ["/chat/api/turn", "/chat/api/poll"])
+async def test_fuzz_json_nested_past_the_parsers_recursion_is_a_400_not_a_500(
+    hotline: RunningHotline, path: str
+) -> None:
+    """Found by the Telegram webhook fuzz: a body of deeply nested arrays made `json.loads`
+    raise RecursionError, not ValueError, and the request ended in a 500. Every door that reads
+    JSON answers 400 now; this one is the web chat's (its cap still lets 30,000 levels in)."""
+    body = "[" * 30_000 + "]" * 30_000
+    response = await hotline.client.post(
+        path, data=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 400, await response.text()

@@ -142,7 +142,7 @@ async def read_json(request: web.Request, session: ConsoleSession) -> dict[str, 
     check_json_post(request, session)
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: [[[[...]]]]
         raise json_error(web.HTTPBadRequest, _("body must be JSON")) from None
     if not isinstance(body, dict):
         raise json_error(web.HTTPBadRequest, _("body must be a JSON object"))

@@ -361,7 +361,7 @@ async def api_transfer(request: web.Request) -> web.Response:
     try:
         body = await request.json()
         to = str(body["to"]) if isinstance(body, dict) else ""
-    except (ValueError, KeyError):
+    except (ValueError, KeyError, RecursionError):
         to = ""
     try:
         target = await _transfer(request, session, case_id, to)
@@ -398,7 +398,7 @@ async def api_shift(request: web.Request) -> web.Response:
     session = await _api_checked(request)
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         body = None
     if not isinstance(body, dict) or not isinstance(body.get("on"), bool):
         raise json_error(web.HTTPBadRequest, 'send {"on": true} or {"on": false}')

@@ -255,7 +255,7 @@ class TelegramDoor:
             return web.Response(status=403)
         try:
             data = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: [[[[...]]]] (found by fuzzing)
             return web.Response(status=400, text="not JSON")
         if not parses_as_update(data):
             log.warning("telegram sent an update that cannot be parsed; its content is dropped")
