@@ -40,7 +40,13 @@ from backend.core.settings import Settings
 from backend.keyring import KeyRing
 from backend.models import Case
 from bot.cli.node import BACKEND, BOT, Node
-from tests.conftest import FAST_KDF, FAST_KDF_ENV, FIRST_START_ENV, first_start_secret
+from tests.conftest import (
+    FAST_KDF,
+    FAST_KDF_ENV,
+    FIRST_START_ENV,
+    ROOMY_LIMITS_ENV,
+    first_start_secret,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -256,6 +262,7 @@ async def test_a_failover_mid_load_loses_no_confirmed_report(tmp_path: Path) -> 
                 "HOTLINE_REDIS_SENTINEL_SERVICE": SERVICE,
                 **FAST_KDF_ENV,
                 **FIRST_START_ENV,
+                **ROOMY_LIMITS_ENV,
             }
         )
         async with node(settings) as (client, recovery_key):

@@ -343,8 +343,12 @@ class Node:
         )
         # The inbound limits count on a small pool of their own: a flood's refusals wait there,
         # never for the connections victims' turns need, and a turn's count never starves them.
-        limits_redis = redis_pool.connect(self._redis_url, LIMITS_POOL)
-        self._stack.push_async_callback(limits_redis.aclose)
+        # Through sentinels there is no URL to open a second pool on: the limits share the
+        # sentinel-managed client, which follows failovers.
+        limits_redis = redis
+        if not self.settings.redis_sentinels:
+            limits_redis = redis_pool.connect(self._redis_url, LIMITS_POOL)
+            self._stack.push_async_callback(limits_redis.aclose)
         runtime = ConversationRuntime(
             redis,
             flows,
