@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import os
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -31,6 +32,7 @@ from sqlmodel import SQLModel
 from backend import database
 from backend.core.settings import KdfCost, Settings
 from backend.embedded_redis import EmbeddedRedis
+from backend.log_repeats import RepeatFilter
 from bot.cli.node import BACKEND, BOT, Node
 
 
@@ -238,3 +240,15 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         for door, count in sorted(fuzzing.COUNTS.items())
     )
     terminalreporter.write_sep("=", f"fuzz: {total:,} generated inputs ({doors})")
+
+
+@pytest.fixture(autouse=True)
+def _no_repeat_filter_left_behind() -> Iterator[None]:
+    """`hotline`'s CLI, run in-process by some tests, puts a `RepeatFilter` on the root
+    logger's handlers, pytest's capture handlers among them; left there, it would hide a later
+    test's repeated log lines from `caplog` (a line logged five times in one test, then looked
+    for in the next)."""
+    yield
+    for handler in logging.getLogger().handlers:
+        for found in [f for f in handler.filters if isinstance(f, RepeatFilter)]:
+            handler.removeFilter(found)
