@@ -41,7 +41,12 @@ async def test_parallel_password_guesses_cannot_pass_the_lock(
         assert statuses.count(429) == len(guesses) - checked, statuses
         hotline.client.session.cookie_jar.clear()
         after = await login(hotline, hotline.first_password)
-        assert after.status == 429, "the limit is reached: the right password is refused too"
+        if statuses.count(401) == LIMIT:
+            assert after.status == 429, "the limit is reached: the right password is refused too"
+        else:
+            # The right password came in among the first checked (the order of parallel
+            # requests is the server's) and gave its attempt back: the limit is not reached.
+            assert 303 in statuses and after.status == 303, statuses
         assert "hotline_console" not in after.cookies
 
 
