@@ -47,6 +47,9 @@ _BACKGROUND = (
     b"hotline:relay",
     redis_keys.TRANSCRIPT_ARCHIVE_STREAM.encode(),
     redis_keys.TELEGRAM_RATE_PREFIX.encode(),
+    # A chat's record (message ids) is written by the outbox as replies go out, after the
+    # webhook answered (issue 12): an earlier accepted update's replies land during later ones.
+    redis_keys.TELEGRAM_CHAT_PREFIX.encode(),
 )
 _REPOSITORY = str(Path(backend.__file__).resolve().parent.parent)
 _INTERNAL = re.compile(
