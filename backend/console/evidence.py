@@ -3,7 +3,10 @@ evidence manifest for police or a platform (issue 12, point 3).
 
 A screenshot is opened in memory from the report's sealed body (it was sealed to the centre key
 at upload, and sealed again inside the report) and served inline, never cached, with an unseal
-audit link. Only the counselor holding the case (or a supervisor) may open it: a screenshot of
+audit link. The case page previews it blurred behind a content warning, for the counselor's
+sake (issue 16): `static/evidence.js` takes the blur off when she chooses, by click or key, and
+puts it back as she likes; loading the blurred preview is the view the audit link records.
+Only the counselor holding the case (or a supervisor) may open it: a screenshot of
 a threat can show the victim herself.
 
 The manifest lists the case's evidence records and every audit link about the case (seq, time,
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
+from importlib import resources
 from typing import Any
 
 from aiohttp import web
@@ -144,7 +148,13 @@ async def export(request: web.Request) -> web.Response:
     )
 
 
+async def evidence_script(_request: web.Request) -> web.Response:
+    body = (resources.files("backend.console") / "static" / "evidence.js").read_bytes()
+    return web.Response(body=body, content_type="text/javascript", charset="utf-8")
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/console/static/evidence.js", guard(Access.PUBLIC, evidence_script))
     app.router.add_get(
         "/console/cases/{case_id}/evidence/{index}", guard(Access.COUNSELOR, screenshot)
     )

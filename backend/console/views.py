@@ -67,6 +67,7 @@ from backend.core.errors import (
     OutcomeRequiredError,
     SealingError,
 )
+from backend.core.evidence_records import VIEWABLE_MIME
 from backend.core.sealing import open_envelope
 from backend.core.settings import SlaPolicy
 from backend.counselors import CounselorStore
@@ -114,6 +115,8 @@ async def case_view(request: web.Request) -> web.Response:
         answers=answers,
         readable_answers=readable(answers or {}),
         time_zone=request.app[time_zone_key],
+        # Screenshots of these types are previewed, blurred behind a content warning.
+        viewable_mime=VIEWABLE_MIME,
         **work,
     )
 
