@@ -22,7 +22,7 @@ from sqlmodel import col
 
 from backend import audit, passwords
 from backend.audit import AuditAction
-from backend.core.errors import HotlineError
+from backend.core.errors import N_, HotlineError
 from backend.counselors import CounselorStore
 from backend.keyring import KeyRing, counselor_holder
 from backend.models import Case, CaseStatus, Counselor, Role, WrappedPrivateKey, utcnow
@@ -76,14 +76,14 @@ class AccountAdmin:
         """A new account and its one-time password (to show once, never stored in clear)."""
         username = username.strip()
         if not username or len(username) > USERNAME_MAX or not username.isprintable():
-            raise AccountError(f"a username is 1 to {USERNAME_MAX} printable characters")
+            raise AccountError(N_("a username is 1 to %(n)s printable characters"), n=USERNAME_MAX)
         password = passwords.one_time_password()
         try:
             added = await self._counselors.add(username, password, role, must_change_password=True)
         except IntegrityError:
-            raise AccountError(f"an account named {username!r} exists") from None
+            raise AccountError(N_("an account named “%(name)s” exists"), name=username) from None
         if added.id is None:  # pragma: no cover - the database assigns it on commit
-            raise AccountError("the account was not stored")
+            raise AccountError(N_("the account was not stored"))
         await self._keyring.grant(added.id, password, private_keys)
         await audit.record(
             self._engine, actor, AuditAction.ACCOUNT_ADD, f"counselor:{added.id}", role.value
@@ -169,7 +169,7 @@ async def _active_role(conn: AsyncConnection, counselor_id: int) -> str:
         )
     ).first()
     if row is None:
-        raise AccountError("no such active account")
+        raise AccountError(N_("no such active account"))
     return str(row[0])
 
 
@@ -184,4 +184,4 @@ async def _not_the_last_administrator(conn: AsyncConnection) -> None:
         )
     ).all()
     if len(admins) <= 1:
-        raise AccountError("the last administrator can be neither removed nor demoted")
+        raise AccountError(N_("the last administrator can be neither removed nor demoted"))

@@ -1,6 +1,6 @@
 """Numbers for supervisors and funders: counts and times over the routing facts only (channel,
-category, priority, when), each computed by one SQL aggregate. Nothing here reads a sealed
-column, and no query returns a case's row.
+category, priority, coarse age group, when), each computed by one SQL aggregate. Nothing here
+reads a sealed column, and no query returns a case's row.
 
 A count under `SMALL_CELL` is shown as "<5" wherever it leaves this module (`Cell.shown`), so a
 rare combination (one minor's report on a quiet Tuesday) cannot single out a victim. Zero is
@@ -39,6 +39,8 @@ class Grouping(StrEnum):
     CHANNEL = "channel"
     CATEGORY = "category"
     PRIORITY = "priority"
+    # minor, adult or not_said (`conversation.AGE_GROUPS`): never an age or a band.
+    AGE_GROUP = "age_group"
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ class DayTable:
     groups: list[str]
     cells: dict[tuple[date, str], Cell]
     totals: dict[date, Cell]
+    # Over the whole range, per value of the grouping (the chart of the split).
+    group_totals: dict[str, Cell]
 
     def cell(self, day: date, group: str) -> Cell:
         return self.cells.get((day, group), Cell(0))
@@ -271,4 +275,5 @@ def _day_table(start: date, end: date, rows: list[tuple[date, str, int]]) -> Day
     groups = sorted({g for _d, g, _n in rows})
     cells = {(d, g): Cell(n) for d, g, n in rows}
     totals = {d: Cell(sum(n for dd, _g, n in rows if dd == d)) for d in days}
-    return DayTable(days, groups, cells, totals)
+    group_totals = {g: Cell(sum(n for _d, gg, n in rows if gg == g)) for g in groups}
+    return DayTable(days, groups, cells, totals, group_totals)

@@ -28,7 +28,7 @@ from backend import audit
 from backend.audit import AuditAction
 from backend.cases import envelope_of
 from backend.core import replies
-from backend.core.errors import CaseWorkError, SealingError
+from backend.core.errors import N_, CaseWorkError, Phrase, SealingError
 from backend.core.sealing import NONCE_BYTES, unwrap_data_key
 from backend.models import AuditEntry, Case, CaseNote, CaseReferral, CaseReply, utcnow
 
@@ -80,11 +80,14 @@ def case_key(case: Case, private_keys: dict[str, X25519PrivateKey]) -> CaseKey:
 
 
 def checked_text(text: str, what: str, *, required: bool = True) -> str:
+    """`what` is a text marked with `N_` ("the note"): the console says it in its language."""
     text = text.strip()
     if required and not text:
-        raise CaseWorkError(f"{what} is empty")
+        raise CaseWorkError(N_("%(what)s is empty"), what=Phrase(what))
     if len(text) > MAX_TEXT_CHARS:
-        raise CaseWorkError(f"{what} is longer than {MAX_TEXT_CHARS} characters")
+        raise CaseWorkError(
+            N_("%(what)s is longer than %(n)s characters"), what=Phrase(what), n=MAX_TEXT_CHARS
+        )
     return text
 
 
@@ -152,7 +155,7 @@ class CaseWork:
             return (await session.exec(query)).all()
 
     async def add_note(self, key: CaseKey, author_id: int, text: str) -> str:
-        text = checked_text(text, "the note")
+        text = checked_text(text, N_("the note"))
         note_id = new_record_id()
         row = CaseNote(
             id=note_id,
@@ -182,10 +185,10 @@ class CaseWork:
         detail: str,
     ) -> str:
         if service_id not in services:
-            raise CaseWorkError("no such service in the resource directory")
+            raise CaseWorkError(N_("no such service in the resource directory"))
         if consent_method not in CONSENT_METHODS:
-            raise CaseWorkError("say how the consent was obtained")
-        detail = checked_text(detail, "the detail", required=False)
+            raise CaseWorkError(N_("say how the consent was obtained"))
+        detail = checked_text(detail, N_("the detail"), required=False)
         referral_id = new_record_id()
         row = CaseReferral(
             id=referral_id,
@@ -219,7 +222,7 @@ class CaseWork:
         self, key: CaseKey, author_id: int, text: str, victim_key: X25519PublicKey
     ) -> bytes:
         """Store a reply for the returning victim; the copy sealed to them, for delivery."""
-        text = checked_text(text, "the reply")
+        text = checked_text(text, N_("the reply"))
         reply_id = new_record_id()
         for_victim = replies.seal_for_victim(text, victim_key, key.case_id)
         row = CaseReply(

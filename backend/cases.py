@@ -24,7 +24,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend import audit
 from backend.audit import AuditAction
+from backend.core.conversation import AGE_NOT_SAID
 from backend.core.errors import (
+    N_,
     CaseNotFoundError,
     CaseTransitionError,
     CaseWorkError,
@@ -150,6 +152,7 @@ class CaseStore:
                     "nonce": envelope.nonce,
                     "ciphertext": envelope.ciphertext,
                     "follows": header.follows or None,
+                    "age_group": header.age_group or AGE_NOT_SAID,
                 }
             )
         if not rows:
@@ -365,7 +368,7 @@ class CaseStore:
         released; audited with the reason."""
         reason = " ".join(reason.split())[:200]
         if not reason:
-            raise CaseWorkError("a legal hold needs a reason")
+            raise CaseWorkError(N_("a legal hold needs a reason"))
 
         async def work(conn: AsyncConnection) -> None:
             status = await self._status_of(conn, case_id)

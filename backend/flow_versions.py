@@ -34,7 +34,7 @@ from backend import audit
 from backend.audit import AuditAction
 from backend.console.published_bundle import canned_of
 from backend.core import bundle_mirror, redis_keys
-from backend.core.errors import FlowError
+from backend.core.errors import N_, FlowError
 from backend.flows import bundle_files
 from backend.flows.bundle_files import BundleFiles, Checked
 from backend.flows.lint import Problem
@@ -49,8 +49,8 @@ SEED_AUTHOR = "system:seed"
 class PublishRefusedError(FlowError):
     """A bundle was not published: it fails its checks, or it is what is published already."""
 
-    def __init__(self, message: str, reasons: list[str] | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, reasons: list[str] | None = None, **values: object) -> None:
+        super().__init__(message, **values)
         self.reasons = reasons or []
 
 
@@ -139,14 +139,14 @@ class FlowVersionStore:
                 )
             ).scalar_one_or_none()
         if blob is None:
-            raise VersionNotFoundError(f"no flow version {number}")
+            raise VersionNotFoundError(N_("no flow version %(n)s"), n=number)
         return decode_files(blob)
 
     async def publish(self, files: BundleFiles, author: str, message: str) -> VersionInfo:
         """Check, store as a new version and point at it; `PublishRefusedError` says why not."""
         checked = check_bundle(files)
         if not checked.publishable:
-            raise PublishRefusedError("the bundle does not pass its checks", checked.reasons())
+            raise PublishRefusedError(N_("the bundle does not pass its checks"), checked.reasons())
         return await self.store_checked(files, checked, author, message)
 
     async def store_checked(
@@ -155,7 +155,9 @@ class FlowVersionStore:
         digest = bundle_files.digest(files)
         current = await self.published()
         if current is not None and current.digest == digest:
-            raise PublishRefusedError(f"identical to the published version {current.number}")
+            raise PublishRefusedError(
+                N_("identical to the published version %(n)s"), n=current.number
+            )
         message = message.strip()[:500]
         blob = encode_files(files)
         waits = self.approval
@@ -180,11 +182,11 @@ class FlowVersionStore:
         """A second administrator publishes a version that waits; its author may not."""
         target = {v.number: v for v in await self.versions()}.get(number)
         if target is None:
-            raise VersionNotFoundError(f"no flow version {number}")
+            raise VersionNotFoundError(N_("no flow version %(n)s"), n=number)
         if not target.pending:
-            raise ApprovalRefusedError(f"version {number} is not waiting for approval")
+            raise ApprovalRefusedError(N_("version %(n)s is not waiting for approval"), n=number)
         if target.author == actor:
-            raise ApprovalRefusedError("a second administrator approves, not the author")
+            raise ApprovalRefusedError(N_("a second administrator approves, not the author"))
 
         async def work(conn: AsyncConnection) -> None:
             changed = await conn.execute(
@@ -193,7 +195,9 @@ class FlowVersionStore:
                 .values(pending=False, approved_by=actor)
             )
             if changed.rowcount != 1:
-                raise ApprovalRefusedError(f"version {number} is not waiting for approval")
+                raise ApprovalRefusedError(
+                    N_("version %(n)s is not waiting for approval"), n=number
+                )
             await _point(conn, number, actor)
             await audit.append(
                 conn, actor, AuditAction.FLOWS_APPROVE, f"flows:{number}", target.digest[:16]
@@ -211,11 +215,15 @@ class FlowVersionStore:
         versions = {v.number: v for v in await self.versions()}
         target = versions.get(number)
         if target is None:
-            raise VersionNotFoundError(f"no flow version {number}")
+            raise VersionNotFoundError(N_("no flow version %(n)s"), n=number)
         if target.published:
-            raise PublishRefusedError(f"version {number} is the published version already")
+            raise PublishRefusedError(
+                N_("version %(n)s is the published version already"), n=number
+            )
         if target.pending:
-            raise PublishRefusedError(f"version {number} was never approved; approve it instead")
+            raise PublishRefusedError(
+                N_("version %(n)s was never approved; approve it instead"), n=number
+            )
 
         async def work(conn: AsyncConnection) -> None:
             await _point(conn, number, actor)
@@ -336,7 +344,7 @@ class FlowVersionStore:
                 )
             ).scalar_one_or_none()
         if not isinstance(blob, bytes):
-            raise VersionNotFoundError(f"no flow version {number}")
+            raise VersionNotFoundError(N_("no flow version %(n)s"), n=number)
         return blob
 
 

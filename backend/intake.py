@@ -26,6 +26,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from backend.cases import CaseRepository
 from backend.core import redis_keys
+from backend.core.conversation import AGE_GROUPS
 from backend.core.errors import SealingError
 from backend.core.fingerprints import describe
 from backend.core.receipt_codes import DigestScheme
@@ -46,6 +47,7 @@ _FIELD_LIMITS = {
     "key_id": 32,
     "created_at": 40,
     "follows": 64,
+    "age_group": 16,
 }
 _MAX_IDEMPOTENCY_KEY = 128
 # A receipt code's digest, either scheme: 32 bytes in hex (backend/core/receipt_codes.py).
@@ -65,7 +67,13 @@ async def ensure_group(redis: Redis) -> None:
 
 def _routable(header: RoutingHeader) -> bool:
     too_long = any(len(getattr(header, name)) > n for name, n in _FIELD_LIMITS.items())
-    return not too_long and header.case_id != "" and header.priority in _PRIORITY_RANGE
+    return (
+        not too_long
+        and header.case_id != ""
+        and header.priority in _PRIORITY_RANGE
+        # Only the coarse groups: a finer value (an exact age) is refused, never stored in clear.
+        and header.age_group in ("", *AGE_GROUPS)
+    )
 
 
 def parse(fields: dict[bytes, bytes]) -> tuple[str, Envelope]:

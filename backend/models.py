@@ -107,6 +107,9 @@ class Case(SQLModel, table=True):
     # A legal hold (who set it is in the audit log): nothing shreds the case, not even
     # retention, until it is released. The reason is staff's words, never the victim's.
     legal_hold_reason: str | None = Field(default=None, max_length=200)
+    # The coarse age group from the routing header (minor, adult, not_said: issue 16), in clear
+    # for the statistics; the exact age or band stays sealed in the report.
+    age_group: str = Field(default="not_said", max_length=16)
 
 
 class TranscriptEntry(SQLModel, table=True):

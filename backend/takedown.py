@@ -33,7 +33,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from backend import audit
 from backend.audit import AuditAction
 from backend.case_work import CaseKey, actor_of, checked_text, new_record_id
-from backend.core.errors import ApprovalRequiredError, CaseWorkError
+from backend.core.errors import N_, ApprovalRequiredError, CaseWorkError
 from backend.core.evidence_records import EvidenceRecord
 from backend.models import Role, TakedownRequest, TakedownStatus, utcnow
 
@@ -219,14 +219,20 @@ def checked_fields(given: Mapping[str, str]) -> dict[str, str]:
     for name in FIELDS:
         value = str(given.get(name, ""))
         if len(value) > _MAX_FIELD_CHARS:
-            raise CaseWorkError(f"{name} is longer than {_MAX_FIELD_CHARS} characters")
+            raise CaseWorkError(
+                N_("%(what)s is longer than %(n)s characters"), what=name, n=_MAX_FIELD_CHARS
+            )
         fields[name] = value.strip() if name == "description" else one_line(value)
     if fields["requester_role"] and fields["requester_role"] not in REQUESTER_ROLES:
-        raise CaseWorkError("requester_role must be one of " + ", ".join(REQUESTER_ROLES))
+        raise CaseWorkError(
+            N_("requester_role must be one of %(choices)s"), choices=", ".join(REQUESTER_ROLES)
+        )
     if fields["content_type"] and fields["content_type"] not in CONTENT_TYPES:
-        raise CaseWorkError("content_type must be one of " + ", ".join(CONTENT_TYPES))
+        raise CaseWorkError(
+            N_("content_type must be one of %(choices)s"), choices=", ".join(CONTENT_TYPES)
+        )
     if fields["victim_is_minor"] not in ("", "yes", "no"):
-        raise CaseWorkError("victim_is_minor must be yes or no")
+        raise CaseWorkError(N_("victim_is_minor must be yes or no"))
     return fields
 
 
@@ -272,7 +278,9 @@ class TakedownStore:
         self, key: CaseKey, author_id: int, language: str, fields: Mapping[str, str]
     ) -> str:
         if language not in LANGUAGES:
-            raise CaseWorkError("language must be one of " + ", ".join(LANGUAGES))
+            raise CaseWorkError(
+                N_("language must be one of %(choices)s"), choices=", ".join(LANGUAGES)
+            )
         request_id = new_record_id()
         now = utcnow()
         row = TakedownRequest(
@@ -300,7 +308,7 @@ class TakedownStore:
         async with AsyncSession(self._engine) as session:
             row = await session.get(TakedownRequest, request_id)
         if row is None:
-            raise CaseWorkError("no such takedown request")
+            raise CaseWorkError(N_("no such takedown request"))
         return row
 
     async def for_case(self, case_id: str) -> list[TakedownRequest]:
@@ -351,8 +359,12 @@ class TakedownStore:
 
         if not await audit.with_audit(self._engine, work):
             if to is TakedownStatus.SENT:
-                raise ApprovalRequiredError("only an approved request can be marked sent")
-            raise CaseWorkError(f"a {row.status} request cannot become {to.value}; reload")
+                raise ApprovalRequiredError(N_("only an approved request can be marked sent"))
+            raise CaseWorkError(
+                N_("a %(status)s request cannot become %(to)s; reload"),
+                status=row.status,
+                to=to.value,
+            )
 
     async def edit(
         self, key: CaseKey, row: TakedownRequest, editor_id: int, fields: Mapping[str, str]
@@ -373,16 +385,16 @@ class TakedownStore:
     async def submit(self, draft: Draft, actor_id: int) -> None:
         gaps = missing(draft.fields)
         if gaps:
-            raise CaseWorkError("fill in first: " + ", ".join(gaps))
+            raise CaseWorkError(N_("fill in first: %(fields)s"), fields=", ".join(gaps))
         await self._move(
             draft.row, TakedownStatus.AWAITING_APPROVAL, actor_id, AuditAction.TAKEDOWN_SUBMIT, {}
         )
 
     async def approve(self, row: TakedownRequest, approver_id: int, approver_role: str) -> None:
         if approver_role not in _APPROVER_RANK:
-            raise ApprovalRequiredError("only a supervisor approves a takedown request")
+            raise ApprovalRequiredError(N_("only a supervisor approves a takedown request"))
         if approver_id in (row.created_by, row.updated_by):
-            raise ApprovalRequiredError("another supervisor approves what you wrote or edited")
+            raise ApprovalRequiredError(N_("another supervisor approves what you wrote or edited"))
         values = {"approved_by": approver_id, "approved_at": utcnow()}
         await self._move(
             row,
@@ -433,8 +445,8 @@ class TakedownStore:
         next_check_at: datetime | None,
     ) -> None:
         if to not in ANSWERS:
-            raise CaseWorkError("an answer is answered, removed or refused")
-        text = checked_text(answer, "the platform's answer", required=False)
+            raise CaseWorkError(N_("an answer is answered, removed or refused"))
+        text = checked_text(answer, N_("the platform's answer"), required=False)
         values = {
             "answer": key.seal("takedown-answer", row.id, text),
             "next_check_at": next_check_at or utcnow() + RECHECK_AFTER[to],

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -18,9 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import database
 from backend.core.errors import (
+    N_,
     ApprovalRequiredError,
     CaseNotFoundError,
     CaseWorkError,
+    HotlineError,
     LegalHoldError,
 )
 from backend.core.fingerprints import describe
@@ -56,11 +58,30 @@ def unavailable(reason: str = "busy; send the same request again") -> web.HTTPSe
 # own message, written for the counselor). A handler catches one itself only to say something
 # more specific than this. A subclass is looked up before its base.
 REFUSALS: Mapping[type[Exception], tuple[type[web.HTTPException], str | None]] = {
-    CaseNotFoundError: (web.HTTPNotFound, "no such case"),
+    CaseNotFoundError: (web.HTTPNotFound, N_("no such case")),
     ApprovalRequiredError: (web.HTTPForbidden, None),
     CaseWorkError: (web.HTTPBadRequest, None),
-    LegalHoldError: (web.HTTPConflict, "the case is under a legal hold: release it first"),
+    LegalHoldError: (web.HTTPConflict, N_("the case is under a legal hold: release it first")),
 }
+
+
+def refusal_for(
+    request: web.Request,
+    exc: Exception,
+    translate: Callable[[str], str] = str,
+    error_text: Callable[[HotlineError], str] = str,
+) -> web.HTTPException | None:
+    """The answer to a core error a handler let through (`REFUSALS`), or None for any other.
+    The console passes its own `translate` and `error_text`, so the reason is in the
+    counselor's language; here (outside the console) it is the English."""
+    for kind in type(exc).__mro__:
+        if kind in REFUSALS:
+            status, reason = REFUSALS[kind]
+            if reason is not None:
+                return refused(request, status, translate(reason))
+            text = error_text(exc) if isinstance(exc, HotlineError) else str(exc)
+            return refused(request, status, text)
+    return None
 
 
 def refused(
@@ -86,10 +107,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.warning("request to %s refused: redis %s", request.path, type(exc).__name__)
         raise unavailable() from None
     except Exception as exc:
-        for kind in type(exc).__mro__:
-            if kind in REFUSALS:
-                status, reason = REFUSALS[kind]
-                raise refused(request, status, str(exc) if reason is None else reason) from None
+        answer = refusal_for(request, exc)
+        if answer is not None:
+            raise answer from None
         # The type and a fingerprint only: a message may quote a victim's words, and the
         # route's pattern rather than the path, which a client chooses.
         log.error("request to %s failed: %s", _route(request), describe(exc))

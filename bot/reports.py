@@ -54,6 +54,7 @@ class ReportSender:
             key_id=self._key_id,
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             follows=report.follows,
+            age_group=report.age_group,
         )
         content: dict[str, object] = {"answers": report.answers}
         if blocking is not None:

@@ -573,6 +573,7 @@ class ConversationRuntime:
                 language=effect.language,
                 channel=effect.channel,
                 answers=answers,
+                age_group=effect.age_group,
             ),
             blocking=blocking,
         )

@@ -102,7 +102,7 @@ async def test_the_korean_console(korean: RunningHotline, tmp_path: Path) -> Non
         await page.get_by_role("heading", name="일별 사건 수").wait_for()
         row = page.locator("#per-day-table tr", has_text=today)
         assert await row.locator("td").all_inner_texts() == [today, "6", "<5", "8"]
-        assert await page.locator("svg[role=img] rect").count() == 30
+        assert await page.locator("#day-chart rect").count() == 30
         await page.screenshot(path=shots / "dashboard-ko.png", full_page=True)
 
         await page.goto(base + "/console/archive")

@@ -3,6 +3,7 @@ complete, the default is Korean, and a counselor's choice is remembered on their
 
 from __future__ import annotations
 
+import ast
 import html
 import json
 import re
@@ -12,11 +13,17 @@ from jinja2 import Environment
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backend import totp
+from backend.accounts import AccountError
 from backend.console import catalog_extract
+from backend.console.app_keys import counselors_key
 from backend.console.i18n import COOKIE_NAME
 from backend.console.sessions import COOKIE_NAME as SESSION_COOKIE
-from tests.conftest import Pair, start_hotline
-from tests.live_chat_support import add_counselor, origin_of, sign_in
+from backend.core.errors import N_
+from backend.models import Role
+from tests.conftest import Pair, RunningHotline, start_hotline
+from tests.live_chat_support import PASSWORD, add_counselor, handed_off_case, origin_of, sign_in
+from tests.test_console_access import sign_in_with_code
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 # Not words to translate: protocol and hash names, the product's name, an example code.
@@ -134,3 +141,104 @@ async def test_the_language_switch_stays_on_the_console(
             allow_redirects=False,
         )
         assert foreign.status == 403
+
+
+# Errors raised outside the console that a counselor reads there (issue 16): each must be raised
+# with its text marked `N_`, so the catalog holds it and the console can say it in Korean.
+_SHOWN_ERRORS = {
+    "AccountError",
+    "CaseWorkError",
+    "ApprovalRequiredError",
+    "PublishRefusedError",
+    "VersionNotFoundError",
+    "ApprovalRefusedError",
+}
+_RAISED_IN = ("accounts.py", "case_work.py", "takedown.py", "cases.py", "flow_versions.py")
+
+
+def _unmarked_errors(source: str) -> list[int]:
+    """Lines raising one of `_SHOWN_ERRORS` whose text is not an `N_(...)` call."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Raise) or not isinstance(node.exc, ast.Call):
+            continue
+        name = node.exc.func
+        if not isinstance(name, ast.Name) or name.id not in _SHOWN_ERRORS:
+            continue
+        first = node.exc.args[0] if node.exc.args else None
+        marked = (
+            isinstance(first, ast.Call)
+            and isinstance(first.func, ast.Name)
+            and first.func.id == "N_"
+        )
+        if not marked:
+            found.append(node.lineno)
+    return found
+
+
+def test_errors_raised_outside_the_console_are_marked_and_extracted() -> None:
+    backend = catalog_extract.BACKEND
+    offenders = {
+        name: lines
+        for name in _RAISED_IN
+        if (lines := _unmarked_errors((backend / name).read_text(encoding="utf-8")))
+    }
+    assert not offenders, f"an error a counselor reads, not marked with N_(): {offenders}"
+    # And the catch works: an f-string error is found.
+    assert _unmarked_errors('raise AccountError(f"a {x}")\n') == [1]
+    where = {path for m in catalog_extract.extracted() if m.id for path, _line in m.locations}
+    assert {"../accounts.py", "../flow_versions.py", "../takedown.py"} <= where
+
+
+async def test_errors_from_outside_the_console_are_said_in_korean(
+    hotline: RunningHotline,
+) -> None:
+    """An account refused, a case note refused (through the error middleware's refusals) and a
+    flow version refused, each raised outside the console, read in Korean by a Korean console;
+    the same errors stay English for an English one and in the CLI's `str()`."""
+    client, app = hotline.client, hotline.client.app
+    alice = await add_counselor(hotline, "alice")
+    boss = await add_counselor(hotline, "boss", Role.ADMINISTRATOR)
+    secret = totp.new_secret()
+    await app[counselors_key].enable_totp(boss, PASSWORD, secret, 0)
+    await sign_in_with_code(client, "boss", secret, PASSWORD)
+    client.session.cookie_jar.update_cookies({COOKIE_NAME: "ko"})
+
+    page = await (await client.get("/console/accounts")).text()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert csrf is not None
+    taken = await client.post(
+        "/console/accounts", data={"csrf": csrf.group(1), "username": "alice", "role": "counselor"}
+    )
+    assert taken.status == 400
+    said = html.unescape(await taken.text())
+    assert "“alice”(이)라는 계정이 이미 있습니다" in said and "exists" not in said
+
+    approve = await client.post("/console/studio/approve/99", data={"csrf": csrf.group(1)})
+    assert approve.status == 409, await approve.text()
+    assert "흐름 버전 99이(가) 없습니다" in html.unescape(await approve.text())
+
+    handoff = await handed_off_case(hotline, alice)
+    alice_session = await sign_in(hotline, "alice")
+    note = await client.post(
+        f"/api/cases/{handoff.case_id}/notes",
+        json={"text": "  "},
+        headers={
+            **alice_session.api_headers(),
+            "Cookie": alice_session.api_headers()["Cookie"] + f"; {COOKIE_NAME}=ko",
+        },
+    )
+    assert note.status == 400
+    assert await note.json() == {"error": "메모이(가) 비어 있습니다"}
+    english = await client.post(
+        f"/api/cases/{handoff.case_id}/notes",
+        json={"text": "  "},
+        headers={
+            **alice_session.api_headers(),
+            "Cookie": alice_session.api_headers()["Cookie"] + f"; {COOKIE_NAME}=en",
+        },
+    )
+    assert await english.json() == {"error": "the note is empty"}
+    assert str(AccountError(N_("an account named “%(name)s” exists"), name="alice")) == (
+        "an account named “alice” exists"
+    )

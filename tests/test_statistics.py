@@ -8,13 +8,14 @@ import asyncio
 import csv
 import io
 import re
+import secrets
 from typing import Any
 
 from backend.case_statistics import centre_today
 from backend.models import Role
 from tests.conftest import RunningHotline
 from tests.live_chat_support import add_counselor, sign_in
-from tests.test_console import report
+from tests.test_console import chat, report
 
 
 async def open_cases(hotline: RunningHotline, cookie: str, count: int) -> list[dict[str, Any]]:
@@ -67,7 +68,8 @@ async def test_counts_under_five_are_shown_as_under_five(hotline: RunningHotline
     header = _row(page, "per-day-table", "Day")
     counts = dict(zip(header, _row(page, "per-day-table", today), strict=True))
     assert counts == {"Day": today, "deepfake": "6", "filming": "&lt;5", "Total": "8"}
-    assert f"{today}: 8</title>" in page and 'class="bar small"' not in page
+    day_chart = page.split('id="day-chart"', 1)[1].split("</svg>", 1)[0]
+    assert f"{today}: 8</title>" in day_chart and 'class="bar small"' not in day_chart
     # Two cases taken by a counselor: too few to show, or to average.
     priority = str(cases[0]["priority"])
     assert _row(page, "response-table", priority)[1:4] == ["&lt;5", "\u2013", "&lt;5"]
@@ -98,3 +100,62 @@ async def test_counts_under_five_are_shown_as_under_five(hotline: RunningHotline
     assert refused.status == 403
     bad = await client.get("/console/statistics?from=2026-13-01", headers=headers)
     assert bad.status == 400
+
+
+async def _report_with_age(hotline: RunningHotline, age: str, details: str) -> None:
+    """A web chat report that answers the age question with `age` (a button, or words); a
+    minor is shown the minors' guidance and goes on to the details. Each its own conversation
+    (its own web chat token), as each its own victim."""
+    token = secrets.token_urlsafe(32)
+    await chat(hotline, token=token, text="/start", language="en")
+    await chat(hotline, token=token, button="agree")
+    await chat(hotline, token=token, button="deepfake")
+    answer = {"button": age} if "_" in age else {"text": age}
+    asked = await chat(hotline, token=token, **answer)
+    if any(b["id"] == "continue" for m in asked["messages"] for b in m.get("buttons", [])):
+        await chat(hotline, token=token, button="continue")
+    await chat(hotline, token=token, text=details)
+    done = await chat(hotline, token=token, button="send_now")
+    assert "received safely" in done["messages"][0]["text"]
+
+
+async def test_the_age_group_is_counted_and_small_groups_are_under_five(
+    hotline: RunningHotline,
+) -> None:
+    """Victims who say they are minors (a band under 18, or "15" typed) are counted as minors,
+    from the coarse group the bot put in the routing header; their cases still jump the queue,
+    and a group under 5 is "<5" in the page, the split chart and the CSV (issue 16)."""
+    await add_counselor(hotline, "supervisor", Role.SUPERVISOR)
+    supervisor = await sign_in(hotline, "supervisor")
+    headers = {"Cookie": supervisor.api_headers()["Cookie"]}
+    today = centre_today().isoformat()
+
+    await _report_with_age(hotline, "14_17", "a minor's report")
+    await _report_with_age(hotline, "15", "a typed age")
+    for n in range(5):
+        await _report_with_age(hotline, "18_plus", f"an adult's report {n}")
+    await _report_with_age(hotline, "no_say", "no age said")
+    # A minor's report is urgent (priority 2), so the flow also hands her to a counselor: two
+    # cases each, both counted as a minor's, both ahead of every adult's in the queue.
+    cases = await open_cases(hotline, headers["Cookie"], 10)
+    assert [c["priority"] for c in cases] == [2, 2, 2, 2, 0, 0, 0, 0, 0, 0]
+
+    query = f"from={today}&to={today}&by=age_group"
+    page = await (await hotline.client.get(f"/console/statistics?{query}", headers=headers)).text()
+    header = _row(page, "per-day-table", "Day")
+    counts = dict(zip(header, _row(page, "per-day-table", today), strict=True))
+    assert counts == {
+        "Day": today,
+        "Adult": "5",
+        "Minor (under 18)": "&lt;5",
+        "Age not said": "&lt;5",
+        "Total": "10",
+    }
+    split = page.split('id="split-chart"', 1)[1].split("</svg>", 1)[0]
+    assert "<title>Minor (under 18): &lt;5</title>" in split
+    assert "<title>Adult: 5</title>" in split
+    assert split.count('class="bar small"') == 2
+
+    exported = await hotline.client.get(f"/console/statistics.csv?{query}", headers=headers)
+    rows = list(csv.reader(io.StringIO(await exported.text())))
+    assert rows == [["day", "adult", "minor", "not_said", "total"], [today, "5", "<5", "<5", "10"]]

@@ -164,3 +164,35 @@ async def test_an_unreachable_event_flags_its_cases_after_the_batch_is_stored(
     assert await redis.xlen(streams.DEAD_LETTER_STREAM) == 1
     pending = await redis.xpending(streams.REPORTS_STREAM, streams.INTAKE_GROUP)
     assert pending["pending"] == 0
+
+
+async def test_only_a_coarse_age_group_is_stored_in_clear(
+    redis: Redis, engine: AsyncEngine
+) -> None:
+    """The routing header carries minor, adult or not_said (issue 16); a report whose header
+    says more (an age) is dead-lettered, never stored with it in clear. A header without one (a
+    bot of before) is a case of age not said."""
+    private = keys.generate_private_key()
+    await ensure_group(redis)
+    store = CaseStore(engine)
+    minor = uuid.uuid4().hex
+    older = _envelope(private, uuid.uuid4().hex)
+    assert b"age_group" not in older.header_bytes
+    for case_id, age_group in ((minor, "minor"), ("finer", "15")):
+        header = RoutingHeader(case_id, 2, "ko", "web", "filming", "kid", "t", age_group=age_group)
+        envelope = seal(b"{}", header, private.public_key())
+        await redis.xadd(
+            streams.REPORTS_STREAM,
+            {"idempotency_key": case_id, "envelope": envelope.to_bytes()},
+        )
+    await redis.xadd(
+        streams.REPORTS_STREAM, {"idempotency_key": "older", "envelope": older.to_bytes()}
+    )
+    entries = await redis.xreadgroup(
+        streams.INTAKE_GROUP, "c", {streams.REPORTS_STREAM: ">"}, count=10
+    )
+    await Intake(redis, store, "c").handle(entries[0][1])  # type: ignore[index, arg-type]  # redis-py types XREADGROUP loosely
+    assert await store.count() == 2
+    assert (await store.get(minor)).age_group == "minor"
+    assert (await store.get(older.header.case_id)).age_group == "not_said"
+    assert await redis.xlen(streams.DEAD_LETTER_STREAM) == 1

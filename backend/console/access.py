@@ -19,7 +19,9 @@ from aiohttp import web
 from backend.console import i18n
 from backend.console.i18n import gettext as _
 from backend.console.sessions import COOKIE_NAME, ConsoleSession, ConsoleSessionStore
+from backend.core.errors import HotlineError
 from backend.models import Role
+from backend.web import refusal_for
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -82,7 +84,15 @@ def guard(access: Access, handler: Handler) -> Handler:
         default = request.app.get(default_language_key, i18n.DEFAULT_LANGUAGE)
         language = i18n.chosen(request.cookies.get(i18n.COOKIE_NAME), default)
         with i18n.speaking(language, request.path_qs):
-            return await _checked(request)
+            try:
+                return await _checked(request)
+            except HotlineError as exc:
+                # Said here, while the counselor's language is known: the error middleware
+                # outside would answer in English.
+                answer = refusal_for(request, exc, i18n.gettext, i18n.error_text)
+                if answer is None:
+                    raise
+                raise answer from None
 
     async def _checked(request: web.Request) -> web.StreamResponse:
         if access is not Access.PUBLIC:

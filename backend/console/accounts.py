@@ -17,6 +17,7 @@ from backend.accounts import AccountAdmin, AccountError
 from backend.console import app_keys
 from backend.console.access import Access, current_session, guard, sessions_key
 from backend.console.forms import read_form, render
+from backend.console.i18n import error_text
 from backend.console.i18n import gettext as _
 from backend.console.sessions import ConsoleSession
 from backend.core import waiting_line
@@ -88,7 +89,7 @@ async def add_account(request: web.Request) -> web.Response:
             form.get("username", ""), Role(role), session.private_keys, _actor(session)
         )
     except AccountError as exc:
-        return await _page(request, status=400, error=str(exc))
+        return await _page(request, status=400, error=error_text(exc))
     log.info("counselor %d added account %d", session.counselor_id, account.id)
     return await _page(request, shown={"username": account.username, "password": password})
 
@@ -102,7 +103,7 @@ async def change_role(request: web.Request) -> web.Response:
     try:
         await request.app[accounts_key].change_role(target, Role(role), _actor(session))
     except AccountError as exc:
-        return await _page(request, status=409, error=str(exc))
+        return await _page(request, status=409, error=error_text(exc))
     await request.app[sessions_key].end_all(target)
     raise web.HTTPSeeOther("/console/accounts")
 
@@ -114,7 +115,7 @@ async def deactivate(request: web.Request) -> web.Response:
     try:
         done = await request.app[accounts_key].deactivate(target, _actor(session))
     except AccountError as exc:
-        return await _page(request, status=409, error=str(exc))
+        return await _page(request, status=409, error=error_text(exc))
     await request.app[sessions_key].end_all(target)
     for case_id in done.requeued:
         await waiting_line.release(request.app[redis_key], case_id)
@@ -133,7 +134,7 @@ async def reset(request: web.Request) -> web.Response:
             target, session.private_keys, _actor(session)
         )
     except AccountError as exc:
-        return await _page(request, status=409, error=str(exc))
+        return await _page(request, status=409, error=error_text(exc))
     await request.app[sessions_key].end_all(target)
     named = {a.id: a.username for a in await request.app[accounts_key].accounts()}
     return await _page(request, shown={"username": named.get(target, ""), "password": password})

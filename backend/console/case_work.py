@@ -24,6 +24,7 @@ from backend.cases import envelope_of
 from backend.console import app_keys, forms
 from backend.console.access import Access, current_session, guard, holder_rule
 from backend.console.forms import is_api, json_error, read_form, read_json, refusal
+from backend.console.i18n import N_
 from backend.console.i18n import gettext as _
 from backend.console.published_bundle import bundle_key
 from backend.console.sessions import ConsoleSession
@@ -101,7 +102,7 @@ def _date(text: str) -> datetime | None:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise CaseWorkError("next_check_at must be a date like 2026-05-01") from None
+        raise CaseWorkError(N_("next_check_at must be a date like 2026-05-01")) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -470,7 +471,7 @@ async def _answer(
     try:
         to = TakedownStatus(data.get("status", ""))
     except ValueError:
-        raise CaseWorkError("status must be answered, removed or refused") from None
+        raise CaseWorkError(N_("status must be answered, removed or refused")) from None
     await request.app[takedowns_key].record_answer(
         key,
         draft.row,

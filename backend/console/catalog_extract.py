@@ -1,4 +1,6 @@
-"""Extracting the console's messages (templates, Python, page scripts) and merging them into
+"""Extracting the console's messages (templates, Python, page scripts, and the errors raised
+elsewhere in `backend/` that reach the console, marked with `N_`: `backend/core/errors.py`)
+and merging them into
 the `.po` catalogs: `python -m backend.console.catalog_extract` after changing a visible text,
 then translate what it reports. The i18n test extracts the same way and fails on any message
 without a Korean translation.
@@ -19,6 +21,9 @@ from jinja2.ext import babel_extract
 from backend.console.i18n import DOMAIN, LANGUAGES
 
 CONSOLE = Path(__file__).resolve().parent
+BACKEND = CONSOLE.parent
+# Outside the console, where an error a counselor reads is raised (its text marked `N_`).
+ERROR_SOURCES = (BACKEND, BACKEND / "core", BACKEND / "flows")
 LOCALES = CONSOLE / "locales"
 KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "N_": None}
 _JINJA_OPTIONS = {"extensions": "jinja2.ext.i18n", "newstyle_gettext": "true"}
@@ -31,6 +36,9 @@ def _sources() -> Iterator[tuple[Path, Extractor, dict[str, str]]]:
         yield path, babel_extract, _JINJA_OPTIONS
     for path in sorted(CONSOLE.glob("*.py")):
         yield path, extract_python, {}
+    for folder in ERROR_SOURCES:
+        for path in sorted(folder.glob("*.py")):
+            yield path, extract_python, {}
     for path in sorted((CONSOLE / "static").glob("*.js")):
         yield path, extract_javascript, {}
 
@@ -46,11 +54,18 @@ def extracted() -> Catalog:
                 catalog.add(
                     message,
                     None,
-                    [(path.relative_to(CONSOLE).as_posix(), line)],
+                    [(_where(path), line)],
                     auto_comments=comments,
                     context=context,
                 )
     return catalog
+
+
+def _where(path: Path) -> str:
+    """Relative to the console for its own files (as the catalogs always said), else `../x`."""
+    if path.is_relative_to(CONSOLE):
+        return path.relative_to(CONSOLE).as_posix()
+    return "../" + path.relative_to(BACKEND).as_posix()
 
 
 def po_path(language: str) -> Path:

@@ -30,6 +30,8 @@ statistics_key = web.AppKey("console_statistics", CaseStatistics)
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
 _CHART_W, _CHART_H = 640, 160
+# The split chart: a label column, then bars at most this wide, one row per value.
+GROUP_CHART_LABEL_W, GROUP_CHART_BAR_W, GROUP_BAR_STEP = 200, 400, 24
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,34 @@ def chart(table: DayTable) -> list[Bar]:
     return bars
 
 
+@dataclass(frozen=True)
+class GroupBar:
+    """One value of the grouping over the whole range, as a horizontal bar."""
+
+    group: str
+    y: float
+    width: float
+    label: str
+    small: bool
+
+
+def group_chart(table: DayTable) -> list[GroupBar]:
+    """One bar per value of the grouping (its total over the range); under 5 it is hollow and
+    drawn at 5, as in the day chart."""
+    values = {g: SMALL_CELL if c.small else c.n for g, c in table.group_totals.items()}
+    top = max([SMALL_CELL, *values.values()])
+    return [
+        GroupBar(
+            group=group,
+            y=i * GROUP_BAR_STEP,
+            width=round(GROUP_CHART_BAR_W * values[group] / top, 2),
+            label=cell.shown,
+            small=cell.small,
+        )
+        for i, (group, cell) in enumerate(table.group_totals.items())
+    ]
+
+
 async def _report(request: web.Request) -> Report:
     start, end, grouping = _range(request)
     return await request.app[statistics_key].report(start, end, grouping)
@@ -100,6 +130,10 @@ async def statistics_page(request: web.Request) -> web.Response:
         report=report,
         groupings=list(Grouping),
         bars=chart(report.per_day),
+        group_bars=group_chart(report.per_day),
+        group_label_width=GROUP_CHART_LABEL_W,
+        group_bar_width=GROUP_CHART_BAR_W,
+        group_bar_step=GROUP_BAR_STEP,
         chart_width=_CHART_W,
         chart_height=_CHART_H,
     )

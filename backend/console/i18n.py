@@ -21,6 +21,8 @@ from typing import Final
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
+from backend.core.errors import HotlineError, Phrase
+
 DOMAIN: Final = "console"
 LANGUAGES: Final = ("ko", "en")
 DEFAULT_LANGUAGE: Final = "ko"
@@ -96,6 +98,19 @@ def ngettext(singular: str, plural: str, n: int) -> str:
 def script_messages() -> dict[str, str]:
     """The current language's messages for the pages' scripts (`_()` in static/*.js)."""
     return _CATALOGS[_current.get()][1]
+
+
+def error_text(error: HotlineError) -> str:
+    """An error raised outside the console, in the current language: its marked text through
+    the catalog, with its values filled in after (`backend/core/errors.py`). An unmarked one
+    reads as it was raised."""
+    if error.message_id is None:
+        return str(error)
+    translated = gettext(error.message_id)
+    if not error.values:
+        return translated
+    values = {k: gettext(v) if isinstance(v, Phrase) else v for k, v in error.values.items()}
+    return translated % values
 
 
 def N_(message: str) -> str:

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from backend.console.access import Access, current_session, guard
 from backend.console.forms import read_form, render
+from backend.console.i18n import error_text
 from backend.console.i18n import gettext as _
 from backend.console.sessions import ConsoleSession
 from backend.core.errors import FlowError
@@ -108,7 +109,7 @@ async def save(request: web.Request) -> web.Response:
     try:
         await request.app[store_key].save_draft(session.counselor_id, files, base)
     except FlowError as exc:
-        return await _page(request, status=400, notice=str(exc), file=path)
+        return await _page(request, status=400, notice=error_text(exc), file=path)
     raise web.HTTPSeeOther(f"/console/studio?file={path}")
 
 
@@ -136,7 +137,7 @@ async def _checked(request: web.Request, mode: str) -> web.Response:
     try:
         checked = check_bundle(files)
     except FlowError as exc:
-        return await _page(request, status=400, notice=str(exc))
+        return await _page(request, status=400, notice=error_text(exc))
     findings = [
         Finding(
             p.code, p.source, p.line, _column(files.get(p.source, ""), p.line, p.message), p.message
@@ -238,9 +239,9 @@ async def publish(request: web.Request) -> web.Response:
     try:
         published = await request.app[store_key].publish(draft.files, _actor(session), message)
     except PublishRefusedError as exc:
-        return await _page(request, status=409, notice=str(exc), refused=exc.reasons)
+        return await _page(request, status=409, notice=error_text(exc), refused=exc.reasons)
     except FlowError as exc:
-        return await _page(request, status=409, notice=str(exc))
+        return await _page(request, status=409, notice=error_text(exc))
     await request.app[store_key].discard_draft(session.counselor_id)
     if published.pending:
         log.info("counselor %d asked to publish version %d", session.counselor_id, published.number)
@@ -260,8 +261,10 @@ async def approve(request: web.Request) -> web.Response:
     try:
         number = int(request.match_info["version"])
         done = await request.app[store_key].approve(number, _actor(session))
-    except (ValueError, FlowError) as exc:
-        return await _page(request, status=409, notice=str(exc))
+    except ValueError:
+        return await _page(request, status=409, notice=_("no such version"))
+    except FlowError as exc:
+        return await _page(request, status=409, notice=error_text(exc))
     return await _page(
         request, notice=_("Version %(n)s approved and published.") % {"n": done.number}
     )
@@ -274,8 +277,10 @@ async def rollback(request: web.Request) -> web.Response:
     try:
         number = int(request.match_info["version"])
         back = await request.app[store_key].rollback(number, _actor(session))
-    except (ValueError, FlowError) as exc:
-        return await _page(request, status=409, notice=str(exc))
+    except ValueError:
+        return await _page(request, status=409, notice=_("no such version"))
+    except FlowError as exc:
+        return await _page(request, status=409, notice=error_text(exc))
     return await _page(request, notice=_("Version %(n)s is published again.") % {"n": back.number})
 
 

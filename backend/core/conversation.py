@@ -14,6 +14,15 @@ Pseudonym = NewType("Pseudonym", str)
 
 MAX_TEXT_CHARS = 4000
 
+# The victim's age as the statistics count it, and nothing finer: the age band a flow asked
+# (`age_band` slots) or a minor found by triage ("15살") is "minor", an adult band "adult",
+# anything else (skipped, "rather not say", never asked) "not_said". It travels in clear in the
+# routing header, so the exact age and band stay sealed in the report (THREAT_MODEL.md).
+AGE_MINOR = "minor"
+AGE_ADULT = "adult"
+AGE_NOT_SAID = "not_said"
+AGE_GROUPS = (AGE_MINOR, AGE_ADULT, AGE_NOT_SAID)
+
 
 @dataclass(frozen=True)
 class Attachment:
@@ -121,6 +130,8 @@ class SubmitReport:
     sealed_files: tuple[str, ...] = field(default=(), repr=False)
     # One record per file given (backend/core/evidence_records.py), sealed with the report.
     evidence: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+    # Coarse (`AGE_GROUPS`), in the routing header for the statistics; "" says nothing.
+    age_group: str = ""
 
 
 @dataclass(frozen=True)
@@ -137,6 +148,7 @@ class RequestHandoff:
     language: str
     channel: str
     answers: dict[str, Any] = field(repr=False)
+    age_group: str = ""
 
 
 @dataclass(frozen=True)

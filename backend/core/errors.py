@@ -1,8 +1,43 @@
-"""Every error the core raises has one base, so each adapter translates them at one boundary."""
+"""Every error the core raises has one base, so each adapter translates them at one boundary.
+
+An error a person reads in the console (a refused account change, a flow version that cannot
+be published) is raised with its English text marked by `N_` and its values given by name:
+
+    raise AccountError(N_("an account named %(name)s exists"), name=username)
+
+`str(error)` is the English with the values filled in (logs, the CLI); the console translates
+`message_id` through its catalog and fills in `values` after (`backend/console/i18n.py:
+error_text`), so a Korean counselor reads Korean. `python -m backend.console.catalog_extract`
+finds the marked texts in `backend/`, `backend/core/` and `backend/flows/`.
+"""
+
+from __future__ import annotations
+
+
+def N_(message: str) -> str:
+    """Marks an error's text for the console's catalog; it is translated where it is shown."""
+    return message
+
+
+class Phrase(str):
+    """A value of an error's message that is a marked catalog text itself ("the note"), so the
+    console translates it too; any other value (a name someone typed) is shown as it is."""
+
+    __slots__ = ()
 
 
 class HotlineError(Exception):
     """Base of every error raised by hotline's core."""
+
+    def __init__(self, *args: object, **values: object) -> None:
+        text = args[0] if len(args) == 1 and isinstance(args[0], str) else None
+        if text is not None and values:
+            super().__init__(text % values)
+        else:
+            super().__init__(*args)
+        # The untranslated text and its values, for a translation at the boundary.
+        self.message_id = text
+        self.values = values
 
 
 class SettingsError(HotlineError):

@@ -3,8 +3,8 @@
 A report body is encrypted under a fresh per-case data key (ChaCha20-Poly1305). The data key is
 sealed to the centre's X25519 public key with HPKE (RFC 9180: DHKEM-X25519, HKDF-SHA256,
 ChaCha20-Poly1305). The plaintext routing header (case id, priority, language, channel,
-category, key id, time) is bound to both layers: as HPKE `info` and as the body's associated
-data, so changing any header field makes the envelope unreadable.
+category, coarse age group, key id, time) is bound to both layers: as HPKE `info` and as the
+body's associated data, so changing any header field makes the envelope unreadable.
 
 Destroying the wrapped data key of one case makes that case unreadable for good, whatever
 other keys survive in backups (crypto-shredding).
@@ -50,11 +50,15 @@ class RoutingHeader:
     # Plain so intake can link it without a key; left out of the bytes when empty, so headers
     # of ordinary reports stay as they were.
     follows: str = ""
+    # The coarse age group (`conversation.AGE_GROUPS`) the statistics count, or "" where none
+    # applies (live chat lines, sealed files, a bot of before issue 16); left out when empty.
+    age_group: str = ""
 
     def to_bytes(self) -> bytes:
         fields = asdict(self)
-        if not self.follows:
-            del fields["follows"]
+        for optional in ("follows", "age_group"):
+            if not fields[optional]:
+                del fields[optional]
         return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
@@ -70,6 +74,7 @@ class RoutingHeader:
                 key_id=str(data["key_id"]),
                 created_at=str(data["created_at"]),
                 follows=str(data.get("follows", "")),
+                age_group=str(data.get("age_group", "")),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise SealingError("routing header is malformed") from exc

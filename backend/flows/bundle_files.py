@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
-from backend.core.errors import FlowError
+from backend.core.errors import N_, FlowError
 from backend.flows import source
 from backend.flows.dialogs import Coverage, Report, run_directory
 from backend.flows.engine import Bundle
@@ -52,23 +52,35 @@ class BundleRefusedError(FlowError):
 def check_paths(files: BundleFiles) -> None:
     """Refuse a path outside the bundle's layout, a file or a bundle over its cap."""
     if not files:
-        raise BundleRefusedError("the bundle is empty")
+        raise BundleRefusedError(N_("the bundle is empty"))
     if len(files) > MAX_FILES:
-        raise BundleRefusedError(f"{len(files)} files is over the limit of {MAX_FILES}")
+        raise BundleRefusedError(
+            N_("%(n)s files is over the limit of %(limit)s"), n=len(files), limit=MAX_FILES
+        )
     total = 0
     for path, text in files.items():
         pure = PurePosixPath(path)
         if pure.is_absolute() or ".." in pure.parts or "\\" in path or not _ALLOWED.match(path):
             raise BundleRefusedError(
-                f"{path!r}: not a bundle file (flows `*.flow.yaml`, `locales/`, `canned/`, "
-                "`tests/*.test.yaml`, `triage.yaml`, `resources.yaml`, `service.yaml`)"
+                N_(
+                    "“%(path)s”: not a bundle file (flows `*.flow.yaml`, `locales/`, `canned/`, "
+                    "`tests/*.test.yaml`, `triage.yaml`, `resources.yaml`, `service.yaml`)"
+                ),
+                path=path,
             )
         size = len(text.encode("utf-8"))
         if size > MAX_FILE_BYTES:
-            raise BundleRefusedError(f"{path}: {size} bytes is over the {MAX_FILE_BYTES}-byte cap")
+            raise BundleRefusedError(
+                N_("%(path)s: %(size)s bytes is over the %(limit)s-byte cap"),
+                path=path,
+                size=size,
+                limit=MAX_FILE_BYTES,
+            )
         total += size
     if total > MAX_BUNDLE_BYTES:
-        raise BundleRefusedError(f"the bundle's {total} bytes are over {MAX_BUNDLE_BYTES}")
+        raise BundleRefusedError(
+            N_("the bundle's %(size)s bytes are over %(limit)s"), size=total, limit=MAX_BUNDLE_BYTES
+        )
 
 
 def read_directory(directory: Path) -> dict[str, str]:

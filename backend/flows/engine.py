@@ -23,6 +23,9 @@ from transitions import Machine
 
 from backend.core import evidence_records, receipt_codes
 from backend.core.conversation import (
+    AGE_ADULT,
+    AGE_MINOR,
+    AGE_NOT_SAID,
     MAX_TEXT_CHARS,
     Attachment,
     Button,
@@ -45,7 +48,15 @@ from backend.core.conversation import (
 from backend.flows.expressions import Scope
 from backend.flows.hours import ServiceHours
 from backend.flows.resources import Directory
-from backend.flows.spec import END, MINOR_AGE_BANDS, CommandSpec, FlowSpec, SlotSpec, StepSpec
+from backend.flows.spec import (
+    ADULT_AGE_BAND,
+    END,
+    MINOR_AGE_BANDS,
+    CommandSpec,
+    FlowSpec,
+    SlotSpec,
+    StepSpec,
+)
 from backend.flows.texts import Texts
 from backend.flows.triage import Triage
 
@@ -614,7 +625,23 @@ class _Run:
             answers=self.answers(),
             sealed_files=tuple(s.slots.get(SEALED_FILES_SLOT, [])),
             evidence=tuple(s.slots.get(EVIDENCE_SLOT, [])),
+            age_group=self.age_group(),
         )
+
+    def age_group(self) -> str:
+        """The coarse age group for the routing header (`conversation.AGE_GROUPS`): a minor by
+        flag (an age band under 18, or triage reading "15살"), else an adult band, else not
+        said."""
+        s = self.session
+        if MINOR in s.flags:
+            return AGE_MINOR
+        bands = {
+            s.slots.get(name)
+            for flow in self.bundle.flows.values()
+            for name, slot in flow.spec.slots.items()
+            if slot.type == "age_band"
+        }
+        return AGE_ADULT if ADULT_AGE_BAND in bands else AGE_NOT_SAID
 
     def handoff(self, reason: str) -> RequestHandoff:
         s = self.session
@@ -631,6 +658,7 @@ class _Run:
             language=s.language,
             channel=s.channel,
             answers=self.answers(),
+            age_group=self.age_group(),
         )
 
 

@@ -21,6 +21,7 @@ END = "END"
 DEFAULT_RETRIES = 3
 AGE_BANDS = ("under_14", "14_17", "18_plus", "no_say")
 MINOR_AGE_BANDS = frozenset({"under_14", "14_17"})
+ADULT_AGE_BAND = "18_plus"
 # `receipt`: a receipt code a returning victim types; stored as text, and looked up by the
 # runtime as it arrives (`ctx.receipt_known`), so a wrong code is said at once (issue 18).
 SLOT_TYPES = frozenset({"choice", "text", "number", "age_band", "url", "files", "receipt"})
