@@ -103,6 +103,13 @@ async def test_the_korean_console(korean: RunningHotline, tmp_path: Path) -> Non
         row = page.locator("#per-day-table tr", has_text=today)
         assert await row.locator("td").all_inner_texts() == [today, "6", "<5", "8"]
         assert await page.locator("#day-chart rect").count() == 30
+        # The split of the range: filming's 2 cases are a hollow bar labelled "<5".
+        small = page.locator("#split-chart g.bar.small")
+        assert await small.count() == 1
+        assert await small.locator("title").text_content() == "filming: <5"
+        assert await page.locator("#split-chart g.bar:not(.small) title").text_content() == (
+            "deepfake: 6"
+        )
         await page.screenshot(path=shots / "dashboard-ko.png", full_page=True)
 
         await page.goto(base + "/console/archive")
