@@ -9,9 +9,11 @@ import csv
 import io
 import re
 import secrets
+from datetime import date
 from typing import Any
 
-from backend.case_statistics import centre_today
+from backend.case_statistics import _day_table, centre_today
+from backend.console.dashboard import group_chart
 from backend.models import Role
 from tests.conftest import RunningHotline
 from tests.live_chat_support import add_counselor, sign_in
@@ -159,3 +161,16 @@ async def test_the_age_group_is_counted_and_small_groups_are_under_five(
     exported = await hotline.client.get(f"/console/statistics.csv?{query}", headers=headers)
     rows = list(csv.reader(io.StringIO(await exported.text())))
     assert rows == [["day", "adult", "minor", "not_said", "total"], [today, "5", "<5", "<5", "10"]]
+
+
+def test_the_split_chart_gives_away_no_day_under_five() -> None:
+    """A group's total over the range, less its other days, would give away a day shown as
+    "<5": such a total is shown as the lower bound the table already tells."""
+    day1, day2 = date(2026, 12, 1), date(2026, 12, 2)
+    table = _day_table(
+        day1,
+        day2,
+        [(day1, "minor", 2), (day2, "minor", 6), (day1, "adult", 7), (day2, "not_said", 3)],
+    )
+    bars = {b.group: (b.label, b.small) for b in group_chart(table)}
+    assert bars == {"adult": ("7", False), "minor": ("≥7", False), "not_said": ("<5", True)}

@@ -100,20 +100,36 @@ class GroupBar:
     small: bool
 
 
+def _group_value(table: DayTable, group: str) -> tuple[int, str, bool]:
+    """The bar's length, its label and whether it is hollow.
+
+    Under 5 over the range: "<5", hollow, drawn at 5. When a day of the group was shown as "<5",
+    the exact total would give that day's count away (the total less the other days), so the
+    bar says only what the table already does: at least the shown days plus one per "<5" day.
+    """
+    total = table.group_totals[group]
+    if total.small:
+        return SMALL_CELL, total.shown, True
+    cells = [table.cell(day, group) for day in table.days]
+    if any(c.small for c in cells):
+        floor = sum(1 if c.small else c.n for c in cells)
+        return floor, f"≥{floor}", False
+    return total.n, total.shown, False
+
+
 def group_chart(table: DayTable) -> list[GroupBar]:
-    """One bar per value of the grouping (its total over the range); under 5 it is hollow and
-    drawn at 5, as in the day chart."""
-    values = {g: SMALL_CELL if c.small else c.n for g, c in table.group_totals.items()}
-    top = max([SMALL_CELL, *values.values()])
+    """One bar per value of the grouping over the whole range (`_group_value`)."""
+    values = {g: _group_value(table, g) for g in table.group_totals}
+    top = max([SMALL_CELL, *(n for n, _label, _small in values.values())])
     return [
         GroupBar(
             group=group,
             y=i * GROUP_BAR_STEP,
-            width=round(GROUP_CHART_BAR_W * values[group] / top, 2),
-            label=cell.shown,
-            small=cell.small,
+            width=round(GROUP_CHART_BAR_W * n / top, 2),
+            label=label,
+            small=small,
         )
-        for i, (group, cell) in enumerate(table.group_totals.items())
+        for i, (group, (n, label, small)) in enumerate(values.items())
     ]
 
 
