@@ -111,6 +111,12 @@ async def test_the_korean_console(korean: RunningHotline, tmp_path: Path) -> Non
             "deepfake: 6"
         )
         await page.screenshot(path=shots / "dashboard-ko.png", full_page=True)
+        # Split by age group, named in Korean: every report here said 18 or over.
+        await page.get_by_label("나누는 기준").select_option("age_group")
+        await page.get_by_role("button", name="보기").click()
+        await page.locator("#per-day-table th", has_text="성인").wait_for()
+        row = page.locator("#per-day-table tr", has_text=today)
+        assert await row.locator("td").all_inner_texts() == [today, "8", "8"]
 
         await page.goto(base + "/console/archive")
         await page.get_by_label("유형").select_option("filming")
