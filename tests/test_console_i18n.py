@@ -214,6 +214,14 @@ async def test_errors_from_outside_the_console_are_said_in_korean(
     said = html.unescape(await taken.text())
     assert "“alice”(이)라는 계정이 이미 있습니다" in said and "exists" not in said
 
+    foreign = await client.post(
+        "/console/accounts",
+        data={"csrf": csrf.group(1), "username": "x", "role": "counselor"},
+        headers={"Origin": "https://elsewhere.example"},
+    )
+    assert foreign.status == 403
+    assert await foreign.text() == "다른 사이트에서 보낸 요청이라 거부했습니다"
+
     approve = await client.post("/console/studio/approve/99", data={"csrf": csrf.group(1)})
     assert approve.status == 409, await approve.text()
     assert "흐름 버전 99이(가) 없습니다" in html.unescape(await approve.text())

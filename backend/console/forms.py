@@ -30,7 +30,7 @@ from backend.web import refused
 log = logging.getLogger(__name__)
 
 CSRF_HEADER = "X-CSRF-Token"
-CROSS_SITE = "cross-site request refused"
+CROSS_SITE = i18n.N_("cross-site request refused")
 
 _templates = jinja2.Environment(
     loader=jinja2.PackageLoader("backend.console", "templates"),
@@ -101,12 +101,12 @@ def check_origin(request: web.Request) -> None:
     origin = request.headers.get("Origin")
     if origin == "null" and site is not None:
         if site != "same-origin":
-            raise web.HTTPForbidden(text=CROSS_SITE)
+            raise web.HTTPForbidden(text=_(CROSS_SITE))
         return
     if site is not None and site not in {"same-origin", "none"}:
-        raise web.HTTPForbidden(text=CROSS_SITE)
+        raise web.HTTPForbidden(text=_(CROSS_SITE))
     if origin is not None and origin != own_origin(request):
-        raise web.HTTPForbidden(text=CROSS_SITE)
+        raise web.HTTPForbidden(text=_(CROSS_SITE))
 
 
 async def read_form(request: web.Request, session: ConsoleSession | None) -> dict[str, str]:
@@ -127,7 +127,7 @@ def check_json_post(request: web.Request, session: ConsoleSession) -> None:
     if (site is not None and site not in {"same-origin", "none"}) or (
         origin not in {None, "null"} and origin != own_origin(request)
     ):
-        raise refusal(request, web.HTTPForbidden, CROSS_SITE)
+        raise refusal(request, web.HTTPForbidden, _(CROSS_SITE))
     given = request.headers.get(CSRF_HEADER, "").encode()
     if not hmac.compare_digest(given, session.csrf_token.encode()):
         raise refusal(
@@ -156,4 +156,4 @@ def check_upgrade_origin(request: web.Request) -> None:
     # hijacking).
     if request.headers.get("Origin") != own_origin(request):
         log.warning("console WebSocket upgrade refused: not from the console's origin")
-        raise web.HTTPForbidden(text=CROSS_SITE)
+        raise web.HTTPForbidden(text=_(CROSS_SITE))
