@@ -113,10 +113,14 @@ class Worker:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=10)
 
+    def terminate(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
     def stop(self) -> None:
+        """After `terminate`: until the process ended (killed if it takes over 30 s)."""
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -297,7 +301,10 @@ class Centre:
         await asyncio.gather(*(worker.ready(http) for worker in self.bots))
 
     async def stop(self) -> None:
-        for worker in [*self.bots, *self.backends]:
+        workers = [*self.bots, *self.backends]
+        for worker in workers:  # all at once: each takes a moment to stop cleanly
+            worker.terminate()
+        for worker in workers:
             worker.stop()
         if self.proxy is not None:
             await self.proxy.stop()
