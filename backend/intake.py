@@ -9,19 +9,28 @@ record, and Redis keeps no more than it must.
 An entry that can never be stored goes to the dead-letter stream instead of blocking the rest:
 at once when it is malformed, after `max_failures` attempts when the database keeps refusing it.
 An unreachable Redis or database is not the entry's fault: it is retried without counting.
+
+An event about a case (a receipt issued, the victim unreachable) can reach one backend while
+another still holds the case's report uncommitted: with several backends in the group, the two
+entries of one turn are read by different consumers. Such an event is applied to the cases
+already stored and stays pending for the rest; it is tried again with backoff (other entries
+flow meanwhile) and dead-lettered only when its case has not appeared within
+`redis_keys.INTAKE_EVENT_WAIT_MS` of intake first seeing it (issue 14).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
-from redis.typing import EncodableT, FieldT
+from redis.typing import EncodableT, FieldT, StreamIdT
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from backend.cases import CaseRepository
@@ -145,6 +154,7 @@ class Intake(StreamConsumer):
         claim_idle_ms: int = redis_keys.INTAKE_CLAIM_IDLE_MS,
         max_failures: int = redis_keys.INTAKE_MAX_FAILURES,
         batch: int = redis_keys.INTAKE_BATCH,
+        event_wait_ms: int = redis_keys.INTAKE_EVENT_WAIT_MS,
     ) -> None:
         self._redis = redis
         self._cases = cases
@@ -152,10 +162,13 @@ class Intake(StreamConsumer):
         self._claim_idle_ms = claim_idle_ms
         self._max_failures = max_failures
         self._batch = batch
+        self._event_wait_ms = event_wait_ms
         super().__init__()
         self.stored = 0
         # Our own pending entries need a look: at start, and after anything failed.
         self._recover = True
+        # Events waiting for their case, by entry id: when to look again (monotonic seconds).
+        self._waiting: dict[bytes, float] = {}
 
     async def _step(self) -> None:
         """One round, between blocking reads of at most INTAKE_BLOCK_MS."""
@@ -163,8 +176,37 @@ class Intake(StreamConsumer):
             await ensure_group(self._redis)
             await self._drain_own_pending()
         await self._reclaim_stale()
-        entries = await self._read(">", block_ms=redis_keys.INTAKE_BLOCK_MS)
+        await self._retry_waiting()
+        entries = await self._read(">", block_ms=self._block_ms())
         await self.handle(entries)
+
+    def _block_ms(self) -> int:
+        """How long a read may block: until the next waiting event is due, at most the usual
+        (never 0, which blocks for ever)."""
+        if not self._waiting:
+            return redis_keys.INTAKE_BLOCK_MS
+        until_ms = (min(self._waiting.values()) - time.monotonic()) * 1000
+        return max(1, min(redis_keys.INTAKE_BLOCK_MS, int(until_ms)))
+
+    async def _retry_waiting(self) -> None:
+        """Look again at the events whose time has come. XCLAIM to ourselves (idle 0) returns
+        their fields and keeps their idle time low, so no other consumer takes them over while
+        we are alive; entries acknowledged or deleted meanwhile come back as nothing."""
+        now = time.monotonic()
+        due = [entry_id for entry_id, at in self._waiting.items() if at <= now]
+        if not due:
+            return
+        for entry_id in due:
+            del self._waiting[entry_id]
+        ids: list[StreamIdT] = list(due)
+        claimed = await self._redis.xclaim(
+            redis_keys.REPORTS_STREAM,
+            redis_keys.INTAKE_GROUP,
+            self._consumer,
+            min_idle_time=0,
+            message_ids=ids,
+        )
+        await self.handle([e for e in cast(list[Entry], claimed) if e and e[1]])
 
     def _service_away(self) -> None:
         log.warning("intake: redis or database unreachable; retrying")
@@ -227,20 +269,73 @@ class Intake(StreamConsumer):
         Events (`redis_keys.FIELD_EVENT`) are applied after the batch's reports are stored, so an
         event about a report in the same batch finds its case."""
         reports: list[Entry] = []
-        events: list[tuple[bytes, Event]] = []
+        events: list[tuple[bytes, dict[bytes, bytes], Event]] = []
         for entry_id, fields in entries:
             if redis_keys.FIELD_EVENT.encode() not in fields:
                 reports.append((entry_id, fields))
                 continue
             try:
-                events.append((entry_id, parse_event(fields)))
+                events.append((entry_id, fields, parse_event(fields)))
             except SealingError as exc:
                 log.error("intake: event %s is malformed; dead-lettered", entry_id.decode())
                 await self._dead_letter(entry_id, fields, str(exc))
         await self._store(reports)
         if events:
-            await self._apply([event for _, event in events])
-            await self._ack([entry_id for entry_id, _ in events])
+            await self._apply_events(events)
+
+    async def _apply_events(self, events: list[tuple[bytes, dict[bytes, bytes], Event]]) -> None:
+        """Apply each event to its cases stored now (applying one again changes nothing: each
+        kind is idempotent), acknowledge those whose cases are all stored, hold the rest."""
+        for entry_id, _, _ in events:
+            self._waiting.pop(entry_id, None)
+        stored = await self._cases.stored_case_ids([c for _, _, e in events for c in e.case_ids])
+        await self._apply(
+            [
+                dataclasses.replace(e, case_ids=[c for c in e.case_ids if c in stored])
+                for _, _, e in events
+                if any(c in stored for c in e.case_ids)
+            ]
+        )
+        early = [(i, f, e) for i, f, e in events if not set(e.case_ids) <= stored]
+        done = [i for i, _, e in events if set(e.case_ids) <= stored]
+        if done:
+            await self._ack(done)
+        if early:
+            await self._hold(early, stored)
+
+    async def _hold(
+        self, early: list[tuple[bytes, dict[bytes, bytes], Event]], stored: set[str]
+    ) -> None:
+        """Keep events whose case is not stored yet pending, to look again soon; dead-letter
+        one that has waited `event_wait_ms` since intake first saw it (on any backend)."""
+        seconds, micros = await self._redis.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        names = [entry_id.decode() for entry_id, _, _ in early]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hsetnx(redis_keys.INTAKE_EVENT_WAITING_KEY, name, now_ms)
+            pipe.hmget(redis_keys.INTAKE_EVENT_WAITING_KEY, names)
+            firsts = (await pipe.execute())[-1]
+        for (entry_id, fields, event), first in zip(early, firsts, strict=True):
+            waited_ms = now_ms - int(first or now_ms)
+            if waited_ms >= self._event_wait_ms:
+                missing = sum(1 for c in event.case_ids if c not in stored)
+                log.error(
+                    "intake: event %s names %d case(s) not stored within %d ms; dead-lettered",
+                    entry_id.decode(),
+                    missing,
+                    waited_ms,
+                )
+                reason = f"{event.kind}: case not stored within {waited_ms} ms"
+                await self._dead_letter(entry_id, fields, reason)
+                continue
+            # Backoff: a quarter of the wait so far, within the bounds.
+            delay_ms = min(
+                redis_keys.INTAKE_EVENT_RETRY_MAX_MS,
+                max(redis_keys.INTAKE_EVENT_RETRY_MIN_MS, waited_ms // 4),
+            )
+            self._waiting[entry_id] = time.monotonic() + delay_ms / 1000
+        log.info("intake: %d event(s) wait for their case to be stored", len(self._waiting))
 
     async def _apply(self, events: list[Event]) -> None:
         unreachable = [
@@ -329,7 +424,19 @@ class Intake(StreamConsumer):
     async def _dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> None:
         # One MULTI: the copy and the acknowledgement happen together or not at all.
         # Only the fields the bot writes (sealed); anything else on the entry is not kept.
-        known = (redis_keys.FIELD_IDEMPOTENCY_KEY.encode(), redis_keys.FIELD_ENVELOPE.encode())
+        known = {
+            name.encode()
+            for name in (
+                redis_keys.FIELD_IDEMPOTENCY_KEY,
+                redis_keys.FIELD_ENVELOPE,
+                # An event's fields are content-free (case ids, a code's digest).
+                redis_keys.FIELD_EVENT,
+                redis_keys.FIELD_CASE_IDS,
+                redis_keys.FIELD_CODE_DIGEST,
+                redis_keys.FIELD_DIGEST_SCHEME,
+                redis_keys.FIELD_PRIORITY,
+            )
+        }
         message: dict[FieldT, EncodableT] = {k: v for k, v in fields.items() if k in known}
         message[redis_keys.FIELD_DEAD_ENTRY_ID] = entry_id
         message[redis_keys.FIELD_DEAD_REASON] = reason
@@ -338,6 +445,7 @@ class Intake(StreamConsumer):
             pipe.xack(redis_keys.REPORTS_STREAM, redis_keys.INTAKE_GROUP, entry_id)
             pipe.xdel(redis_keys.REPORTS_STREAM, entry_id)
             pipe.hdel(redis_keys.INTAKE_FAILURES_KEY, entry_id.decode())
+            pipe.hdel(redis_keys.INTAKE_EVENT_WAITING_KEY, entry_id.decode())
             await pipe.execute()
 
     async def _ack(self, entry_ids: list[bytes]) -> None:
@@ -345,4 +453,5 @@ class Intake(StreamConsumer):
             pipe.xack(redis_keys.REPORTS_STREAM, redis_keys.INTAKE_GROUP, *entry_ids)
             pipe.xdel(redis_keys.REPORTS_STREAM, *entry_ids)
             pipe.hdel(redis_keys.INTAKE_FAILURES_KEY, *(i.decode() for i in entry_ids))
+            pipe.hdel(redis_keys.INTAKE_EVENT_WAITING_KEY, *(i.decode() for i in entry_ids))
             await pipe.execute()

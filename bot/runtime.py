@@ -182,12 +182,19 @@ class ConversationRuntime:
         return Turn((Outbound(text, (), OVER_LIMIT_KEY),))
 
     async def handle(
-        self, inbound: Inbound, *, once: Once | None = None, sender: Sender | None = None
+        self,
+        inbound: Inbound,
+        *,
+        once: Once | None = None,
+        sender: Sender | None = None,
+        record: Callable[[Turn], tuple[str, bytes, int]] | None = None,
     ) -> Turn:
         """One turn. `once`: a claim on the input (a Telegram update) taken with the lock;
         `OnceRefusedError`, and nothing done, when it is someone else's. `sender`: whom the
         inbound limits count (`sender()`); over them, the victim is told calmly to slow down
-        and nothing else happens, unless she wrote safety words or asked to leave."""
+        and nothing else happens, unless she wrote safety words or asked to leave. `record`:
+        a key, value and lifetime made from the turn's answer, written with its session
+        (`HeldSession.record`)."""
         started = time.perf_counter()
         try:
             if await self._blocked(inbound):
@@ -206,6 +213,8 @@ class ConversationRuntime:
                     self.metrics.turn(inbound.channel, "limited", time.perf_counter() - started)
                     return turn
                 turn = await self._handle_locked(inbound, held)
+                if record is not None:
+                    held.record(*record(turn))
             self.metrics.turn(inbound.channel, "answered", time.perf_counter() - started)
             return turn
         except OnceRefusedError:

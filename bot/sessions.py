@@ -91,13 +91,22 @@ class HeldSession:
     """A conversation's session while its lock is held; what to write is said, not done, and
     written when the hold ends."""
 
-    __slots__ = ("_action", "_seal", "_sealed", "session")
+    __slots__ = ("_action", "_record", "_seal", "_sealed", "session")
 
     def __init__(self, session: Session | None, seal: Callable[[Session], bytes]) -> None:
         self.session = session
         self._seal = seal
         self._action = "keep"
         self._sealed = b""
+        self._record: tuple[str, bytes, int] | None = None
+
+    def record(self, key: str, value: bytes, ttl_s: int) -> None:
+        """Also set `key` to `value` (for `ttl_s`) in the write that ends the hold: what the
+        turn answered (the web chat's replay answer, `bot.turn_replay`), so a process killed
+        after that write leaves the answer for the victim's retry, never a stepped conversation
+        without it (issue 14: the retry ran the turn again on the next step, "That question has
+        passed", and a submitted report's receipt was never shown). Not with a `Once`."""
+        self._record = (key, value, ttl_s)
 
     def save(self, session: Session) -> None:
         self.session = session
@@ -185,6 +194,11 @@ class SessionStore:
         args = [token, held._action, held._sealed, self._ttl_s]
         if once is not None:
             args += [once.done, once.done_ttl_s]
+        elif held._record is not None:
+            # The release sets its third key as it marks a `Once` done.
+            record_key, value, ttl_s = held._record
+            keys.append(record_key)
+            args += [value, ttl_s]
         if not await self._release(keys, args):
             raise LockError("conversation lock lost before the session was written")
 

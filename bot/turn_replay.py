@@ -51,6 +51,20 @@ class TurnReplay:
         digest = hmac.new(self._id_key, f"{pseudonym}:{turn_id}".encode(), hashlib.sha256)
         return redis_keys.turn_replay_key(digest.hexdigest())
 
+    def answer_record(
+        self,
+        pseudonym: Pseudonym,
+        turn_id: str,
+        answer: bytes,
+        ttl_s: int = redis_keys.WEBCHAT_TURN_REPLAY_TTL_S,
+    ) -> tuple[str, bytes, int]:
+        """The turn's answer as `once` stores it (key, value, lifetime), for the runtime to write
+        with the session (`HeldSession.record`): a process killed between the session's write
+        and `once`'s own would leave a stepped conversation without the answer, and the retry
+        would run the turn again on the next step (issue 14)."""
+        key = self._key(pseudonym, turn_id)
+        return key, _ANSWER + self._cipher.seal(key, answer), ttl_s
+
     async def once(
         self,
         pseudonym: Pseudonym,

@@ -32,7 +32,7 @@ from backend.flows.channels import BUTTON_LABEL_LIMITS
 from bot import chat_languages
 from bot.channel import Capabilities, fit
 from bot.live import HeldLines
-from bot.runtime import ConversationRuntime
+from bot.runtime import ConversationRuntime, Turn
 from bot.turn_replay import TurnInProgressError, TurnReplay
 
 CHANNEL = "web"
@@ -191,6 +191,17 @@ def render_turn(messages: list[Outbound], effects: tuple[Effect, ...]) -> list[d
     return rendered
 
 
+def answer_body(result: Turn) -> bytes:
+    """A turn's answer as the page reads it."""
+    messages = fit(result.messages, CAPABILITIES)
+    answer = {
+        "messages": render_turn(messages, result.effects),
+        "ended": result.quick_exit,
+        "relay": result.relay,
+    }
+    return json.dumps(answer, ensure_ascii=False).encode()
+
+
 async def turn(request: web.Request) -> web.Response:
     request.app[runtime_key].metrics.update(CHANNEL)
     payload = await _json_body(request)
@@ -206,24 +217,26 @@ async def turn(request: web.Request) -> web.Response:
     # The client address as the trusted proxy gave it (`backend.forwarded`), hashed at once.
     sender = runtime.sender(CHANNEL, rate_pseudonym, request.remote)
 
+    replay = request.app[replay_key]
+
+    def record(result: Turn) -> tuple[str, bytes, int]:
+        assert turn_id is not None  # noqa: S101 - only passed with a turn id
+        return replay.answer_record(inbound.pseudonym, turn_id, answer_body(result))
+
     async def handle() -> bytes:
-        result = await runtime.handle(inbound, sender=sender)
+        result = await runtime.handle(
+            inbound, sender=sender, record=None if turn_id is None else record
+        )
         if result.failed:
             # Not stored as the turn's answer: the retry runs the turn again.
             raise TurnFailedError("the turn did not run")
-        messages = fit(result.messages, CAPABILITIES)
-        answer = {
-            "messages": render_turn(messages, result.effects),
-            "ended": result.quick_exit,
-            "relay": result.relay,
-        }
-        return json.dumps(answer, ensure_ascii=False).encode()
+        return answer_body(result)
 
     try:
         if turn_id is None:
             body = await handle()
         else:
-            body = await request.app[replay_key].once(inbound.pseudonym, turn_id, handle)
+            body = await replay.once(inbound.pseudonym, turn_id, handle)
     except TurnInProgressError:
         raise unavailable("still working on this message; retry") from None
     except TurnFailedError:

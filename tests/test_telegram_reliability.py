@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -61,14 +62,19 @@ class _WatchedRuntime(ConversationRuntime):
         self.most_overall = 0
 
     async def handle(
-        self, inbound: Inbound, *, once: Once | None = None, sender: Sender | None = None
+        self,
+        inbound: Inbound,
+        *,
+        once: Once | None = None,
+        sender: Sender | None = None,
+        record: Callable[[Turn], tuple[str, bytes, int]] | None = None,
     ) -> Turn:
         self.running[inbound.pseudonym] = self.running.get(inbound.pseudonym, 0) + 1
         self.most_per_chat = max(self.most_per_chat, self.running[inbound.pseudonym])
         self.most_overall = max(self.most_overall, sum(self.running.values()))
         try:
             await asyncio.sleep(0.05)
-            return await super().handle(inbound, once=once, sender=sender)
+            return await super().handle(inbound, once=once, sender=sender, record=record)
         finally:
             self.running[inbound.pseudonym] -= 1
 

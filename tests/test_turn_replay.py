@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from redis.asyncio import Redis
 
+from backend.core import keys
 from backend.core import redis_keys as streams
 from backend.core.conversation import Pseudonym
+from backend.core.pseudonyms import Pseudonymizer
+from backend.core.settings import SHIPPED_FLOWS_DIR
+from backend.flows.registry import FlowRegistry
+from bot.runtime import Turn
 from bot.turn_replay import TurnReplay
+from bot.webchat import answer_body, parse_turn
 from tests.conftest import RunningHotline
+from tests.telegram_support import make_runtime, say
 
 WHO = Pseudonym("a" * 64)
 
@@ -83,3 +91,41 @@ async def test_a_malformed_turn_id_is_refused(hotline: RunningHotline) -> None:
     response = await hotline.client.post("/chat/api/turn", json=body)
     assert response.status == 400
     assert "turn" in (await response.json())["error"]
+
+
+async def test_a_turn_whose_process_died_after_its_write_is_answered_from_that_write(
+    redis: Redis,
+) -> None:
+    """Issue 14, found by the scale-out test: a bot worker SIGKILLed after a web chat turn's
+    session write but before the replay's own write of the answer left the conversation
+    stepped and no answer; the page's retry (same turn id) ran the turn again on the next step
+    ("That question has passed", and a submitted report's receipt never shown). The answer is
+    now written with the session: the first request here ends right after that write, as a
+    killed process does, and the retry gets its answer without running anything."""
+    runtime, root_secret = make_runtime(
+        redis, FlowRegistry.load(SHIPPED_FLOWS_DIR), keys.generate_private_key()
+    )
+    pseudonymizer = Pseudonymizer(root_secret)
+    replay = TurnReplay(redis, root_secret)
+    token = "t" * 43
+    start = {"token": token, "text": "/start", "language": "en"}
+    await runtime.handle(parse_turn(start, pseudonymizer))
+    agree = parse_turn({"token": token, "button": "agree"}, pseudonymizer)
+    turn_id = "turn-0000000000001"
+
+    def record(turn: Turn) -> tuple[str, bytes, int]:
+        return replay.answer_record(agree.pseudonym, turn_id, answer_body(turn))
+
+    first = await runtime.handle(agree, record=record)
+    runs = 0
+
+    async def retried() -> bytes:
+        nonlocal runs
+        runs += 1
+        return answer_body(await runtime.handle(agree))
+
+    answer = await replay.once(agree.pseudonym, turn_id, retried)
+    assert runs == 0, "the retry did not run the turn again"
+    assert answer == answer_body(first)
+    (message,) = json.loads(answer)["messages"]
+    assert message["text"] == say("report.category")

@@ -21,6 +21,14 @@ INTAKE_FAILURES_KEY: Final = PREFIX + "intake:failures"
 # Entries that can never be stored (malformed, or failing again and again), kept sealed, with
 # the reason, for an administrator; the console shows an alert while it is not empty.
 DEAD_LETTER_STREAM: Final = PREFIX + "reports:dead"
+# An event about a case not stored yet (another backend holds the case's report, not yet
+# committed) stays pending and is tried again, with backoff, for this long after intake first
+# saw it; only then is it dead-lettered (issue 14). First sightings, by entry id (a hash, in
+# Redis' own clock, so every backend measures the same wait).
+INTAKE_EVENT_WAIT_MS: Final = 30_000
+INTAKE_EVENT_RETRY_MIN_MS: Final = 50
+INTAKE_EVENT_RETRY_MAX_MS: Final = 2_000
+INTAKE_EVENT_WAITING_KEY: Final = PREFIX + "intake:waiting"
 
 # Fields of one entry on REPORTS_STREAM.
 FIELD_IDEMPOTENCY_KEY: Final = "idempotency_key"
