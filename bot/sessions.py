@@ -108,6 +108,16 @@ class HeldSession:
         self._action, self._sealed = "delete", b""
 
 
+@dataclass(frozen=True)
+class Peeked:
+    """A session read without the lock, and the record it was read from: a write decided on it
+    holds only while nothing has moved since (`bot.live.VictimSide.line_unlocked` checks, in the
+    write itself, that no turn holds the conversation and the record is still this one)."""
+
+    session: Session
+    record: bytes
+
+
 class SessionStore:
     def __init__(
         self,
@@ -136,6 +146,25 @@ class SessionStore:
         except (ValueError, TypeError):
             # Unreadable (key changed, or tampered): start afresh rather than fail the victim.
             return None
+
+    @property
+    def ttl_s(self) -> int:
+        return self._ttl_s
+
+    def sealed(self, pseudonym: Pseudonym, session: Session) -> bytes:
+        """The session's record as `hold` writes it."""
+        key = redis_keys.session_key(pseudonym)
+        return self._cipher.seal(key, session.to_json())
+
+    async def peek(self, pseudonym: Pseudonym) -> Peeked | None:
+        """The session and its record, without the lock (a read: no write, no fsync); None
+        when there is none or it does not open."""
+        key = redis_keys.session_key(pseudonym)
+        record = await self._redis.get(key)
+        if not isinstance(record, bytes):
+            return None
+        session = self._open(key, record)
+        return None if session is None else Peeked(session, record)
 
     async def load(self, pseudonym: Pseudonym) -> Session | None:
         """The session without the lock: for a look that changes nothing."""
