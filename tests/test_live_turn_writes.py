@@ -206,3 +206,19 @@ async def test_held_lines_come_with_the_line_once_and_are_recorded_delivered(
     delivered = [e.event.ref for e in entries if e.event is not None and e.event.ref == "r1"]
     assert delivered == ["r1"]
     assert await chat.victim_lines() == ["thank you", "still there?"]
+
+
+async def test_a_blocked_sender_in_a_live_chat_reaches_no_one(redis: Redis) -> None:
+    chat = Chat(redis)
+    await chat.go_live()
+    blocking = Pseudonym(secrets.token_hex(16))
+    await redis.set(redis_keys.blocked_key(blocking), b"1")
+    said = Inbound(
+        chat.who, webchat.CHANNEL, text="you cannot stop me", language="en", blocking=blocking
+    )
+
+    turn = await chat.runtime.handle(said)
+
+    assert [m.text for m in turn.messages] == [chat.runtime.text("common.blocked", "en")]
+    assert not turn.live
+    assert await chat.victim_lines() == []
