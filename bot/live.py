@@ -29,8 +29,17 @@ from redis.asyncio import Redis
 
 from backend.core import keys, redis_keys
 from backend.core.conversation import Outbound, Pseudonym, Session
-from backend.core.live_chat import Event, EventKind, LiveChat, Sender, encode_reply_key, new_line
+from backend.core.live_chat import (
+    Event,
+    EventKind,
+    LiveChat,
+    Sender,
+    encode_reply_key,
+    new_line,
+    sealed_line,
+)
 from backend.core.record_cipher import RecordCipher
+from bot.sessions import Once, OnceRefusedError, Peeked, SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +54,21 @@ def how_replies_key(channel: str) -> str:
     return _HOLDING_HOW.get(channel, "live.how_push")
 
 
-# KEYS of the three scripts: held, sending, lease. Entries move between the lists verbatim.
-_TAKE = """
-local out = {}
-if redis.call('EXISTS', KEYS[3]) == 0 then
-  out = redis.call('LRANGE', KEYS[2], 0, -1)
-  redis.call('DEL', KEYS[2])
+# Every held line (held, sending, lease: the keys), oldest first, removed: see `HeldLines.take`.
+_TAKE_HELD = """
+local function take_held(held, sending, lease)
+  local out = {}
+  if redis.call('EXISTS', lease) == 0 then
+    out = redis.call('LRANGE', sending, 0, -1)
+    redis.call('DEL', sending)
+  end
+  for _, entry in ipairs(redis.call('LRANGE', held, 0, -1)) do table.insert(out, entry) end
+  redis.call('DEL', held)
+  return out
 end
-for _, entry in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do table.insert(out, entry) end
-redis.call('DEL', KEYS[1])
-return out
 """
+# KEYS of the three scripts: held, sending, lease. Entries move between the lists verbatim.
+_TAKE = _TAKE_HELD + "return take_held(KEYS[1], KEYS[2], KEYS[3])\n"
 # ARGV: lease (ms), ttl (s). Lines a dead sender left behind are claimed again, first.
 _CLAIM = """
 if redis.call('EXISTS', KEYS[3]) == 1 then return {} end
@@ -78,6 +91,42 @@ redis.call('DEL', KEYS[2], KEYS[3])
 if #sending > 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return #sending
 """
+
+
+# A victim's line in a live chat, the whole turn's writes in one script and without the
+# conversation lock (one fsync on the embedded Redis instead of three: the lock, the line, the
+# session and unlock). It writes only while no turn holds the conversation (`bot.sessions`'s
+# lock) and the session is still the record the turn was decided on (`SessionStore.peek`);
+# else {0}, nothing written, and the runtime does the turn again under the lock. A `Once` held
+# by another is {2, holder}, as `hold` refuses it. Then, all or nothing: the line onto the
+# transcript and the archive (as `LiveChat`'s append), the link's expiry renewed, the session
+# saved, the once marked done, and (ARGV[10] = 1) the held lines taken: {1, entry id, held...}.
+# KEYS: lock, session, transcript, archive, link, held, sending, lease[, once].
+# ARGV: record read, new record, session ttl (s), field name, sealed line, case id, maxlen,
+# transcript ttl (s), link ttl (s), take held (1|0)[, once token, once done, done ttl (s)].
+_LINE_UNLOCKED = (
+    _TAKE_HELD
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return {0}
+end
+if KEYS[9] then
+  local holder = redis.call('GET', KEYS[9])
+  if holder and holder ~= ARGV[11] then return {2, holder} end
+end
+local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', ARGV[4], ARGV[5])
+redis.call('EXPIRE', KEYS[3], ARGV[8])
+redis.call('XADD', KEYS[4], '*', 'case', ARGV[6], 'entry', id, ARGV[4], ARGV[5])
+redis.call('EXPIRE', KEYS[5], ARGV[9])
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+if KEYS[9] then redis.call('SET', KEYS[9], ARGV[12], 'EX', ARGV[13]) end
+local out = {1, id}
+if ARGV[10] == '1' then
+  for _, entry in ipairs(take_held(KEYS[6], KEYS[7], KEYS[8])) do table.insert(out, entry) end
+end
+return out
+"""
+)
 
 
 @dataclass(frozen=True)
@@ -169,34 +218,34 @@ class HeldLines:
         """Every held line, oldest first, removed in the same script: two takers (the page's
         poll and a turn) never both get one. Lines a live callback is sending are not taken,
         unless its lease ran out (the sender died): then they come first."""
-        found = await self._take(keys=self._keys(pseudonym))
-        return self._opened(pseudonym, found)
+        found = await self._take(keys=self.keys(pseudonym))
+        return self.opened(pseudonym, found)
 
     async def claim(self, pseudonym: Pseudonym) -> list[HeldLine]:
         """For a KakaoTalk callback: every held line, moved aside under a lease while it is
         POSTed; then `sent` or `unsent`. Empty while another callback of this conversation is
         sending."""
         lease_ms = redis_keys.HELD_SENDING_LEASE_MS
-        found = await self._claim(keys=self._keys(pseudonym), args=[lease_ms, self._ttl_s])
-        return self._opened(pseudonym, found)
+        found = await self._claim(keys=self.keys(pseudonym), args=[lease_ms, self._ttl_s])
+        return self.opened(pseudonym, found)
 
     async def sent(self, pseudonym: Pseudonym) -> None:
         """The claimed lines reached the victim: gone."""
-        _held, sending, lease = self._keys(pseudonym)
+        _held, sending, lease = self.keys(pseudonym)
         await self._redis.delete(sending, lease)
 
     async def unsent(self, pseudonym: Pseudonym) -> None:
         """The claimed lines did not reach the victim: held again, before any newer ones."""
-        await self._unsend(keys=self._keys(pseudonym), args=[self._ttl_s])
+        await self._unsend(keys=self.keys(pseudonym), args=[self._ttl_s])
 
-    def _keys(self, pseudonym: Pseudonym) -> list[str]:
+    def keys(self, pseudonym: Pseudonym) -> list[str]:
         return [
             redis_keys.held_lines_key(pseudonym),
             redis_keys.held_sending_key(pseudonym),
             redis_keys.held_sending_lease_key(pseudonym),
         ]
 
-    def _opened(self, pseudonym: Pseudonym, sealed: list[bytes]) -> list[HeldLine]:
+    def opened(self, pseudonym: Pseudonym, sealed: list[bytes]) -> list[HeldLine]:
         # Sealed under the held list's name, wherever they moved since.
         key = redis_keys.held_lines_key(pseudonym)
         lines = []
@@ -208,7 +257,7 @@ class HeldLines:
         return lines
 
     async def drop(self, pseudonym: Pseudonym) -> None:
-        await self._redis.delete(*self._keys(pseudonym))
+        await self._redis.delete(*self.keys(pseudonym))
 
 
 class VictimSide:
@@ -224,6 +273,7 @@ class VictimSide:
         holding_channels: Collection[str] = (),
     ) -> None:
         self.chat = LiveChat(redis)
+        self._line_unlocked = redis.register_script(_LINE_UNLOCKED)
         self.links = RelayLinks(redis, root_secret, ttl_s)
         self.held = HeldLines(redis, root_secret, ttl_s)
         self._center_key = center_key
@@ -253,6 +303,62 @@ class VictimSide:
             keep_alive=self.links.keep_alive(case_id),
         )
 
+    async def line_unlocked(
+        self,
+        sessions: SessionStore,
+        pseudonym: Pseudonym,
+        peeked: Peeked,
+        after: Session,
+        text: str,
+        *,
+        take_held: bool,
+        once: Once | None = None,
+    ) -> list[HeldLine] | None:
+        """The victim's words in a live chat, the turn's writes in one round trip without the
+        conversation lock (`_LINE_UNLOCKED`): the line sealed to the centre onto the
+        transcript, the session `after` saved in place of the `peeked` record, and, on a door
+        that cannot push, the held lines taken (recorded delivered here). None when a turn holds
+        the conversation or its session moved since it was peeked: nothing is written, the
+        caller takes the lock and does the turn again. ValueError for an empty or too long
+        text, `OnceRefusedError` when `once` is another's; nothing written either way."""
+        case_id = after.handoff_case
+        if case_id is None:
+            raise ValueError("this conversation has no live chat")
+        line = new_line(Sender.VICTIM, text)
+        link_key, link_ttl_s = self.links.keep_alive(case_id)
+        held_keys = self.held.keys(pseudonym)
+        keys_ = [
+            redis_keys.conversation_lock_key(pseudonym),
+            redis_keys.session_key(pseudonym),
+            redis_keys.case_transcript_stream(case_id),
+            redis_keys.TRANSCRIPT_ARCHIVE_STREAM,
+            link_key,
+            *held_keys,
+        ]
+        args: list[str | bytes | int] = [
+            peeked.record,
+            sessions.sealed(pseudonym, after),
+            sessions.ttl_s,
+            redis_keys.FIELD_SEALED,
+            sealed_line(case_id, line, self._center_key),
+            case_id,
+            redis_keys.CASE_STREAM_MAXLEN,
+            redis_keys.CASE_TRANSCRIPT_TTL_S,
+            link_ttl_s,
+            1 if take_held else 0,
+        ]
+        if once is not None:
+            keys_.append(once.key)
+            args += [once.token, once.done, once.done_ttl_s]
+        done = await self._line_unlocked(keys_, args)
+        if done[0] == 2:
+            raise OnceRefusedError(done[1])
+        if done[0] != 1:
+            return None
+        lines = self.held.opened(pseudonym, done[2:])
+        await self.delivered(lines)
+        return lines
+
     async def flag(self, case_id: str, flag: str) -> None:
         """Triage matched the victim's words: the counselor's panel shows the flag (the rule's
         flag name, never the words) as it shows a presence event."""
@@ -273,10 +379,14 @@ class VictimSide:
 
     async def delivered(self, lines: Sequence[HeldLine]) -> None:
         """Record each counselor line among `lines` as having reached the victim."""
-        for line in lines:
-            if line.ref:
-                delivered = Event(EventKind.DELIVERED, Sender.VICTIM, time.time(), ref=line.ref)
-                await self.chat.event(line.case_id, delivered)
+        now = time.time()
+        await self.chat.events(
+            [
+                (line.case_id, Event(EventKind.DELIVERED, Sender.VICTIM, now, ref=line.ref))
+                for line in lines
+                if line.ref
+            ]
+        )
 
 
 def reply_key_of(session: Session) -> X25519PrivateKey:

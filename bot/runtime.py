@@ -58,7 +58,14 @@ from backend.flows.texts import SAFETY_PREFIX
 from bot.inbound_limits import InboundLimits, Sender
 from bot.live import CHECK_BUTTON, VictimSide, how_replies_key
 from bot.reports import ReportSender
-from bot.sessions import HeldSession, Once, OnceRefusedError, SessionStore
+from bot.sessions import (
+    BlockedError,
+    HeldSession,
+    Once,
+    OnceRefusedError,
+    Peeked,
+    SessionStore,
+)
 
 log = logging.getLogger(__name__)
 
@@ -196,14 +203,18 @@ class ConversationRuntime:
         a key, value and lifetime made from the turn's answer, written with its session
         (`HeldSession.record`)."""
         started = time.perf_counter()
+        blocked = self._blocked_key(inbound)
         try:
-            if await self._blocked(inbound):
-                return Turn((Outbound(self.text("common.blocked", inbound.language)),))
             refused = await self.over_limit(inbound, sender)
             if refused is not None:
                 self.metrics.turn(inbound.channel, "limited", time.perf_counter() - started)
                 return refused
-            async with self._sessions.hold(inbound.pseudonym, once=once) as held:
+            fast = await self._live_line(inbound, once, blocked)
+            if fast is not None:
+                self.metrics.turn(inbound.channel, "answered", time.perf_counter() - started)
+                return fast
+            hold = self._sessions.hold(inbound.pseudonym, once=once, blocked=blocked)
+            async with hold as held:
                 if (
                     held.session is None
                     and sender is not None
@@ -217,6 +228,8 @@ class ConversationRuntime:
                     held.record(*record(turn))
             self.metrics.turn(inbound.channel, "answered", time.perf_counter() - started)
             return turn
+        except BlockedError:
+            return Turn((Outbound(self.text("common.blocked", inbound.language)),))
         except OnceRefusedError:
             self.metrics.turn(inbound.channel, "refused", time.perf_counter() - started)
             raise
@@ -233,15 +246,19 @@ class ConversationRuntime:
         self.metrics.turn(inbound.channel, "unavailable", time.perf_counter() - started)
         return Turn((self._unavailable(inbound),), failed=True)
 
-    async def _blocked(self, inbound: Inbound) -> bool:
-        """A counselor blocked this sender (`backend/blocks.py`): a neutral answer with the
-        emergency numbers, and nothing reaches the flow or the centre. The quick exit still
-        works, in case a victim was blocked by mistake."""
+    @staticmethod
+    def _blocked_key(inbound: Inbound) -> str | None:
+        """The key that says a counselor blocked this sender (`backend/blocks.py`): then a
+        neutral answer with the emergency numbers, and nothing reaches the flow or the centre.
+        Read with the session, in the turn's first round trip (`SessionStore.hold`, `peek`);
+        the inbound limits count the sender first. None: nothing to check (no blocking
+        pseudonym, or the quick exit, which still works in case a victim was blocked by
+        mistake)."""
         if inbound.blocking is None or inbound.button == QUICK_EXIT_BUTTON:
-            return False
+            return None
         if (inbound.text or "").strip().lower() in BUILT_IN_EXITS:
-            return False
-        return bool(await self._redis.exists(redis_keys.blocked_key(inbound.blocking)))
+            return None
+        return redis_keys.blocked_key(inbound.blocking)
 
     async def _new_allowed(self, inbound: Inbound, sender: Sender) -> bool:
         if self._limits is None or await self._limits.admit_new_conversation(sender):
@@ -383,6 +400,65 @@ class ConversationRuntime:
         held = await self._held(inbound)
         listen = accepted and not held
         return Turn((*held, *said), relay=True, live=session.live, awaits_reply=listen)
+
+    async def _live_line(
+        self, inbound: Inbound, once: Once | None, blocked: str | None
+    ) -> Turn | None:
+        """The common turn of a live chat, a victim's words that triage finds nothing in, with
+        its writes in one round trip and no lock: the session peeked (a read), the turn decided
+        on it as `_relay_turn` would, then the line, the session and the held lines in one
+        script that writes only if no turn holds the conversation and its session has not moved
+        (`VictimSide.line_unlocked`). None: not such a turn, or it moved; the locked turn then
+        does it from the start (nothing was written)."""
+        live = self._live
+        text = (inbound.text or "").strip()
+        if (
+            live is None
+            or inbound.button is not None
+            or inbound.attachments
+            or not text
+            or _is_command(inbound.text)
+        ):
+            return None
+        chatting = await self._peek_live(inbound.pseudonym, blocked)
+        if chatting is None:
+            return None
+        peeked, bundle = chatting
+        now = self._clock()
+        ctx = Context(int(now), bundle.hours.is_open(datetime.fromtimestamp(now, UTC)))
+        read = engine.triage(bundle, peeked.session, text, ctx)
+        if read.effects or read.messages:
+            return None  # triage matched: guidance and alerts, the locked turn's
+        after = read.session
+        after.seen_s = int(now)
+        try:
+            lines = await live.line_unlocked(
+                self._sessions,
+                inbound.pseudonym,
+                peeked,
+                after,
+                text,
+                take_held=inbound.channel in live.holding_channels,
+                once=once,
+            )
+        except ValueError:
+            return None  # too long: the locked turn says so
+        if lines is None:
+            return None
+        held = tuple(Outbound(line.text) for line in lines)
+        return Turn(held, relay=True, live=True, awaits_reply=not held)
+
+    async def _peek_live(
+        self, pseudonym: Pseudonym, blocked: str | None
+    ) -> tuple[Peeked, Bundle] | None:
+        """The session, unlocked, and its flows, if a counselor is chatting with it
+        (`BlockedError` if `blocked` exists)."""
+        peeked = await self._sessions.peek(pseudonym, blocked=blocked)
+        if peeked is None or not peeked.session.live or peeked.session.handoff_case is None:
+            return None
+        await self._refresh_flows()
+        bundle = await self._flows.pinned(peeked.session.version)
+        return None if bundle is None else (peeked, bundle)
 
     async def _held(self, inbound: Inbound) -> list[Outbound]:
         if self._live is None or inbound.channel not in self._live.holding_channels:

@@ -33,13 +33,18 @@ from backend.core.errors import HotlineError
 from backend.core.record_cipher import RecordCipher
 from bot.leases import holder_token, renewed
 
-# KEYS: lock, session[, once]. ARGV: token, lock ttl (ms)[, once token, once lease (s)].
+# KEYS: lock, session, blocked[, once]. ARGV: token, lock ttl (ms), check blocked (1|0)
+# [, once token, once lease (s)].
 # {1, session} when the lock was taken; {0} when another turn holds it (wait and try again);
-# {2, holder} when the once key is another's (a copy of work done or under way elsewhere).
+# {2, holder} when the once key is another's (a copy of work done or under way elsewhere);
+# {3} when the sender is blocked (`Blocked`): nothing taken. The blocked key is read here, not
+# in a round trip of its own before (one less per turn; a key that is not checked is passed as
+# the lock's, and not read).
 _TAKE = """
-if KEYS[3] and not redis.call('SET', KEYS[3], ARGV[3], 'NX', 'EX', ARGV[4]) then
-  local holder = redis.call('GET', KEYS[3])
-  if holder ~= ARGV[3] then return {2, holder} end
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then return {3} end
+if KEYS[4] and not redis.call('SET', KEYS[4], ARGV[4], 'NX', 'EX', ARGV[5]) then
+  local holder = redis.call('GET', KEYS[4])
+  if holder ~= ARGV[4] then return {2, holder} end
 end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {1, redis.call('GET', KEYS[2])}
@@ -87,6 +92,13 @@ class OnceRefusedError(HotlineError):
         self.holder = holder
 
 
+class BlockedError(HotlineError):
+    """The sender is blocked (`hold`'s `blocked` key exists): nothing was taken."""
+
+    def __init__(self) -> None:
+        super().__init__("blocked")
+
+
 class HeldSession:
     """A conversation's session while its lock is held; what to write is said, not done, and
     written when the hold ends."""
@@ -115,6 +127,16 @@ class HeldSession:
     def delete(self) -> None:
         self.session = None
         self._action, self._sealed = "delete", b""
+
+
+@dataclass(frozen=True)
+class Peeked:
+    """A session read without the lock, and the record it was read from: a write decided on it
+    holds only while nothing has moved since (`bot.live.VictimSide.line_unlocked` checks, in the
+    write itself, that no turn holds the conversation and the record is still this one)."""
+
+    session: Session
+    record: bytes
 
 
 class SessionStore:
@@ -146,6 +168,34 @@ class SessionStore:
             # Unreadable (key changed, or tampered): start afresh rather than fail the victim.
             return None
 
+    @property
+    def ttl_s(self) -> int:
+        return self._ttl_s
+
+    def sealed(self, pseudonym: Pseudonym, session: Session) -> bytes:
+        """The session's record as `hold` writes it."""
+        key = redis_keys.session_key(pseudonym)
+        return self._cipher.seal(key, session.to_json())
+
+    async def peek(self, pseudonym: Pseudonym, *, blocked: str | None = None) -> Peeked | None:
+        """The session and its record, without the lock (reads: no write, no fsync); None
+        when there is none or it does not open. `blocked`: a key whose existence refuses the
+        sender (`BlockedError`), read in the same round trip."""
+        key = redis_keys.session_key(pseudonym)
+        if blocked is None:
+            record = await self._redis.get(key)
+        else:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.exists(blocked)
+                pipe.get(key)
+                is_blocked, record = await pipe.execute()
+            if is_blocked:
+                raise BlockedError
+        if not isinstance(record, bytes):
+            return None
+        session = self._open(key, record)
+        return None if session is None else Peeked(session, record)
+
     async def load(self, pseudonym: Pseudonym) -> Session | None:
         """The session without the lock: for a look that changes nothing."""
         key = redis_keys.session_key(pseudonym)
@@ -158,6 +208,7 @@ class SessionStore:
         *,
         wait_s: float = redis_keys.CONVERSATION_LOCK_WAIT_S,
         once: Once | None = None,
+        blocked: str | None = None,
     ) -> AsyncIterator[HeldSession]:
         """Lock the conversation and read its session; on a clean exit write what the holder
         said (save or delete) and unlock, on an error unlock only. `LockError` when the lock
@@ -165,11 +216,18 @@ class SessionStore:
 
         With `once`, that claim is taken first, in the same round trip; `OnceRefusedError`
         (and no lock) when it is someone else's. The clean exit's write marks it done.
+        `blocked`: a key whose existence refuses the sender (`BlockedError`), read first, in the
+        same round trip.
         """
         key = redis_keys.session_key(pseudonym)
-        keys = [redis_keys.conversation_lock_key(pseudonym), key]
+        lock = redis_keys.conversation_lock_key(pseudonym)
+        keys = [lock, key, blocked or lock]
         token = holder_token()
-        args: list[str | bytes | int] = [token, int(self._lock_ttl_s * 1000)]
+        args: list[str | bytes | int] = [
+            token,
+            int(self._lock_ttl_s * 1000),
+            0 if blocked is None else 1,
+        ]
         if once is not None:
             keys.append(once.key)
             args += [once.token, once.lease_s]
@@ -180,6 +238,8 @@ class SessionStore:
                 break
             if taken[0] == 2:
                 raise OnceRefusedError(taken[1] if len(taken) > 1 else None)
+            if taken[0] == 3:
+                raise BlockedError
             if time.monotonic() >= give_up:
                 raise LockError("conversation busy")
             await asyncio.sleep(_LOCK_RETRY_S)
@@ -192,14 +252,16 @@ class SessionStore:
             await self._release(keys[:2], [token, "keep", b"", self._ttl_s])
             raise
         args = [token, held._action, held._sealed, self._ttl_s]
+        release_keys = keys[:2]
         if once is not None:
+            release_keys.append(once.key)
             args += [once.done, once.done_ttl_s]
         elif held._record is not None:
             # The release sets its third key as it marks a `Once` done.
             record_key, value, ttl_s = held._record
-            keys.append(record_key)
+            release_keys.append(record_key)
             args += [value, ttl_s]
-        if not await self._release(keys, args):
+        if not await self._release(release_keys, args):
             raise LockError("conversation lock lost before the session was written")
 
     async def save(self, pseudonym: Pseudonym, session: Session) -> None:

@@ -17,6 +17,7 @@ from backend.core import redis_keys
 from backend.flows.registry import FlowRegistry
 from bot.telegram.door import TelegramDoor
 from bot.telegram.outbox import OutboxLimits
+from bot.telegram.shared_limits import SharedRateLimits
 from tests import telegram_support
 from tests.fake_telegram import ApiCall, FakeTelegram
 from tests.telegram_support import USER_ID, Victim, make_runtime, running_door
@@ -77,3 +78,20 @@ async def test_two_workers_together_keep_to_the_bot_and_chat_limits(
     kept = b" ".join([key async for key in redis.scan_iter(f"{redis_keys.PREFIX}*")])
     assert b"telegram:rate" in kept
     assert not [chat for chat in chats if str(chat).encode() in kept]
+
+
+async def test_a_full_chat_window_takes_no_slot_of_the_bot(redis: Redis) -> None:
+    """Both windows are taken in one step, or neither: a send that waits for its chat's window
+    leaves the bot's to the other chats (it used to take the bot's slot first, and waste it)."""
+    gate = SharedRateLimits(redis, 7, LIMITS, lambda chat_id: f"chat{chat_id}")
+    assert await gate.wait(1) and await gate.wait(1), "the chat's burst of 2"
+    given_up = asyncio.Event()
+    given_up.set()
+
+    assert not await gate.wait(1, abandoned=given_up), "the chat's window is full"
+
+    bot_window = f"{redis_keys.TELEGRAM_RATE_PREFIX}:LIMITER/7/10/1/second"
+    assert await redis.llen(bot_window) == 2, "no bot slot taken for the send that waits"
+    for other in range(2, 10):
+        assert await gate.wait(other, abandoned=given_up), "the bot's other 8 slots are free"
+    assert not await gate.wait(11, abandoned=given_up), "and then the bot's window is full"

@@ -30,7 +30,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -153,7 +153,9 @@ def _header(case_id: str, sender: Sender, key: X25519PublicKey) -> RoutingHeader
     )
 
 
-def _sealed(case_id: str, line: Line, key: X25519PublicKey) -> bytes:
+def sealed_line(case_id: str, line: Line, key: X25519PublicKey) -> bytes:
+    """A line sealed to `key`, its routing header naming the case: a transcript entry's
+    `FIELD_SEALED` (to the centre key) or an outbox line's (to the reply key)."""
     return seal(line.to_bytes(), _header(case_id, line.sender, key), key).to_bytes()
 
 
@@ -230,7 +232,7 @@ class LiveChat:
         (the bot's link from the case to the conversation)."""
         pipe = self._redis.pipeline(transaction=False)
         self._on_transcript(
-            pipe, case_id, {redis_keys.FIELD_SEALED: _sealed(case_id, line, center_key)}
+            pipe, case_id, {redis_keys.FIELD_SEALED: sealed_line(case_id, line, center_key)}
         )
         if keep_alive is not None:
             pipe.expire(*keep_alive)
@@ -241,6 +243,15 @@ class LiveChat:
         """A content-free delivery or presence event onto the transcript."""
         entry_id = await self._on_transcript(self._redis, case_id, _event_fields(event))
         return _text(entry_id)
+
+    async def events(self, events: Sequence[tuple[str, Event]]) -> None:
+        """Events (case id, event) onto their transcripts, in order, in one round trip."""
+        if not events:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for case_id, event in events:
+            self._on_transcript(pipe, case_id, _event_fields(event))
+        await pipe.execute()
 
     async def ensure_relay_group(self) -> None:
         try:
@@ -323,14 +334,14 @@ class LiveChat:
         (sealed to the reply key) and the relay outbox, all or nothing. Its transcript id."""
         pipe = self._redis.pipeline(transaction=True)
         self._on_transcript(
-            pipe, case_id, {redis_keys.FIELD_SEALED: _sealed(case_id, line, center_key)}
+            pipe, case_id, {redis_keys.FIELD_SEALED: sealed_line(case_id, line, center_key)}
         )
         pipe.xadd(
             redis_keys.RELAY_OUTBOX_STREAM,
             {
                 redis_keys.FIELD_CASE: case_id,
                 redis_keys.FIELD_KIND: OutboxKind.LINE.value,
-                redis_keys.FIELD_SEALED: _sealed(case_id, line, reply_key),
+                redis_keys.FIELD_SEALED: sealed_line(case_id, line, reply_key),
                 redis_keys.FIELD_REF: line.id,
             },
         )

@@ -9,10 +9,11 @@ an atomic script per hit, never more than `amount` entries in any window): the b
 chat's (`per_chat_burst` per `per_chat_burst / per_chat_per_s` seconds: 3 per 3 s). Windows are
 whole seconds (the library's granularity), at least one.
 
-The bot's slot is taken first and the chat's right after: a slot is stamped when taken, so
-taking the chat's first and then waiting for the bot would let two sends to one chat be closer
-than its window says. A chat slot another worker took meanwhile leaves our bot slot unused
-(slower, never over), and we wait for the chat and try both again.
+Both slots are taken in one script, together or not at all (`_ACQUIRE_BOTH`: one round trip a
+send, not one per window), in the library's own list of timestamps per window, so its window
+statistics tell how long to wait for whichever window was full. A slot is stamped when taken,
+and neither is taken while the other is full: no bot slot is left unused behind a full chat,
+and no two sends to one chat are closer than its window says.
 
 A wait ends early, without a slot, when the outbox says the send was dropped (a quick exit,
 issue 12): a dropped reply must not go on waiting for, and then take, a slot the exit's notice
@@ -41,6 +42,28 @@ from bot.telegram.outbox import OutboxLimits
 
 # A wait is never shorter than this: a window that frees "now" is asked again a moment later.
 _MIN_WAIT_S = 0.005
+# The `limits` library's moving window (its acquire script: a list of timestamps, newest first,
+# at most `limit` long), for the bot's window and the chat's at once.
+# KEYS: bot window, chat window. ARGV: now, bot limit, bot expiry (s), chat limit, chat expiry
+# (s), take the chat's too (1|0). 0: taken; 1: the bot's window is full; 2: the chat's is.
+_ACQUIRE_BOTH = """
+local now = tonumber(ARGV[1])
+local function full(key, limit, expiry)
+  local entry = redis.call('LINDEX', key, limit - 1)
+  return entry and tonumber(entry) >= now - expiry
+end
+local function take(key, limit, expiry)
+  redis.call('LPUSH', key, ARGV[1])
+  redis.call('LTRIM', key, 0, limit - 1)
+  redis.call('EXPIRE', key, expiry)
+end
+local chat = ARGV[6] == '1'
+if full(KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3])) then return 1 end
+if chat and full(KEYS[2], tonumber(ARGV[4]), tonumber(ARGV[5])) then return 2 end
+take(KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3]))
+if chat then take(KEYS[2], tonumber(ARGV[4]), tonumber(ARGV[5])) end
+return 0
+"""
 
 
 def _window(rate_per_s: float, burst: int) -> RateLimitItemPerSecond:
@@ -61,6 +84,7 @@ class SharedRateLimits:
             connection_pool=redis.connection_pool,  # type: ignore[arg-type]  # documented option; `limits` types options as scalars
         )
         self._limiter = MovingWindowRateLimiter(storage)
+        self._acquire_both = redis.register_script(_ACQUIRE_BOTH)
         self._bot = _window(limits.per_bot_per_s, limits.per_bot_burst)
         self._chat = _window(limits.per_chat_per_s, limits.per_chat_burst)
         self._bot_id = str(bot_id)
@@ -75,14 +99,23 @@ class SharedRateLimits:
         """Until this worker may send one message to `chat_id` within both windows (True); False,
         without a slot, once `abandoned` is set. `urgent`: the bot's window only."""
         chat = self._chat_key(chat_id)
+        windows = [self._key(self._bot, self._bot_id), self._key(self._chat, self._bot_id, chat)]
         while True:
-            while not await self._limiter.hit(self._bot, self._bot_id):
-                if not await self._until_free(abandoned, self._bot, self._bot_id):
-                    return False
-            if urgent or await self._limiter.hit(self._chat, self._bot_id, chat):
+            args = [time.time(), self._bot.amount, self._bot.get_expiry()]
+            args += [self._chat.amount, self._chat.get_expiry(), 0 if urgent else 1]
+            full = await self._acquire_both(windows, args)
+            if full == 0:
                 return True
-            if not await self._until_free(abandoned, self._chat, self._bot_id, chat):
+            item, identifiers = (
+                (self._bot, (self._bot_id,)) if full == 1 else (self._chat, (self._bot_id, chat))
+            )
+            if not await self._until_free(abandoned, item, *identifiers):
                 return False
+
+    @staticmethod
+    def _key(item: RateLimitItemPerSecond, *identifiers: str) -> str:
+        """A window's Redis key as the library names it (its prefix, then the item's key)."""
+        return f"{redis_keys.TELEGRAM_RATE_PREFIX}:{item.key_for(*identifiers)}"
 
     async def _until_free(
         self, abandoned: asyncio.Event | None, item: RateLimitItemPerSecond, *identifiers: str
