@@ -51,8 +51,9 @@ from bot.telegram.outbox import OutboxLimits
 
 # A wait is never shorter than this: a window that frees "now" is asked again a moment later.
 _MIN_WAIT_S = 0.005
-# A waiter asks again at least this often, so it is never taken for a dead worker's.
-_MAX_WAIT_S = 1.0
+# A waiter asks again at least this often, so it is never taken for a dead worker's (well
+# within TELEGRAM_RATE_WAITER_STALE_MS), and its place is checked against later arrivals.
+_MAX_WAIT_S = 3.0
 # The highest triage priority (flows: 0-3); a quick exit's own send stands above it.
 MAX_PRIORITY = 3
 URGENT_PRIORITY = MAX_PRIORITY + 1
@@ -103,11 +104,15 @@ if before < bot_slots - used then
   return 0
 end
 local frees = before - (bot_slots - used)
-if frees >= used then
-  return bot_ms
+if frees < used then
+  local slot = redis.call('ZRANGE', KEYS[1], frees, frees, 'WITHSCORES')
+  return math.max(1, tonumber(slot[2]) + bot_ms - now)
 end
-local slot = redis.call('ZRANGE', KEYS[1], frees, frees, 'WITHSCORES')
-return math.max(1, tonumber(slot[2]) + bot_ms - now)
+-- Deeper than the window: its slots free, then it fills again at most bot_slots a window.
+local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+local empties = now
+if #newest > 0 then empties = tonumber(newest[2]) + bot_ms end
+return math.max(1, empties - now + math.floor((frees - used) / bot_slots) * bot_ms)
 """
 
 
