@@ -14,16 +14,19 @@ surge is not throttled to Telegram's default of 40 conversations at a time.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from redis.asyncio import Redis
 
+from backend.core import redis_keys
 from backend.core.settings import Settings
 from backend.flows.registry import FlowRegistry
 from bot.telegram.door import TelegramConfig
 from bot.telegram.outbox import OutboxLimits
+from bot.telegram.shared_limits import SharedRateLimits
 from tests import telegram_support
 from tests.fake_telegram import ApiCall, FakeTelegram, SendLimits
 from tests.telegram_support import TOKEN, USER_ID, Victim, make_runtime, running_door, say
@@ -122,3 +125,44 @@ def test_the_webhook_connections_come_from_the_settings(tmp_path: object) -> Non
     assert TelegramConfig.from_settings(settings).webhook_max_connections == 60
     default = Settings.from_env({k: v for k, v in env.items() if "MAX_CONN" not in k})
     assert TelegramConfig.from_settings(default).webhook_max_connections == 100
+
+
+GATE_LIMITS = OutboxLimits(per_chat_per_s=1.0, per_chat_burst=3, per_bot_per_s=5.0, per_bot_burst=5)
+BOT_ID = 123456
+
+
+def _gate(redis: Redis) -> SharedRateLimits:
+    return SharedRateLimits(redis, BOT_ID, GATE_LIMITS, lambda chat: f"chat-{chat}")
+
+
+async def test_a_dead_workers_waiters_do_not_hold_the_line(redis: Redis) -> None:
+    """A worker killed while its sends waited leaves their places behind, ahead of everyone
+    (the highest priority); they are forgotten once silent, or the bot would never send again."""
+    line = redis_keys.telegram_rate_key(BOT_ID, "queue")
+    seen = redis_keys.telegram_rate_key(BOT_ID, "seen")
+    dead = [f"dead-{n}" for n in range(GATE_LIMITS.per_bot_burst)]
+    silent_ms = int(time.time() * 1000) - redis_keys.TELEGRAM_RATE_WAITER_STALE_MS - 1000
+    await redis.zadd(line, dict.fromkeys(dead, 0))
+    await redis.zadd(seen, dict.fromkeys(dead, silent_ms))
+    async with asyncio.timeout(5):
+        assert await _gate(redis).wait(1)
+    assert await redis.zcard(line) == 0
+
+
+async def test_a_dropped_send_leaves_the_line_at_once(redis: Redis) -> None:
+    """A quick exit drops a send waiting for the bot's window: its place goes with it, not only
+    after it fell silent, or it would stand before every later send of its priority."""
+    gate = _gate(redis)
+    for chat in range(GATE_LIMITS.per_bot_burst):  # the bot's window is full
+        assert await gate.wait(chat)
+    line = redis_keys.telegram_rate_key(BOT_ID, "queue")
+    abandoned = asyncio.Event()
+    waiting = asyncio.create_task(gate.wait(99, abandoned=abandoned, priority=3))
+    for _ in range(500):  # until it stands in the line
+        if await redis.zcard(line):
+            break
+        await asyncio.sleep(0.01)
+    assert await redis.zcard(line) == 1
+    abandoned.set()
+    assert await waiting is False
+    assert await redis.zcard(line) == 0

@@ -181,7 +181,10 @@ class SharedRateLimits:
                 # Out of the line at once (a quick exit, a cancelled turn); if Redis cannot
                 # be reached, the place is forgotten once stale.
                 with contextlib.suppress(RedisError, OSError):
-                    await self._redis.zrem(self._line_key, ticket)
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        pipe.zrem(self._line_key, ticket)
+                        pipe.zrem(self._seen_key, ticket)
+                        await pipe.execute()
 
     @staticmethod
     async def _until(abandoned: asyncio.Event | None, wait_s: float) -> bool:
