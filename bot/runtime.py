@@ -111,6 +111,9 @@ class Turn:
     # one message says so. A door whose client retries (the web chat) answers 503 instead, so
     # the same message is sent again rather than lost (issue 18).
     failed: bool = False
+    # The conversation's triage level after the step (0-3: danger, self-harm, sextortion and
+    # minors are above 0): a door under its platform's outbound cap sends higher first.
+    priority: int = 0
 
 
 @dataclass
@@ -345,6 +348,7 @@ class ConversationRuntime:
             effects=result.effects,
             ended=after.ended,
             relay=after.handoff_case is not None,
+            priority=after.priority,
         )
 
     async def _relay_turn(
@@ -364,9 +368,15 @@ class ConversationRuntime:
         if inbound.button == CHECK_BUTTON:
             held = await self._held(inbound)
             if held:
-                return Turn(tuple(held), relay=True, live=session.live)
+                return Turn(tuple(held), relay=True, live=session.live, priority=session.priority)
             nothing = Outbound(bundle.texts.get("live.no_replies", language), (), NO_REPLIES_KEY)
-            return Turn((nothing,), relay=True, live=session.live, awaits_reply=True)
+            return Turn(
+                (nothing,),
+                relay=True,
+                live=session.live,
+                awaits_reply=True,
+                priority=session.priority,
+            )
         if inbound.button == QUICK_EXIT_BUTTON or _is_command(inbound.text):
             return None
         waiting = not session.live
@@ -399,7 +409,13 @@ class ConversationRuntime:
         hold.save(session)
         held = await self._held(inbound)
         listen = accepted and not held
-        return Turn((*held, *said), relay=True, live=session.live, awaits_reply=listen)
+        return Turn(
+            (*held, *said),
+            relay=True,
+            live=session.live,
+            awaits_reply=listen,
+            priority=session.priority,
+        )
 
     async def _live_line(
         self, inbound: Inbound, once: Once | None, blocked: str | None

@@ -103,6 +103,19 @@ WEBHOOK_CONNECTIONS = 8
 WEBHOOK_ATTEMPTS = 100
 
 
+@dataclass(frozen=True)
+class SendLimits:
+    """Telegram's flood control on sendMessage, as moving windows counted where calls arrive:
+    at most `per_bot` a `bot_window_s` for the bot, `per_chat` a `chat_window_s` for one chat.
+    A call over either is answered 429 with `retry_after` (whole seconds, as Telegram sends)."""
+
+    per_bot: int = 30
+    bot_window_s: float = 1.0
+    per_chat: int = 3
+    chat_window_s: float = 3.0
+    retry_after_s: int = 1
+
+
 def _chat_id_of(update: JSONDict) -> int:
     """The chat an update belongs to (0 for none), to keep one chat's updates in order."""
     for value in update.values():
@@ -124,8 +137,16 @@ class FakeTelegram:
     server answer a method's next call with an error, as Telegram sometimes does.
     """
 
-    def __init__(self, token: str, *, max_hold_s: float = 0.5) -> None:
+    def __init__(
+        self, token: str, *, max_hold_s: float = 0.5, send_limits: SendLimits | None = None
+    ) -> None:
+        """`send_limits`: answer sendMessage over Telegram's flood limits with 429 (none by
+        default: most tests are about other things)."""
         self.token = token
+        self.send_limits = send_limits
+        self.rate_limited = 0  # sendMessage calls answered 429
+        self._bot_sends: list[float] = []
+        self._chat_sends: dict[int, list[float]] = {}
         self.bot_id = int(token.split(":", 1)[0])
         self.max_hold_s = max_hold_s
         self.calls: list[ApiCall] = []
@@ -146,6 +167,10 @@ class FakeTelegram:
         self.webhook_url: str | None = None
         self.webhook_secret: str | None = None
         self.webhook_statuses: list[int] = []
+        # What the last setWebhook asked for (Telegram's default, 40, when it did not say), and
+        # how many updates this fake pushes at once (fewer: it shares the machine with the bot).
+        self.webhook_max_connections: int | None = None
+        self.webhook_connections = WEBHOOK_CONNECTIONS
         self._webhook_queue: asyncio.Queue[JSONDict] = asyncio.Queue()
         self._webhook_task: asyncio.Task[None] | None = None
         self._changed = asyncio.Condition()
@@ -347,6 +372,11 @@ class FakeTelegram:
                 ) from None
         return self.calls_to(method)
 
+    async def wait_for_webhook_answers(self, count: int, *, timeout_s: float = 10.0) -> None:
+        """Until the webhook has answered at least `count` pushes (any status)."""
+        async with self._changed, asyncio.timeout(timeout_s):
+            await self._changed.wait_for(lambda: len(self.webhook_statuses) >= count)
+
     # The Bot API.
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -389,6 +419,7 @@ class FakeTelegram:
     async def _set_webhook(self, params: dict[str, str]) -> bool:
         self.webhook_url = params["url"]
         self.webhook_secret = params.get("secret_token")
+        self.webhook_max_connections = _int(params, "max_connections", 40)
         if "allowed_updates" in params:
             allowed = json.loads(params["allowed_updates"])
             self._allowed = frozenset(allowed) if allowed else DEFAULT_UPDATE_TYPES
@@ -405,7 +436,7 @@ class FakeTelegram:
         connections at once (Telegram's max_connections), one chat's updates one after another;
         an update answered with a 5xx or not at all is tried again."""
         chats: dict[int, asyncio.Lock] = {}
-        connections = asyncio.Semaphore(WEBHOOK_CONNECTIONS)
+        connections = asyncio.Semaphore(self.webhook_connections)
         pushing: set[asyncio.Task[None]] = set()
         async with aiohttp.ClientSession() as http:
             try:
@@ -504,6 +535,7 @@ class FakeTelegram:
             raise BotApiError(403, "Forbidden: bot is not a member of the group chat")
         if chat_id in self.blocked_by:
             raise BotApiError(403, "Forbidden: bot was blocked by the user")
+        self._flood_control(chat_id)
         text = params.get("text", "")
         if not text.strip():
             raise BotApiError(400, "Bad Request: message text is empty")
@@ -515,6 +547,24 @@ class FakeTelegram:
         if _flag(params, "protect_content"):
             message["has_protected_content"] = True
         return message
+
+    def _flood_control(self, chat_id: int) -> None:
+        limits = self.send_limits
+        if limits is None:
+            return
+        now = time.monotonic()
+        bot = self._bot_sends = [t for t in self._bot_sends if t > now - limits.bot_window_s]
+        chat = [t for t in self._chat_sends.get(chat_id, []) if t > now - limits.chat_window_s]
+        self._chat_sends[chat_id] = chat
+        if len(bot) >= limits.per_bot or len(chat) >= limits.per_chat:
+            self.rate_limited += 1
+            raise BotApiError(
+                429,
+                f"Too Many Requests: retry after {limits.retry_after_s}",
+                {"retry_after": limits.retry_after_s},
+            )
+        bot.append(now)
+        chat.append(now)
 
     async def _answer_callback_query(self, params: dict[str, str]) -> bool:
         query_id = params.get("callback_query_id", "")

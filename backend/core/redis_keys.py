@@ -190,9 +190,13 @@ TELEGRAM_UPDATE_LEASE_S: Final = 120
 # held. Renewed every third of the lease; a dead poller's lease runs out and another may start.
 TELEGRAM_POLLER_PREFIX: Final = PREFIX + "telegram:poller:"
 TELEGRAM_POLLER_LEASE_S: Final = 30
-# Telegram's outbound limits across bot workers (bot/telegram/shared_limits.py): the `limits`
-# library's moving windows under this prefix, per bot and per chat (its rate-limit pseudonym).
+# Telegram's outbound limits across bot workers (bot/telegram/shared_limits.py), all under this
+# prefix and the bot id's hash tag: the bot's moving window (sorted set: slot -> time taken, ms),
+# each chat's (keyed by its rate-limit pseudonym), the sends waiting for a slot by priority then
+# age (sorted set: ticket -> score) and when each waiter last asked (ticket -> time, ms): a
+# waiter silent for TELEGRAM_RATE_WAITER_STALE_MS belonged to a dead worker and is forgotten.
 TELEGRAM_RATE_PREFIX: Final = PREFIX + "telegram:rate"
+TELEGRAM_RATE_WAITER_STALE_MS: Final = 10_000
 # Under Sentinel, how long a report's XADD waits for a replica to have it (WAIT) before the
 # turn fails and the victim is asked to send again (bot/reports.py).
 REPORT_REPLICA_ACK_MS: Final = 2000
@@ -338,6 +342,11 @@ def telegram_update_key(bot_id: int, update_id: int) -> str:
 
 def telegram_poller_key(bot_id: int) -> str:
     return f"{TELEGRAM_POLLER_PREFIX}{bot_id}"
+
+
+def telegram_rate_key(bot_id: int, part: str) -> str:
+    """`part`: "bot" (its window), "queue" and "seen" (its waiters), or "chat:<pseudonym>"."""
+    return f"{TELEGRAM_RATE_PREFIX}:{{{bot_id}}}:{part}"
 
 
 def telegram_chat_key(pseudonym: str) -> str:

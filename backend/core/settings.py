@@ -219,6 +219,9 @@ class Settings:
     first_start: str = "auto"
     # Long polling: how long this worker's claim on the bot's one poller lasts unrenewed.
     telegram_poll_lease_s: int = 30
+    # Webhook: how many connections Telegram opens at once to deliver updates (setWebhook's
+    # max_connections, 1-100; Telegram's default is 40). A surge needs every one of them.
+    telegram_webhook_max_connections: int = 100
     # Redis through Sentinel: the sentinels' (host, port)s and the monitored service's name.
     redis_sentinels: tuple[tuple[str, int], ...] = ()
     redis_sentinel_service: str = "hotline"
@@ -336,6 +339,9 @@ class Settings:
             caseload_cap=_int(env, "HOTLINE_CASELOAD_CAP", 5, low=1, high=1000),
             first_start=_choice(env, "HOTLINE_FIRST_START", FIRST_START_CHOICES),
             telegram_poll_lease_s=_int(env, "HOTLINE_TELEGRAM_POLL_LEASE_S", 30, low=3, high=600),
+            telegram_webhook_max_connections=_int(
+                env, "HOTLINE_TELEGRAM_WEBHOOK_MAX_CONNECTIONS", 100, low=1, high=100
+            ),
             redis_sentinels=_sentinels(env.get("HOTLINE_REDIS_SENTINELS"), redis_url),
             redis_sentinel_service=_sentinel_service(env.get("HOTLINE_REDIS_SENTINEL_SERVICE")),
             time_zone=_time_zone(env.get("HOTLINE_TIME_ZONE") or "Asia/Seoul"),

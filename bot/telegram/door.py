@@ -137,6 +137,8 @@ class TelegramConfig:
     poll_recheck_s: float = 0.25
     # Polling: how long this worker's claim on the bot's one poller lasts unrenewed.
     poll_lease_s: int = redis_keys.TELEGRAM_POLLER_LEASE_S
+    # Webhook: how many connections Telegram opens at once to deliver updates (1-100).
+    webhook_max_connections: int = 100
     # How long the neutral "conversation ended" notice stays before it is deleted too.
     exit_notice_s: float = 5.0
     # Below the Redis client's connection pool (100 by default, shared with the rest of the
@@ -154,6 +156,7 @@ class TelegramConfig:
             webhook_secret=settings.telegram_webhook_secret,
             max_file_bytes=settings.telegram_max_file_bytes,
             poll_lease_s=settings.telegram_poll_lease_s,
+            webhook_max_connections=settings.telegram_webhook_max_connections,
         )
 
     @property
@@ -529,6 +532,7 @@ class TelegramDoor:
             delete_incoming=delete_incoming,
             case_ids=opened,
             epoch=epoch,
+            priority=turn.priority,
         )
 
     async def _send_guarded(
@@ -542,6 +546,7 @@ class TelegramDoor:
         delete_incoming: bool = False,
         case_ids: tuple[str, ...] = (),
         epoch: int | None = None,
+        priority: int = 0,
     ) -> None:
         try:
             if delete_incoming and incoming:
@@ -554,6 +559,7 @@ class TelegramDoor:
                 incoming or [],
                 case_ids=case_ids,
                 epoch=epoch,
+                priority=priority,
             )
         except RecipientBlockedError:
             await self._blocked(pseudonym)
@@ -570,6 +576,7 @@ class TelegramDoor:
         *,
         case_ids: tuple[str, ...] = (),
         epoch: int | None = None,
+        priority: int = 0,
     ) -> None:
         """Send in order, fitted to Telegram's limits (long texts split, a message's buttons under
         its last part, the exit button under the last message); remember the victim's message
@@ -586,7 +593,11 @@ class TelegramDoor:
             for index, message in enumerate(fitted):
                 label = exit_label if index == len(fitted) - 1 else None
                 markup = _keyboard(message, label)
-                sent.append(await self.outbox.send(chat_id, message.text, markup, epoch=epoch))
+                sent.append(
+                    await self.outbox.send(
+                        chat_id, message.text, markup, epoch=epoch, priority=priority
+                    )
+                )
             finished = True
         finally:
             # The victim left meanwhile: the exit erases what went out (the outbox tells it the
@@ -802,6 +813,7 @@ class TelegramDoor:
                 self._config.webhook_url,
                 secret_token=self._config.webhook_secret,
                 allowed_updates=Update.ALL_TYPES,
+                max_connections=self._config.webhook_max_connections,
             )
             await self.application.start()
             log.info("telegram door started (webhook)")

@@ -1,10 +1,13 @@
 """Every message to a Telegram chat goes through here, within Telegram's limits, and none is lost.
 
 Telegram allows about one message a second per chat (short bursts tolerated) and about thirty a
-second per bot. Each send reserves a slot in two token buckets (its chat's and the bot's) and
-waits for it, so callers keep their own order and no one spins; then, when the outbox has a
-`SlotGate` (the door gives it `SharedRateLimits`), it waits for the same limits counted over
-every bot worker in Redis. A 429 waits the `retry_after`
+second per bot. Each send reserves a slot in its chat's token bucket and waits for it, so
+callers keep their own order and no one spins; then, when the outbox has a `SlotGate` (the door
+gives it `SharedRateLimits`), it waits for the same limits counted over every bot worker in
+Redis, where the bot's slots go by priority (issue 14: replies to conversations triaged as
+danger, self-harm, sextortion or a minor first, `send(..., priority=)`), then by when each send
+was asked for. Without a gate, an in-process bucket keeps to the bot's rate, first come first
+served. A 429 waits the `retry_after`
 Telegram asked for; a network error or a 5xx (PTB raises both as `NetworkError`) retries with
 exponential back-off. What still fails is raised, never dropped: `RecipientBlockedError` when
 the victim blocked the bot (403), `DeliveryFailedError` after the last attempt.
@@ -32,7 +35,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Protocol, TypeVar
 
@@ -102,10 +105,18 @@ class _Bucket:
 class SlotGate(Protocol):
     """Telegram's limits over every worker: True when this one may send to the chat; False,
     without a slot, as soon as `abandoned` is set (a quick exit dropped the send). `urgent`:
-    a quick exit's own send, which takes the bot's slot but does not wait for the chat's."""
+    a quick exit's own send, which takes the bot's slot before any other but does not wait for
+    the chat's. The bot's slots go by `priority` (higher first), then by `asked_at` (when the
+    send was first asked for, `time.time()`, kept across retries)."""
 
     async def wait(
-        self, chat_id: int, *, abandoned: asyncio.Event | None = None, urgent: bool = False
+        self,
+        chat_id: int,
+        *,
+        abandoned: asyncio.Event | None = None,
+        urgent: bool = False,
+        priority: int = 0,
+        asked_at: float | None = None,
     ) -> bool: ...
 
 
@@ -130,13 +141,16 @@ class _Exits:
 
 @dataclass(frozen=True)
 class _Ticket:
-    """A send's standing against quick exits, fixed when it was asked for: its chat's state,
-    the epoch it belongs to and that epoch's event (set by the exit that ends it)."""
+    """A send's standing, fixed when it was asked for: against quick exits, its chat's state,
+    the epoch it belongs to and that epoch's event (set by the exit that ends it); in the
+    shared gate's line, its priority and when it was asked for."""
 
     exits: _Exits
     epoch: int
     exited: asyncio.Event
     exiting: bool
+    priority: int = 0
+    asked_at: float = field(default_factory=time.time)
 
     def check(self) -> None:
         """ChatExitedError if an exit came since, or one is under way and this is not its own."""
@@ -235,19 +249,23 @@ class TelegramOutbox:
         *,
         epoch: int | None = None,
         exiting: bool = False,
+        priority: int = 0,
     ) -> int:
         """Send one message (at most 4096 characters), protected, without parse mode; the
         message id Telegram gave it. `reply_markup` as PTB's object or as its JSON text.
         `epoch`: the chat's epoch when the turn began; ChatExitedError if a quick exit came
         since (also while waiting for a slot), or if an exit is under way and this is not its
-        own send (`exiting`)."""
+        own send (`exiting`). `priority`: the conversation's triage level (0-3); under the
+        bot's cap, higher goes first (with a gate)."""
         if not text or len(text) > MAX_MESSAGE_CHARS:
             raise ValueError("a Telegram message holds 1-4096 characters; fit it first")
         params: dict[str, object] = {"chat_id": chat_id, "text": text, "protect_content": True}
         if reply_markup is not None:
             params["reply_markup"] = reply_markup
         state = self._exit_state(chat_id)
-        ticket = _Ticket(state, state.epoch if epoch is None else epoch, state.exited, exiting)
+        ticket = _Ticket(
+            state, state.epoch if epoch is None else epoch, state.exited, exiting, priority
+        )
         ticket.check()
         state.in_flight += 1
         state.settled.clear()
@@ -347,13 +365,22 @@ class TelegramOutbox:
                 self._chat_buckets = {k: b for k, b in self._chat_buckets.items() if not b.idle()}
             bucket = _Bucket(self._limits.per_chat_per_s, self._limits.per_chat_burst)
             self._chat_buckets[chat_id] = bucket
-        await self._sleep(max(bucket.reserve(), self._bot_bucket.reserve()), ticket)
         if self._gate is None:
+            await self._sleep(max(bucket.reserve(), self._bot_bucket.reserve()), ticket)
             return
+        # The bot's rate is the gate's to keep, by priority: a first-come bucket here would
+        # hold a safety reply behind every ordinary one this worker was asked for before it.
+        await self._sleep(bucket.reserve(), ticket)
         if ticket is None:
             await self._gate.wait(chat_id)
             return
-        await self._gate.wait(chat_id, abandoned=ticket.exited, urgent=ticket.exiting)
+        await self._gate.wait(
+            chat_id,
+            abandoned=ticket.exited,
+            urgent=ticket.exiting,
+            priority=ticket.priority,
+            asked_at=ticket.asked_at,
+        )
         # Also when the gate gave a slot: the exit may have come during its last round trip.
         ticket.check()
 

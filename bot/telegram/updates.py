@@ -18,6 +18,13 @@ Telegram, which sends one chat's updates one after another, hands over the next 
 A quick exit (`is_quick_exit`) is the exception: it waits neither for its chat's earlier
 updates nor for the semaphore, and the earlier updates still waiting are never handled
 (issue 12: someone may be taking the phone from her hand).
+
+The concurrency limit (`max_concurrent_updates`, PTB's semaphore) bounds the turns stepping at
+once, each holding a Redis connection; a turn gives its slot back once stepped, with its chat's
+order. Its replies may then wait minutes for Telegram's cap in a surge (issue 14), and while
+they held the slots, new conversations waited for one first come, first served, a victim in
+danger among them: the priority the replies have under the cap could not help her before her
+turn had even stepped.
 """
 
 from __future__ import annotations
@@ -189,6 +196,25 @@ def _close(coroutine: Awaitable[Any]) -> None:
         close()
 
 
+class _Slot:
+    """One of the processor's concurrency slots, given back at most once."""
+
+    __slots__ = ("_held", "_semaphore")
+
+    def __init__(self, semaphore: asyncio.BoundedSemaphore) -> None:
+        self._semaphore = semaphore
+        self._held = False
+
+    async def take(self) -> None:
+        await self._semaphore.acquire()
+        self._held = True
+
+    def free(self) -> None:
+        if self._held:
+            self._held = False
+            self._semaphore.release()
+
+
 class ChatOrderProcessor(BaseUpdateProcessor):
     def __init__(self, max_concurrent_updates: int) -> None:
         super().__init__(max_concurrent_updates)
@@ -216,10 +242,12 @@ class ChatOrderProcessor(BaseUpdateProcessor):
         previous = None if jump else self._tails.get(chat)
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._tails[chat] = mine
+        slot = _Slot(self._semaphore)
 
         def release() -> None:
             if not mine.done():
                 mine.set_result(None)
+            slot.free()
 
         token = _release.set(release)
         try:
@@ -231,7 +259,8 @@ class ChatOrderProcessor(BaseUpdateProcessor):
             elif jump:
                 await coroutine  # ahead of the semaphore too
             else:
-                await super().process_update(update, coroutine)
+                await slot.take()
+                await self.do_process_update(update, coroutine)
         finally:
             _release.reset(token)
             release()
