@@ -356,6 +356,9 @@ class Load:
     # killed after a turn stepped, before its replies went out, loses them (the replies live
     # in its memory only, see the issue 14 report), which the web chat does not.
     telegram_may_go: asyncio.Event = field(default_factory=asyncio.Event)
+    # Web chat turns go on while this is set: held only while Telegram is being paused, so the
+    # web chat is still reporting when the worker dies (it finished during a long pause).
+    web_may_go: asyncio.Event = field(default_factory=asyncio.Event)
     telegram_in_turn: int = 0
     telegram_idle: asyncio.Event = field(default_factory=asyncio.Event)
     _numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -363,6 +366,7 @@ class Load:
     async def web_turn(self, token: str, body: dict[str, str]) -> dict[str, Any]:
         """One turn, sent again with the same turn id until answered, as the page does."""
         assert self.centre.proxy is not None
+        await self.web_may_go.wait()
         payload = {"token": token, "language": "en", "turn": secrets.token_urlsafe(16), **body}
         deadline = time.monotonic() + TURN_WITHIN_S
         while time.monotonic() < deadline:

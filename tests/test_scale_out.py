@@ -80,6 +80,7 @@ async def test_a_killed_bot_worker_and_backend_lose_no_report_and_stall_no_conve
     ):
         load = Load(centre, http)
         load.telegram_may_go.set()
+        load.web_may_go.set()
         started = time.monotonic()
         lanes = [
             *(load.lane("web", n) for n in split(REPORTS - TELEGRAM_REPORTS, WEB_LANES)),
@@ -93,9 +94,11 @@ async def test_a_killed_bot_worker_and_backend_lose_no_report_and_stall_no_conve
 
             await _until(half_way, REPORTS, "half the reports never came")
             bot, backend = centre.bots[1], centre.backends[1]
+            load.web_may_go.clear()
             await load.pause_telegram()
             bot.kill()
             backend.kill()
+            load.web_may_go.set()
             killed_at = len(load.confirmed)
             killed_after_s = time.monotonic() - started
             bot.start()

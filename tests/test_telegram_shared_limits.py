@@ -90,8 +90,8 @@ async def test_a_full_chat_window_takes_no_slot_of_the_bot(redis: Redis) -> None
 
     assert not await gate.wait(1, abandoned=given_up), "the chat's window is full"
 
-    bot_window = f"{redis_keys.TELEGRAM_RATE_PREFIX}:LIMITER/7/10/1/second"
-    assert await redis.llen(bot_window) == 2, "no bot slot taken for the send that waits"
+    bot_window = redis_keys.telegram_rate_key(7, "bot")
+    assert await redis.zcard(bot_window) == 2, "no bot slot taken for the send that waits"
     for other in range(2, 10):
         assert await gate.wait(other, abandoned=given_up), "the bot's other 8 slots are free"
     assert not await gate.wait(11, abandoned=given_up), "and then the bot's window is full"
