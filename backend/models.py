@@ -107,6 +107,13 @@ class Case(SQLModel, table=True):
     # A legal hold (who set it is in the audit log): nothing shreds the case, not even
     # retention, until it is released. The reason is staff's words, never the victim's.
     legal_hold_reason: str | None = Field(default=None, max_length=200)
+    # The victim's latest request for a counselor on this case, when she asked after the case
+    # was stored (its report, then `/human`): a whole envelope (`Envelope.to_bytes()`) sealed
+    # to the centre key on its own, since the store cannot open the report to merge them
+    # (issue 18: a handoff joins the conversation's case). Its answers carry the reply key.
+    handoff_envelope: bytes | None = Field(
+        default=None, sa_column=Column(LargeBinary, nullable=True), repr=False
+    )
 
 
 class TranscriptEntry(SQLModel, table=True):
