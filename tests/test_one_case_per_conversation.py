@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 from typing import Any, cast
 
+from redis.asyncio import Redis
 from sqlalchemy import func
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 
 from backend.console.app_keys import cases_key
@@ -23,8 +26,11 @@ from backend.core import redis_keys
 from backend.core.shifts import ShiftBoard
 from backend.models import Case, Receipt
 from backend.web import engine_key, redis_key
-from tests.conftest import RunningHotline
+from tests.conftest import Pair, RunningHotline, start_hotline
+from tests.fake_telegram import FakeTelegram
 from tests.locales import texts_of
+from tests.telegram_support import TOKEN, Victim, all_match, texts
+from tests.telegram_support import telegram as telegram  # noqa: PLC0414 - the fixture
 from tests.test_live_chat_through_the_bot import Desk, open_desk, poll, until
 from tests.test_live_chat_through_the_bot import event as chat_event
 
@@ -241,3 +247,32 @@ async def test_after_reading_replies_she_is_offered_what_to_do_not_the_welcome(
     assert labels[:2] == [EN["help.counselor"], EN["help.resources"]], labels
     asked = await _turn(hotline, token, button="counselor")
     assert _keys(asked) == ["safety.no_counselor", "counselor.what_now"], asked
+
+
+async def test_telegram_asking_twice_after_a_report_is_one_case_told_truly_what_comes_next(
+    pair: Pair, tmp_path: Path, redis: Redis, engine: AsyncEngine, telegram: FakeTelegram
+) -> None:
+    env = {"HOTLINE_TELEGRAM_TOKEN": TOKEN, "HOTLINE_TELEGRAM_BASE_URL": telegram.base_url}
+    async with start_hotline(pair, tmp_path, env) as hotline:
+        victim = Victim(telegram, "en")
+        walked = texts(await victim.walk())
+        code = CODE.search(walked[-2])
+        assert code is not None, walked
+        for _ in range(2):
+            asked = texts(await victim.say("/human", replies=2))
+            # The unattended answer, then how a reply would come (`live.how_push`).
+            assert asked[0].startswith(EN["safety.no_counselor"].split("{")[0]), asked
+            assert all_match(asked[1:], ["counselor.what_now"]), asked
+            assert CODE.findall(asked[0]) == [code.group()], "the report's receipt"
+        # Danger while she waits: guidance that promises nobody absent, her words kept.
+        said = texts(await victim.say("I want to die", replies=2))
+        assert all_match(said, ["safety.emergency_unattended", "live.saved"]), said
+        (case_id,) = await _waiting(hotline)
+        await _stored(hotline, case_id)
+        for _ in range(500):
+            case = await hotline.client.app[cases_key].get(case_id)
+            if case.priority == 3:
+                break
+            await asyncio.sleep(0.02)
+        assert (case.category, case.channel, case.priority) == ("deepfake", "telegram", 3)
+        assert await _counts(hotline) == (1, 1), "one case, one receipt"
