@@ -580,7 +580,9 @@ class ConversationRuntime:
         priority = max(a.priority for a in alerts)
         handoff = session.handoff_case
         report = session.slots.get(CASE_SLOT)
-        cases = [c for c in (handoff, report if isinstance(report, str) else None) if c]
+        # One case when the handoff joined the report (issue 18): named once.
+        named = (handoff, report if isinstance(report, str) else None)
+        cases = list(dict.fromkeys(c for c in named if c))
         if cases and priority > 0:
             await self._reports.send_priority(cases, priority)
         if handoff is not None and priority > 0:

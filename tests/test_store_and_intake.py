@@ -256,3 +256,6 @@ async def test_a_handoff_whose_report_was_dead_lettered_is_kept_as_its_own_case(
     case = await store.get(lone.case_id)
     assert (case.status, case.priority, case.outcome) == ("queued", 2, None), "reopened"
     assert await store.count() == 1
+    assert case.handoff_envelope is not None
+    assert await store.shred(lone.case_id, "t", "the victim asked")
+    assert (await store.get(lone.case_id)).handoff_envelope is None, "shredded with the body"
