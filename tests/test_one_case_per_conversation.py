@@ -151,6 +151,10 @@ async def test_repeated_human_after_a_report_joins_its_case_with_no_new_case_or_
     assert answers["details"] == "Someone filmed me in a changing room.", "the report"
     assert answers["request"] == "counselor (counselor; nobody was on shift)", "the handoff"
     assert "handoff" in answers["flags"]
+    page = await hotline.client.get(f"/console/cases/{case_id}", headers=desk.who.api_headers())
+    shown = await page.text()
+    assert "Someone filmed me in a changing room." in shown and "asked for a counselor" in shown
+    assert "reply_key" not in shown and "Reply key" not in shown
 
 
 async def test_a_counselor_chats_with_the_victim_of_the_report_her_handoff_joined(
