@@ -79,6 +79,7 @@ class AuditAction(StrEnum):
     BLOCK = "block"
     UNBLOCK = "unblock"
     ERASE_REQUEST = "erase-request"
+    HANDOFF_JOIN = "handoff-join"
     LEGAL_HOLD = "legal-hold"
     HOLD_RELEASE = "hold-release"
 

@@ -100,6 +100,7 @@ class CaseRepository(Protocol):
     async def mark_victim_unreachable(self, case_ids: Sequence[str]) -> int: ...
     async def raise_priority(self, case_ids: Sequence[str], priority: int) -> int: ...
     async def mark_erase_requested(self, case_ids: Sequence[str]) -> int: ...
+    async def join_handoff(self, envelope: Envelope) -> bool: ...
     async def attach_receipts(self, receipts: Sequence[tuple[str, str, str]]) -> int: ...
     async def stored_case_ids(self, case_ids: Sequence[str]) -> set[str]: ...
 
@@ -339,6 +340,48 @@ class CaseStore:
         async with self._engine.begin() as conn:
             return len((await conn.execute(statement)).all())
 
+    async def join_handoff(self, envelope: Envelope) -> bool:
+        """Attach a handoff request to the case it joins (the conversation's report, or its
+        earlier request; issue 18); False when that case is not stored (yet), or is shredded.
+
+        The case keeps its category and its report; it rises to the request's priority (never
+        lower), and a closed case goes back to the queue, for the victim is asking again. The
+        request's envelope replaces an earlier one (the same conversation: the same reply key),
+        and the same request delivered twice changes nothing, so intake may retry it."""
+        case_id = envelope.header.case_id
+        sealed = envelope.to_bytes()
+
+        async def work(conn: AsyncConnection) -> bool:
+            row = (
+                await conn.execute(
+                    select(col(Case.status), col(Case.handoff_envelope), col(Case.priority)).where(
+                        col(Case.id) == case_id
+                    )
+                )
+            ).first()
+            if row is None or row[0] == CaseStatus.PURGED.value:
+                return False
+            if row[1] == sealed:
+                return True
+            values: dict[str, object] = {
+                "handoff_envelope": sealed,
+                "priority": max(int(row[2]), envelope.header.priority),
+            }
+            detail = "the victim asked for a counselor"
+            if row[0] == CaseStatus.CLOSED.value:
+                values.update(
+                    status=CaseStatus.QUEUED.value,
+                    status_changed_at=utcnow(),
+                    claimed_by=None,
+                    outcome=None,
+                )
+                detail += "; reopened"
+            await conn.execute(update(Case).where(col(Case.id) == case_id).values(**values))
+            await audit.append(conn, "victim", AuditAction.HANDOFF_JOIN, case_id, detail)
+            return True
+
+        return await audit.with_audit(self._engine, work)
+
     async def mark_erase_requested(self, case_ids: Sequence[str]) -> int:
         """The victim asked to erase these cases (with her receipt); how many were marked now.
         Audited, so the request shows in the case's history; purged ones are skipped."""
@@ -456,6 +499,7 @@ class CaseStore:
                     status_changed_at=utcnow(),
                     wrapped_key=None,
                     ciphertext=b"",
+                    handoff_envelope=None,
                     claimed_by=None,
                 )
                 .returning(col(Case.id))

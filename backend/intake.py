@@ -269,8 +269,12 @@ class Intake(StreamConsumer):
         Events (`redis_keys.FIELD_EVENT`) are applied after the batch's reports are stored, so an
         event about a report in the same batch finds its case."""
         reports: list[Entry] = []
+        joins: list[Entry] = []
         events: list[tuple[bytes, dict[bytes, bytes], Event]] = []
         for entry_id, fields in entries:
+            if redis_keys.FIELD_JOINS.encode() in fields:
+                joins.append((entry_id, fields))
+                continue
             if redis_keys.FIELD_EVENT.encode() not in fields:
                 reports.append((entry_id, fields))
                 continue
@@ -280,6 +284,9 @@ class Intake(StreamConsumer):
                 log.error("intake: event %s is malformed; dead-lettered", entry_id.decode())
                 await self._dead_letter(entry_id, fields, str(exc))
         await self._store(reports)
+        for entry_id, fields in joins:
+            self._waiting.pop(entry_id, None)
+            await self._join(entry_id, fields)
         if events:
             await self._apply_events(events)
 
@@ -336,6 +343,44 @@ class Intake(StreamConsumer):
             )
             self._waiting[entry_id] = time.monotonic() + delay_ms / 1000
         log.info("intake: %d event(s) wait for their case to be stored", len(self._waiting))
+
+    async def _join(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        """A handoff request that joins its conversation's case (issue 18), after the batch's
+        reports are stored, so a report and the request just after it are one case.
+
+        Its case may not be stored yet: the report is an earlier entry of the stream, but another
+        backend may still be storing it (or retrying it). While any earlier entry is pending,
+        the request stays pending too and is tried again next round. With none left, the case
+        will never come (its report was dead-lettered, or it was shredded): the request is
+        stored as a case of its own, so nothing the victim asked for is lost."""
+        try:
+            _, envelope = parse(fields)
+        except SealingError as exc:
+            log.error("intake: entry %s is malformed; dead-lettered", entry_id.decode())
+            await self._dead_letter(entry_id, fields, str(exc))
+            return
+        if fields[redis_keys.FIELD_JOINS.encode()].decode() != envelope.header.case_id:
+            log.error("intake: entry %s joins another case; dead-lettered", entry_id.decode())
+            await self._dead_letter(entry_id, fields, "joins a case its header does not name")
+            return
+        if await self._cases.join_handoff(envelope):
+            log.info("intake: a handoff joined case %s", envelope.header.case_id)
+            await self._ack([entry_id])
+            return
+        earlier = await self._redis.xpending_range(
+            redis_keys.REPORTS_STREAM,
+            redis_keys.INTAKE_GROUP,
+            min="-",
+            max="(" + entry_id.decode(),
+            count=1,
+        )
+        if earlier:
+            log.info("intake: a handoff waits for its case %s", envelope.header.case_id)
+            # Looked at again soon, as an event waiting for its case is (`_retry_waiting`).
+            self._waiting[entry_id] = time.monotonic() + redis_keys.INTAKE_EVENT_RETRY_MIN_MS / 1000
+            return
+        await self._store([(entry_id, fields)])
+        log.warning("intake: a handoff's case %s was never stored", envelope.header.case_id)
 
     async def _apply(self, events: list[Event]) -> None:
         unreachable = [

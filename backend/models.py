@@ -110,6 +110,13 @@ class Case(SQLModel, table=True):
     # The coarse age group from the routing header (minor, adult, not_said: issue 16), in clear
     # for the statistics; the exact age or band stays sealed in the report.
     age_group: str = Field(default="not_said", max_length=16)
+    # The victim's latest request for a counselor on this case, when she asked after the case
+    # was stored (its report, then `/human`): a whole envelope (`Envelope.to_bytes()`) sealed
+    # to the centre key on its own, since the store cannot open the report to merge them
+    # (issue 18: a handoff joins the conversation's case). Its answers carry the reply key.
+    handoff_envelope: bytes | None = Field(
+        default=None, sa_column=Column(LargeBinary, nullable=True), repr=False
+    )
 
 
 class TranscriptEntry(SQLModel, table=True):

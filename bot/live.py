@@ -288,8 +288,10 @@ class VictimSide:
         half, for the sealed request."""
         if session.reply_key is None:
             session.reply_key = keys.private_bytes(keys.generate_private_key()).hex()
+        if session.handoff_case != case_id:
+            session.live = False  # a new case waits for its own counselor
+        # The same case asked for again (issue 18) keeps its line and its counselor.
         session.handoff_case = case_id
-        session.live = False  # a new case waits for its own counselor
         await self.links.link(case_id, pseudonym, session.channel)
         return encode_reply_key(reply_key_of(session).public_key())
 

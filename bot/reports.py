@@ -42,9 +42,13 @@ class ReportSender:
         self._key_id = keys.key_id(center_key)
         self._replicated = replicated
 
-    async def send(self, report: SubmitReport, *, blocking: str | None = None) -> None:
+    async def send(
+        self, report: SubmitReport, *, blocking: str | None = None, joins: bool = False
+    ) -> None:
         """Seal and queue a report; `blocking` (the sender's BLOCKING pseudonym) goes inside
-        the seal, for a counselor who decides to block the sender (`backend/blocks.py`)."""
+        the seal, for a counselor who decides to block the sender (`backend/blocks.py`).
+        `joins`: a handoff request for the conversation's case already sent (its report or an
+        earlier request), attached to that case rather than stored as another."""
         header = RoutingHeader(
             case_id=report.case_id,
             priority=report.priority,
@@ -71,6 +75,8 @@ class ReportSender:
             redis_keys.FIELD_IDEMPOTENCY_KEY: report.idempotency_key,
             redis_keys.FIELD_ENVELOPE: envelope.to_bytes(),
         }
+        if joins:
+            fields[redis_keys.FIELD_JOINS] = report.case_id
         if not self._replicated:
             await self._redis.xadd(redis_keys.REPORTS_STREAM, fields)
             return

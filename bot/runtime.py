@@ -52,7 +52,14 @@ from backend.core.receipt_codes import DigestScheme, ReceiptHasher
 from backend.core.shifts import ShiftBoard
 from backend.flows import engine
 from backend.flows.channels import FILE_CHANNELS
-from backend.flows.engine import BUILT_IN_EXITS, QUICK_EXIT_BUTTON, Bundle, Context
+from backend.flows.engine import (
+    BUILT_IN_EXITS,
+    CASE_SLOT,
+    QUICK_EXIT_BUTTON,
+    RECEIPT_SLOT,
+    Bundle,
+    Context,
+)
 from backend.flows.flow_source import FlowSource
 from backend.flows.texts import SAFETY_PREFIX
 from bot.inbound_limits import InboundLimits, Sender
@@ -83,7 +90,14 @@ UNATTENDED_KEY = "safety.no_counselor"
 NO_REPLIES_KEY = "live.no_replies"
 # Said to a sender over an inbound limit (`bot.inbound_limits`): calm, with the emergency numbers.
 OVER_LIMIT_KEY = "safety.slow_down"
-_HANDOFF_SAID = frozenset({"safety.handoff", "counselor.left"})
+# Texts that promise a person, and what is said instead while nobody is on shift (issue 18:
+# every text that promises a person must be true when it is said). None: the handoff's own
+# unattended answer, with the receipt (`UNATTENDED_KEY`).
+_PROMISES_A_PERSON: dict[str, str | None] = {
+    "safety.handoff": None,
+    "counselor.left": None,
+    "safety.emergency": "safety.emergency_unattended",
+}
 _UNATTENDED = "unattended"
 
 
@@ -121,6 +135,8 @@ class _Outcome:
     quick_exit: bool = False
     delete_inbound: bool = False
     values: dict[str, str] = field(default_factory=dict)
+    # Counselors on shift, asked once per turn (None: not asked yet).
+    on_shift: int | None = None
 
 
 class ConversationRuntime:
@@ -340,7 +356,8 @@ class ConversationRuntime:
             held.delete()
         else:
             held.save(after)
-        messages = tuple(_fill(m, outcome.values) for m in result.messages)
+        filled = [_fill(m, outcome.values) for m in result.messages]
+        messages = await self._true_now(bundle, after.language, filled, outcome)
         return Turn(
             (*waiting, *messages),
             quick_exit=outcome.quick_exit,
@@ -380,7 +397,11 @@ class ConversationRuntime:
         if inbound.button == QUICK_EXIT_BUTTON or _is_command(inbound.text):
             return None
         waiting = not session.live
-        if waiting and (not session.ended or inbound.button is not None or inbound.attachments):
+        # While she waits, her words go to the counselor once the flow asks nothing it could
+        # read them as: after its end, or at a step of buttons only (what happens next, after
+        # asking; issue 18), where they would otherwise get "please use the buttons".
+        flows_turn = inbound.button is not None or bool(inbound.attachments)
+        if waiting and (flows_turn or (not session.ended and engine.takes_text(bundle, session))):
             return None
         accepted = False
         if inbound.button is not None:
@@ -394,7 +415,7 @@ class ConversationRuntime:
             ctx = Context(int(now), bundle.hours.is_open(datetime.fromtimestamp(now, UTC)))
             read = engine.triage(bundle, session, text, ctx)
             session = read.session
-            guidance = list(read.messages)
+            guidance = await self._true_now(bundle, language, list(read.messages), _Outcome())
             try:
                 await live.from_victim(case_id, text)
             except ValueError:
@@ -571,11 +592,11 @@ class ConversationRuntime:
                 log.info("report sealed and queued as case %s", effect.case_id)
                 # Who will read it, as true now: a counselor on duty, or the first one back
                 # (issue 18: "a counselor is looking at it" was said with nobody on shift).
-                on_shift = 1 if self._shifts is None else await self._shifts.count()
+                on_shift = await self._on_shift(outcome)
                 who = "report.read_on_shift" if on_shift else "report.read_no_shift"
                 outcome.values["who_reads"] = bundle.texts.get(who, language)
             elif isinstance(effect, RequestHandoff):
-                on_shift = 1 if self._shifts is None else await self._shifts.count()
+                on_shift = await self._on_shift(outcome)
                 position = await self._handoff(
                     effect, now, result.session, pseudonym, on_shift=on_shift, blocking=blocking
                 )
@@ -611,6 +632,45 @@ class ConversationRuntime:
         await self._alert(result.session, result.effects)
         return outcome
 
+    async def _on_shift(self, outcome: _Outcome) -> int:
+        """How many counselors are on shift, asked once a turn; without a shift board (flow
+        tests, benches) one is assumed."""
+        if outcome.on_shift is None:
+            outcome.on_shift = 1 if self._shifts is None else await self._shifts.count()
+        return outcome.on_shift
+
+    async def _true_now(
+        self, bundle: Bundle, language: str, messages: list[Outbound], outcome: _Outcome
+    ) -> list[Outbound]:
+        """The messages with every promise of a person made true at this moment: while nobody
+        is on shift, a text that says a counselor was asked or will come is said instead in
+        its unattended words (issue 18: "we have asked a counselor to come to you first" was
+        said with nobody there)."""
+        if not any(m.key in _PROMISES_A_PERSON for m in messages):
+            return messages
+        if await self._on_shift(outcome):
+            return messages
+        true: list[Outbound] = []
+        # Triage asked for a counselor in this very turn (its guidance promised one): the
+        # unattended answer with the receipt follows the guidance, once.
+        asked_now = not any(_PROMISES_A_PERSON.get(m.key, "") is None for m in messages)
+        for message in messages:
+            if message.key not in _PROMISES_A_PERSON:
+                true.append(message)
+                continue
+            instead = _PROMISES_A_PERSON[message.key]
+            if instead is not None:
+                text = bundle.texts.get(instead, language)
+                true.append(Outbound(text, message.buttons, instead))
+            if (instead is None or asked_now) and _UNATTENDED in outcome.values:
+                # The request asked for now: saved, and the receipt to come back with.
+                true.append(Outbound(outcome.values[_UNATTENDED], message.buttons, UNATTENDED_KEY))
+                asked_now = False
+            elif instead is None:  # pragma: no cover - a flow says it only after asking
+                text = bundle.texts.get("safety.after_hours", language)
+                true.append(Outbound(text, message.buttons, "safety.after_hours"))
+        return true
+
     async def _alert(self, session: Session, effects: tuple[Effect, ...]) -> None:
         """Triage matched: the conversation's open cases (its handoff, its report) rise to the
         rule's priority, in the backend's store (an event intake applies) and in the handoff
@@ -620,8 +680,10 @@ class ConversationRuntime:
             return
         priority = max(a.priority for a in alerts)
         handoff = session.handoff_case
-        report = session.slots.get("_case")
-        cases = [c for c in (handoff, report if isinstance(report, str) else None) if c]
+        report = session.slots.get(CASE_SLOT)
+        # One case when the handoff joined the report (issue 18): named once.
+        named = (handoff, report if isinstance(report, str) else None)
+        cases = list(dict.fromkeys(c for c in named if c))
         if cases and priority > 0:
             await self._reports.send_priority(cases, priority)
         if handoff is not None and priority > 0:
@@ -641,10 +703,10 @@ class ConversationRuntime:
         priority, which would put a plain request above a later sextortion in progress.
         """
         session = result.session
-        code = str(session.slots.get("_receipt") or "")
+        code = str(session.slots.get(RECEIPT_SLOT) or "")
         if not code:
             code = engine.receipt_code(session.conversation_id)
-            session.slots["_receipt"] = code
+            session.slots[RECEIPT_SLOT] = code
             await self._issue_receipt(IssueReceipt(effect.case_id, code))
         return bundle.texts.render(UNATTENDED_KEY, session.language, {"receipt": code})
 
@@ -658,7 +720,11 @@ class ConversationRuntime:
         on_shift: int,
         blocking: Pseudonym | None = None,
     ) -> int:
-        """Seal the request onto the reports stream with its priority; the queue position."""
+        """Seal the request onto the reports stream with its priority; the queue position.
+
+        A request that joins the conversation's case (`RequestHandoff.joins`) goes out marked so:
+        the backend attaches it to that case (its report, or its earlier request), which keeps
+        its category and its place in the waiting line (`enqueue` keeps a place once given)."""
         unattended = "; nobody was on shift" if on_shift == 0 else ""
         answers = {**effect.answers, "request": f"counselor ({effect.reason}{unattended})"}
         if self._live is not None:
@@ -677,8 +743,12 @@ class ConversationRuntime:
                 age_group=effect.age_group,
             ),
             blocking=blocking,
+            joins=bool(effect.joins),
         )
-        log.info("handoff requested as case %s, priority %d", effect.case_id, effect.priority)
+        joined = " (joined)" if effect.joins else ""
+        log.info(
+            "handoff requested as case %s%s, priority %d", effect.case_id, joined, effect.priority
+        )
         return await waiting_line.enqueue(self._redis, effect.case_id, effect.priority, now)
 
     async def _issue_receipt(self, effect: IssueReceipt) -> None:
@@ -783,8 +853,6 @@ def _context(bundle: Bundle, now: float, inbound: Inbound) -> Context:
 
 
 def _fill(message: Outbound, values: dict[str, str]) -> Outbound:
-    if message.key in _HANDOFF_SAID and _UNATTENDED in values:
-        return Outbound(values[_UNATTENDED], message.buttons, UNATTENDED_KEY)
     if "{" not in message.text:
         return message
     text = message.text

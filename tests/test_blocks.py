@@ -104,11 +104,11 @@ async def test_a_blocked_telegram_sender_hears_only_the_emergency_numbers(
         async with running_door("polling", redis, telegram, runtime, root_secret):
             victim = Victim(telegram, "en")
             await victim.say("/start", replies=2)
-            # `/human` calls the counselor flow: the wait, then the question it interrupted
-            # again. Both are waited for, or the second, still in flight, would be taken for
-            # the blocked sender's reply below.
+            # `/human` calls the counselor flow: the wait, then what happens next. Both are
+            # waited for, or the second, still in flight, would be taken for the blocked
+            # sender's reply below.
             asked = await victim.say("/human", replies=2)
-            assert all_match(texts(asked), ["safety.handoff", "report.consent"]), texts(asked)
+            assert all_match(texts(asked), ["safety.handoff", "counselor.what_now"]), texts(asked)
             (entry,) = await telegram_support.reports(redis)
             envelope = Envelope.from_bytes(entry[redis_keys.FIELD_ENVELOPE.encode()])
             body = json.loads(open_envelope(envelope, center_key))

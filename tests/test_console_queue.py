@@ -25,7 +25,7 @@ from backend.core.shifts import ShiftBoard
 from backend.models import AuditEntry, Case, Role, utcnow
 from backend.web import engine_key
 from tests.conftest import RunningHotline
-from tests.test_console import chat, csrf_of
+from tests.test_console import csrf_of
 from tests.test_console_access import _guarded_routes
 
 PASSWORD = "a long queue passphrase"  # noqa: S105 - test accounts only
@@ -201,10 +201,10 @@ async def test_a_release_puts_the_handoff_back_in_its_place(
     hotline: RunningHotline, redis: Redis
 ) -> None:
     await ShiftBoard(redis).start(1)
-    for _ in range(2):
-        hotline.client.session.cookie_jar.clear()
-        await chat(hotline, text="/start", language="en")
-        await chat(hotline, text="/human")
+    for token in ("a" * 43, "b" * 43):  # two victims (one asking twice would be one case)
+        for text in ("/start", "/human"):
+            turn = {"token": token, "text": text, "language": "en"}
+            assert (await hotline.client.post("/chat/api/turn", json=turn)).status == 200
     scored = await redis.zrange(streams.HANDOFF_QUEUE, 0, -1, withscores=True)
     before = dict(cast(list[tuple[bytes, float]], scored))
     assert len(before) == 2

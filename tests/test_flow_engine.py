@@ -102,7 +102,9 @@ def test_sextortion_jumps_the_queue_and_gets_a_counselor(bundle: Bundle) -> None
     handoff = result.effects[-1]
     assert isinstance(submit, SubmitReport) and submit.priority >= 2
     assert isinstance(handoff, RequestHandoff) and handoff.priority >= 2
-    assert handoff.case_id != submit.case_id
+    # Issue 18: the request joins the report just filed; one case, its category kept.
+    assert handoff.case_id == submit.case_id and handoff.joins == submit.case_id
+    assert handoff.category == submit.category
 
 
 def test_a_retried_turn_gives_the_same_idempotency_key_and_receipt(bundle: Bundle) -> None:

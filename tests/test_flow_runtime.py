@@ -233,7 +233,9 @@ def _digest(code: str) -> str:
 class _FailingSender(ReportSender):
     """A sender that fails the way a bug would, quoting what it was given."""
 
-    async def send(self, report: SubmitReport, *, blocking: str | None = None) -> None:
+    async def send(
+        self, report: SubmitReport, *, blocking: str | None = None, joins: bool = False
+    ) -> None:
         raise ValueError(f"cannot send {report.answers}")
 
 

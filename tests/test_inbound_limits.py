@@ -96,7 +96,8 @@ async def test_a_web_chat_sender_over_its_limit_is_told_calmly_and_nothing_moves
 
     # Safety words get through whatever the count, and so does the way out.
     said = await web_turn(limited, token, text="I want to die")
-    assert said[0] == EN["safety.emergency"]
+    # Nobody is on shift: the guidance says so rather than promise a counselor (issue 18).
+    assert said[0] == EN["safety.emergency_unattended"]
     assert await web_turn(limited, token, text="/exit") == [EN["safety.exit"]]
     # Another sender on the same address is not held back by this one's flood.
     assert (await web_turn(limited, "b" * 43, text="/start"))[-1] == EN["report.consent"]
@@ -142,7 +143,8 @@ async def test_new_web_chat_conversations_per_address_are_limited(
     assert len(await session_records(redis)) == 2, "the refused conversation was never opened"
     # Conversations already open go on; a new one with safety words is answered.
     assert await web_turn(limited, first, button="agree") == [EN["report.category"]]
-    assert (await web_turn(limited, third, text="I want to die"))[0] == EN["safety.emergency"]
+    said = await web_turn(limited, third, text="I want to die")
+    assert said[0] == EN["safety.emergency_unattended"], "nobody is on shift"
     # Another address opens its own.
     said = await web_turn(limited, "i" * 43, OTHER_ADDRESS, text="/start")
     assert said[-1] == EN["report.consent"]
@@ -163,7 +165,7 @@ async def test_a_telegram_sender_over_its_limit_is_told_calmly(
         (refused,) = await victim.say("hello", replies=1)
         assert matches(refused.params["text"], "safety.slow_down")
         (emergency, *_) = await victim.say("I want to die", replies=1)
-        assert matches(emergency.params["text"], "safety.emergency")
+        assert matches(emergency.params["text"], "safety.emergency_unattended")
         other = Victim(telegram, "en", user_id=55555)
         welcome, _consent = await other.say("/start", replies=2)
         assert matches(welcome.params["text"], "safety.welcome")
@@ -197,7 +199,7 @@ async def test_a_kakao_sender_over_its_limit_is_told_calmly(kakao_limited: Runni
     said = kakao_texts(await kakao_post(kakao_limited, kakao_request("hello again", "userA")))
     assert said == [SLOW_DOWN]
     said = kakao_texts(await kakao_post(kakao_limited, kakao_request("I want to die", "userA")))
-    assert EN["safety.emergency"] in said[0]
+    assert EN["safety.emergency_unattended"] in said[0], "nobody is on shift"
     said = kakao_texts(await kakao_post(kakao_limited, kakao_request("/start", "userB")))
     assert EN["report.consent"] in "\n\n".join(said)
 

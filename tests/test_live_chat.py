@@ -648,15 +648,15 @@ async def test_a_waiting_victims_words_are_kept_for_the_counselor(
     async with composed(pair, tmp_path) as hotline:
         await web_turn(hotline, text="/start")
         await web_turn(hotline, text="/human")
-        declined = await web_turn(hotline, button="decline")  # no report: only the counselor
-        assert shown(declined) == [say("report.declined")], "buttons still go to the flow"
+        # After asking she is told what happens next (issue 18), at a step of buttons only.
+        helped = await web_turn(hotline, button="resources")
+        assert shown(helped)[0] == say("resources.intro"), "buttons still go to the flow"
         waiting = await web_turn(hotline, text=VICTIM_SAYS)
         assert shown(waiting) == [say("live.saved")], "kept, not a restart of the flow"
         assert waiting["relay"] is True
 
         await kakao_post(hotline, skill_request("hello"))
         await kakao_post(hotline, skill_request("/human"))
-        await kakao_post(hotline, skill_request("Not now", button="decline"))
         kakao_said = "CANARY-피해-3b7e on kakao"
         kept = await kakao_post(hotline, skill_request(kakao_said))
         assert kakao_texts(kept) == say("live.saved")

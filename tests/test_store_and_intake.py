@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from typing import cast
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from redis.asyncio import Redis
@@ -16,6 +17,7 @@ from backend.core import redis_keys as streams
 from backend.core.conversation import SubmitReport
 from backend.core.sealing import Envelope, RoutingHeader, open_envelope, seal
 from backend.intake import Intake, ensure_group
+from backend.models import CaseStatus, Outcome
 from bot.reports import ReportSender
 
 
@@ -197,3 +199,96 @@ async def test_only_a_coarse_age_group_is_stored_in_clear(
     assert (await store.get(minor)).age_group == "minor"
     assert (await store.get(older.header.case_id)).age_group == "not_said"
     assert await redis.xlen(streams.DEAD_LETTER_STREAM) == 1
+
+
+async def _read_one(redis: Redis, consumer: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """The next entry of the stream, delivered to `consumer` as its intake would read it."""
+    reply = await redis.xreadgroup(
+        streams.INTAKE_GROUP, consumer, {streams.REPORTS_STREAM: ">"}, count=1
+    )
+    # The reply is [[stream, [(id, fields), ...]]], typed loosely by redis-py.
+    return cast(list[tuple[bytes, dict[bytes, bytes]]], reply[0][1])  # type: ignore[index]  # the shape is in the comment above
+
+
+async def test_a_handoff_read_before_its_report_is_stored_waits_and_never_makes_a_second_case(
+    redis: Redis, engine: AsyncEngine
+) -> None:
+    """Issue 18, two backends: the report is pending at one (read, not yet stored) when the
+    other reads the handoff that joins it. The handoff waits, then joins the one case."""
+    private = keys.generate_private_key()
+    sender = ReportSender(redis, private.public_key())
+    report = _report("filming", priority=0)
+    handoff = SubmitReport(
+        idempotency_key=report.idempotency_key + ":handoff",
+        case_id=report.case_id,
+        category="filming",
+        priority=1,
+        language="ko",
+        channel="web",
+        answers={"request": "counselor (counselor)", "reply_key": "k"},
+    )
+    await sender.send(report)
+    await sender.send(handoff, joins=True)
+    await ensure_group(redis)
+    store = CaseStore(engine)
+    slow, quick = Intake(redis, store, "backend-a"), Intake(redis, store, "backend-b")
+    # Backend A reads the report and has not stored it yet.
+    (held,) = await _read_one(redis, "backend-a")
+    (joining,) = await _read_one(redis, "backend-b")
+    await quick.handle([joining])
+    assert await store.count() == 0, "the handoff waits for its case"
+    assert (await redis.xpending(streams.REPORTS_STREAM, streams.INTAKE_GROUP))["pending"] == 2
+    await slow.handle([held])
+    task = asyncio.create_task(quick.run())
+    try:
+        for _ in range(300):
+            case = await store.get(report.case_id)
+            if case.handoff_envelope is not None:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        quick.stop()
+        await task
+    assert await store.count() == 1
+    case = await store.get(report.case_id)
+    assert (case.category, case.priority) == ("filming", 1)
+    assert case.handoff_envelope is not None
+    body = json.loads(open_envelope(Envelope.from_bytes(case.handoff_envelope), private))
+    assert body["answers"]["request"] == "counselor (counselor)"
+    assert (await redis.xpending(streams.REPORTS_STREAM, streams.INTAKE_GROUP))["pending"] == 0
+
+
+async def test_a_handoff_whose_report_was_dead_lettered_is_kept_as_its_own_case(
+    redis: Redis, engine: AsyncEngine
+) -> None:
+    """Nothing lost: with no earlier entry pending, the case will never come; the request is
+    stored as the case it names, and a closed case it joins goes back to the queue."""
+    private = keys.generate_private_key()
+    sender = ReportSender(redis, private.public_key())
+    lone = SubmitReport(
+        idempotency_key="conv:9:handoff",
+        case_id=uuid.uuid4().hex,
+        category="unsure",
+        priority=1,
+        language="ko",
+        channel="web",
+        answers={"request": "counselor (counselor)"},
+    )
+    await sender.send(lone, joins=True)
+    await ensure_group(redis)
+    store = CaseStore(engine)
+    intake = Intake(redis, store, "backend-a")
+    await intake.handle(await intake._read(">", block_ms=None))
+    case = await store.get(lone.case_id)
+    assert (case.category, case.status) == ("unsure", "queued")
+
+    await store.transition(lone.case_id, CaseStatus.CLOSED, "t", outcome=Outcome.VICTIM_UNREACHABLE)
+    again = SubmitReport(**{**vars(lone), "idempotency_key": "conv:12:handoff", "priority": 2})
+    await sender.send(again, joins=True)
+    await intake.handle(await intake._read(">", block_ms=None))
+    case = await store.get(lone.case_id)
+    assert (case.status, case.priority, case.outcome) == ("queued", 2, None), "reopened"
+    assert await store.count() == 1
+    assert case.handoff_envelope is not None
+    assert await store.shred(lone.case_id, "t", "the victim asked")
+    assert (await store.get(lone.case_id)).handoff_envelope is None, "shredded with the body"

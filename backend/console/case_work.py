@@ -20,9 +20,9 @@ from redis.asyncio import Redis
 
 from backend.audit import AuditAction
 from backend.case_work import CONSENT_METHODS, CaseKey, CaseWork, case_key
-from backend.cases import envelope_of
 from backend.console import app_keys, forms
 from backend.console.access import Access, current_session, guard, holder_rule
+from backend.console.answers import open_case_body
 from backend.console.forms import is_api, json_error, read_form, read_json, refusal
 from backend.console.i18n import N_
 from backend.console.i18n import gettext as _
@@ -38,7 +38,6 @@ from backend.core.errors import (
 )
 from backend.core.evidence_records import records_of
 from backend.core.live_chat import EventKind, LiveChat, OutboxKind, Sender
-from backend.core.sealing import open_envelope
 from backend.models import Case, CaseStatus, Outcome, TakedownRequest, TakedownStatus
 from backend.takedown import (
     ANSWERS,
@@ -107,15 +106,12 @@ def _date(text: str) -> datetime | None:
 
 
 def open_body(case: Case, session: ConsoleSession) -> dict[str, Any] | None:
-    """The case's report body opened in memory: answers, evidence records, sealed files."""
-    private_key = session.private_keys.get(case.key_id)
-    if private_key is None:
-        return None
+    """The case's report body opened in memory: answers (with a request for a counselor that
+    joined the case), evidence records, sealed files."""
     try:
-        body = json.loads(open_envelope(envelope_of(case), private_key))
-    except (SealingError, CaseNotFoundError, ValueError):
+        return open_case_body(case, session.private_keys)
+    except CaseNotFoundError:
         return None
-    return body if isinstance(body, dict) else None
 
 
 def _open_answers(case: Case, session: ConsoleSession) -> dict[str, Any] | None:

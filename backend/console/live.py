@@ -39,7 +39,7 @@ from redis.exceptions import RedisError
 
 from backend import transcript_archive
 from backend.audit import AuditAction
-from backend.cases import CaseStore, envelope_of
+from backend.cases import CaseStore
 from backend.console.access import (
     ROLE_RANK,
     Access,
@@ -48,6 +48,7 @@ from backend.console.access import (
     guard,
     sessions_key,
 )
+from backend.console.answers import open_case_body
 from backend.console.canned_responses import CannedResponse, in_order_for, load, shipped
 from backend.console.forms import check_json_post, check_upgrade_origin, read_json, refusal
 from backend.console.hub import Subscription, TranscriptHub, stream_id
@@ -65,7 +66,6 @@ from backend.core.live_chat import (
     reply_key_of,
     transcript_entry,
 )
-from backend.core.sealing import open_envelope
 from backend.flows.resources import Directory
 from backend.flows.triage import Triage
 from backend.keyring import KeyRing
@@ -107,14 +107,13 @@ async def _held_case(request: web.Request, session: ConsoleSession) -> Case:
 
 
 def _answers(case: Case, private_keys: Mapping[str, X25519PrivateKey]) -> Mapping[str, object]:
-    key = private_keys.get(case.key_id)
-    if key is None:
-        return {}
+    """The opened answers, with those of a request for a counselor that joined the case (which
+    carry the reply key when the case began as a report: issue 18)."""
     try:
-        body = json.loads(open_envelope(envelope_of(case), key))
-    except (SealingError, CaseNotFoundError, ValueError):
+        body = open_case_body(case, private_keys)
+    except CaseNotFoundError:
         return {}
-    answers = body.get("answers") if isinstance(body, dict) else None
+    answers = body.get("answers") if body is not None else None
     return answers if isinstance(answers, dict) else {}
 
 

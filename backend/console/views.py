@@ -3,14 +3,13 @@ app_keys.py). Every state change checks the session's CSRF token and the request
 
 from __future__ import annotations
 
-import json
 import logging
 from importlib import resources
 
 from aiohttp import web
 
 from backend.audit import AuditAction
-from backend.cases import CaseStore, envelope_of
+from backend.cases import CaseStore
 from backend.console import (
     access,
     accounts,
@@ -40,7 +39,7 @@ from backend.console.access import (
     guard,
     sessions_key,
 )
-from backend.console.answers import readable
+from backend.console.answers import open_case_body, readable
 from backend.console.app_keys import (
     DeadLetterCount,
     cases_key,
@@ -65,10 +64,8 @@ from backend.core.errors import (
     CaseNotFoundError,
     CaseTransitionError,
     OutcomeRequiredError,
-    SealingError,
 )
 from backend.core.evidence_records import VIEWABLE_MIME
-from backend.core.sealing import open_envelope
 from backend.core.settings import SlaPolicy
 from backend.counselors import CounselorStore
 from backend.flows.resources import Directory
@@ -94,14 +91,14 @@ async def _require(request: web.Request) -> ConsoleSession:
 async def case_view(request: web.Request) -> web.Response:
     session = await _require(request)
     case = await request.app[cases_key].get(request.match_info["case_id"])
-    private_key = session.private_keys.get(case.key_id)
     answers: dict[str, str] | None = None
-    if private_key is not None:
-        try:
-            body = json.loads(open_envelope(envelope_of(case), private_key))
-            answers = body.get("answers", {})
-        except (SealingError, CaseNotFoundError, ValueError):
-            answers = None
+    try:
+        body = open_case_body(case, session.private_keys)
+    except CaseNotFoundError:
+        body = None
+    if body is not None:
+        found = body.get("answers", {})
+        answers = found if isinstance(found, dict) else {}
     if answers is not None:
         await request.app[cases_key].record(
             f"counselor:{session.counselor_id}", AuditAction.UNSEAL, case.id

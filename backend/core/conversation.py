@@ -136,8 +136,13 @@ class SubmitReport:
 
 @dataclass(frozen=True)
 class RequestHandoff:
-    """Ask for a counselor now. Until the live console exists, the runtime puts this on the
-    reports stream as a sealed report with the raised priority, so the console queue shows it.
+    """Ask for a counselor now: the runtime seals the request onto the reports stream with the
+    raised priority, so the console queue shows it.
+
+    A conversation has one case at a time (issue 18: 13 `/human` in one session made 13
+    cases): when it already has one (an open handoff, or the report it filed), `joins` names
+    it and `case_id` is that case; the backend attaches the request to it, keeping its
+    category, instead of storing a new case.
     """
 
     idempotency_key: str
@@ -149,6 +154,7 @@ class RequestHandoff:
     channel: str
     answers: dict[str, Any] = field(repr=False)
     age_group: str = ""
+    joins: str = ""
 
 
 @dataclass(frozen=True)

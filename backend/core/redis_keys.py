@@ -33,6 +33,10 @@ INTAKE_EVENT_WAITING_KEY: Final = PREFIX + "intake:waiting"
 # Fields of one entry on REPORTS_STREAM.
 FIELD_IDEMPOTENCY_KEY: Final = "idempotency_key"
 FIELD_ENVELOPE: Final = "envelope"
+# A handoff request that joins a case the conversation already has (its report, or its earlier
+# request): the envelope's case id, in clear like every header's. Intake attaches the request
+# to that case instead of storing a new one (issue 18), once the case is stored.
+FIELD_JOINS: Final = "joins"
 # An event about cases already stored, instead of a report: the entry has FIELD_EVENT (one of
 # EVENTS) and FIELD_CASE_IDS (space-separated case ids), besides its idempotency key, and no
 # envelope. Content-free: case ids are routing facts every report header carries in clear.

@@ -22,8 +22,12 @@ def score(priority: int, at_s: float) -> int:
 
 
 async def enqueue(redis: Redis, case_id: str, priority: int, now: float) -> int:
-    """Put a request in line (once; a repeat keeps its place); its 1-based place."""
+    """Put a request in line (once; a repeat keeps its place, and a request a counselor took
+    stays out of it); its 1-based place."""
     queue = redis_keys.HANDOFF_QUEUE
+    if await redis.exists(redis_keys.handoff_taken_key(case_id)):
+        return 1  # asked again while a counselor holds it: nobody is before her
+
     oldest = now - redis_keys.HANDOFF_QUEUE_WINDOW_S
     # withscores=True answers (member, score) pairs; redis-py types every shape at once.
     entries = cast(list[tuple[bytes, float]], await redis.zrange(queue, 0, -1, withscores=True))

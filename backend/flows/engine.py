@@ -73,6 +73,9 @@ SEALED_FILES_SLOT = "_sealed_files"
 # One evidence record per file (backend/core/evidence_records.py), hidden from the answers;
 # the report carries them sealed.
 EVIDENCE_SLOT = "_evidence"
+# The conversation's case (the report it filed) and its receipt code, hidden from the answers.
+CASE_SLOT = "_case"
+RECEIPT_SLOT = "_receipt"
 STAY = "\x00stay"  # accepted input that keeps the conversation on the same step (files)
 MINOR = "minor"
 HANDOFF = "handoff"
@@ -273,7 +276,7 @@ class _Run:
         )
 
     def say(self, key: str, buttons: tuple[Button, ...] = ()) -> None:
-        values = {"receipt": str(self.session.slots.get("_receipt", ""))}
+        values = {"receipt": str(self.session.slots.get(RECEIPT_SLOT, ""))}
         text = self.bundle.texts.render(key, self.session.language, values)
         self.messages.append(Outbound(text, buttons, key))
 
@@ -311,7 +314,9 @@ class _Run:
 
     def restart(self) -> None:
         s = self.session
-        keep = {"_receipt": s.slots["_receipt"]} if "_receipt" in s.slots else {}
+        # The conversation's code and its case outlive a new beginning: a later handoff joins
+        # that case rather than open another (issue 18).
+        keep = {k: s.slots[k] for k in (RECEIPT_SLOT, CASE_SLOT) if k in s.slots}
         s.slots, s.stack, s.ended, s.retries = keep, [], False, 0
         self.switch(self.bundle.entry_name, self.bundle.entry().spec.start)
         self.enter()
@@ -569,9 +574,9 @@ class _Run:
             self.messages.append(Outbound(text, (), "resources.list"))
             self.effects.append(ShowResources(tuple(r.id for r in found)))
         elif action == "issue_receipt":
-            case_id = str(s.slots.get("_case") or _digest(s.conversation_id, "case"))
+            case_id = str(s.slots.get(CASE_SLOT) or _digest(s.conversation_id, "case"))
             code = receipt_code(s.conversation_id)
-            s.slots["_receipt"] = code
+            s.slots[RECEIPT_SLOT] = code
             self.effects.append(IssueReceipt(case_id, code))
         elif action == "case_request":
             self.effects.append(
@@ -612,7 +617,7 @@ class _Run:
         # the backend stores it once.
         idempotency_key = f"{s.conversation_id}:{s.turn}"
         case_id = _digest(idempotency_key, "")
-        s.slots["_case"] = case_id
+        s.slots[CASE_SLOT] = case_id
         category = str(s.slots.get("category", "unsure"))
         priority = max(s.priority, PRIORITY_BY_CATEGORY.get(category, 0))
         return SubmitReport(
@@ -644,14 +649,21 @@ class _Run:
         return AGE_ADULT if ADULT_AGE_BAND in bands else AGE_NOT_SAID
 
     def handoff(self, reason: str) -> RequestHandoff:
+        """Ask for a counselor. The conversation's open case (its handoff already asked for, or
+        the report it filed) is joined, not doubled (issue 18: every `/human` made a case and,
+        with nobody on shift, a receipt)."""
         s = self.session
         if HANDOFF not in s.flags:  # flows ask `'handoff' not in flags` to ask only once
             s.flags.append(HANDOFF)
         idempotency_key = f"{s.conversation_id}:{s.turn}:handoff"
         category = str(s.slots.get("category", "unsure"))
+        joins = s.handoff_case or str(s.slots.get(CASE_SLOT) or "")
+        case_id = joins or _digest(idempotency_key, "")
+        s.slots[CASE_SLOT] = case_id
         return RequestHandoff(
             idempotency_key=idempotency_key,
-            case_id=_digest(idempotency_key, ""),
+            case_id=case_id,
+            joins=joins,
             reason=reason,
             category=category,
             priority=max(1, s.priority, PRIORITY_BY_CATEGORY.get(category, 0)),
@@ -709,6 +721,18 @@ def waits_for_receipt(bundle: Bundle, session: Session) -> bool:
         return False
     slot = flow.spec.slots.get(step.slot)
     return slot is not None and slot.type == "receipt"
+
+
+def takes_text(bundle: Bundle, session: Session) -> bool:
+    """Whether the step the conversation waits on reads typed words (any slot but files'): a
+    victim waiting for a counselor at a step of buttons only has her words kept for them
+    instead (the runtime's relay), rather than be told to use the buttons."""
+    flow = bundle.flows.get(session.flow)
+    step = flow.spec.steps.get(session.state) if flow is not None else None
+    if flow is None or step is None or step.slot is None:
+        return False
+    slot = flow.spec.slots.get(step.slot)
+    return slot is not None and slot.type != "files"
 
 
 def files_keep(bundle: Bundle, session: Session) -> str | None:
