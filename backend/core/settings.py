@@ -219,6 +219,9 @@ class Settings:
     first_start: str = "auto"
     # Long polling: how long this worker's claim on the bot's one poller lasts unrenewed.
     telegram_poll_lease_s: int = 30
+    # Telegram's pace: messages a second to one chat, and from the bot to all chats.
+    telegram_chat_messages_per_s: int = 1
+    telegram_bot_messages_per_s: int = 30
     # Redis through Sentinel: the sentinels' (host, port)s and the monitored service's name.
     redis_sentinels: tuple[tuple[str, int], ...] = ()
     redis_sentinel_service: str = "hotline"
@@ -336,6 +339,12 @@ class Settings:
             caseload_cap=_int(env, "HOTLINE_CASELOAD_CAP", 5, low=1, high=1000),
             first_start=_choice(env, "HOTLINE_FIRST_START", FIRST_START_CHOICES),
             telegram_poll_lease_s=_int(env, "HOTLINE_TELEGRAM_POLL_LEASE_S", 30, low=3, high=600),
+            telegram_chat_messages_per_s=_int(
+                env, "HOTLINE_TELEGRAM_CHAT_MESSAGES_PER_S", 1, low=1, high=1000
+            ),
+            telegram_bot_messages_per_s=_int(
+                env, "HOTLINE_TELEGRAM_BOT_MESSAGES_PER_S", 30, low=1, high=1000
+            ),
             redis_sentinels=_sentinels(env.get("HOTLINE_REDIS_SENTINELS"), redis_url),
             redis_sentinel_service=_sentinel_service(env.get("HOTLINE_REDIS_SENTINEL_SERVICE")),
             time_zone=_time_zone(env.get("HOTLINE_TIME_ZONE") or "Asia/Seoul"),
