@@ -137,6 +137,7 @@ class Intake(StreamConsumer):
         claim_idle_ms: int = redis_keys.INTAKE_CLAIM_IDLE_MS,
         max_failures: int = redis_keys.INTAKE_MAX_FAILURES,
         batch: int = redis_keys.INTAKE_BATCH,
+        block_ms: int = redis_keys.INTAKE_BLOCK_MS,
     ) -> None:
         self._redis = redis
         self._cases = cases
@@ -144,18 +145,19 @@ class Intake(StreamConsumer):
         self._claim_idle_ms = claim_idle_ms
         self._max_failures = max_failures
         self._batch = batch
+        self._block_ms = block_ms
         super().__init__()
         self.stored = 0
         # Our own pending entries need a look: at start, and after anything failed.
         self._recover = True
 
     async def _step(self) -> None:
-        """One round, between blocking reads of at most INTAKE_BLOCK_MS."""
+        """One round, between blocking reads of at most `block_ms`."""
         if self._recover:
             await ensure_group(self._redis)
             await self._drain_own_pending()
         await self._reclaim_stale()
-        entries = await self._read(">", block_ms=redis_keys.INTAKE_BLOCK_MS)
+        entries = await self._read(">", block_ms=self._block_ms)
         await self.handle(entries)
 
     def _service_away(self) -> None:

@@ -88,6 +88,10 @@ FAST_TELEGRAM_ENV = {
     "HOTLINE_TELEGRAM_BOT_MESSAGES_PER_S": "1000",
 }
 
+# A stopping node waits for each stream consumer's blocking read to end (at most this long); a
+# test's node stops at every test's end.
+QUICK_STOP_ENV = {"HOTLINE_STREAM_BLOCK_MS": "100"}
+
 # The console speaks Korean unless a counselor chooses otherwise; the tests that read its English
 # texts choose English as the centre's language (the Korean console has tests of its own).
 ENGLISH_CONSOLE_ENV = {"HOTLINE_CONSOLE_LANGUAGE": "en"}
@@ -183,6 +187,7 @@ async def start_hotline(
             **FIRST_START_ENV,
             **ROOMY_LIMITS_ENV,
             **FAST_TELEGRAM_ENV,
+            **QUICK_STOP_ENV,
             **extra_env,
         }
     )

@@ -28,6 +28,7 @@ from tests.conftest import (
     FAST_KDF_ENV,
     FAST_TELEGRAM_ENV,
     FIRST_START_ENV,
+    QUICK_STOP_ENV,
     ROOMY_LIMITS_ENV,
     Pair,
     first_start_secret,
@@ -100,6 +101,7 @@ async def up_env(
         | FIRST_START_ENV
         | ROOMY_LIMITS_ENV
         | FAST_TELEGRAM_ENV
+        | QUICK_STOP_ENV
         | {"HOTLINE_DATA_DIR": str(tmp_path / "data"), "HOTLINE_HTTP_PORT": "0"}
     )
     if pair.name == "server":

@@ -118,6 +118,14 @@ def test_unreachable_redis(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_the_stream_block_is_a_second_unless_set(tmp_path: Path) -> None:
+    assert Settings.from_env({"HOTLINE_DATA_DIR": str(tmp_path)}).stream_block_ms == 1000
+    quick = Settings.from_env({"HOTLINE_DATA_DIR": str(tmp_path), "HOTLINE_STREAM_BLOCK_MS": "50"})
+    assert quick.stream_block_ms == 50
+    with pytest.raises(SettingsError, match=r"^HOTLINE_STREAM_BLOCK_MS:"):
+        Settings.from_env({"HOTLINE_DATA_DIR": str(tmp_path), "HOTLINE_STREAM_BLOCK_MS": "0"})
+
+
 def test_settings_are_frozen_and_hide_secrets(tmp_path: Path) -> None:
     settings = Settings.from_env(
         {

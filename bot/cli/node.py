@@ -293,11 +293,14 @@ class Node:
             triage=flows.entry().triage,
             caseload_cap=self.settings.caseload_cap,
         )
-        intake = Intake(redis, cases, f"{self.settings.node_name}-intake")
+        block_ms = self.settings.stream_block_ms
+        intake = Intake(redis, cases, f"{self.settings.node_name}-intake", block_ms=block_ms)
         task = asyncio.create_task(intake.run(), name="intake")
         self._stoppable.append(intake)
         self._stack.push_async_callback(_stop_intake, intake, task)
-        archive = TranscriptArchive(redis, engine, f"{self.settings.node_name}-archive")
+        archive = TranscriptArchive(
+            redis, engine, f"{self.settings.node_name}-archive", block_ms=block_ms
+        )
         archiving = asyncio.create_task(archive.run(), name="transcript-archive")
         self._stoppable.append(archive)
         self._stack.push_async_callback(_stop_archive, archive, archiving)
@@ -411,7 +414,14 @@ class Node:
             self._stack.push_async_callback(door.stop)
             doors[telegram_channel.CHANNEL] = door
         # Started after the doors it delivers through, so it is stopped before them.
-        relay = RelayWorker(redis, runtime, victims, doors, f"{self.settings.node_name}-relay")
+        relay = RelayWorker(
+            redis,
+            runtime,
+            victims,
+            doors,
+            f"{self.settings.node_name}-relay",
+            block_ms=self.settings.stream_block_ms,
+        )
         relaying = asyncio.create_task(relay.run(), name="relay")
         self._stoppable.append(relay)
         self._stack.push_async_callback(_stop_relay, relay, relaying)
