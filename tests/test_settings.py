@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from backend.core.errors import SettingsError
+from backend.core.receipt_secret import load_receipt_secret
 from backend.core.settings import Settings
+from bot.cli.root_secret import load_root_secret
 
 HOTLINE = str(Path(sys.executable).parent / "hotline")
 
@@ -217,3 +219,14 @@ def test_sentinels_are_parsed_and_exclude_a_redis_url(tmp_path: Path) -> None:
                 "HOTLINE_REDIS_URL": "redis://10.0.0.5:6379/0",
             }
         )
+
+
+def test_the_data_directorys_secrets_are_made_once_and_kept_private(tmp_path: Path) -> None:
+    """Without HOTLINE_BOT_SECRET and HOTLINE_RECEIPT_SECRET, each is made on first use in the
+    data directory (owner-only), read again by every later start, and two of them differ."""
+    settings = Settings.from_env({"HOTLINE_DATA_DIR": str(tmp_path)})
+    root, receipt = load_root_secret(settings), load_receipt_secret(settings)
+    assert len(root) == len(receipt) == 32 and root != receipt
+    assert (load_root_secret(settings), load_receipt_secret(settings)) == (root, receipt)
+    for name in ("bot-secret", "receipt-secret"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600
