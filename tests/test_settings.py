@@ -128,6 +128,14 @@ def test_the_stream_block_is_a_second_unless_set(tmp_path: Path) -> None:
         Settings.from_env({"HOTLINE_DATA_DIR": str(tmp_path), "HOTLINE_STREAM_BLOCK_MS": "0"})
 
 
+def test_the_web_chats_long_poll_waits_20_s_unless_set(tmp_path: Path) -> None:
+    assert Settings.from_env({"HOTLINE_DATA_DIR": str(tmp_path)}).webchat_poll_wait_s == 20
+    env = {"HOTLINE_DATA_DIR": str(tmp_path), "HOTLINE_WEBCHAT_POLL_WAIT_S": "3"}
+    assert Settings.from_env(env).webchat_poll_wait_s == 3
+    with pytest.raises(SettingsError, match=r"^HOTLINE_WEBCHAT_POLL_WAIT_S:"):
+        Settings.from_env(env | {"HOTLINE_WEBCHAT_POLL_WAIT_S": "51"})
+
+
 def test_settings_are_frozen_and_hide_secrets(tmp_path: Path) -> None:
     settings = Settings.from_env(
         {

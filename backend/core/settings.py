@@ -225,6 +225,8 @@ class Settings:
     # How long a stream consumer (intake, transcript archive, relay) waits in one blocking
     # read; also how long stopping the node may wait for one to notice.
     stream_block_ms: int = 1000
+    # How long the web chat's long poll waits for a counselor's line before answering empty.
+    webchat_poll_wait_s: int = 20
     # Redis through Sentinel: the sentinels' (host, port)s and the monitored service's name.
     redis_sentinels: tuple[tuple[str, int], ...] = ()
     redis_sentinel_service: str = "hotline"
@@ -349,6 +351,7 @@ class Settings:
                 env, "HOTLINE_TELEGRAM_BOT_MESSAGES_PER_S", 30, low=1, high=1000
             ),
             stream_block_ms=_int(env, "HOTLINE_STREAM_BLOCK_MS", 1000, low=10, high=10_000),
+            webchat_poll_wait_s=_int(env, "HOTLINE_WEBCHAT_POLL_WAIT_S", 20, low=1, high=50),
             redis_sentinels=_sentinels(env.get("HOTLINE_REDIS_SENTINELS"), redis_url),
             redis_sentinel_service=_sentinel_service(env.get("HOTLINE_REDIS_SENTINEL_SERVICE")),
             time_zone=_time_zone(env.get("HOTLINE_TIME_ZONE") or "Asia/Seoul"),

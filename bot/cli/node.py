@@ -388,7 +388,14 @@ class Node:
         ready.add("flows", functools.partial(_flows_loaded, flows))
         ready.add("centre_key", functools.partial(_loaded, center_key is not None))
         replay = TurnReplay(redis, root_secret)
-        webchat.add_routes(app, runtime, pseudonymizer, replay, victims.held)
+        webchat.add_routes(
+            app,
+            runtime,
+            pseudonymizer,
+            replay,
+            victims.held,
+            poll_wait_s=self.settings.webchat_poll_wait_s,
+        )
         # Where the relay carries a counselor's words: doors that cannot push hold them.
         doors: dict[str, Delivery] = {
             webchat.CHANNEL: victims.held,
