@@ -155,6 +155,7 @@ class Intake(StreamConsumer):
         max_failures: int = redis_keys.INTAKE_MAX_FAILURES,
         batch: int = redis_keys.INTAKE_BATCH,
         event_wait_ms: int = redis_keys.INTAKE_EVENT_WAIT_MS,
+        block_ms: int = redis_keys.INTAKE_BLOCK_MS,
     ) -> None:
         self._redis = redis
         self._cases = cases
@@ -163,6 +164,7 @@ class Intake(StreamConsumer):
         self._max_failures = max_failures
         self._batch = batch
         self._event_wait_ms = event_wait_ms
+        self._read_block_ms = block_ms
         super().__init__()
         self.stored = 0
         # Our own pending entries need a look: at start, and after anything failed.
@@ -171,7 +173,7 @@ class Intake(StreamConsumer):
         self._waiting: dict[bytes, float] = {}
 
     async def _step(self) -> None:
-        """One round, between blocking reads of at most INTAKE_BLOCK_MS."""
+        """One round, between blocking reads of at most `block_ms`."""
         if self._recover:
             await ensure_group(self._redis)
             await self._drain_own_pending()
@@ -184,9 +186,9 @@ class Intake(StreamConsumer):
         """How long a read may block: until the next waiting event is due, at most the usual
         (never 0, which blocks for ever)."""
         if not self._waiting:
-            return redis_keys.INTAKE_BLOCK_MS
+            return self._read_block_ms
         until_ms = (min(self._waiting.values()) - time.monotonic()) * 1000
-        return max(1, min(redis_keys.INTAKE_BLOCK_MS, int(until_ms)))
+        return max(1, min(self._read_block_ms, int(until_ms)))
 
     async def _retry_waiting(self) -> None:
         """Look again at the events whose time has come. XCLAIM to ourselves (idle 0) returns

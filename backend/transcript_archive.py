@@ -80,8 +80,16 @@ def _row(fields: dict[bytes, bytes]) -> dict[str, object] | None:
 class TranscriptArchive(StreamConsumer):
     transient = (*REDIS_TRANSIENT, OperationalError, InterfaceError)
 
-    def __init__(self, redis: Redis, engine: AsyncEngine, consumer: str) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        engine: AsyncEngine,
+        consumer: str,
+        *,
+        block_ms: int = redis_keys.TRANSCRIPT_ARCHIVE_BLOCK_MS,
+    ) -> None:
         super().__init__()
+        self._block_ms = block_ms
         self._redis = redis
         self._engine = engine
         self._consumer = consumer
@@ -93,7 +101,7 @@ class TranscriptArchive(StreamConsumer):
             await ensure_group(self._redis)
             self._recover = False
             await self._handle(await self._read("0", block_ms=None))
-        entries = await self._read(">", block_ms=redis_keys.TRANSCRIPT_ARCHIVE_BLOCK_MS)
+        entries = await self._read(">", block_ms=self._block_ms)
         await self._handle(entries)
         if entries:
             # Not latency-critical: let a busy chat room gather into fewer, larger

@@ -17,7 +17,13 @@ from pathlib import Path
 from playwright.async_api import Browser, Page, async_playwright
 
 from backend import totp
-from tests.conftest import ENGLISH_CONSOLE_ENV, FAST_KDF_ENV, FIRST_START_ENV, ROOMY_LIMITS_ENV
+from tests.conftest import (
+    ENGLISH_CONSOLE_ENV,
+    FAST_KDF_ENV,
+    FIRST_START_ENV,
+    QUICK_STOP_ENV,
+    ROOMY_LIMITS_ENV,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -54,6 +60,7 @@ def up_env(tmp_path: Path, extra: dict[str, str] | None = None) -> dict[str, str
         | ENGLISH_CONSOLE_ENV
         | FIRST_START_ENV
         | ROOMY_LIMITS_ENV
+        | QUICK_STOP_ENV
         | fixed
         | (extra or {})
     )

@@ -79,6 +79,19 @@ ROOMY_LIMITS_ENV = {
     "HOTLINE_LIMIT_NEW_CONVERSATIONS_PER_ADDRESS": "10000/minute",
 }
 
+# Telegram's pace (one message a second to a chat) would hold every Telegram conversation through
+# the composed app for seconds a turn; the fake Bot API takes any pace. The pacing itself is
+# tested on the door with Telegram's figures (tests/test_telegram_quick_exit.py,
+# tests/test_telegram_shared_limits.py, tests/test_telegram_reliability.py).
+FAST_TELEGRAM_ENV = {
+    "HOTLINE_TELEGRAM_CHAT_MESSAGES_PER_S": "1000",
+    "HOTLINE_TELEGRAM_BOT_MESSAGES_PER_S": "1000",
+}
+
+# A stopping node waits for each stream consumer's blocking read to end (at most this long); a
+# test's node stops at every test's end.
+QUICK_STOP_ENV = {"HOTLINE_STREAM_BLOCK_MS": "100"}
+
 # The console speaks Korean unless a counselor chooses otherwise; the tests that read its English
 # texts choose English as the centre's language (the Korean console has tests of its own).
 ENGLISH_CONSOLE_ENV = {"HOTLINE_CONSOLE_LANGUAGE": "en"}
@@ -173,6 +186,8 @@ async def start_hotline(
             **ENGLISH_CONSOLE_ENV,
             **FIRST_START_ENV,
             **ROOMY_LIMITS_ENV,
+            **FAST_TELEGRAM_ENV,
+            **QUICK_STOP_ENV,
             **extra_env,
         }
     )

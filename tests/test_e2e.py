@@ -26,7 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.conftest import (
     ENGLISH_CONSOLE_ENV,
     FAST_KDF_ENV,
+    FAST_TELEGRAM_ENV,
     FIRST_START_ENV,
+    QUICK_STOP_ENV,
     ROOMY_LIMITS_ENV,
     Pair,
     first_start_secret,
@@ -98,6 +100,8 @@ async def up_env(
         | ENGLISH_CONSOLE_ENV
         | FIRST_START_ENV
         | ROOMY_LIMITS_ENV
+        | FAST_TELEGRAM_ENV
+        | QUICK_STOP_ENV
         | {"HOTLINE_DATA_DIR": str(tmp_path / "data"), "HOTLINE_HTTP_PORT": "0"}
     )
     if pair.name == "server":

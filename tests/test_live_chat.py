@@ -40,6 +40,7 @@ from backend.core.receipt_codes import ReceiptHasher
 from backend.core.sealing import Envelope, open_envelope
 from backend.flows.registry import FlowRegistry
 from backend.keyring import KeyRing
+from bot import webchat
 from bot.kakao import SECRET_HEADER
 from bot.live import CHECK_BUTTON, HeldLine, HeldLines, VictimSide
 from bot.relay import RelayWorker
@@ -138,7 +139,14 @@ class Console:
 async def composed(
     pair: Pair, tmp_path: Path, settings: dict[str, str] | None = None
 ) -> AsyncIterator[RunningHotline]:
-    extra = {"HOTLINE_KAKAO_BOT_ID": BOT_ID, "HOTLINE_KAKAO_SECRET": SECRET, **(settings or {})}
+    extra = {
+        "HOTLINE_KAKAO_BOT_ID": BOT_ID,
+        "HOTLINE_KAKAO_SECRET": SECRET,
+        # A poll with nothing to say answers after this, not the page's 20 s (a line that
+        # comes answers it at once either way).
+        "HOTLINE_WEBCHAT_POLL_WAIT_S": "5",
+        **(settings or {}),
+    }
     async with start_hotline(pair, tmp_path, extra) as running:
         yield running
 
@@ -190,6 +198,7 @@ async def test_web_chat_live_both_ways(
 ) -> None:
     watch_logs(caplog)
     async with composed(pair, tmp_path) as hotline:
+        assert hotline.client.app[webchat.poll_wait_key] == 5, "HOTLINE_WEBCHAT_POLL_WAIT_S"
         await web_turn(hotline, text="/start")
         asked = await web_turn(hotline, text="/human")
         assert asked["relay"] is True, "the page starts polling for replies"

@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 
 from backend.core.errors import SettingsError
+from backend.core.receipt_secret import load_receipt_secret
 from backend.core.settings import Settings
+from bot.cli import main
+from bot.cli.root_secret import load_root_secret
 
 HOTLINE = str(Path(sys.executable).parent / "hotline")
 
@@ -27,6 +30,14 @@ def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         timeout=30,
         check=False,
     )
+
+
+def _environment(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    """This process's environment as `_run` gives a `hotline` process: no HOTLINE_* but `env`."""
+    for name in [k for k in os.environ if k.startswith("HOTLINE_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture
@@ -59,13 +70,22 @@ def taken_port() -> Iterator[int]:
         ("HOTLINE_REDIS_SENTINEL_SERVICE", "two words"),
     ],
 )
-def test_each_bad_setting_is_one_line_and_exit_2(tmp_path: Path, setting: str, value: str) -> None:
-    result = _run({"HOTLINE_DATA_DIR": str(tmp_path), setting: value}, "up")
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
+def test_each_bad_setting_is_one_line_and_exit_2(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    setting: str,
+    value: str,
+) -> None:
+    """`hotline`'s own `main`, in this process (a `hotline` process per setting cost a second
+    or more each; the process's exit status is `main`'s, shown by the tests below)."""
+    _environment(monkeypatch, {"HOTLINE_DATA_DIR": str(tmp_path), setting: value})
+    assert main(["up"]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
     assert lines[0].startswith(f"hotline: {setting}:")
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in err
 
 
 def test_unwritable_data_dir(tmp_path: Path) -> None:
@@ -116,6 +136,22 @@ def test_unreachable_redis(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("hotline: HOTLINE_REDIS_URL:")
     assert "Traceback" not in result.stderr
+
+
+def test_the_stream_block_is_a_second_unless_set(tmp_path: Path) -> None:
+    assert Settings.from_env({"HOTLINE_DATA_DIR": str(tmp_path)}).stream_block_ms == 1000
+    quick = Settings.from_env({"HOTLINE_DATA_DIR": str(tmp_path), "HOTLINE_STREAM_BLOCK_MS": "50"})
+    assert quick.stream_block_ms == 50
+    with pytest.raises(SettingsError, match=r"^HOTLINE_STREAM_BLOCK_MS:"):
+        Settings.from_env({"HOTLINE_DATA_DIR": str(tmp_path), "HOTLINE_STREAM_BLOCK_MS": "0"})
+
+
+def test_the_web_chats_long_poll_waits_20_s_unless_set(tmp_path: Path) -> None:
+    assert Settings.from_env({"HOTLINE_DATA_DIR": str(tmp_path)}).webchat_poll_wait_s == 20
+    env = {"HOTLINE_DATA_DIR": str(tmp_path), "HOTLINE_WEBCHAT_POLL_WAIT_S": "3"}
+    assert Settings.from_env(env).webchat_poll_wait_s == 3
+    with pytest.raises(SettingsError, match=r"^HOTLINE_WEBCHAT_POLL_WAIT_S:"):
+        Settings.from_env(env | {"HOTLINE_WEBCHAT_POLL_WAIT_S": "51"})
 
 
 def test_settings_are_frozen_and_hide_secrets(tmp_path: Path) -> None:
@@ -175,11 +211,22 @@ def test_retention_per_status(tmp_path: Path) -> None:
         ["audit", "verify"],
     ],
 )
-def test_help_on_every_command(command: list[str]) -> None:
-    result = _run({}, *command, "--help")
+def test_help_on_every_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    _environment(monkeypatch, {})
+    with pytest.raises(SystemExit) as exited:
+        main([*command, "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: hotline")
+    assert "not implemented" not in out.lower()
+
+
+def test_help_is_printed_by_the_installed_command() -> None:
+    result = _run({}, "--help")
     assert result.returncode == 0
     assert result.stdout.startswith("usage: hotline")
-    assert "not implemented" not in result.stdout.lower()
 
 
 def test_require_totp_is_a_yes_or_no(tmp_path: Path) -> None:
@@ -209,3 +256,14 @@ def test_sentinels_are_parsed_and_exclude_a_redis_url(tmp_path: Path) -> None:
                 "HOTLINE_REDIS_URL": "redis://10.0.0.5:6379/0",
             }
         )
+
+
+def test_the_data_directorys_secrets_are_made_once_and_kept_private(tmp_path: Path) -> None:
+    """Without HOTLINE_BOT_SECRET and HOTLINE_RECEIPT_SECRET, each is made on first use in the
+    data directory (owner-only), read again by every later start, and two of them differ."""
+    settings = Settings.from_env({"HOTLINE_DATA_DIR": str(tmp_path)})
+    root, receipt = load_root_secret(settings), load_receipt_secret(settings)
+    assert len(root) == len(receipt) == 32 and root != receipt
+    assert (load_root_secret(settings), load_receipt_secret(settings)) == (root, receipt)
+    for name in ("bot-secret", "receipt-secret"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600

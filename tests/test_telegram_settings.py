@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backend.core.errors import SettingsError
 from backend.core.settings import Settings
 from bot.cli.node import BACKEND, BOT, Node
-from bot.telegram.door import SECRET_HEADER
+from bot.telegram.door import SECRET_HEADER, TelegramConfig
 from tests import telegram_support
 from tests.conftest import FAST_KDF_ENV, FIRST_START_ENV, Pair
 from tests.fake_telegram import FakeTelegram
@@ -40,6 +40,8 @@ def _settings(tmp_path: Path, **env: str) -> Settings:
         ({"HOTLINE_TELEGRAM_WEBHOOK_SECRET": "has spaces in it, not allowed"}, "WEBHOOK_SECRET"),
         ({"HOTLINE_TELEGRAM_MAX_FILE_BYTES": "0"}, "MAX_FILE_BYTES"),
         ({"HOTLINE_TELEGRAM_MAX_FILE_BYTES": str(21 * 1024 * 1024)}, "MAX_FILE_BYTES"),
+        ({"HOTLINE_TELEGRAM_CHAT_MESSAGES_PER_S": "0"}, "CHAT_MESSAGES_PER_S"),
+        ({"HOTLINE_TELEGRAM_BOT_MESSAGES_PER_S": "1001"}, "BOT_MESSAGES_PER_S"),
     ],
 )
 def test_bad_telegram_settings_name_the_setting(
@@ -47,6 +49,23 @@ def test_bad_telegram_settings_name_the_setting(
 ) -> None:
     with pytest.raises(SettingsError, match=f"^HOTLINE_TELEGRAM_{named}:"):
         _settings(tmp_path, **env)
+
+
+def test_the_door_keeps_telegrams_pace_unless_told_another(tmp_path: Path) -> None:
+    """Telegram's published limits by default (1 a second to a chat, 30 from the bot); a Bot
+    API server that takes more (the tests' fake) may be given its own."""
+    default = TelegramConfig.from_settings(_settings(tmp_path, HOTLINE_TELEGRAM_TOKEN=TOKEN))
+    assert (default.limits.per_chat_per_s, default.limits.per_bot_per_s) == (1, 30)
+    assert default.limits.per_chat_burst == 3
+    other = TelegramConfig.from_settings(
+        _settings(
+            tmp_path,
+            HOTLINE_TELEGRAM_TOKEN=TOKEN,
+            HOTLINE_TELEGRAM_CHAT_MESSAGES_PER_S="50",
+            HOTLINE_TELEGRAM_BOT_MESSAGES_PER_S="500",
+        )
+    )
+    assert (other.limits.per_chat_per_s, other.limits.per_bot_per_s) == (50, 500)
 
 
 def test_the_webhook_secret_is_kept_out_of_repr(tmp_path: Path) -> None:

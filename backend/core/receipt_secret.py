@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import secrets
 
 from redis.asyncio import Redis
 
 from backend.core import redis_keys
 from backend.core.errors import SettingsError
 from backend.core.pseudonyms import derive_key
+from backend.core.secret_file import load_or_create
 from backend.core.settings import Settings
 
 FILE_NAME = "receipt-secret"
@@ -29,22 +28,7 @@ FILE_NAME = "receipt-secret"
 def load_receipt_secret(settings: Settings) -> bytes:
     if settings.receipt_secret is not None:
         return settings.receipt_secret
-    path = settings.data_dir / FILE_NAME
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        pass
-    secret = secrets.token_bytes(32)
-    # O_EXCL: two roles or nodes starting together must not each write a different secret.
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes()
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(secret)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return secret
+    return load_or_create(settings.data_dir / FILE_NAME)
 
 
 async def check_shared(redis: Redis, secret: bytes) -> None:

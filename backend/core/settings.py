@@ -222,6 +222,14 @@ class Settings:
     # Webhook: how many connections Telegram opens at once to deliver updates (setWebhook's
     # max_connections, 1-100; Telegram's default is 40). A surge needs every one of them.
     telegram_webhook_max_connections: int = 100
+    # Telegram's pace: messages a second to one chat, and from the bot to all chats.
+    telegram_chat_messages_per_s: int = 1
+    telegram_bot_messages_per_s: int = 30
+    # How long a stream consumer (intake, transcript archive, relay) waits in one blocking
+    # read; also how long stopping the node may wait for one to notice.
+    stream_block_ms: int = 1000
+    # How long the web chat's long poll waits for a counselor's line before answering empty.
+    webchat_poll_wait_s: int = 20
     # Redis through Sentinel: the sentinels' (host, port)s and the monitored service's name.
     redis_sentinels: tuple[tuple[str, int], ...] = ()
     redis_sentinel_service: str = "hotline"
@@ -342,6 +350,14 @@ class Settings:
             telegram_webhook_max_connections=_int(
                 env, "HOTLINE_TELEGRAM_WEBHOOK_MAX_CONNECTIONS", 100, low=1, high=100
             ),
+            telegram_chat_messages_per_s=_int(
+                env, "HOTLINE_TELEGRAM_CHAT_MESSAGES_PER_S", 1, low=1, high=1000
+            ),
+            telegram_bot_messages_per_s=_int(
+                env, "HOTLINE_TELEGRAM_BOT_MESSAGES_PER_S", 30, low=1, high=1000
+            ),
+            stream_block_ms=_int(env, "HOTLINE_STREAM_BLOCK_MS", 1000, low=10, high=10_000),
+            webchat_poll_wait_s=_int(env, "HOTLINE_WEBCHAT_POLL_WAIT_S", 20, low=1, high=50),
             redis_sentinels=_sentinels(env.get("HOTLINE_REDIS_SENTINELS"), redis_url),
             redis_sentinel_service=_sentinel_service(env.get("HOTLINE_REDIS_SENTINEL_SERVICE")),
             time_zone=_time_zone(env.get("HOTLINE_TIME_ZONE") or "Asia/Seoul"),

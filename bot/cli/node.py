@@ -15,7 +15,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
@@ -80,6 +80,13 @@ BOT = "bot"
 SENTINEL_TIMEOUT_S = 2.0
 
 
+class Stoppable(Protocol):
+    """A loop the node runs in a task (a stream consumer, a periodic job): told to stop, it
+    ends after its current step."""
+
+    def stop(self) -> None: ...
+
+
 def bind_listener(
     settings: Settings, port: int | None = None, name: str = "HOTLINE_HTTP_PORT"
 ) -> socket.socket:
@@ -113,6 +120,8 @@ class Node:
     _refreshers: list[Refresher] = field(default_factory=list)
     # Where this node's Redis is (the embedded one's socket once started).
     _redis_url: str = ""
+    # The stream consumers and jobs this node runs, each stopped by its own callback in turn.
+    _stoppable: list[Stoppable] = field(default_factory=list)
 
     async def __aenter__(self) -> Node:
         return self
@@ -137,7 +146,15 @@ class Node:
             published = await self._backend(app, redis, engine, flows)
         if BOT in self.roles:
             await self._bot(app, redis, published, flows)
+        # Run first at shutdown (after the HTTP server, pushed later): every consumer is told
+        # to stop at once, so their blocking reads (a second each) end together, not in turn.
+        self._stack.callback(self._stop_all, list(self._stoppable))
         return app
+
+    @staticmethod
+    def _stop_all(stoppable: list[Stoppable]) -> None:
+        for each in stoppable:
+            each.stop()
 
     async def _published_flows(self, redis: Redis, engine: AsyncEngine | None) -> PublishedFlows:
         """The published flows, followed. A backend keeps them (SQL, the shipped directory as
@@ -276,14 +293,20 @@ class Node:
             triage=flows.entry().triage,
             caseload_cap=self.settings.caseload_cap,
         )
-        intake = Intake(redis, cases, f"{self.settings.node_name}-intake")
+        block_ms = self.settings.stream_block_ms
+        intake = Intake(redis, cases, f"{self.settings.node_name}-intake", block_ms=block_ms)
         task = asyncio.create_task(intake.run(), name="intake")
+        self._stoppable.append(intake)
         self._stack.push_async_callback(_stop_intake, intake, task)
-        archive = TranscriptArchive(redis, engine, f"{self.settings.node_name}-archive")
+        archive = TranscriptArchive(
+            redis, engine, f"{self.settings.node_name}-archive", block_ms=block_ms
+        )
         archiving = asyncio.create_task(archive.run(), name="transcript-archive")
+        self._stoppable.append(archive)
         self._stack.push_async_callback(_stop_archive, archive, archiving)
         retention = RetentionJob(cases, self.settings.retention, redis)
         purging = asyncio.create_task(retention.run(), name="retention")
+        self._stoppable.append(retention)
         self._stack.push_async_callback(_stop_retention, retention, purging)
         salt = await self._receipt_book(engine).salt()
         bootstrap.write_receipt_salt(self.settings.data_dir, salt)
@@ -365,7 +388,14 @@ class Node:
         ready.add("flows", functools.partial(_flows_loaded, flows))
         ready.add("centre_key", functools.partial(_loaded, center_key is not None))
         replay = TurnReplay(redis, root_secret)
-        webchat.add_routes(app, runtime, pseudonymizer, replay, victims.held)
+        webchat.add_routes(
+            app,
+            runtime,
+            pseudonymizer,
+            replay,
+            victims.held,
+            poll_wait_s=self.settings.webchat_poll_wait_s,
+        )
         # Where the relay carries a counselor's words: doors that cannot push hold them.
         doors: dict[str, Delivery] = {
             webchat.CHANNEL: victims.held,
@@ -391,8 +421,16 @@ class Node:
             self._stack.push_async_callback(door.stop)
             doors[telegram_channel.CHANNEL] = door
         # Started after the doors it delivers through, so it is stopped before them.
-        relay = RelayWorker(redis, runtime, victims, doors, f"{self.settings.node_name}-relay")
+        relay = RelayWorker(
+            redis,
+            runtime,
+            victims,
+            doors,
+            f"{self.settings.node_name}-relay",
+            block_ms=self.settings.stream_block_ms,
+        )
         relaying = asyncio.create_task(relay.run(), name="relay")
+        self._stoppable.append(relay)
         self._stack.push_async_callback(_stop_relay, relay, relaying)
 
     def _published_receipt_salt(self) -> bytes:

@@ -157,6 +157,10 @@ class TelegramConfig:
             max_file_bytes=settings.telegram_max_file_bytes,
             poll_lease_s=settings.telegram_poll_lease_s,
             webhook_max_connections=settings.telegram_webhook_max_connections,
+            limits=OutboxLimits(
+                per_chat_per_s=settings.telegram_chat_messages_per_s,
+                per_bot_per_s=settings.telegram_bot_messages_per_s,
+            ),
         )
 
     @property
