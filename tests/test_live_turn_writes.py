@@ -143,7 +143,9 @@ async def test_a_line_waits_for_a_turn_holding_the_conversation_and_does_not_ove
     turn = await typed
 
     assert not turn.live and turn.messages, "out of the chat, the flow answers her"
-    assert await chat.victim_lines() == []
+    # Her words are kept for the counselor by the locked turn, as words typed while a handoff
+    # is open are (issue 18): once, never also by the unlocked script.
+    assert await chat.victim_lines() == ["are you there?"]
     session = await chat.sessions.load(chat.who)
     assert session is not None and not session.live, "the holder's write stands"
 

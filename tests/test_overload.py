@@ -34,6 +34,7 @@ MAX_LOG_LINES = 40
 STARVED = {"HOTLINE_REDIS_MAX_CONNECTIONS": "8", "HOTLINE_REDIS_POOL_WAIT_MS": "1"}
 
 
+@pytest.mark.timeout(240)  # 300 parallel turns: 60 s was reached on a loaded machine, never a hang
 @pytest.mark.parametrize("pool", ["default", "starved"])
 async def test_a_burst_of_parallel_turns_loses_no_message(
     pool: str, up_env: dict[str, str], tmp_path: Path
