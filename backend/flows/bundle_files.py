@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
@@ -152,14 +152,22 @@ class Checked:
             and not self.under_coverage
         )
 
-    def reasons(self) -> list[str]:
-        """Why it may not be published, one line each."""
-        lines = [str(p) for p in self.problems if p.is_error]
+    def reasons(self, translate: Callable[[str], str] = str) -> list[str]:
+        """Why it may not be published, one line each: in English, or the linter's findings
+        and the coverage through `translate` (the console's gettext), values as they are."""
+        lines = [
+            f"{p.source}:{p.line}: {p.code} {p.text(translate)}"
+            for p in self.problems
+            if p.is_error
+        ]
         if self.test_error is not None:
             lines.append(self.test_error)
         if self.report is not None:
             lines += [f"FAIL {f}" for f in self.report.failures]
-        lines += [f"{name}: transitions under {MIN_COVERAGE:.0f}%" for name in self.under_coverage]
+        under = translate(N_("%(flow)s: transitions under %(percent)s%%"))
+        lines += [
+            under % {"flow": name, "percent": f"{MIN_COVERAGE:.0f}"} for name in self.under_coverage
+        ]
         return lines
 
 
@@ -219,7 +227,7 @@ def _screen_canned(files: BundleFiles) -> list[Problem]:
                 found.append(Problem.from_error(exc, path))
                 continue
             if not isinstance(data, list):
-                found.append(Problem("F000", path, 1, "expected a list of canned responses"))
+                found.append(Problem.of("F000", path, 1, N_("expected a list of canned responses")))
     return found
 
 
