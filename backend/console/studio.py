@@ -84,6 +84,8 @@ async def _page(request: web.Request, *, status: int = 200, **extra: Any) -> web
         "diff": None,
         "refused": None,
         "notice": "",
+        "test_error": None,
+        "failures": [],
     }
     context.update(extra)
     return render("studio.html", status=status, **context)
@@ -161,6 +163,8 @@ async def _checked(request: web.Request, mode: str) -> web.Response:
         mode=mode,
         findings=findings,
         checked=checked,
+        test_error=checked.test_error_text(_),
+        failures=[f.text(_) for f in checked.report.failures] if checked.report else [],
         coverage=coverage,
         file=form.get("file"),
     )
