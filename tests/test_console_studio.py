@@ -223,6 +223,38 @@ async def test_a_korean_administrator_reads_the_linter_in_korean(hotline: Runnin
         "report: step 'welcome' goes to unknown 'nowhere'",
     ) in english_findings, english_findings
 
+    # A dialog table's failing row and what "Try it" would do, in Korean; keys as they are.
+    client.session.cookie_jar.update_cookies({LANGUAGE_COOKIE: "ko"})
+    await client.post(
+        "/console/studio/save", data={"csrf": csrf, "file": "report.flow.yaml", "text": flow}
+    )
+    table = await (await client.get("/console/studio?file=tests/report.test.yaml")).text()
+    area = re.search(r"<textarea[^>]*>(.*?)</textarea>", table, re.DOTALL)
+    assert area is not None
+    rows = html.unescape(area.group(1))
+    assert "bot: [report.category]" in rows
+    await client.post(
+        "/console/studio/save",
+        data={
+            "csrf": csrf,
+            "file": "tests/report.test.yaml",
+            "text": rows.replace("bot: [report.category]", "bot: [report.nothing]", 1),
+        },
+    )
+    tested = html.unescape(
+        await (await client.post("/console/studio/test", data={"csrf": csrf})).text()
+    )
+    assert re.search(
+        r"tests/report\.test\.yaml:\d+: '[^']+' 2번째 줄: "
+        r"봇이 \['report\.category'\]을\(를\) 말했지만 \['report\.nothing'\]을\(를\) 기대했습니다",
+        tested,
+    ), tested
+    await client.post("/console/studio/try", data={"csrf": csrf, "restart": "1"})
+    await client.post("/console/studio/try", data={"csrf": csrf, "text": "/human"})
+    tried = html.unescape(await (await client.get("/console/studio")).text())
+    assert "테스트: RequestHandoff 실행 예정 (실제로 하지 않음)" in tried
+    assert "TEST: would" not in tried
+
 
 async def test_a_counselor_or_supervisor_cannot_open_the_studio(hotline: RunningHotline) -> None:
     await add_counselor(hotline, "sup", Role.SUPERVISOR)
