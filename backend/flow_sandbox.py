@@ -31,6 +31,8 @@ class Line:
     who: str  # "you", "bot" or "effect"
     text: str
     buttons: list[tuple[str, str]] = field(default_factory=list)
+    # An effect's name, so the studio says "would ..." in the administrator's language.
+    effect: str | None = None
 
 
 @dataclass
@@ -92,7 +94,10 @@ class Sandbox:
             return None
         data = json.loads(raw)
         session = None if data["session"] is None else Session.from_json(data["session"].encode())
-        lines = [Line(x["who"], x["text"], [tuple(b) for b in x["buttons"]]) for x in data["lines"]]
+        lines = [
+            Line(x["who"], x["text"], [tuple(b) for b in x["buttons"]], x.get("effect"))
+            for x in data["lines"]
+        ]
         return data["digest"], session, Trial(lines, data["ended"])
 
     async def _save(
@@ -114,6 +119,11 @@ class Sandbox:
 def _said(result: StepResult) -> list[Line]:
     lines = [Line("bot", m.text, [(b.id, b.label) for b in m.buttons]) for m in result.messages]
     lines += [
-        Line("effect", f"TEST: would {type(e).__name__} (not carried out)") for e in result.effects
+        Line(
+            "effect",
+            f"TEST: would {type(e).__name__} (not carried out)",
+            effect=type(e).__name__,
+        )
+        for e in result.effects
     ]
     return lines

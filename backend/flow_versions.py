@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from importlib.abc import Traversable
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -49,9 +50,17 @@ SEED_AUTHOR = "system:seed"
 class PublishRefusedError(FlowError):
     """A bundle was not published: it fails its checks, or it is what is published already."""
 
-    def __init__(self, message: str, reasons: list[str] | None = None, **values: object) -> None:
+    def __init__(
+        self,
+        message: str,
+        reasons: list[str] | None = None,
+        checked: Checked | None = None,
+        **values: Any,
+    ) -> None:
         super().__init__(message, **values)
         self.reasons = reasons or []
+        # What the checks found, so the console can say the reasons in its own language.
+        self.checked = checked
 
 
 class VersionNotFoundError(FlowError):
@@ -146,7 +155,9 @@ class FlowVersionStore:
         """Check, store as a new version and point at it; `PublishRefusedError` says why not."""
         checked = check_bundle(files)
         if not checked.publishable:
-            raise PublishRefusedError(N_("the bundle does not pass its checks"), checked.reasons())
+            raise PublishRefusedError(
+                N_("the bundle does not pass its checks"), checked.reasons(), checked
+            )
         return await self.store_checked(files, checked, author, message)
 
     async def store_checked(

@@ -21,6 +21,7 @@ from backend.core.errors import (
     N_,
     ApprovalRequiredError,
     CaseNotFoundError,
+    CaseTransitionError,
     CaseWorkError,
     HotlineError,
     LegalHoldError,
@@ -62,6 +63,11 @@ REFUSALS: Mapping[type[Exception], tuple[type[web.HTTPException], str | None]] =
     ApprovalRequiredError: (web.HTTPForbidden, None),
     CaseWorkError: (web.HTTPBadRequest, None),
     LegalHoldError: (web.HTTPConflict, N_("the case is under a legal hold: release it first")),
+    # Its own text names the case and its statuses (for logs); a counselor reads what to do.
+    CaseTransitionError: (
+        web.HTTPConflict,
+        N_("the case's status changed meanwhile (or does not allow this); reload the page"),
+    ),
 }
 
 

@@ -25,7 +25,8 @@ from tests.conftest import Pair, RunningHotline, start_hotline
 from tests.live_chat_support import PASSWORD, add_counselor, handed_off_case, origin_of, sign_in
 from tests.test_console_access import sign_in_with_code
 
-_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+# A named value and its conversion (`%(step)r` quotes a step name as the CLI does).
+_PLACEHOLDER = re.compile(r"%\((\w+)\)([a-z])")
 # Not words to translate: protocol and hash names, the product's name, an example code.
 _UNTRANSLATED = {"SHA-256", "PDQ", "SLA", "hotline", "K7QX-3M9D-V2TA-8HPE", "WebSocket"}
 _VISIBLE_ATTRIBUTES = re.compile(r'\b(?:aria-label|placeholder|title|alt)="([^"]*)"')

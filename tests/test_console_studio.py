@@ -17,6 +17,7 @@ from sqlmodel import col
 
 from backend import totp
 from backend.console.app_keys import counselors_key
+from backend.console.i18n import COOKIE_NAME as LANGUAGE_COOKIE
 from backend.core import redis_keys
 from backend.flow_versions import FlowVersionStore
 from backend.models import AuditEntry, Role
@@ -129,6 +130,130 @@ async def test_edit_check_diff_test_try_publish_and_roll_back(
     assert back.status == 200 and "Version 1 is published again" in await back.text()
     versions = await (await client.get("/console/studio")).text()
     assert re.search(r'data-version="1">\s*<td>1 \(published\)', versions)
+
+
+def _findings(page: str) -> list[tuple[str, str, str]]:
+    """(code, file, message) of each row of the studio's findings table."""
+    rows = re.findall(
+        r"<td>([FW]\d{3})</td><td>([^<]*)</td>\s*<td><a [^>]*>\d+</a></td>\s*<td>\d+</td>"
+        r"<td>([^<]*)</td>",
+        page,
+    )
+    return [(code, file, html.unescape(message)) for code, file, message in rows]
+
+
+async def test_a_korean_administrator_reads_the_linter_in_korean(hotline: RunningHotline) -> None:
+    """The linter's findings, a YAML error's frame and the publish refusal's reasons are said in
+    the administrator's language, with the file, step and key names as they are; an English
+    console reads the English the CLI prints (issue 16)."""
+    client = hotline.client
+    await _administrator(hotline)
+    client.session.cookie_jar.update_cookies({LANGUAGE_COOKIE: "ko"})
+    page = await (await client.get("/console/studio?file=report.flow.yaml")).text()
+    csrf = _csrf(page)
+    area = re.search(r"<textarea[^>]*>(.*?)</textarea>", page, re.DOTALL)
+    assert area is not None
+    flow = html.unescape(area.group(1))
+    assert "    next: consent\n" in flow
+    await client.post(
+        "/console/studio/save",
+        data={
+            "csrf": csrf,
+            "file": "report.flow.yaml",
+            "text": flow.replace("    next: consent\n", "    next: nowhere\n", 1),
+        },
+    )
+    korean = _findings(
+        await (await client.post("/console/studio/check", data={"csrf": csrf})).text()
+    )
+    assert (
+        "F001",
+        "report.flow.yaml",
+        "report: 단계 'welcome'이(가) 없는 단계 'nowhere'(으)로 갑니다",
+    ) in korean, korean
+    assert (
+        "W100",
+        "resources.yaml",
+        "자원 'seoul_center'은(는) 아직 확인되지 않았습니다",
+    ) in korean
+    assert not [m for _c, _f, m in korean if "step" in m or "resource" in m], korean
+    refused = html.unescape(
+        await (
+            await client.post("/console/studio/publish", data={"csrf": csrf, "message": "x"})
+        ).text()
+    )
+    assert (
+        "report.flow.yaml:36: F001 report: 단계 'welcome'이(가) 없는 단계 'nowhere'(으)로 갑니다"
+        in refused
+    )
+
+    # Broken YAML: a Korean frame round the parser's own (English) words and its column.
+    ko = await (await client.get("/console/studio?file=locales/ko.yaml")).text()
+    area = re.search(r"<textarea[^>]*>(.*?)</textarea>", ko, re.DOTALL)
+    assert area is not None
+    await client.post(
+        "/console/studio/save",
+        data={
+            "csrf": csrf,
+            "file": "locales/ko.yaml",
+            "text": html.unescape(area.group(1)).replace(OLD_AGE_KO, BROKEN_AGE_KO),
+        },
+    )
+    [(code, file, message)] = _findings(
+        await (await client.post("/console/studio/check", data={"csrf": csrf})).text()
+    )
+    assert (code, file) == ("F000", "locales/ko.yaml")
+    assert message.startswith("올바른 YAML이 아닙니다 (mapping values are not allowed"), message
+
+    client.session.cookie_jar.update_cookies({LANGUAGE_COOKIE: "en"})
+    [(_code, _file, english)] = _findings(
+        await (await client.post("/console/studio/check", data={"csrf": csrf})).text()
+    )
+    assert english.startswith("not valid YAML (mapping values are not allowed"), english
+    await client.post(
+        "/console/studio/save",
+        data={"csrf": csrf, "file": "locales/ko.yaml", "text": html.unescape(area.group(1))},
+    )
+    english_findings = _findings(
+        await (await client.post("/console/studio/check", data={"csrf": csrf})).text()
+    )
+    assert (
+        "F001",
+        "report.flow.yaml",
+        "report: step 'welcome' goes to unknown 'nowhere'",
+    ) in english_findings, english_findings
+
+    # A dialog table's failing row and what "Try it" would do, in Korean; keys as they are.
+    client.session.cookie_jar.update_cookies({LANGUAGE_COOKIE: "ko"})
+    await client.post(
+        "/console/studio/save", data={"csrf": csrf, "file": "report.flow.yaml", "text": flow}
+    )
+    table = await (await client.get("/console/studio?file=tests/report.test.yaml")).text()
+    area = re.search(r"<textarea[^>]*>(.*?)</textarea>", table, re.DOTALL)
+    assert area is not None
+    rows = html.unescape(area.group(1))
+    assert "bot: [report.category]" in rows
+    await client.post(
+        "/console/studio/save",
+        data={
+            "csrf": csrf,
+            "file": "tests/report.test.yaml",
+            "text": rows.replace("bot: [report.category]", "bot: [report.nothing]", 1),
+        },
+    )
+    tested = html.unescape(
+        await (await client.post("/console/studio/test", data={"csrf": csrf})).text()
+    )
+    assert re.search(
+        r"tests/report\.test\.yaml:\d+: '[^']+' 2번째 줄: "
+        r"봇이 \['report\.category'\]을\(를\) 말했지만 \['report\.nothing'\]을\(를\) 기대했습니다",
+        tested,
+    ), tested
+    await client.post("/console/studio/try", data={"csrf": csrf, "restart": "1"})
+    await client.post("/console/studio/try", data={"csrf": csrf, "text": "/human"})
+    tried = html.unescape(await (await client.get("/console/studio")).text())
+    assert "테스트: RequestHandoff 실행 예정 (실제로 하지 않음)" in tried
+    assert "TEST: would" not in tried
 
 
 async def test_a_counselor_or_supervisor_cannot_open_the_studio(hotline: RunningHotline) -> None:

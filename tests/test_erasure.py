@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backend.console.i18n import COOKIE_NAME as LANGUAGE_COOKIE
 from backend.core import redis_keys
 from backend.web import redis_key
 from bot import cli
@@ -150,6 +151,16 @@ async def test_an_erase_request_is_listed_held_and_shredded_with_its_chat(
     assert case_id not in [row["id"] for row in load["erase_requests"]]
     gone = await hotline.client.get(f"/api/cases/{case_id}/work")
     assert gone.status == 403, "nothing opens any more"
+    # A hold on the shredded case is refused in the supervisor's language (it was an English
+    # "something went wrong" before: the core's refusal reached no boundary that knew it).
+    status, late = await post(hotline, f"/api/cases/{case_id}/hold", csrf, {"reason": "late"})
+    assert (status, late) == (
+        409,
+        {"error": "the case's status changed meanwhile (or does not allow this); reload the page"},
+    )
+    hotline.client.session.cookie_jar.update_cookies({LANGUAGE_COOKIE: "ko"})
+    status, late = await post(hotline, f"/api/cases/{case_id}/hold", csrf, {"reason": "late"})
+    assert status == 409 and late["error"].startswith("그사이 사건 상태가 바뀌었습니다"), late
 
 
 async def _hotline_cli(

@@ -107,10 +107,10 @@ def error_text(error: HotlineError) -> str:
     if error.message_id is None:
         return str(error)
     translated = gettext(error.message_id)
-    if not error.values:
-        return translated
-    values = {k: gettext(v) if isinstance(v, Phrase) else v for k, v in error.values.items()}
-    return translated % values
+    if error.values:
+        values = {k: gettext(v) if isinstance(v, Phrase) else v for k, v in error.values.items()}
+        translated = translated % values
+    return translated if error.where is None else f"{error.where}: {translated}"
 
 
 def N_(message: str) -> str:

@@ -84,6 +84,8 @@ async def _page(request: web.Request, *, status: int = 200, **extra: Any) -> web
         "diff": None,
         "refused": None,
         "notice": "",
+        "test_error": None,
+        "failures": [],
     }
     context.update(extra)
     return render("studio.html", status=status, **context)
@@ -138,9 +140,15 @@ async def _checked(request: web.Request, mode: str) -> web.Response:
         checked = check_bundle(files)
     except FlowError as exc:
         return await _page(request, status=400, notice=error_text(exc))
+    # Each finding in the counselor's language, its values (files, steps, keys) as they are;
+    # the column is read from the English, where the parser's words stay.
     findings = [
         Finding(
-            p.code, p.source, p.line, _column(files.get(p.source, ""), p.line, p.message), p.message
+            p.code,
+            p.source,
+            p.line,
+            _column(files.get(p.source, ""), p.line, p.message),
+            p.text(_),
         )
         for p in checked.problems
     ]
@@ -155,6 +163,8 @@ async def _checked(request: web.Request, mode: str) -> web.Response:
         mode=mode,
         findings=findings,
         checked=checked,
+        test_error=checked.test_error_text(_),
+        failures=[f.text(_) for f in checked.report.failures] if checked.report else [],
         coverage=coverage,
         file=form.get("file"),
     )
@@ -200,7 +210,9 @@ async def diff(request: web.Request) -> web.Response:
                 f"published/{path}",
                 f"draft/{path}",
             )
-    return await _page(request, diff="".join(chunks) or "No difference from the published version.")
+    return await _page(
+        request, diff="".join(chunks) or _("No difference from the published version.")
+    )
 
 
 async def try_it(request: web.Request) -> web.Response:
@@ -239,7 +251,8 @@ async def publish(request: web.Request) -> web.Response:
     try:
         published = await request.app[store_key].publish(draft.files, _actor(session), message)
     except PublishRefusedError as exc:
-        return await _page(request, status=409, notice=error_text(exc), refused=exc.reasons)
+        reasons = exc.reasons if exc.checked is None else exc.checked.reasons(_)
+        return await _page(request, status=409, notice=error_text(exc), refused=reasons)
     except FlowError as exc:
         return await _page(request, status=409, notice=error_text(exc))
     await request.app[store_key].discard_draft(session.counselor_id)
@@ -290,7 +303,9 @@ async def diagram(request: web.Request) -> web.Response:
     bundle, problems = bundle_files.compile_files(files)
     name = request.query.get("flow", "report")
     if bundle is None or name not in bundle.flows:
-        errors = [str(p) for p in problems if p.is_error][:5] or [f"no flow {name!r}"]
+        errors = [f"{p.source}:{p.line}: {p.code} {p.text(_)}" for p in problems if p.is_error][
+            :5
+        ] or [_("no flow “%(flow)s”") % {"flow": name}]
         return render("studio_diagram.html", session=session, flow=name, graph=None, errors=errors)
     graph = mermaid(bundle.flows[name].spec)
     return render("studio_diagram.html", session=session, flow=name, graph=graph, errors=[])

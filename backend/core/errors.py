@@ -7,7 +7,9 @@ be published) is raised with its English text marked by `N_` and its values give
 
 `str(error)` is the English with the values filled in (logs, the CLI); the console translates
 `message_id` through its catalog and fills in `values` after (`backend/console/i18n.py:
-error_text`), so a Korean counselor reads Korean. `python -m backend.console.catalog_extract`
+error_text`), so a Korean counselor reads Korean. `where=` puts a place before the text, never
+translated (a flow file's `path:line`): `FlowError(N_("must be true or false"), where="a:3")`
+reads `a:3: must be true or false`. `python -m backend.console.catalog_extract`
 finds the marked texts in `backend/`, `backend/core/` and `backend/flows/`.
 """
 
@@ -29,15 +31,18 @@ class Phrase(str):
 class HotlineError(Exception):
     """Base of every error raised by hotline's core."""
 
-    def __init__(self, *args: object, **values: object) -> None:
+    def __init__(self, *args: object, where: str | None = None, **values: object) -> None:
         text = args[0] if len(args) == 1 and isinstance(args[0], str) else None
-        if text is not None and values:
-            super().__init__(text % values)
+        if text is not None and (values or where is not None):
+            english = text % values if values else text
+            super().__init__(english if where is None else f"{where}: {english}")
         else:
             super().__init__(*args)
-        # The untranslated text and its values, for a translation at the boundary.
+        # The untranslated text and its values, for a translation at the boundary, and the
+        # place said before it as it is.
         self.message_id = text
         self.values = values
+        self.where = where
 
 
 class SettingsError(HotlineError):

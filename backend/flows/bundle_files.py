@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
@@ -141,6 +141,8 @@ class Checked:
     coverage: Coverage | None = None
     test_error: str | None = None
     under_coverage: list[str] = field(default_factory=list)
+    # The error behind `test_error`, so the console can say it in its language.
+    test_exception: FlowError | None = field(default=None, repr=False)
 
     @property
     def publishable(self) -> bool:
@@ -152,15 +154,37 @@ class Checked:
             and not self.under_coverage
         )
 
-    def reasons(self) -> list[str]:
-        """Why it may not be published, one line each."""
-        lines = [str(p) for p in self.problems if p.is_error]
-        if self.test_error is not None:
-            lines.append(self.test_error)
+    def reasons(self, translate: Callable[[str], str] = str) -> list[str]:
+        """Why it may not be published, one line each: in English, or the linter's findings
+        and the coverage through `translate` (the console's gettext), values as they are."""
+        lines = [
+            f"{p.source}:{p.line}: {p.code} {p.text(translate)}"
+            for p in self.problems
+            if p.is_error
+        ]
+        test_error = self.test_error_text(translate)
+        if test_error is not None:
+            lines.append(test_error)
         if self.report is not None:
-            lines += [f"FAIL {f}" for f in self.report.failures]
-        lines += [f"{name}: transitions under {MIN_COVERAGE:.0f}%" for name in self.under_coverage]
+            lines += [f"FAIL {f.text(translate)}" for f in self.report.failures]
+        under = translate(N_("%(flow)s: transitions under %(percent)s%%"))
+        lines += [
+            under % {"flow": name, "percent": f"{MIN_COVERAGE:.0f}"} for name in self.under_coverage
+        ]
         return lines
+
+    def test_error_text(self, translate: Callable[[str], str] = str) -> str | None:
+        """`test_error` with its text through `translate`; the place before it as it is."""
+        exc, said = self.test_exception, self.test_error
+        if said is None or exc is None or exc.message_id is None:
+            return said
+        english = exc.message_id % exc.values if exc.values else exc.message_id
+        if not said.endswith(english):
+            return said
+        translated = translate(exc.message_id)
+        if exc.values:
+            translated = translated % exc.values
+        return said[: len(said) - len(english)] + translated
 
 
 def compile_files(files: BundleFiles) -> tuple[Bundle | None, list[Problem]]:
@@ -196,6 +220,7 @@ def check(files: BundleFiles, *, run_tests: bool = True) -> Checked:
             checked.report, checked.coverage = run_directory(bundle, root)
         except FlowError as exc:
             checked.test_error = f"F000 {_strip(str(exc), root)}"
+            checked.test_exception = exc
             return checked
     for name in sorted(bundle.flows):
         if checked.coverage is not None and checked.coverage.transitions(name) < MIN_COVERAGE:
@@ -219,7 +244,7 @@ def _screen_canned(files: BundleFiles) -> list[Problem]:
                 found.append(Problem.from_error(exc, path))
                 continue
             if not isinstance(data, list):
-                found.append(Problem("F000", path, 1, "expected a list of canned responses"))
+                found.append(Problem.of("F000", path, 1, N_("expected a list of canned responses")))
     return found
 
 

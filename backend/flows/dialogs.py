@@ -28,13 +28,13 @@ records the transitions it took; the coverage report counts them against each fl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from backend.core.conversation import Attachment, Inbound, Pseudonym, Session, StepResult
-from backend.core.errors import FlowError
+from backend.core.errors import N_, FlowError
 from backend.flows import engine, source
 from backend.flows.channels import FILE_CHANNELS
 from backend.flows.engine import Bundle, Context
@@ -93,13 +93,31 @@ class Coverage:
 
 @dataclass(frozen=True)
 class Failure:
+    """A dialog table's row that did not hold: `message` in English, and its text marked for
+    the console's catalog with its values (`text`)."""
+
     source: str
     test: str
     row: int
     message: str
+    message_id: str | None = field(default=None, compare=False)
+    values: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __str__(self) -> str:
-        return f"{self.source}: {self.test!r} row {self.row}: {self.message}"
+        return self.text()
+
+    def text(self, translate: Callable[[str], str] = str) -> str:
+        """The line through `translate` (the console's gettext); values as they are."""
+        problem = self.message
+        if self.message_id is not None:
+            problem = translate(self.message_id) % self.values
+        line = translate(N_("%(source)s: %(test)r row %(row)s: %(problem)s"))
+        return line % {
+            "source": self.source,
+            "test": self.test,
+            "row": self.row,
+            "problem": problem,
+        }
 
 
 @dataclass
@@ -112,14 +130,14 @@ def run_directory(bundle: Bundle, directory: Path) -> tuple[Report, Coverage]:
     report, coverage = Report(), Coverage.of(bundle)
     files = sorted((directory / "tests").glob(TEST_GLOB))
     if not files:
-        raise FlowError(f"{directory / 'tests'}: no {TEST_GLOB} files")
+        raise FlowError(N_("no %(files)s files"), where=str(directory / "tests"), files=TEST_GLOB)
     for path in files:
         doc = source.read(path)
         if not isinstance(doc.data, dict) or doc.data.get("schema") != 1:
-            raise FlowError(f"{path}: a test file starts with `schema: 1` and `tests:`")
+            raise FlowError(N_("a test file starts with `schema: 1` and `tests:`"), where=str(path))
         tests = doc.data.get("tests")
         if not isinstance(tests, list):
-            raise FlowError(f"{path}: `tests` must be a list")
+            raise FlowError(N_("`tests` must be a list"), where=str(path))
         for index, test in enumerate(tests):
             failure = run_test(bundle, test, f"{path}:{doc.line(('tests', index))}", coverage)
             if failure is None:
@@ -131,11 +149,13 @@ def run_directory(bundle: Bundle, directory: Path) -> tuple[Report, Coverage]:
 
 def run_test(bundle: Bundle, test: Any, where: str, coverage: Coverage) -> Failure | None:
     if not isinstance(test, dict) or set(test) - _TEST_KEYS or "dialog" not in test:
-        raise FlowError(f"{where}: a test has {sorted(_TEST_KEYS)}, with `dialog`")
+        raise FlowError(
+            N_("a test has %(keys)s, with `dialog`"), where=where, keys=sorted(_TEST_KEYS)
+        )
     name = str(test.get("name", "unnamed"))
     rows = test["dialog"]
     if not isinstance(rows, list) or not rows:
-        raise FlowError(f"{where}: `dialog` must be a non-empty list")
+        raise FlowError(N_("`dialog` must be a non-empty list"), where=where)
     open_now = bool(test.get("open", True))
     channel = str(test.get("channel", "test"))
     files = "channel" not in test or channel in FILE_CHANNELS
@@ -145,7 +165,12 @@ def run_test(bundle: Bundle, test: Any, where: str, coverage: Coverage) -> Failu
     session: Session | None = None
     for number, row in enumerate(rows, start=1):
         if not isinstance(row, dict) or set(row) - _ROW_KEYS:
-            raise FlowError(f"{where}: row {number} takes only {sorted(_ROW_KEYS)}")
+            raise FlowError(
+                N_("row %(row)s takes only %(keys)s"),
+                where=where,
+                row=number,
+                keys=sorted(_ROW_KEYS),
+            )
         now_s += int(row.get("after_s", 5))
         ctx = Context(now_s, open_now, files=files)
         if session is None:
@@ -154,14 +179,17 @@ def run_test(bundle: Bundle, test: Any, where: str, coverage: Coverage) -> Failu
         else:
             inbound = _inbound(row, None)
             if inbound is None:
-                raise FlowError(f"{where}: row {number} needs `say`, `click` or `files`")
+                raise FlowError(
+                    N_("row %(row)s needs `say`, `click` or `files`"), where=where, row=number
+                )
             if inbound.text and engine.waits_for_receipt(bundle, session):
                 ctx = Context(now_s, open_now, files=files, receipt_known=receipt_known)
             result = engine.step(bundle, session, inbound, ctx)
         coverage.record(result)
         problem = _check(row, result)
         if problem is not None:
-            return Failure(where, name, number, problem)
+            message_id, values = problem
+            return Failure(where, name, number, message_id % values, message_id, values)
         session = result.session
     return None
 
@@ -178,20 +206,42 @@ def _inbound(row: Mapping[str, Any], language: str | None) -> Inbound | None:
     return None
 
 
-def _check(row: Mapping[str, Any], result: StepResult) -> str | None:  # noqa: PLR0911 - one per column
+def _check(  # noqa: PLR0911 - one per column
+    row: Mapping[str, Any], result: StepResult
+) -> tuple[str, dict[str, Any]] | None:
+    """What a row's columns expected and the step did otherwise: a marked text and its values."""
     said = [m.key for m in result.messages]
     if "bot" in row and said != list(row["bot"]):
-        return f"bot said {said}, expected {row['bot']}"
+        return N_("bot said %(said)s, expected %(expected)s"), {
+            "said": said,
+            "expected": row["bot"],
+        }
     effects = [type(e).__name__ for e in result.effects]
     if "effects" in row and effects != list(row["effects"]):
-        return f"effects {effects}, expected {row['effects']}"
+        return N_("effects %(effects)s, expected %(expected)s"), {
+            "effects": effects,
+            "expected": row["effects"],
+        }
     for slot, value in dict(row.get("slots", {})).items():
         if result.session.slots.get(slot) != value:
-            return f"slot {slot} is {result.session.slots.get(slot)!r}, expected {value!r}"
+            return N_("slot %(slot)s is %(value)r, expected %(expected)r"), {
+                "slot": slot,
+                "value": result.session.slots.get(slot),
+                "expected": value,
+            }
     if "state" in row and result.session.state != row["state"]:
-        return f"waits at {result.session.state!r}, expected {row['state']!r}"
+        return N_("waits at %(state)r, expected %(expected)r"), {
+            "state": result.session.state,
+            "expected": row["state"],
+        }
     if "flags" in row and result.session.flags != list(row["flags"]):
-        return f"flags are {result.session.flags}, expected {row['flags']}"
+        return N_("flags are %(flags)s, expected %(expected)s"), {
+            "flags": result.session.flags,
+            "expected": row["flags"],
+        }
     if "ended" in row and result.session.ended != row["ended"]:
-        return f"ended is {result.session.ended}, expected {row['ended']}"
+        return N_("ended is %(ended)s, expected %(expected)s"), {
+            "ended": result.session.ended,
+            "expected": row["ended"],
+        }
     return None

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from backend.core.errors import FlowError
+from backend.core.errors import N_, FlowError
 
 MAX_EXPRESSION_CHARS = 300
 CONTEXT_NAMES = frozenset({"open", "files", "receipt_known"})
@@ -57,13 +57,13 @@ _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], bool]] = {
 
 def compile_condition(text: str) -> Condition:
     if not isinstance(text, str) or not text.strip():
-        raise FlowError("a condition must be non-empty text")
+        raise FlowError(N_("a condition must be non-empty text"))
     if len(text) > MAX_EXPRESSION_CHARS:
-        raise FlowError(f"condition over {MAX_EXPRESSION_CHARS} characters")
+        raise FlowError(N_("condition over %(limit)s characters"), limit=MAX_EXPRESSION_CHARS)
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError):
-        raise FlowError(f"condition {text!r} is not valid") from None
+        raise FlowError(N_("condition %(condition)r is not valid"), condition=text) from None
     slots: set[str] = set()
     evaluate = _compile(tree.body, text, slots)
     return Condition(text, _guarded(evaluate), frozenset(slots))
@@ -111,7 +111,9 @@ def _compile(node: ast.expr, text: str, slots: set[str]) -> Evaluator:  # noqa: 
             return lambda scope: scope.slots.get(name)
         if node.value.id == "ctx":
             if name not in CONTEXT_NAMES:
-                raise FlowError(f"condition {text!r}: unknown ctx.{name}")
+                raise FlowError(
+                    N_("condition %(condition)r: unknown ctx.%(name)s"), condition=text, name=name
+                )
             return lambda scope: scope.ctx.get(name)
     if isinstance(node, ast.List | ast.Tuple):
         items = [_compile(item, text, slots) for item in node.elts]
@@ -129,7 +131,7 @@ def _compile(node: ast.expr, text: str, slots: set[str]) -> Evaluator:  # noqa: 
         ops = [_COMPARE.get(type(op)) for op in node.ops]
         rights = [_compile(right, text, slots) for right in node.comparators]
         if any(op is None for op in ops):
-            raise FlowError(f"condition {text!r}: unsupported comparison")
+            raise FlowError(N_("condition %(condition)r: unsupported comparison"), condition=text)
         pairs = [(op, right) for op, right in zip(ops, rights, strict=True) if op is not None]
 
         def compare(scope: Scope) -> bool:
@@ -142,4 +144,8 @@ def _compile(node: ast.expr, text: str, slots: set[str]) -> Evaluator:  # noqa: 
             return True
 
         return compare
-    raise FlowError(f"condition {text!r}: {type(node).__name__} is not allowed here")
+    raise FlowError(
+        N_("condition %(condition)r: %(kind)s is not allowed here"),
+        condition=text,
+        kind=type(node).__name__,
+    )

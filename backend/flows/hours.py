@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from backend.core.errors import FlowError
+from backend.core.errors import N_, FlowError
 from backend.flows import source
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -28,19 +28,23 @@ class ServiceHours:
             return cls()
         data = source.read(path).data
         if not isinstance(data, dict) or set(data) - _KEYS or data.get("schema") != 1:
-            raise FlowError(f"{path}: `schema: 1` and only {sorted(_KEYS - {'schema'})}")
+            raise FlowError(
+                N_("`schema: 1` and only %(keys)s"),
+                where=str(path),
+                keys=sorted(_KEYS - {"schema"}),
+            )
         always = data.get("always_open", True)
         offset = data.get("utc_offset_h", 9)
         per_case = data.get("minutes_per_case", 10)
         weekly_raw = data.get("weekly", {})
         if not isinstance(always, bool):
-            raise FlowError(f"{path}: always_open must be true or false")
+            raise FlowError(N_("always_open must be true or false"), where=str(path))
         if not isinstance(offset, int) or not -12 <= offset <= 14:
-            raise FlowError(f"{path}: utc_offset_h must be hours from -12 to 14")
+            raise FlowError(N_("utc_offset_h must be hours from -12 to 14"), where=str(path))
         if not isinstance(per_case, int) or not 1 <= per_case <= 240:
-            raise FlowError(f"{path}: minutes_per_case must be 1 to 240")
+            raise FlowError(N_("minutes_per_case must be 1 to 240"), where=str(path))
         if not isinstance(weekly_raw, dict) or set(weekly_raw) - set(_DAYS):
-            raise FlowError(f'{path}: weekly maps mon..sun to "HH:MM-HH:MM"')
+            raise FlowError(N_('weekly maps mon..sun to "HH:MM-HH:MM"'), where=str(path))
         weekly = tuple(_span(path, weekly_raw.get(day)) for day in _DAYS)
         return cls(always, offset, weekly, per_case)
 
@@ -55,7 +59,7 @@ class ServiceHours:
 def _span(path: Path, raw: object) -> tuple[tuple[int, int], ...]:
     if raw is None:
         return ()
-    bad = FlowError(f'{path}: {raw!r} is not "HH:MM-HH:MM"')
+    bad = FlowError(N_('%(value)r is not "HH:MM-HH:MM"'), where=str(path), value=raw)
     if not isinstance(raw, str):
         raise bad
     try:

@@ -24,10 +24,11 @@ Codes (a test in tests/test_flow_lint.py breaks each rule on purpose):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-from backend.core.errors import FlowError
+from backend.core.errors import N_, FlowError
 from backend.flows.channels import BUTTON_LABEL_LIMITS, channel_key
 from backend.flows.resources import Directory
 from backend.flows.spec import ACTIONS, AGE_BANDS, END, FlowSpec, StepSpec
@@ -81,10 +82,15 @@ _LOCATED = re.compile(r"^(?P<source>[^:\n]+?):(?P<line>\d+): (?P<message>.*)$", 
 
 @dataclass(frozen=True)
 class Problem:
+    """One finding. `message` is the English (the CLI's); a marked one also keeps its catalog
+    text (`N_`) and values, so the console says it in the counselor's language (`text`)."""
+
     code: str
     source: str
     line: int
     message: str
+    message_id: str | None = field(default=None, compare=False)
+    values: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def is_error(self) -> bool:
@@ -94,11 +100,37 @@ class Problem:
         return f"{self.source}:{self.line}: {self.code} {self.message}"
 
     @classmethod
+    def of(
+        cls, code: str, source: str, line: int, message_id: str, where: str = "", **values: Any
+    ) -> Problem:
+        """A finding from its marked text and values; `where` (a flow's name) goes before it
+        as it is."""
+        english = message_id % values if values else message_id
+        message = f"{where}: {english}" if where else english
+        return cls(code, source, line, message, message_id, values)
+
+    def text(self, translate: Callable[[str], str]) -> str:
+        """The message through `translate` (a catalog's gettext), its values and the place
+        before it as they are; the English when it was not marked."""
+        if self.message_id is None:
+            return self.message
+        english = self.message_id % self.values if self.values else self.message_id
+        if not self.message.endswith(english):
+            return self.message
+        translated = translate(self.message_id)
+        if self.values:
+            translated = translated % self.values
+        return self.message[: len(self.message) - len(english)] + translated
+
+    @classmethod
     def from_error(cls, exc: FlowError, fallback_source: str) -> Problem:
+        # Marked when raised with its place apart (`where=`), so only the text is translated.
+        message_id = exc.message_id if exc.where is not None else None
         found = _LOCATED.match(str(exc))
         if found is None:
-            return cls("F000", fallback_source, 1, str(exc))
-        return cls("F000", found["source"], int(found["line"]), found["message"])
+            return cls("F000", fallback_source, 1, str(exc), message_id, exc.values)
+        source, line = found["source"], int(found["line"])
+        return cls("F000", source, line, found["message"], message_id, exc.values)
 
 
 def lint(
@@ -110,7 +142,9 @@ def lint(
 ) -> list[Problem]:
     problems: list[Problem] = []
     if entry not in flows:
-        problems.append(Problem("F010", "flows", 1, f"the entry flow {entry!r} is missing"))
+        problems.append(
+            Problem.of("F010", "flows", 1, N_("the entry flow %(entry)r is missing"), entry=entry)
+        )
     used_keys: dict[str, tuple[str, int]] = {key: ("engine", 1) for key in ENGINE_KEYS}
     label_keys: dict[str, tuple[str, int]] = {}
     for flow in flows.values():
@@ -123,13 +157,23 @@ def lint(
             if rule.say is not None:
                 used_keys.setdefault(rule.say, (triage.source, rule.line))
             for language in sorted(set(texts.locales) - rule.languages):
-                message = f"triage rule {rule.id!r} has no keywords in {language!r}"
-                problems.append(Problem("F013", triage.source, rule.line, message))
+                problems.append(
+                    Problem.of(
+                        "F013",
+                        triage.source,
+                        rule.line,
+                        N_("triage rule %(rule)r has no keywords in %(language)r"),
+                        rule=rule.id,
+                        language=language,
+                    )
+                )
     problems += _lint_texts(texts, used_keys)
     problems += _lint_labels(texts, label_keys)
     if directory is not None:
         problems += [
-            Problem("W100", directory.source, r.line, f"resource {r.id!r} is not verified yet")
+            Problem.of(
+                "W100", directory.source, r.line, N_("resource %(id)r is not verified yet"), id=r.id
+            )
             for r in directory.unverified()
         ]
     return problems
@@ -141,30 +185,65 @@ def _lint_flow(  # noqa: PLR0912 - one pass per step keeps each check next to it
     out: list[Problem] = []
     src = flow.source
 
-    def problem(code: str, line: int, message: str) -> None:
-        out.append(Problem(code, src, line, f"{flow.name}: {message}"))
+    def problem(code: str, line: int, message_id: str, **values: Any) -> None:
+        out.append(Problem.of(code, src, line, message_id, where=flow.name, **values))
 
     names = set(flow.steps) | {END}
     for step in flow.steps.values():
         for target in step.targets():
             if target not in names:
-                problem("F001", step.line, f"step {step.name!r} goes to unknown {target!r}")
+                problem(
+                    "F001",
+                    step.line,
+                    N_("step %(step)r goes to unknown %(target)r"),
+                    step=step.name,
+                    target=target,
+                )
         conditional = [b for b in step.next if b.condition is not None]
         if conditional and step.next[-1].condition is not None:
-            problem("F004", step.next[-1].line, f"step {step.name!r} has `if` without `else`")
+            problem(
+                "F004",
+                step.next[-1].line,
+                N_("step %(step)r has `if` without `else`"),
+                step=step.name,
+            )
         if step.action is not None:
             if step.action not in ACTIONS:
-                problem("F006", step.line, f"step {step.name!r}: unknown action {step.action!r}")
+                problem(
+                    "F006",
+                    step.line,
+                    N_("step %(step)r: unknown action %(action)r"),
+                    step=step.name,
+                    action=step.action,
+                )
             else:
                 for arg in set(step.args) - ACTIONS[step.action]:
-                    problem("F006", step.line, f"{step.action} takes no argument {arg!r}")
+                    problem(
+                        "F006",
+                        step.line,
+                        N_("%(action)s takes no argument %(argument)r"),
+                        action=step.action,
+                        argument=arg,
+                    )
         elif step.args:
-            problem("F006", step.line, f"step {step.name!r} has `with` but no action")
+            problem("F006", step.line, N_("step %(step)r has `with` but no action"), step=step.name)
         if step.call is not None and step.call not in flows:
-            problem("F010", step.line, f"step {step.name!r} calls unknown flow {step.call!r}")
+            problem(
+                "F010",
+                step.line,
+                N_("step %(step)r calls unknown flow %(flow)r"),
+                step=step.name,
+                flow=step.call,
+            )
         for slot in _slots_used(step):
             if slot not in flow.slots:
-                problem("F007", step.line, f"step {step.name!r} uses undeclared slot {slot!r}")
+                problem(
+                    "F007",
+                    step.line,
+                    N_("step %(step)r uses undeclared slot %(slot)r"),
+                    step=step.name,
+                    slot=slot,
+                )
         ids = [b.id for b in step.buttons]
         slot_spec = flow.slots.get(step.slot) if step.slot else None
         if slot_spec is not None and slot_spec.type in ("choice", "age_band"):
@@ -174,11 +253,17 @@ def _lint_flow(  # noqa: PLR0912 - one pass per step keeps each check next to it
                 problem(
                     "F008",
                     step.line,
-                    f"button id {button_id[:20]!r}... is over {MAX_BUTTON_ID_BYTES} bytes "
-                    "or has characters a door refuses",
+                    N_(
+                        "button id %(id)r... is over %(limit)s bytes "
+                        "or has characters a door refuses"
+                    ),
+                    id=button_id[:20],
+                    limit=MAX_BUTTON_ID_BYTES,
                 )
         if len(set(ids)) != len(ids):
-            problem("F008", step.line, f"step {step.name!r} has the same button id twice")
+            problem(
+                "F008", step.line, N_("step %(step)r has the same button id twice"), step=step.name
+            )
         for key in _keys_used(step, flow):
             used_keys.setdefault(key, (src, step.line))
     return out + _lint_graph(flow, flows)
@@ -187,23 +272,35 @@ def _lint_flow(  # noqa: PLR0912 - one pass per step keeps each check next to it
 def _lint_graph(flow: FlowSpec, flows: Mapping[str, FlowSpec]) -> list[Problem]:
     out: list[Problem] = []
 
-    def problem(code: str, line: int, message: str) -> None:
-        out.append(Problem(code, flow.source, line, f"{flow.name}: {message}"))
+    def problem(code: str, line: int, message_id: str, **values: Any) -> None:
+        out.append(Problem.of(code, flow.source, line, message_id, where=flow.name, **values))
 
     names = set(flow.steps) | {END}
     for command in flow.commands.values():
         if command.action is not None and command.action not in ACTIONS:
-            problem("F006", command.line, f"command {command.command}: unknown action")
+            problem(
+                "F006",
+                command.line,
+                N_("command %(command)s: unknown action"),
+                command=command.command,
+            )
         if command.call is not None and command.call not in flows:
-            problem("F010", command.line, f"command {command.command} calls unknown flow")
+            problem(
+                "F010",
+                command.line,
+                N_("command %(command)s calls unknown flow"),
+                command=command.command,
+            )
     if flow.idle is not None and flow.idle.next not in names:
-        problem("F001", flow.idle.line, f"idle goes to unknown {flow.idle.next!r}")
+        problem(
+            "F001", flow.idle.line, N_("idle goes to unknown %(target)r"), target=flow.idle.next
+        )
     edges = {step.name: [t for t in step.targets() if t in names] for step in flow.steps.values()}
     roots = [flow.start] + ([flow.idle.next] if flow.idle and flow.idle.next in names else [])
     reachable = _reach(roots, edges)
     for step in flow.steps.values():
         if step.name not in reachable:
-            problem("F002", step.line, f"step {step.name!r} cannot be reached")
+            problem("F002", step.line, N_("step %(step)r cannot be reached"), step=step.name)
     # An unknown target counts as an end here: it is F001 already, not also F003.
     reverse: dict[str, list[str]] = {name: [] for name in names}
     for step in flow.steps.values():
@@ -212,7 +309,7 @@ def _lint_graph(flow: FlowSpec, flows: Mapping[str, FlowSpec]) -> list[Problem]:
     ending = _reach([END], reverse)
     for step in flow.steps.values():
         if step.name not in ending:
-            problem("F003", step.line, f"no path from step {step.name!r} ever ends")
+            problem("F003", step.line, N_("no path from step %(step)r ever ends"), step=step.name)
     auto = {
         name: [t for t in targets if t in flow.steps and not _waits(flow.steps[t], flows)]
         for name, targets in edges.items()
@@ -220,7 +317,12 @@ def _lint_graph(flow: FlowSpec, flows: Mapping[str, FlowSpec]) -> list[Problem]:
     }
     for name in auto:
         if name in _reach(auto.get(name, []), auto):
-            problem("F009", flow.steps[name].line, f"step {name!r} is on a cycle with no input")
+            problem(
+                "F009",
+                flow.steps[name].line,
+                N_("step %(step)r is on a cycle with no input"),
+                step=name,
+            )
     return out
 
 
@@ -288,12 +390,19 @@ def _lint_labels(texts: Texts, used: Mapping[str, tuple[str, int]]) -> list[Prob
                     continue
                 where = locale.lines.get(short, locale.lines.get(key, line))
                 out.append(
-                    Problem(
+                    Problem.of(
                         "F012",
                         locale.source,
                         where,
-                        f"label {key!r} is {len(label)} characters, over {channel}'s {limit}: "
-                        f"add a shorter one as {short!r}",
+                        N_(
+                            "label %(key)r is %(length)s characters, over %(channel)s's "
+                            "%(limit)s: add a shorter one as %(short)r"
+                        ),
+                        key=key,
+                        length=len(label),
+                        channel=channel,
+                        limit=limit,
+                        short=short,
                     )
                 )
     return out
@@ -308,22 +417,44 @@ def _lint_texts(texts: Texts, used: Mapping[str, tuple[str, int]]) -> list[Probl
                 continue
             if locale.complete or _is_safety(key):
                 out.append(
-                    Problem("F005", src, line, f"text {key!r} is missing in {locale.language!r}")
+                    Problem.of(
+                        "F005",
+                        src,
+                        line,
+                        N_("text %(key)r is missing in %(language)r"),
+                        key=key,
+                        language=locale.language,
+                    )
                 )
     reference = texts.locales[texts.fallback].texts
     for locale in texts.locales.values():
         for key, text in sorted(locale.texts.items()):
             expected = reference.get(key)
             if expected is not None and placeholders(text) != placeholders(expected):
-                names = ", ".join(sorted(placeholders(expected))) or "none"
-                message = f"text {key!r} must use the placeholders of {texts.fallback!r}: {names}"
-                out.append(Problem("F011", locale.source, locale.lines.get(key, 1), message))
+                names = ", ".join(sorted(placeholders(expected)))
+                out.append(
+                    Problem.of(
+                        "F011",
+                        locale.source,
+                        locale.lines.get(key, 1),
+                        N_("text %(key)r must use the placeholders of %(fallback)r: %(names)s")
+                        if names
+                        else N_("text %(key)r must use the placeholders of %(fallback)r: none"),
+                        key=key,
+                        fallback=texts.fallback,
+                        names=names,
+                    )
+                )
     for key in sorted(safety - set(used)):
         for locale in texts.locales.values():
             if key not in locale.texts:
                 out.append(
-                    Problem(
-                        "F005", locale.source, 1, f"safety text {key!r} is missing in this locale"
+                    Problem.of(
+                        "F005",
+                        locale.source,
+                        1,
+                        N_("safety text %(key)r is missing in this locale"),
+                        key=key,
                     )
                 )
     return out

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend.core.errors import FlowError
+from backend.core.errors import N_, FlowError
 from backend.flows import source
 from backend.flows.engine import Bundle, CompiledFlow
 from backend.flows.hours import ServiceHours
@@ -72,7 +72,9 @@ def load_bundle(directory: Path, entry: str = ENTRY_FLOW) -> tuple[Bundle | None
             problems.append(Problem.from_error(exc, str(path)))
             continue
         if spec.name in specs:
-            problems.append(Problem("F000", str(path), 1, f"flow {spec.name!r} defined twice"))
+            problems.append(
+                Problem.of("F000", str(path), 1, N_("flow %(flow)r defined twice"), flow=spec.name)
+            )
             continue
         specs[spec.name] = spec
     if problems:  # linting half a directory would only add misleading follow-ups

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.core.errors import FlowError
+from backend.core.errors import N_, FlowError
 from backend.flows import source
 
 ALL = "all"
@@ -54,13 +54,13 @@ class Directory:
         doc = source.read(path)
         data = doc.data
         if not isinstance(data, dict) or set(data) != {"schema", "resources"}:
-            raise FlowError(f"{path}: needs exactly `schema: 1` and `resources:`")
+            raise FlowError(N_("needs exactly `schema: 1` and `resources:`"), where=str(path))
         if data["schema"] != 1 or not isinstance(data["resources"], list):
-            raise FlowError(f"{path}: `schema` must be 1 and `resources` a list")
+            raise FlowError(N_("`schema` must be 1 and `resources` a list"), where=str(path))
         items = tuple(_resource(raw, doc, i) for i, raw in enumerate(data["resources"]))
         ids = [r.id for r in items]
         if len(set(ids)) != len(ids):
-            raise FlowError(f"{path}: resource ids must be unique")
+            raise FlowError(N_("resource ids must be unique"), where=str(path))
         return cls(items, str(path))
 
     def select(self, need: str, minor: bool, language: str) -> list[Resource]:
@@ -83,25 +83,27 @@ class Directory:
 def _resource(raw: object, doc: source.Document, index: int) -> Resource:
     where = f"{doc.source}:{doc.line(('resources', index))}"
     if not isinstance(raw, dict) or set(raw) - _KEYS:
-        raise FlowError(f"{where}: a resource is a mapping of {sorted(_KEYS)}")
+        raise FlowError(N_("a resource is a mapping of %(keys)s"), where=where, keys=sorted(_KEYS))
     rid, name, verified = raw.get("id"), raw.get("name"), raw.get("verified")
     if not isinstance(rid, str) or not rid:
-        raise FlowError(f"{where}: `id` must be text")
+        raise FlowError(N_("`id` must be text"), where=where)
     if not isinstance(name, dict) or not name or not all(isinstance(v, str) for v in name.values()):
-        raise FlowError(f"{where}: `name` maps languages to text")
+        raise FlowError(N_("`name` maps languages to text"), where=where)
     if not isinstance(verified, bool):
-        raise FlowError(f"{where}: `verified` must be true or false")
+        raise FlowError(N_("`verified` must be true or false"), where=where)
     lists = {}
     for key in ("phone", "needs", "ages", "languages"):
         value = raw.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise FlowError(f"{where}: `{key}` must be a list of text")
+            raise FlowError(N_("`%(key)s` must be a list of text"), where=where, key=key)
         lists[key] = value
     if not lists["needs"] or not set(lists["ages"]) <= AGES or not lists["ages"]:
-        raise FlowError(f"{where}: `needs` and `ages` ({sorted(AGES)}) must not be empty")
+        raise FlowError(
+            N_("`needs` and `ages` (%(ages)s) must not be empty"), where=where, ages=sorted(AGES)
+        )
     for key in ("url", "hours", "source"):
         if raw.get(key) is not None and not isinstance(raw.get(key), str):
-            raise FlowError(f"{where}: `{key}` must be text")
+            raise FlowError(N_("`%(key)s` must be text"), where=where, key=key)
     return Resource(
         rid,
         dict(name),

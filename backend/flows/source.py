@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from backend.core.errors import FlowError
+from backend.core.errors import N_, FlowError
 from backend.flows import yaml_screen
 
 MAX_FILE_BYTES = 256 * 1024
@@ -55,22 +55,29 @@ def read(path: Path) -> Document:
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise FlowError(f"{path}: cannot be read ({exc.strerror})") from None
+        raise FlowError(
+            N_("cannot be read (%(reason)s)"), where=str(path), reason=exc.strerror
+        ) from None
     if size > MAX_FILE_BYTES:
-        raise FlowError(f"{path}: {size} bytes is over the {MAX_FILE_BYTES}-byte limit")
+        raise FlowError(
+            N_("%(size)s bytes is over the %(limit)s-byte limit"),
+            where=str(path),
+            size=size,
+            limit=MAX_FILE_BYTES,
+        )
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
-        raise FlowError(f"{path}: is not UTF-8 text") from None
+        raise FlowError(N_("is not UTF-8 text"), where=str(path)) from None
     return parse(text, str(path))
 
 
 def parse(text: str, source: str) -> Document:
     if len(text.encode("utf-8")) > MAX_FILE_BYTES:
-        raise FlowError(f"{source}: over the {MAX_FILE_BYTES}-byte limit")
+        raise FlowError(N_("over the %(limit)s-byte limit"), where=source, limit=MAX_FILE_BYTES)
     finding = yaml_screen.screen(text, MAX_DEPTH)
     if finding is not None:
-        raise FlowError(f"{source}:{finding.line}: {finding.problem}")
+        raise FlowError(finding.message_id, where=f"{source}:{finding.line}", **finding.values)
     try:
         _screen(text, source)
         node = yaml.compose(text, Loader=_FAST_LOADER)
@@ -78,7 +85,10 @@ def parse(text: str, source: str) -> Document:
         # At the line where the parser gave up, so an editor can show it there (issue 15).
         mark = getattr(exc, "problem_mark", None)
         where = source if mark is None else f"{source}:{mark.line + 1}"
-        raise FlowError(f"{where}: not valid YAML ({_one_line(exc)})") from None
+        # The parser's own words stay English inside a translated frame.
+        raise FlowError(
+            N_("not valid YAML (%(detail)s)"), where=where, detail=_one_line(exc)
+        ) from None
     lines: dict[PathKey, int] = {}
     # A fresh loader per document: its constructor caches every node it has built.
     scalars = yaml.SafeLoader("")
@@ -91,16 +101,26 @@ def _screen(text: str, source: str) -> None:
     for count, event in enumerate(yaml.parse(text, Loader=_FAST_LOADER)):
         line = _line_of(event)
         if count > MAX_EVENTS:
-            raise FlowError(f"{source}:{line}: more than {MAX_EVENTS} YAML nodes")
+            raise FlowError(
+                N_("more than %(limit)s YAML nodes"), where=f"{source}:{line}", limit=MAX_EVENTS
+            )
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise FlowError(f"{source}:{line}: YAML anchors and aliases are not allowed")
+            raise FlowError(
+                N_("YAML anchors and aliases are not allowed"), where=f"{source}:{line}"
+            )
         tag = getattr(event, "tag", None)
         if tag is not None and tag not in _PLAIN_TAGS:
-            raise FlowError(f"{source}:{line}: YAML tag {tag!r} is not allowed")
+            raise FlowError(
+                N_("YAML tag %(tag)r is not allowed"), where=f"{source}:{line}", tag=tag
+            )
         if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
             depth += 1
             if depth > MAX_DEPTH:
-                raise FlowError(f"{source}:{line}: nested deeper than {MAX_DEPTH} levels")
+                raise FlowError(
+                    N_("nested deeper than %(depth)s levels"),
+                    where=f"{source}:{line}",
+                    depth=MAX_DEPTH,
+                )
         elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
             depth -= 1
 
@@ -124,9 +144,9 @@ def _plain(
             key = _plain(key_node, (*path, "<key>"), {}, source, scalars)
             where = f"{source}:{key_node.start_mark.line + 1}"
             if not isinstance(key, str):
-                raise FlowError(f"{where}: mapping key {key!r} is not text")
+                raise FlowError(N_("mapping key %(key)r is not text"), where=where, key=key)
             if key in out:
-                raise FlowError(f"{where}: key {key!r} appears twice")
+                raise FlowError(N_("key %(key)r appears twice"), where=where, key=key)
             out[key] = _plain(value_node, (*path, key), lines, source, scalars)
         return out
     if isinstance(node, yaml.SequenceNode):

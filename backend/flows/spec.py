@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from backend.core.errors import FlowError
+from backend.core.errors import N_, FlowError
 from backend.flows.expressions import Condition, compile_condition
 from backend.flows.source import Document, PathKey
 
@@ -162,20 +162,23 @@ class _Reader:
     def __init__(self, doc: Document) -> None:
         self.doc = doc
 
-    def fail(self, path: PathKey, message: str) -> FlowError:
+    def fail(self, path: PathKey, message: str, **values: Any) -> FlowError:
+        """`message` marked with `N_`, its values by name; the file, line and key go before."""
         where = ".".join(str(p) for p in path) or "top level"
-        return FlowError(f"{self.doc.source}:{self.doc.line(path)}: {where}: {message}")
+        return FlowError(
+            message, where=f"{self.doc.source}:{self.doc.line(path)}: {where}", **values
+        )
 
     def mapping(self, value: Any, path: PathKey, keys: frozenset[str] | None) -> dict[str, Any]:
         if not isinstance(value, dict):
-            raise self.fail(path, "must be a mapping")
+            raise self.fail(path, N_("must be a mapping"))
         if keys is not None and set(value) - keys:
-            raise self.fail(path, f"unknown keys {sorted(set(value) - keys)}")
+            raise self.fail(path, N_("unknown keys %(keys)s"), keys=sorted(set(value) - keys))
         return value
 
     def text(self, value: Any, path: PathKey) -> str:
         if not isinstance(value, str) or not value:
-            raise self.fail(path, "must be non-empty text")
+            raise self.fail(path, N_("must be non-empty text"))
         return value
 
     def opt_text(self, value: Any, path: PathKey) -> str | None:
@@ -183,12 +186,14 @@ class _Reader:
 
     def whole(self, value: Any, path: PathKey, low: int, high: int) -> int:
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            raise self.fail(path, f"must be a whole number from {low} to {high}")
+            raise self.fail(
+                path, N_("must be a whole number from %(low)s to %(high)s"), low=low, high=high
+            )
         return value
 
     def flag(self, value: Any, path: PathKey) -> bool:
         if not isinstance(value, bool):
-            raise self.fail(path, "must be true or false")
+            raise self.fail(path, N_("must be true or false"))
         return value
 
     def line(self, path: PathKey) -> int:
@@ -199,7 +204,7 @@ def parse_flow(doc: Document) -> FlowSpec:
     r = _Reader(doc)
     top = r.mapping(doc.data, (), _TOP_KEYS)
     if top.get("schema") != SCHEMA_VERSION:
-        raise r.fail(("schema",), f"must be {SCHEMA_VERSION}")
+        raise r.fail(("schema",), N_("must be %(schema)s"), schema=SCHEMA_VERSION)
     name = r.text(top.get("flow"), ("flow",))
     slots = {
         slot: _slot(r, slot, raw, ("slots", slot))
@@ -207,7 +212,7 @@ def parse_flow(doc: Document) -> FlowSpec:
     }
     steps_raw = r.mapping(top.get("steps"), ("steps",), None)
     if not steps_raw:
-        raise r.fail(("steps",), "a flow needs at least one step")
+        raise r.fail(("steps",), N_("a flow needs at least one step"))
     steps = {step: _step(r, step, raw, ("steps", step)) for step, raw in steps_raw.items()}
     commands = {
         command: _command(r, command, raw, ("commands", command))
@@ -223,7 +228,7 @@ def parse_flow(doc: Document) -> FlowSpec:
         )
     start = r.text(top.get("start"), ("start",))
     if start not in steps:
-        raise r.fail(("start",), f"start step {start!r} does not exist")
+        raise r.fail(("start",), N_("start step %(step)r does not exist"), step=start)
     return FlowSpec(name, start, slots, steps, commands, doc.source, idle, r.line(("flow",)))
 
 
@@ -231,17 +236,24 @@ def _slot(r: _Reader, name: str, raw: Any, path: PathKey) -> SlotSpec:
     data = r.mapping(raw, path, _SLOT_KEYS)
     kind = r.text(data.get("type"), (*path, "type"))
     if kind not in SLOT_TYPES:
-        raise r.fail((*path, "type"), f"{kind!r} is not one of {sorted(SLOT_TYPES)}")
+        raise r.fail(
+            (*path, "type"),
+            N_("%(kind)r is not one of %(kinds)s"),
+            kind=kind,
+            kinds=sorted(SLOT_TYPES),
+        )
     choices = data.get("choices", [])
     if not isinstance(choices, list) or not all(isinstance(c, str) and c for c in choices):
-        raise r.fail((*path, "choices"), "must be a list of text")
+        raise r.fail((*path, "choices"), N_("must be a list of text"))
     if kind == "choice" and not choices:
-        raise r.fail((*path, "choices"), "a choice slot needs choices")
+        raise r.fail((*path, "choices"), N_("a choice slot needs choices"))
     if kind == "age_band":
         choices = list(AGE_BANDS)
     keep = r.text(data.get("keep", "hashes"), (*path, "keep"))
     if keep not in FILES_KEEP or (keep != "hashes" and kind != "files"):
-        raise r.fail((*path, "keep"), f"a files slot keeps one of {list(FILES_KEEP)}")
+        raise r.fail(
+            (*path, "keep"), N_("a files slot keeps one of %(keeps)s"), keeps=list(FILES_KEEP)
+        )
     return SlotSpec(
         name,
         kind,
@@ -259,7 +271,7 @@ def _step(r: _Reader, name: str, raw: Any, path: PathKey) -> StepSpec:
     data = r.mapping(raw, path, _STEP_KEYS)
     buttons_raw = data.get("buttons", [])
     if not isinstance(buttons_raw, list):
-        raise r.fail((*path, "buttons"), "must be a list")
+        raise r.fail((*path, "buttons"), N_("must be a list"))
     buttons = []
     for i, raw_button in enumerate(buttons_raw):
         where = (*path, "buttons", i)
@@ -283,7 +295,7 @@ def _step(r: _Reader, name: str, raw: Any, path: PathKey) -> StepSpec:
     args = r.mapping(data.get("with", {}), (*path, "with"), None)
     for key, value in args.items():
         if not isinstance(value, str | int) or isinstance(value, bool):
-            raise r.fail((*path, "with", key), "must be text or a whole number")
+            raise r.fail((*path, "with", key), N_("must be text or a whole number"))
     step = StepSpec(
         name=name,
         say=r.opt_text(data.get("say"), (*path, "say")),
@@ -300,13 +312,13 @@ def _step(r: _Reader, name: str, raw: Any, path: PathKey) -> StepSpec:
         line=r.line(path),
     )
     if (step.ask is None) != (step.slot is None):
-        raise r.fail(path, "`ask` and `slot` go together")
+        raise r.fail(path, N_("`ask` and `slot` go together"))
     if step.say is not None and step.ask is not None:
-        raise r.fail(path, "a step either says or asks, not both")
+        raise r.fail(path, N_("a step either says or asks, not both"))
     if step.call is not None and (step.waits or step.action is not None):
-        raise r.fail(path, "a `call` step only calls and continues with `next`")
+        raise r.fail(path, N_("a `call` step only calls and continues with `next`"))
     if not step.buttons and not step.next:
-        raise r.fail(path, "needs `next` or buttons")
+        raise r.fail(path, N_("needs `next` or buttons"))
     return step
 
 
@@ -316,22 +328,22 @@ def _next(r: _Reader, raw: Any, path: PathKey) -> tuple[Branch, ...]:
     if isinstance(raw, str):
         return (Branch(r.text(raw, path), None, r.line(path)),)
     if not isinstance(raw, list) or not raw:
-        raise r.fail(path, "must be a step name or a list of `if`/`then` and `else` arms")
+        raise r.fail(path, N_("must be a step name or a list of `if`/`then` and `else` arms"))
     branches = []
     for i, arm_raw in enumerate(raw):
         where = (*path, i)
         arm = r.mapping(arm_raw, where, frozenset({"if", "then", "else"}))
         if "else" in arm:
             if set(arm) != {"else"}:
-                raise r.fail(where, "an `else` arm has only `else`")
+                raise r.fail(where, N_("an `else` arm has only `else`"))
             branches.append(Branch(r.text(arm["else"], (*where, "else")), None, r.line(where)))
             continue
         if set(arm) != {"if", "then"}:
-            raise r.fail(where, "an arm needs `if` and `then`")
+            raise r.fail(where, N_("an arm needs `if` and `then`"))
         try:
             condition = compile_condition(arm["if"])
         except FlowError as exc:
-            raise r.fail((*where, "if"), str(exc)) from None
+            raise r.fail((*where, "if"), exc.message_id or str(exc), **exc.values) from None
         branches.append(Branch(r.text(arm["then"], (*where, "then")), condition, r.line(where)))
     return tuple(branches)
 
@@ -339,7 +351,7 @@ def _next(r: _Reader, raw: Any, path: PathKey) -> tuple[Branch, ...]:
 def _command(r: _Reader, command: str, raw: Any, path: PathKey) -> CommandSpec:
     data = r.mapping(raw, path, _COMMAND_KEYS)
     if not command.startswith("/") or command != command.lower():
-        raise r.fail(path, "a command is a lower-case word starting with /")
+        raise r.fail(path, N_("a command is a lower-case word starting with /"))
     spec = CommandSpec(
         command,
         r.opt_text(data.get("action"), (*path, "action")),
@@ -348,5 +360,5 @@ def _command(r: _Reader, command: str, raw: Any, path: PathKey) -> CommandSpec:
         r.line(path),
     )
     if sum([spec.action is not None, spec.restart, spec.call is not None]) != 1:
-        raise r.fail(path, "a command has exactly one of `action`, `restart`, `call`")
+        raise r.fail(path, N_("a command has exactly one of `action`, `restart`, `call`"))
     return spec

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backend.core.errors import FlowError
+from backend.core.errors import N_, FlowError
 from backend.flows import source
 from backend.flows.channels import channel_key
 
@@ -44,10 +44,18 @@ class Texts:
         for path in sorted(directory.glob("*.yaml")):
             locales[path.stem] = _locale(path.stem, source.read(path))
         if FALLBACK_LANGUAGE not in locales:
-            raise FlowError(f"{directory}: the fallback language {FALLBACK_LANGUAGE!r} is missing")
+            raise FlowError(
+                N_("the fallback language %(language)r is missing"),
+                where=str(directory),
+                language=FALLBACK_LANGUAGE,
+            )
         for locale in locales.values():
             if locale.fallback not in locales:
-                raise FlowError(f"{locale.source}: fallback {locale.fallback!r} has no locale")
+                raise FlowError(
+                    N_("fallback %(fallback)r has no locale"),
+                    where=locale.source,
+                    fallback=locale.fallback,
+                )
         return cls(locales)
 
     @property
@@ -76,7 +84,9 @@ class Texts:
             current = locale.fallback
         found = self.locales[self.fallback].texts.get(key)
         if found is None:
-            raise FlowError(f"text key {key!r} is missing in {self.fallback!r}")
+            raise FlowError(
+                N_("text key %(key)r is missing in %(fallback)r"), key=key, fallback=self.fallback
+            )
         return found
 
     def label(self, key: str, language: str, channel: str | None) -> str:
@@ -114,14 +124,16 @@ def placeholders(text: str) -> set[str]:
 def _locale(language: str, doc: source.Document) -> Locale:
     data = doc.data
     if not isinstance(data, dict):
-        raise FlowError(f"{doc.source}: a locale file is a mapping of text keys")
+        raise FlowError(N_("a locale file is a mapping of text keys"), where=doc.source)
     meta = data.get("_meta", {})
     if not isinstance(meta, dict) or set(meta) - {"fallback", "complete"}:
-        raise FlowError(f"{doc.source}: `_meta` takes only `fallback` and `complete`")
+        raise FlowError(N_("`_meta` takes only `fallback` and `complete`"), where=doc.source)
     fallback = meta.get("fallback", FALLBACK_LANGUAGE)
     complete = meta.get("complete", True)
     if not isinstance(fallback, str) or not isinstance(complete, bool):
-        raise FlowError(f"{doc.source}: `_meta` fallback is a language, complete true or false")
+        raise FlowError(
+            N_("`_meta` fallback is a language, complete true or false"), where=doc.source
+        )
     flat: dict[str, str] = {}
     lines: dict[str, int] = {}
     body = {k: v for k, v in data.items() if k != "_meta"}
@@ -138,7 +150,11 @@ def _flatten(
 ) -> None:
     if not isinstance(node, dict):
         where = ".".join(prefix) or "top level"
-        raise FlowError(f"{doc.source}:{doc.line(prefix)}: {where} must be a mapping or text")
+        raise FlowError(
+            N_("%(key)s must be a mapping or text"),
+            where=f"{doc.source}:{doc.line(prefix)}",
+            key=where,
+        )
     for key, value in node.items():
         path = (*prefix, key)
         full = ".".join(path)

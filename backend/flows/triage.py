@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.core.errors import FlowError
+from backend.core.errors import N_, FlowError
 from backend.flows import source
 
 _AGE = (
@@ -63,9 +63,9 @@ class Triage:
         doc = source.read(path)
         data = doc.data
         if not isinstance(data, dict) or set(data) != {"schema", "rules"}:
-            raise FlowError(f"{path}: needs exactly `schema: 1` and `rules:`")
+            raise FlowError(N_("needs exactly `schema: 1` and `rules:`"), where=str(path))
         if data["schema"] != 1 or not isinstance(data["rules"], list):
-            raise FlowError(f"{path}: `schema` must be 1 and `rules` a list")
+            raise FlowError(N_("`schema` must be 1 and `rules` a list"), where=str(path))
         rules = tuple(_rule(raw, doc, i) for i, raw in enumerate(data["rules"]))
         return cls(rules, str(path))
 
@@ -82,29 +82,31 @@ def _rule(raw: object, doc: source.Document, index: int) -> Rule:
     line = doc.line(("rules", index))
     where = f"{doc.source}:{line}"
     if not isinstance(raw, dict) or set(raw) - _RULE_KEYS:
-        raise FlowError(f"{where}: a rule is a mapping of {sorted(_RULE_KEYS)}")
+        raise FlowError(N_("a rule is a mapping of %(keys)s"), where=where, keys=sorted(_RULE_KEYS))
     rule_id, flag, say = raw.get("id"), raw.get("flag"), raw.get("say")
     priority, handoff = raw.get("priority", 0), raw.get("handoff", False)
     keywords: Mapping[str, object] = raw.get("keywords", {})
     age_below = raw.get("age_below")
     if not isinstance(rule_id, str) or not isinstance(flag, str) or not flag:
-        raise FlowError(f"{where}: `id` and `flag` must be text")
+        raise FlowError(N_("`id` and `flag` must be text"), where=where)
     if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 3:
-        raise FlowError(f"{where}: `priority` must be 0 to 3")
+        raise FlowError(N_("`priority` must be 0 to 3"), where=where)
     if say is not None and not isinstance(say, str):
-        raise FlowError(f"{where}: `say` must be a text key")
+        raise FlowError(N_("`say` must be a text key"), where=where)
     if not isinstance(handoff, bool):
-        raise FlowError(f"{where}: `handoff` must be true or false")
+        raise FlowError(N_("`handoff` must be true or false"), where=where)
     if age_below is not None and (not isinstance(age_below, int) or not 6 <= age_below <= 30):
-        raise FlowError(f"{where}: `age_below` must be an age")
+        raise FlowError(N_("`age_below` must be an age"), where=where)
     if not isinstance(keywords, dict):
-        raise FlowError(f"{where}: `keywords` maps a language to a list of words")
+        raise FlowError(N_("`keywords` maps a language to a list of words"), where=where)
     words: list[str] = []
     for language, listed in keywords.items():
         if not isinstance(listed, list) or not all(isinstance(w, str) and w for w in listed):
-            raise FlowError(f"{where}: keywords.{language} must be a list of text")
+            raise FlowError(
+                N_("keywords.%(language)s must be a list of text"), where=where, language=language
+            )
         words += [" ".join(w.casefold().split()) for w in listed]
     if not words and age_below is None:
-        raise FlowError(f"{where}: a rule needs keywords or `age_below`")
+        raise FlowError(N_("a rule needs keywords or `age_below`"), where=where)
     languages = frozenset(str(language) for language, listed in keywords.items() if listed)
     return Rule(rule_id, flag, priority, say, handoff, tuple(words), age_below, line, languages)

@@ -18,7 +18,10 @@ What it cannot see without a parser (tags, node counts, keys) stays with the eve
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+from backend.core.errors import N_
 
 # Characters that can open or close structure, start quoted text or a comment, or mark an
 # anchor or alias; everything else on a line is skipped in one step.
@@ -33,10 +36,17 @@ _BLOCK_SCALAR = re.compile(r"(?:^|[ \t:-])[|>][0-9+-]*[ \t]*(?:#.*)?$")
 
 @dataclass(frozen=True)
 class Finding:
-    """The first limit the text breaks, and its 1-based line."""
+    """The first limit the text breaks, and its 1-based line: its text marked for the console's
+    catalog (`N_`) and the values it names."""
 
     line: int
-    problem: str
+    message_id: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def problem(self) -> str:
+        """In English."""
+        return self.message_id % self.values if self.values else self.message_id
 
 
 def screen(text: str, max_depth: int) -> Finding | None:
@@ -80,7 +90,7 @@ class _Walker:
             # One more for a mapping that the line's key may open after its indicators.
             block = len(self.indents) + compact_count + 1
             if block > self.max_depth:
-                return Finding(number, self._deeper())
+                return Finding(number, self._deeper(), {"depth": self.max_depth})
         else:
             block = len(self.indents) + 1
         finding = self._characters(number, line, indent, block)
@@ -104,15 +114,15 @@ class _Walker:
             elif char in "[{" and (at_token or self.flow):
                 self.flow += 1
                 if block + self.flow > self.max_depth:
-                    return Finding(number, self._deeper())
+                    return Finding(number, self._deeper(), {"depth": self.max_depth})
             elif char in "]}" and self.flow:
                 self.flow -= 1
             elif char in "&*" and at_token and at + 1 < len(line) and _name(line[at + 1]):
-                return Finding(number, "YAML anchors and aliases are not allowed")
+                return Finding(number, N_("YAML anchors and aliases are not allowed"))
         return None
 
     def _deeper(self) -> str:
-        return f"nested deeper than {self.max_depth} levels"
+        return N_("nested deeper than %(depth)s levels")
 
 
 def _escaped(line: str, at: int, quote: str) -> bool:
