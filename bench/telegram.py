@@ -48,10 +48,11 @@ from telegram import Update
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
 from telegram.request import BaseRequest, RequestData
 
+from backend import redis_pool
 from backend.core import keys
 from backend.core.pseudonyms import Pseudonymizer
 from backend.core.receipt_codes import ReceiptHasher
-from backend.core.settings import SHIPPED_FLOWS_DIR, KdfCost
+from backend.core.settings import SHIPPED_FLOWS_DIR, KdfCost, RedisPool
 from backend.embedded_redis import EmbeddedRedis
 from backend.flows.registry import FlowRegistry
 from bot.reports import ReportSender
@@ -352,7 +353,7 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 
 async def measure_exit(url: str) -> None:
-    redis = Redis.from_url(url)
+    redis = redis_pool.connect(url, RedisPool())
     try:
         await redis.flushdb()
         idle = await exit_latency(redis, EXIT_CHATS, 0)
@@ -375,7 +376,9 @@ async def measure_exit(url: str) -> None:
 
 
 async def measure(chats: int, url: str) -> None:
-    redis = Redis.from_url(url)
+    # The pool `hotline bot` opens (it waits for a free connection): redis-py's default pool
+    # raises once its limit is reached, which the replies waiting in the priority line do.
+    redis = redis_pool.connect(url, RedisPool())
     trips = RoundTrips()
     trips.install(redis)
     try:
