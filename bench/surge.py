@@ -367,6 +367,43 @@ async def surge(redis_url: str, conversations: int, seconds: float, share: float
         await loop.run_in_executor(None, child.join, 60)
     await telegram.stop()
     _report(outcomes, turns, telegram, elapsed)
+    await _write_floor(redis_url)
+
+
+FLOOR_SAMPLES = 400
+
+
+async def _write_floor(redis_url: str) -> None:
+    """The target's floor on this Redis, measured after the surge: what any turn must write (its
+    session, one SET) against what a submitting turn must write besides (the sealed report's
+    XADD, then the receipt's), each its own round trip as the turn makes them, each behind the
+    embedded Redis's fsync. No code of ours: the submission's ratio cannot fall below this."""
+    redis = redis_pool.connect(redis_url, RedisPool())
+    session, envelope = secrets.token_bytes(600), secrets.token_bytes(2400)
+    turn_ms: list[float] = []
+    submission_ms: list[float] = []
+    try:
+        for n in range(FLOOR_SAMPLES):
+            started = time.perf_counter()
+            await redis.set(f"floor:session:{n}", session, ex=60)
+            turn_ms.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            await redis.set(f"floor:session:{n}", session, ex=60)
+            await redis.xadd("floor:reports", {"envelope": envelope})
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.xadd("floor:reports", {"receipt": envelope[:64]})
+                await pipe.execute()
+            submission_ms.append((time.perf_counter() - started) * 1000)
+        await redis.delete("floor:reports", *(f"floor:session:{n}" for n in range(FLOOR_SAMPLES)))
+    finally:
+        await redis.aclose()
+    floor = _pct(submission_ms, 0.99) / statistics.median(turn_ms)
+    print(
+        f"floor: a turn's one write p50 {statistics.median(turn_ms):.2f} ms p99 "
+        f"{_pct(turn_ms, 0.99):.2f} ms; a submission's three writes p50 "
+        f"{statistics.median(submission_ms):.2f} ms p99 {_pct(submission_ms, 0.99):.2f} ms; "
+        f"their p99 / the one write's median = {floor:.1f}x (the 3x target's floor here)"
+    )
 
 
 def _report(
