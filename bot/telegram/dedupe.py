@@ -13,8 +13,9 @@ expiring after `TELEGRAM_UPDATE_LEASE_S`) and marks it `done` once handled (kept
 - A text or button press is marked done by the write that steps its conversation (`Once`, in
   the same round trip), not after its replies: they go out at Telegram's pace, seconds for a
   long turn, and a copy arriving meanwhile is dropped as done (the webhook answers 200) rather
-  than asked again for. A worker that dies after the step loses that step's replies (the
-  victim asks again); it never has the step taken twice.
+  than asked again for. The step's write also keeps its replies until they went out
+  (`bot.telegram.outgoing`): a worker that dies after the step has them sent by another; it
+  never has the step taken twice.
 - In polling mode the getUpdates offset moves past an update only once it was handled
   (`bot.telegram.polling`), so a dead worker's update is fetched again and handed over the same
   way.

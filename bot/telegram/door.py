@@ -160,6 +160,7 @@ class TelegramConfig:
             webhook_secret=settings.telegram_webhook_secret,
             max_file_bytes=settings.telegram_max_file_bytes,
             poll_lease_s=settings.telegram_poll_lease_s,
+            outgoing_lease_s=settings.telegram_outgoing_lease_s,
             webhook_max_connections=settings.telegram_webhook_max_connections,
             limits=OutboxLimits(
                 per_chat_per_s=settings.telegram_chat_messages_per_s,
