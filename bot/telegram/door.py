@@ -589,7 +589,12 @@ class TelegramDoor:
     ) -> None:
         try:
             if delete_incoming and incoming:
-                await self.outbox.delete(chat_id, incoming)
+                try:
+                    await self.outbox.delete(chat_id, incoming)
+                except BaseException:
+                    if pending is not None:  # not sent: left for the next look to take
+                        self._outgoing.sending.discard(self._outgoing_member(pending))
+                    raise
             await self._send(
                 pseudonym,
                 chat_id,
@@ -602,6 +607,8 @@ class TelegramDoor:
                 pending=pending,
             )
         except RecipientBlockedError:
+            if pending is not None:
+                await self._outgoing.finish(pending)
             await self._blocked(pseudonym)
         except ChatExitedError:
             log.info("telegram replies of a turn dropped: the victim left the chat")
@@ -779,6 +786,7 @@ class TelegramDoor:
         case_ids = await self._chats.cases(pseudonym)
         # Flagged before the record goes: a failure here leaves the cases to flag next time.
         await self._runtime.flag_unreachable(case_ids)
+        await self._outgoing.clear(pseudonym)  # nothing kept can reach her any more
         await self._chats.forget(pseudonym)
         log.warning(
             "telegram: a victim blocked the bot; conversation ended "
