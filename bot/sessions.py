@@ -19,6 +19,7 @@ that died mid-turn is free again within seconds (issue 18).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -89,10 +90,10 @@ _LOCK_RETRY_S = 0.02
 @dataclass(frozen=True)
 class Once:
     """A claim taken in the same step as the lock (a Telegram update, `bot.telegram.dedupe`):
-    `key` set to `token` unless it exists, for `lease_s`; set to `done` (kept `done_ttl_s`) in
-    the write that ends the hold, since a copy must not step the conversation again. What
-    comes after the step (the replies) no longer holds the claim: a copy arriving meanwhile is
-    refused as done, not as under way elsewhere."""
+    `key` set to `token` unless it exists, for `lease_s` (renewed while the hold lasts); set to
+    `done` (kept `done_ttl_s`) in the write that ends the hold, since a copy must not step the
+    conversation again. What comes after the step (the replies) no longer holds the claim: a
+    copy arriving meanwhile is refused as done, not as under way elsewhere."""
 
     key: str
     token: bytes
@@ -285,13 +286,31 @@ class SessionStore:
         sealed = taken[1] if len(taken) > 1 else None
         held = HeldSession(self._open(key, sealed), lambda s: self._cipher.seal(key, s.to_json()))
         try:
-            async with renewed(self._redis, keys[0], token, int(self._lock_ttl_s * 1000)):
+            async with contextlib.AsyncExitStack() as leases:
+                await leases.enter_async_context(
+                    renewed(self._redis, keys[0], token, int(self._lock_ttl_s * 1000))
+                )
+                if once is not None:
+                    # The claim's lease is short and renewed like the lock's: a worker killed
+                    # mid-turn lets its update go within seconds, not minutes.
+                    await leases.enter_async_context(
+                        renewed(self._redis, once.key, once.token, once.lease_s * 1000)
+                    )
                 yield held
         except BaseException:
             await self._release(keys[:2], [token, "keep", b"", self._ttl_s])
             raise
-        args = [token, held._action, held._sealed, self._ttl_s]
-        release_keys = keys[:2]
+        release_keys, args = self._release_args(keys[:2], token, held, once)
+        if not await self._release(release_keys, args):
+            raise LockError("conversation lock lost before the session was written")
+
+    def _release_args(
+        self, keys: list[str], token: str, held: HeldSession, once: Once | None
+    ) -> tuple[list[str], list[str | bytes | int]]:
+        """The release script's keys and arguments for what the holder said."""
+        lock = keys[0]
+        args: list[str | bytes | int] = [token, held._action, held._sealed, self._ttl_s]
+        release_keys = list(keys)
         if once is not None:
             release_keys.append(once.key)
             args += [once.done, once.done_ttl_s]
@@ -314,8 +333,7 @@ class SessionStore:
                 replies.member_prefix,
                 replies.lease_ms,
             ]
-        if not await self._release(release_keys, args):
-            raise LockError("conversation lock lost before the session was written")
+        return release_keys, args
 
     async def save(self, pseudonym: Pseudonym, session: Session) -> None:
         key = redis_keys.session_key(pseudonym)

@@ -189,6 +189,9 @@ TELEGRAM_UPDATE_PREFIX: Final = PREFIX + "telegram:update:"
 TELEGRAM_UPDATE_TTL_S: Final = 24 * 3600
 # How long a worker holds an update it is handling before another worker may take it over.
 TELEGRAM_UPDATE_LEASE_S: Final = 120
+# A text or button press is claimed with its turn's conversation lock, and its lease renewed with
+# the lock's while the turn runs: as short, so a worker killed mid-turn lets it go as fast.
+TELEGRAM_UPDATE_TURN_LEASE_S: Final = 5
 # The one long poller of a bot (string: its holder, `telegram:poller:<bot id>`): Telegram serves
 # getUpdates to one consumer per token, so a second worker refuses to poll while the lease is
 # held. Renewed every third of the lease; a dead poller's lease runs out and another may start.
