@@ -18,6 +18,7 @@ channels and inline queries are refused politely; the bot is for private chats.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hmac
 import json
@@ -503,8 +504,15 @@ class TelegramDoor:
                 return self._outgoing.clearing(inbound.pseudonym)
             if not turn.messages:
                 return None
+            opened = tuple(
+                e.case_id for e in turn.effects if isinstance(e, SubmitReport | RequestHandoff)
+            )
             pending, write = self._outgoing.new(
-                inbound.pseudonym, chat_id, _prepared(turn.messages, exit_label), turn.priority
+                inbound.pseudonym,
+                chat_id,
+                _prepared(turn.messages, exit_label),
+                turn.priority,
+                case_ids=opened,
             )
             kept.append((turn, pending))
             return write
@@ -642,7 +650,9 @@ class TelegramDoor:
         prepared = _prepared(messages, exit_label) if pending is None else pending.messages
         handling = _handling.get(None)
         finished = False
-        retry = False
+        # Sent, or dropped for good: the kept replies go; otherwise (a send failed for good, or
+        # the task was cancelled) they stay, with how far they went, for the next look.
+        settled = False
         try:
             for index, (text, markup) in enumerate(prepared):
                 if (
@@ -654,9 +664,9 @@ class TelegramDoor:
                 sent.append(
                     await self.outbox.send(chat_id, text, markup, epoch=epoch, priority=priority)
                 )
-            finished = True
-        except (DeliveryFailedError, TelegramError):
-            retry = pending is not None
+            finished = settled = True
+        except (ChatExitedError, RecipientBlockedError):
+            settled = True
             raise
         finally:
             # The victim left meanwhile: the exit erases what went out (the outbox tells it the
@@ -670,10 +680,12 @@ class TelegramDoor:
             if done is not None and handling is not None and not exited:
                 handling.marked = True
             if pending is not None:
-                if retry:
-                    self._outgoing.sending.discard(self._outgoing_member(pending))
-                else:
+                if settled:
                     await self._outgoing.finish(pending)
+                else:
+                    self._outgoing.sending.discard(self._outgoing_member(pending))
+                    with contextlib.suppress(Exception):
+                        await self._outgoing.advance(pending, len(sent), sent)
 
     @staticmethod
     def _outgoing_member(pending: Pending) -> str:
@@ -709,7 +721,7 @@ class TelegramDoor:
             log.warning("telegram: a dead worker's replies not sent yet: %s", type(exc).__name__)
             return
         if epoch == self.outbox.epoch(chat_id):
-            await self._chats.remember(pending.pseudonym, chat_id, sent)
+            await self._chats.remember(pending.pseudonym, chat_id, sent, case_ids=pending.case_ids)
         await self._outgoing.finish(pending)
         log.info("telegram: a dead worker's replies sent (%d)", len(sent))
 

@@ -95,6 +95,8 @@ class Pending:
     priority: int
     done: int = 0
     sent: tuple[int, ...] = ()
+    # The cases the turn opened, for the chat record (flagged if she blocks the bot).
+    case_ids: tuple[str, ...] = ()
 
 
 class OutgoingStore:
@@ -138,13 +140,20 @@ class OutgoingStore:
         chat_id: int,
         messages: tuple[tuple[str, str | None], ...],
         priority: int,
+        *,
+        case_ids: tuple[str, ...] = (),
     ) -> tuple[Pending, Replies]:
         """A turn's replies, and the write that keeps them with its step."""
         # Time first: one chat's turns sort in the order they stepped.
         turn = f"{time.time_ns():020d}{secrets.token_hex(4)}"
-        pending = Pending(pseudonym, turn, chat_id, messages, priority)
+        pending = Pending(pseudonym, turn, chat_id, messages, priority, case_ids=case_ids)
         plain = json.dumps(
-            {"chat": chat_id, "messages": [list(m) for m in messages], "priority": priority},
+            {
+                "chat": chat_id,
+                "messages": [list(m) for m in messages],
+                "priority": priority,
+                "cases": list(case_ids),
+            },
             ensure_ascii=False,
         ).encode()
         replies = Replies(
@@ -241,6 +250,7 @@ class OutgoingStore:
                     int(data["priority"]),
                     int(done),
                     tuple(int(s) for s in sent),
+                    tuple(str(c) for c in data.get("cases", [])),
                 )
             )
             self.sending.add(member)
