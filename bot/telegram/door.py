@@ -40,7 +40,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatType
-from telegram.error import TelegramError
+from telegram.error import BadRequest, TelegramError
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -665,8 +665,8 @@ class TelegramDoor:
                     await self.outbox.send(chat_id, text, markup, epoch=epoch, priority=priority)
                 )
             finished = settled = True
-        except (ChatExitedError, RecipientBlockedError):
-            settled = True
+        except (ChatExitedError, RecipientBlockedError, BadRequest):
+            settled = True  # dropped, blocked, or refused as it is: another try cannot help
             raise
         finally:
             # The victim left meanwhile: the exit erases what went out (the outbox tells it the
@@ -712,7 +712,7 @@ class TelegramDoor:
             await self._outgoing.finish(pending)
             await self._blocked(pending.pseudonym)
             return
-        except ChatExitedError:
+        except (ChatExitedError, BadRequest):
             await self._outgoing.finish(pending)
             return
         except (HotlineError, TelegramError) as exc:
