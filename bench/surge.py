@@ -70,7 +70,7 @@ from backend.flows.registry import FlowRegistry
 from bot.inbound_limits import Sender
 from bot.reports import ReportSender
 from bot.runtime import ConversationRuntime, Turn
-from bot.sessions import Once, SessionStore
+from bot.sessions import Once, Replies, SessionStore
 from bot.telegram.door import SECRET_HEADER, TelegramConfig, TelegramDoor
 from tests.fake_telegram import ApiCall, FakeTelegram, JSONDict, SendLimits
 
@@ -129,9 +129,12 @@ class TimedRuntime(ConversationRuntime):
         once: Once | None = None,
         sender: Sender | None = None,
         record: Callable[[Turn], tuple[str, bytes, int]] | None = None,
+        replies: Callable[[Turn], Replies | None] | None = None,
     ) -> Turn:
         started = time.perf_counter()
-        turn = await super().handle(inbound, once=once, sender=sender, record=record)
+        turn = await super().handle(
+            inbound, once=once, sender=sender, record=record, replies=replies
+        )
         submitted = any(isinstance(effect, SubmitReport) for effect in turn.effects)
         self.turns.append((time.perf_counter() - started, submitted))
         return turn

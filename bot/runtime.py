@@ -71,6 +71,7 @@ from bot.sessions import (
     Once,
     OnceRefusedError,
     Peeked,
+    Replies,
     SessionStore,
 )
 
@@ -214,13 +215,16 @@ class ConversationRuntime:
         once: Once | None = None,
         sender: Sender | None = None,
         record: Callable[[Turn], tuple[str, bytes, int]] | None = None,
+        replies: Callable[[Turn], Replies | None] | None = None,
     ) -> Turn:
         """One turn. `once`: a claim on the input (a Telegram update) taken with the lock;
         `OnceRefusedError`, and nothing done, when it is someone else's. `sender`: whom the
         inbound limits count (`sender()`); over them, the victim is told calmly to slow down
         and nothing else happens, unless she wrote safety words or asked to leave. `record`:
         a key, value and lifetime made from the turn's answer, written with its session
-        (`HeldSession.record`)."""
+        (`HeldSession.record`). `replies`: what the write does to the chat's pending replies
+        (`HeldSession.replies`: the Telegram door keeps a stepped turn's replies with its
+        step, so they outlive the worker)."""
         started = time.perf_counter()
         blocked = self._blocked_key(inbound)
         try:
@@ -245,6 +249,8 @@ class ConversationRuntime:
                 turn = await self._handle_locked(inbound, held)
                 if record is not None:
                     held.record(*record(turn))
+                if replies is not None and (pending := replies(turn)) is not None:
+                    held.replies(pending)
             self.metrics.turn(inbound.channel, "answered", time.perf_counter() - started)
             return turn
         except BlockedError:

@@ -19,6 +19,7 @@ that died mid-turn is free again within seconds (issue 18).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -51,8 +52,13 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
 end
 return {0}
 """
-# KEYS: lock, session[, once]. ARGV: token, action (save | delete | keep), sealed session,
-# ttl (s)[, once's done value, its ttl (s)].
+# KEYS: lock, session[, third[, replies hash, replies index]]. ARGV: token, action (save |
+# delete | keep), sealed session, ttl (s)[, third's value ('' for none: the third key is then
+# the lock's, not written), its ttl (s)[, replies (add | clear), field, sealed replies, their ttl
+# (s), index member prefix, lease (ms)]]. The third key: a `Once` marked done, or a `record`.
+# Replies (`bot.telegram.outgoing`): `add` sets a turn's sealed replies in the chat's hash and
+# lists them in the index, due (for another worker to take over) a lease from Redis' clock;
+# `clear` drops every pending reply of the chat (a quick exit).
 # 1 when the lock was still the caller's (and the action done), 0 when it was lost.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -61,7 +67,19 @@ if ARGV[2] == 'save' then
 elseif ARGV[2] == 'delete' then
   redis.call('DEL', KEYS[2])
 end
-if KEYS[3] then redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[6]) end
+if KEYS[3] and ARGV[5] ~= '' then redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[6]) end
+if ARGV[7] == 'clear' then
+  for _, field in ipairs(redis.call('HKEYS', KEYS[4])) do
+    if string.sub(field, -2) ~= ':p' then redis.call('ZREM', KEYS[5], ARGV[11] .. field) end
+  end
+  redis.call('DEL', KEYS[4])
+elseif ARGV[7] == 'add' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('HSET', KEYS[4], ARGV[8], ARGV[9])
+  redis.call('EXPIRE', KEYS[4], ARGV[10])
+  redis.call('ZADD', KEYS[5], now + tonumber(ARGV[12]), ARGV[11] .. ARGV[8])
+end
 redis.call('DEL', KEYS[1])
 return 1
 """
@@ -72,16 +90,32 @@ _LOCK_RETRY_S = 0.02
 @dataclass(frozen=True)
 class Once:
     """A claim taken in the same step as the lock (a Telegram update, `bot.telegram.dedupe`):
-    `key` set to `token` unless it exists, for `lease_s`; set to `done` (kept `done_ttl_s`) in
-    the write that ends the hold, since a copy must not step the conversation again. What
-    comes after the step (the replies) no longer holds the claim: a copy arriving meanwhile is
-    refused as done, not as under way elsewhere."""
+    `key` set to `token` unless it exists, for `lease_s` (renewed while the hold lasts); set to
+    `done` (kept `done_ttl_s`) in the write that ends the hold, since a copy must not step the
+    conversation again. What comes after the step (the replies) no longer holds the claim: a
+    copy arriving meanwhile is refused as done, not as under way elsewhere."""
 
     key: str
     token: bytes
     lease_s: int
     done: bytes
     done_ttl_s: int
+
+
+@dataclass(frozen=True)
+class Replies:
+    """What a turn's write does to its chat's pending replies (`bot.telegram.outgoing`):
+    `add` this turn's sealed replies (`field`, `value`), or `clear` every one (a quick exit),
+    in the same atomic write as the session, so a stepped turn's replies outlive the worker."""
+
+    mode: str  # "add" | "clear"
+    hash_key: str
+    index_key: str
+    member_prefix: str
+    field: str = ""
+    value: bytes = b""
+    ttl_s: int = 0
+    lease_ms: int = 0
 
 
 class OnceRefusedError(HotlineError):
@@ -103,7 +137,7 @@ class HeldSession:
     """A conversation's session while its lock is held; what to write is said, not done, and
     written when the hold ends."""
 
-    __slots__ = ("_action", "_record", "_seal", "_sealed", "session")
+    __slots__ = ("_action", "_record", "_replies", "_seal", "_sealed", "session")
 
     def __init__(self, session: Session | None, seal: Callable[[Session], bytes]) -> None:
         self.session = session
@@ -111,6 +145,7 @@ class HeldSession:
         self._action = "keep"
         self._sealed = b""
         self._record: tuple[str, bytes, int] | None = None
+        self._replies: Replies | None = None
 
     def record(self, key: str, value: bytes, ttl_s: int) -> None:
         """Also set `key` to `value` (for `ttl_s`) in the write that ends the hold: what the
@@ -119,6 +154,11 @@ class HeldSession:
         without it (issue 14: the retry ran the turn again on the next step, "That question has
         passed", and a submitted report's receipt was never shown). Not with a `Once`."""
         self._record = (key, value, ttl_s)
+
+    def replies(self, replies: Replies) -> None:
+        """Also add or clear the chat's pending replies in the write that ends the hold
+        (`Replies`); with a `Once` or a `record` alike."""
+        self._replies = replies
 
     def save(self, session: Session) -> None:
         self.session = session
@@ -246,13 +286,31 @@ class SessionStore:
         sealed = taken[1] if len(taken) > 1 else None
         held = HeldSession(self._open(key, sealed), lambda s: self._cipher.seal(key, s.to_json()))
         try:
-            async with renewed(self._redis, keys[0], token, int(self._lock_ttl_s * 1000)):
+            async with contextlib.AsyncExitStack() as leases:
+                await leases.enter_async_context(
+                    renewed(self._redis, keys[0], token, int(self._lock_ttl_s * 1000))
+                )
+                if once is not None:
+                    # The claim's lease is short and renewed like the lock's: a worker killed
+                    # mid-turn lets its update go within seconds, not minutes.
+                    await leases.enter_async_context(
+                        renewed(self._redis, once.key, once.token, once.lease_s * 1000)
+                    )
                 yield held
         except BaseException:
             await self._release(keys[:2], [token, "keep", b"", self._ttl_s])
             raise
-        args = [token, held._action, held._sealed, self._ttl_s]
-        release_keys = keys[:2]
+        release_keys, args = self._release_args(keys[:2], token, held, once)
+        if not await self._release(release_keys, args):
+            raise LockError("conversation lock lost before the session was written")
+
+    def _release_args(
+        self, keys: list[str], token: str, held: HeldSession, once: Once | None
+    ) -> tuple[list[str], list[str | bytes | int]]:
+        """The release script's keys and arguments for what the holder said."""
+        lock = keys[0]
+        args: list[str | bytes | int] = [token, held._action, held._sealed, self._ttl_s]
+        release_keys = list(keys)
         if once is not None:
             release_keys.append(once.key)
             args += [once.done, once.done_ttl_s]
@@ -261,8 +319,21 @@ class SessionStore:
             record_key, value, ttl_s = held._record
             release_keys.append(record_key)
             args += [value, ttl_s]
-        if not await self._release(release_keys, args):
-            raise LockError("conversation lock lost before the session was written")
+        replies = held._replies
+        if replies is not None:
+            if len(release_keys) == 2:
+                release_keys.append(lock)  # no third key: '' says so
+                args += [b"", 0]
+            release_keys += [replies.hash_key, replies.index_key]
+            args += [
+                replies.mode,
+                replies.field,
+                replies.value,
+                replies.ttl_s,
+                replies.member_prefix,
+                replies.lease_ms,
+            ]
+        return release_keys, args
 
     async def save(self, pseudonym: Pseudonym, session: Session) -> None:
         key = redis_keys.session_key(pseudonym)

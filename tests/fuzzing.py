@@ -144,9 +144,13 @@ raw_bodies: st.SearchStrategy[bytes] = st.one_of(
 
 # A Telegram chat's record (its message ids) is written by the outbox after the webhook has
 # answered (issue 12 answers once the turn has stepped), so an earlier, accepted update's
-# replies may still be landing in it during the next input. A refused input may not create
+# replies may still be landing in it during the next input; and the turn's kept replies
+# (`bot.telegram.outgoing`) are deleted once those went out. A refused input may not create
 # one; a record that existed before may change.
-_SETTLING = (redis_keys.TELEGRAM_CHAT_PREFIX.encode(),)
+_SETTLING = (
+    redis_keys.TELEGRAM_CHAT_PREFIX.encode(),
+    redis_keys.TELEGRAM_OUTGOING_PREFIX.encode(),
+)
 
 # A key this close to its expiry may be gone after the next input for no fault of it (Kakao's
 # duplicate window is 10 s).

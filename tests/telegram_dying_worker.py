@@ -1,9 +1,12 @@
 """A bot worker that dies mid-update, for tests/test_telegram_polling.py: run as
-`python -m tests.telegram_dying_worker <redis url> <Bot API base url> <root secret hex>`.
+`python -m tests.telegram_dying_worker <redis url> <Bot API base url> <root secret hex>
+[after-step <outgoing lease s>]`.
 
 It long-polls the fake Bot API with the real door, and the first update it handles never
 finishes: its turn claims the update and locks the conversation, announces itself on stdout and
-waits, until the test kills the process.
+waits, until the test kills the process. With `after-step`, the turn runs to its end (the
+conversation steps, the update is marked done, the replies are kept) and it is the first reply
+that never leaves: the worker says "stepped" and waits.
 """
 
 from __future__ import annotations
@@ -38,9 +41,11 @@ class _StuckRuntime(ConversationRuntime):
         raise AssertionError("never reached")
 
 
-async def main(redis_url: str, base_url: str, root_secret: bytes) -> None:
+async def main(
+    redis_url: str, base_url: str, root_secret: bytes, after_step: bool, outgoing_lease_s: float
+) -> None:
     redis = Redis.from_url(redis_url)
-    runtime = _StuckRuntime(
+    runtime = (ConversationRuntime if after_step else _StuckRuntime)(
         redis,
         FlowRegistry.load(SHIPPED_FLOWS_DIR),
         # The lock a dead worker leaves runs out with its claim's lease, as the real lock
@@ -55,6 +60,7 @@ async def main(redis_url: str, base_url: str, root_secret: bytes) -> None:
         limits=FAST_LIMITS,
         update_lease_s=LEASE_S,
         poll_lease_s=LEASE_S,
+        outgoing_lease_s=outgoing_lease_s,
     )
     door = TelegramDoor(
         config,
@@ -64,10 +70,20 @@ async def main(redis_url: str, base_url: str, root_secret: bytes) -> None:
         root_secret=root_secret,
         session_ttl_s=SESSION_TTL_S,
     )
+    if after_step:
+
+        async def stuck(*_args: object, **_kwargs: object) -> int:
+            print("stepped", flush=True)
+            await asyncio.Event().wait()
+            raise AssertionError("never reached")
+
+        door.outbox.send = stuck  # type: ignore[method-assign]  # the reply that never leaves
     await door.start()
     print("polling", flush=True)
     await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3])))
+    after = sys.argv[4:5] == ["after-step"]
+    lease = float(sys.argv[5]) if after else float(LEASE_S)
+    asyncio.run(main(sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3]), after, lease))

@@ -22,6 +22,7 @@ from backend.core.pseudonyms import Pseudonymizer
 from backend.core.settings import SHIPPED_FLOWS_DIR
 from backend.flow_versions import FlowVersionStore
 from backend.flows.registry import FlowRegistry
+from bot.runtime import ConversationRuntime
 from bot.telegram.door import TelegramConfig, TelegramDoor
 from tests import telegram_dying_worker, telegram_support
 from tests.conftest import Pair
@@ -118,6 +119,119 @@ async def test_an_update_a_killed_worker_held_is_handled_once_by_the_next(
     fetched = [u["update_id"] for c in telegram.calls_to("getUpdates") for u in c.result or []]
     assert fetched.count(start_id) >= 2, "the next worker was given the update again"
     assert await redis.get(key) == b"done"
+
+
+async def _killed_after_step(
+    pair: Pair, telegram: FakeTelegram, victim: Victim, root_secret: bytes, lease_s: float
+) -> int:
+    """A worker that stepped the victim's /start (the update marked done, its replies kept)
+    and was killed before its first reply reached Telegram; the update's id."""
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        telegram_dying_worker.__name__,
+        pair.redis_url,
+        telegram.base_url,
+        root_secret.hex(),
+        "after-step",
+        str(lease_s),
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert await _line(worker) == "polling"
+        await telegram.send_text(victim.user, victim.chat, "/start")
+        assert await _line(worker) == "stepped", "the turn stepped; its first reply waits"
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        await worker.wait()
+    assert telegram.calls_to("sendMessage") == []
+    return int(telegram.delivered[-1]["update_id"])
+
+
+def _next_worker(
+    telegram: FakeTelegram, runtime: ConversationRuntime, redis: Redis, root_secret: bytes
+) -> TelegramDoor:
+    config = TelegramConfig(
+        token=TOKEN,
+        base_url=telegram.base_url,
+        limits=FAST_LIMITS,
+        update_lease_s=telegram_dying_worker.LEASE_S,
+        poll_recheck_s=0.2,
+        outgoing_lease_s=1,
+    )
+    return TelegramDoor(
+        config,
+        runtime=runtime,
+        pseudonymizer=Pseudonymizer(root_secret),
+        redis=redis,
+        root_secret=root_secret,
+        session_ttl_s=SESSION_TTL_S,
+    )
+
+
+async def test_replies_of_a_worker_killed_after_the_step_are_sent_once_by_the_next(
+    pair: Pair,
+    redis: Redis,
+    telegram: FakeTelegram,
+    flows: FlowRegistry,
+    center_key: X25519PrivateKey,
+) -> None:
+    runtime, root_secret = make_runtime(redis, flows, center_key)
+    victim = Victim(telegram, "en")
+    start_id = await _killed_after_step(pair, telegram, victim, root_secret, 1)
+    key = streams.telegram_update_key(BOT_ID, start_id)
+    assert await redis.get(key) == b"done", "the step marked the update done: no redelivery"
+    kept = await redis.zrange(streams.TELEGRAM_OUTGOING_INDEX, 0, -1)
+    assert len(kept) == 1, "the stepped turn's replies were kept with the step"
+    # Sealed: neither the chat id nor a word of the replies is in Redis in clear.
+    member = kept[0]
+    assert isinstance(member, bytes)
+    pseudonym = member.decode().rpartition(":")[0]
+    stored = await redis.hgetall(streams.telegram_outgoing_key(pseudonym))
+    assert stored
+    for value in stored.values():
+        assert str(victim.chat["id"]).encode() not in value
+        assert say("safety.welcome").encode()[:20] not in value
+    await _until_gone(redis, streams.telegram_poller_key(BOT_ID))
+    door = _next_worker(telegram, runtime, redis, root_secret)
+    await door.start()
+    try:
+        calls = await telegram.wait_for("sendMessage", 2, timeout_s=10)
+        # A second sending would show now: a lease and a few looks later.
+        await asyncio.sleep(2.5)
+        # The conversation goes on from where the dead worker's step left it.
+        step = await victim.press(calls[1], "agree", replies=1)
+        assert texts(step) == [say("report.category")]
+    finally:
+        await door.stop()
+    sent = texts(telegram.calls_to("sendMessage"))
+    assert sent == [say("safety.welcome"), say("report.consent"), say("report.category")]
+    assert await redis.zcard(streams.TELEGRAM_OUTGOING_INDEX) == 0, "nothing left pending"
+
+
+async def test_an_exit_after_such_a_death_drops_the_kept_replies(
+    pair: Pair,
+    redis: Redis,
+    telegram: FakeTelegram,
+    flows: FlowRegistry,
+    center_key: X25519PrivateKey,
+) -> None:
+    runtime, root_secret = make_runtime(redis, flows, center_key)
+    victim = Victim(telegram, "en")
+    # A longer lease: the victim's /exit reaches the next worker before it would take them over.
+    await _killed_after_step(pair, telegram, victim, root_secret, 4)
+    await _until_gone(redis, streams.telegram_poller_key(BOT_ID))
+    door = _next_worker(telegram, runtime, redis, root_secret)
+    await door.start()
+    try:
+        await telegram.send_text(victim.user, victim.chat, "/exit")
+        await telegram.wait_for("deleteMessages", 1, timeout_s=10)
+        assert await redis.zcard(streams.TELEGRAM_OUTGOING_INDEX) == 0
+        await asyncio.sleep(4.5)  # past the dead worker's lease: nothing is taken over
+    finally:
+        await door.stop()
+    sent = texts(telegram.calls_to("sendMessage"))
+    assert say("safety.welcome") not in sent and say("report.consent") not in sent
 
 
 async def _hotline_bot(env: dict[str, str]) -> asyncio.subprocess.Process:

@@ -22,7 +22,7 @@ from backend.core.conversation import Inbound
 from backend.flows.registry import FlowRegistry
 from bot.inbound_limits import Sender
 from bot.runtime import ConversationRuntime, Turn
-from bot.sessions import Once
+from bot.sessions import Once, Replies
 from bot.telegram.dedupe import Claim, UpdateDedupe
 from bot.telegram.door import SECRET_HEADER, TelegramDoor
 from bot.telegram.outbox import OutboxLimits, TelegramOutbox, _Bucket
@@ -68,13 +68,16 @@ class _WatchedRuntime(ConversationRuntime):
         once: Once | None = None,
         sender: Sender | None = None,
         record: Callable[[Turn], tuple[str, bytes, int]] | None = None,
+        replies: Callable[[Turn], Replies | None] | None = None,
     ) -> Turn:
         self.running[inbound.pseudonym] = self.running.get(inbound.pseudonym, 0) + 1
         self.most_per_chat = max(self.most_per_chat, self.running[inbound.pseudonym])
         self.most_overall = max(self.most_overall, sum(self.running.values()))
         try:
             await asyncio.sleep(0.05)
-            return await super().handle(inbound, once=once, sender=sender, record=record)
+            return await super().handle(
+                inbound, once=once, sender=sender, record=record, replies=replies
+            )
         finally:
             self.running[inbound.pseudonym] -= 1
 

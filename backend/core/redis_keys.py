@@ -189,6 +189,9 @@ TELEGRAM_UPDATE_PREFIX: Final = PREFIX + "telegram:update:"
 TELEGRAM_UPDATE_TTL_S: Final = 24 * 3600
 # How long a worker holds an update it is handling before another worker may take it over.
 TELEGRAM_UPDATE_LEASE_S: Final = 120
+# A text or button press is claimed with its turn's conversation lock, and its lease renewed with
+# the lock's while the turn runs: as short, so a worker killed mid-turn lets it go as fast.
+TELEGRAM_UPDATE_TURN_LEASE_S: Final = 5
 # The one long poller of a bot (string: its holder, `telegram:poller:<bot id>`): Telegram serves
 # getUpdates to one consumer per token, so a second worker refuses to poll while the lease is
 # held. Renewed every third of the lease; a dead poller's lease runs out and another may start.
@@ -209,6 +212,14 @@ REPORT_REPLICA_ACK_MS: Final = 2000
 # `<prefix><pseudonym>:messages_list` one encrypted entry per message.
 TELEGRAM_CHAT_PREFIX: Final = PREFIX + "telegram:chat:"
 TELEGRAM_CHAT_MAX_MESSAGES: Final = 1000
+# A stepped Telegram turn's replies until they went out (bot/telegram/outgoing.py): per chat, a
+# hash `<prefix><pseudonym>` (turn -> sealed replies; `<turn>:p` -> sealed progress), and the
+# index of every pending turn (sorted set `<prefix>due`: `<pseudonym>:<turn>` -> when its
+# sender's lease runs out, ms): a turn due and unsent belonged to a dead worker, and another
+# takes it over. The lease is renewed every third of it while the replies go out.
+TELEGRAM_OUTGOING_PREFIX: Final = PREFIX + "telegram:outgoing:"
+TELEGRAM_OUTGOING_INDEX: Final = TELEGRAM_OUTGOING_PREFIX + "due"
+TELEGRAM_OUTGOING_LEASE_S: Final = 15
 
 # Counselor console sessions (the private key inside is encrypted under a secret in the cookie).
 CONSOLE_SESSION_PREFIX: Final = PREFIX + "console:session:"
@@ -359,6 +370,10 @@ def telegram_chat_key(pseudonym: str) -> str:
 
 def telegram_messages_key(pseudonym: str) -> str:
     return TELEGRAM_CHAT_PREFIX + pseudonym + ":messages_list"
+
+
+def telegram_outgoing_key(pseudonym: str) -> str:
+    return TELEGRAM_OUTGOING_PREFIX + pseudonym
 
 
 def telegram_cases_key(pseudonym: str) -> str:

@@ -219,6 +219,9 @@ class Settings:
     first_start: str = "auto"
     # Long polling: how long this worker's claim on the bot's one poller lasts unrenewed.
     telegram_poll_lease_s: int = 30
+    # How long a stepped turn's pending replies stay a worker's unrenewed, before another
+    # worker sends them (the first died after the step).
+    telegram_outgoing_lease_s: int = 15
     # Webhook: how many connections Telegram opens at once to deliver updates (setWebhook's
     # max_connections, 1-100; Telegram's default is 40). A surge needs every one of them.
     telegram_webhook_max_connections: int = 100
@@ -347,6 +350,9 @@ class Settings:
             caseload_cap=_int(env, "HOTLINE_CASELOAD_CAP", 5, low=1, high=1000),
             first_start=_choice(env, "HOTLINE_FIRST_START", FIRST_START_CHOICES),
             telegram_poll_lease_s=_int(env, "HOTLINE_TELEGRAM_POLL_LEASE_S", 30, low=3, high=600),
+            telegram_outgoing_lease_s=_int(
+                env, "HOTLINE_TELEGRAM_OUTGOING_LEASE_S", 15, low=3, high=600
+            ),
             telegram_webhook_max_connections=_int(
                 env, "HOTLINE_TELEGRAM_WEBHOOK_MAX_CONNECTIONS", 100, low=1, high=100
             ),

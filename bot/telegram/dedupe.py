@@ -13,8 +13,9 @@ expiring after `TELEGRAM_UPDATE_LEASE_S`) and marks it `done` once handled (kept
 - A text or button press is marked done by the write that steps its conversation (`Once`, in
   the same round trip), not after its replies: they go out at Telegram's pace, seconds for a
   long turn, and a copy arriving meanwhile is dropped as done (the webhook answers 200) rather
-  than asked again for. A worker that dies after the step loses that step's replies (the
-  victim asks again); it never has the step taken twice.
+  than asked again for. The step's write also keeps its replies until they went out
+  (`bot.telegram.outgoing`): a worker that dies after the step has them sent by another; it
+  never has the step taken twice.
 - In polling mode the getUpdates offset moves past an update only once it was handled
   (`bot.telegram.polling`), so a dead worker's update is fetched again and handed over the same
   way.
@@ -67,10 +68,13 @@ class UpdateDedupe:
 
     def once(self, update_id: int) -> Once:
         """The claim as a `Once`, for a caller that takes it in the same step as the
-        conversation lock (`SessionStore.hold`): the same key, token and lease as `claim`,
-        marked done by the write that steps the conversation."""
+        conversation lock (`SessionStore.hold`): the same key and token as `claim`, a lease
+        renewed while the turn runs, marked done by the write that steps the conversation."""
         key = redis_keys.telegram_update_key(self._bot_id, update_id)
-        return Once(key, self._token, self._lease_s, _DONE, redis_keys.TELEGRAM_UPDATE_TTL_S)
+        # Renewed while the turn holds its conversation, so short: a worker killed mid-turn
+        # lets the update go within seconds (the next copy is handled), as it lets the lock go.
+        lease_s = min(self._lease_s, redis_keys.TELEGRAM_UPDATE_TURN_LEASE_S)
+        return Once(key, self._token, lease_s, _DONE, redis_keys.TELEGRAM_UPDATE_TTL_S)
 
     @staticmethod
     def refused(holder: bytes | None) -> Claim:

@@ -18,6 +18,7 @@ channels and inline queries are refused politely; the bot is for private chats.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hmac
 import json
@@ -39,7 +40,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatType
-from telegram.error import TelegramError
+from telegram.error import BadRequest, TelegramError
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -66,7 +67,7 @@ from backend.flows.channels import BUTTON_LABEL_LIMITS
 from bot.channel import Capabilities, fit
 from bot.inbound_limits import Sender
 from bot.runtime import ConversationRuntime, Turn
-from bot.sessions import Once, OnceRefusedError
+from bot.sessions import Once, OnceRefusedError, Replies
 from bot.telegram import evidence
 from bot.telegram.chats import TelegramChatStore
 from bot.telegram.dedupe import Claim, UpdateDedupe
@@ -78,6 +79,7 @@ from bot.telegram.outbox import (
     RecipientBlockedError,
     TelegramOutbox,
 )
+from bot.telegram.outgoing import OutgoingStore, Pending
 from bot.telegram.poller_lease import PollerLease
 from bot.telegram.polling import ConfirmingPoller, Outcome
 from bot.telegram.shared_limits import SharedRateLimits
@@ -144,6 +146,9 @@ class TelegramConfig:
     # Below the Redis client's connection pool (100 by default, shared with the rest of the
     # node): each turn in flight holds a connection, and an exhausted pool fails turns.
     max_concurrent_updates: int = 64
+    # How long a stepped turn's pending replies stay this worker's unrenewed, before another
+    # worker sends them (`bot.telegram.outgoing`: this one died).
+    outgoing_lease_s: float = redis_keys.TELEGRAM_OUTGOING_LEASE_S
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TelegramConfig:
@@ -156,6 +161,7 @@ class TelegramConfig:
             webhook_secret=settings.telegram_webhook_secret,
             max_file_bytes=settings.telegram_max_file_bytes,
             poll_lease_s=settings.telegram_poll_lease_s,
+            outgoing_lease_s=settings.telegram_outgoing_lease_s,
             webhook_max_connections=settings.telegram_webhook_max_connections,
             limits=OutboxLimits(
                 per_chat_per_s=settings.telegram_chat_messages_per_s,
@@ -217,6 +223,11 @@ class TelegramDoor:
         self._runtime = runtime
         self._pseudonymizer = pseudonymizer
         self._chats = TelegramChatStore(redis, root_secret, session_ttl_s)
+        self._outgoing = OutgoingStore(
+            redis, root_secret, session_ttl_s, lease_s=config.outgoing_lease_s
+        )
+        self._recovery: asyncio.Task[None] | None = None
+        self._resending: set[asyncio.Task[None]] = set()
         self._dedupe = UpdateDedupe(
             redis, int(config.token.split(":", 1)[0]), lease_s=config.update_lease_s
         )
@@ -483,8 +494,31 @@ class TelegramDoor:
         epoch = self.outbox.epoch(chat_id)
         handling = _handling.get(None)
         once = None if handling is None else handling.once
+        kept: list[tuple[Turn, Pending]] = []
+        exit_label = self._text("common.quick_exit", inbound.language)
+
+        def replies(turn: Turn) -> Replies | None:
+            # Written with the step: the replies outlive this worker (`bot.telegram.outgoing`),
+            # and a quick exit drops every pending one of the chat in the same write.
+            if turn.quick_exit:
+                return self._outgoing.clearing(inbound.pseudonym)
+            if not turn.messages:
+                return None
+            opened = tuple(
+                e.case_id for e in turn.effects if isinstance(e, SubmitReport | RequestHandoff)
+            )
+            pending, write = self._outgoing.new(
+                inbound.pseudonym,
+                chat_id,
+                _prepared(turn.messages, exit_label),
+                turn.priority,
+                case_ids=opened,
+            )
+            kept.append((turn, pending))
+            return write
+
         try:
-            turn = await self._runtime.handle(inbound, once=once, sender=sender)
+            turn = await self._runtime.handle(inbound, once=once, sender=sender, replies=replies)
         except OnceRefusedError as refused:
             if handling is not None:
                 handling.refused = self._dedupe.refused(refused.holder)
@@ -496,10 +530,16 @@ class TelegramDoor:
             self._stepped()
             await self._erase(inbound.pseudonym, chat_id, turn.messages, incoming)
             return
+        # Only a turn whose write was made: a failed write answers with another `Turn`.
+        pending = next((p for t, p in kept if t is turn), None)
+        if pending is not None:
+            self._outgoing.sending.add(self._outgoing_member(pending))
         place = self._reply_order.place(chat_id)
         self._stepped()
         async with place:
-            await self._answer(inbound, chat_id, turn, incoming_id=incoming_id, epoch=epoch)
+            await self._answer(
+                inbound, chat_id, turn, incoming_id=incoming_id, epoch=epoch, pending=pending
+            )
 
     def _stepped(self) -> None:
         """The turn has stepped: the chat's next update may begin, and a webhook update is
@@ -517,6 +557,7 @@ class TelegramDoor:
         *,
         incoming_id: int | None,
         epoch: int,
+        pending: Pending | None = None,
     ) -> None:
         incoming = [] if incoming_id is None else [incoming_id]
         # Offered after a finished report too: the chat is still on the phone, and someone may
@@ -537,6 +578,7 @@ class TelegramDoor:
             case_ids=opened,
             epoch=epoch,
             priority=turn.priority,
+            pending=pending,
         )
 
     async def _send_guarded(
@@ -551,10 +593,16 @@ class TelegramDoor:
         case_ids: tuple[str, ...] = (),
         epoch: int | None = None,
         priority: int = 0,
+        pending: Pending | None = None,
     ) -> None:
         try:
             if delete_incoming and incoming:
-                await self.outbox.delete(chat_id, incoming)
+                try:
+                    await self.outbox.delete(chat_id, incoming)
+                except BaseException:
+                    if pending is not None:  # not sent: left for the next look to take
+                        self._outgoing.sending.discard(self._outgoing_member(pending))
+                    raise
             await self._send(
                 pseudonym,
                 chat_id,
@@ -564,8 +612,11 @@ class TelegramDoor:
                 case_ids=case_ids,
                 epoch=epoch,
                 priority=priority,
+                pending=pending,
             )
         except RecipientBlockedError:
+            if pending is not None:
+                await self._outgoing.finish(pending)
             await self._blocked(pseudonym)
         except ChatExitedError:
             log.info("telegram replies of a turn dropped: the victim left the chat")
@@ -581,6 +632,7 @@ class TelegramDoor:
         case_ids: tuple[str, ...] = (),
         epoch: int | None = None,
         priority: int = 0,
+        pending: Pending | None = None,
     ) -> None:
         """Send in order, fitted to Telegram's limits (long texts split, a message's buttons under
         its last part, the exit button under the last message); remember the victim's message
@@ -588,21 +640,34 @@ class TelegramDoor:
 
         When every message went out, that write also marks the update being handled done: it is
         the turn's last act, and one round trip fewer per update.
+
+        `pending`: the same replies as kept with the step (`bot.telegram.outgoing`), sent as
+        kept; before each message after the first, how far they went is written, and once
+        they went out (or were dropped) they are deleted. Left for another try (this worker's
+        or another's, once the lease runs out) when a send failed for good.
         """
         sent: list[int] = []
-        fitted = fit(messages, CAPABILITIES)
+        prepared = _prepared(messages, exit_label) if pending is None else pending.messages
         handling = _handling.get(None)
         finished = False
+        # Sent, or dropped for good: the kept replies go; otherwise (a send failed for good, or
+        # the task was cancelled) they stay, with how far they went, for the next look.
+        settled = False
         try:
-            for index, message in enumerate(fitted):
-                label = exit_label if index == len(fitted) - 1 else None
-                markup = _keyboard(message, label)
+            for index, (text, markup) in enumerate(prepared):
+                if (
+                    pending is not None
+                    and index
+                    and not await self._outgoing.advance(pending, index, sent)
+                ):
+                    raise ChatExitedError("the victim left this chat")
                 sent.append(
-                    await self.outbox.send(
-                        chat_id, message.text, markup, epoch=epoch, priority=priority
-                    )
+                    await self.outbox.send(chat_id, text, markup, epoch=epoch, priority=priority)
                 )
-            finished = True
+            finished = settled = True
+        except (ChatExitedError, RecipientBlockedError, BadRequest):
+            settled = True  # dropped, blocked, or refused as it is: another try cannot help
+            raise
         finally:
             # The victim left meanwhile: the exit erases what went out (the outbox tells it the
             # ids), and a record written now would outlive the erased chat.
@@ -614,6 +679,69 @@ class TelegramDoor:
                 )
             if done is not None and handling is not None and not exited:
                 handling.marked = True
+            if pending is not None:
+                if settled:
+                    await self._outgoing.finish(pending)
+                else:
+                    self._outgoing.sending.discard(self._outgoing_member(pending))
+                    with contextlib.suppress(Exception):
+                        await self._outgoing.advance(pending, len(sent), sent)
+
+    @staticmethod
+    def _outgoing_member(pending: Pending) -> str:
+        return f"{pending.pseudonym}:{pending.turn}"
+
+    async def _resend(self, pending: Pending) -> None:
+        """A dead worker's stepped turn: what it did not send goes out now, in its chat's
+        order, and the ids it sent join the chat record for /exit."""
+        chat_id = pending.chat_id
+        epoch = self.outbox.epoch(chat_id)
+        sent = list(pending.sent)
+        try:
+            async with self._reply_order.place(chat_id):
+                for index in range(pending.done, len(pending.messages)):
+                    if not await self._outgoing.advance(pending, index, sent):
+                        raise ChatExitedError("the victim left this chat")
+                    text, markup = pending.messages[index]
+                    sent.append(
+                        await self.outbox.send(
+                            chat_id, text, markup, epoch=epoch, priority=pending.priority
+                        )
+                    )
+        except RecipientBlockedError:
+            await self._outgoing.finish(pending)
+            await self._blocked(pending.pseudonym)
+            return
+        except (ChatExitedError, BadRequest):
+            await self._outgoing.finish(pending)
+            return
+        except (HotlineError, TelegramError) as exc:
+            # Left for a later try: its lease runs out, and the next look takes it again.
+            self._outgoing.sending.discard(self._outgoing_member(pending))
+            log.warning("telegram: a dead worker's replies not sent yet: %s", type(exc).__name__)
+            return
+        if epoch == self.outbox.epoch(chat_id):
+            await self._chats.remember(pending.pseudonym, chat_id, sent, case_ids=pending.case_ids)
+        await self._outgoing.finish(pending)
+        log.info("telegram: a dead worker's replies sent (%d)", len(sent))
+
+    async def _recover(self) -> None:
+        """At start and every third of the outgoing lease: renew the leases of the turns this
+        worker is sending, and take over those of dead workers."""
+        while not self._stopping.is_set():
+            try:
+                await self._outgoing.renew()
+                for pending in await self._outgoing.take_due():
+                    task = asyncio.create_task(self._resend(pending))
+                    self._resending.add(task)
+                    task.add_done_callback(self._resending.discard)
+            except Exception as exc:  # Redis away a moment: the next look tries again
+                log.warning("telegram pending replies not looked at: %s", type(exc).__name__)
+            try:
+                async with asyncio.timeout(self._outgoing.lease_s / 3):
+                    await self._stopping.wait()
+            except TimeoutError:
+                pass
 
     async def _erase(
         self,
@@ -626,6 +754,9 @@ class TelegramDoor:
 
         The deletes jump every queue (`urgent`); then the replies a turn had on the wire when
         the exit came are awaited and deleted too."""
+        # Every reply still pending for the chat is dropped (its step's write did so already,
+        # unless the exit came another way): nothing of it is sent after the exit.
+        await self._outgoing.clear(pseudonym)
         known = {*await self._chats.deletable(pseudonym), *incoming}
         known |= set(self.outbox.sent_recently(chat_id))
         deletable = sorted(known)
@@ -667,6 +798,7 @@ class TelegramDoor:
         case_ids = await self._chats.cases(pseudonym)
         # Flagged before the record goes: a failure here leaves the cases to flag next time.
         await self._runtime.flag_unreachable(case_ids)
+        await self._outgoing.clear(pseudonym)  # nothing kept can reach her any more
         await self._chats.forget(pseudonym)
         log.warning(
             "telegram: a victim blocked the bot; conversation ended "
@@ -805,6 +937,7 @@ class TelegramDoor:
             await self._lease.acquire(on_lost=self._stop_polling)
         try:
             await self._start()
+            self._recovery = asyncio.create_task(self._recover())
         except BaseException:
             if self._lease is not None:
                 await self._lease.release()
@@ -842,8 +975,11 @@ class TelegramDoor:
             await self.application.stop()
         # Exit notices still showing are deleted now, while the bot can still call Telegram.
         self._stopping.set()
-        if self._later:
-            await asyncio.gather(*self._later, return_exceptions=True)
+        if self._recovery is not None:
+            await asyncio.gather(self._recovery, return_exceptions=True)
+        waiting = [*self._later, *self._resending]
+        if waiting:
+            await asyncio.gather(*waiting, return_exceptions=True)
         await self.application.shutdown()
 
 
@@ -892,6 +1028,18 @@ def _turn_only(update: Update) -> bool:
         and bool(query.data)
         and query.message is not None
         and query.message.chat.type == ChatType.PRIVATE
+    )
+
+
+def _prepared(
+    messages: Sequence[Outbound], exit_label: str | None
+) -> tuple[tuple[str, str | None], ...]:
+    """The messages as sent: fitted to Telegram's limits (long texts split, a message's buttons
+    under its last part), each text with its keyboard, the exit button under the last one."""
+    fitted = fit(messages, CAPABILITIES)
+    return tuple(
+        (m.text, _keyboard(m, exit_label if i == len(fitted) - 1 else None))
+        for i, m in enumerate(fitted)
     )
 
 
