@@ -15,8 +15,11 @@ are SIGKILLed and started again. Then:
   second, with Telegram's short burst), counted over 3-second windows less the delay between
   a worker taking its slot and the message arriving (`ARRIVAL_JITTER_S`).
 
-CI runs `HOTLINE_SCALE_OUT_REPORTS` (default 100) reports; the issue's thousand:
-    HOTLINE_SCALE_OUT_REPORTS=1000 .venv/bin/python -m pytest -n 0 -s tests/test_scale_out.py
+The issue's 1,000 reports run on the server pair (one PostgreSQL and one Redis server, as the
+issue sets it, and as `.ci/run` has them); the embedded pair runs 100, the same scene on a
+SQLite file, which a fresh machine without servers runs too. `HOTLINE_SCALE_OUT_REPORTS` sets
+both counts (e.g. 100 for a quick look):
+    HOTLINE_SCALE_OUT_REPORTS=100 .venv/bin/python -m pytest -n 0 -s tests/test_scale_out.py
 """
 
 from __future__ import annotations
@@ -41,10 +44,17 @@ from tests.scale_out import Load, most_in_window, running_centre, split
 
 pytestmark = pytest.mark.faults
 
-REPORTS = int(os.environ.get("HOTLINE_SCALE_OUT_REPORTS", "100"))
-# A Telegram report is 8 messages, and the bot may send 30 a second: a fifth of the reports come
-# through Telegram, the rest through the web chat.
-TELEGRAM_REPORTS = max(3, REPORTS // 5)
+REPORTS = {"server": 1000, "embedded": 100}
+_ASKED = os.environ.get("HOTLINE_SCALE_OUT_REPORTS")
+
+
+def reports_on(pair: Pair) -> tuple[int, int]:
+    """Reports in all, and how many through Telegram: a Telegram report is 8 messages and the
+    bot may send 30 a second, so a fifth come through Telegram, the rest through the web chat."""
+    total = int(_ASKED) if _ASKED else REPORTS[pair.name]
+    return total, max(3, total // 5)
+
+
 WEB_LANES = 8
 TELEGRAM_LANES = 24
 # Telegram's limits as the outbox keeps them (bot/telegram/outbox.py: OutboxLimits), over
@@ -70,10 +80,11 @@ async def _until(check: Callable[[], Awaitable[bool]], timeout_s: float, failure
     raise AssertionError(failure)
 
 
-@pytest.mark.timeout(max(240, REPORTS))
+@pytest.mark.timeout(max(300, int(_ASKED or 0), max(REPORTS.values()) // 2))
 async def test_a_killed_bot_worker_and_backend_lose_no_report_and_stall_no_conversation(
     pair: Pair, tmp_path: Path, redis: Redis, engine: AsyncEngine
 ) -> None:
+    reports, telegram_reports = reports_on(pair)
     async with running_centre(tmp_path / "centre", pair.database_url, pair.redis_url) as (
         centre,
         http,
@@ -81,16 +92,16 @@ async def test_a_killed_bot_worker_and_backend_lose_no_report_and_stall_no_conve
         load = Load(centre, http)
         started = time.monotonic()
         lanes = [
-            *(load.lane("web", n) for n in split(REPORTS - TELEGRAM_REPORTS, WEB_LANES)),
-            *(load.lane("telegram", n) for n in split(TELEGRAM_REPORTS, TELEGRAM_LANES)),
+            *(load.lane("web", n) for n in split(reports - telegram_reports, WEB_LANES)),
+            *(load.lane("telegram", n) for n in split(telegram_reports, TELEGRAM_LANES)),
         ]
         running = [asyncio.create_task(lane) for lane in lanes]
         try:
 
             async def half_way() -> bool:
-                return len(load.confirmed) >= REPORTS // 3
+                return len(load.confirmed) >= reports // 3
 
-            await _until(half_way, REPORTS, "half the reports never came")
+            await _until(half_way, reports, "half the reports never came")
             bot, backend = centre.bots[1], centre.backends[1]
             # Mid-turn wherever they are: a Telegram turn stepped at the killed worker has its
             # replies sent by another (bot/telegram/outgoing.py).
@@ -107,8 +118,8 @@ async def test_a_killed_bot_worker_and_backend_lose_no_report_and_stall_no_conve
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
         wall_s = time.monotonic() - started
-        assert len(load.confirmed) == REPORTS
-        assert killed_at < REPORTS, "the kill came while victims were reporting"
+        assert len(load.confirmed) == reports
+        assert killed_at < reports, "the kill came while victims were reporting"
         assert centre.proxy is not None
         assert centre.proxy.refused + centre.proxy.broken > 0, "the dead worker was felt"
 
@@ -158,10 +169,10 @@ async def test_a_killed_bot_worker_and_backend_lose_no_report_and_stall_no_conve
         chats = [sorted(c.at for c in calls) for calls in telegram.sends.values()]
         per_chat_1s = max(most_in_window(times, 1.0) for times in chats)
         per_chat_3s = max(most_in_window(times, WINDOW_S) for times in chats)
-        duplicates = sum(len(v) for v in telegram.sends.values()) - 8 * TELEGRAM_REPORTS
+        duplicates = sum(len(v) for v in telegram.sends.values()) - 8 * telegram_reports
         print(
-            f"\nscale-out on the {pair.name} pair: {REPORTS} reports "
-            f"({TELEGRAM_REPORTS} Telegram, {REPORTS - TELEGRAM_REPORTS} web chat) in "
+            f"\nscale-out on the {pair.name} pair: {reports} reports "
+            f"({telegram_reports} Telegram, {reports - telegram_reports} web chat) in "
             f"{wall_s:.1f} s; killed after {killed_at} ({killed_after_s:.1f} s); "
             f"Telegram sends: {len(sent)}, "
             f"most per bot in 1 s {most_in_window(sent, 1.0)}, in 3 s "
