@@ -70,7 +70,7 @@ from backend.flows.registry import FlowRegistry
 from bot.inbound_limits import Sender
 from bot.reports import ReportSender
 from bot.runtime import ConversationRuntime, Turn
-from bot.sessions import Once, Replies, SessionStore
+from bot.sessions import ExitMark, Once, Replies, SessionStore
 from bot.telegram.door import SECRET_HEADER, TelegramConfig, TelegramDoor
 from tests.fake_telegram import ApiCall, FakeTelegram, JSONDict, SendLimits
 
@@ -130,10 +130,16 @@ class TimedRuntime(ConversationRuntime):
         sender: Sender | None = None,
         record: Callable[[Turn], tuple[str, bytes, int]] | None = None,
         replies: Callable[[Turn], Replies | None] | None = None,
+        exit_mark: ExitMark | None = None,
     ) -> Turn:
         started = time.perf_counter()
         turn = await super().handle(
-            inbound, once=once, sender=sender, record=record, replies=replies
+            inbound,
+            once=once,
+            sender=sender,
+            record=record,
+            replies=replies,
+            exit_mark=exit_mark,
         )
         submitted = any(isinstance(effect, SubmitReport) for effect in turn.effects)
         self.turns.append((time.perf_counter() - started, submitted))

@@ -67,6 +67,8 @@ from bot.live import CHECK_BUTTON, VictimSide, how_replies_key
 from bot.reports import ReportSender
 from bot.sessions import (
     BlockedError,
+    ExitedError,
+    ExitMark,
     HeldSession,
     Once,
     OnceRefusedError,
@@ -216,6 +218,7 @@ class ConversationRuntime:
         sender: Sender | None = None,
         record: Callable[[Turn], tuple[str, bytes, int]] | None = None,
         replies: Callable[[Turn], Replies | None] | None = None,
+        exit_mark: ExitMark | None = None,
     ) -> Turn:
         """One turn. `once`: a claim on the input (a Telegram update) taken with the lock;
         `OnceRefusedError`, and nothing done, when it is someone else's. `sender`: whom the
@@ -224,7 +227,8 @@ class ConversationRuntime:
         a key, value and lifetime made from the turn's answer, written with its session
         (`HeldSession.record`). `replies`: what the write does to the chat's pending replies
         (`HeldSession.replies`: the Telegram door keeps a stepped turn's replies with its
-        step, so they outlive the worker)."""
+        step, so they outlive the worker). `exit_mark`: the input's place in its chat;
+        `ExitedError`, and nothing done, when it came before the chat's last quick exit."""
         started = time.perf_counter()
         blocked = self._blocked_key(inbound)
         try:
@@ -236,7 +240,9 @@ class ConversationRuntime:
             if fast is not None:
                 self.metrics.turn(inbound.channel, "answered", time.perf_counter() - started)
                 return fast
-            hold = self._sessions.hold(inbound.pseudonym, once=once, blocked=blocked)
+            hold = self._sessions.hold(
+                inbound.pseudonym, once=once, blocked=blocked, exit_mark=exit_mark
+            )
             async with hold as held:
                 if (
                     held.session is None
@@ -255,7 +261,7 @@ class ConversationRuntime:
             return turn
         except BlockedError:
             return Turn((Outbound(self.text("common.blocked", inbound.language)),))
-        except OnceRefusedError:
+        except (OnceRefusedError, ExitedError):
             self.metrics.turn(inbound.channel, "refused", time.perf_counter() - started)
             raise
         except (RedisError, LockError, OSError):

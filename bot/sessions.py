@@ -34,31 +34,37 @@ from backend.core.errors import HotlineError
 from backend.core.record_cipher import RecordCipher
 from bot.leases import holder_token, renewed
 
-# KEYS: lock, session, blocked[, once]. ARGV: token, lock ttl (ms), check blocked (1|0)
-# [, once token, once lease (s)].
+# KEYS: lock, session, blocked, exit mark[, once]. ARGV: token, lock ttl (ms), check blocked
+# (1|0), the input's place in its chat ('' for none)[, once token, once lease (s)].
 # {1, session} when the lock was taken; {0} when another turn holds it (wait and try again);
 # {2, holder} when the once key is another's (a copy of work done or under way elsewhere);
-# {3} when the sender is blocked (`Blocked`): nothing taken. The blocked key is read here, not
-# in a round trip of its own before (one less per turn; a key that is not checked is passed as
-# the lock's, and not read).
+# {3} when the sender is blocked (`Blocked`); {4} when the input came before the chat's last
+# quick exit (`ExitMark`): nothing taken. The blocked key and the exit mark are read here, not
+# in round trips of their own before (one less per turn; a key that is not checked is passed
+# as the lock's, and not read).
 _TAKE = """
 if ARGV[3] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then return {3} end
-if KEYS[4] and not redis.call('SET', KEYS[4], ARGV[4], 'NX', 'EX', ARGV[5]) then
-  local holder = redis.call('GET', KEYS[4])
-  if holder ~= ARGV[4] then return {2, holder} end
+if ARGV[4] ~= '' then
+  local left = redis.call('GET', KEYS[4])
+  if left and tonumber(left) > tonumber(ARGV[4]) then return {4} end
+end
+if KEYS[5] and not redis.call('SET', KEYS[5], ARGV[5], 'NX', 'EX', ARGV[6]) then
+  local holder = redis.call('GET', KEYS[5])
+  if holder ~= ARGV[5] then return {2, holder} end
 end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {1, redis.call('GET', KEYS[2])}
 end
 return {0}
 """
-# KEYS: lock, session[, third[, replies hash, replies index]]. ARGV: token, action (save |
-# delete | keep), sealed session, ttl (s)[, third's value ('' for none: the third key is then
-# the lock's, not written), its ttl (s)[, replies (add | clear), field, sealed replies, their ttl
-# (s), index member prefix, lease (ms)]]. The third key: a `Once` marked done, or a `record`.
-# Replies (`bot.telegram.outgoing`): `add` sets a turn's sealed replies in the chat's hash and
-# lists them in the index, due (for another worker to take over) a lease from Redis' clock;
-# `clear` drops every pending reply of the chat (a quick exit).
+# KEYS: lock, session[, third[, replies hash, replies index[, exit mark]]]. ARGV: token, action
+# (save | delete | keep), sealed session, ttl (s)[, third's value ('' for none: the third key
+# is then the lock's, not written), its ttl (s)[, replies (add | clear), field, sealed replies,
+# their ttl (s), index member prefix, lease (ms)[, the exit's place, the mark's ttl (s)]]].
+# The third key: a `Once` marked done, or a `record`. Replies (`bot.telegram.outgoing`): `add`
+# sets a turn's sealed replies in the chat's hash and lists them in the index, due (for another
+# worker to take over) a lease from Redis' clock; `clear` drops every pending reply of the chat
+# (a quick exit), and raises the chat's exit mark to the exit's place (`ExitMark`).
 # 1 when the lock was still the caller's (and the action done), 0 when it was lost.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -73,6 +79,12 @@ if ARGV[7] == 'clear' then
     if string.sub(field, -2) ~= ':p' then redis.call('ZREM', KEYS[5], ARGV[11] .. field) end
   end
   redis.call('DEL', KEYS[4])
+  if KEYS[6] then
+    local left = redis.call('GET', KEYS[6])
+    if not left or tonumber(left) < tonumber(ARGV[13]) then
+      redis.call('SET', KEYS[6], ARGV[13], 'EX', ARGV[14])
+    end
+  end
 elseif ARGV[7] == 'add' then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -103,6 +115,20 @@ class Once:
 
 
 @dataclass(frozen=True)
+class ExitMark:
+    """An input's place in its chat's order (a Telegram update id: they rise with every update
+    a bot receives) and the key where the chat's last quick exit left its own place. An input
+    from before that exit is refused by `hold` (`ExitedError`), with nothing taken: a message
+    handed over again after the victim left, from a worker that died with it (issue 14's
+    scale-out), must not start a conversation in the chat she just erased. Kept
+    `ttl_s`, as long as the platform hands an unconfirmed input over again."""
+
+    key: str
+    place: int
+    ttl_s: int
+
+
+@dataclass(frozen=True)
 class Replies:
     """What a turn's write does to its chat's pending replies (`bot.telegram.outgoing`):
     `add` this turn's sealed replies (`field`, `value`), or `clear` every one (a quick exit),
@@ -116,6 +142,8 @@ class Replies:
     value: bytes = b""
     ttl_s: int = 0
     lease_ms: int = 0
+    # With `clear`: the exit's own place, which the write leaves as the chat's exit mark.
+    exit_mark: ExitMark | None = None
 
 
 class OnceRefusedError(HotlineError):
@@ -131,6 +159,13 @@ class BlockedError(HotlineError):
 
     def __init__(self) -> None:
         super().__init__("blocked")
+
+
+class ExitedError(HotlineError):
+    """The input came before its chat's last quick exit (`ExitMark`): nothing was taken."""
+
+    def __init__(self) -> None:
+        super().__init__("from before a quick exit")
 
 
 class HeldSession:
@@ -249,6 +284,7 @@ class SessionStore:
         wait_s: float = redis_keys.CONVERSATION_LOCK_WAIT_S,
         once: Once | None = None,
         blocked: str | None = None,
+        exit_mark: ExitMark | None = None,
     ) -> AsyncIterator[HeldSession]:
         """Lock the conversation and read its session; on a clean exit write what the holder
         said (save or delete) and unlock, on an error unlock only. `LockError` when the lock
@@ -257,16 +293,18 @@ class SessionStore:
         With `once`, that claim is taken first, in the same round trip; `OnceRefusedError`
         (and no lock) when it is someone else's. The clean exit's write marks it done.
         `blocked`: a key whose existence refuses the sender (`BlockedError`), read first, in the
-        same round trip.
+        same round trip. `exit_mark`: an input from before the chat's last quick exit is
+        refused (`ExitedError`), in the same round trip.
         """
         key = redis_keys.session_key(pseudonym)
         lock = redis_keys.conversation_lock_key(pseudonym)
-        keys = [lock, key, blocked or lock]
+        keys = [lock, key, blocked or lock, lock if exit_mark is None else exit_mark.key]
         token = holder_token()
         args: list[str | bytes | int] = [
             token,
             int(self._lock_ttl_s * 1000),
             0 if blocked is None else 1,
+            "" if exit_mark is None else exit_mark.place,
         ]
         if once is not None:
             keys.append(once.key)
@@ -280,6 +318,8 @@ class SessionStore:
                 raise OnceRefusedError(taken[1] if len(taken) > 1 else None)
             if taken[0] == 3:
                 raise BlockedError
+            if taken[0] == 4:
+                raise ExitedError
             if time.monotonic() >= give_up:
                 raise LockError("conversation busy")
             await asyncio.sleep(_LOCK_RETRY_S)
@@ -333,6 +373,9 @@ class SessionStore:
                 replies.member_prefix,
                 replies.lease_ms,
             ]
+            if replies.exit_mark is not None:
+                release_keys.append(replies.exit_mark.key)
+                args += [replies.exit_mark.place, replies.exit_mark.ttl_s]
         return release_keys, args
 
     async def save(self, pseudonym: Pseudonym, session: Session) -> None:

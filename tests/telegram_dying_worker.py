@@ -1,12 +1,14 @@
 """A bot worker that dies mid-update, for tests/test_telegram_polling.py: run as
 `python -m tests.telegram_dying_worker <redis url> <Bot API base url> <root secret hex>
-[after-step <outgoing lease s>]`.
+[after-step <outgoing lease s> | claim <update lease s>]`.
 
 It long-polls the fake Bot API with the real door, and the first update it handles never
 finishes: its turn claims the update and locks the conversation, announces itself on stdout and
 waits, until the test kills the process. With `after-step`, the turn runs to its end (the
 conversation steps, the update is marked done, the replies are kept) and it is the first reply
-that never leaves: the worker says "stepped" and waits.
+that never leaves: the worker says "stepped" and waits. With `claim`, the update's claim
+outlives the conversation lock (`LEASE_S`) by that many seconds, as the real claim's lease
+(`TELEGRAM_UPDATE_TURN_LEASE_S`) may outlive a lock another worker takes meanwhile.
 """
 
 from __future__ import annotations
@@ -42,7 +44,13 @@ class _StuckRuntime(ConversationRuntime):
 
 
 async def main(
-    redis_url: str, base_url: str, root_secret: bytes, after_step: bool, outgoing_lease_s: float
+    redis_url: str,
+    base_url: str,
+    root_secret: bytes,
+    *,
+    after_step: bool,
+    outgoing_lease_s: float,
+    claim_lease_s: int,
 ) -> None:
     redis = Redis.from_url(redis_url)
     runtime = (ConversationRuntime if after_step else _StuckRuntime)(
@@ -58,7 +66,7 @@ async def main(
         token=TOKEN,
         base_url=base_url,
         limits=FAST_LIMITS,
-        update_lease_s=LEASE_S,
+        update_lease_s=claim_lease_s,
         poll_lease_s=LEASE_S,
         outgoing_lease_s=outgoing_lease_s,
     )
@@ -86,4 +94,14 @@ async def main(
 if __name__ == "__main__":
     after = sys.argv[4:5] == ["after-step"]
     lease = float(sys.argv[5]) if after else float(LEASE_S)
-    asyncio.run(main(sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3]), after, lease))
+    claim = int(sys.argv[5]) if sys.argv[4:5] == ["claim"] else LEASE_S
+    asyncio.run(
+        main(
+            sys.argv[1],
+            sys.argv[2],
+            bytes.fromhex(sys.argv[3]),
+            after_step=after,
+            outgoing_lease_s=lease,
+            claim_lease_s=claim,
+        )
+    )

@@ -234,6 +234,63 @@ async def test_an_exit_after_such_a_death_drops_the_kept_replies(
     assert say("safety.welcome") not in sent and say("report.consent") not in sent
 
 
+async def test_an_update_from_before_an_exit_starts_nothing_after_it(
+    pair: Pair,
+    redis: Redis,
+    telegram: FakeTelegram,
+    flows: FlowRegistry,
+    center_key: X25519PrivateKey,
+) -> None:
+    """Her /start reached a worker that died mid-turn; she left with /exit meanwhile, and
+    another worker erased the chat. Telegram hands the /start over again once the dead
+    worker's claim runs out, after the exit: it came before the exit, so it must not start a
+    conversation in the chat she just erased (someone may be holding her phone). A /start
+    she sends after the exit begins one as always."""
+    runtime, root_secret = make_runtime(redis, flows, center_key)
+    victim = Victim(telegram, "en")
+    claim_s = 4  # the dead worker's claim on her /start outlives its conversation lock (1 s)
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        telegram_dying_worker.__name__,
+        pair.redis_url,
+        telegram.base_url,
+        root_secret.hex(),
+        "claim",
+        str(claim_s),
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert await _line(worker) == "polling"
+        await telegram.send_text(victim.user, victim.chat, "/start")
+        assert await _line(worker) == "in-turn", "the worker took the update and is mid-turn"
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        await worker.wait()
+    killed = asyncio.get_running_loop().time()
+    start_id = int(telegram.delivered[-1]["update_id"])
+    await telegram.send_text(victim.user, victim.chat, "/exit")
+    await _until_gone(redis, streams.telegram_poller_key(BOT_ID))
+    door = _next_worker(telegram, runtime, redis, root_secret)
+    await door.start()
+    try:
+        await telegram.wait_for("deleteMessages", 1, timeout_s=10)
+        claim_left = claim_s - (asyncio.get_running_loop().time() - killed)
+        assert claim_left > 0, "the exit was handled while the /start was still claimed"
+        # Past the claim: the /start is fetched again and handled, and a few polls more.
+        await asyncio.sleep(claim_left + 1.5)
+        fetched = [u["update_id"] for c in telegram.calls_to("getUpdates") for u in c.result or []]
+        assert fetched.count(start_id) >= 2, "the /start was handed over again after the exit"
+        sent = texts(telegram.calls_to("sendMessage"))
+        assert say("safety.welcome") not in sent and say("report.consent") not in sent
+        assert sent == [say("safety.exit")], "only the exit's own notice, deleted since"
+
+        step = await victim.say("/start", replies=2)
+        assert texts(step) == [say("safety.welcome"), say("report.consent")]
+    finally:
+        await door.stop()
+
+
 async def _hotline_bot(env: dict[str, str]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         HOTLINE, "bot", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE

@@ -22,7 +22,7 @@ from backend.core.conversation import Inbound
 from backend.flows.registry import FlowRegistry
 from bot.inbound_limits import Sender
 from bot.runtime import ConversationRuntime, Turn
-from bot.sessions import Once, Replies
+from bot.sessions import ExitMark, Once, Replies
 from bot.telegram.dedupe import Claim, UpdateDedupe
 from bot.telegram.door import SECRET_HEADER, TelegramDoor
 from bot.telegram.outbox import OutboxLimits, TelegramOutbox, _Bucket
@@ -69,6 +69,7 @@ class _WatchedRuntime(ConversationRuntime):
         sender: Sender | None = None,
         record: Callable[[Turn], tuple[str, bytes, int]] | None = None,
         replies: Callable[[Turn], Replies | None] | None = None,
+        exit_mark: ExitMark | None = None,
     ) -> Turn:
         self.running[inbound.pseudonym] = self.running.get(inbound.pseudonym, 0) + 1
         self.most_per_chat = max(self.most_per_chat, self.running[inbound.pseudonym])
@@ -76,7 +77,12 @@ class _WatchedRuntime(ConversationRuntime):
         try:
             await asyncio.sleep(0.05)
             return await super().handle(
-                inbound, once=once, sender=sender, record=record, replies=replies
+                inbound,
+                once=once,
+                sender=sender,
+                record=record,
+                replies=replies,
+                exit_mark=exit_mark,
             )
         finally:
             self.running[inbound.pseudonym] -= 1

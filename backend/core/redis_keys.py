@@ -220,6 +220,9 @@ TELEGRAM_CHAT_MAX_MESSAGES: Final = 1000
 TELEGRAM_OUTGOING_PREFIX: Final = PREFIX + "telegram:outgoing:"
 TELEGRAM_OUTGOING_INDEX: Final = TELEGRAM_OUTGOING_PREFIX + "due"
 TELEGRAM_OUTGOING_LEASE_S: Final = 15
+# A Telegram chat's exit mark (`<prefix><pseudonym>`: the update id of its last quick exit, kept
+# TELEGRAM_UPDATE_TTL_S): an update from before it starts nothing (bot/sessions.py: ExitMark).
+TELEGRAM_EXIT_PREFIX: Final = PREFIX + "telegram:exited:"
 
 # Counselor console sessions (the private key inside is encrypted under a secret in the cookie).
 CONSOLE_SESSION_PREFIX: Final = PREFIX + "console:session:"
@@ -374,6 +377,10 @@ def telegram_messages_key(pseudonym: str) -> str:
 
 def telegram_outgoing_key(pseudonym: str) -> str:
     return TELEGRAM_OUTGOING_PREFIX + pseudonym
+
+
+def telegram_exit_key(pseudonym: str) -> str:
+    return TELEGRAM_EXIT_PREFIX + pseudonym
 
 
 def telegram_cases_key(pseudonym: str) -> str:

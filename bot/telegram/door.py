@@ -67,7 +67,7 @@ from backend.flows.channels import BUTTON_LABEL_LIMITS
 from bot.channel import Capabilities, fit
 from bot.inbound_limits import Sender
 from bot.runtime import ConversationRuntime, Turn
-from bot.sessions import Once, OnceRefusedError, Replies
+from bot.sessions import ExitedError, ExitMark, Once, OnceRefusedError, Replies
 from bot.telegram import evidence
 from bot.telegram.chats import TelegramChatStore
 from bot.telegram.dedupe import Claim, UpdateDedupe
@@ -354,7 +354,7 @@ class TelegramDoor:
         admission = _admission.get(None)
         if admission is None or admission.update_id != update.update_id:
             admission = _Admission(update.update_id)  # not through `admit`: PTB's own queue
-        handling = _Handling(self._dedupe.done_key(update.update_id))
+        handling = _Handling(self._dedupe.done_key(update.update_id), update.update_id)
         if not admission.claimed:
             if _turn_only(update):
                 handling.once = self._dedupe.once(update.update_id)
@@ -494,14 +494,18 @@ class TelegramDoor:
         epoch = self.outbox.epoch(chat_id)
         handling = _handling.get(None)
         once = None if handling is None else handling.once
+        # Update ids rise with every update: one from before the chat's last quick exit, handed
+        # over again after it (its worker died), starts nothing in the chat she erased.
+        exit_mark = None if handling is None else self._exit_mark(inbound, handling.update_id)
         kept: list[tuple[Turn, Pending]] = []
         exit_label = self._text("common.quick_exit", inbound.language)
 
         def replies(turn: Turn) -> Replies | None:
             # Written with the step: the replies outlive this worker (`bot.telegram.outgoing`),
-            # and a quick exit drops every pending one of the chat in the same write.
+            # and a quick exit drops every pending one of the chat in the same write, leaving
+            # its own update id as the chat's exit mark.
             if turn.quick_exit:
-                return self._outgoing.clearing(inbound.pseudonym)
+                return self._outgoing.clearing(inbound.pseudonym, exit_mark)
             if not turn.messages:
                 return None
             opened = tuple(
@@ -518,10 +522,15 @@ class TelegramDoor:
             return write
 
         try:
-            turn = await self._runtime.handle(inbound, once=once, sender=sender, replies=replies)
+            turn = await self._runtime.handle(
+                inbound, once=once, sender=sender, replies=replies, exit_mark=exit_mark
+            )
         except OnceRefusedError as refused:
             if handling is not None:
                 handling.refused = self._dedupe.refused(refused.holder)
+            return
+        except ExitedError:
+            log.info("telegram update from before a quick exit; dropped")
             return
         if handling is not None:
             handling.once = None
@@ -540,6 +549,14 @@ class TelegramDoor:
             await self._answer(
                 inbound, chat_id, turn, incoming_id=incoming_id, epoch=epoch, pending=pending
             )
+
+    @staticmethod
+    def _exit_mark(inbound: Inbound, update_id: int) -> ExitMark:
+        return ExitMark(
+            redis_keys.telegram_exit_key(inbound.pseudonym),
+            update_id,
+            redis_keys.TELEGRAM_UPDATE_TTL_S,
+        )
 
     def _stepped(self) -> None:
         """The turn has stepped: the chat's next update may begin, and a webhook update is
@@ -1001,6 +1018,7 @@ class _Handling:
     claim its turn is still to take (`once`), and what that claim found if it was refused."""
 
     key: str
+    update_id: int
     marked: bool = False
     once: Once | None = None
     refused: Claim | None = None

@@ -18,7 +18,9 @@ written, is sent again, once.
 
 A quick exit clears every pending turn of the chat in its own step's write (and again when it
 erases the chat): nothing pending is sent after an exit, and a sender finds its turn gone before
-its next message and stops.
+its next message and stops. The same write leaves the exit's update id as the chat's exit mark
+(`bot.sessions.ExitMark`): an update from before the exit that steps only after it (handed over
+again by Telegram once the worker holding it died) is refused, so it keeps no replies either.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from redis.asyncio import Redis
 from backend.core import redis_keys
 from backend.core.conversation import Pseudonym
 from backend.core.record_cipher import RecordCipher
-from bot.sessions import Replies
+from bot.sessions import ExitMark, Replies
 
 # KEYS: hash, index. ARGV: field, member, sealed progress, lease (ms). 1 when the turn is still
 # pending (progress written, lease renewed), 0 when it is gone (a quick exit cleared it).
@@ -169,13 +171,15 @@ class OutgoingStore:
         return pending, replies
 
     @staticmethod
-    def clearing(pseudonym: Pseudonym) -> Replies:
-        """The write a quick exit's step makes: every pending reply of the chat dropped."""
+    def clearing(pseudonym: Pseudonym, exit_mark: ExitMark | None = None) -> Replies:
+        """The write a quick exit's step makes: every pending reply of the chat dropped, and
+        the exit's place left as the chat's exit mark (an update from before it is refused)."""
         return Replies(
             "clear",
             redis_keys.telegram_outgoing_key(pseudonym),
             redis_keys.TELEGRAM_OUTGOING_INDEX,
             f"{pseudonym}:",
+            exit_mark=exit_mark,
         )
 
     async def clear(self, pseudonym: Pseudonym) -> None:
