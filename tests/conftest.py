@@ -208,12 +208,36 @@ async def start_hotline(
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Browser tests need Debian's Chromium; `.ci/run` installs it, so CI always runs them.
+# The files that take longest (a minute and more of one worker each, `--durations`), started
+# first: pytest-xdist hands files out in collection order, and the scale-out test, collected
+# late by name, ran alone for its last minute and a half while the other worker sat idle.
+SLOW_FIRST = (
+    "test_scale_out.py",
+    "test_fuzz_webchat.py",
+    "test_fuzz_console_api.py",
+    "test_fuzz_flow_yaml.py",
+    "test_redis_failover.py",
+    "test_fuzz_kakao.py",
+    "test_fuzz_telegram.py",
+    "test_crash_recovery.py",
+    "test_browser_console_korean.py",
+    "test_telegram_quick_exit.py",
+)
 
+
+def _slow_first(item: pytest.Item) -> int:
+    name = item.path.name
+    return SLOW_FIRST.index(name) if name in SLOW_FIRST else len(SLOW_FIRST)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The slowest files first (`SLOW_FIRST`); the rest in their order (a stable sort).
+
+    Browser tests need Debian's Chromium; `.ci/run` installs it, so CI always runs them.
     On a developer's machine without it they are deselected with a notice rather than failed,
     so the README's test command still passes on a fresh machine.
     """
+    items.sort(key=_slow_first)
     if CHROMIUM.exists():
         return
     browser = [item for item in items if item.get_closest_marker("browser")]
