@@ -8,6 +8,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.core import redis_keys
+from backend.core.errors import FlowError
+from backend.core.settings import SHIPPED_FLOWS_DIR
+from backend.flows import source
 from tests.conftest import RunningHotline
 from tests.test_console import csrf_of, sign_in_and_change_password
 
@@ -44,3 +47,13 @@ async def test_fuzz_json_nested_past_the_parsers_recursion_is_a_400_not_a_500(
         path, data=body, headers={"Content-Type": "application/json"}
     )
     assert response.status == 400, await response.text()
+
+
+def test_fuzz_a_flow_text_with_a_lone_surrogate_is_refused_as_not_utf8() -> None:
+    """Found by the flow YAML fuzz: a text holding a lone surrogate (what JSON's "\\ud800"
+    decodes to) made the loader raise UnicodeEncodeError instead of a located FlowError."""
+    flow = (SHIPPED_FLOWS_DIR / "counselor.flow.yaml").read_text(encoding="utf-8")
+    with pytest.raises(FlowError) as refused:
+        source.parse("\ud800" + flow, "counselor.flow.yaml")
+    assert refused.value.where == "counselor.flow.yaml"
+    assert "UTF-8" in str(refused.value)

@@ -73,7 +73,11 @@ def read(path: Path) -> Document:
 
 
 def parse(text: str, source: str) -> Document:
-    if len(text.encode("utf-8")) > MAX_FILE_BYTES:
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate, from a JSON "\ud800" (found by fuzzing)
+        raise FlowError(N_("is not UTF-8 text"), where=source) from None
+    if size > MAX_FILE_BYTES:
         raise FlowError(N_("over the %(limit)s-byte limit"), where=source, limit=MAX_FILE_BYTES)
     finding = yaml_screen.screen(text, MAX_DEPTH)
     if finding is not None:
