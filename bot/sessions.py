@@ -57,14 +57,16 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
 end
 return {0}
 """
-# KEYS: lock, session[, third[, replies hash, replies index[, exit mark]]]. ARGV: token, action
+# KEYS: lock, session[, third[, replies hash, replies index[, exit mark, keys it ends...]]].
+# ARGV: token, action
 # (save | delete | keep), sealed session, ttl (s)[, third's value ('' for none: the third key
 # is then the lock's, not written), its ttl (s)[, replies (add | clear), field, sealed replies,
 # their ttl (s), index member prefix, lease (ms)[, the exit's place, the mark's ttl (s)]]].
 # The third key: a `Once` marked done, or a `record`. Replies (`bot.telegram.outgoing`): `add`
 # sets a turn's sealed replies in the chat's hash and lists them in the index, due (for another
 # worker to take over) a lease from Redis' clock; `clear` drops every pending reply of the chat
-# (a quick exit), and raises the chat's exit mark to the exit's place (`ExitMark`).
+# (a quick exit), raises the chat's exit mark to the exit's place and deletes the keys the exit
+# ends (`ExitMark`).
 # 1 when the lock was still the caller's (and the action done), 0 when it was lost.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -84,6 +86,7 @@ if ARGV[7] == 'clear' then
     if not left or tonumber(left) < tonumber(ARGV[13]) then
       redis.call('SET', KEYS[6], ARGV[13], 'EX', ARGV[14])
     end
+    for i = 7, #KEYS do redis.call('DEL', KEYS[i]) end
   end
 elseif ARGV[7] == 'add' then
   local t = redis.call('TIME')
@@ -126,6 +129,9 @@ class ExitMark:
     key: str
     place: int
     ttl_s: int
+    # Deleted by the exit's write: the chat's reply address, so that a counselor's line waiting
+    # for its slot on another worker finds the chat left from that moment on.
+    ends: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -374,7 +380,7 @@ class SessionStore:
                 replies.lease_ms,
             ]
             if replies.exit_mark is not None:
-                release_keys.append(replies.exit_mark.key)
+                release_keys += [replies.exit_mark.key, *replies.exit_mark.ends]
                 args += [replies.exit_mark.place, replies.exit_mark.ttl_s]
         return release_keys, args
 

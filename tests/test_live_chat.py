@@ -319,6 +319,26 @@ def _victims(redis: Redis, root_secret: bytes, centre: X25519PrivateKey) -> Vict
     )
 
 
+RELAY_ROOT_SECRET = b"r" * 32
+
+
+def live_runtime(
+    redis: Redis, flows: FlowRegistry, centre: X25519PrivateKey
+) -> tuple[ConversationRuntime, VictimSide]:
+    """A bot worker's runtime with live chat, as `bot.node` wires it; every worker of a
+    deployment has the same root secret."""
+    victims = _victims(redis, RELAY_ROOT_SECRET, centre)
+    runtime = ConversationRuntime(
+        redis,
+        flows,
+        SessionStore(redis, RELAY_ROOT_SECRET, SESSION_TTL_S),
+        ReportSender(redis, centre.public_key()),
+        receipts=ReceiptHasher(b"r" * 32, b"s" * 16, FAST_KDF),
+        live=victims,
+    )
+    return runtime, victims
+
+
 @asynccontextmanager
 async def telegram_relay(
     redis: Redis,
@@ -326,19 +346,12 @@ async def telegram_relay(
     flows: FlowRegistry,
     centre: X25519PrivateKey,
     limits: OutboxLimits = FAST_LIMITS,
+    *,
+    mode: str = "polling",
 ) -> AsyncIterator[tuple[TelegramDoor, RelayWorker, VictimSide]]:
-    root_secret = b"r" * 32
-    victims = _victims(redis, root_secret, centre)
-    runtime = ConversationRuntime(
-        redis,
-        flows,
-        SessionStore(redis, root_secret, SESSION_TTL_S),
-        ReportSender(redis, centre.public_key()),
-        receipts=ReceiptHasher(b"r" * 32, b"s" * 16, FAST_KDF),
-        live=victims,
-    )
+    runtime, victims = live_runtime(redis, flows, centre)
     async with running_door(
-        "polling", redis, telegram, runtime, root_secret, limits=limits
+        mode, redis, telegram, runtime, RELAY_ROOT_SECRET, limits=limits
     ) as door:
         relay = RelayWorker(
             redis, runtime, victims, {"telegram": door, "web": victims.held}, "bot-test"

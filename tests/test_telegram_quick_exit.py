@@ -25,7 +25,13 @@ from bot.telegram.outbox import OutboxLimits
 from tests import telegram_support
 from tests.fake_telegram import ApiCall, FakeTelegram
 from tests.telegram_support import EXIT_NOTICE_S, USER_ID, Victim, make_runtime, running_door, say
-from tests.test_live_chat import Console, last_request, telegram_relay
+from tests.test_live_chat import (
+    RELAY_ROOT_SECRET,
+    Console,
+    last_request,
+    live_runtime,
+    telegram_relay,
+)
 
 center_key = telegram_support.center_key
 flows = telegram_support.flows
@@ -151,3 +157,76 @@ async def test_exit_in_a_live_chat_drops_the_counselors_queued_lines(
         await _between_releases(telegram, victim.chat["id"], 6)
         await telegram.send_text(victim.user, victim.chat, "I am still here")
         await _exit_jumps_the_queue(telegram, victim, "command")
+
+
+# One message a chat every 2 s: a victim's replies wait seconds for their slots.
+SLOW_CHAT = OutboxLimits(per_chat_per_s=0.5, per_chat_burst=1, max_attempts=3, backoff_s=0.01)
+STARTS = 3
+
+
+async def test_an_exit_through_another_worker_drops_the_replies_waiting_here(
+    redis: Redis, telegram: FakeTelegram, flows: FlowRegistry, center_key: X25519PrivateKey
+) -> None:
+    """Behind a load balancer one chat's updates reach any worker (issue 14): her replies wait
+    for their slots on one worker, and her /exit reaches another, whose epoch the first cannot
+    see. Nothing of them goes out after the exit, and what went out before it, and her own
+    messages, are deleted too: the second worker's erase could not know them yet."""
+    first, root_secret = make_runtime(redis, flows, center_key)
+    second, _ = make_runtime(redis, flows, center_key)
+    victim = Victim(telegram, "en")
+    chat = victim.chat["id"]
+    async with running_door("webhook", redis, telegram, first, root_secret, limits=SLOW_CHAT):
+        for _ in range(STARTS):  # each: the welcome and the consent question
+            victim.sent.append(await telegram.send_text(victim.user, victim.chat, "/start"))
+        await telegram.wait_for_webhook_answers(STARTS)
+        await _sent_to(telegram, chat, 1)
+        # Its setWebhook sends her next update to the second worker.
+        async with running_door("webhook", redis, telegram, second, root_secret, limits=SLOW_CHAT):
+            started = time.monotonic()
+            victim.sent.append(await telegram.send_text(victim.user, victim.chat, "/exit"))
+            notice = await _notice(telegram, chat)
+            # Two more of the chat's slots: a reply still waiting would go out now.
+            await asyncio.sleep(2 / SLOW_CHAT.per_chat_per_s + 0.5)
+            replies = _to(telegram.calls_to("sendMessage"), chat)
+            after_exit = [c for c in replies if c.at >= started]
+            assert after_exit == [notice], "nothing of the first worker's went out after it"
+            assert len(replies) < 2 * STARTS, "replies were waiting when she left"
+            await asyncio.sleep(EXIT_NOTICE_S)
+            assert telegram.messages_in(chat) == [], "every message of both sides is deleted"
+
+
+async def test_an_exit_through_another_worker_drops_the_counselors_lines_waiting_here(
+    redis: Redis, telegram: FakeTelegram, flows: FlowRegistry, center_key: X25519PrivateKey
+) -> None:
+    """The same in a live chat: the counselor's lines wait for their slots on the worker whose
+    relay delivers them, and her /exit reaches another worker."""
+    async with telegram_relay(
+        redis, telegram, flows, center_key, TELEGRAM_PACE, mode="webhook"
+    ) as (_door, _relay, _victims):
+        victim = Victim(telegram, "en")
+        chat = victim.chat["id"]
+        await victim.say("/start", replies=2)
+        await victim.say("/human", replies=2)
+        case_id, answers = await last_request(redis, center_key)
+        console = Console(redis, {keys.key_id(center_key.public_key()): center_key}, answers)
+        seen = len(_to(telegram.calls_to("sendMessage"), chat))
+        await console.chat.notify_victim(case_id, OutboxKind.JOINED, Sender.COUNSELOR)
+        for n in range(QUEUED):
+            await console.say(case_id, f"line {n}")
+        await _between_releases(telegram, chat, seen + 3 + 2)  # joined (3), and lines went
+        other, _ = live_runtime(redis, flows, center_key)
+        # Its setWebhook sends her next update to the second worker.
+        async with running_door(
+            "webhook", redis, telegram, other, RELAY_ROOT_SECRET, limits=TELEGRAM_PACE
+        ):
+            started = time.monotonic()
+            victim.sent.append(await telegram.send_text(victim.user, victim.chat, "/exit"))
+            notice = await _notice(telegram, chat)
+            await asyncio.sleep(PACE_S)
+            lines = _to(telegram.calls_to("sendMessage"), chat)
+            after_exit = [c for c in lines if c.at >= started]
+            assert after_exit == [notice], "no line of the first worker's went out after it"
+            assert len([c for c in lines if c.params["text"].endswith("line 0")]) == 1
+            assert not [c for c in lines if c.params["text"].endswith(f"line {QUEUED - 1}")]
+            await asyncio.sleep(EXIT_NOTICE_S)
+            assert telegram.messages_in(chat) == [], "every message of both sides is deleted"

@@ -24,7 +24,8 @@ import hmac
 import json
 import logging
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -73,6 +74,7 @@ from bot.telegram.chats import TelegramChatStore
 from bot.telegram.dedupe import Claim, UpdateDedupe
 from bot.telegram.outbox import (
     MAX_MESSAGE_CHARS,
+    RECHECK_AFTER_S,
     ChatExitedError,
     DeliveryFailedError,
     OutboxLimits,
@@ -556,6 +558,7 @@ class TelegramDoor:
             redis_keys.telegram_exit_key(inbound.pseudonym),
             update_id,
             redis_keys.TELEGRAM_UPDATE_TTL_S,
+            ends=(redis_keys.telegram_chat_key(inbound.pseudonym),),
         )
 
     def _stepped(self) -> None:
@@ -650,6 +653,7 @@ class TelegramDoor:
         epoch: int | None = None,
         priority: int = 0,
         pending: Pending | None = None,
+        still: _Still | None = None,
     ) -> None:
         """Send in order, fitted to Telegram's limits (long texts split, a message's buttons under
         its last part, the exit button under the last message); remember the victim's message
@@ -662,6 +666,10 @@ class TelegramDoor:
         kept; before each message after the first, how far they went is written, and once
         they went out (or were dropped) they are deleted. Left for another try (this worker's
         or another's, once the lease runs out) when a send failed for good.
+
+        A message that waited (`RECHECK_AFTER_S`) looks whether it is still wanted (`_Still`:
+        the kept replies, or `still` for others) before it goes: a quick exit through another
+        worker drops it, and deletes what went out of these messages and the victim's own.
         """
         sent: list[int] = []
         prepared = _prepared(messages, exit_label) if pending is None else pending.messages
@@ -670,16 +678,26 @@ class TelegramDoor:
         # Sent, or dropped for good: the kept replies go; otherwise (a send failed for good, or
         # the task was cancelled) they stay, with how far they went, for the next look.
         settled = False
+        kept = still if pending is None else _StillKept(self._outgoing, pending)
         try:
             for index, (text, markup) in enumerate(prepared):
+                # Before every message after the first, and before the first too when it
+                # waited behind earlier turns' replies: she may have left through another worker.
                 if (
-                    pending is not None
-                    and index
-                    and not await self._outgoing.advance(pending, index, sent)
+                    kept is not None
+                    and (index or time.monotonic() - kept.made_at >= RECHECK_AFTER_S)
+                    and not await kept.at(index, sent)()
                 ):
                     raise ChatExitedError("the victim left this chat")
                 sent.append(
-                    await self.outbox.send(chat_id, text, markup, epoch=epoch, priority=priority)
+                    await self.outbox.send(
+                        chat_id,
+                        text,
+                        markup,
+                        epoch=epoch,
+                        priority=priority,
+                        still=None if kept is None else kept.at(index, sent),
+                    )
                 )
             finished = settled = True
         except (ChatExitedError, RecipientBlockedError, BadRequest):
@@ -690,7 +708,11 @@ class TelegramDoor:
             # ids), and a record written now would outlive the erased chat.
             exited = epoch is not None and epoch != self.outbox.epoch(chat_id)
             done = handling.key if finished and handling is not None else None
-            if not exited:
+            if kept is not None and kept.cleared:
+                # She left through another worker, whose erase could not know this turn's
+                # messages (not in the chat record yet): they are deleted here.
+                await self._delete_left(chat_id, incoming + sent)
+            elif not exited:
                 await self._chats.remember(
                     pseudonym, chat_id, incoming + sent, case_ids=case_ids, done_update=done
                 )
@@ -704,6 +726,15 @@ class TelegramDoor:
                     with contextlib.suppress(Exception):
                         await self._outgoing.advance(pending, len(sent), sent)
 
+    async def _delete_left(self, chat_id: int, message_ids: list[int]) -> None:
+        """Best effort, at once: messages of a chat the victim has left."""
+        if not message_ids:
+            return
+        try:
+            await self.outbox.delete(chat_id, message_ids, urgent=True)
+        except (HotlineError, TelegramError) as exc:
+            log.warning("telegram messages of a left chat not deleted: %s", type(exc).__name__)
+
     @staticmethod
     def _outgoing_member(pending: Pending) -> str:
         return f"{pending.pseudonym}:{pending.turn}"
@@ -714,15 +745,21 @@ class TelegramDoor:
         chat_id = pending.chat_id
         epoch = self.outbox.epoch(chat_id)
         sent = list(pending.sent)
+        kept = _StillKept(self._outgoing, pending)
         try:
             async with self._reply_order.place(chat_id):
                 for index in range(pending.done, len(pending.messages)):
-                    if not await self._outgoing.advance(pending, index, sent):
+                    if not await kept.at(index, sent)():
                         raise ChatExitedError("the victim left this chat")
                     text, markup = pending.messages[index]
                     sent.append(
                         await self.outbox.send(
-                            chat_id, text, markup, epoch=epoch, priority=pending.priority
+                            chat_id,
+                            text,
+                            markup,
+                            epoch=epoch,
+                            priority=pending.priority,
+                            still=kept.at(index, sent),
                         )
                     )
         except RecipientBlockedError:
@@ -730,6 +767,8 @@ class TelegramDoor:
             await self._blocked(pending.pseudonym)
             return
         except (ChatExitedError, BadRequest):
+            if kept.cleared:  # she left: what the dead worker and this one sent goes too
+                await self._delete_left(chat_id, sent)
             await self._outgoing.finish(pending)
             return
         except (HotlineError, TelegramError) as exc:
@@ -933,8 +972,11 @@ class TelegramDoor:
             return EventKind.FAILED  # the chat record expired or was erased
         exit_label = self._text("common.quick_exit", language)
         epoch = self.outbox.epoch(chat_id)
+        still = _ChatStillOpen(self._chats, pseudonym, chat_id)
         try:
-            await self._send(pseudonym, chat_id, tuple(messages), exit_label, [], epoch=epoch)
+            await self._send(
+                pseudonym, chat_id, tuple(messages), exit_label, [], epoch=epoch, still=still
+            )
         except RecipientBlockedError:
             await self._blocked(pseudonym)
             return EventKind.FAILED
@@ -1010,6 +1052,62 @@ class _Admission:
     held: bool = False
     # Set once the update's turn has stepped (its replies may still wait for their slots).
     stepped: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class _Still:
+    """Whether a turn's or a line's messages are still wanted, looked up in Redis: a quick exit
+    through any worker says no (this process's outbox epoch knows only its own exits).
+    `cleared` once a look said no; `made_at` (monotonic) when the messages were made."""
+
+    __slots__ = ("cleared", "made_at")
+
+    def __init__(self, made_at: float) -> None:
+        self.cleared = False
+        self.made_at = made_at
+
+    async def _look(self, index: int, sent: list[int]) -> bool:
+        raise NotImplementedError
+
+    def at(self, index: int, sent: list[int]) -> Callable[[], Awaitable[bool]]:
+        """The look before message `index`, `sent` the ids of the ones before it."""
+
+        async def still() -> bool:
+            wanted = await self._look(index, sent)
+            self.cleared = self.cleared or not wanted
+            return wanted
+
+        return still
+
+
+class _StillKept(_Still):
+    """A turn's kept replies are still there (`OutgoingStore.advance`, which also writes how
+    far they went and renews the lease); a quick exit's write clears them."""
+
+    __slots__ = ("_outgoing", "_pending")
+
+    def __init__(self, outgoing: OutgoingStore, pending: Pending) -> None:
+        super().__init__(pending.made_at)
+        self._outgoing = outgoing
+        self._pending = pending
+
+    async def _look(self, index: int, sent: list[int]) -> bool:
+        return await self._outgoing.advance(self._pending, index, sent)
+
+
+class _ChatStillOpen(_Still):
+    """A counselor's line: the victim's chat record is still there (an exit erases it)."""
+
+    __slots__ = ("_chat_id", "_chats", "_pseudonym")
+
+    def __init__(self, chats: TelegramChatStore, pseudonym: Pseudonym, chat_id: int) -> None:
+        super().__init__(time.monotonic())
+        self._chats = chats
+        self._pseudonym = pseudonym
+        self._chat_id = chat_id
+
+    async def _look(self, index: int, sent: list[int]) -> bool:
+        del index, sent
+        return await self._chats.chat_id(self._pseudonym) == self._chat_id
 
 
 @dataclass

@@ -22,7 +22,10 @@ any later send of a turn that began before the exit; `delete(..., urgent=True)` 
 bucket. Other chats' sends are untouched. "Waiting" is every wait before the call: the
 in-process buckets, the shared gate (which may hold a send for seconds, and may hand it a slot
 in the very moment of the exit, so the epoch is checked again after it) and a retry's back-off;
-a send's epoch is the one it was asked for under, never one read again on a retry. The exit's
+a send's epoch is the one it was asked for under, never one read again on a retry. An epoch is
+this process's: a send that waited for its slot asks its caller whether it is still wanted
+(`still`: the door asks Redis whether the turn's kept replies are still there, which an exit
+through another worker clears) before it goes. The exit's
 own sends (`exiting`) do not wait for the chat's shared window either: it was filled by the
 replies the exit drops, as the chat's in-process bucket is, which starts afresh.
 """
@@ -48,6 +51,10 @@ from backend.core.metrics import Metrics
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 4096
+# A send that waited this long for its slot asks its caller's `still` before it goes: another
+# worker may have taken the victim's quick exit meanwhile. A shorter wait asks nothing (no
+# round trip for the common, uncongested send).
+RECHECK_AFTER_S = 0.2
 _T = TypeVar("_T")
 
 
@@ -151,10 +158,20 @@ class _Ticket:
     exiting: bool
     priority: int = 0
     asked_at: float = field(default_factory=time.time)
+    still: Callable[[], Awaitable[bool]] | None = None
 
     def check(self) -> None:
         """ChatExitedError if an exit came since, or one is under way and this is not its own."""
         if self.exits.epoch != self.epoch or (self.exits.closed and not self.exiting):
+            raise ChatExitedError("the victim left this chat")
+
+    async def check_still(self) -> None:
+        """After a wait for the slot of `RECHECK_AFTER_S` or more: ChatExitedError if the
+        caller's `still` says the send is no longer wanted (a quick exit through another
+        worker, which this process's epoch cannot know of)."""
+        if self.still is None or time.time() - self.asked_at < RECHECK_AFTER_S:
+            return
+        if not await self.still():
             raise ChatExitedError("the victim left this chat")
 
     async def sleep(self, seconds: float) -> None:
@@ -250,13 +267,15 @@ class TelegramOutbox:
         epoch: int | None = None,
         exiting: bool = False,
         priority: int = 0,
+        still: Callable[[], Awaitable[bool]] | None = None,
     ) -> int:
         """Send one message (at most 4096 characters), protected, without parse mode; the
         message id Telegram gave it. `reply_markup` as PTB's object or as its JSON text.
         `epoch`: the chat's epoch when the turn began; ChatExitedError if a quick exit came
         since (also while waiting for a slot), or if an exit is under way and this is not its
         own send (`exiting`). `priority`: the conversation's triage level (0-3); under the
-        bot's cap, higher goes first (with a gate)."""
+        bot's cap, higher goes first (with a gate). `still`: asked once the slot is given, if
+        the send waited `RECHECK_AFTER_S` or more for it; ChatExitedError when it says no."""
         if not text or len(text) > MAX_MESSAGE_CHARS:
             raise ValueError("a Telegram message holds 1-4096 characters; fit it first")
         params: dict[str, object] = {"chat_id": chat_id, "text": text, "protect_content": True}
@@ -264,7 +283,12 @@ class TelegramOutbox:
             params["reply_markup"] = reply_markup
         state = self._exit_state(chat_id)
         ticket = _Ticket(
-            state, state.epoch if epoch is None else epoch, state.exited, exiting, priority
+            state,
+            state.epoch if epoch is None else epoch,
+            state.exited,
+            exiting,
+            priority,
+            still=still,
         )
         ticket.check()
         state.in_flight += 1
@@ -334,6 +358,8 @@ class TelegramOutbox:
             attempt += 1
             if not urgent:
                 await self._wait_for_slot(chat_id, ticket)
+                if ticket is not None:
+                    await ticket.check_still()
             try:
                 return await call()
             except BadRequest:  # a NetworkError subclass in PTB, but retrying cannot help

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
@@ -99,6 +99,9 @@ class Pending:
     sent: tuple[int, ...] = ()
     # The cases the turn opened, for the chat record (flagged if she blocks the bot).
     case_ids: tuple[str, ...] = ()
+    # When this process made or took it (monotonic): replies that waited since are looked up
+    # before they go (`bot.telegram.door`), an exit through another worker may have come.
+    made_at: float = field(default_factory=time.monotonic)
 
 
 class OutgoingStore:
