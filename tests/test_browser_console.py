@@ -102,7 +102,10 @@ async def test_a_victims_html_and_script_stay_text(console: Console) -> None:
     late = await add_case(console.hotline, 1, timedelta(minutes=20))
     row = page.locator(f'tr[data-case="{hostile}"]')
     await row.locator(".sla", has_text="left").wait_for()
+    # `add_case` stores the case, then dates it back: a poll between the two shows it on time
+    # until the next poll, so the row is awaited as missed rather than read at once.
     missed = page.locator(f'tr[data-case="{late}"]')
+    await page.locator(f'tr[data-case="{late}"].sla-missed').wait_for()
     assert await missed.get_attribute("class") == "priority-1 sla-missed"
     assert (await missed.locator(".sla").inner_text()).startswith("SLA missed by 5 min")
     assert await row.locator("td").nth(2).inner_text() == HOSTILE_CATEGORY
