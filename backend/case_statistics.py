@@ -3,9 +3,10 @@ category, priority, coarse age group, when), each computed by one SQL aggregate.
 reads a sealed column, and no query returns a case's row.
 
 A count under `SMALL_CELL` is shown as "<5" wherever it leaves this module (`Cell.shown`), so a
-rare combination (one minor's report on a quiet Tuesday) cannot single out a victim. Zero is
-shown as 0: an empty cell names nobody. Averages over fewer than `SMALL_CELL` cases are not
-shown at all.
+rare combination (one minor's report on a quiet Tuesday) cannot single out a victim, and a
+total with such a count in it only as the lower bound its parts give (`bounded`), so the count
+cannot be worked out by difference. Zero is shown as 0: an empty cell names nobody. Averages
+over fewer than `SMALL_CELL` cases are not shown at all.
 
 Days and office hours are the centre's (Korea, UTC+9, no daylight saving), whatever the server's
 clock zone.
@@ -69,6 +70,39 @@ class DayTable:
 
     def cell(self, day: date, group: str) -> Cell:
         return self.cells.get((day, group), Cell(0))
+
+    def day_total(self, day: date) -> Shown:
+        """The day's total as it may be shown (`bounded`): a row's exact total less its other
+        cells would give a "<5" cell of the day away."""
+        return bounded(self.totals[day], [self.cell(day, g) for g in self.groups])
+
+    def group_total(self, group: str) -> Shown:
+        """A value of the grouping over the whole range, as it may be shown (`bounded`): its
+        exact total less its other days would give a day shown as "<5" away."""
+        return bounded(self.group_totals[group], [self.cell(day, group) for day in self.days])
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A total as the page, the chart and the CSV show it: `value` (a bar's length), `label`,
+    and whether it is drawn hollow (an upper bound: under 5)."""
+
+    value: int
+    label: str
+    hollow: bool
+
+
+def bounded(total: Cell, parts: list[Cell]) -> Shown:
+    """A total of `parts`. Under 5: "<5", hollow, drawn at 5. When a part is shown as "<5",
+    the exact total less the other parts would give it away (one victim on a quiet day), so
+    it says only what the parts already do: at least the exact parts plus one per "<5" part
+    ("≥8"). Otherwise exact."""
+    if total.small:
+        return Shown(SMALL_CELL, total.shown, hollow=True)
+    if any(part.small for part in parts):
+        floor = sum(1 if part.small else part.n for part in parts)
+        return Shown(floor, f"≥{floor}", hollow=False)
+    return Shown(total.n, total.shown, hollow=False)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from datetime import date
 from typing import Any
 
 from backend.case_statistics import _day_table, centre_today
-from backend.console.dashboard import group_chart
+from backend.console.dashboard import chart, group_chart
 from backend.models import Role
 from tests.conftest import RunningHotline
 from tests.live_chat_support import add_counselor, sign_in
@@ -69,9 +69,11 @@ async def test_counts_under_five_are_shown_as_under_five(hotline: RunningHotline
     page = await (await client.get(f"/console/statistics?{query}", headers=headers)).text()
     header = _row(page, "per-day-table", "Day")
     counts = dict(zip(header, _row(page, "per-day-table", today), strict=True))
-    assert counts == {"Day": today, "deepfake": "6", "filming": "&lt;5", "Total": "8"}
+    # 8 in all, but "8" less the 6 would give the "<5" away: the least the row tells.
+    assert counts == {"Day": today, "deepfake": "6", "filming": "&lt;5", "Total": "≥7"}
     day_chart = page.split('id="day-chart"', 1)[1].split("</svg>", 1)[0]
-    assert f"{today}: 8</title>" in day_chart and 'class="bar small"' not in day_chart
+    assert f"{today}: ≥7</title>" in day_chart and 'class="bar small"' not in day_chart
+    assert f"{today}: 8<" not in day_chart
     # Two cases taken by a counselor: too few to show, or to average.
     priority = str(cases[0]["priority"])
     assert _row(page, "response-table", priority)[1:4] == ["&lt;5", "\u2013", "&lt;5"]
@@ -80,7 +82,7 @@ async def test_counts_under_five_are_shown_as_under_five(hotline: RunningHotline
     exported = await client.get(f"/console/statistics.csv?{query}", headers=headers)
     assert exported.headers["Content-Type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(await exported.text())))
-    assert rows == [["day", "deepfake", "filming", "total"], [today, "6", "<5", "8"]]
+    assert rows == [["day", "deepfake", "filming", "total"], [today, "6", "<5", "≥7"]]
     by_channel = await client.get(
         f"/console/statistics.csv?from={today}&to={today}&by=channel", headers=headers
     )
@@ -151,7 +153,7 @@ async def test_the_age_group_is_counted_and_small_groups_are_under_five(
         "Adult": "5",
         "Minor (under 18)": "&lt;5",
         "Age not said": "&lt;5",
-        "Total": "8",
+        "Total": "≥7",
     }
     split = page.split('id="split-chart"', 1)[1].split("</svg>", 1)[0]
     assert "<title>Minor (under 18): &lt;5</title>" in split
@@ -160,7 +162,7 @@ async def test_the_age_group_is_counted_and_small_groups_are_under_five(
 
     exported = await hotline.client.get(f"/console/statistics.csv?{query}", headers=headers)
     rows = list(csv.reader(io.StringIO(await exported.text())))
-    assert rows == [["day", "adult", "minor", "not_said", "total"], [today, "5", "<5", "<5", "8"]]
+    assert rows == [["day", "adult", "minor", "not_said", "total"], [today, "5", "<5", "<5", "≥7"]]
 
 
 def test_the_split_chart_gives_away_no_day_under_five() -> None:
@@ -174,3 +176,17 @@ def test_the_split_chart_gives_away_no_day_under_five() -> None:
     )
     bars = {b.group: (b.label, b.small) for b in group_chart(table)}
     assert bars == {"adult": ("7", False), "minor": ("≥7", False), "not_said": ("<5", True)}
+
+
+def test_a_day_total_gives_away_no_count_under_five() -> None:
+    """A day's total less its other cells would give away a cell shown as "<5": such a total is
+    shown, in the table, the chart and the CSV alike, as the lower bound the row already tells;
+    a day without one keeps its exact total."""
+    day1, day2 = date(2026, 12, 1), date(2026, 12, 2)
+    table = _day_table(
+        day1,
+        day2,
+        [(day1, "deepfake", 6), (day1, "filming", 2), (day2, "deepfake", 9), (day2, "filming", 5)],
+    )
+    assert [table.day_total(d).label for d in (day1, day2)] == ["≥7", "14"]
+    assert {b.day: b.label for b in chart(table)} == {"2026-12-01": "≥7", "2026-12-02": "14"}

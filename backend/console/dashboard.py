@@ -63,27 +63,27 @@ def _range(request: web.Request) -> tuple[date, date, Grouping]:
 
 
 def chart(table: DayTable) -> list[Bar]:
-    """One bar per day, its height the day's total; a day under 5 is drawn as a hollow bar of
-    height 5 (an upper bound), so the chart tells no more than the table."""
+    """One bar per day, its height the day's total as the table shows it (`DayTable.day_total`):
+    a day under 5 is a hollow bar of height 5 (an upper bound), a day with a "<5" cell a bar of
+    its lower bound, so the chart tells no more than the table."""
     if not table.days:
         return []
-    shown = [max(t.n, SMALL_CELL) if t.small else t.n for t in table.totals.values()]
-    top = max([SMALL_CELL, *shown])
+    totals = {day: table.day_total(day) for day in table.days}
+    top = max([SMALL_CELL, *(shown.value for shown in totals.values())])
     width = _CHART_W / len(table.days)
     bars = []
     for i, day in enumerate(table.days):
-        total = table.totals[day]
-        value = SMALL_CELL if total.small else total.n
-        height = _CHART_H * value / top
+        shown = totals[day]
+        height = _CHART_H * shown.value / top
         bars.append(
             Bar(
                 x=round(i * width, 2),
                 y=round(_CHART_H - height, 2),
                 width=round(max(width - 1, 1), 2),
                 height=round(height, 2),
-                label=total.shown,
+                label=shown.label,
                 day=day.isoformat(),
-                small=total.small,
+                small=shown.hollow,
             )
         )
     return bars
@@ -100,36 +100,19 @@ class GroupBar:
     small: bool
 
 
-def _group_value(table: DayTable, group: str) -> tuple[int, str, bool]:
-    """The bar's length, its label and whether it is hollow.
-
-    Under 5 over the range: "<5", hollow, drawn at 5. When a day of the group was shown as "<5",
-    the exact total would give that day's count away (the total less the other days), so the
-    bar says only what the table already does: at least the shown days plus one per "<5" day.
-    """
-    total = table.group_totals[group]
-    if total.small:
-        return SMALL_CELL, total.shown, True
-    cells = [table.cell(day, group) for day in table.days]
-    if any(c.small for c in cells):
-        floor = sum(1 if c.small else c.n for c in cells)
-        return floor, f"≥{floor}", False
-    return total.n, total.shown, False
-
-
 def group_chart(table: DayTable) -> list[GroupBar]:
     """One bar per value of the grouping over the whole range (`_group_value`)."""
-    values = {g: _group_value(table, g) for g in table.group_totals}
-    top = max([SMALL_CELL, *(n for n, _label, _small in values.values())])
+    values = {g: table.group_total(g) for g in table.group_totals}
+    top = max([SMALL_CELL, *(shown.value for shown in values.values())])
     return [
         GroupBar(
             group=group,
             y=i * GROUP_BAR_STEP,
-            width=round(GROUP_CHART_BAR_W * n / top, 2),
-            label=label,
-            small=small,
+            width=round(GROUP_CHART_BAR_W * shown.value / top, 2),
+            label=shown.label,
+            small=shown.hollow,
         )
-        for i, (group, (n, label, small)) in enumerate(values.items())
+        for i, (group, shown) in enumerate(values.items())
     ]
 
 
@@ -164,7 +147,7 @@ async def statistics_csv(request: web.Request) -> web.Response:
     writer.writerow(["day", *table.groups, "total"])
     for day in table.days:
         cells = [table.cell(day, g).shown for g in table.groups]
-        writer.writerow([day.isoformat(), *cells, table.totals[day].shown])
+        writer.writerow([day.isoformat(), *cells, table.day_total(day).label])
     name = f"hotline-cases-{report.grouping}-{report.start}-{report.end}.csv"
     return web.Response(
         text=out.getvalue(),
