@@ -111,9 +111,15 @@ async def _stored(hotline: RunningHotline, case_id: str, *, joined: bool = True)
 
 
 async def _counts(hotline: RunningHotline) -> tuple[int, int]:
-    async with hotline.client.app[engine_key].connect() as conn:
-        cases = (await conn.execute(select(func.count()).select_from(Case))).scalar_one()
-        receipts = (await conn.execute(select(func.count()).select_from(Receipt))).scalar_one()
+    """Cases and receipts stored, once intake stored the report's receipt: receipts come on a
+    stream of their own, and may be stored after the case and its handoff."""
+    for _ in range(500):
+        async with hotline.client.app[engine_key].connect() as conn:
+            cases = (await conn.execute(select(func.count()).select_from(Case))).scalar_one()
+            receipts = (await conn.execute(select(func.count()).select_from(Receipt))).scalar_one()
+        if receipts:
+            break
+        await asyncio.sleep(0.02)
     return int(cases), int(receipts)
 
 
