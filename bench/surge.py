@@ -44,10 +44,10 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 # Run as a script, Python puts bench/ first on sys.path; the fake Bot API lives in tests/.
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
@@ -67,10 +67,9 @@ from backend.core.receipt_codes import ReceiptHasher
 from backend.core.settings import SHIPPED_FLOWS_DIR, KdfCost, RedisPool
 from backend.embedded_redis import EmbeddedRedis
 from backend.flows.registry import FlowRegistry
-from bot.inbound_limits import Sender
 from bot.reports import ReportSender
 from bot.runtime import ConversationRuntime, Turn
-from bot.sessions import ExitMark, Once, Replies, SessionStore
+from bot.sessions import SessionStore
 from bot.telegram.door import SECRET_HEADER, TelegramConfig, TelegramDoor
 from tests.fake_telegram import ApiCall, FakeTelegram, JSONDict, SendLimits
 
@@ -122,25 +121,9 @@ class TimedRuntime(ConversationRuntime):
 
     turns: list[tuple[float, bool]]
 
-    async def handle(
-        self,
-        inbound: Inbound,
-        *,
-        once: Once | None = None,
-        sender: Sender | None = None,
-        record: Callable[[Turn], tuple[str, bytes, int]] | None = None,
-        replies: Callable[[Turn], Replies | None] | None = None,
-        exit_mark: ExitMark | None = None,
-    ) -> Turn:
+    async def handle(self, inbound: Inbound, **kwargs: Any) -> Turn:
         started = time.perf_counter()
-        turn = await super().handle(
-            inbound,
-            once=once,
-            sender=sender,
-            record=record,
-            replies=replies,
-            exit_mark=exit_mark,
-        )
+        turn = await super().handle(inbound, **kwargs)
         submitted = any(isinstance(effect, SubmitReport) for effect in turn.effects)
         self.turns.append((time.perf_counter() - started, submitted))
         return turn

@@ -61,6 +61,36 @@ async def _line(process: asyncio.subprocess.Process) -> str:
         return (await process.stdout.readline()).decode().strip()
 
 
+async def _start_killed_in(
+    pair: Pair,
+    telegram: FakeTelegram,
+    victim: Victim,
+    root_secret: bytes,
+    *mode: str,
+    says: str,
+) -> int:
+    """A worker (`tests.telegram_dying_worker`, in `mode`) takes the victim's /start, says
+    `says` where it stops, and is SIGKILLed there; the update's id."""
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        telegram_dying_worker.__name__,
+        pair.redis_url,
+        telegram.base_url,
+        root_secret.hex(),
+        *mode,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert await _line(worker) == "polling"
+        await telegram.send_text(victim.user, victim.chat, "/start")
+        assert await _line(worker) == says, f"the worker did not reach {says!r}"
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        await worker.wait()
+    return int(telegram.delivered[-1]["update_id"])
+
+
 async def test_an_update_a_killed_worker_held_is_handled_once_by_the_next(
     pair: Pair,
     redis: Redis,
@@ -70,23 +100,8 @@ async def test_an_update_a_killed_worker_held_is_handled_once_by_the_next(
 ) -> None:
     runtime, root_secret = make_runtime(redis, flows, center_key)
     victim = Victim(telegram, "en")
-    worker = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        telegram_dying_worker.__name__,
-        pair.redis_url,
-        telegram.base_url,
-        root_secret.hex(),
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert await _line(worker) == "polling"
-        await telegram.send_text(victim.user, victim.chat, "/start")
-        assert await _line(worker) == "in-turn", "the worker took the update and is mid-turn"
-    finally:
-        worker.send_signal(signal.SIGKILL)
-        await worker.wait()
-    start_id = telegram.delivered[-1]["update_id"]
+    # It took the update and is mid-turn.
+    start_id = await _start_killed_in(pair, telegram, victim, root_secret, says="in-turn")
     assert telegram.calls_to("sendMessage") == []
     key = streams.telegram_update_key(int(TOKEN.split(":")[0]), start_id)
     assert await redis.get(key) not in (None, b"done"), "the dead worker's claim is still held"
@@ -126,26 +141,12 @@ async def _killed_after_step(
 ) -> int:
     """A worker that stepped the victim's /start (the update marked done, its replies kept)
     and was killed before its first reply reached Telegram; the update's id."""
-    worker = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        telegram_dying_worker.__name__,
-        pair.redis_url,
-        telegram.base_url,
-        root_secret.hex(),
-        "after-step",
-        str(lease_s),
-        stdout=subprocess.PIPE,
+    # The turn stepped; its first reply waits.
+    start_id = await _start_killed_in(
+        pair, telegram, victim, root_secret, "after-step", str(lease_s), says="stepped"
     )
-    try:
-        assert await _line(worker) == "polling"
-        await telegram.send_text(victim.user, victim.chat, "/start")
-        assert await _line(worker) == "stepped", "the turn stepped; its first reply waits"
-    finally:
-        worker.send_signal(signal.SIGKILL)
-        await worker.wait()
     assert telegram.calls_to("sendMessage") == []
-    return int(telegram.delivered[-1]["update_id"])
+    return start_id
 
 
 def _next_worker(
@@ -249,26 +250,10 @@ async def test_an_update_from_before_an_exit_starts_nothing_after_it(
     runtime, root_secret = make_runtime(redis, flows, center_key)
     victim = Victim(telegram, "en")
     claim_s = 4  # the dead worker's claim on her /start outlives its conversation lock (1 s)
-    worker = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        telegram_dying_worker.__name__,
-        pair.redis_url,
-        telegram.base_url,
-        root_secret.hex(),
-        "claim",
-        str(claim_s),
-        stdout=subprocess.PIPE,
+    start_id = await _start_killed_in(
+        pair, telegram, victim, root_secret, "claim", str(claim_s), says="in-turn"
     )
-    try:
-        assert await _line(worker) == "polling"
-        await telegram.send_text(victim.user, victim.chat, "/start")
-        assert await _line(worker) == "in-turn", "the worker took the update and is mid-turn"
-    finally:
-        worker.send_signal(signal.SIGKILL)
-        await worker.wait()
     killed = asyncio.get_running_loop().time()
-    start_id = int(telegram.delivered[-1]["update_id"])
     await telegram.send_text(victim.user, victim.chat, "/exit")
     await _until_gone(redis, streams.telegram_poller_key(BOT_ID))
     door = _next_worker(telegram, runtime, redis, root_secret)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -20,9 +19,7 @@ from redis.asyncio import Redis
 from backend.core import redis_keys as streams
 from backend.core.conversation import Inbound
 from backend.flows.registry import FlowRegistry
-from bot.inbound_limits import Sender
 from bot.runtime import ConversationRuntime, Turn
-from bot.sessions import ExitMark, Once, Replies
 from bot.telegram.dedupe import Claim, UpdateDedupe
 from bot.telegram.door import SECRET_HEADER, TelegramDoor
 from bot.telegram.outbox import OutboxLimits, TelegramOutbox, _Bucket
@@ -61,29 +58,13 @@ class _WatchedRuntime(ConversationRuntime):
         self.most_per_chat = 0
         self.most_overall = 0
 
-    async def handle(
-        self,
-        inbound: Inbound,
-        *,
-        once: Once | None = None,
-        sender: Sender | None = None,
-        record: Callable[[Turn], tuple[str, bytes, int]] | None = None,
-        replies: Callable[[Turn], Replies | None] | None = None,
-        exit_mark: ExitMark | None = None,
-    ) -> Turn:
+    async def handle(self, inbound: Inbound, **kwargs: Any) -> Turn:
         self.running[inbound.pseudonym] = self.running.get(inbound.pseudonym, 0) + 1
         self.most_per_chat = max(self.most_per_chat, self.running[inbound.pseudonym])
         self.most_overall = max(self.most_overall, sum(self.running.values()))
         try:
             await asyncio.sleep(0.05)
-            return await super().handle(
-                inbound,
-                once=once,
-                sender=sender,
-                record=record,
-                replies=replies,
-                exit_mark=exit_mark,
-            )
+            return await super().handle(inbound, **kwargs)
         finally:
             self.running[inbound.pseudonym] -= 1
 
