@@ -678,7 +678,7 @@ class TelegramDoor:
         # Sent, or dropped for good: the kept replies go; otherwise (a send failed for good, or
         # the task was cancelled) they stay, with how far they went, for the next look.
         settled = False
-        kept = still if pending is None else _StillKept(self._outgoing, pending)
+        kept = still if pending is None else self._still_kept(pending)
         try:
             for index, (text, markup) in enumerate(prepared):
                 # Before every message after the first, and before the first too when it
@@ -726,6 +726,15 @@ class TelegramDoor:
                     with contextlib.suppress(Exception):
                         await self._outgoing.advance(pending, len(sent), sent)
 
+    def _still_kept(self, pending: Pending) -> _Still:
+        """A turn's kept replies are still there (`OutgoingStore.advance`, which also writes
+        how far they went and renews the lease); a quick exit's write clears them."""
+
+        async def kept(index: int, sent: list[int]) -> bool:
+            return await self._outgoing.advance(pending, index, sent)
+
+        return _Still(kept, pending.made_at)
+
     async def _delete_left(self, chat_id: int, message_ids: list[int]) -> None:
         """Best effort, at once: messages of a chat the victim has left."""
         if not message_ids:
@@ -745,7 +754,7 @@ class TelegramDoor:
         chat_id = pending.chat_id
         epoch = self.outbox.epoch(chat_id)
         sent = list(pending.sent)
-        kept = _StillKept(self._outgoing, pending)
+        kept = self._still_kept(pending)
         try:
             async with self._reply_order.place(chat_id):
                 for index in range(pending.done, len(pending.messages)):
@@ -972,7 +981,12 @@ class TelegramDoor:
             return EventKind.FAILED  # the chat record expired or was erased
         exit_label = self._text("common.quick_exit", language)
         epoch = self.outbox.epoch(chat_id)
-        still = _ChatStillOpen(self._chats, pseudonym, chat_id)
+
+        async def still_open(_index: int, _sent: list[int]) -> bool:
+            # A counselor's line: the chat's reply address is still there (an exit deletes it).
+            return await self._chats.chat_id(pseudonym) == chat_id
+
+        still = _Still(still_open, time.monotonic())
         try:
             await self._send(
                 pseudonym, chat_id, tuple(messages), exit_label, [], epoch=epoch, still=still
@@ -1055,18 +1069,17 @@ class _Admission:
 
 
 class _Still:
-    """Whether a turn's or a line's messages are still wanted, looked up in Redis: a quick exit
-    through any worker says no (this process's outbox epoch knows only its own exits).
-    `cleared` once a look said no; `made_at` (monotonic) when the messages were made."""
+    """Whether a turn's or a line's messages are still wanted, looked up in Redis by `look`
+    (message index, ids sent before it): a quick exit through any worker says no (this
+    process's outbox epoch knows only its own exits). `cleared` once a look said no;
+    `made_at` (monotonic) when the messages were made."""
 
-    __slots__ = ("cleared", "made_at")
+    __slots__ = ("_look", "cleared", "made_at")
 
-    def __init__(self, made_at: float) -> None:
+    def __init__(self, look: Callable[[int, list[int]], Awaitable[bool]], made_at: float) -> None:
+        self._look = look
         self.cleared = False
         self.made_at = made_at
-
-    async def _look(self, index: int, sent: list[int]) -> bool:
-        raise NotImplementedError
 
     def at(self, index: int, sent: list[int]) -> Callable[[], Awaitable[bool]]:
         """The look before message `index`, `sent` the ids of the ones before it."""
@@ -1077,37 +1090,6 @@ class _Still:
             return wanted
 
         return still
-
-
-class _StillKept(_Still):
-    """A turn's kept replies are still there (`OutgoingStore.advance`, which also writes how
-    far they went and renews the lease); a quick exit's write clears them."""
-
-    __slots__ = ("_outgoing", "_pending")
-
-    def __init__(self, outgoing: OutgoingStore, pending: Pending) -> None:
-        super().__init__(pending.made_at)
-        self._outgoing = outgoing
-        self._pending = pending
-
-    async def _look(self, index: int, sent: list[int]) -> bool:
-        return await self._outgoing.advance(self._pending, index, sent)
-
-
-class _ChatStillOpen(_Still):
-    """A counselor's line: the victim's chat record is still there (an exit erases it)."""
-
-    __slots__ = ("_chat_id", "_chats", "_pseudonym")
-
-    def __init__(self, chats: TelegramChatStore, pseudonym: Pseudonym, chat_id: int) -> None:
-        super().__init__(time.monotonic())
-        self._chats = chats
-        self._pseudonym = pseudonym
-        self._chat_id = chat_id
-
-    async def _look(self, index: int, sent: list[int]) -> bool:
-        del index, sent
-        return await self._chats.chat_id(self._pseudonym) == self._chat_id
 
 
 @dataclass
